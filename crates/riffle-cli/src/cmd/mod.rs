@@ -1,0 +1,3 @@
+pub mod consume;
+pub mod produce;
+pub mod topics;

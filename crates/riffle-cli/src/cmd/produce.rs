@@ -1,0 +1,79 @@
+//! `riffle produce`: send records to a topic.
+
+use std::io::BufRead;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use clap::Args;
+use riffle::stream::Producer;
+use riffle::{Error, Result};
+
+use crate::backend::BrokerArgs;
+
+#[derive(Args)]
+pub struct ProduceArgs {
+    /// Topic to send to.
+    #[arg(long, short = 't')]
+    topic: String,
+    /// Key for every record (records are key-less without it).
+    #[arg(long, short = 'k')]
+    key: Option<String>,
+    /// Read `KEY<sep>VALUE` lines from stdin, splitting each at the first <sep>.
+    #[arg(long, value_name = "SEP", conflicts_with = "key")]
+    key_separator: Option<String>,
+    /// Refuse values that are not valid JSON instead of sending them as they are.
+    #[arg(long)]
+    json: bool,
+    /// Values to send; without any, one value per line of stdin.
+    values: Vec<String>,
+}
+
+pub fn run(args: &BrokerArgs, a: ProduceArgs) -> Result<()> {
+    let log = args.kafka("produce")?;
+    riffle::log::validate_topic_name(&a.topic)?;
+    log.describe_topic(&a.topic, Duration::from_secs(10))?;
+    let producer = Producer::new(&*log)?;
+    let send = |line: &str| -> Result<()> {
+        let (key, value) = match &a.key_separator {
+            Some(sep) => match line.split_once(sep.as_str()) {
+                Some((k, v)) => (Some(k), v),
+                None => (None, line),
+            },
+            None => (a.key.as_deref(), line),
+        };
+        if a.json {
+            serde_json::from_str::<serde_json::Value>(value)
+                .map_err(|e| Error::InvalidInput(format!("not JSON ({e}): {value}")))?;
+        }
+        producer.send(&a.topic, key.map(str::as_bytes), value.as_bytes())
+    };
+    if a.values.is_empty() {
+        for line in std::io::stdin().lock().lines() {
+            let line = line.map_err(|e| Error::Backend(format!("reading stdin: {e}")))?;
+            if !line.is_empty() {
+                send(&line)?;
+            }
+        }
+    } else {
+        for v in &a.values {
+            send(v)?;
+        }
+    }
+    producer.flush(Producer::CLOSE_TIMEOUT)?;
+    let s = producer.stats();
+    let (delivered, failed) = (
+        s.delivered.load(Ordering::Relaxed),
+        s.failed.load(Ordering::Relaxed),
+    );
+    eprintln!(
+        "sent {} records to {}: {delivered} delivered, {failed} failed",
+        s.sent.load(Ordering::Relaxed),
+        a.topic
+    );
+    if failed > 0 {
+        return Err(Error::Backend(format!(
+            "{failed} records were not delivered"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,142 @@
+//! `riffle topics`: topic administration.
+
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use riffle::log::{TopicInfo, TopicSpec};
+use riffle::Result;
+
+use crate::backend::BrokerArgs;
+
+#[derive(Subcommand)]
+pub enum TopicsCommand {
+    /// Create a topic and wait until the cluster serves it.
+    Create(CreateArgs),
+    /// Delete a topic and wait until it is gone.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// List topics with their partition counts and record counts.
+    List {
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Show a topic's partitions: leader, replicas, first and next offset.
+    Describe {
+        name: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+}
+
+#[derive(Args)]
+pub struct CreateArgs {
+    name: String,
+    /// Number of partitions.
+    #[arg(long, short = 'p', default_value_t = 1)]
+    partitions: i32,
+    /// Replication factor.
+    #[arg(long, short = 'r', default_value_t = 1)]
+    replication: i16,
+    /// A topic config (repeatable), e.g. --config cleanup.policy=compact.
+    #[arg(long = "config", short = 'c', value_name = "KEY=VALUE", value_parser = parse_config)]
+    configs: Vec<(String, String)>,
+    /// Delete the topic first if it exists.
+    #[arg(long)]
+    recreate: bool,
+    #[command(flatten)]
+    wait: WaitArgs,
+}
+
+#[derive(Args)]
+pub struct WaitArgs {
+    /// How long to wait for the cluster to confirm.
+    #[arg(long, default_value = "30s", value_parser = crate::util::parse_duration)]
+    timeout: Duration,
+}
+
+fn parse_config(s: &str) -> std::result::Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got '{s}'"))
+}
+
+pub fn run(args: &BrokerArgs, command: TopicsCommand) -> Result<()> {
+    let log = args.kafka("topics")?;
+    match command {
+        TopicsCommand::Create(c) => {
+            let spec = TopicSpec {
+                name: c.name,
+                partitions: c.partitions,
+                replication: c.replication,
+                configs: c.configs,
+            };
+            spec.validate()?;
+            if c.recreate {
+                log.recreate_topic(&spec, c.wait.timeout)?;
+            } else {
+                log.create_topic(&spec, c.wait.timeout)?;
+            }
+            println!(
+                "created topic {} ({} partitions, replication {})",
+                spec.name, spec.partitions, spec.replication
+            );
+        }
+        TopicsCommand::Delete { name, wait } => {
+            log.delete_topic(&name, wait.timeout)?;
+            println!("deleted topic {name}");
+        }
+        TopicsCommand::List { wait } => {
+            let topics = log.list_topics(wait.timeout)?;
+            let width = topics
+                .iter()
+                .map(|t| t.name.len())
+                .max()
+                .unwrap_or(5)
+                .max(5);
+            println!(
+                "{:width$}  {:>10}  {:>12}",
+                "TOPIC", "PARTITIONS", "RECORDS"
+            );
+            for t in &topics {
+                println!(
+                    "{:width$}  {:>10}  {:>12}",
+                    t.name,
+                    t.partitions.len(),
+                    records(t)
+                );
+            }
+        }
+        TopicsCommand::Describe { name, wait } => {
+            let t = log.describe_topic(&name, wait.timeout)?;
+            println!(
+                "topic {} ({} partitions, {} records)",
+                t.name,
+                t.partitions.len(),
+                records(&t)
+            );
+            println!(
+                "{:>9}  {:>6}  {:<12}  {:>12}  {:>12}",
+                "PARTITION", "LEADER", "REPLICAS", "FIRST", "NEXT"
+            );
+            for p in &t.partitions {
+                let replicas: Vec<String> = p.replicas.iter().map(ToString::to_string).collect();
+                println!(
+                    "{:>9}  {:>6}  {:<12}  {:>12}  {:>12}",
+                    p.id,
+                    p.leader,
+                    replicas.join(","),
+                    p.low,
+                    p.high
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn records(t: &TopicInfo) -> i64 {
+    t.partitions.iter().map(|p| p.high - p.low).sum()
+}

@@ -1,0 +1,20 @@
+//! `riffle demo`: runnable examples of the chapter.
+
+mod hello;
+
+use clap::Subcommand;
+use riffle::Result;
+
+use crate::backend::BrokerArgs;
+
+#[derive(Subcommand)]
+pub enum DemoCommand {
+    /// The chapter's example 6-4: one producer, N consumers in one group.
+    Hello(hello::HelloArgs),
+}
+
+pub fn run(brokers: &BrokerArgs, command: DemoCommand) -> Result<()> {
+    match command {
+        DemoCommand::Hello(a) => hello::run(brokers, a),
+    }
+}

@@ -1,0 +1,96 @@
+//! `riffle`: the command-line tool of the Riffle stream-processing framework.
+//!
+//! Layout: `main.rs` parses flags and reports errors; `backend.rs` picks the
+//! log (Kafka with `--brokers`, otherwise the embedded one); `cmd/` holds one
+//! file per plain command and `demo/` one per demo.
+
+mod backend;
+mod cmd;
+mod demo;
+mod util;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use backend::BrokerArgs;
+
+/// Actor-based stream processing on Apache Kafka.
+///
+/// Without --brokers (or RIFFLE_BROKERS) the demos run on an embedded
+/// in-process log, so nothing needs to be installed. With it, every command
+/// talks to that Kafka cluster.
+#[derive(Parser)]
+#[command(
+    name = "riffle",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+struct Cli {
+    #[command(flatten)]
+    brokers: BrokerArgs,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create, delete, list and describe topics (needs a broker).
+    #[command(subcommand)]
+    Topics(cmd::topics::TopicsCommand),
+    /// Send records to a topic, from arguments or one per line of stdin (needs a broker).
+    Produce(cmd::produce::ProduceArgs),
+    /// Read a topic as a consumer group and print each record (needs a broker).
+    Consume(cmd::consume::ConsumeArgs),
+    /// Runnable examples; embedded log unless a broker is given.
+    #[command(subcommand)]
+    Demo(demo::DemoCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
+    util::init_logging();
+    let result = match cli.command {
+        Command::Topics(c) => cmd::topics::run(&cli.brokers, c),
+        Command::Produce(a) => cmd::produce::run(&cli.brokers, a),
+        Command::Consume(a) => cmd::consume::run(&cli.brokers, a),
+        Command::Demo(d) => demo::run(&cli.brokers, d),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("riffle: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Help and version go out whole; a wrong flag gets one line and a pointer
+/// to the help.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind::*;
+    if matches!(
+        e.kind(),
+        DisplayHelp | DisplayVersion | DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return if e.kind() == DisplayHelpOnMissingArgumentOrSubcommand {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    let text = e.render().to_string();
+    let first = text
+        .lines()
+        .next()
+        .unwrap_or("invalid arguments")
+        .trim_start_matches("error: ");
+    eprintln!("riffle: {first} (see riffle --help)");
+    ExitCode::from(2)
+}

@@ -1,0 +1,85 @@
+//! Small helpers shared by the commands.
+
+use std::time::Duration;
+
+use riffle::stream::Stopper;
+
+/// Logs go to stderr; `RIFFLE_LOG` (or `RUST_LOG`) sets the filter, e.g.
+/// `RIFFLE_LOG=debug` or `RIFFLE_LOG=riffle=debug,librdkafka=info`. By
+/// default Riffle's warnings show, and librdkafka only speaks for errors
+/// (its connection retries would otherwise repeat what the error says).
+pub fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var("RIFFLE_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "warn,librdkafka=error".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("warn")))
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .compact()
+        .init();
+}
+
+/// Parses `250ms`, `10s`, `5m`, `1h` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration (try 500ms, 10s, 5m)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => {
+            return Err(format!(
+                "unknown unit '{unit}' in '{s}' (use ms, s, m or h)"
+            ))
+        }
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("'{s}' is not a duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// A stopper that Ctrl-C triggers (a second Ctrl-C exits at once).
+pub fn ctrl_c_stopper() -> Stopper {
+    let stopper = Stopper::new();
+    let s = stopper.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("signal runtime");
+        rt.block_on(async {
+            let _ = tokio::signal::ctrl_c().await;
+            eprintln!("\nstopping (Ctrl-C again to quit at once)");
+            s.stop();
+            let _ = tokio::signal::ctrl_c().await;
+            std::process::exit(130);
+        });
+    });
+    stopper
+}
+
+/// Sleeps until `stopper` fires or `limit` passes (forever when `None`).
+pub fn wait(stopper: &Stopper, limit: Option<Duration>) {
+    let start = std::time::Instant::now();
+    while !stopper.is_stopped() && limit.is_none_or(|l| start.elapsed() < l) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A record's bytes for display: UTF-8 as is, anything else escaped.
+pub fn show(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_owned(),
+        Err(_) => bytes.escape_ascii().to_string(),
+    }
+}

@@ -1,0 +1,71 @@
+//! One error type for the whole library.
+//!
+//! Errors are plain enums rather than boxed trait objects so that the hot
+//! paths (send, poll, commit) never allocate to report a routine condition
+//! such as a full queue, and so that callers can match on what went wrong.
+
+use std::fmt;
+
+/// The result type used throughout Riffle.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong talking to a log backend or running a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// The caller passed something unusable: a bad topic name, a zero
+    /// partition count, a malformed property. The message is one line.
+    InvalidInput(String),
+    /// The named topic does not exist.
+    UnknownTopic(String),
+    /// The topic to create exists already.
+    TopicExists(String),
+    /// No broker answered within the allowed time.
+    Unreachable { brokers: String, detail: String },
+    /// An operation did not finish within its deadline.
+    Timeout(String),
+    /// The backend's local send queue is full; poll and retry.
+    QueueFull,
+    /// The backend reported an error (Kafka error code text, I/O, ...).
+    Backend(String),
+    /// A record could not be decoded (not JSON, wrong fields, ...).
+    Decode(String),
+    /// The component was stopped or closed.
+    Closed,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::InvalidInput(m) => write!(f, "invalid input: {m}"),
+            Error::UnknownTopic(t) => write!(f, "unknown topic '{t}'"),
+            Error::TopicExists(t) => write!(f, "topic '{t}' already exists"),
+            Error::Unreachable { brokers, detail } => {
+                write!(f, "cannot reach Kafka at {brokers}: {detail}")
+            }
+            Error::Timeout(m) => write!(f, "timed out: {m}"),
+            Error::QueueFull => write!(f, "local send queue is full"),
+            Error::Backend(m) => write!(f, "{m}"),
+            Error::Decode(m) => write!(f, "cannot decode record: {m}"),
+            Error::Closed => write!(f, "closed"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<rdkafka::error::KafkaError> for Error {
+    fn from(e: rdkafka::error::KafkaError) -> Self {
+        use rdkafka::error::KafkaError as K;
+        use rdkafka::types::RDKafkaErrorCode as C;
+        match e.rdkafka_error_code() {
+            Some(C::QueueFull) => Error::QueueFull,
+            Some(C::UnknownTopicOrPartition | C::UnknownTopic) => Error::Backend(e.to_string()),
+            _ => match e {
+                K::ClientConfig(_, desc, key, value) => {
+                    Error::InvalidInput(format!("property {key}={value}: {desc}"))
+                }
+                other => Error::Backend(other.to_string()),
+            },
+        }
+    }
+}

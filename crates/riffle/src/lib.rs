@@ -1,0 +1,20 @@
+//! Riffle: actor-based stream processing on Apache Kafka, with an embedded
+//! log so that everything also runs with nothing installed.
+//!
+//! # Layout
+//!
+//! Each layer knows only the ones above it in this list:
+//!
+//! - [`log`]: log backends behind one trait: Kafka (librdkafka) and the
+//!   embedded in-process log; topic administration; key partitioning.
+//! - [`actor`]: a small actor runtime: bounded mailboxes, cloneable handles,
+//!   supervision that restarts a panicking actor with backoff.
+//! - [`stream`]: the producer and consumer actors and consumer groups.
+//! - [`error`]: the one error type.
+
+pub mod actor;
+pub mod error;
+pub mod log;
+pub mod stream;
+
+pub use error::{Error, Result};

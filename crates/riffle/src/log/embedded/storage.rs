@@ -1,0 +1,212 @@
+//! The records of one partition, and the batch a consumer copies them into.
+//!
+//! Records are packed into segments (one byte buffer plus a fixed-size index
+//! entry per record) rather than allocated one by one: an append is a copy
+//! without allocation, and a consumer takes a run of records out with one
+//! `memcpy`, so the log's lock is held only briefly and the consumer visits
+//! its batch after releasing it. Segments are bounded so that persistence can
+//! later map each one to a file (append, fsync per policy, drop whole
+//! segments for retention) behind this same interface.
+
+use crate::error::{Error, Result};
+
+/// A segment is closed once it holds this many bytes of keys and values.
+const SEGMENT_BYTES: usize = 64 << 20;
+
+/// Marks a record without a key (as opposed to an empty key).
+const NO_KEY: u32 = u32::MAX;
+
+/// Where a record's bytes are in its buffer: the key (if any), then the value.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    start: usize,
+    key_len: u32,
+    value_len: u32,
+    timestamp: i64,
+}
+
+impl Entry {
+    fn key_bytes(&self) -> usize {
+        if self.key_len == NO_KEY {
+            0
+        } else {
+            self.key_len as usize
+        }
+    }
+
+    fn end(&self) -> usize {
+        self.start + self.key_bytes() + self.value_len as usize
+    }
+
+    fn split<'a>(&self, data: &'a [u8]) -> (Option<&'a [u8]>, &'a [u8]) {
+        let value_start = self.start + self.key_bytes();
+        let key = (self.key_len != NO_KEY).then(|| &data[self.start..value_start]);
+        (key, &data[value_start..self.end()])
+    }
+}
+
+#[derive(Debug)]
+struct Segment {
+    base: i64,
+    data: Vec<u8>,
+    index: Vec<Entry>,
+}
+
+impl Segment {
+    fn new(base: i64) -> Self {
+        Self {
+            base,
+            data: Vec::new(),
+            index: Vec::new(),
+        }
+    }
+}
+
+/// One partition: an append-only sequence of records with dense offsets.
+#[derive(Debug, Default)]
+pub(super) struct PartitionLog {
+    segments: Vec<Segment>,
+    high: i64,
+}
+
+impl PartitionLog {
+    /// Offset of the first record still held.
+    pub(super) fn low(&self) -> i64 {
+        self.segments.first().map_or(self.high, |s| s.base)
+    }
+
+    /// Offset the next record will get.
+    pub(super) fn high(&self) -> i64 {
+        self.high
+    }
+
+    /// Appends a record and returns its offset.
+    pub(super) fn append(
+        &mut self,
+        key: Option<&[u8]>,
+        value: &[u8],
+        timestamp: i64,
+    ) -> Result<i64> {
+        let key_len = match key {
+            Some(k) => u32::try_from(k.len()).ok().filter(|&n| n != NO_KEY),
+            None => Some(NO_KEY),
+        };
+        let (Some(key_len), Ok(value_len)) = (key_len, u32::try_from(value.len())) else {
+            return Err(Error::InvalidInput(
+                "record key or value is 4 GiB or larger".into(),
+            ));
+        };
+        let size = key.map_or(0, <[u8]>::len) + value.len();
+        let roll = match self.segments.last() {
+            None => true,
+            Some(s) => !s.index.is_empty() && s.data.len() + size > SEGMENT_BYTES,
+        };
+        if roll {
+            self.segments.push(Segment::new(self.high));
+        }
+        let seg = self
+            .segments
+            .last_mut()
+            .expect("a segment was just ensured");
+        let start = seg.data.len();
+        if let Some(k) = key {
+            seg.data.extend_from_slice(k);
+        }
+        seg.data.extend_from_slice(value);
+        seg.index.push(Entry {
+            start,
+            key_len,
+            value_len,
+            timestamp,
+        });
+        let offset = self.high;
+        self.high += 1;
+        Ok(offset)
+    }
+
+    /// Copies up to `max` records from `offset` on into `out`, tagged with
+    /// `slot` (the consumer's index of this partition), and returns how many.
+    pub(super) fn read(&self, offset: i64, max: usize, out: &mut Batch, slot: usize) -> usize {
+        if max == 0 || offset < self.low() || offset >= self.high {
+            return 0;
+        }
+        let mut seg_idx = self.segments.partition_point(|s| s.base <= offset) - 1;
+        let mut offset = offset;
+        let mut copied = 0;
+        while copied < max && seg_idx < self.segments.len() {
+            let seg = &self.segments[seg_idx];
+            let first = (offset - seg.base) as usize;
+            let last = seg.index.len().min(first + (max - copied));
+            if first < last {
+                copied += out.copy_run(seg, first, last, offset, slot);
+                offset += (last - first) as i64;
+            }
+            seg_idx += 1;
+        }
+        copied
+    }
+}
+
+/// A record in a [`Batch`]; the partition is known from the consumer's slot.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct BatchRecord {
+    pub(super) slot: usize,
+    pub(super) offset: i64,
+    entry: Entry,
+}
+
+/// Records copied out of the log, to be visited without holding its lock.
+/// Reused across polls, so steady-state consuming does not allocate.
+#[derive(Debug, Default)]
+pub(super) struct Batch {
+    data: Vec<u8>,
+    records: Vec<BatchRecord>,
+}
+
+impl Batch {
+    pub(super) fn clear(&mut self) {
+        self.data.clear();
+        self.records.clear();
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Copies the records `first..last` of `seg` with one `memcpy`.
+    fn copy_run(
+        &mut self,
+        seg: &Segment,
+        first: usize,
+        last: usize,
+        offset: i64,
+        slot: usize,
+    ) -> usize {
+        let from = seg.index[first].start;
+        let to = seg.index[last - 1].end();
+        let shift = self.data.len() as isize - from as isize;
+        self.data.extend_from_slice(&seg.data[from..to]);
+        self.records.extend(
+            seg.index[first..last]
+                .iter()
+                .enumerate()
+                .map(|(i, e)| BatchRecord {
+                    slot,
+                    offset: offset + i as i64,
+                    entry: Entry {
+                        start: (e.start as isize + shift) as usize,
+                        ..*e
+                    },
+                }),
+        );
+        last - first
+    }
+
+    /// Each record with its key, value and timestamp.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&BatchRecord, Option<&[u8]>, &[u8], i64)> {
+        self.records.iter().map(|r| {
+            let (key, value) = r.entry.split(&self.data);
+            (r, key, value, r.entry.timestamp)
+        })
+    }
+}

@@ -1,0 +1,196 @@
+//! A group member on Kafka: librdkafka's `BaseConsumer`, polled one message at
+//! a time (its fetch queue already batches the network side), with offsets
+//! stored by the caller after processing and committed by librdkafka in the
+//! background, on revocation and on close.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::types::RDKafkaErrorCode;
+
+use super::context::{partitions, GroupContext};
+use super::KafkaLog;
+use crate::error::{Error, Result};
+use crate::log::{ConsumerConfig, LogConsumer, PollVisitor, RecordRef, TopicPartition};
+
+pub(super) struct KafkaConsumer {
+    consumer: BaseConsumer<GroupContext>,
+    closed: bool,
+}
+
+impl KafkaConsumer {
+    pub(super) fn new(log: &KafkaLog, cfg: &ConsumerConfig) -> Result<Self> {
+        if cfg.group_id.is_empty() {
+            return Err(Error::InvalidInput("a consumer needs a group id".into()));
+        }
+        for t in &cfg.topics {
+            crate::log::validate_topic_name(t)?;
+        }
+        let mut c = log.client_config();
+        c.set("group.id", &cfg.group_id)
+            .set("client.id", &cfg.client_id)
+            .set("auto.offset.reset", cfg.offset_reset.as_str())
+            .set(
+                "session.timeout.ms",
+                cfg.session_timeout.as_millis().to_string(),
+            )
+            .set(
+                "heartbeat.interval.ms",
+                (cfg.session_timeout.as_millis() / 3).max(100).to_string(),
+            )
+            // Commit only what the caller has marked processed.
+            .set("enable.auto.commit", "true")
+            .set("enable.auto.offset.store", "false")
+            .set(
+                "auto.commit.interval.ms",
+                cfg.commit_interval.as_millis().to_string(),
+            )
+            .set("enable.partition.eof", "false");
+        // Properties given by the user win over the defaults above.
+        for (k, v) in log.inner.properties.iter() {
+            c.set(k, v);
+        }
+        let ctx = GroupContext::new(cfg.client_id.clone());
+        let consumer: BaseConsumer<GroupContext> = c.create_with_context(ctx)?;
+        let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics)?;
+        Ok(Self {
+            consumer,
+            closed: false,
+        })
+    }
+
+    fn drain_events(&self, visitor: &mut dyn PollVisitor) {
+        let events = std::mem::take(&mut *self.consumer.context().events.lock().unwrap());
+        for e in events {
+            visitor.event(e);
+        }
+    }
+}
+
+/// Records `next_offset` as processed; the highest mark per partition wins.
+fn mark(ctx: &GroupContext, topic: &str, partition: i32, next_offset: i64) {
+    let mut pending = ctx.pending.lock().unwrap();
+    match pending
+        .iter_mut()
+        .find(|(t, p, _)| *p == partition && t == topic)
+    {
+        Some(entry) => entry.2 = entry.2.max(next_offset),
+        None => pending.push((topic.to_owned(), partition, next_offset)),
+    }
+}
+
+/// Errors a poll can report that librdkafka recovers from by itself.
+fn transient(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::PartitionEOF
+                | RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::NotCoordinator
+                | RDKafkaErrorCode::CoordinatorLoadInProgress
+                | RDKafkaErrorCode::RebalanceInProgress
+        )
+    )
+}
+
+impl LogConsumer for KafkaConsumer {
+    fn poll(
+        &mut self,
+        timeout: Duration,
+        max: usize,
+        visitor: &mut dyn PollVisitor,
+    ) -> Result<usize> {
+        let deadline = Instant::now() + timeout;
+        let mut n = 0;
+        while n < max {
+            let wait = if n == 0 {
+                deadline.saturating_duration_since(Instant::now())
+            } else {
+                Duration::ZERO
+            };
+            let msg = self.consumer.poll(wait);
+            // Group changes happened inside this poll: hand them out before
+            // the record it returned, which already belongs to the new
+            // assignment.
+            self.drain_events(visitor);
+            match msg {
+                Some(Ok(m)) => {
+                    let processed = visitor.record(RecordRef {
+                        topic: m.topic(),
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        key: m.key(),
+                        value: m.payload().unwrap_or(&[]),
+                        timestamp: m.timestamp().to_millis(),
+                    });
+                    if processed {
+                        mark(
+                            self.consumer.context(),
+                            m.topic(),
+                            m.partition(),
+                            m.offset() + 1,
+                        );
+                    }
+                    n += 1;
+                }
+                Some(Err(e)) if transient(&e) => {
+                    tracing::debug!("poll: {e}");
+                }
+                Some(Err(e)) => return Err(e.into()),
+                // `None` also follows a rebalance event: it does not mean the
+                // queue is drained, so keep waiting until the deadline.
+                None if n > 0 || Instant::now() >= deadline => break,
+                None => {}
+            }
+        }
+        self.consumer.context().store_pending(&self.consumer);
+        Ok(n)
+    }
+
+    fn store_offset(&mut self, topic: &str, partition: i32, next_offset: i64) -> Result<()> {
+        mark(self.consumer.context(), topic, partition, next_offset);
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<()> {
+        self.consumer.context().store_pending(&self.consumer);
+        match self.consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) => Ok(()),
+            // Nothing stored since the last commit.
+            Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::NoOffset) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn assignment(&self) -> Result<Vec<TopicPartition>> {
+        Ok(partitions(&self.consumer.assignment()?))
+    }
+
+    fn close(&mut self) -> Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        self.closed = true;
+        let committed = self.commit();
+        // Leaves the group at once so the others take over without waiting
+        // for the session timeout; the final revocation commits again.
+        self.consumer.unsubscribe();
+        let until = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < until
+            && !self
+                .consumer
+                .assignment()
+                .map(|a| a.count() == 0)
+                .unwrap_or(true)
+        {
+            let _ = self.consumer.poll(Duration::from_millis(50));
+        }
+        self.consumer.context().events.lock().unwrap().clear();
+        committed
+    }
+}

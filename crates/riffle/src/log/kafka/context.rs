@@ -1,0 +1,128 @@
+//! librdkafka callbacks: its log lines go to `tracing`, group changes are
+//! queued for the consumer's poll to hand out in order.
+
+use std::sync::Mutex;
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::log::{GroupEvent, TopicPartition};
+
+/// Routes librdkafka's own log lines and errors to `tracing`, tagged with the
+/// client's role.
+pub(crate) struct LoggingContext {
+    role: &'static str,
+}
+
+impl LoggingContext {
+    pub(crate) fn new(role: &'static str) -> Self {
+        Self { role }
+    }
+}
+
+fn log_line(role: &str, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+    use RDKafkaLogLevel::*;
+    match level {
+        Emerg | Alert | Critical | Error => {
+            tracing::error!(target: "librdkafka", "{role} {fac}: {msg}")
+        }
+        Warning => tracing::warn!(target: "librdkafka", "{role} {fac}: {msg}"),
+        Notice | Info => tracing::info!(target: "librdkafka", "{role} {fac}: {msg}"),
+        Debug => tracing::debug!(target: "librdkafka", "{role} {fac}: {msg}"),
+    }
+}
+
+impl ClientContext for LoggingContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        log_line(self.role, level, fac, msg);
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(target: "librdkafka", "{} error: {error}: {reason}", self.role);
+    }
+}
+
+/// A consumer's context: logs, and a queue of assignment changes.
+pub(crate) struct GroupContext {
+    pub(crate) client_id: String,
+    pub(crate) events: Mutex<Vec<GroupEvent>>,
+    /// Offsets marked processed and not yet handed to librdkafka, as
+    /// `(topic, partition, next offset)`. Kept here so that a revocation
+    /// that happens inside a poll can store them before librdkafka commits.
+    pub(crate) pending: Mutex<Vec<(String, i32, i64)>>,
+}
+
+impl GroupContext {
+    pub(crate) fn new(client_id: String) -> Self {
+        Self {
+            client_id,
+            events: Mutex::new(Vec::new()),
+            pending: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Hands pending offsets to librdkafka's offset store.
+    pub(crate) fn store_pending(&self, consumer: &BaseConsumer<Self>) {
+        let pending = std::mem::take(&mut *self.pending.lock().unwrap());
+        if pending.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::with_capacity(pending.len());
+        for (topic, partition, next) in &pending {
+            let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next));
+        }
+        if let Err(e) = consumer.store_offsets(&tpl) {
+            // Happens for partitions revoked meanwhile: their records will
+            // be processed again by the next owner.
+            tracing::debug!("{}: storing offsets: {e}", self.client_id);
+        }
+    }
+}
+
+impl ClientContext for GroupContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        log_line(&self.client_id, level, fac, msg);
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(target: "librdkafka", "{} error: {error}: {reason}", self.client_id);
+    }
+}
+
+pub(crate) fn partitions(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
+    let mut v: Vec<_> = tpl
+        .elements()
+        .iter()
+        .map(|e| TopicPartition::new(e.topic(), e.partition()))
+        .collect();
+    v.sort();
+    v
+}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        // librdkafka commits stored offsets of revoked partitions itself
+        // (auto commit is on, auto offset store off), so the next owner
+        // continues where this one stopped.
+        if let Rebalance::Revoke(tpl) = rebalance {
+            self.store_pending(consumer);
+            self.events
+                .lock()
+                .unwrap()
+                .push(GroupEvent::Revoked(partitions(tpl)));
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => self
+                .events
+                .lock()
+                .unwrap()
+                .push(GroupEvent::Assigned(partitions(tpl))),
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(e) => tracing::warn!("{}: rebalance failed: {e}", self.client_id),
+        }
+    }
+}

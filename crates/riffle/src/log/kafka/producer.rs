@@ -1,0 +1,112 @@
+//! Appends to Kafka through librdkafka's `ThreadedProducer`: a send copies
+//! the record into librdkafka's queue and returns; a background thread serves
+//! delivery reports through a callback rather than one future per record.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{DeliveryResult, Message};
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+
+use super::KafkaLog;
+use crate::error::{Error, Result};
+use crate::log::{DeliveryCallback, DeliveryReport, LogProducer, OutRecord};
+
+pub(super) struct KafkaProducer {
+    producer: ThreadedProducer<DeliveryContext>,
+}
+
+pub(super) struct DeliveryContext {
+    on_delivery: Option<DeliveryCallback>,
+    failures: AtomicU64,
+}
+
+impl ClientContext for DeliveryContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        super::context::LoggingContext::new("producer").log(level, fac, msg);
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(target: "librdkafka", "producer error: {error}: {reason}");
+    }
+}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        let report = match result {
+            Ok(m) => DeliveryReport {
+                topic: m.topic().to_owned(),
+                partition: m.partition(),
+                result: Ok(m.offset()),
+            },
+            Err((e, m)) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                DeliveryReport {
+                    topic: m.topic().to_owned(),
+                    partition: m.partition(),
+                    result: Err(e.to_string()),
+                }
+            }
+        };
+        if let Some(cb) = &self.on_delivery {
+            cb(&report);
+        }
+    }
+}
+
+impl KafkaProducer {
+    pub(super) fn new(log: &KafkaLog, on_delivery: Option<DeliveryCallback>) -> Result<Self> {
+        let mut c = log.client_config();
+        c.set("partitioner", "murmur2_random")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5");
+        for (k, v) in log.inner.properties.iter() {
+            c.set(k, v);
+        }
+        let ctx = DeliveryContext {
+            on_delivery,
+            failures: AtomicU64::new(0),
+        };
+        Ok(Self {
+            producer: c.create_with_context(ctx)?,
+        })
+    }
+}
+
+impl LogProducer for KafkaProducer {
+    fn send(&self, r: OutRecord<'_>) -> Result<()> {
+        let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(r.topic).payload(r.value);
+        if let Some(k) = r.key {
+            rec = rec.key(k);
+        }
+        if let Some(p) = r.partition {
+            rec = rec.partition(p);
+        }
+        self.producer.send(rec).map_err(|(e, _)| Error::from(e))
+    }
+
+    fn poll(&self, timeout: Duration) {
+        // The background thread serves delivery reports; waiting here gives
+        // it time to drain the queue.
+        std::thread::sleep(timeout.min(Duration::from_millis(10)));
+    }
+
+    fn flush(&self, timeout: Duration) -> Result<()> {
+        self.producer.flush(timeout).map_err(|e| match e {
+            KafkaError::Flush(_) => Error::Timeout(format!(
+                "{} records still undelivered after {:?}",
+                self.producer.in_flight_count(),
+                timeout
+            )),
+            other => other.into(),
+        })
+    }
+
+    fn in_flight(&self) -> usize {
+        self.producer.in_flight_count().max(0) as usize
+    }
+}

@@ -1,0 +1,408 @@
+//! Layer 1: log backends.
+//!
+//! A *log* is a set of named topics, each split into partitions, each
+//! partition an append-only sequence of keyed records addressed by offset.
+//! Consumers join a *group*: the group's members share the partitions of the
+//! topics they subscribe to, and remember how far they got by committing
+//! offsets. That is the whole contract the stream runtime relies on, and both
+//! backends honour it:
+//!
+//! - [`kafka::KafkaLog`]: Apache Kafka through librdkafka.
+//! - [`embedded::EmbeddedLog`]: an in-process log with the same semantics, so
+//!   that every program runs with nothing installed.
+//!
+//! The traits are deliberately low level and synchronous, like librdkafka
+//! itself: a consumer is polled from one thread and hands records to a visitor
+//! by reference, so the hot path neither copies payloads nor allocates per
+//! record.
+
+pub mod embedded;
+pub mod kafka;
+mod partition;
+
+pub use partition::{murmur2, partition_for_key};
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// A topic and one of its partitions.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    pub topic: String,
+    pub partition: i32,
+}
+
+impl TopicPartition {
+    pub fn new(topic: impl Into<String>, partition: i32) -> Self {
+        Self {
+            topic: topic.into(),
+            partition,
+        }
+    }
+}
+
+impl fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.topic, self.partition)
+    }
+}
+
+/// A record as a consumer sees it, borrowed from the backend's buffer.
+///
+/// Handlers that need to keep a record beyond the call copy it with
+/// [`RecordRef::to_owned`].
+#[derive(Debug, Clone, Copy)]
+pub struct RecordRef<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: &'a [u8],
+    /// Milliseconds since the Unix epoch, when the backend knows it.
+    pub timestamp: Option<i64>,
+}
+
+impl RecordRef<'_> {
+    /// The key as UTF-8, if there is a key and it is valid UTF-8.
+    pub fn key_str(&self) -> Option<&str> {
+        self.key.and_then(|k| std::str::from_utf8(k).ok())
+    }
+
+    pub fn to_owned(&self) -> Record {
+        Record {
+            topic: self.topic.to_owned(),
+            partition: self.partition,
+            offset: self.offset,
+            key: self.key.map(<[u8]>::to_vec),
+            value: self.value.to_vec(),
+            timestamp: self.timestamp,
+        }
+    }
+}
+
+/// An owned copy of a consumed record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+    pub timestamp: Option<i64>,
+}
+
+impl Record {
+    pub fn as_ref(&self) -> RecordRef<'_> {
+        RecordRef {
+            topic: &self.topic,
+            partition: self.partition,
+            offset: self.offset,
+            key: self.key.as_deref(),
+            value: &self.value,
+            timestamp: self.timestamp,
+        }
+    }
+}
+
+/// A record to append. Borrowed, so sending does not force the caller to
+/// allocate; the backend copies what it keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct OutRecord<'a> {
+    pub topic: &'a str,
+    pub key: Option<&'a [u8]>,
+    pub value: &'a [u8],
+    /// Explicit partition; `None` lets the backend choose: murmur2 of the key
+    /// for keyed records (as the Java client does), spread for key-less ones.
+    pub partition: Option<i32>,
+}
+
+impl<'a> OutRecord<'a> {
+    pub fn new(topic: &'a str, key: Option<&'a [u8]>, value: &'a [u8]) -> Self {
+        Self {
+            topic,
+            key,
+            value,
+            partition: None,
+        }
+    }
+}
+
+/// Where a record ended up, or why it did not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryReport {
+    pub topic: String,
+    pub partition: i32,
+    /// The record's offset, or the error that kept it from the log.
+    pub result: std::result::Result<i64, String>,
+}
+
+/// Called once per produced record, from the backend's own thread. Keep it
+/// short: it runs on the delivery path.
+pub type DeliveryCallback = Arc<dyn Fn(&DeliveryReport) + Send + Sync>;
+
+/// Where a consumer starts in a partition for which its group has no
+/// committed offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OffsetReset {
+    /// From the first record still in the log.
+    #[default]
+    Earliest,
+    /// From the next record appended.
+    Latest,
+}
+
+impl OffsetReset {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OffsetReset::Earliest => "earliest",
+            OffsetReset::Latest => "latest",
+        }
+    }
+}
+
+impl std::str::FromStr for OffsetReset {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "earliest" | "smallest" | "beginning" => Ok(OffsetReset::Earliest),
+            "latest" | "largest" | "end" => Ok(OffsetReset::Latest),
+            other => Err(Error::InvalidInput(format!(
+                "offset reset must be 'earliest' or 'latest', not '{other}'"
+            ))),
+        }
+    }
+}
+
+/// What a group member needs to join.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    pub group_id: String,
+    pub topics: Vec<String>,
+    pub offset_reset: OffsetReset,
+    /// A member that has not been heard from for this long is dropped from
+    /// the group and its partitions reassigned.
+    pub session_timeout: Duration,
+    /// How often offsets stored with [`LogConsumer::store_offset`] are
+    /// committed in the background. They are also committed when partitions
+    /// are revoked and when the consumer closes.
+    pub commit_interval: Duration,
+    /// A name for logs and for the broker's view of the group.
+    pub client_id: String,
+}
+
+impl ConsumerConfig {
+    pub fn new(group_id: impl Into<String>, topics: &[&str]) -> Self {
+        Self {
+            group_id: group_id.into(),
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+            offset_reset: OffsetReset::Earliest,
+            session_timeout: Duration::from_secs(10),
+            commit_interval: Duration::from_secs(1),
+            client_id: "riffle".into(),
+        }
+    }
+}
+
+/// A change of the partitions a consumer owns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupEvent {
+    Assigned(Vec<TopicPartition>),
+    Revoked(Vec<TopicPartition>),
+}
+
+/// What a consumer's poll hands its caller: records, and changes of
+/// assignment in the order they happened relative to the records.
+pub trait PollVisitor {
+    /// Handles one record. Returning `true` marks it processed: the backend
+    /// stores its offset at once, so that even a revocation inside the same
+    /// poll commits it. Return `false` for records still in flight elsewhere
+    /// and mark them later with [`LogConsumer::store_offset`].
+    fn record(&mut self, record: RecordRef<'_>) -> bool;
+    fn event(&mut self, event: GroupEvent);
+}
+
+/// One member of a consumer group. Used from a single thread.
+pub trait LogConsumer: Send {
+    /// Waits up to `timeout` for records and hands at most `max` of them
+    /// (and any group events) to `visitor`. Returns the number of records.
+    fn poll(
+        &mut self,
+        timeout: Duration,
+        max: usize,
+        visitor: &mut dyn PollVisitor,
+    ) -> Result<usize>;
+
+    /// Marks everything before `next_offset` in `partition` as processed. The
+    /// offset is committed later (periodically, on revocation, on close), so
+    /// a crash replays at most the records processed since the last commit.
+    fn store_offset(&mut self, topic: &str, partition: i32, next_offset: i64) -> Result<()>;
+
+    /// Commits stored offsets now and waits for the answer.
+    fn commit(&mut self) -> Result<()>;
+
+    /// The partitions this member currently owns.
+    fn assignment(&self) -> Result<Vec<TopicPartition>>;
+
+    /// Commits stored offsets and leaves the group, so that the partitions
+    /// are handed to the remaining members at once rather than after the
+    /// session timeout.
+    fn close(&mut self) -> Result<()>;
+}
+
+/// Appends records to topics. Shared between threads.
+pub trait LogProducer: Send + Sync {
+    /// Queues a record without waiting for it to be written. Fails with
+    /// [`Error::QueueFull`] when the local queue is full.
+    fn send(&self, record: OutRecord<'_>) -> Result<()>;
+
+    /// Serves delivery reports for up to `timeout`; call it when `send`
+    /// reports a full queue.
+    fn poll(&self, timeout: Duration);
+
+    /// Waits until every queued record is delivered or `timeout` passes.
+    fn flush(&self, timeout: Duration) -> Result<()>;
+
+    /// Records queued and not yet delivered.
+    fn in_flight(&self) -> usize;
+}
+
+/// How to create a topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: i32,
+    pub replication: i16,
+    /// Topic configs such as `cleanup.policy=compact`.
+    pub configs: Vec<(String, String)>,
+}
+
+impl TopicSpec {
+    pub fn new(name: impl Into<String>, partitions: i32) -> Self {
+        Self {
+            name: name.into(),
+            partitions,
+            replication: 1,
+            configs: Vec::new(),
+        }
+    }
+
+    /// Checks the name and counts the way Kafka does, so both backends reject
+    /// the same input with the same one-line message.
+    pub fn validate(&self) -> Result<()> {
+        validate_topic_name(&self.name)?;
+        if self.partitions < 1 {
+            return Err(Error::InvalidInput(format!(
+                "partition count must be at least 1, not {}",
+                self.partitions
+            )));
+        }
+        if self.replication < 1 {
+            return Err(Error::InvalidInput(format!(
+                "replication factor must be at least 1, not {}",
+                self.replication
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Kafka's topic naming rule: 1-249 characters of `[a-zA-Z0-9._-]`, and not
+/// `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<()> {
+    let bad = |why: &str| Err(Error::InvalidInput(format!("topic name '{name}' {why}")));
+    if name.is_empty() {
+        return bad("is empty");
+    }
+    if name == "." || name == ".." {
+        return bad("is not allowed");
+    }
+    if name.len() > 249 {
+        return bad("is longer than 249 characters");
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return bad(&format!(
+            "contains '{c}'; use only letters, digits, '.', '_' and '-'"
+        ));
+    }
+    Ok(())
+}
+
+/// A partition as described by the backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionInfo {
+    pub id: i32,
+    pub leader: i32,
+    pub replicas: Vec<i32>,
+    /// Offset of the first record still in the log.
+    pub low: i64,
+    /// Offset the next record will get.
+    pub high: i64,
+}
+
+/// A topic as described by the backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    pub name: String,
+    pub partitions: Vec<PartitionInfo>,
+}
+
+/// A committed position of a group in one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupOffset {
+    pub partition: TopicPartition,
+    pub committed: Option<i64>,
+}
+
+/// A log backend: a factory for producers and consumers, and topic
+/// administration. Cheap to clone behind an `Arc`.
+pub trait Log: Send + Sync {
+    /// A short description for messages, e.g. `kafka 127.0.0.1:9092`.
+    fn describe(&self) -> String;
+
+    fn producer(&self, on_delivery: Option<DeliveryCallback>) -> Result<Box<dyn LogProducer>>;
+
+    fn consumer(&self, config: &ConsumerConfig) -> Result<Box<dyn LogConsumer>>;
+
+    /// Creates a topic and returns once it is visible in metadata.
+    fn create_topic(&self, spec: &TopicSpec, timeout: Duration) -> Result<()>;
+
+    /// Deletes a topic and returns once it is gone from metadata.
+    fn delete_topic(&self, name: &str, timeout: Duration) -> Result<()>;
+
+    /// Every topic, sorted by name (internal topics excluded).
+    fn list_topics(&self, timeout: Duration) -> Result<Vec<TopicInfo>>;
+
+    fn describe_topic(&self, name: &str, timeout: Duration) -> Result<TopicInfo>;
+
+    /// Offsets a group has committed for a topic's partitions.
+    fn committed_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        timeout: Duration,
+    ) -> Result<Vec<GroupOffset>>;
+
+    /// Deletes the topic if it exists, then creates it anew.
+    fn recreate_topic(&self, spec: &TopicSpec, timeout: Duration) -> Result<()> {
+        spec.validate()?;
+        match self.delete_topic(&spec.name, timeout) {
+            Ok(()) | Err(Error::UnknownTopic(_)) => {}
+            Err(e) => return Err(e),
+        }
+        self.create_topic(spec, timeout)
+    }
+
+    /// Creates the topic unless it exists already (with any partition count).
+    fn ensure_topic(&self, spec: &TopicSpec, timeout: Duration) -> Result<()> {
+        match self.create_topic(spec, timeout) {
+            Ok(()) | Err(Error::TopicExists(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}

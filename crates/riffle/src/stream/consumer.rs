@@ -1,0 +1,293 @@
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::actor::{panic_text, Supervision};
+use crate::error::{Error, Result};
+use crate::log::{
+    ConsumerConfig, GroupEvent, Log, LogConsumer, PollVisitor, RecordRef, TopicPartition,
+};
+
+/// How long one poll waits for records: also the longest a `stop` waits.
+const POLL_WAIT: Duration = Duration::from_millis(100);
+/// The most records handed to the handler per poll.
+const POLL_BATCH: usize = 1024;
+
+/// What a consumer actor does with what it receives.
+///
+/// A handler runs on its consumer's thread and sees records one at a time,
+/// in offset order per partition. Returning an error reports the record
+/// (topic, partition, offset and the error, at warn level), counts it, and
+/// moves on: one bad record does not stop the partition.
+pub trait Handler: Send + 'static {
+    fn handle(&mut self, record: RecordRef<'_>) -> Result<()>;
+
+    /// The consumer now owns these partitions (its whole new assignment).
+    fn assigned(&mut self, _partitions: &[TopicPartition]) {}
+
+    /// The consumer no longer owns these partitions; their offsets are
+    /// committed.
+    fn revoked(&mut self, _partitions: &[TopicPartition]) {}
+}
+
+impl<F> Handler for F
+where
+    F: FnMut(RecordRef<'_>) -> Result<()> + Send + 'static,
+{
+    fn handle(&mut self, record: RecordRef<'_>) -> Result<()> {
+        self(record)
+    }
+}
+
+/// Live counters of one consumer actor.
+#[derive(Debug, Default)]
+pub struct ConsumerStats {
+    pub records: AtomicU64,
+    pub failed: AtomicU64,
+    pub restarts: AtomicU64,
+    pub rebalances: AtomicU64,
+    assignment: Mutex<Vec<TopicPartition>>,
+}
+
+impl ConsumerStats {
+    /// The partitions the consumer owns now.
+    pub fn assignment(&self) -> Vec<TopicPartition> {
+        self.assignment.lock().unwrap().clone()
+    }
+}
+
+/// Asks a running consumer to stop; cheap to clone and usable from any thread
+/// (a Ctrl-C handler, another actor).
+#[derive(Clone, Debug, Default)]
+pub struct Stopper(Arc<AtomicBool>);
+
+impl Stopper {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+    pub fn is_stopped(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// A consumer actor: one member of a consumer group, polling on a thread of
+/// its own (librdkafka's poll blocks) and calling its handler per record.
+///
+/// Offsets are marked after the handler returns and committed in the
+/// background, on revocation and on stop, so a crash replays only records
+/// handled since the last commit (at-least-once). A panicking handler is
+/// caught: the actor leaves the group, waits a backoff, rebuilds its handler
+/// from the factory and rejoins, resuming after the last committed record.
+pub struct Consumer {
+    name: String,
+    stopper: Stopper,
+    stats: Arc<ConsumerStats>,
+    thread: Option<JoinHandle<Result<()>>>,
+}
+
+impl Consumer {
+    /// Joins the group described by `config` and starts handling records
+    /// with handlers built by `factory`. Fails at once if the backend refuses
+    /// the configuration.
+    pub fn spawn<H, F>(log: Arc<dyn Log>, config: ConsumerConfig, factory: F) -> Result<Self>
+    where
+        H: Handler,
+        F: FnMut() -> H + Send + 'static,
+    {
+        Self::spawn_with(log, config, Stopper::new(), Supervision::default(), factory)
+    }
+
+    /// [`Consumer::spawn`] with a shared stopper and a supervision policy.
+    pub fn spawn_with<H, F>(
+        log: Arc<dyn Log>,
+        config: ConsumerConfig,
+        stopper: Stopper,
+        supervision: Supervision,
+        mut factory: F,
+    ) -> Result<Self>
+    where
+        H: Handler,
+        F: FnMut() -> H + Send + 'static,
+    {
+        let first = log.consumer(&config)?;
+        let stats = Arc::new(ConsumerStats::default());
+        let name = config.client_id.clone();
+        let (st, stop) = (stats.clone(), stopper.clone());
+        let thread = std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || {
+                let mut backend = Some(first);
+                let mut consecutive = 0;
+                loop {
+                    let mut consumer = match backend.take() {
+                        Some(c) => c,
+                        None => log.consumer(&config)?,
+                    };
+                    let mut handler = factory();
+                    let run = catch_unwind(AssertUnwindSafe(|| run(&mut *consumer, &mut handler, &stop, &st)));
+                    match run {
+                        Ok(result) => {
+                            let closed = consumer.close();
+                            st.assignment.lock().unwrap().clear();
+                            return result.and(closed);
+                        }
+                        Err(panic) => {
+                            consecutive += 1;
+                            let restarts = st.restarts.fetch_add(1, Ordering::Relaxed) + 1;
+                            // Leave without committing the record that panicked.
+                            drop(consumer);
+                            st.assignment.lock().unwrap().clear();
+                            if supervision.max_restarts.is_some_and(|m| consecutive > m) {
+                                tracing::error!(consumer = %config.client_id, restarts, "handler panicked ({}); giving up", panic_text(&*panic));
+                                return Err(Error::Backend(format!("handler panicked: {}", panic_text(&*panic))));
+                            }
+                            let delay = supervision.delay(consecutive);
+                            tracing::warn!(consumer = %config.client_id, restarts, "handler panicked ({}); restarting in {delay:?}", panic_text(&*panic));
+                            sleep_unless_stopped(delay, &stop);
+                            if stop.is_stopped() {
+                                return Ok(());
+                            }
+                        }
+                    }
+                }
+            })
+            .map_err(|e| Error::Backend(format!("cannot start consumer thread: {e}")))?;
+        Ok(Self {
+            name,
+            stopper,
+            stats,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn stats(&self) -> &Arc<ConsumerStats> {
+        &self.stats
+    }
+
+    pub fn stopper(&self) -> Stopper {
+        self.stopper.clone()
+    }
+
+    /// Asks the actor to stop; it finishes the record in hand, commits and
+    /// leaves the group within about [`POLL_WAIT`].
+    pub fn stop(&self) {
+        self.stopper.stop();
+    }
+
+    /// Waits for the actor to end, returning the error that ended it, if any.
+    pub fn join(mut self) -> Result<()> {
+        self.join_inner()
+    }
+
+    fn join_inner(&mut self) -> Result<()> {
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .unwrap_or_else(|_| Err(Error::Backend("consumer thread panicked".into()))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = self.join_inner();
+    }
+}
+
+fn sleep_unless_stopped(total: Duration, stop: &Stopper) {
+    let step = Duration::from_millis(20);
+    let mut left = total;
+    while !left.is_zero() && !stop.is_stopped() {
+        let d = left.min(step);
+        std::thread::sleep(d);
+        left -= d;
+    }
+}
+
+struct Visit<'a, H> {
+    handler: &'a mut H,
+    stop: &'a Stopper,
+    stats: &'a ConsumerStats,
+    name: &'a str,
+}
+
+impl<H: Handler> PollVisitor for Visit<'_, H> {
+    fn record(&mut self, record: RecordRef<'_>) -> bool {
+        // Stopping takes effect between two records: the rest of the batch
+        // is left unprocessed and uncommitted for the next owner.
+        if self.stop.is_stopped() {
+            return false;
+        }
+        if let Err(e) = self.handler.handle(record) {
+            self.stats.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                consumer = %self.name,
+                "skipping {}/{}@{}: {e}",
+                record.topic,
+                record.partition,
+                record.offset
+            );
+        }
+        self.stats.records.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    fn event(&mut self, event: GroupEvent) {
+        match event {
+            GroupEvent::Assigned(tps) => {
+                self.stats.rebalances.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(consumer = %self.name, "assigned {}", list(&tps));
+                *self.stats.assignment.lock().unwrap() = tps.clone();
+                self.handler.assigned(&tps);
+            }
+            GroupEvent::Revoked(tps) => {
+                tracing::info!(consumer = %self.name, "revoked {}", list(&tps));
+                self.stats
+                    .assignment
+                    .lock()
+                    .unwrap()
+                    .retain(|tp| !tps.contains(tp));
+                self.handler.revoked(&tps);
+            }
+        }
+    }
+}
+
+/// `[t/0, t/1]`, for log lines.
+pub(crate) fn list(tps: &[TopicPartition]) -> String {
+    let items: Vec<String> = tps.iter().map(ToString::to_string).collect();
+    format!("[{}]", items.join(", "))
+}
+
+fn run<H: Handler>(
+    consumer: &mut dyn LogConsumer,
+    handler: &mut H,
+    stop: &Stopper,
+    stats: &ConsumerStats,
+) -> Result<()> {
+    let name = std::thread::current()
+        .name()
+        .unwrap_or("consumer")
+        .to_owned();
+    let mut visit = Visit {
+        handler,
+        stop,
+        stats,
+        name: &name,
+    };
+    while !stop.is_stopped() {
+        consumer.poll(POLL_WAIT, POLL_BATCH, &mut visit)?;
+    }
+    Ok(())
+}

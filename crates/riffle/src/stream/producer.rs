@@ -1,0 +1,137 @@
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::log::{DeliveryReport, Log, LogProducer, OutRecord};
+
+/// Counts of delivery reports, shared by every clone of a [`Producer`].
+#[derive(Debug, Default)]
+pub struct DeliveryStats {
+    pub sent: AtomicU64,
+    pub delivered: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+impl DeliveryStats {
+    fn record(&self, report: &DeliveryReport) {
+        match &report.result {
+            Ok(offset) => {
+                self.delivered.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(topic = %report.topic, partition = report.partition, offset, "delivered");
+            }
+            Err(e) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(topic = %report.topic, partition = report.partition, "delivery failed: {e}");
+            }
+        }
+    }
+}
+
+/// Sends records to any topic of a log. Cloning is cheap; all clones share
+/// one backend producer (and so one connection and one send queue).
+///
+/// `send` does not wait for the record to be written: delivery is confirmed
+/// later by a report, counted in [`DeliveryStats`] and logged at debug level
+/// (failures at warn). When the backend's queue is full, `send` waits for room
+/// for up to [`Producer::QUEUE_FULL_WAIT`], which is the backpressure a fast
+/// writer needs.
+#[derive(Clone)]
+pub struct Producer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: Box<dyn LogProducer>,
+    stats: Arc<DeliveryStats>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Err(e) = self.backend.flush(Producer::CLOSE_TIMEOUT) {
+            tracing::warn!("producer dropped with undelivered records: {e}");
+        }
+    }
+}
+
+impl Producer {
+    /// How long `send` waits for room in a full queue before giving up.
+    pub const QUEUE_FULL_WAIT: Duration = Duration::from_secs(30);
+    /// How long closing waits for outstanding deliveries (the chapter's `flush(30)`).
+    pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
+
+    pub fn new(log: &dyn Log) -> Result<Self> {
+        Self::with_reports(log, |_| {})
+    }
+
+    /// Like [`Producer::new`], also calling `on_delivery` with every delivery
+    /// report (from the backend's thread: keep it short).
+    pub fn with_reports(
+        log: &dyn Log,
+        on_delivery: impl Fn(&DeliveryReport) + Send + Sync + 'static,
+    ) -> Result<Self> {
+        let stats = Arc::new(DeliveryStats::default());
+        let s = stats.clone();
+        let backend = log.producer(Some(Arc::new(move |r: &DeliveryReport| {
+            s.record(r);
+            on_delivery(r);
+        })))?;
+        Ok(Self {
+            inner: Arc::new(Inner { backend, stats }),
+        })
+    }
+
+    /// Sends raw bytes with an optional key.
+    pub fn send(&self, topic: &str, key: Option<&[u8]>, value: &[u8]) -> Result<()> {
+        self.send_record(OutRecord::new(topic, key, value))
+    }
+
+    /// Sends a value encoded as JSON with an optional UTF-8 key.
+    pub fn send_json<T: Serialize + ?Sized>(
+        &self,
+        topic: &str,
+        key: Option<&str>,
+        value: &T,
+    ) -> Result<()> {
+        let bytes = serde_json::to_vec(value)
+            .map_err(|e| Error::InvalidInput(format!("cannot encode JSON: {e}")))?;
+        self.send(topic, key.map(str::as_bytes), &bytes)
+    }
+
+    /// Sends a record, waiting for room while the local queue is full.
+    pub fn send_record(&self, record: OutRecord<'_>) -> Result<()> {
+        let mut deadline = None;
+        loop {
+            match self.inner.backend.send(record) {
+                Ok(()) => {
+                    self.inner.stats.sent.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Err(Error::QueueFull) => {
+                    let d = *deadline.get_or_insert_with(|| Instant::now() + Self::QUEUE_FULL_WAIT);
+                    if Instant::now() >= d {
+                        return Err(Error::QueueFull);
+                    }
+                    self.inner.backend.poll(Duration::from_millis(1));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Waits until every record sent so far is delivered, or `timeout` passes.
+    pub fn flush(&self, timeout: Duration) -> Result<()> {
+        self.inner.backend.flush(timeout)
+    }
+
+    pub fn stats(&self) -> &DeliveryStats {
+        &self.inner.stats
+    }
+
+    /// Records sent and not yet confirmed.
+    pub fn in_flight(&self) -> usize {
+        self.inner.backend.in_flight()
+    }
+}

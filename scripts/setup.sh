@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what building and testing Riffle needs on a fresh Debian machine,
+# skipping whatever is already there. Sourced by demo.sh and test.sh.
+#
+#   scripts/setup.sh            build prerequisites (C toolchain, zlib, Rust check)
+#   scripts/setup.sh --test     also Java, Maven and kcat for the test broker
+set -euo pipefail
+
+need=(build-essential pkg-config zlib1g-dev)
+if [ "${1:-}" = "--test" ]; then
+  need+=(maven kcat python3-venv)
+  command -v java >/dev/null || need+=(openjdk-17-jre-headless)
+fi
+
+missing=()
+for p in "${need[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}" >&2
+  sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+
+if ! command -v cargo >/dev/null; then
+  [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+fi
+command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust (https://rustup.rs)" >&2; exit 1; }
