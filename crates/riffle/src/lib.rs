@@ -15,6 +15,7 @@
 pub mod actor;
 pub mod error;
 pub mod log;
+pub mod process;
 pub mod stream;
 
 pub use error::{Error, Result};

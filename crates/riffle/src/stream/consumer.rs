@@ -30,6 +30,22 @@ pub trait Handler: Send + 'static {
     /// The consumer no longer owns these partitions; their offsets are
     /// committed.
     fn revoked(&mut self, _partitions: &[TopicPartition]) {}
+
+    /// `true` for handlers that hand records on to other actors and finish
+    /// them later. Their records are not marked processed when `handle`
+    /// returns; the handler reports progress through [`Handler::completed`].
+    fn defers(&self) -> bool {
+        false
+    }
+
+    /// Called after every poll (and before stopping): reports, through
+    /// `commit`, each partition's next offset that is now safe to commit,
+    /// i.e. every record below it is finished.
+    fn completed(&mut self, _commit: &mut dyn FnMut(&str, i32, i64)) {}
+
+    /// Waits until work handed on is finished; called before the consumer
+    /// stops so that its last offsets can be committed.
+    fn drain(&mut self) {}
 }
 
 impl<F> Handler for F
@@ -217,6 +233,7 @@ fn sleep_unless_stopped(total: Duration, stop: &Stopper) {
 
 struct Visit<'a, H> {
     handler: &'a mut H,
+    defers: bool,
     stop: &'a Stopper,
     stats: &'a ConsumerStats,
     name: &'a str,
@@ -227,6 +244,15 @@ impl<H: Handler> PollVisitor for Visit<'_, H> {
         // Stopping takes effect between two records: the rest of the batch
         // is left unprocessed and uncommitted for the next owner.
         if self.stop.is_stopped() {
+            return false;
+        }
+        if self.defers {
+            // The handler reports progress itself, failures included.
+            self.stats.records.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = self.handler.handle(record) {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(consumer = %self.name, "{}/{}@{}: {e}", record.topic, record.partition, record.offset);
+            }
             return false;
         }
         if let Err(e) = self.handler.handle(record) {
@@ -280,14 +306,33 @@ fn run<H: Handler>(
         .name()
         .unwrap_or("consumer")
         .to_owned();
+    let defers = handler.defers();
     let mut visit = Visit {
         handler,
+        defers,
         stop,
         stats,
         name: &name,
     };
     while !stop.is_stopped() {
         consumer.poll(POLL_WAIT, POLL_BATCH, &mut visit)?;
+        if defers {
+            store_completed(consumer, visit.handler);
+        }
+    }
+    if defers {
+        visit.handler.drain();
+        store_completed(consumer, visit.handler);
     }
     Ok(())
+}
+
+/// Stores the offsets a deferring handler reports finished.
+fn store_completed<H: Handler>(consumer: &mut dyn LogConsumer, handler: &mut H) {
+    handler.completed(&mut |topic, partition, next| {
+        if let Err(e) = consumer.store_offset(topic, partition, next) {
+            // Revoked meanwhile: the next owner replays from the last commit.
+            tracing::debug!("not storing {topic}/{partition}@{next}: {e}");
+        }
+    });
 }

@@ -24,14 +24,14 @@ impl ConsumerGroup {
     ) -> Result<Self>
     where
         H: Handler,
-        F: Fn(usize) -> H + Send + Sync + Clone + 'static,
+        F: FnMut(usize) -> H + Send + Clone + 'static,
     {
         let stopper = Stopper::new();
         let mut members = Vec::with_capacity(n);
         for i in 0..n {
             let mut cfg = config.clone();
             cfg.client_id = format!("{}-{i}", config.client_id);
-            let f = factory.clone();
+            let mut f = factory.clone();
             members.push(Consumer::spawn_with(
                 log.clone(),
                 cfg,

@@ -1,0 +1,247 @@
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::actors::{Dispatcher, Pool};
+use super::dead_letter;
+use super::keyed::{KeyedHandler, Parked};
+use super::KeyedProcessor;
+use crate::actor::Exit;
+use crate::error::{Error, Result};
+use crate::log::{ConsumerConfig, Log, OffsetReset, RecordRef, TopicPartition, TopicSpec};
+use crate::stream::{ConsumerGroup, Producer};
+
+/// How an [`App`] runs its processor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    /// State inside the consumer that owns the partition.
+    Keyed,
+    /// Per-key actors on a pool of this many workers.
+    Actors { workers: usize },
+}
+
+/// Counters of a running app.
+#[derive(Debug, Default)]
+pub struct AppStats {
+    /// Records handed to the processor.
+    pub processed: AtomicU64,
+    /// Records the processor sent.
+    pub sent: AtomicU64,
+    /// Records sent to the dead-letter topic (or skipped without one).
+    pub dead_letters: AtomicU64,
+}
+
+/// What handlers and workers of one app share.
+pub(super) struct Shared {
+    pub(super) producer: Producer,
+    dead_letter: Option<String>,
+    pub(super) stats: AppStats,
+}
+
+impl Shared {
+    pub(super) fn processed(&self, sent: u64) {
+        self.stats.processed.fetch_add(1, Ordering::Relaxed);
+        if sent > 0 {
+            self.stats.sent.fetch_add(sent, Ordering::Relaxed);
+        }
+    }
+
+    /// Sends a failed record to the dead-letter topic; without one, returns
+    /// the error so the consumer reports and skips it.
+    pub(super) fn dead_letter(&self, record: &RecordRef<'_>, error: &Error) -> Result<()> {
+        self.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+        match &self.dead_letter {
+            Some(topic) => dead_letter::send(&self.producer, topic, record, &error.to_string()),
+            None => Err(error.clone()),
+        }
+    }
+
+    pub(super) fn dead_letter_without_value(
+        &self,
+        record: &RecordRef<'_>,
+        error: &Error,
+    ) -> Result<()> {
+        self.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+        match &self.dead_letter {
+            Some(topic) => self.producer.send(
+                topic,
+                record.key,
+                &dead_letter::envelope_without_value(record, &error.to_string()),
+            ),
+            None => Err(error.clone()),
+        }
+    }
+}
+
+/// A processor, the topics it reads, and how to run it.
+///
+/// ```no_run
+/// # use std::sync::Arc;
+/// # use riffle::log::{embedded::EmbeddedLog, Log};
+/// use riffle::process::{stateless, App, Style};
+/// let log: Arc<dyn Log> = Arc::new(EmbeddedLog::new());
+/// let app = App::new("shouter", &["words"], stateless::map("shout", |v| Ok(v.to_ascii_uppercase())))
+///     .style(Style::Keyed)
+///     .consumers(2)
+///     .dead_letter("words-dlq")
+///     .start(log)?;
+/// app.stop()?;
+/// # Ok::<(), riffle::Error>(())
+/// ```
+pub struct App<P: KeyedProcessor> {
+    group: String,
+    inputs: Vec<String>,
+    processor: P,
+    style: Style,
+    consumers: usize,
+    dead_letter: Option<String>,
+    offset_reset: OffsetReset,
+    session_timeout: Duration,
+}
+
+impl<P: KeyedProcessor> App<P> {
+    /// An app reading `inputs` as consumer group `group`. Defaults: key-based
+    /// style, one consumer, no dead-letter topic, from the earliest record.
+    pub fn new(group: &str, inputs: &[&str], processor: P) -> Self {
+        Self {
+            group: group.into(),
+            inputs: inputs.iter().map(|s| s.to_string()).collect(),
+            processor,
+            style: Style::Keyed,
+            consumers: 1,
+            dead_letter: None,
+            offset_reset: OffsetReset::Earliest,
+            session_timeout: Duration::from_secs(10),
+        }
+    }
+
+    pub fn style(mut self, style: Style) -> Self {
+        self.style = style;
+        self
+    }
+
+    /// Consumer actors in this process (other processes may join the group).
+    pub fn consumers(mut self, n: usize) -> Self {
+        self.consumers = n;
+        self
+    }
+
+    /// Where records that fail go; created if missing.
+    pub fn dead_letter(mut self, topic: &str) -> Self {
+        self.dead_letter = Some(topic.into());
+        self
+    }
+
+    pub fn offset_reset(mut self, reset: OffsetReset) -> Self {
+        self.offset_reset = reset;
+        self
+    }
+
+    pub fn session_timeout(mut self, timeout: Duration) -> Self {
+        self.session_timeout = timeout;
+        self
+    }
+
+    /// Checks the topics and starts consuming.
+    pub fn start(self, log: Arc<dyn Log>) -> Result<Running> {
+        const T: Duration = Duration::from_secs(30);
+        if self.consumers == 0 {
+            return Err(Error::InvalidInput(
+                "an app needs at least one consumer".into(),
+            ));
+        }
+        if let Style::Actors { workers: 0 } = self.style {
+            return Err(Error::InvalidInput(
+                "the actors style needs at least one worker".into(),
+            ));
+        }
+        // Keyed state is grouped by partition number, so every input must
+        // put a key in the same partition.
+        let mut partitions = None;
+        for t in &self.inputs {
+            let n = log.describe_topic(t, T)?.partitions.len();
+            if *partitions.get_or_insert(n) != n {
+                return Err(Error::InvalidInput(format!(
+                    "input topics must have the same partition count ({} has {n}, not {})",
+                    t,
+                    partitions.unwrap_or(0)
+                )));
+            }
+        }
+        if let Some(dlq) = &self.dead_letter {
+            log.ensure_topic(&TopicSpec::new(dlq, partitions.unwrap_or(1) as i32), T)?;
+        }
+        let shared = Arc::new(Shared {
+            producer: Producer::new(&*log)?,
+            dead_letter: self.dead_letter.clone(),
+            stats: AppStats::default(),
+        });
+        let inputs: Vec<&str> = self.inputs.iter().map(String::as_str).collect();
+        let mut cfg = ConsumerConfig::new(&self.group, &inputs);
+        cfg.offset_reset = self.offset_reset;
+        cfg.session_timeout = self.session_timeout;
+        cfg.client_id = self.group.clone();
+        let (group, workers) = match self.style {
+            Style::Keyed => {
+                let parked: Parked<P::State> = Arc::new(Mutex::new(Default::default()));
+                let (p, s) = (self.processor, shared.clone());
+                let group =
+                    ConsumerGroup::spawn(log, &cfg, self.consumers, move |_| KeyedHandler {
+                        processor: p.clone(),
+                        shared: s.clone(),
+                        parked: parked.clone(),
+                        owned: Default::default(),
+                    })?;
+                (group, Vec::new())
+            }
+            Style::Actors { workers } => {
+                let (pool, threads) = Pool::start(workers, &self.processor, &shared);
+                let (p, s) = (self.processor, shared.clone());
+                let group = ConsumerGroup::spawn(log, &cfg, self.consumers, move |_| {
+                    Dispatcher::new(p.clone(), pool.clone(), s.clone())
+                })?;
+                (group, threads)
+            }
+        };
+        Ok(Running {
+            group,
+            shared,
+            workers,
+        })
+    }
+}
+
+/// A started app.
+pub struct Running {
+    group: ConsumerGroup,
+    shared: Arc<Shared>,
+    workers: Vec<std::thread::JoinHandle<Exit>>,
+}
+
+impl Running {
+    pub fn stats(&self) -> &AppStats {
+        &self.shared.stats
+    }
+
+    /// Each consumer's name and partitions.
+    pub fn assignments(&self) -> Vec<(String, Vec<TopicPartition>)> {
+        self.group.assignments()
+    }
+
+    /// Stops consuming (finishing records in flight and committing), then
+    /// flushes what the processor sent.
+    pub fn stop(self) -> Result<()> {
+        let Running {
+            group,
+            shared,
+            workers,
+        } = self;
+        let stopped = group.stop();
+        // The consumers held the last handles on the workers' mailboxes.
+        for w in workers {
+            let _ = w.join();
+        }
+        shared.producer.flush(Producer::CLOSE_TIMEOUT)?;
+        stopped
+    }
+}

@@ -1,0 +1,135 @@
+//! Dead-letter records: what could not be processed, why, and where it was.
+//!
+//! A dead-letter record keeps the original key as its key, and its value is
+//! a JSON object any client can read:
+//!
+//! ```json
+//! {"error": "missing field 'down_delta'", "topic": "sensor", "partition": 3,
+//!  "offset": 17, "key": "heater-7", "value": "{\"temperature\": 45}"}
+//! ```
+//!
+//! `value` holds the original bytes when they are UTF-8; otherwise
+//! `value_base64` holds them base64-encoded. Either way nothing is lost.
+
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::log::RecordRef;
+use crate::stream::Producer;
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    error: &'a str,
+    topic: &'a str,
+    partition: i32,
+    offset: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value_base64: Option<String>,
+}
+
+/// Encodes the dead-letter value for `record` failing with `error`.
+pub fn envelope(record: &RecordRef<'_>, error: &str) -> Vec<u8> {
+    encode(record, Some(record.value), error)
+}
+
+/// Like [`envelope`], for a record whose bytes are no longer at hand (it
+/// failed on a worker after decoding): the position says where to re-read it.
+pub fn envelope_without_value(record: &RecordRef<'_>, error: &str) -> Vec<u8> {
+    encode(record, None, error)
+}
+
+fn encode(record: &RecordRef<'_>, value: Option<&[u8]>, error: &str) -> Vec<u8> {
+    let text = value.and_then(|v| std::str::from_utf8(v).ok());
+    let env = Envelope {
+        error,
+        topic: record.topic,
+        partition: record.partition,
+        offset: record.offset,
+        key: record.key_str(),
+        value: text,
+        value_base64: value.filter(|_| text.is_none()).map(base64),
+    };
+    serde_json::to_vec(&env).expect("an envelope encodes")
+}
+
+/// Sends `record` to `topic` as a dead letter.
+pub fn send(producer: &Producer, topic: &str, record: &RecordRef<'_>, error: &str) -> Result<()> {
+    tracing::debug!(
+        "dead letter {}/{}@{}: {error}",
+        record.topic,
+        record.partition,
+        record.offset
+    );
+    producer.send(topic, record.key, &envelope(record, error))
+}
+
+/// Standard base64 with padding.
+pub fn base64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc_4648_vectors() {
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(i.as_bytes()), o);
+        }
+    }
+
+    #[test]
+    fn envelope_keeps_the_original_bytes() {
+        let r = RecordRef {
+            topic: "sensor",
+            partition: 2,
+            offset: 9,
+            key: Some(b"h1"),
+            value: b"not json",
+            timestamp: None,
+        };
+        let v: serde_json::Value = serde_json::from_slice(&envelope(&r, "bad")).unwrap();
+        assert_eq!(v["error"], "bad");
+        assert_eq!(v["value"], "not json");
+        assert_eq!(v["key"], "h1");
+        assert_eq!(v["offset"], 9);
+        let r = RecordRef {
+            value: &[0xff, 0x00],
+            key: None,
+            ..r
+        };
+        let v: serde_json::Value = serde_json::from_slice(&envelope(&r, "bad")).unwrap();
+        assert_eq!(v["value_base64"], "/wA=");
+        assert!(v.get("value").is_none() && v.get("key").is_none());
+    }
+}

@@ -1,0 +1,61 @@
+//! Layer 4: processing records, statelessly or with state per key.
+//!
+//! A [`KeyedProcessor`] decodes each record into a key and an input, and
+//! handles it with `&mut` access to that key's state and a [`Context`] for
+//! sending records to any topic. Stateless steps ([`stateless::map`],
+//! [`stateless::filter`], [`stateless::flat_map`]) are keyed processors with
+//! no state. An [`App`] runs a processor over input topics in one of two
+//! [`Style`]s:
+//!
+//! - [`Style::Keyed`]: the chapter's key-based approach. State lives in the
+//!   consumer actor that owns the partition; a manager there keeps one state
+//!   per key. Parallelism is the number of partitions.
+//! - [`Style::Actors`]: the key-independent approach. Each key's state lives
+//!   in a per-key actor hosted on a pool of workers, so the keys of one
+//!   partition progress in parallel. Per-key order is kept (a key always goes
+//!   to the same worker) and a partition's offset is committed only below its
+//!   lowest unfinished record.
+//!
+//! Records that cannot be decoded or processed go to a dead-letter topic
+//! with the reason and the original bytes ([`dead_letter`]); processing goes
+//! on.
+
+mod actors;
+mod app;
+mod context;
+pub mod dead_letter;
+mod keyed;
+mod offsets;
+pub mod stateless;
+
+pub use app::{App, AppStats, Running, Style};
+pub use context::Context;
+pub use offsets::OffsetTracker;
+
+use crate::error::Result;
+use crate::log::RecordRef;
+
+/// Application logic with state per key.
+///
+/// `Clone` because the key-independent style runs one copy per worker and
+/// decodes on the consumer threads with another.
+pub trait KeyedProcessor: Clone + Send + 'static {
+    /// What a record decodes to, once, on the consumer thread.
+    type Input: Send + 'static;
+    /// Per-key state, created with `Default` on a key's first record.
+    type State: Default + Send + 'static;
+
+    /// The record's key and input. An error sends the record to the
+    /// dead-letter topic.
+    fn decode(&self, record: &RecordRef<'_>) -> Result<(String, Self::Input)>;
+
+    /// Handles one input of `key`. An error sends the record to the
+    /// dead-letter topic; the state keeps whatever changes were made.
+    fn process(
+        &mut self,
+        key: &str,
+        input: Self::Input,
+        state: &mut Self::State,
+        ctx: &mut Context<'_>,
+    ) -> Result<()>;
+}

@@ -1,0 +1,368 @@
+//! The processing layer on the embedded log: stateless steps, both stateful
+//! styles, dead letters, and the key-independent style's parallelism and
+//! commit rule.
+
+mod conformance;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::Duration;
+
+use conformance::{eventually, unique, T};
+use riffle::log::embedded::EmbeddedLog;
+use riffle::log::{ConsumerConfig, Log, RecordRef, TopicSpec};
+use riffle::process::{stateless, App, Context, KeyedProcessor, Style};
+use riffle::stream::{Consumer, Producer};
+use riffle::{Error, Result};
+
+fn log() -> Arc<dyn Log> {
+    Arc::new(EmbeddedLog::new())
+}
+
+/// Reads every record of `topic` until `n` have arrived.
+fn read_all(log: &Arc<dyn Log>, topic: &str, n: usize) -> Vec<(Option<String>, String)> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let c = Consumer::spawn(
+        log.clone(),
+        ConsumerConfig::new(unique("reader"), &[topic]),
+        move || {
+            let s = s.clone();
+            move |r: RecordRef<'_>| -> Result<()> {
+                s.lock().unwrap().push((
+                    r.key_str().map(str::to_owned),
+                    String::from_utf8_lossy(r.value).into_owned(),
+                ));
+                Ok(())
+            }
+        },
+    )
+    .unwrap();
+    eventually(T, &format!("{n} records on {topic}"), || {
+        seen.lock().unwrap().len() >= n
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    c.stop();
+    c.join().unwrap();
+    let v = seen.lock().unwrap().clone();
+    v
+}
+
+#[test]
+fn stateless_map_filter_flat_map() {
+    let log = log();
+    for t in ["words", "upper", "long", "chars"] {
+        log.create_topic(&TopicSpec::new(t, 3), T).unwrap();
+    }
+    let p = Producer::new(&*log).unwrap();
+    for w in ["a", "bb", "ccc", "dddd"] {
+        p.send("words", Some(w.as_bytes()), w.as_bytes()).unwrap();
+    }
+    let upper = App::new(
+        "upper",
+        &["words"],
+        stateless::map("upper", |v| Ok(v.to_ascii_uppercase())),
+    )
+    .start(log.clone())
+    .unwrap();
+    let long = App::new(
+        "long",
+        &["words"],
+        stateless::filter("long", |r| r.value.len() > 2),
+    )
+    .start(log.clone())
+    .unwrap();
+    let chars = App::new(
+        "chars",
+        &["words"],
+        stateless::flat_map("chars", |r, out| {
+            for c in r.value {
+                out.push(stateless::Output {
+                    key: None,
+                    value: vec![*c],
+                });
+            }
+            Ok(())
+        }),
+    )
+    .start(log.clone())
+    .unwrap();
+    let mut got: Vec<_> = read_all(&log, "upper", 4)
+        .into_iter()
+        .map(|(k, v)| (k.unwrap(), v))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [("a", "A"), ("bb", "BB"), ("ccc", "CCC"), ("dddd", "DDDD")]
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+    let mut long_words: Vec<_> = read_all(&log, "long", 2)
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    long_words.sort();
+    assert_eq!(long_words, ["ccc", "dddd"]);
+    assert_eq!(read_all(&log, "chars", 10).len(), 10);
+    for app in [upper, long, chars] {
+        app.stop().unwrap();
+    }
+}
+
+/// Counts per key; fails on values that are not numbers.
+#[derive(Clone)]
+struct Counter;
+
+impl KeyedProcessor for Counter {
+    type Input = i64;
+    type State = Vec<i64>;
+
+    fn decode(&self, r: &RecordRef<'_>) -> Result<(String, i64)> {
+        let key = r
+            .key_str()
+            .ok_or_else(|| Error::Decode("no key".into()))?
+            .to_owned();
+        let n = std::str::from_utf8(r.value)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| Error::Decode("not a number".into()))?;
+        Ok((key, n))
+    }
+
+    fn process(
+        &mut self,
+        key: &str,
+        n: i64,
+        seen: &mut Vec<i64>,
+        ctx: &mut Context<'_>,
+    ) -> Result<()> {
+        if n < 0 {
+            return Err(Error::Decode(format!("negative: {n}")));
+        }
+        seen.push(n);
+        ctx.send(
+            "counts",
+            Some(key),
+            format!("{}:{}", seen.len(), n).as_bytes(),
+        )
+    }
+}
+
+fn keyed_state_per_key(style: Style) {
+    let log = log();
+    log.create_topic(&TopicSpec::new("numbers", 4), T).unwrap();
+    log.create_topic(&TopicSpec::new("counts", 4), T).unwrap();
+    let p = Producer::new(&*log).unwrap();
+    let keys = 13;
+    for i in 0..390 {
+        p.send(
+            "numbers",
+            Some(format!("k{}", i % keys).as_bytes()),
+            i.to_string().as_bytes(),
+        )
+        .unwrap();
+    }
+    p.send("numbers", Some(b"k1"), b"oops").unwrap();
+    p.send("numbers", Some(b"k1"), b"-5").unwrap();
+    p.send("numbers", None, b"7").unwrap();
+    let app = App::new("counter", &["numbers"], Counter)
+        .style(style)
+        .consumers(2)
+        .dead_letter("numbers-dlq")
+        .start(log.clone())
+        .unwrap();
+    let out = read_all(&log, "counts", 390);
+    let dlq = read_all(&log, "numbers-dlq", 3);
+    assert_eq!(app.stats().dead_letters.load(Ordering::Relaxed), 3);
+    app.stop().unwrap();
+
+    let mut per_key: BTreeMap<String, Vec<(usize, i64)>> = BTreeMap::new();
+    for (k, v) in out {
+        let (count, n) = v.split_once(':').unwrap();
+        per_key
+            .entry(k.unwrap())
+            .or_default()
+            .push((count.parse().unwrap(), n.parse().unwrap()));
+    }
+    assert_eq!(per_key.len(), keys);
+    for (k, outs) in per_key {
+        let k_idx: i64 = k[1..].parse().unwrap();
+        let expected: Vec<(usize, i64)> = (0..30)
+            .map(|j| (j as usize + 1, j * keys as i64 + k_idx))
+            .collect();
+        assert_eq!(outs, expected, "state of {k} counts its inputs in order");
+    }
+    let reasons: Vec<String> = dlq
+        .iter()
+        .map(|(_, v)| {
+            serde_json::from_str::<serde_json::Value>(v).unwrap()["error"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r.contains("not a number")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("negative")),
+        "{reasons:?}"
+    );
+    assert!(reasons.iter().any(|r| r.contains("no key")), "{reasons:?}");
+}
+
+#[test]
+fn keyed_style_keeps_state_per_key() {
+    keyed_state_per_key(Style::Keyed);
+}
+
+#[test]
+fn actors_style_keeps_state_per_key() {
+    keyed_state_per_key(Style::Actors { workers: 3 });
+}
+
+/// Blocks on a shared barrier for keys `w*`; records when `slow` runs.
+#[derive(Clone)]
+struct Gate {
+    barrier: Arc<Barrier>,
+    release: Arc<Mutex<bool>>,
+    active: Arc<AtomicUsize>,
+    peak: Arc<AtomicUsize>,
+    order: Arc<Mutex<HashMap<String, Vec<i64>>>>,
+}
+
+impl KeyedProcessor for Gate {
+    type Input = i64;
+    type State = ();
+
+    fn decode(&self, r: &RecordRef<'_>) -> Result<(String, i64)> {
+        Ok((
+            r.key_str().unwrap().to_owned(),
+            std::str::from_utf8(r.value).unwrap().parse().unwrap(),
+        ))
+    }
+
+    fn process(&mut self, key: &str, n: i64, _: &mut (), _: &mut Context<'_>) -> Result<()> {
+        let now = self.active.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        if n < 4 {
+            // The first record of each of four keys meets the others here:
+            // this returns only if all four are being processed at once.
+            self.barrier.wait();
+        }
+        if key == "slow" {
+            while !*self.release.lock().unwrap() {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        self.order
+            .lock()
+            .unwrap()
+            .entry(key.to_owned())
+            .or_default()
+            .push(n);
+        self.active.fetch_sub(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[test]
+fn actors_style_runs_one_partitions_keys_in_parallel_and_commits_safely() {
+    let log = log();
+    log.create_topic(&TopicSpec::new("one", 1), T).unwrap();
+    let p = Producer::new(&*log).unwrap();
+    // Four keys that land on four different workers of four.
+    let keys: Vec<String> = {
+        let mut by_worker: BTreeMap<i32, String> = BTreeMap::new();
+        for i in 0.. {
+            let k = format!("w{i}");
+            by_worker
+                .entry(riffle::log::partition_for_key(k.as_bytes(), 4))
+                .or_insert(k);
+            if by_worker.len() == 4 {
+                break;
+            }
+        }
+        by_worker.into_values().collect()
+    };
+    for (i, k) in keys.iter().enumerate() {
+        p.send("one", Some(k.as_bytes()), i.to_string().as_bytes())
+            .unwrap();
+    }
+    let gate = Gate {
+        barrier: Arc::new(Barrier::new(4)),
+        release: Arc::new(Mutex::new(false)),
+        active: Arc::new(AtomicUsize::new(0)),
+        peak: Arc::new(AtomicUsize::new(0)),
+        order: Default::default(),
+    };
+    let app = App::new("gate", &["one"], gate.clone())
+        .style(Style::Actors { workers: 4 })
+        .start(log.clone())
+        .unwrap();
+    eventually(
+        T,
+        "the four keys of one partition met at the barrier",
+        || {
+            gate.order
+                .lock()
+                .unwrap()
+                .values()
+                .map(Vec::len)
+                .sum::<usize>()
+                == 4
+        },
+    );
+    assert_eq!(
+        gate.peak.load(Ordering::SeqCst),
+        4,
+        "four records of one partition in process at once"
+    );
+
+    // A slow record at offset 4; later records of other keys finish first.
+    p.send("one", Some(b"slow"), b"100").unwrap();
+    for i in 0..40 {
+        p.send(
+            "one",
+            Some(keys[i % 4].as_bytes()),
+            (200 + i).to_string().as_bytes(),
+        )
+        .unwrap();
+    }
+    // The key sharing the slow key's worker waits behind it; the other
+    // three keys (30 records) go on.
+    eventually(
+        T,
+        "records after the slow one finished on the other workers",
+        || {
+            gate.order
+                .lock()
+                .unwrap()
+                .values()
+                .map(Vec::len)
+                .sum::<usize>()
+                == 4 + 30
+        },
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let committed = log.committed_offsets("gate", "one", T).unwrap()[0].committed;
+    assert!(
+        committed.unwrap_or(0) <= 4,
+        "committed {committed:?} past the unfinished record at offset 4"
+    );
+    *gate.release.lock().unwrap() = true;
+    eventually(
+        T,
+        "everything committed once the slow record finished",
+        || log.committed_offsets("gate", "one", T).unwrap()[0].committed == Some(45),
+    );
+    for (k, seen) in gate.order.lock().unwrap().iter() {
+        assert!(
+            seen.windows(2).all(|w| w[0] < w[1]),
+            "per-key order kept for {k}: {seen:?}"
+        );
+    }
+    app.stop().unwrap();
+}
