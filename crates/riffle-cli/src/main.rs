@@ -7,6 +7,7 @@
 mod backend;
 mod cmd;
 mod demo;
+mod heater;
 mod util;
 
 use std::process::ExitCode;
@@ -44,6 +45,9 @@ enum Command {
     Produce(cmd::produce::ProduceArgs),
     /// Read a topic as a consumer group and print each record (needs a broker).
     Consume(cmd::consume::ConsumeArgs),
+    /// The chapter's heater application: controller and simulator.
+    #[command(subcommand)]
+    Heater(heater::HeaterCommand),
     /// Runnable examples; embedded log unless a broker is given.
     #[command(subcommand)]
     Demo(demo::DemoCommand),
@@ -59,6 +63,7 @@ fn main() -> ExitCode {
         Command::Topics(c) => cmd::topics::run(&cli.brokers, c),
         Command::Produce(a) => cmd::produce::run(&cli.brokers, a),
         Command::Consume(a) => cmd::consume::run(&cli.brokers, a),
+        Command::Heater(h) => heater::run(&cli.brokers, h),
         Command::Demo(d) => demo::run(&cli.brokers, d),
     };
     match result {

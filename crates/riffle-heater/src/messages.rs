@@ -185,7 +185,8 @@ mod tests {
 
     #[test]
     fn rejects_malformed_records_with_a_reason() {
-        let cases: [(Option<&[u8]>, &[u8], &str); 8] = [
+        type Case<'a> = (Option<&'a [u8]>, &'a [u8], &'a str);
+        let cases: [Case; 8] = [
             (Some(b"1"), b"not json", "not a JSON object"),
             (Some(b"1"), b"[1,2]", "not a JSON object"),
             (Some(b"1"), br#"{"measurement": "hot"}"#, "must be a number"),

@@ -1,0 +1,144 @@
+//! `riffle heater controller`.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use riffle::log::{Log, OffsetReset, TopicSpec};
+use riffle::process::{App, Running, Style};
+use riffle::Result;
+use riffle_heater::controller::Controller;
+use riffle_heater::messages::{CONTROL_TOPIC, DEAD_LETTER_TOPIC, SENSOR_TOPIC};
+
+use crate::backend::BrokerArgs;
+use crate::util;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum StyleArg {
+    /// State in the consumer that owns the partition.
+    Keyed,
+    /// Per-key actors on a pool of workers.
+    Actors,
+}
+
+/// Flags shared by the controller command and the heater demo.
+#[derive(Args, Clone)]
+pub struct ControllerOptions {
+    /// Where controller state lives.
+    #[arg(long, value_enum, default_value = "keyed")]
+    pub style: StyleArg,
+    /// Consumer actors in this process.
+    #[arg(long, short = 'n', default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
+    pub consumers: u16,
+    /// Workers of the actors style (default: one per core).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub workers: Option<u16>,
+    /// Topic of measurements (and settings, unless --settings-topic is given).
+    #[arg(long, default_value = SENSOR_TOPIC)]
+    pub sensor_topic: String,
+    /// A separate topic of thermostat settings.
+    #[arg(long)]
+    pub settings_topic: Option<String>,
+    /// Topic the commands go to.
+    #[arg(long, default_value = CONTROL_TOPIC)]
+    pub control_topic: String,
+    /// Topic for records that cannot be used, with the reason.
+    #[arg(long, default_value = DEAD_LETTER_TOPIC)]
+    pub dead_letter: String,
+    /// Partitions of topics created because they are missing.
+    #[arg(long, short = 'p', default_value_t = 10)]
+    pub partitions: i32,
+}
+
+impl ControllerOptions {
+    pub fn style(&self) -> Style {
+        match self.style {
+            StyleArg::Keyed => Style::Keyed,
+            StyleArg::Actors => Style::Actors {
+                workers: self.workers.map(usize::from).unwrap_or_else(|| {
+                    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+                }),
+            },
+        }
+    }
+
+    /// Creates the topics that are missing.
+    pub fn ensure_topics(&self, log: &dyn Log) -> Result<()> {
+        let t = Duration::from_secs(30);
+        for topic in self.inputs().iter().chain([&self.control_topic.as_str()]) {
+            log.ensure_topic(&TopicSpec::new(*topic, self.partitions), t)?;
+        }
+        Ok(())
+    }
+
+    pub fn inputs(&self) -> Vec<&str> {
+        let mut v = vec![self.sensor_topic.as_str()];
+        v.extend(self.settings_topic.as_deref());
+        v
+    }
+
+    pub fn start(&self, log: Arc<dyn Log>, group: &str, from: OffsetReset) -> Result<Running> {
+        App::new(group, &self.inputs(), Controller::new(&self.control_topic))
+            .style(self.style())
+            .consumers(self.consumers as usize)
+            .dead_letter(&self.dead_letter)
+            .offset_reset(from)
+            .start(log)
+    }
+}
+
+#[derive(Args)]
+pub struct ControllerArgs {
+    #[command(flatten)]
+    options: ControllerOptions,
+    /// Consumer group id; run several processes with the same id to share the work.
+    #[arg(long, short = 'g', default_value = "heater-controller")]
+    group: String,
+    /// Where to start when the group has no committed offset.
+    #[arg(long, default_value = "earliest", value_parser = ["earliest", "latest"])]
+    from: String,
+    /// Stop after this long; runs until Ctrl-C otherwise.
+    #[arg(long, value_parser = util::parse_duration)]
+    duration: Option<Duration>,
+    /// Seconds between two status lines on stderr (0: none).
+    #[arg(long, default_value = "5s", value_parser = util::parse_duration)]
+    status_every: Duration,
+}
+
+pub fn run(brokers: &BrokerArgs, a: ControllerArgs) -> Result<()> {
+    let log = brokers.kafka("heater controller")?;
+    a.options.ensure_topics(&*log)?;
+    let stopper = util::ctrl_c_stopper();
+    let app = a.options.start(log.clone(), &a.group, a.from.parse()?)?;
+    eprintln!(
+        "heater controller on {} ({:?} style, {} consumers): {} -> {}, dead letters to {}",
+        log.describe(),
+        a.options.style(),
+        a.options.consumers,
+        a.options.inputs().join(", "),
+        a.options.control_topic,
+        a.options.dead_letter
+    );
+    let start = Instant::now();
+    let mut last = Instant::now();
+    while !stopper.is_stopped() && a.duration.is_none_or(|d| start.elapsed() < d) {
+        std::thread::sleep(Duration::from_millis(50));
+        if !a.status_every.is_zero() && last.elapsed() >= a.status_every {
+            last = Instant::now();
+            let s = app.stats();
+            let owned: usize = app.assignments().iter().map(|(_, p)| p.len()).sum();
+            eprintln!(
+                "processed {}  commands {}  dead letters {}  partitions owned {owned}",
+                s.processed.load(Ordering::Relaxed),
+                s.sent.load(Ordering::Relaxed),
+                s.dead_letters.load(Ordering::Relaxed)
+            );
+        }
+    }
+    let s = app.stats();
+    let (p, c, d) = (s.processed.load(Ordering::Relaxed), s.sent.load(Ordering::Relaxed), s.dead_letters.load(Ordering::Relaxed));
+    app.stop()?;
+    eprintln!("stopped: processed {p}, commands sent {c}, dead letters {d}");
+    Ok(())
+}
