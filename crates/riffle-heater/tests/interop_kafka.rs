@@ -16,16 +16,33 @@ use riffle::process::{App, Style};
 use riffle_heater::controller::Controller;
 
 fn brokers() -> String {
-    std::env::var("RIFFLE_TEST_BROKERS").expect("RIFFLE_TEST_BROKERS is not set: run scripts/test.sh")
+    std::env::var("RIFFLE_TEST_BROKERS")
+        .expect("RIFFLE_TEST_BROKERS is not set: run scripts/test.sh")
 }
 
+/// Keyed lines are `key|value`; key-less ones all go to partition 0, since
+/// a heater's key-less records are ordered only within one partition.
 fn kcat_produce(topic: &str, keyed: bool, lines: &[&str]) {
     let b = brokers();
-    let mut args = vec!["-P", "-b", &b, "-t", topic, "-X", "partitioner=murmur2_random"];
+    let mut args = vec![
+        "-P",
+        "-b",
+        &b,
+        "-t",
+        topic,
+        "-X",
+        "partitioner=murmur2_random",
+    ];
     if keyed {
         args.extend(["-K", "|"]);
+    } else {
+        args.extend(["-p", "0"]);
     }
-    let mut child = Cmd::new("kcat").args(&args).stdin(Stdio::piped()).spawn().expect("kcat is installed (apt-get install kcat)");
+    let mut child = Cmd::new("kcat")
+        .args(&args)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("kcat is installed (apt-get install kcat)");
     let mut stdin = child.stdin.take().unwrap();
     for l in lines {
         writeln!(stdin, "{l}").unwrap();
@@ -39,10 +56,25 @@ fn kcat_consume(topic: &str, n: usize) -> Vec<String> {
     let start = Instant::now();
     loop {
         let out = Cmd::new("kcat")
-            .args(["-C", "-b", &brokers(), "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%k %s\n"])
+            .args([
+                "-C",
+                "-b",
+                &brokers(),
+                "-t",
+                topic,
+                "-o",
+                "beginning",
+                "-e",
+                "-q",
+                "-f",
+                "%k %s\n",
+            ])
             .output()
             .expect("kcat runs");
-        let lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
+        let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect();
         if lines.len() >= n || start.elapsed() > Duration::from_secs(30) {
             return lines;
         }
@@ -53,9 +85,14 @@ fn kcat_consume(topic: &str, n: usize) -> Vec<String> {
 fn interop(style: Style) {
     let log: Arc<dyn Log> = Arc::new(KafkaLog::connect(brokers(), vec![]).unwrap());
     let id = format!("{}-{}", std::process::id(), fastrand::u32(..));
-    let (sensor, control, dlq) = (format!("sensor-{id}"), format!("control-{id}"), format!("dlq-{id}"));
+    let (sensor, control, dlq) = (
+        format!("sensor-{id}"),
+        format!("control-{id}"),
+        format!("dlq-{id}"),
+    );
     for t in [&sensor, &control] {
-        log.create_topic(&TopicSpec::new(t, 3), Duration::from_secs(30)).unwrap();
+        log.create_topic(&TopicSpec::new(t, 3), Duration::from_secs(30))
+            .unwrap();
     }
     kcat_produce(
         &sensor,
@@ -80,21 +117,40 @@ fn interop(style: Style) {
             r#"{"measurement": 19.0}"#,
         ],
     );
-    let app = App::new(&format!("ctl-{id}"), &[&sensor], Controller::new(&control))
+    let mut app = App::new(&format!("ctl-{id}"), &[&sensor], Controller::new(&control))
         .style(style)
-        .dead_letter(&dlq)
-        .start(log.clone())
-        .unwrap();
+        .dead_letter(&dlq);
+    if style == Style::Keyed {
+        // Key-less records carry their heater id in the body: route them by
+        // it first so each heater's state sits in one partition.
+        app = app.repartition(&format!("rekey-{id}"));
+    }
+    let app = app.start(log.clone()).unwrap();
     let mut commands = kcat_consume(&control, 3);
     commands.sort();
-    assert_eq!(commands, [r#"1234 {"control":0}"#, r#"1234 {"control":1}"#, r#"5678 {"control":0}"#]);
+    assert_eq!(
+        commands,
+        [
+            r#"1234 {"control":0}"#,
+            r#"1234 {"control":1}"#,
+            r#"5678 {"control":0}"#
+        ]
+    );
     let dead = kcat_consume(&dlq, 3);
     app.stop().unwrap();
     assert_eq!(dead.len(), 3, "{dead:?}");
-    assert!(dead.iter().any(|l| l.contains("not a JSON object") && l.contains("not json at all")), "{dead:?}");
-    assert!(dead.iter().any(|l| l.contains("must not be negative")), "{dead:?}");
+    assert!(
+        dead.iter()
+            .any(|l| l.contains("not a JSON object") && l.contains("not json at all")),
+        "{dead:?}"
+    );
+    assert!(
+        dead.iter().any(|l| l.contains("must not be negative")),
+        "{dead:?}"
+    );
     assert!(dead.iter().any(|l| l.contains("no key and no")), "{dead:?}");
     for t in [&sensor, &control, &dlq] {
+        // The repartition topic, if any, is left to the broker's cleanup.
         log.delete_topic(t, Duration::from_secs(30)).unwrap();
     }
 }

@@ -57,7 +57,9 @@ impl ControllerOptions {
             StyleArg::Keyed => Style::Keyed,
             StyleArg::Actors => Style::Actors {
                 workers: self.workers.map(usize::from).unwrap_or_else(|| {
-                    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+                    std::thread::available_parallelism()
+                        .map(|n| n.get())
+                        .unwrap_or(2)
                 }),
             },
         }
@@ -137,7 +139,11 @@ pub fn run(brokers: &BrokerArgs, a: ControllerArgs) -> Result<()> {
         }
     }
     let s = app.stats();
-    let (p, c, d) = (s.processed.load(Ordering::Relaxed), s.sent.load(Ordering::Relaxed), s.dead_letters.load(Ordering::Relaxed));
+    let (p, c, d) = (
+        s.processed.load(Ordering::Relaxed),
+        s.sent.load(Ordering::Relaxed),
+        s.dead_letters.load(Ordering::Relaxed),
+    );
     app.stop()?;
     eprintln!("stopped: processed {p}, commands sent {c}, dead letters {d}");
     Ok(())

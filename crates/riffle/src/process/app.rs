@@ -97,6 +97,7 @@ pub struct App<P: KeyedProcessor> {
     dead_letter: Option<String>,
     offset_reset: OffsetReset,
     session_timeout: Duration,
+    repartition: Option<String>,
 }
 
 impl<P: KeyedProcessor> App<P> {
@@ -112,7 +113,19 @@ impl<P: KeyedProcessor> App<P> {
             dead_letter: None,
             offset_reset: OffsetReset::Earliest,
             session_timeout: Duration::from_secs(10),
+            repartition: None,
         }
+    }
+
+    /// Routes records through `topic`, keyed by the key the processor
+    /// decodes, before processing them. Needed when the input's record keys
+    /// are not the processing keys (key-less records carrying their key in
+    /// the body, say): the key-based style keeps state per partition, so it
+    /// must see each key in one partition. Traffic between processes goes
+    /// through Kafka, like everything else. The topic is created if missing.
+    pub fn repartition(mut self, topic: &str) -> Self {
+        self.repartition = Some(topic.into());
+        self
     }
 
     pub fn style(mut self, style: Style) -> Self {
@@ -176,7 +189,31 @@ impl<P: KeyedProcessor> App<P> {
             dead_letter: self.dead_letter.clone(),
             stats: AppStats::default(),
         });
-        let inputs: Vec<&str> = self.inputs.iter().map(String::as_str).collect();
+        let mut stages = Vec::new();
+        let mut inputs: Vec<&str> = self.inputs.iter().map(String::as_str).collect();
+        if let Some(topic) = &self.repartition {
+            log.ensure_topic(&TopicSpec::new(topic, partitions.unwrap_or(1) as i32), T)?;
+            let mut cfg = ConsumerConfig::new(format!("{}-repartition", self.group), &inputs);
+            cfg.offset_reset = self.offset_reset;
+            cfg.session_timeout = self.session_timeout;
+            cfg.client_id = format!("{}-repartition", self.group);
+            let (p, s, to) = (
+                self.processor.clone(),
+                shared.clone(),
+                Arc::<str>::from(topic.as_str()),
+            );
+            stages.push(ConsumerGroup::spawn(
+                log.clone(),
+                &cfg,
+                self.consumers,
+                move |_| Rekey {
+                    processor: p.clone(),
+                    shared: s.clone(),
+                    to: to.clone(),
+                },
+            )?);
+            inputs = vec![topic];
+        }
         let mut cfg = ConsumerConfig::new(&self.group, &inputs);
         cfg.offset_reset = self.offset_reset;
         cfg.session_timeout = self.session_timeout;
@@ -203,17 +240,38 @@ impl<P: KeyedProcessor> App<P> {
                 (group, threads)
             }
         };
+        stages.push(group);
         Ok(Running {
-            group,
+            stages,
             shared,
             workers,
         })
     }
 }
 
+/// The repartition stage: forwards each record keyed by its processing key.
+struct Rekey<P> {
+    processor: P,
+    shared: Arc<Shared>,
+    to: Arc<str>,
+}
+
+impl<P: KeyedProcessor> crate::stream::Handler for Rekey<P> {
+    fn handle(&mut self, record: RecordRef<'_>) -> Result<()> {
+        match self.processor.decode(&record) {
+            Ok((key, _)) => self
+                .shared
+                .producer
+                .send(&self.to, Some(key.as_bytes()), record.value),
+            Err(e) => self.shared.dead_letter(&record, &e),
+        }
+    }
+}
+
 /// A started app.
 pub struct Running {
-    group: ConsumerGroup,
+    /// The consumer groups, upstream first.
+    stages: Vec<ConsumerGroup>,
     shared: Arc<Shared>,
     workers: Vec<std::thread::JoinHandle<Exit>>,
 }
@@ -225,18 +283,27 @@ impl Running {
 
     /// Each consumer's name and partitions.
     pub fn assignments(&self) -> Vec<(String, Vec<TopicPartition>)> {
-        self.group.assignments()
+        self.stages
+            .iter()
+            .flat_map(ConsumerGroup::assignments)
+            .collect()
     }
 
     /// Stops consuming (finishing records in flight and committing), then
     /// flushes what the processor sent.
     pub fn stop(self) -> Result<()> {
         let Running {
-            group,
+            stages,
             shared,
             workers,
         } = self;
-        let stopped = group.stop();
+        let mut stopped = Ok(());
+        for stage in stages {
+            let r = stage.stop();
+            if stopped.is_ok() {
+                stopped = r;
+            }
+        }
         // The consumers held the last handles on the workers' mailboxes.
         for w in workers {
             let _ = w.join();
