@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/setup.sh
 cargo build --release -q -p riffle-cli
-exec target/release/riffle demo hello "$@"
+exec target/release/riffle demo heater "$@"

@@ -224,3 +224,64 @@ fn produce_and_consume_on_kafka() {
     assert!(s.contains("offset=0") && s.contains("offset=2"), "{s}");
     assert!(kafka(&["topics", "delete", &topic]).status.success());
 }
+
+#[test]
+fn heater_demo_on_embedded_log_converges_and_summarises() {
+    let out = riffle(&[
+        "demo",
+        "heater",
+        "--heaters",
+        "200",
+        "--duration",
+        "40m",
+        "--seed",
+        "3",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    // Not a terminal: status lines, then the summary.
+    assert!(
+        s.lines()
+            .any(|l| l.starts_with("t=") && l.contains("heaters in band")),
+        "{s}"
+    );
+    assert!(s.contains("Settling  200/200 reached their band"), "{s}");
+    assert!(s.contains("violations 0"), "{s}");
+    let controller = s
+        .lines()
+        .find(|l| l.starts_with("Controller"))
+        .expect("controller line");
+    assert!(
+        controller.contains("0 dead letters") && controller.contains("keyed style on embedded"),
+        "{controller}"
+    );
+}
+
+#[test]
+fn heater_demo_actors_style_with_keyless_heaters() {
+    let out = riffle(&[
+        "demo",
+        "heater",
+        "--heaters",
+        "50",
+        "--duration",
+        "20m",
+        "--style",
+        "actors",
+        "--workers",
+        "3",
+        "--keyless",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(s.contains("Settling  50/50 reached their band"), "{s}");
+    assert!(s.contains("actors"), "{s}");
+}
+
+#[test]
+fn heater_commands_need_a_broker() {
+    for args in [&["heater", "controller"][..], &["heater", "simulate"]] {
+        let err = one_line_error(&riffle(args));
+        assert!(err.contains("needs a Kafka broker"), "{err}");
+    }
+}

@@ -9,3 +9,5 @@
 
 pub mod controller;
 pub mod messages;
+pub mod simulator;
+pub mod view;

@@ -141,9 +141,11 @@ pub fn decode_sensor(key: Option<&[u8]>, value: &[u8]) -> Result<(String, Sensor
     Ok((id, msg))
 }
 
-/// Encodes a measurement body, one decimal as the book's heater sends.
+/// Encodes a measurement body at full precision, as Python's `json.dumps`
+/// does for the book's heater: rounding would delay the controller's
+/// reaction by up to a measurement.
 pub fn measurement_json(celsius: f64) -> Vec<u8> {
-    format!("{{\"measurement\":{:.1}}}", celsius).into_bytes()
+    format!("{{\"measurement\":{celsius:?}}}").into_bytes()
 }
 
 /// Encodes a setting body.

@@ -1,5 +1,6 @@
 //! `riffle demo`: runnable examples of the chapter.
 
+mod heater;
 mod hello;
 
 use clap::Subcommand;
@@ -11,10 +12,13 @@ use crate::backend::BrokerArgs;
 pub enum DemoCommand {
     /// The chapter's example 6-4: one producer, N consumers in one group.
     Hello(hello::HelloArgs),
+    /// Heaters and their controller together, live: the main demo.
+    Heater(heater::HeaterDemoArgs),
 }
 
 pub fn run(brokers: &BrokerArgs, command: DemoCommand) -> Result<()> {
     match command {
         DemoCommand::Hello(a) => hello::run(brokers, a),
+        DemoCommand::Heater(a) => heater::run(brokers, a),
     }
 }

@@ -49,6 +49,10 @@ pub struct ControllerOptions {
     /// Partitions of topics created because they are missing.
     #[arg(long, short = 'p', default_value_t = 10)]
     pub partitions: i32,
+    /// Route records through this topic keyed by heater id first: needed in
+    /// the keyed style when heaters send key-less records.
+    #[arg(long, value_name = "TOPIC")]
+    pub repartition: Option<String>,
 }
 
 impl ControllerOptions {
@@ -81,12 +85,15 @@ impl ControllerOptions {
     }
 
     pub fn start(&self, log: Arc<dyn Log>, group: &str, from: OffsetReset) -> Result<Running> {
-        App::new(group, &self.inputs(), Controller::new(&self.control_topic))
+        let mut app = App::new(group, &self.inputs(), Controller::new(&self.control_topic))
             .style(self.style())
             .consumers(self.consumers as usize)
             .dead_letter(&self.dead_letter)
-            .offset_reset(from)
-            .start(log)
+            .offset_reset(from);
+        if let Some(topic) = &self.repartition {
+            app = app.repartition(topic);
+        }
+        app.start(log)
     }
 }
 

@@ -1,6 +1,8 @@
 //! `riffle heater`: the chapter's heater application.
 
 pub mod controller;
+pub mod simulate;
+pub mod watch;
 
 use clap::Subcommand;
 use riffle::Result;
@@ -11,10 +13,13 @@ use crate::backend::BrokerArgs;
 pub enum HeaterCommand {
     /// Run the heater controller: measurements and settings in, ON/OFF commands out (needs a broker).
     Controller(controller::ControllerArgs),
+    /// Simulate many heaters: measurements and settings out, commands in (needs a broker).
+    Simulate(simulate::SimulateArgs),
 }
 
 pub fn run(brokers: &BrokerArgs, command: HeaterCommand) -> Result<()> {
     match command {
         HeaterCommand::Controller(a) => controller::run(brokers, a),
+        HeaterCommand::Simulate(a) => simulate::run(brokers, a),
     }
 }

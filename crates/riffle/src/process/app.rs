@@ -241,10 +241,13 @@ impl<P: KeyedProcessor> App<P> {
             }
         };
         stages.push(group);
+        let partitions =
+            partitions.unwrap_or(0) * (self.inputs.len() + usize::from(self.repartition.is_some()));
         Ok(Running {
             stages,
             shared,
             workers,
+            partitions,
         })
     }
 }
@@ -272,6 +275,8 @@ impl<P: KeyedProcessor> crate::stream::Handler for Rekey<P> {
 pub struct Running {
     /// The consumer groups, upstream first.
     stages: Vec<ConsumerGroup>,
+    /// Input partitions of all stages together.
+    partitions: usize,
     shared: Arc<Shared>,
     workers: Vec<std::thread::JoinHandle<Exit>>,
 }
@@ -289,6 +294,26 @@ impl Running {
             .collect()
     }
 
+    /// Waits until this process's consumers own every input partition,
+    /// i.e. the group has settled and no other process shares the work.
+    /// Useful before starting a latency-sensitive load.
+    pub fn wait_assigned(&self, timeout: Duration) -> Result<()> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let owned: usize = self.assignments().iter().map(|(_, p)| p.len()).sum();
+            if owned >= self.partitions {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(Error::Timeout(format!(
+                    "own {owned} of {} input partitions after {timeout:?}",
+                    self.partitions
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Stops consuming (finishing records in flight and committing), then
     /// flushes what the processor sent.
     pub fn stop(self) -> Result<()> {
@@ -296,6 +321,7 @@ impl Running {
             stages,
             shared,
             workers,
+            ..
         } = self;
         let mut stopped = Ok(());
         for stage in stages {
