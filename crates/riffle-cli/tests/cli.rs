@@ -285,3 +285,115 @@ fn heater_commands_need_a_broker() {
         assert!(err.contains("needs a Kafka broker"), "{err}");
     }
 }
+
+#[test]
+fn two_processes_of_one_group_share_the_partitions_on_kafka() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::{Arc, Mutex};
+    let brokers = std::env::var("RIFFLE_TEST_BROKERS")
+        .expect("RIFFLE_TEST_BROKERS is not set: run scripts/test.sh");
+    let topic = format!("cli-procs-{}", std::process::id());
+    assert!(kafka(&["topics", "create", &topic, "-p", "6"])
+        .status
+        .success());
+    let group = format!("{topic}-g");
+    // Two processes join the group; each logs its assignments on stderr.
+    let spawn = || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_riffle"))
+            .args([
+                "--brokers",
+                &brokers,
+                "consume",
+                "-t",
+                &topic,
+                "-g",
+                &group,
+                "--duration",
+                "25s",
+            ])
+            .env("RIFFLE_LOG", "riffle=info")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let assigned = Arc::new(Mutex::new(String::new()));
+        let (a, err) = (assigned.clone(), child.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if line.contains("assigned") {
+                    *a.lock().unwrap() = line;
+                }
+            }
+        });
+        (child, assigned)
+    };
+    let (a, a_assigned) = spawn();
+    let (b, b_assigned) = spawn();
+    let owns = |s: &Arc<Mutex<String>>| s.lock().unwrap().contains(&format!("{topic}/"));
+    let start = Instant::now();
+    while !(owns(&a_assigned) && owns(&b_assigned)) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "both processes own partitions"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let values: Vec<String> = (0..60).map(|i| format!(r#"{{"n":{i}}}"#)).collect();
+    let lines: String = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| format!("k{i}\t{v}\n"))
+        .collect();
+    let mut produce = Command::new(env!("CARGO_BIN_EXE_riffle"))
+        .args([
+            "--brokers",
+            &brokers,
+            "produce",
+            "-t",
+            &topic,
+            "--key-separator",
+            "\t",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    produce
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    assert!(produce.wait().unwrap().success());
+
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(a.status.success() && b.status.success());
+    let partitions = |o: &Output| -> std::collections::BTreeSet<String> {
+        text(&o.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1).map(str::to_owned))
+            .collect()
+    };
+    let (pa, pb) = (partitions(&a), partitions(&b));
+    assert!(
+        !pa.is_empty() && !pb.is_empty(),
+        "both processes received records: {pa:?} {pb:?}"
+    );
+    assert!(
+        pa.is_disjoint(&pb),
+        "no partition read by both: {pa:?} {pb:?}"
+    );
+    let mut all: Vec<String> = [&a, &b]
+        .iter()
+        .flat_map(|o| {
+            text(&o.stdout)
+                .lines()
+                .map(|l| l.rsplit("value=").next().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    all.sort();
+    let mut expected = values.clone();
+    expected.sort();
+    assert_eq!(all, expected, "every record once, across the two processes");
+    assert!(kafka(&["topics", "delete", &topic]).status.success());
+}

@@ -19,7 +19,7 @@ macro_rules! conformance_tests {
     ($log:expr) => {
         $crate::conformance_tests!($log; round_trip_with_keys, group_assignment,
             leaving_member_loses_nothing, recreate_topic, stop_ends_running_consumer,
-            bad_input, committed_offsets_resume);
+            bad_input, committed_offsets_resume, panicking_handler_is_restarted);
     };
     ($log:expr; $($name:ident),*) => {
         $(
@@ -412,5 +412,51 @@ pub fn committed_offsets_resume(log: Arc<dyn Log>) {
     let values: BTreeSet<String> = seen.lock().unwrap().iter().map(|r| r.3.clone()).collect();
     assert_eq!(seen.lock().unwrap().len(), 80, "nothing read twice");
     assert_eq!(values.len(), 80);
+    log.delete_topic(&topic, T).unwrap();
+}
+
+/// A handler that panics is rebuilt and the record retried: nothing is
+/// lost, and the restart is counted.
+pub fn panicking_handler_is_restarted(log: Arc<dyn Log>) {
+    use riffle::actor::Supervision;
+    use riffle::stream::Stopper;
+    let topic = unique("panic");
+    log.create_topic(&TopicSpec::new(&topic, 1), T).unwrap();
+    let producer = Producer::new(&*log).unwrap();
+    for i in 0..10 {
+        producer
+            .send(&topic, None, i.to_string().as_bytes())
+            .unwrap();
+    }
+    producer.flush(T).unwrap();
+    let seen: Seen = Default::default();
+    let panicked = Arc::new(AtomicBool::new(false));
+    let (s, p) = (seen.clone(), panicked.clone());
+    let fast = Supervision {
+        backoff: Duration::from_millis(10),
+        ..Supervision::default()
+    };
+    let consumer = Consumer::spawn_with(
+        log.clone(),
+        config(&unique("g"), &topic),
+        Stopper::new(),
+        fast,
+        move || {
+            let (mut inner, p) = (collector(s.clone()), p.clone());
+            move |r: RecordRef<'_>| -> Result<()> {
+                if r.value == b"5" && !p.swap(true, Ordering::SeqCst) {
+                    panic!("record 5 is cursed, once");
+                }
+                inner(r)
+            }
+        },
+    )
+    .unwrap();
+    eventually(T, "every record handled after the restart", || {
+        let got: BTreeSet<String> = seen.lock().unwrap().iter().map(|r| r.3.clone()).collect();
+        got.len() == 10
+    });
+    assert_eq!(consumer.stats().restarts.load(Ordering::Relaxed), 1);
+    consumer.join_after_stop();
     log.delete_topic(&topic, T).unwrap();
 }
