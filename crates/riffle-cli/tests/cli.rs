@@ -309,7 +309,7 @@ fn two_processes_of_one_group_share_the_partitions_on_kafka() {
                 "-g",
                 &group,
                 "--duration",
-                "25s",
+                "15s",
             ])
             .env("RIFFLE_LOG", "riffle=info")
             .stdout(std::process::Stdio::piped())
