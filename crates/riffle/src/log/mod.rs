@@ -221,7 +221,15 @@ pub trait PollVisitor {
     /// poll commits it. Return `false` for records still in flight elsewhere
     /// and mark them later with [`LogConsumer::store_offset`].
     fn record(&mut self, record: RecordRef<'_>) -> bool;
+
     fn event(&mut self, event: GroupEvent);
+
+    /// Called before `partitions` are revoked, while they are still owned:
+    /// the last chance to finish work on them and mark it with `store`
+    /// (topic, partition, next offset), so that the commit made on
+    /// revocation hands the next owner exactly where this one stopped.
+    fn revoking(&mut self, _partitions: &[TopicPartition], _store: &mut dyn FnMut(&str, i32, i64)) {
+    }
 }
 
 /// One member of a consumer group. Used from a single thread.

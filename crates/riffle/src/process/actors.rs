@@ -13,7 +13,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::app::Shared;
+use super::app::{Acknowledged, Shared};
 use super::{Context, KeyedProcessor, OffsetTracker};
 use crate::actor::{self, panic_text, Actor, Addr, Supervision};
 use crate::error::{Error, Result};
@@ -148,6 +148,7 @@ pub(super) struct Dispatcher<P: KeyedProcessor> {
     trackers: HashMap<(Arc<str>, i32), OffsetTracker>,
     topics: Vec<Arc<str>>,
     in_flight: usize,
+    acked: Acknowledged,
     reply: Sender<Vec<Done>>,
     replies: Receiver<Vec<Done>>,
 }
@@ -164,6 +165,7 @@ impl<P: KeyedProcessor> Dispatcher<P> {
             trackers: HashMap::new(),
             topics: Vec::new(),
             in_flight: 0,
+            acked: Acknowledged::default(),
             reply,
             replies,
         }
@@ -251,8 +253,15 @@ impl<P: KeyedProcessor> Handler for Dispatcher<P> {
             self.finish(done);
         }
         for ((topic, partition), t) in &self.trackers {
-            commit(topic, *partition, t.committable());
+            self.acked.processed(topic, *partition, t.committable());
         }
+        self.acked.release(&self.shared, commit);
+    }
+
+    fn revoking(&mut self, _: &[TopicPartition], commit: &mut dyn FnMut(&str, i32, i64)) {
+        // Finish what is in flight so the next owner starts after it.
+        self.drain();
+        self.completed(commit);
     }
 
     fn drain(&mut self) {
@@ -271,13 +280,14 @@ impl<P: KeyedProcessor> Handler for Dispatcher<P> {
                         "{} records still in flight after {DRAIN_WAIT:?}; they will be replayed",
                         self.in_flight
                     );
-                    return;
+                    break;
                 }
             }
         }
     }
 
     fn revoked(&mut self, partitions: &[TopicPartition]) {
+        self.acked.forget(partitions);
         // Completions of these partitions no longer move any offset here:
         // the next owner starts from the last commit.
         self.trackers.retain(|(t, p), _| {

@@ -1,10 +1,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::actors::{Dispatcher, Pool};
 use super::dead_letter;
-use super::keyed::{KeyedHandler, Parked};
+use super::keyed::{Handoff, KeyedHandler};
 use super::KeyedProcessor;
 use crate::actor::Exit;
 use crate::error::{Error, Result};
@@ -29,6 +29,71 @@ pub struct AppStats {
     pub sent: AtomicU64,
     /// Records sent to the dead-letter topic (or skipped without one).
     pub dead_letters: AtomicU64,
+}
+
+/// At-least-once bookkeeping of one consumer: the next offset per partition
+/// whose records are processed, held back until what they sent (outputs and
+/// dead letters) is acknowledged by the log. A crash before that replays
+/// them; nothing is committed ahead of its outputs.
+///
+/// Offsets are released after every poll, so that when the next poll hands
+/// a partition to another member, everything processed before it is
+/// committed and the new owner repeats nothing.
+#[derive(Default)]
+pub(super) struct Acknowledged {
+    processed: Vec<(String, i32, i64)>,
+    ready: Vec<(String, i32, i64)>,
+}
+
+impl Acknowledged {
+    pub(super) fn processed(&mut self, topic: &str, partition: i32, next: i64) {
+        match self
+            .processed
+            .iter_mut()
+            .find(|(t, p, _)| *p == partition && t == topic)
+        {
+            Some(e) => e.2 = e.2.max(next),
+            None => self.processed.push((topic.to_owned(), partition, next)),
+        }
+    }
+
+    /// Waits for the producer's outstanding records, then reports the
+    /// offsets processed before the wait via `commit`.
+    pub(super) fn release(&mut self, shared: &Shared, commit: &mut dyn FnMut(&str, i32, i64)) {
+        if self.processed.is_empty() {
+            return;
+        }
+        std::mem::swap(&mut self.processed, &mut self.ready);
+        let acked = if shared.producer.in_flight() == 0 {
+            Ok(())
+        } else {
+            shared.producer.flush(Producer::CLOSE_TIMEOUT)
+        };
+        match acked {
+            Ok(()) => {
+                for (t, p, o) in self.ready.drain(..) {
+                    commit(&t, p, o);
+                }
+            }
+            Err(e) => {
+                // Not acknowledged: keep them for the next release.
+                tracing::warn!("outputs not acknowledged, holding offsets back: {e}");
+                for (t, p, o) in std::mem::take(&mut self.ready) {
+                    self.processed(&t, p, o);
+                }
+            }
+        }
+    }
+
+    /// Drops offsets of partitions this consumer no longer owns; their next
+    /// owner replays from the last commit.
+    pub(super) fn forget(&mut self, partitions: &[TopicPartition]) {
+        self.processed.retain(|(t, p, _)| {
+            !partitions
+                .iter()
+                .any(|tp| tp.partition == *p && tp.topic == *t)
+        });
+    }
 }
 
 /// What handlers and workers of one app share.
@@ -210,6 +275,7 @@ impl<P: KeyedProcessor> App<P> {
                     processor: p.clone(),
                     shared: s.clone(),
                     to: to.clone(),
+                    acked: Acknowledged::default(),
                 },
             )?);
             inputs = vec![topic];
@@ -220,14 +286,15 @@ impl<P: KeyedProcessor> App<P> {
         cfg.client_id = self.group.clone();
         let (group, workers) = match self.style {
             Style::Keyed => {
-                let parked: Parked<P::State> = Arc::new(Mutex::new(Default::default()));
+                let handoff: Arc<Handoff<P::State>> = Arc::default();
                 let (p, s) = (self.processor, shared.clone());
                 let group =
                     ConsumerGroup::spawn(log, &cfg, self.consumers, move |_| KeyedHandler {
                         processor: p.clone(),
                         shared: s.clone(),
-                        parked: parked.clone(),
+                        handoff: handoff.clone(),
                         owned: Default::default(),
+                        acked: Default::default(),
                     })?;
                 (group, Vec::new())
             }
@@ -257,10 +324,29 @@ struct Rekey<P> {
     processor: P,
     shared: Arc<Shared>,
     to: Arc<str>,
+    acked: Acknowledged,
 }
 
 impl<P: KeyedProcessor> crate::stream::Handler for Rekey<P> {
+    fn defers(&self) -> bool {
+        true
+    }
+
+    fn completed(&mut self, commit: &mut dyn FnMut(&str, i32, i64)) {
+        self.acked.release(&self.shared, commit);
+    }
+
+    fn revoking(&mut self, _: &[TopicPartition], commit: &mut dyn FnMut(&str, i32, i64)) {
+        self.acked.release(&self.shared, commit);
+    }
+
+    fn revoked(&mut self, partitions: &[TopicPartition]) {
+        self.acked.forget(partitions);
+    }
+
     fn handle(&mut self, record: RecordRef<'_>) -> Result<()> {
+        self.acked
+            .processed(record.topic, record.partition, record.offset + 1);
         match self.processor.decode(&record) {
             Ok((key, _)) => self
                 .shared

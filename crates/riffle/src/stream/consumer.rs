@@ -46,6 +46,16 @@ pub trait Handler: Send + 'static {
     /// Waits until work handed on is finished; called before the consumer
     /// stops so that its last offsets can be committed.
     fn drain(&mut self) {}
+
+    /// For deferring handlers: these partitions are about to be revoked.
+    /// Finish their work and report their final offsets through `commit`,
+    /// so the next owner repeats nothing.
+    fn revoking(
+        &mut self,
+        _partitions: &[TopicPartition],
+        _commit: &mut dyn FnMut(&str, i32, i64),
+    ) {
+    }
 }
 
 impl<F> Handler for F
@@ -194,7 +204,7 @@ impl Consumer {
     }
 
     /// Asks the actor to stop; it finishes the record in hand, commits and
-    /// leaves the group within about [`POLL_WAIT`].
+    /// leaves the group within about a tenth of a second (one poll wait).
     pub fn stop(&self) {
         self.stopper.stop();
     }
@@ -267,6 +277,12 @@ impl<H: Handler> PollVisitor for Visit<'_, H> {
         }
         self.stats.records.fetch_add(1, Ordering::Relaxed);
         true
+    }
+
+    fn revoking(&mut self, partitions: &[TopicPartition], store: &mut dyn FnMut(&str, i32, i64)) {
+        if self.defers {
+            self.handler.revoking(partitions, store);
+        }
     }
 
     fn event(&mut self, event: GroupEvent) {

@@ -117,7 +117,13 @@ impl EmbeddedConsumer {
             return changed;
         }
         if !self.owned.is_empty() {
-            commit_owned(group, topics, &mut self.owned);
+            let committed = commit_owned(group, topics, &mut self.owned);
+            if committed || group.unsaved {
+                if let Err(e) = self.inner.save_group(&self.config.group_id, group, topics) {
+                    tracing::warn!(group = %self.config.group_id, error = %e,
+                        "cannot write offsets committed on revocation; the next commit retries");
+                }
+            }
             events.push(GroupEvent::Revoked(
                 self.owned.drain(..).map(|o| o.tp).collect(),
             ));
@@ -211,7 +217,11 @@ impl EmbeddedConsumer {
                 self.member_id, self.config.group_id
             )));
         }
-        commit_owned(group, topics, &mut self.owned);
+        let changed = commit_owned(group, topics, &mut self.owned);
+        if changed || group.unsaved {
+            self.inner
+                .save_group(&self.config.group_id, group, topics)?;
+        }
         Ok(())
     }
 
@@ -240,13 +250,37 @@ impl LogConsumer for EmbeddedConsumer {
         let inner = Arc::clone(&self.inner);
         let mut state = inner.lock();
         let mut wake_others = false;
+        let mut announced = false;
         loop {
+            if !announced && self.revocation_due(&mut state) {
+                // Let the visitor finish its work on the partitions while it
+                // still owns them, outside the lock (it may send records),
+                // so that the commit on revocation includes that work.
+                announced = true;
+                drop(state);
+                let revoking: Vec<TopicPartition> =
+                    self.owned.iter().map(|o| o.tp.clone()).collect();
+                let owned = &mut self.owned;
+                visitor.revoking(&revoking, &mut |topic, partition, next| {
+                    if let Some(o) = owned
+                        .iter_mut()
+                        .find(|o| o.tp.partition == partition && o.tp.topic == topic)
+                    {
+                        o.stored = Some(o.stored.map_or(next, |s| s.max(next)));
+                    }
+                });
+                state = inner.lock();
+                continue;
+            }
             let now = Instant::now();
             wake_others |= self.sync(&mut state, now, &mut events);
             let synced = self.generation.is_some();
             if synced && self.next_commit.is_some_and(|t| now >= t) {
-                // Cannot fail: sync just ensured membership.
-                let _ = self.commit_locked(&mut state);
+                // Membership was just ensured, so only writing the offsets
+                // to a data directory can fail; the next commit retries.
+                if let Err(e) = self.commit_locked(&mut state) {
+                    tracing::warn!(group = %self.config.group_id, error = %e, "periodic commit failed");
+                }
                 self.next_commit = now.checked_add(self.config.commit_interval);
             }
             let fetched = if synced { self.fetch(&state, max) } else { 0 };
@@ -367,6 +401,18 @@ fn enter(state: &mut State, config: &ConsumerConfig, now: Instant) -> String {
     id
 }
 
+impl EmbeddedConsumer {
+    /// Whether the next sync revokes what this member owns (a rebalance it
+    /// has not followed yet, while it is still a member).
+    fn revocation_due(&self, state: &mut State) -> bool {
+        if self.owned.is_empty() {
+            return false;
+        }
+        let group = group_of(state, &self.config.group_id);
+        group.member(&self.member_id).is_some() && self.generation != Some(group.generation)
+    }
+}
+
 fn group_of<'a>(state: &'a mut State, group: &str) -> &'a mut Group {
     group_of_mut(&mut state.groups, group)
 }
@@ -375,7 +421,10 @@ fn group_of_mut<'a>(groups: &'a mut HashMap<String, Group>, group: &str) -> &'a 
     groups.get_mut(group).expect("groups are never removed")
 }
 
-fn commit_owned(group: &mut Group, topics: &HashMap<String, Topic>, owned: &mut [Owned]) {
+/// Commits the offsets stored for `owned` in memory; returns whether any
+/// changed (and so must be written to a data directory).
+fn commit_owned(group: &mut Group, topics: &HashMap<String, Topic>, owned: &mut [Owned]) -> bool {
+    let mut changed = false;
     for o in owned.iter_mut() {
         let Some(next) = o.stored.filter(|&s| o.committed != Some(s)) else {
             continue;
@@ -384,8 +433,10 @@ fn commit_owned(group: &mut Group, topics: &HashMap<String, Topic>, owned: &mut 
         if topics.get(&o.tp.topic).is_some_and(|t| t.id == o.topic_id) {
             group.commit(&o.tp.topic, o.tp.partition, next);
             o.committed = Some(next);
+            changed = true;
         }
     }
+    changed
 }
 
 /// The committed offset if it is still in the log, else the reset policy's.

@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 
 use crate::log::TopicPartition;
 
+/// Committed offsets: topic -> partition -> next offset to consume.
+pub(super) type Offsets = HashMap<String, BTreeMap<i32, i64>>;
+
 #[derive(Debug)]
 pub(super) struct Member {
     topics: Vec<String>,
@@ -54,10 +57,27 @@ pub(super) struct Group {
     /// Sorted by member id, the order the range assignor hands out ranges in.
     members: BTreeMap<String, Member>,
     /// Topic -> partition -> next offset to consume.
-    committed: HashMap<String, BTreeMap<i32, i64>>,
+    committed: Offsets,
+    /// In a persistent log: the offsets changed but writing them failed, so
+    /// the next commit writes them even if nothing changes meanwhile.
+    pub(super) unsaved: bool,
 }
 
 impl Group {
+    /// A group without members, with offsets committed earlier (loaded from
+    /// a data directory).
+    pub(super) fn with_offsets(committed: Offsets) -> Self {
+        Self {
+            committed,
+            ..Self::default()
+        }
+    }
+
+    /// Every committed offset: topic -> partition -> next offset to consume.
+    pub(super) fn offsets(&self) -> &Offsets {
+        &self.committed
+    }
+
     pub(super) fn join(
         &mut self,
         id: String,
@@ -189,9 +209,10 @@ impl Group {
     }
 
     /// Drops the offsets of a deleted topic, as Kafka does, so that a topic
-    /// recreated under the same name starts afresh.
-    pub(super) fn forget_topic(&mut self, topic: &str) {
-        self.committed.remove(topic);
+    /// recreated under the same name starts afresh. Returns whether there
+    /// were any.
+    pub(super) fn forget_topic(&mut self, topic: &str) -> bool {
+        self.committed.remove(topic).is_some()
     }
 }
 

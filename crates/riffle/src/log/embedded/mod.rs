@@ -9,10 +9,67 @@
 //! silent for its session timeout is evicted, and the committed offset decides
 //! where the next owner of a partition starts.
 //!
-//! It does not replicate, expire or compact records, and keeps nothing on disk
-//! yet: storage is segmented (see `storage`) so that writing segments to a
-//! data directory can be added without touching producers, consumers or
-//! groups.
+//! It does not replicate, expire or compact records.
+//!
+//! # Persistence
+//!
+//! [`EmbeddedLog::new`] keeps everything in memory. [`EmbeddedLog::open`]
+//! keeps records and committed offsets in a data directory as well, and
+//! finds them there when opened again; when they reach stable storage is the
+//! [`FsyncPolicy`]'s choice. Records stay in memory as in the in-memory log
+//! (the segments in memory are the cache, the files are the durability), so
+//! reads never touch the disk and the whole log must fit in memory. Group
+//! membership belongs to the process and is not kept; committed offsets are.
+//!
+//! The data directory holds:
+//!
+//! ```text
+//! <dir>/LOCK                          pid of the process that has it open
+//! <dir>/topics/<topic>/topic.json     {"format":1,"id":..,"partitions":N,"configs":{..}}
+//! <dir>/topics/<topic>/<partition>/<base offset, 20 digits>.log
+//! <dir>/groups/<group>.json           {"group":..,"topics":{<topic>:{"topic_id":..,"offsets":{"<p>":next}}}}
+//! ```
+//!
+//! - `LOCK` is created exclusively and names the holder's pid; a second
+//!   opener, in this process or another, is refused with
+//!   `data directory <dir> is in use by another process`. A lock whose
+//!   process is gone (no `/proc/<pid>`) is stale and taken over. It is
+//!   removed when the last clone of the log, and the last producer and
+//!   consumer made from it, is dropped.
+//! - Each partition is a sequence of segment files named by the offset of
+//!   their first record. A segment holds up to 64 MiB of keys and values (the
+//!   bound of the in-memory segments, so each maps to one file), written as
+//!   frames, little-endian:
+//!
+//!   ```text
+//!   u32  length of the rest after the CRC (16 + key bytes + value bytes)
+//!   u32  CRC-32/IEEE of those bytes
+//!   i64  timestamp, ms since the Unix epoch
+//!   u32  key length, 0xFFFF_FFFF for no key (an empty key is 0)
+//!   u32  value length
+//!        key, value
+//!   ```
+//!
+//!   Offsets are implicit: a segment's base plus the frame's position.
+//! - A topic's `id` is random, and a group's offsets name the topic id they
+//!   were committed in, so offsets of a deleted topic never apply to a new
+//!   topic of the same name. Group file names are the group id with bytes
+//!   other than `[A-Za-z0-9._-]` (and a leading `.`) written as `%XX`.
+//!
+//! Every append is written to the current segment file with one `write(2)`
+//! before `send` returns (and before it is visible to consumers); a commit
+//! writes the group's file to `<group>.json.tmp`, fsyncs it per policy and
+//! renames it over `<group>.json`. Creating a topic builds its directory
+//! under `<topic>~new` and renames it into place; deleting renames it to
+//! `<topic>~deleted-<id>` before removing it, so either is all or nothing
+//! (`~` cannot occur in topic names, and leftovers are removed on open).
+//!
+//! Opening loads every topic, reads each segment whole and checks each
+//! frame's CRC. A damaged tail of a partition's last segment (a partial frame
+//! or a bad CRC, as a crash in the middle of a write leaves) is cut off with
+//! a warning naming the file and byte offset, and appends continue at the
+//! next offset; damage in any other segment is an error. Offsets committed
+//! beyond what survived fall back to the group's reset policy, as on Kafka.
 //!
 //! Everything sits behind one mutex. Appends and fetches are copies, so it is
 //! held briefly, and a single lock lets records, memberships and offsets
@@ -21,7 +78,13 @@
 //! partitions.
 
 mod consumer;
+mod crc32;
+mod frame;
 mod group;
+mod lock;
+mod persist;
+#[cfg(test)]
+mod persist_tests;
 mod producer;
 mod storage;
 #[cfg(test)]
@@ -29,6 +92,7 @@ mod tests;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -40,6 +104,8 @@ use crate::log::{
 
 use consumer::EmbeddedConsumer;
 use group::Group;
+use persist::Disk;
+pub use persist::FsyncPolicy;
 use producer::EmbeddedProducer;
 use storage::PartitionLog;
 
@@ -50,15 +116,69 @@ pub struct EmbeddedLog {
 }
 
 impl EmbeddedLog {
-    /// An empty log.
+    /// An empty log, in memory only.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Opens the log kept in the data directory `dir`, creating it if need
+    /// be, with the topics, records and committed offsets found there (see
+    /// the module documentation for the layout and recovery). `fsync` decides
+    /// when writes reach stable storage; every write reaches the operating
+    /// system before the call that made it returns.
+    ///
+    /// The directory stays locked until the last clone of the log, and the
+    /// last producer and consumer made from it, is dropped; opening it
+    /// meanwhile, from this process or another, fails.
+    ///
+    /// ```no_run
+    /// # use std::sync::Arc;
+    /// # use riffle::log::Log;
+    /// use riffle::log::embedded::{EmbeddedLog, FsyncPolicy};
+    ///
+    /// let log: Arc<dyn Log> = Arc::new(EmbeddedLog::open("data", FsyncPolicy::default())?);
+    /// assert_eq!(log.describe(), "embedded data");
+    /// # Ok::<(), riffle::error::Error>(())
+    /// ```
+    pub fn open(dir: impl AsRef<Path>, fsync: FsyncPolicy) -> Result<EmbeddedLog> {
+        let (disk, loaded) = Disk::open(dir.as_ref(), fsync)?;
+        let mut state = State::default();
+        for topic in loaded.topics {
+            state.next_topic_id += 1;
+            let t = Topic {
+                id: state.next_topic_id,
+                disk_id: topic.id,
+                partitions: topic.partitions,
+                spread: 0,
+            };
+            state.topics.insert(topic.name, t);
+        }
+        for (name, offsets) in loaded.groups {
+            state.groups.insert(name, Group::with_offsets(offsets));
+        }
+        let inner = Inner {
+            state: Mutex::new(state),
+            changed: Condvar::new(),
+            disk: Some(disk),
+        };
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// fsync calls made so far; for tests.
+    #[cfg(test)]
+    fn syncs(&self) -> u64 {
+        self.inner.disk.as_ref().map_or(0, |d| d.syncer().syncs())
     }
 }
 
 impl fmt::Debug for EmbeddedLog {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("EmbeddedLog")
+        match &self.inner.disk {
+            Some(disk) => write!(f, "EmbeddedLog({})", disk.root().display()),
+            None => f.write_str("EmbeddedLog"),
+        }
     }
 }
 
@@ -66,9 +186,28 @@ impl fmt::Debug for EmbeddedLog {
 struct Inner {
     state: Mutex<State>,
     changed: Condvar,
+    /// The data directory of a persistent log. Declared last, so that it is
+    /// dropped (pending fsyncs done, lock released) after the partitions.
+    disk: Option<Disk>,
 }
 
 impl Inner {
+    /// Writes a group's committed offsets to its file, in a persistent log.
+    /// A failure is remembered in the group, so that the next commit retries.
+    fn save_group(
+        &self,
+        name: &str,
+        group: &mut Group,
+        topics: &HashMap<String, Topic>,
+    ) -> Result<()> {
+        let Some(disk) = &self.disk else {
+            return Ok(());
+        };
+        let saved = disk.save_group(name, group.offsets(), |t| topics.get(t).map(|t| t.disk_id));
+        group.unsaved = saved.is_err();
+        saved
+    }
+
     /// The state; a panic elsewhere cannot leave it half-updated (no user code
     /// runs under the lock), so poisoning is ignored.
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -139,6 +278,9 @@ impl State {
 
 struct Topic {
     id: u64,
+    /// The topic's id in the data directory (0 in memory); unlike `id` it
+    /// survives reopening.
+    disk_id: u64,
     partitions: Vec<PartitionLog>,
     /// Next partition for a key-less record.
     spread: usize,
@@ -165,7 +307,10 @@ impl Topic {
 
 impl Log for EmbeddedLog {
     fn describe(&self) -> String {
-        "embedded".into()
+        match &self.inner.disk {
+            Some(disk) => format!("embedded {}", disk.root().display()),
+            None => "embedded".into(),
+        }
     }
 
     fn producer(&self, on_delivery: Option<DeliveryCallback>) -> Result<Box<dyn LogProducer>> {
@@ -188,12 +333,31 @@ impl Log for EmbeddedLog {
         if state.topics.contains_key(&spec.name) {
             return Err(Error::TopicExists(spec.name.clone()));
         }
+        let (disk_id, partitions) = match &self.inner.disk {
+            Some(disk) => {
+                let disk_id = disk.create_topic(spec)?;
+                let partitions = (0..spec.partitions as usize)
+                    .map(|p| {
+                        PartitionLog::persistent(
+                            disk.partition_dir(&spec.name, p),
+                            Arc::clone(disk.syncer()),
+                        )
+                    })
+                    .collect();
+                (disk_id, partitions)
+            }
+            None => (
+                0,
+                (0..spec.partitions)
+                    .map(|_| PartitionLog::default())
+                    .collect(),
+            ),
+        };
         state.next_topic_id += 1;
         let topic = Topic {
             id: state.next_topic_id,
-            partitions: (0..spec.partitions)
-                .map(|_| PartitionLog::default())
-                .collect(),
+            disk_id,
+            partitions,
             spread: 0,
         };
         state.topics.insert(spec.name.clone(), topic);
@@ -204,11 +368,24 @@ impl Log for EmbeddedLog {
 
     fn delete_topic(&self, name: &str, _timeout: Duration) -> Result<()> {
         let mut state = self.inner.lock();
-        if state.topics.remove(name).is_none() {
+        let Some(topic) = state.topics.get(name) else {
             return Err(Error::UnknownTopic(name.to_owned()));
+        };
+        if let Some(disk) = &self.inner.disk {
+            disk.delete_topic(name, topic.disk_id)?;
         }
-        for group in state.groups.values_mut() {
-            group.forget_topic(name);
+        state.topics.remove(name);
+        let State { topics, groups, .. } = &mut *state;
+        for (group_name, group) in groups.iter_mut() {
+            if group.forget_topic(name) {
+                // The topic is gone whatever happens here, and offsets in
+                // the file name the old topic's id, so they can never apply
+                // to a new topic of the same name.
+                if let Err(e) = self.inner.save_group(group_name, group, topics) {
+                    tracing::warn!(group = %group_name, error = %e,
+                        "embedded log: cannot rewrite offsets after deleting a topic");
+                }
+            }
         }
         state.rebalance_subscribers(name);
         self.inner.unlock_and_wake(state);

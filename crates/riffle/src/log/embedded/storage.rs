@@ -4,10 +4,20 @@
 //! entry per record) rather than allocated one by one: an append is a copy
 //! without allocation, and a consumer takes a run of records out with one
 //! `memcpy`, so the log's lock is held only briefly and the consumer visits
-//! its batch after releasing it. Segments are bounded so that persistence can
-//! later map each one to a file (append, fsync per policy, drop whole
-//! segments for retention) behind this same interface.
+//! its batch after releasing it.
+//!
+//! In a persistent log each segment maps to one file (see `persist`): an
+//! append is written through to the current segment's file before it is
+//! added in memory, a new segment starts a new file, and opening the log
+//! rebuilds the segments from their files. The segments in memory are then a
+//! complete cache of the files, so reads never touch the disk.
 
+use std::fs;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::frame::scan_segment;
+use super::persist::{io_error, segment_base, truncate_segment, SegmentWriter, Syncer};
 use crate::error::{Error, Result};
 
 /// A segment is closed once it holds this many bytes of keys and values.
@@ -60,6 +70,21 @@ impl Segment {
             index: Vec::new(),
         }
     }
+
+    /// Adds a record whose lengths have been checked.
+    fn push(&mut self, key: Option<&[u8]>, key_len: u32, value: &[u8], timestamp: i64) {
+        let start = self.data.len();
+        if let Some(k) = key {
+            self.data.extend_from_slice(k);
+        }
+        self.data.extend_from_slice(value);
+        self.index.push(Entry {
+            start,
+            key_len,
+            value_len: value.len() as u32,
+            timestamp,
+        });
+    }
 }
 
 /// One partition: an append-only sequence of records with dense offsets.
@@ -67,9 +92,90 @@ impl Segment {
 pub(super) struct PartitionLog {
     segments: Vec<Segment>,
     high: i64,
+    /// Where appends are written through to, in a persistent log.
+    files: Option<SegmentWriter>,
 }
 
 impl PartitionLog {
+    /// An empty partition of a persistent log, whose segment files go to
+    /// `dir` (which exists).
+    pub(super) fn persistent(dir: PathBuf, sync: Arc<Syncer>) -> Self {
+        Self {
+            files: Some(SegmentWriter::new(dir, sync)),
+            ..Self::default()
+        }
+    }
+
+    /// Loads a partition of a persistent log from its segment files, in
+    /// offset order. Every frame's CRC is checked. A damaged tail of the last
+    /// segment (a write torn by a crash) is cut off with a warning; damage
+    /// anywhere else, or segments whose offsets do not follow on, is an
+    /// error, since records after it would be lost.
+    pub(super) fn recover(dir: PathBuf, sync: Arc<Syncer>) -> Result<Self> {
+        let mut files = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(|e| io_error("read", &dir, e))? {
+            let entry = entry.map_err(|e| io_error("read", &dir, e))?;
+            let name = entry.file_name();
+            match name.to_str().and_then(segment_base) {
+                Some(base) => files.push((base, entry.path())),
+                None => {
+                    tracing::warn!(path = %entry.path().display(), "embedded log: ignoring a file that is not a segment")
+                }
+            }
+        }
+        files.sort_unstable();
+        let mut log = Self::default();
+        let mut writer = None;
+        let count = files.len();
+        for (i, (base, path)) in files.into_iter().enumerate() {
+            let last = i + 1 == count;
+            if i == 0 {
+                log.high = base;
+            } else if base != log.high {
+                return Err(Error::Backend(format!(
+                    "embedded log: segment {} starts at offset {base}, but the segment before it ends at {}",
+                    path.display(),
+                    log.high
+                )));
+            }
+            let bytes = fs::read(&path).map_err(|e| io_error("read", &path, e))?;
+            let mut seg = Segment::new(base);
+            seg.data.reserve(bytes.len());
+            let (valid, damage) = scan_segment(&bytes, |f| {
+                let key_len = f.key.map_or(NO_KEY, |k| k.len() as u32);
+                seg.push(f.key, key_len, f.value, f.timestamp);
+            });
+            drop(bytes);
+            if let Some(damage) = damage {
+                if !last {
+                    return Err(Error::Backend(format!(
+                        "embedded log: segment {} is damaged at byte {valid} ({damage}), and it is not the last segment of its partition",
+                        path.display()
+                    )));
+                }
+                tracing::warn!(file = %path.display(), offset = valid, %damage,
+                    "embedded log: truncating a torn or corrupt tail left by a crash");
+                truncate_segment(&sync, &path, valid as u64)?;
+            }
+            seg.data.shrink_to_fit();
+            log.high += seg.index.len() as i64;
+            if last {
+                writer = Some(SegmentWriter::resume(
+                    dir.clone(),
+                    Arc::clone(&sync),
+                    path,
+                    valid as u64,
+                )?);
+            }
+            // An empty segment is kept only last, where appends continue.
+            if last || !seg.index.is_empty() {
+                log.segments.push(seg);
+            }
+        }
+        log.files = Some(writer.unwrap_or_else(|| SegmentWriter::new(dir, sync)));
+        Ok(log)
+    }
+
     /// Offset of the first record still held.
     pub(super) fn low(&self) -> i64 {
         self.segments.first().map_or(self.high, |s| s.base)
@@ -80,7 +186,9 @@ impl PartitionLog {
         self.high
     }
 
-    /// Appends a record and returns its offset.
+    /// Appends a record and returns its offset. In a persistent log the
+    /// record is written to its segment file first, and not added if that
+    /// fails.
     pub(super) fn append(
         &mut self,
         key: Option<&[u8]>,
@@ -91,7 +199,7 @@ impl PartitionLog {
             Some(k) => u32::try_from(k.len()).ok().filter(|&n| n != NO_KEY),
             None => Some(NO_KEY),
         };
-        let (Some(key_len), Ok(value_len)) = (key_len, u32::try_from(value.len())) else {
+        let (Some(key_len), Ok(_)) = (key_len, u32::try_from(value.len())) else {
             return Err(Error::InvalidInput(
                 "record key or value is 4 GiB or larger".into(),
             ));
@@ -102,23 +210,19 @@ impl PartitionLog {
             Some(s) => !s.index.is_empty() && s.data.len() + size > SEGMENT_BYTES,
         };
         if roll {
+            if let Some(files) = &mut self.files {
+                files.roll(self.high)?;
+            }
             self.segments.push(Segment::new(self.high));
+        }
+        if let Some(files) = &mut self.files {
+            files.append(key, value, timestamp)?;
         }
         let seg = self
             .segments
             .last_mut()
             .expect("a segment was just ensured");
-        let start = seg.data.len();
-        if let Some(k) = key {
-            seg.data.extend_from_slice(k);
-        }
-        seg.data.extend_from_slice(value);
-        seg.index.push(Entry {
-            start,
-            key_len,
-            value_len,
-            timestamp,
-        });
+        seg.push(key, key_len, value, timestamp);
         let offset = self.high;
         self.high += 1;
         Ok(offset)

@@ -225,10 +225,16 @@ pub(super) fn list_topics(log: &KafkaLog, timeout: Duration) -> Result<Vec<Topic
         .map(|t| t.name().to_owned())
         .collect();
     names.sort();
-    names
-        .iter()
-        .map(|n| describe_topic(log, n, timeout))
-        .collect()
+    let mut topics = Vec::with_capacity(names.len());
+    for n in &names {
+        match describe_topic(log, n, timeout) {
+            Ok(t) => topics.push(t),
+            // Deleted since the listing.
+            Err(Error::UnknownTopic(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(topics)
 }
 
 pub(super) fn committed_offsets(

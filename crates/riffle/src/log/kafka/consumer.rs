@@ -10,7 +10,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::types::RDKafkaErrorCode;
 
-use super::context::{partitions, GroupContext};
+use super::context::{partitions, GroupContext, VisitorPtr};
 use super::KafkaLog;
 use crate::error::{Error, Result};
 use crate::log::{ConsumerConfig, LogConsumer, PollVisitor, RecordRef, TopicPartition};
@@ -70,8 +70,24 @@ impl KafkaConsumer {
     }
 }
 
+/// Keeps the visitor reachable from the rebalance callback while alive.
+struct Lent<'a>(&'a GroupContext);
+
+impl<'a> Lent<'a> {
+    fn new(ctx: &'a GroupContext, ptr: *mut (dyn PollVisitor + 'static)) -> Self {
+        *ctx.visitor.lock().unwrap() = Some(VisitorPtr(ptr));
+        Self(ctx)
+    }
+}
+
+impl Drop for Lent<'_> {
+    fn drop(&mut self) {
+        *self.0.visitor.lock().unwrap() = None;
+    }
+}
+
 /// Records `next_offset` as processed; the highest mark per partition wins.
-fn mark(ctx: &GroupContext, topic: &str, partition: i32, next_offset: i64) {
+pub(super) fn mark(ctx: &GroupContext, topic: &str, partition: i32, next_offset: i64) {
     let mut pending = ctx.pending.lock().unwrap();
     match pending
         .iter_mut()
@@ -105,6 +121,16 @@ impl LogConsumer for KafkaConsumer {
         max: usize,
         visitor: &mut dyn PollVisitor,
     ) -> Result<usize> {
+        // Lend the visitor to the rebalance callback for this poll; from
+        // here on it is only reached through this pointer.
+        let ptr: *mut (dyn PollVisitor + '_) = visitor;
+        // SAFETY: the lifetime is erased only for as long as `_lent` lives,
+        // which is shorter than the borrow of `visitor`.
+        let ptr: *mut (dyn PollVisitor + 'static) = unsafe { std::mem::transmute(ptr) };
+        let _lent = Lent::new(self.consumer.context(), ptr);
+        // SAFETY: see `VisitorPtr`: the callback uses the pointer only inside
+        // `self.consumer.poll`, never while `visit()` is borrowed here.
+        let visit = || unsafe { &mut *ptr };
         let deadline = Instant::now() + timeout;
         let mut n = 0;
         while n < max {
@@ -117,10 +143,10 @@ impl LogConsumer for KafkaConsumer {
             // Group changes happened inside this poll: hand them out before
             // the record it returned, which already belongs to the new
             // assignment.
-            self.drain_events(visitor);
+            self.drain_events(visit());
             match msg {
                 Some(Ok(m)) => {
-                    let processed = visitor.record(RecordRef {
+                    let processed = visit().record(RecordRef {
                         topic: m.topic(),
                         partition: m.partition(),
                         offset: m.offset(),

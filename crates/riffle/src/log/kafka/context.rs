@@ -9,7 +9,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::log::{GroupEvent, TopicPartition};
+use crate::log::{GroupEvent, PollVisitor, TopicPartition};
 
 /// Routes librdkafka's own log lines and errors to `tracing`, tagged with the
 /// client's role.
@@ -52,7 +52,21 @@ pub(crate) struct GroupContext {
     /// `(topic, partition, next offset)`. Kept here so that a revocation
     /// that happens inside a poll can store them before librdkafka commits.
     pub(crate) pending: Mutex<Vec<(String, i32, i64)>>,
+    /// The visitor of the poll in progress, so that a revocation inside it
+    /// can let the visitor finish its work first (see `KafkaConsumer::poll`).
+    pub(crate) visitor: Mutex<Option<VisitorPtr>>,
 }
+
+/// A pointer to the visitor of the poll in progress.
+///
+/// librdkafka runs rebalance callbacks on the thread calling poll, inside
+/// that call, so the visitor lent to `KafkaConsumer::poll` is alive and not
+/// otherwise in use whenever the callback dereferences this.
+pub(crate) struct VisitorPtr(pub(crate) *mut (dyn PollVisitor + 'static));
+
+// SAFETY: only dereferenced on the polling thread, during the poll that set
+// it (see above); the Mutex only satisfies the context's Send + Sync bound.
+unsafe impl Send for VisitorPtr {}
 
 impl GroupContext {
     pub(crate) fn new(client_id: String) -> Self {
@@ -60,6 +74,7 @@ impl GroupContext {
             client_id,
             events: Mutex::new(Vec::new()),
             pending: Mutex::new(Vec::new()),
+            visitor: Mutex::new(None),
         }
     }
 
@@ -106,6 +121,14 @@ impl ConsumerContext for GroupContext {
         // (auto commit is on, auto offset store off), so the next owner
         // continues where this one stopped.
         if let Rebalance::Revoke(tpl) = rebalance {
+            let revoked = partitions(tpl);
+            if let Some(ptr) = self.visitor.lock().unwrap().as_ref() {
+                // SAFETY: see `VisitorPtr`.
+                let visitor = unsafe { &mut *ptr.0 };
+                visitor.revoking(&revoked, &mut |t, p, o| {
+                    super::consumer::mark(self, t, p, o)
+                });
+            }
             self.store_pending(consumer);
             self.events
                 .lock()
