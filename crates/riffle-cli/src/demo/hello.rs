@@ -4,7 +4,6 @@
 
 use std::io::Write;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -173,6 +172,5 @@ pub fn run(brokers: &BrokerArgs, a: HelloArgs) -> Result<()> {
         s.delivered.load(Ordering::Relaxed),
         per.join(", ")
     ));
-    drop(Arc::clone(&log));
     Ok(())
 }

@@ -255,7 +255,7 @@ impl<P: KeyedProcessor> Handler for Dispatcher<P> {
         for ((topic, partition), t) in &self.trackers {
             self.acked.processed(topic, *partition, t.committable());
         }
-        self.acked.release(&self.shared, commit);
+        self.acked.release(&self.shared, commit, false);
     }
 
     fn revoking(&mut self, _: &[TopicPartition], commit: &mut dyn FnMut(&str, i32, i64)) {
@@ -284,6 +284,8 @@ impl<P: KeyedProcessor> Handler for Dispatcher<P> {
                 }
             }
         }
+        // The release that follows waits for the outputs to be acknowledged.
+        self.acked.release_next();
     }
 
     fn revoked(&mut self, partitions: &[TopicPartition]) {

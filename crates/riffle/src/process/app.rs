@@ -1,6 +1,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::actors::{Dispatcher, Pool};
 use super::dead_letter;
@@ -36,14 +36,20 @@ pub struct AppStats {
 /// dead letters) is acknowledged by the log. A crash before that replays
 /// them; nothing is committed ahead of its outputs.
 ///
-/// Offsets are released after every poll, so that when the next poll hands
-/// a partition to another member, everything processed before it is
-/// committed and the new owner repeats nothing.
+/// Offsets are offered for release after every poll, and released for good
+/// before a partition is revoked, so the new owner repeats nothing.
 #[derive(Default)]
 pub(super) struct Acknowledged {
     processed: Vec<(String, i32, i64)>,
-    ready: Vec<(String, i32, i64)>,
+    /// Since when processed offsets wait for acknowledgements.
+    held_since: Option<Instant>,
+    /// The next release waits for acknowledgements (set on stop).
+    force_next: bool,
 }
+
+/// The longest processed offsets wait for the producer to be idle before a
+/// release waits for a flush.
+const MAX_HOLD: Duration = Duration::from_secs(1);
 
 impl Acknowledged {
     pub(super) fn processed(&mut self, topic: &str, partition: i32, next: i64) {
@@ -57,32 +63,45 @@ impl Acknowledged {
         }
     }
 
-    /// Waits for the producer's outstanding records, then reports the
-    /// offsets processed before the wait via `commit`.
-    pub(super) fn release(&mut self, shared: &Shared, commit: &mut dyn FnMut(&str, i32, i64)) {
+    /// Reports the offsets processed so far via `commit` once everything
+    /// the producer sent before now is acknowledged. Never waits on the hot
+    /// path: the producer is often idle between bursts, and offsets are held
+    /// back meanwhile; only when they have been held for [`MAX_HOLD`], or
+    /// when `force` (revocation, stop), does it wait for a flush.
+    pub(super) fn release(
+        &mut self,
+        shared: &Shared,
+        commit: &mut dyn FnMut(&str, i32, i64),
+        force: bool,
+    ) {
         if self.processed.is_empty() {
+            self.held_since = None;
             return;
         }
-        std::mem::swap(&mut self.processed, &mut self.ready);
+        let since = *self.held_since.get_or_insert_with(Instant::now);
+        let force = force || std::mem::take(&mut self.force_next);
         let acked = if shared.producer.in_flight() == 0 {
             Ok(())
-        } else {
+        } else if force || since.elapsed() >= MAX_HOLD {
             shared.producer.flush(Producer::CLOSE_TIMEOUT)
+        } else {
+            return;
         };
         match acked {
             Ok(()) => {
-                for (t, p, o) in self.ready.drain(..) {
+                self.held_since = None;
+                for (t, p, o) in self.processed.drain(..) {
                     commit(&t, p, o);
                 }
             }
-            Err(e) => {
-                // Not acknowledged: keep them for the next release.
-                tracing::warn!("outputs not acknowledged, holding offsets back: {e}");
-                for (t, p, o) in std::mem::take(&mut self.ready) {
-                    self.processed(&t, p, o);
-                }
-            }
+            // Not acknowledged: keep them for the next release.
+            Err(e) => tracing::warn!("outputs not acknowledged, holding offsets back: {e}"),
         }
+    }
+
+    /// Makes the next release wait for acknowledgements (used on stop).
+    pub(super) fn release_next(&mut self) {
+        self.force_next = true;
     }
 
     /// Drops offsets of partitions this consumer no longer owns; their next
@@ -333,11 +352,15 @@ impl<P: KeyedProcessor> crate::stream::Handler for Rekey<P> {
     }
 
     fn completed(&mut self, commit: &mut dyn FnMut(&str, i32, i64)) {
-        self.acked.release(&self.shared, commit);
+        self.acked.release(&self.shared, commit, false);
     }
 
     fn revoking(&mut self, _: &[TopicPartition], commit: &mut dyn FnMut(&str, i32, i64)) {
-        self.acked.release(&self.shared, commit);
+        self.acked.release(&self.shared, commit, true);
+    }
+
+    fn drain(&mut self) {
+        self.acked.release_next();
     }
 
     fn revoked(&mut self, partitions: &[TopicPartition]) {

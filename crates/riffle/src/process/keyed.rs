@@ -115,11 +115,15 @@ impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
     }
 
     fn completed(&mut self, commit: &mut dyn FnMut(&str, i32, i64)) {
-        self.acked.release(&self.shared, commit);
+        self.acked.release(&self.shared, commit, false);
     }
 
     fn revoking(&mut self, _: &[TopicPartition], commit: &mut dyn FnMut(&str, i32, i64)) {
-        self.acked.release(&self.shared, commit);
+        self.acked.release(&self.shared, commit, true);
+    }
+
+    fn drain(&mut self) {
+        self.acked.release_next();
     }
 
     fn assigned(&mut self, partitions: &[TopicPartition]) {
