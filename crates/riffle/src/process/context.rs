@@ -1,6 +1,6 @@
 use serde::Serialize;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::stream::Producer;
 
 /// Where the record being processed came from, and a way to send records.
@@ -45,9 +45,9 @@ impl<'a> Context<'a> {
         key: Option<&str>,
         value: &T,
     ) -> Result<()> {
-        let bytes = serde_json::to_vec(value)
-            .map_err(|e| Error::InvalidInput(format!("cannot encode JSON: {e}")))?;
-        self.send(topic, key, &bytes)
+        self.producer.send_json(topic, key, value)?;
+        self.sent += 1;
+        Ok(())
     }
 
     /// The topic of the record being processed.
