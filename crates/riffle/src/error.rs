@@ -31,6 +31,9 @@ pub enum Error {
     Decode(String),
     /// The component was stopped or closed.
     Closed,
+    /// A transactional producer was superseded by a newer one with the same
+    /// id, or its consumer lost its partitions: it must stop writing.
+    Fenced(String),
 }
 
 impl fmt::Display for Error {
@@ -47,6 +50,7 @@ impl fmt::Display for Error {
             Error::Backend(m) => write!(f, "{m}"),
             Error::Decode(m) => write!(f, "cannot decode record: {m}"),
             Error::Closed => write!(f, "closed"),
+            Error::Fenced(m) => write!(f, "fenced: {m}"),
         }
     }
 }

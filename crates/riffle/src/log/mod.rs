@@ -22,6 +22,7 @@ mod partition;
 
 pub use partition::{murmur2, partition_for_key};
 
+use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -191,6 +192,10 @@ pub struct ConsumerConfig {
     pub commit_interval: Duration,
     /// A name for logs and for the broker's view of the group.
     pub client_id: String,
+    /// Skip records of aborted transactions and stop at the last stable
+    /// offset (Kafka's `isolation.level=read_committed`). Needed to read the
+    /// outputs of exactly-once applications.
+    pub read_committed: bool,
 }
 
 impl ConsumerConfig {
@@ -202,6 +207,7 @@ impl ConsumerConfig {
             session_timeout: Duration::from_secs(10),
             commit_interval: Duration::from_secs(1),
             client_id: "riffle".into(),
+            read_committed: false,
         }
     }
 }
@@ -225,10 +231,34 @@ pub trait PollVisitor {
     fn event(&mut self, event: GroupEvent);
 
     /// Called before `partitions` are revoked, while they are still owned:
-    /// the last chance to finish work on them and mark it with `store`
-    /// (topic, partition, next offset), so that the commit made on
-    /// revocation hands the next owner exactly where this one stopped.
-    fn revoking(&mut self, _partitions: &[TopicPartition], _store: &mut dyn FnMut(&str, i32, i64)) {
+    /// the last chance to finish work on them and mark it through
+    /// `progress`, so that the commit made on revocation hands the next
+    /// owner exactly where this one stopped.
+    fn revoking(&mut self, _partitions: &[TopicPartition], _progress: &mut dyn Progress) {}
+}
+
+/// How work on a consumer's records is reported back to it.
+pub trait Progress {
+    /// Marks everything before `next_offset` in the partition as processed
+    /// (see [`LogConsumer::store_offset`]).
+    fn store(&mut self, topic: &str, partition: i32, next_offset: i64);
+
+    /// The consumer's current group membership, for committing offsets
+    /// inside a transaction ([`TxnProducer::commit`]).
+    fn group(&self) -> Result<GroupToken>;
+}
+
+/// A consumer's membership of its group at one moment: the group and its
+/// generation. A transaction that commits offsets with a token from an
+/// older generation is refused, which is how a consumer that lost its
+/// partitions (a zombie) is kept from committing over the new owner.
+/// Opaque: each backend reads its own kind.
+#[derive(Clone)]
+pub struct GroupToken(pub(crate) Arc<dyn Any + Send + Sync>);
+
+impl fmt::Debug for GroupToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("GroupToken")
     }
 }
 
@@ -254,6 +284,9 @@ pub trait LogConsumer: Send {
     /// The partitions this member currently owns.
     fn assignment(&self) -> Result<Vec<TopicPartition>>;
 
+    /// This member's current group membership (see [`GroupToken`]).
+    fn group(&self) -> Result<GroupToken>;
+
     /// Commits stored offsets and leaves the group, so that the partitions
     /// are handed to the remaining members at once rather than after the
     /// session timeout.
@@ -276,6 +309,38 @@ pub trait LogProducer: Send + Sync {
     /// Records queued and not yet delivered.
     fn in_flight(&self) -> usize;
 }
+
+/// A producer whose records become visible in transactions: all the records
+/// sent between [`TxnProducer::begin`] and [`TxnProducer::commit`], together
+/// with the consumer offsets given to `commit`, or none of them.
+///
+/// A transactional producer is named by an id. Creating one fences any older
+/// producer with the same id (its open transaction is aborted and it can no
+/// longer commit), so a restarted process takes over from its predecessor at
+/// once.
+pub trait TxnProducer: LogProducer {
+    /// Opens a transaction: records sent from now on belong to it.
+    fn begin(&self) -> Result<()>;
+
+    /// Commits the open transaction together with `offsets` (topic,
+    /// partition, next offset) for the group `group` belongs to. Fails with
+    /// [`Error::Fenced`] if a newer producer of the same id exists or the
+    /// group has moved on to a newer generation; the transaction is then
+    /// aborted. Any other failure leaves the transaction to be aborted.
+    fn commit(
+        &self,
+        offsets: &[(TopicPartition, i64)],
+        group: &GroupToken,
+        timeout: Duration,
+    ) -> Result<()>;
+
+    /// Aborts the open transaction: its records are never seen by
+    /// `read_committed` consumers.
+    fn abort(&self, timeout: Duration) -> Result<()>;
+}
+
+/// Called with each record read by [`Log::read_partition`].
+pub type ReadVisitor<'a> = &'a mut dyn FnMut(RecordRef<'_>) -> Result<()>;
 
 /// How to create a topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -376,6 +441,31 @@ pub trait Log: Send + Sync {
     fn producer(&self, on_delivery: Option<DeliveryCallback>) -> Result<Box<dyn LogProducer>>;
 
     fn consumer(&self, config: &ConsumerConfig) -> Result<Box<dyn LogConsumer>>;
+
+    /// A transactional producer named `id` (see [`TxnProducer`]); fences
+    /// older producers of the same id before returning.
+    fn transactional_producer(
+        &self,
+        id: &str,
+        on_delivery: Option<DeliveryCallback>,
+    ) -> Result<Box<dyn TxnProducer>>;
+
+    /// Reads one partition from offset `from` up to its end as it is when
+    /// the call starts, outside any group (restoring state from a
+    /// changelog, say), and returns the offset after the end: where a later
+    /// read continues. With `read_committed`, records of aborted
+    /// transactions are skipped and the end is the last stable offset (the
+    /// read waits for open transactions to finish). Fails if no record or
+    /// end arrives for `idle_timeout`, or when `visit` fails.
+    fn read_partition(
+        &self,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        read_committed: bool,
+        idle_timeout: Duration,
+        visit: ReadVisitor<'_>,
+    ) -> Result<i64>;
 
     /// Creates a topic and returns once it is visible in metadata.
     fn create_topic(&self, spec: &TopicSpec, timeout: Duration) -> Result<()>;

@@ -17,7 +17,7 @@ use super::app::{Acknowledged, Shared};
 use super::{Context, KeyedProcessor, OffsetTracker};
 use crate::actor::{self, panic_text, Actor, Addr, Supervision};
 use crate::error::{Error, Result};
-use crate::log::{partition_for_key, RecordRef, TopicPartition};
+use crate::log::{partition_for_key, Progress, RecordRef, TopicPartition};
 use crate::stream::Handler;
 
 /// Records handed to a worker at once, at most.
@@ -245,7 +245,7 @@ impl<P: KeyedProcessor> Handler for Dispatcher<P> {
         true
     }
 
-    fn completed(&mut self, commit: &mut dyn FnMut(&str, i32, i64)) {
+    fn completed(&mut self, progress: &mut dyn Progress) {
         for w in 0..self.pending.len() {
             self.flush(w);
         }
@@ -255,13 +255,13 @@ impl<P: KeyedProcessor> Handler for Dispatcher<P> {
         for ((topic, partition), t) in &self.trackers {
             self.acked.processed(topic, *partition, t.committable());
         }
-        self.acked.release(&self.shared, commit, false);
+        self.acked.release(&self.shared, progress, false);
     }
 
-    fn revoking(&mut self, _: &[TopicPartition], commit: &mut dyn FnMut(&str, i32, i64)) {
+    fn revoking(&mut self, _: &[TopicPartition], progress: &mut dyn Progress) {
         // Finish what is in flight so the next owner starts after it.
         self.drain();
-        self.completed(commit);
+        self.completed(progress);
     }
 
     fn drain(&mut self) {

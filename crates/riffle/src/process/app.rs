@@ -8,7 +8,9 @@ use super::keyed::{Handoff, KeyedHandler};
 use super::KeyedProcessor;
 use crate::actor::Exit;
 use crate::error::{Error, Result};
-use crate::log::{ConsumerConfig, Log, OffsetReset, RecordRef, TopicPartition, TopicSpec};
+use crate::log::{
+    ConsumerConfig, Log, OffsetReset, Progress, RecordRef, TopicPartition, TopicSpec,
+};
 use crate::stream::{ConsumerGroup, Producer};
 
 /// How an [`App`] runs its processor.
@@ -18,6 +20,38 @@ pub enum Style {
     Keyed,
     /// Per-key actors on a pool of this many workers.
     Actors { workers: usize },
+}
+
+/// What an app promises about its outputs and state when a process, a
+/// consumer or the network fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Guarantee {
+    /// Every input record is processed at least once: offsets are committed
+    /// only after the records below them are processed and their outputs
+    /// and state changes acknowledged. A failure replays the records since
+    /// the last commit, so outputs may repeat.
+    #[default]
+    AtLeastOnce,
+    /// Every input record affects outputs and state exactly once: outputs,
+    /// state changes and input offsets are committed together in a
+    /// transaction every commit interval (Kafka transactions; readers of
+    /// the outputs must read committed records only). A failure aborts the
+    /// open transaction and the records since the last commit are processed
+    /// again from the committed state.
+    ExactlyOnce,
+}
+
+impl std::str::FromStr for Guarantee {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "at-least-once" | "alo" => Ok(Guarantee::AtLeastOnce),
+            "exactly-once" | "eos" => Ok(Guarantee::ExactlyOnce),
+            other => Err(Error::InvalidInput(format!(
+                "guarantee must be 'at-least-once' or 'exactly-once', not '{other}'"
+            ))),
+        }
+    }
 }
 
 /// Counters of a running app.
@@ -71,7 +105,7 @@ impl Acknowledged {
     pub(super) fn release(
         &mut self,
         shared: &Shared,
-        commit: &mut dyn FnMut(&str, i32, i64),
+        progress: &mut dyn Progress,
         force: bool,
     ) {
         if self.processed.is_empty() {
@@ -91,7 +125,7 @@ impl Acknowledged {
             Ok(()) => {
                 self.held_since = None;
                 for (t, p, o) in self.processed.drain(..) {
-                    commit(&t, p, o);
+                    progress.store(&t, p, o);
                 }
             }
             // Not acknowledged: keep them for the next release.
@@ -182,6 +216,10 @@ pub struct App<P: KeyedProcessor> {
     offset_reset: OffsetReset,
     session_timeout: Duration,
     repartition: Option<String>,
+    guarantee: Guarantee,
+    commit_interval: Duration,
+    state_dir: Option<std::path::PathBuf>,
+    instance: Option<String>,
 }
 
 impl<P: KeyedProcessor> App<P> {
@@ -198,7 +236,45 @@ impl<P: KeyedProcessor> App<P> {
             offset_reset: OffsetReset::Earliest,
             session_timeout: Duration::from_secs(10),
             repartition: None,
+            guarantee: Guarantee::AtLeastOnce,
+            commit_interval: Duration::from_millis(100),
+            state_dir: None,
+            instance: None,
         }
+    }
+
+    /// The delivery guarantee (default: at-least-once).
+    pub fn guarantee(mut self, guarantee: Guarantee) -> Self {
+        self.guarantee = guarantee;
+        self
+    }
+
+    /// How often offsets (and, under exactly-once, transactions) are
+    /// committed; default 100 ms. Longer intervals cost less per record and
+    /// replay more after a failure.
+    pub fn commit_interval(mut self, interval: Duration) -> Self {
+        self.commit_interval = interval;
+        self
+    }
+
+    /// Where snapshots of partition state are kept, so that a restarted
+    /// process restores from its snapshot plus the changelog's tail instead
+    /// of the whole changelog. Without it, state is restored from the
+    /// changelog alone.
+    pub fn state_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.state_dir = Some(dir.into());
+        self
+    }
+
+    /// A name for this process, unique in the group and stable across its
+    /// restarts (a host name, a pod name, a number). Under exactly-once it
+    /// names the process's transactional producers, so that a restarted
+    /// process aborts its predecessor's open transactions at once; without
+    /// it a random name is used and an open transaction of a killed process
+    /// holds back readers until the broker times it out.
+    pub fn instance(mut self, id: &str) -> Self {
+        self.instance = Some(id.into());
+        self
     }
 
     /// Routes records through `topic`, keyed by the key the processor
@@ -351,12 +427,12 @@ impl<P: KeyedProcessor> crate::stream::Handler for Rekey<P> {
         true
     }
 
-    fn completed(&mut self, commit: &mut dyn FnMut(&str, i32, i64)) {
-        self.acked.release(&self.shared, commit, false);
+    fn completed(&mut self, progress: &mut dyn Progress) {
+        self.acked.release(&self.shared, progress, false);
     }
 
-    fn revoking(&mut self, _: &[TopicPartition], commit: &mut dyn FnMut(&str, i32, i64)) {
-        self.acked.release(&self.shared, commit, true);
+    fn revoking(&mut self, _: &[TopicPartition], progress: &mut dyn Progress) {
+        self.acked.release(&self.shared, progress, true);
     }
 
     fn drain(&mut self) {

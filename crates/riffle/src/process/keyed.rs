@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::app::{Acknowledged, Shared};
 use super::{Context, KeyedProcessor};
 use crate::error::Result;
-use crate::log::{RecordRef, TopicPartition};
+use crate::log::{Progress, RecordRef, TopicPartition};
 use crate::stream::Handler;
 
 /// The states of one partition's keys.
@@ -114,12 +114,12 @@ impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
         true
     }
 
-    fn completed(&mut self, commit: &mut dyn FnMut(&str, i32, i64)) {
-        self.acked.release(&self.shared, commit, false);
+    fn completed(&mut self, progress: &mut dyn Progress) {
+        self.acked.release(&self.shared, progress, false);
     }
 
-    fn revoking(&mut self, _: &[TopicPartition], commit: &mut dyn FnMut(&str, i32, i64)) {
-        self.acked.release(&self.shared, commit, true);
+    fn revoking(&mut self, _: &[TopicPartition], progress: &mut dyn Progress) {
+        self.acked.release(&self.shared, progress, true);
     }
 
     fn drain(&mut self) {

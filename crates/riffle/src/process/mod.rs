@@ -28,7 +28,7 @@ mod keyed;
 mod offsets;
 pub mod stateless;
 
-pub use app::{App, AppStats, Running, Style};
+pub use app::{App, AppStats, Guarantee, Running, Style};
 pub use context::Context;
 pub use offsets::OffsetTracker;
 

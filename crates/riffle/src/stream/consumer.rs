@@ -7,7 +7,8 @@ use std::time::Duration;
 use crate::actor::{panic_text, Supervision};
 use crate::error::{Error, Result};
 use crate::log::{
-    ConsumerConfig, GroupEvent, Log, LogConsumer, PollVisitor, RecordRef, TopicPartition,
+    ConsumerConfig, GroupEvent, GroupToken, Log, LogConsumer, PollVisitor, Progress, RecordRef,
+    TopicPartition,
 };
 
 /// How long one poll waits for records: also the longest a `stop` waits.
@@ -39,23 +40,18 @@ pub trait Handler: Send + 'static {
     }
 
     /// Called after every poll (and before stopping): reports, through
-    /// `commit`, each partition's next offset that is now safe to commit,
+    /// `progress`, each partition's next offset that is now safe to commit,
     /// i.e. every record below it is finished.
-    fn completed(&mut self, _commit: &mut dyn FnMut(&str, i32, i64)) {}
+    fn completed(&mut self, _progress: &mut dyn Progress) {}
 
     /// Waits until work handed on is finished; called before the consumer
     /// stops so that its last offsets can be committed.
     fn drain(&mut self) {}
 
     /// For deferring handlers: these partitions are about to be revoked.
-    /// Finish their work and report their final offsets through `commit`,
+    /// Finish their work and report their final offsets through `progress`,
     /// so the next owner repeats nothing.
-    fn revoking(
-        &mut self,
-        _partitions: &[TopicPartition],
-        _commit: &mut dyn FnMut(&str, i32, i64),
-    ) {
-    }
+    fn revoking(&mut self, _partitions: &[TopicPartition], _progress: &mut dyn Progress) {}
 }
 
 impl<F> Handler for F
@@ -279,9 +275,9 @@ impl<H: Handler> PollVisitor for Visit<'_, H> {
         true
     }
 
-    fn revoking(&mut self, partitions: &[TopicPartition], store: &mut dyn FnMut(&str, i32, i64)) {
+    fn revoking(&mut self, partitions: &[TopicPartition], progress: &mut dyn Progress) {
         if self.defers {
-            self.handler.revoking(partitions, store);
+            self.handler.revoking(partitions, progress);
         }
     }
 
@@ -345,10 +341,21 @@ fn run<H: Handler>(
 
 /// Stores the offsets a deferring handler reports finished.
 fn store_completed<H: Handler>(consumer: &mut dyn LogConsumer, handler: &mut H) {
-    handler.completed(&mut |topic, partition, next| {
-        if let Err(e) = consumer.store_offset(topic, partition, next) {
+    handler.completed(&mut Store(consumer));
+}
+
+/// Progress reported between polls, straight to the consumer.
+struct Store<'a>(&'a mut dyn LogConsumer);
+
+impl Progress for Store<'_> {
+    fn store(&mut self, topic: &str, partition: i32, next: i64) {
+        if let Err(e) = self.0.store_offset(topic, partition, next) {
             // Revoked meanwhile: the next owner replays from the last commit.
             tracing::debug!("not storing {topic}/{partition}@{next}: {e}");
         }
-    });
+    }
+
+    fn group(&self) -> Result<GroupToken> {
+        self.0.group()
+    }
 }

@@ -14,8 +14,8 @@ use super::storage::Batch;
 use super::{Inner, State, Topic};
 use crate::error::{Error, Result};
 use crate::log::{
-    validate_topic_name, ConsumerConfig, GroupEvent, LogConsumer, OffsetReset, PollVisitor,
-    RecordRef, TopicPartition,
+    validate_topic_name, ConsumerConfig, GroupEvent, GroupToken, LogConsumer, OffsetReset,
+    PollVisitor, Progress, RecordRef, TopicPartition,
 };
 
 /// A partition this member has taken up.
@@ -236,7 +236,36 @@ impl EmbeddedConsumer {
     }
 }
 
+/// Progress reported while partitions are being revoked.
+struct Revoking<'a> {
+    owned: &'a mut Vec<Owned>,
+}
+
+impl Progress for Revoking<'_> {
+    fn store(&mut self, topic: &str, partition: i32, next: i64) {
+        if let Some(o) = self
+            .owned
+            .iter_mut()
+            .find(|o| o.tp.partition == partition && o.tp.topic == topic)
+        {
+            o.stored = Some(o.stored.map_or(next, |s| s.max(next)));
+        }
+    }
+
+    fn group(&self) -> Result<GroupToken> {
+        Err(Error::Backend(
+            "transactions are not implemented by the embedded log yet".into(),
+        ))
+    }
+}
+
 impl LogConsumer for EmbeddedConsumer {
+    fn group(&self) -> Result<GroupToken> {
+        Err(Error::Backend(
+            "transactions are not implemented by the embedded log yet".into(),
+        ))
+    }
+
     fn poll(
         &mut self,
         timeout: Duration,
@@ -260,15 +289,10 @@ impl LogConsumer for EmbeddedConsumer {
                 drop(state);
                 let revoking: Vec<TopicPartition> =
                     self.owned.iter().map(|o| o.tp.clone()).collect();
-                let owned = &mut self.owned;
-                visitor.revoking(&revoking, &mut |topic, partition, next| {
-                    if let Some(o) = owned
-                        .iter_mut()
-                        .find(|o| o.tp.partition == partition && o.tp.topic == topic)
-                    {
-                        o.stored = Some(o.stored.map_or(next, |s| s.max(next)));
-                    }
-                });
+                let mut progress = Revoking {
+                    owned: &mut self.owned,
+                };
+                visitor.revoking(&revoking, &mut progress);
                 state = inner.lock();
                 continue;
             }

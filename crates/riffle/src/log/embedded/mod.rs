@@ -327,6 +327,30 @@ impl Log for EmbeddedLog {
         )?))
     }
 
+    fn transactional_producer(
+        &self,
+        _id: &str,
+        _on_delivery: Option<DeliveryCallback>,
+    ) -> Result<Box<dyn crate::log::TxnProducer>> {
+        Err(Error::Backend(
+            "transactions are not implemented by the embedded log yet".into(),
+        ))
+    }
+
+    fn read_partition(
+        &self,
+        _topic: &str,
+        _partition: i32,
+        _from: i64,
+        _read_committed: bool,
+        _idle_timeout: Duration,
+        _visit: crate::log::ReadVisitor<'_>,
+    ) -> Result<i64> {
+        Err(Error::Backend(
+            "read_partition is not implemented by the embedded log yet".into(),
+        ))
+    }
+
     fn create_topic(&self, spec: &TopicSpec, _timeout: Duration) -> Result<()> {
         spec.validate()?;
         let mut state = self.inner.lock();

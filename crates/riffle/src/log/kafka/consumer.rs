@@ -13,7 +13,9 @@ use rdkafka::types::RDKafkaErrorCode;
 use super::context::{partitions, GroupContext, VisitorPtr};
 use super::KafkaLog;
 use crate::error::{Error, Result};
-use crate::log::{ConsumerConfig, LogConsumer, PollVisitor, RecordRef, TopicPartition};
+use crate::log::{
+    ConsumerConfig, GroupToken, LogConsumer, PollVisitor, RecordRef, TopicPartition,
+};
 
 pub(super) struct KafkaConsumer {
     consumer: BaseConsumer<GroupContext>,
@@ -47,7 +49,15 @@ impl KafkaConsumer {
                 "auto.commit.interval.ms",
                 cfg.commit_interval.as_millis().to_string(),
             )
-            .set("enable.partition.eof", "false");
+            .set("enable.partition.eof", "false")
+            .set(
+                "isolation.level",
+                if cfg.read_committed {
+                    "read_committed"
+                } else {
+                    "read_uncommitted"
+                },
+            );
         // Properties given by the user win over the defaults above.
         for (k, v) in log.inner.properties.iter() {
             c.set(k, v);
@@ -96,6 +106,14 @@ pub(super) fn mark(ctx: &GroupContext, topic: &str, partition: i32, next_offset:
         Some(entry) => entry.2 = entry.2.max(next_offset),
         None => pending.push((topic.to_owned(), partition, next_offset)),
     }
+}
+
+/// The consumer's group metadata (group id, generation, member id).
+pub(super) fn group_token(consumer: &BaseConsumer<GroupContext>) -> Result<GroupToken> {
+    consumer
+        .group_metadata()
+        .map(|m| GroupToken(std::sync::Arc::new(m)))
+        .ok_or_else(|| Error::Backend("the consumer is not in a group".into()))
 }
 
 /// Errors a poll can report that librdkafka recovers from by itself.
@@ -195,6 +213,10 @@ impl LogConsumer for KafkaConsumer {
 
     fn assignment(&self) -> Result<Vec<TopicPartition>> {
         Ok(partitions(&self.consumer.assignment()?))
+    }
+
+    fn group(&self) -> Result<GroupToken> {
+        group_token(&self.consumer)
     }
 
     fn close(&mut self) -> Result<()> {

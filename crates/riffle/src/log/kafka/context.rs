@@ -9,7 +9,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::log::{GroupEvent, PollVisitor, TopicPartition};
+use crate::error::Result;
+use crate::log::{GroupEvent, GroupToken, PollVisitor, Progress, TopicPartition};
 
 /// Routes librdkafka's own log lines and errors to `tracing`, tagged with the
 /// client's role.
@@ -115,6 +116,22 @@ pub(crate) fn partitions(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
     v
 }
 
+/// Progress reported from inside a revocation.
+struct Revoking<'a> {
+    ctx: &'a GroupContext,
+    consumer: &'a BaseConsumer<GroupContext>,
+}
+
+impl Progress for Revoking<'_> {
+    fn store(&mut self, topic: &str, partition: i32, next: i64) {
+        super::consumer::mark(self.ctx, topic, partition, next)
+    }
+
+    fn group(&self) -> Result<GroupToken> {
+        super::consumer::group_token(self.consumer)
+    }
+}
+
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         // librdkafka commits stored offsets of revoked partitions itself
@@ -125,9 +142,7 @@ impl ConsumerContext for GroupContext {
             if let Some(ptr) = self.visitor.lock().unwrap().as_ref() {
                 // SAFETY: see `VisitorPtr`.
                 let visitor = unsafe { &mut *ptr.0 };
-                visitor.revoking(&revoked, &mut |t, p, o| {
-                    super::consumer::mark(self, t, p, o)
-                });
+                visitor.revoking(&revoked, &mut Revoking { ctx: self, consumer });
             }
             self.store_pending(consumer);
             self.events

@@ -130,6 +130,30 @@ impl Log for KafkaLog {
         Ok(Box::new(consumer::KafkaConsumer::new(self, config)?))
     }
 
+    fn transactional_producer(
+        &self,
+        _id: &str,
+        _on_delivery: Option<DeliveryCallback>,
+    ) -> Result<Box<dyn super::TxnProducer>> {
+        Err(Error::Backend(
+            "transactions are not implemented for Kafka yet".into(),
+        ))
+    }
+
+    fn read_partition(
+        &self,
+        _topic: &str,
+        _partition: i32,
+        _from: i64,
+        _read_committed: bool,
+        _idle_timeout: Duration,
+        _visit: super::ReadVisitor<'_>,
+    ) -> Result<i64> {
+        Err(Error::Backend(
+            "read_partition is not implemented for Kafka yet".into(),
+        ))
+    }
+
     fn create_topic(&self, spec: &TopicSpec, timeout: Duration) -> Result<()> {
         admin::create_topic(self, spec, timeout)
     }
