@@ -8,17 +8,17 @@
 //! each partition's offset advances only past records that are finished.
 
 use std::collections::HashMap;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::app::{Acknowledged, Shared};
-use super::{Context, KeyedProcessor, OffsetTracker};
-use crate::actor::{self, panic_text, Actor, Addr, Supervision};
+use super::app::Shared;
+use super::commit::Commits;
+use super::{run_processor, Context, KeyedProcessor, OffsetTracker};
+use crate::actor::{self, Actor, Addr, Supervision};
 use crate::error::{Error, Result};
 use crate::log::{partition_for_key, Progress, RecordRef, TopicPartition};
-use crate::stream::Handler;
+use crate::stream::{Handler, Producer};
 
 /// Records handed to a worker at once, at most.
 const BATCH: usize = 512;
@@ -42,6 +42,9 @@ pub(super) type Done = (Arc<str>, i32, i64);
 pub(super) struct Batch<I> {
     jobs: Vec<Job<I>>,
     reply: Sender<Vec<Done>>,
+    /// The producer of the dispatching consumer (its own under
+    /// exactly-once, so that outputs join its transaction).
+    producer: Producer,
 }
 
 /// Hosts the per-key actors routed to it.
@@ -70,18 +73,17 @@ impl<P: KeyedProcessor> Actor for Worker<P> {
                 Some(s) => s,
                 None => states.entry(key.clone()).or_default(),
             };
-            let mut ctx = Context::new(&self.shared.producer, &topic, partition, offset, timestamp);
-            // A panic is this record's failure, not the worker's: the other
-            // keys' state stays, and the record goes to the dead letters.
-            let result = catch_unwind(AssertUnwindSafe(|| {
-                self.processor.process(&key, input, state, &mut ctx)
-            }))
-            .unwrap_or_else(|p| {
-                Err(Error::Backend(format!(
-                    "processor panicked: {}",
-                    panic_text(&*p)
-                )))
-            });
+            let mut ctx = Context::new(&batch.producer, &topic, partition, offset, timestamp);
+            // A failure is this record's, not the worker's: the other keys'
+            // state stays, and the record goes to the dead letters.
+            let result = run_processor(
+                &mut self.processor,
+                &key,
+                &input,
+                state,
+                &mut ctx,
+                self.shared.retries,
+            );
             self.shared.processed(ctx.sent);
             if let Err(e) = result {
                 let r = RecordRef {
@@ -92,7 +94,10 @@ impl<P: KeyedProcessor> Actor for Worker<P> {
                     value: &[],
                     timestamp,
                 };
-                if let Err(e) = self.shared.dead_letter_without_value(&r, &e) {
+                if let Err(e) = self
+                    .shared
+                    .dead_letter_without_value(&batch.producer, &r, &e)
+                {
                     tracing::warn!("{topic}/{partition}@{offset}: {e}");
                 }
             }
@@ -148,13 +153,18 @@ pub(super) struct Dispatcher<P: KeyedProcessor> {
     trackers: HashMap<(Arc<str>, i32), OffsetTracker>,
     topics: Vec<Arc<str>>,
     in_flight: usize,
-    acked: Acknowledged,
+    commits: Commits,
     reply: Sender<Vec<Done>>,
     replies: Receiver<Vec<Done>>,
 }
 
 impl<P: KeyedProcessor> Dispatcher<P> {
-    pub(super) fn new(processor: P, pool: Arc<Pool<P::Input>>, shared: Arc<Shared>) -> Self {
+    pub(super) fn new(
+        processor: P,
+        pool: Arc<Pool<P::Input>>,
+        shared: Arc<Shared>,
+        commits: Commits,
+    ) -> Self {
         let (reply, replies) = mpsc::channel();
         let pending = (0..pool.len()).map(|_| Vec::new()).collect();
         Self {
@@ -165,7 +175,7 @@ impl<P: KeyedProcessor> Dispatcher<P> {
             trackers: HashMap::new(),
             topics: Vec::new(),
             in_flight: 0,
-            acked: Acknowledged::default(),
+            commits,
             reply,
             replies,
         }
@@ -191,11 +201,28 @@ impl<P: KeyedProcessor> Dispatcher<P> {
             .send(Batch {
                 jobs,
                 reply: self.reply.clone(),
+                producer: self.commits.producer(&self.shared).clone(),
             })
             .is_err()
         {
             tracing::error!("worker-{worker} has stopped; its records will be replayed");
         }
+    }
+
+    /// Offers the finished offsets for commit. Under exactly-once a
+    /// transaction may only hold records whose processing is over, so when
+    /// one is due the records in flight are finished first.
+    fn release(&mut self, progress: &mut dyn Progress, force: bool) {
+        if let Commits::ExactlyOnce(t) = &self.commits {
+            if self.in_flight > 0 && (force || t.is_due()) {
+                self.wait_in_flight();
+            }
+        }
+        for ((topic, partition), t) in &self.trackers {
+            self.commits.processed(topic, *partition, t.committable());
+        }
+        self.commits
+            .release(&self.shared, progress, force, &mut |_| Ok(0));
     }
 
     fn finish(&mut self, done: Vec<Done>) {
@@ -210,6 +237,10 @@ impl<P: KeyedProcessor> Dispatcher<P> {
 
 impl<P: KeyedProcessor> Handler for Dispatcher<P> {
     fn handle(&mut self, record: RecordRef<'_>) -> Result<()> {
+        if self.commits.failure().is_some() {
+            // The consumer starts over from the last commit after this poll.
+            return Ok(());
+        }
         let topic = self.intern(record.topic);
         self.trackers
             .entry((topic.clone(), record.partition))
@@ -218,7 +249,8 @@ impl<P: KeyedProcessor> Handler for Dispatcher<P> {
         let (key, input) = match self.processor.decode(&record) {
             Ok(d) => d,
             Err(e) => {
-                let result = self.shared.dead_letter(&record, &e);
+                let producer = self.commits.producer(&self.shared);
+                let result = self.shared.dead_letter(producer, &record, &e);
                 if let Some(t) = self.trackers.get_mut(&(topic, record.partition)) {
                     t.finished(record.offset);
                 }
@@ -252,10 +284,7 @@ impl<P: KeyedProcessor> Handler for Dispatcher<P> {
         while let Ok(done) = self.replies.try_recv() {
             self.finish(done);
         }
-        for ((topic, partition), t) in &self.trackers {
-            self.acked.processed(topic, *partition, t.committable());
-        }
-        self.acked.release(&self.shared, progress, false);
+        self.release(progress, false);
     }
 
     fn revoking(&mut self, _: &[TopicPartition], progress: &mut dyn Progress) {
@@ -264,7 +293,31 @@ impl<P: KeyedProcessor> Handler for Dispatcher<P> {
         self.completed(progress);
     }
 
+    fn failure(&mut self) -> Option<Error> {
+        self.commits.failure().cloned()
+    }
+
     fn drain(&mut self) {
+        self.wait_in_flight();
+        // The release that follows waits for the outputs to be acknowledged.
+        self.commits.release_next();
+    }
+
+    fn revoked(&mut self, partitions: &[TopicPartition]) {
+        self.commits.forget(partitions);
+        // Completions of these partitions no longer move any offset here:
+        // the next owner starts from the last commit.
+        self.trackers.retain(|(t, p), _| {
+            !partitions
+                .iter()
+                .any(|tp| tp.partition == *p && *tp.topic == **t)
+        });
+    }
+}
+
+impl<P: KeyedProcessor> Dispatcher<P> {
+    /// Hands out pending batches and waits until every record is finished.
+    fn wait_in_flight(&mut self) {
         for w in 0..self.pending.len() {
             self.flush(w);
         }
@@ -284,18 +337,5 @@ impl<P: KeyedProcessor> Handler for Dispatcher<P> {
                 }
             }
         }
-        // The release that follows waits for the outputs to be acknowledged.
-        self.acked.release_next();
-    }
-
-    fn revoked(&mut self, partitions: &[TopicPartition]) {
-        self.acked.forget(partitions);
-        // Completions of these partitions no longer move any offset here:
-        // the next owner starts from the last commit.
-        self.trackers.retain(|(t, p), _| {
-            !partitions
-                .iter()
-                .any(|tp| tp.partition == *p && *tp.topic == **t)
-        });
     }
 }

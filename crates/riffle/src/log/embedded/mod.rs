@@ -78,7 +78,7 @@
 //! partitions.
 
 mod consumer;
-mod crc32;
+pub(crate) mod crc32;
 mod frame;
 mod group;
 mod lock;
