@@ -5,7 +5,8 @@ use std::time::Duration;
 use super::actors::{Dispatcher, Pool};
 use super::commit::{Commits, Transaction};
 use super::dead_letter;
-use super::keyed::{Handoff, KeyedHandler};
+use super::handoff::Handoff;
+use super::keyed::KeyedHandler;
 use super::store::Durability;
 use super::KeyedProcessor;
 use crate::actor::Exit;
@@ -68,6 +69,13 @@ pub struct AppStats {
     pub sent: AtomicU64,
     /// Records sent to the dead-letter topic (or skipped without one).
     pub dead_letters: AtomicU64,
+    /// Partition states restored (on assignment, when not handed over by
+    /// another consumer of this process).
+    pub restores: AtomicU64,
+    /// Keys whose state was restored.
+    pub restored_keys: AtomicU64,
+    /// Changelog records read while restoring (what snapshots save).
+    pub changelog_replayed: AtomicU64,
 }
 
 /// What handlers and workers of one app share.
@@ -333,7 +341,7 @@ impl<P: KeyedProcessor> App<P> {
         let commits = self.commits(&log, &self.group, &instance);
         let (group, workers) = match self.style {
             Style::Keyed => {
-                let handoff: Arc<Handoff<P::State>> = Arc::default();
+                let handoff: Arc<Handoff<_>> = Arc::default();
                 let (p, s) = (self.processor, shared.clone());
                 let group = ConsumerGroup::spawn(log, &cfg, self.consumers, move |i| {
                     KeyedHandler::new(
@@ -350,7 +358,13 @@ impl<P: KeyedProcessor> App<P> {
                 let (pool, threads) = Pool::start(workers, &self.processor, &shared);
                 let (p, s) = (self.processor, shared.clone());
                 let group = ConsumerGroup::spawn(log, &cfg, self.consumers, move |i| {
-                    Dispatcher::new(p.clone(), pool.clone(), s.clone(), commits(i))
+                    Dispatcher::new(
+                        p.clone(),
+                        pool.clone(),
+                        s.clone(),
+                        durability.clone(),
+                        commits(i),
+                    )
                 })?;
                 (group, threads)
             }

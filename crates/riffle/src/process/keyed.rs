@@ -3,20 +3,18 @@
 //! key, grouped by partition so it can move with the partition).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::app::Shared;
 use super::commit::Commits;
+use super::handoff::Handoff;
 use super::store::{Durability, Store};
 use super::{run_processor, Context, KeyedProcessor};
 use crate::error::{Error, Result};
 use crate::log::{Progress, RecordRef, TopicPartition};
 use crate::stream::{Handler, Producer};
 
-/// How long a consumer waits for the previous owner in this process to hand
-/// over a partition's state before restoring it from the changelog.
-const HANDOFF_WAIT: Duration = Duration::from_secs(10);
 /// How often partition states are saved as local snapshots.
 const SNAPSHOT_EVERY: Duration = Duration::from_secs(30);
 
@@ -28,75 +26,25 @@ pub(super) struct Parked<S> {
     offset: i64,
 }
 
-/// Hands partition states between the consumers of one process, so that a
-/// rebalance inside the process need not restore them. A partition's slot
-/// is `Held` while a consumer owns it and `Parked` once it let go (`None`
-/// when its state could not be kept); a new owner whose assignment arrives
-/// before the old owner has let go waits for it.
-pub(super) struct Handoff<S> {
-    slots: Mutex<HashMap<i32, Slot<S>>>,
-    parked: Condvar,
-}
-
-enum Slot<S> {
-    Held,
-    Parked(Option<Parked<S>>),
-}
-
-impl<S> Default for Handoff<S> {
-    fn default() -> Self {
-        Self {
-            slots: Mutex::new(HashMap::new()),
-            parked: Condvar::new(),
-        }
-    }
-}
-
-impl<S> Handoff<S> {
-    /// Takes partition `p`'s state, if this process has it.
-    fn take(&self, p: i32) -> Option<Parked<S>> {
-        let deadline = Instant::now() + HANDOFF_WAIT;
-        let mut slots = self.slots.lock().unwrap();
-        while matches!(slots.get(&p), Some(Slot::Held)) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                tracing::warn!(
-                    "partition {p}: previous owner did not hand over its state; restoring it"
-                );
-                break;
-            }
-            slots = self.parked.wait_timeout(slots, left).unwrap().0;
-        }
-        match slots.insert(p, Slot::Held) {
-            Some(Slot::Parked(state)) => state,
-            _ => None,
-        }
-    }
-
-    /// Leaves partition `p`'s state for its next owner.
-    fn park(&self, p: i32, state: Option<Parked<S>>) {
-        self.slots.lock().unwrap().insert(p, Slot::Parked(state));
-        self.parked.notify_all();
-    }
-}
-
 pub(super) struct KeyedHandler<P: KeyedProcessor> {
     processor: P,
     shared: Arc<Shared>,
-    handoff: Arc<Handoff<P::State>>,
+    handoff: Arc<Handoff<Parked<P::State>>>,
     /// Where state is made durable; `None` for stateless processors.
     durability: Option<Arc<Durability>>,
     /// Keyed by partition number: co-partitioned input topics share state.
     owned: HashMap<i32, Store<P::State>>,
     commits: Commits,
     last_snapshot: Instant,
+    /// Set when the consumer stops: the last release also saves snapshots.
+    stopping: bool,
 }
 
 impl<P: KeyedProcessor> KeyedHandler<P> {
     pub(super) fn new(
         processor: P,
         shared: Arc<Shared>,
-        handoff: Arc<Handoff<P::State>>,
+        handoff: Arc<Handoff<Parked<P::State>>>,
         durability: Option<Arc<Durability>>,
         commits: Commits,
     ) -> Self {
@@ -108,6 +56,7 @@ impl<P: KeyedProcessor> KeyedHandler<P> {
             owned: HashMap::new(),
             commits,
             last_snapshot: Instant::now(),
+            stopping: false,
         }
     }
 
@@ -237,7 +186,7 @@ impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
         commits.release(shared, progress, false, &mut |producer| {
             write_changes(owned, durability.as_deref(), producer)
         });
-        if self.last_snapshot.elapsed() >= SNAPSHOT_EVERY {
+        if self.stopping || self.last_snapshot.elapsed() >= SNAPSHOT_EVERY {
             self.snapshot(progress);
         }
     }
@@ -249,6 +198,7 @@ impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
     }
 
     fn drain(&mut self) {
+        self.stopping = true;
         self.commits.release_next();
     }
 
@@ -270,8 +220,8 @@ impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
             let store = match parked {
                 // Nobody wrote the changelog since it was parked here.
                 Some(p) if ends.get(&tp.partition) == Some(&p.offset) => Ok(p.store),
-                Some(p) => d.restore_from(tp.partition, p.store, p.offset),
-                None => d.restore(tp.partition),
+                Some(p) => d.restore_from(tp.partition, p.store, p.offset, &self.shared.stats),
+                None => d.restore(tp.partition, &self.shared.stats),
             }
             // Processing without the partition's state would be wrong:
             // let the consumer restart and try again.

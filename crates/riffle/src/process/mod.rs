@@ -25,6 +25,7 @@ mod app;
 mod commit;
 mod context;
 pub mod dead_letter;
+mod handoff;
 mod keyed;
 mod offsets;
 pub mod stateless;

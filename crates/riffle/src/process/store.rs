@@ -21,11 +21,13 @@
 use std::collections::HashMap;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::AppStats;
 use crate::error::{Error, Result};
 use crate::log::embedded::crc32;
 use crate::log::{Log, OutRecord};
@@ -110,9 +112,7 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
             let Some(entry) = self.entries.get_mut(&key) else {
                 continue;
             };
-            buf.clear();
-            serde_json::to_writer(&mut buf, &entry.state)
-                .map_err(|e| Error::InvalidInput(format!("cannot encode state of '{key}': {e}")))?;
+            encode(&key, &entry.state, &mut buf)?;
             let record = OutRecord {
                 topic: changelog,
                 key: Some(key.as_bytes()),
@@ -153,35 +153,40 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
 
     /// Writes a snapshot reflecting the changelog up to `offset`.
     pub(super) fn save_snapshot(&mut self, path: &Path, offset: i64) -> Result<()> {
-        let io = |e: std::io::Error| Error::Backend(format!("snapshot {}: {e}", path.display()));
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
-        let tmp = path.with_extension("snapshot.tmp");
-        let file = std::fs::File::create(&tmp).map_err(io)?;
-        let mut out = Crc32Writer::new(BufWriter::with_capacity(1 << 20, file));
-        out.write_all(MAGIC).map_err(io)?;
-        out.write_all(&(offset as u64).to_le_bytes()).map_err(io)?;
-        out.write_all(&(self.entries.len() as u64).to_le_bytes())
-            .map_err(io)?;
+        let mut w = SnapshotWriter::create(path, offset, self.entries.len())?;
         let mut buf = Vec::new();
         for (key, entry) in &self.entries {
-            buf.clear();
-            serde_json::to_writer(&mut buf, &entry.state)
-                .map_err(|e| Error::InvalidInput(format!("cannot encode state of '{key}': {e}")))?;
-            out.write_all(&(key.len() as u32).to_le_bytes()).map_err(io)?;
-            out.write_all(key.as_bytes()).map_err(io)?;
-            out.write_all(&(buf.len() as u32).to_le_bytes()).map_err(io)?;
-            out.write_all(&buf).map_err(io)?;
+            encode(key, &entry.state, &mut buf)?;
+            w.entry(key, &buf)?;
         }
-        let crc = out.crc;
-        let mut file = out.inner;
-        file.write_all(&crc.to_le_bytes()).map_err(io)?;
-        let file = file.into_inner().map_err(|e| io(e.into_error()))?;
-        file.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)?;
+        w.finish()?;
         self.changed_since_snapshot = 0;
         Ok(())
+    }
+
+    /// Every key's state, encoded as in the changelog.
+    pub(super) fn encoded(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        self.entries
+            .iter()
+            .map(|(k, e)| {
+                let mut buf = Vec::new();
+                encode(k, &e.state, &mut buf)?;
+                Ok((k.clone(), buf))
+            })
+            .collect()
+    }
+
+    /// Splits the store by `which(key)`, into `n` stores.
+    pub(super) fn split(self, n: usize, which: impl Fn(&str) -> usize) -> Vec<Self> {
+        let mut parts: Vec<Self> = (0..n).map(|_| Self::default()).collect();
+        for (k, e) in self.entries {
+            let part = &mut parts[which(&k)];
+            if e.dirty {
+                part.dirty.push(k.clone());
+            }
+            part.entries.insert(k, e);
+        }
+        parts
     }
 
     /// Loads a snapshot: the store and the changelog offset it reflects.
@@ -223,6 +228,68 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
     }
 }
 
+/// A state as JSON, into `buf`.
+fn encode<S: Serialize>(key: &str, state: &S, buf: &mut Vec<u8>) -> Result<()> {
+    buf.clear();
+    serde_json::to_writer(&mut *buf, state)
+        .map_err(|e| Error::InvalidInput(format!("cannot encode state of '{key}': {e}")))
+}
+
+/// Writes a snapshot file entry by entry (see the module docs).
+pub(super) struct SnapshotWriter {
+    path: PathBuf,
+    tmp: PathBuf,
+    out: Crc32Writer<BufWriter<std::fs::File>>,
+}
+
+impl SnapshotWriter {
+    pub(super) fn create(path: &Path, offset: i64, entries: usize) -> Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| io_error(path, e))?;
+        }
+        let tmp = path.with_extension("snapshot.tmp");
+        let file = std::fs::File::create(&tmp).map_err(|e| io_error(path, e))?;
+        let mut w = Self {
+            path: path.to_owned(),
+            tmp,
+            out: Crc32Writer::new(BufWriter::with_capacity(1 << 20, file)),
+        };
+        w.write(MAGIC)?;
+        w.write(&(offset as u64).to_le_bytes())?;
+        w.write(&(entries as u64).to_le_bytes())?;
+        Ok(w)
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.out
+            .write_all(bytes)
+            .map_err(|e| io_error(&self.path, e))
+    }
+
+    /// One key and its state as JSON.
+    pub(super) fn entry(&mut self, key: &str, state: &[u8]) -> Result<()> {
+        self.write(&(key.len() as u32).to_le_bytes())?;
+        self.write(key.as_bytes())?;
+        self.write(&(state.len() as u32).to_le_bytes())?;
+        self.write(state)
+    }
+
+    /// Adds the checksum, syncs, and renames the file into place.
+    pub(super) fn finish(self) -> Result<()> {
+        let io = |e| io_error(&self.path, e);
+        let crc = self.out.crc;
+        let mut file = self.out.inner;
+        file.write_all(&crc.to_le_bytes()).map_err(io)?;
+        let file = file.into_inner().map_err(|e| io(e.into_error()))?;
+        file.sync_all().map_err(io)?;
+        std::fs::rename(&self.tmp, &self.path).map_err(io)
+    }
+}
+
+fn io_error(path: &Path, e: std::io::Error) -> Error {
+    Error::Backend(format!("snapshot {}: {e}", path.display()))
+}
+
 /// Where a partition's state is made durable.
 pub(super) struct Durability {
     pub(super) log: std::sync::Arc<dyn Log>,
@@ -244,6 +311,7 @@ impl Durability {
     pub(super) fn restore<S: Default + Serialize + DeserializeOwned>(
         &self,
         partition: i32,
+        stats: &AppStats,
     ) -> Result<Store<S>> {
         let snapshot = match self.snapshot_path(partition).as_deref().map(Store::load_snapshot) {
             Some(Ok(s)) => s,
@@ -254,7 +322,7 @@ impl Durability {
             None => None,
         };
         let (store, from) = snapshot.unwrap_or_default();
-        self.restore_from(partition, store, from)
+        self.restore_from(partition, store, from, stats)
     }
 
     /// Brings `store`, which reflects the changelog of `partition` up to
@@ -265,6 +333,7 @@ impl Durability {
         partition: i32,
         mut store: Store<S>,
         from: i64,
+        stats: &AppStats,
     ) -> Result<Store<S>> {
         let start = Instant::now();
         let changelog = &self.changelog;
@@ -309,6 +378,11 @@ impl Durability {
                 }
             },
         )?;
+        stats.restores.fetch_add(1, Ordering::Relaxed);
+        stats
+            .restored_keys
+            .fetch_add(store.len() as u64, Ordering::Relaxed);
+        stats.changelog_replayed.fetch_add(read, Ordering::Relaxed);
         tracing::info!(
             "restored {changelog}/{partition}: {} keys ({kept} from a snapshot, {read} changelog records) in {:.2?}",
             store.len(),
@@ -338,5 +412,78 @@ impl<W: Write> Write for Crc32Writer<W> {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(n: usize) -> Store<Vec<u32>> {
+        let mut s: Store<Vec<u32>> = Store::default();
+        for i in 0..n {
+            s.get_mut(&format!("key-{i}")).push(i as u32);
+        }
+        s
+    }
+
+    #[test]
+    fn snapshots_round_trip() {
+        let dir = std::env::temp_dir().join(format!("riffle-snap-{}", fastrand::u64(..)));
+        let path = dir.join("3.snapshot");
+        let mut s = store(1000);
+        assert_eq!(s.changed_since_snapshot(), 1000);
+        s.save_snapshot(&path, 4242).unwrap();
+        assert_eq!(s.changed_since_snapshot(), 0);
+        let (loaded, offset) = Store::<Vec<u32>>::load_snapshot(&path).unwrap().unwrap();
+        assert_eq!(offset, 4242);
+        assert_eq!(loaded.len(), 1000);
+        for i in [0, 1, 999] {
+            let key = format!("key-{i}");
+            assert_eq!(loaded.entries[&key].state, vec![i as u32]);
+            assert!(!loaded.entries[&key].dirty, "restored state is not a change");
+        }
+        assert!(!loaded.has_changes());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn missing_snapshot_is_none_and_damage_is_an_error() {
+        let dir = std::env::temp_dir().join(format!("riffle-snap-{}", fastrand::u64(..)));
+        let path = dir.join("0.snapshot");
+        assert!(Store::<u8>::load_snapshot(&path).unwrap().is_none());
+        store(10).save_snapshot(&path, 7).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x40;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = Store::<Vec<u32>>::load_snapshot(&path).err().unwrap();
+        assert!(err.to_string().contains("checksum"), "{err}");
+        std::fs::write(&path, &bytes[..bytes.len() - 9]).unwrap();
+        assert!(Store::<Vec<u32>>::load_snapshot(&path).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn changes_are_written_once_per_key_until_changed_again() {
+        use crate::log::embedded::EmbeddedLog;
+        use crate::log::TopicSpec;
+        let log = EmbeddedLog::new();
+        log.create_topic(&TopicSpec::new("cl", 2), Duration::from_secs(1))
+            .unwrap();
+        let producer = Producer::new(&log).unwrap();
+        let mut s: Store<u32> = Store::default();
+        for _ in 0..5 {
+            *s.get_mut("a") += 1;
+            *s.get_mut("b") += 1;
+        }
+        assert_eq!(s.write_changes(&producer, "cl", 1).unwrap(), 2);
+        assert!(!s.has_changes());
+        assert_eq!(s.write_changes(&producer, "cl", 1).unwrap(), 0);
+        *s.get_mut("a") += 1;
+        assert_eq!(s.write_changes(&producer, "cl", 1).unwrap(), 1);
+        let info = log.describe_topic("cl", Duration::from_secs(1)).unwrap();
+        assert_eq!(info.partitions[1].high, 3, "written to the given partition");
+        assert_eq!(info.partitions[0].high, 0);
     }
 }
