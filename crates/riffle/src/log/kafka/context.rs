@@ -142,7 +142,13 @@ impl ConsumerContext for GroupContext {
             if let Some(ptr) = self.visitor.lock().unwrap().as_ref() {
                 // SAFETY: see `VisitorPtr`.
                 let visitor = unsafe { &mut *ptr.0 };
-                visitor.revoking(&revoked, &mut Revoking { ctx: self, consumer });
+                visitor.revoking(
+                    &revoked,
+                    &mut Revoking {
+                        ctx: self,
+                        consumer,
+                    },
+                );
             }
             self.store_pending(consumer);
             self.events
