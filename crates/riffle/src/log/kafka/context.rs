@@ -45,6 +45,9 @@ impl ClientContext for LoggingContext {
     }
 }
 
+/// A group-less consumer needs no callbacks beyond logging.
+impl ConsumerContext for LoggingContext {}
+
 /// A consumer's context: logs, and a queue of assignment changes.
 pub(crate) struct GroupContext {
     pub(crate) client_id: String,
