@@ -69,6 +69,8 @@ pub(super) fn read_partition(
             parts.len()
         )));
     }
+    // The end is the high watermark, which only a read_uncommitted client
+    // is told; it also reads, unless read_committed is wanted.
     let consumer = reader(log, false)?;
     let (low, end) = watermarks(log, &consumer, topic, partition, idle_timeout)?;
     if from > end {
