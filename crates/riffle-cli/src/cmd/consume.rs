@@ -73,7 +73,8 @@ pub fn run(args: &BrokerArgs, a: ConsumeArgs) -> Result<()> {
                 .lock()
                 .write_all(line.as_bytes())
                 .map_err(|e| Error::Backend(e.to_string()))?;
-            if max.is_some_and(|m| count.fetch_add(1, Ordering::Relaxed) + 1 >= m) {
+            let printed = count.fetch_add(1, Ordering::Relaxed) + 1;
+            if max.is_some_and(|m| printed >= m) {
                 stopper.stop();
             }
             Ok(())
