@@ -48,7 +48,7 @@ pub fn run(args: &BrokerArgs, a: ConsumeArgs) -> Result<()> {
     cfg.offset_reset = a.from.parse::<OffsetReset>()?;
     cfg.session_timeout = a.session_timeout;
     cfg.client_id = "consumer".into();
-    let stopper = util::ctrl_c_stopper();
+    let stopper = util::signal_stopper();
     let count = Arc::new(AtomicU64::new(0));
     let (raw, max) = (a.raw, a.max);
     let (c, s) = (count.clone(), stopper.clone());

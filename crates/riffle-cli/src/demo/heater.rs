@@ -45,7 +45,7 @@ pub fn run(brokers: &BrokerArgs, mut a: HeaterDemoArgs) -> Result<()> {
             Duration::from_secs(30),
         )?;
     }
-    let stopper = util::ctrl_c_stopper();
+    let stopper = util::signal_stopper();
     let app = o.start(log.clone(), "heater-demo-controller", OffsetReset::Earliest)?;
     app.wait_assigned(Duration::from_secs(30))?;
     a.sim.duration = a.sim.duration.or(Some(Duration::from_secs(3600)));

@@ -111,7 +111,7 @@ pub fn run(brokers: &BrokerArgs, a: HelloArgs) -> Result<()> {
         a.consumers
     ));
 
-    let stopper = util::ctrl_c_stopper();
+    let stopper = util::signal_stopper();
     let mut cfg = ConsumerConfig::new("hello-group", &[&a.topic]);
     cfg.offset_reset = OffsetReset::Earliest;
     cfg.session_timeout = Duration::from_secs(6);

@@ -118,7 +118,7 @@ pub struct ControllerArgs {
 pub fn run(brokers: &BrokerArgs, a: ControllerArgs) -> Result<()> {
     let log = brokers.kafka("heater controller")?;
     a.options.ensure_topics(&*log)?;
-    let stopper = util::ctrl_c_stopper();
+    let stopper = util::signal_stopper();
     let app = a.options.start(log.clone(), &a.group, a.from.parse()?)?;
     eprintln!(
         "heater controller on {} ({:?} style, {} consumers): {} -> {}, dead letters to {}",

@@ -90,7 +90,7 @@ pub fn run(brokers: &BrokerArgs, a: SimulateArgs) -> Result<()> {
     for t in topics.into_iter().flatten() {
         log.ensure_topic(&TopicSpec::new(t, a.partitions), Duration::from_secs(30))?;
     }
-    let stopper = util::ctrl_c_stopper();
+    let stopper = util::signal_stopper();
     let config = a.sim.config(
         (100, 1.0),
         &a.sensor_topic,
