@@ -10,7 +10,7 @@ use riffle::log::{ConsumerConfig, OffsetReset, RecordRef};
 use riffle::stream::ConsumerGroup;
 use riffle::{Error, Result};
 
-use crate::backend::BrokerArgs;
+use crate::backend::LogArgs;
 use crate::util;
 
 #[derive(Args)]
@@ -41,8 +41,8 @@ pub struct ConsumeArgs {
     session_timeout: Duration,
 }
 
-pub fn run(args: &BrokerArgs, a: ConsumeArgs) -> Result<()> {
-    let log = args.kafka("consume")?;
+pub fn run(args: &LogArgs, a: ConsumeArgs) -> Result<()> {
+    let log = args.stored("consume")?;
     let topics: Vec<&str> = a.topic.iter().map(String::as_str).collect();
     let mut cfg = ConsumerConfig::new(&a.group, &topics);
     cfg.offset_reset = a.from.parse::<OffsetReset>()?;

@@ -11,7 +11,7 @@ use riffle::Result;
 use riffle_heater::controller::Controller;
 use riffle_heater::messages::{CONTROL_TOPIC, DEAD_LETTER_TOPIC, SENSOR_TOPIC};
 
-use crate::backend::BrokerArgs;
+use crate::backend::LogArgs;
 use crate::util;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -115,8 +115,11 @@ pub struct ControllerArgs {
     status_every: Duration,
 }
 
-pub fn run(brokers: &BrokerArgs, a: ControllerArgs) -> Result<()> {
-    let log = brokers.kafka("heater controller")?;
+pub fn run(brokers: &LogArgs, a: ControllerArgs) -> Result<()> {
+    let log = brokers.kafka(
+        "heater controller",
+        "`riffle demo heater` runs the controller and the heaters in one",
+    )?;
     a.options.ensure_topics(&*log)?;
     let stopper = util::signal_stopper();
     let app = a.options.start(log.clone(), &a.group, a.from.parse()?)?;

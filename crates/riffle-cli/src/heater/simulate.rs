@@ -11,7 +11,7 @@ use riffle_heater::simulator::{SimConfig, SimHandle, Simulator};
 use riffle_heater::view;
 
 use super::watch::watch;
-use crate::backend::BrokerArgs;
+use crate::backend::LogArgs;
 use crate::util;
 
 /// Flags shared by the simulator command and the heater demo.
@@ -80,8 +80,11 @@ pub struct SimulateArgs {
     partitions: i32,
 }
 
-pub fn run(brokers: &BrokerArgs, a: SimulateArgs) -> Result<()> {
-    let log = brokers.kafka("heater simulate")?;
+pub fn run(brokers: &LogArgs, a: SimulateArgs) -> Result<()> {
+    let log = brokers.kafka(
+        "heater simulate",
+        "`riffle demo heater` runs the heaters and the controller in one",
+    )?;
     let topics = [
         Some(&a.sensor_topic),
         a.settings_topic.as_ref(),
