@@ -413,6 +413,37 @@ fn heater_demo_keeps_its_data_across_runs() {
 }
 
 #[test]
+fn bad_delivery_flags_give_one_line() {
+    for args in [
+        &["heater", "controller", "--guarantee", "at-most-once"][..],
+        &["demo", "heater", "--guarantee", "sometimes"],
+    ] {
+        let err = one_line_error(&riffle(args));
+        assert!(
+            err.contains("--guarantee") && err.contains("exactly-once"),
+            "{err}"
+        );
+    }
+    let err = one_line_error(&riffle(&[
+        "heater",
+        "controller",
+        "--commit-interval",
+        "soon",
+    ]));
+    assert!(err.contains("--commit-interval"), "{err}");
+    let err = one_line_error(&riffle(&["--fsync", "sometimes", "topics", "list"]));
+    assert!(err.contains("--fsync"), "{err}");
+    let err = one_line_error(&riffle(&[
+        "--in-memory",
+        "--data-dir",
+        "x",
+        "demo",
+        "hello",
+    ]));
+    assert!(err.contains("--in-memory"), "{err}");
+}
+
+#[test]
 fn hello_demo_on_embedded_log_shows_assignments_and_records() {
     let out = riffle(&[
         "demo",

@@ -36,6 +36,10 @@ pub struct ConsumeArgs {
     /// Stop after this long (e.g. 30s); runs until Ctrl-C otherwise.
     #[arg(long, value_parser = util::parse_duration)]
     duration: Option<Duration>,
+    /// Skip records of aborted transactions and those of open ones until
+    /// they commit: how to read the outputs of an exactly-once application.
+    #[arg(long)]
+    read_committed: bool,
     /// Session timeout of the group members.
     #[arg(long, default_value = "10s", value_parser = util::parse_duration)]
     session_timeout: Duration,
@@ -47,6 +51,7 @@ pub fn run(args: &LogArgs, a: ConsumeArgs) -> Result<()> {
     let mut cfg = ConsumerConfig::new(&a.group, &topics);
     cfg.offset_reset = a.from.parse::<OffsetReset>()?;
     cfg.session_timeout = a.session_timeout;
+    cfg.read_committed = a.read_committed;
     cfg.client_id = "consumer".into();
     let stopper = util::signal_stopper();
     let count = Arc::new(AtomicU64::new(0));
