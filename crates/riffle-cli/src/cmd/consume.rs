@@ -33,7 +33,7 @@ pub struct ConsumeArgs {
     /// Stop after this many records.
     #[arg(long)]
     max: Option<u64>,
-    /// Stop after this long (e.g. 30s); runs until Ctrl-C otherwise.
+    /// Stop after this long (e.g. 30s); runs until Ctrl-C or SIGTERM otherwise.
     #[arg(long, value_parser = util::parse_duration)]
     duration: Option<Duration>,
     /// Skip records of aborted transactions and those of open ones until

@@ -34,7 +34,7 @@ pub struct HelloArgs {
     /// Time between two records.
     #[arg(long, default_value = "1s", value_parser = util::parse_duration)]
     interval: Duration,
-    /// Stop after this long (e.g. 10s); runs until Ctrl-C otherwise.
+    /// Stop after this long (e.g. 10s); runs until Ctrl-C or SIGTERM otherwise.
     #[arg(long, value_parser = util::parse_duration)]
     duration: Option<Duration>,
     /// Seed for the random keys and numbers (random when absent).

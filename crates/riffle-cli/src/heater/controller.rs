@@ -175,7 +175,7 @@ pub struct ControllerArgs {
     /// Where to start when the group has no committed offset.
     #[arg(long, default_value = "earliest", value_parser = ["earliest", "latest"])]
     from: String,
-    /// Stop after this long; runs until Ctrl-C otherwise.
+    /// Stop after this long; runs until Ctrl-C or SIGTERM otherwise.
     #[arg(long, value_parser = util::parse_duration)]
     duration: Option<Duration>,
     /// Seconds between two status lines on stderr (0: none).
