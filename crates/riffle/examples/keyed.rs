@@ -42,7 +42,13 @@ impl KeyedProcessor for Averager {
         ))
     }
 
-    fn process(&mut self, key: &str, x: &f64, s: &mut Average, ctx: &mut Context<'_>) -> Result<()> {
+    fn process(
+        &mut self,
+        key: &str,
+        x: &f64,
+        s: &mut Average,
+        ctx: &mut Context<'_>,
+    ) -> Result<()> {
         s.count += 1;
         s.mean += (x - s.mean) / s.count as f64;
         if s.reported.is_none_or(|r| (r - s.mean).abs() > 1.0) {

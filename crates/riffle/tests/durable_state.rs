@@ -30,7 +30,10 @@ impl KeyedProcessor for Tally {
 
     fn decode(&self, r: &RecordRef<'_>) -> Result<(String, String)> {
         let key = r.key_str().ok_or_else(|| Error::Decode("no key".into()))?;
-        Ok((key.to_owned(), String::from_utf8_lossy(r.value).into_owned()))
+        Ok((
+            key.to_owned(),
+            String::from_utf8_lossy(r.value).into_owned(),
+        ))
     }
 
     fn process(&mut self, key: &str, v: &String, n: &mut u64, ctx: &mut Context<'_>) -> Result<()> {
@@ -54,8 +57,10 @@ struct Setup {
 
 fn setup(partitions: i32) -> Setup {
     let log: Arc<dyn Log> = Arc::new(EmbeddedLog::new());
-    log.create_topic(&TopicSpec::new("in", partitions), T).unwrap();
-    log.create_topic(&TopicSpec::new("out", partitions), T).unwrap();
+    log.create_topic(&TopicSpec::new("in", partitions), T)
+        .unwrap();
+    log.create_topic(&TopicSpec::new("out", partitions), T)
+        .unwrap();
     let producer = Producer::new(&*log).unwrap();
     Setup {
         log,
@@ -70,7 +75,11 @@ impl Setup {
         for r in 0..rounds {
             for k in 0..keys {
                 self.producer
-                    .send("in", Some(format!("k{k}").as_bytes()), format!("v{r}").as_bytes())
+                    .send(
+                        "in",
+                        Some(format!("k{k}").as_bytes()),
+                        format!("v{r}").as_bytes(),
+                    )
                     .unwrap();
             }
         }
@@ -101,7 +110,12 @@ impl Setup {
             }
         })
         .unwrap();
-        eventually(T, &format!("{n} outputs"), || seen.lock().unwrap().len() >= n);
+        // Waits for `n`, then a little more for any extra; what arrived is
+        // checked by the caller, which says what is missing.
+        let deadline = std::time::Instant::now() + T;
+        while seen.lock().unwrap().len() < n && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         std::thread::sleep(Duration::from_millis(200));
         c.stop();
         c.join().unwrap();
@@ -110,6 +124,17 @@ impl Setup {
             per_key.entry(k.clone()).or_default().push(*c);
         }
         per_key
+    }
+
+    /// Waits until the group has committed every input record.
+    fn wait_committed(&self) {
+        eventually(T, "every input record committed", || {
+            let ends = self.log.describe_topic("in", T).unwrap().partitions;
+            let committed = self.log.committed_offsets(&self.group, "in", T).unwrap();
+            ends.iter()
+                .zip(&committed)
+                .all(|(e, c)| c.committed.unwrap_or(0) >= e.high)
+        });
     }
 
     fn wait_processed(&self, app: &Running, n: u64) {
@@ -137,11 +162,19 @@ fn assert_counts_exactly(per_key: &BTreeMap<String, Vec<u64>>, keys: usize, n: u
 fn state_survives_restart(style: Style, guarantee: Guarantee) {
     let s = setup(4);
     s.feed(20, 5);
-    let app = s.app(style).guarantee(guarantee).start(s.log.clone()).unwrap();
+    let app = s
+        .app(style)
+        .guarantee(guarantee)
+        .start(s.log.clone())
+        .unwrap();
     s.wait_processed(&app, 100);
     app.stop().unwrap();
     // A new app of the same group: the state comes from the changelog.
-    let app = s.app(style).guarantee(guarantee).start(s.log.clone()).unwrap();
+    let app = s
+        .app(style)
+        .guarantee(guarantee)
+        .start(s.log.clone())
+        .unwrap();
     s.feed(20, 5);
     s.wait_processed(&app, 100);
     assert_eq!(app.stats().restores.load(Ordering::Relaxed), 4);
@@ -175,13 +208,21 @@ fn a_snapshot_spares_the_changelog_replay() {
     let s = setup(2);
     let dir = temp_dir();
     s.feed(50, 4);
-    let app = s.app(Style::Keyed).state_dir(&dir).start(s.log.clone()).unwrap();
+    let app = s
+        .app(Style::Keyed)
+        .state_dir(&dir)
+        .start(s.log.clone())
+        .unwrap();
     s.wait_processed(&app, 200);
     app.stop().unwrap();
     let snapshots = std::fs::read_dir(dir.join(&s.group)).unwrap().count();
     assert_eq!(snapshots, 2, "one snapshot per partition on stop");
 
-    let app = s.app(Style::Keyed).state_dir(&dir).start(s.log.clone()).unwrap();
+    let app = s
+        .app(Style::Keyed)
+        .state_dir(&dir)
+        .start(s.log.clone())
+        .unwrap();
     s.feed(50, 1);
     s.wait_processed(&app, 50);
     let stats = app.stats();
@@ -218,17 +259,12 @@ fn state_moves_with_partitions_between_apps_of_a_group() {
         n(&first) > 0 && n(&second) > 0 && n(&first) + n(&second) == 6
     });
     s.feed(30, 2);
-    eventually(T, "second round processed", || {
-        let n = |a: &Running| a.stats().processed.load(Ordering::Relaxed);
-        n(&first) + n(&second) >= 120
-    });
+    s.wait_committed();
     assert!(second.stats().restores.load(Ordering::Relaxed) > 0);
     // The first leaves: all partitions and their state go to the second.
     first.stop().unwrap();
     s.feed(30, 1);
-    eventually(T, "third round processed", || {
-        second.stats().processed.load(Ordering::Relaxed) >= 30
-    });
+    s.wait_committed();
     second.stop().unwrap();
     let per_key = s.outputs(150);
     // At-least-once may repeat outputs around the moves; the counts must

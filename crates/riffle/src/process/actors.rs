@@ -400,7 +400,8 @@ impl<P: KeyedProcessor> Dispatcher<P> {
     /// partitions through `producer` (see [`Msg::Write`]).
     fn write_state(&self, producer: &Producer, flush: bool) -> Result<Receiver<Result<usize>>> {
         let d = self.durability.as_ref().expect("stateful");
-        self.pool.write_state(&d.changelog, &self.owned, producer, flush)
+        self.pool
+            .write_state(&d.changelog, &self.owned, producer, flush)
     }
 
     /// Offers finished offsets for commit; returns whether everything
@@ -555,27 +556,35 @@ impl<P: KeyedProcessor> Dispatcher<P> {
             return;
         };
         for &p in &self.owned {
-            let (Some(path), Some(&end)) = (d.snapshot_path(p), ends.get(&p)) else {
-                continue;
-            };
-            let saved = self
-                .pool
-                .ask(|reply| Msg::Dump {
-                    partition: p,
-                    reply,
-                })
-                .and_then(|parts| {
-                    let parts = parts.into_iter().collect::<Result<Vec<_>>>()?;
-                    let n = parts.iter().map(Vec::len).sum();
-                    let mut w = SnapshotWriter::create(&path, end, n)?;
-                    for (k, v) in parts.iter().flatten() {
-                        w.entry(k, v)?;
-                    }
-                    w.finish()
-                });
-            if let Err(e) = saved {
-                tracing::warn!("{e}");
+            if let Some(&end) = ends.get(&p) {
+                self.snapshot_partition(&d, p, end);
             }
+        }
+    }
+
+    /// Saves partition `p`'s states, gathered from every worker, as the
+    /// snapshot of the changelog up to `end`.
+    fn snapshot_partition(&self, d: &Durability, p: i32, end: i64) {
+        let Some(path) = d.snapshot_path(p) else {
+            return;
+        };
+        let saved = self
+            .pool
+            .ask(|reply| Msg::Dump {
+                partition: p,
+                reply,
+            })
+            .and_then(|parts| {
+                let parts = parts.into_iter().collect::<Result<Vec<_>>>()?;
+                let n = parts.iter().map(Vec::len).sum();
+                let mut w = SnapshotWriter::create(&path, end, n)?;
+                for (k, v) in parts.iter().flatten() {
+                    w.entry(k, v)?;
+                }
+                w.finish()
+            });
+        if let Err(e) = saved {
+            tracing::warn!("{e}");
         }
     }
 }
@@ -629,7 +638,7 @@ impl<P: KeyedProcessor> Handler for Dispatcher<P> {
         while let Ok(done) = self.replies.try_recv() {
             self.finish(done);
         }
-        self.release(progress, false);
+        self.release(progress, self.stopping);
         if self.stopping || self.last_snapshot.elapsed() >= SNAPSHOT_EVERY {
             self.snapshot(progress);
         }
@@ -676,7 +685,10 @@ impl<P: KeyedProcessor> Handler for Dispatcher<P> {
                 // Processing without the partition's state would be wrong:
                 // let the consumer restart and try again.
                 .unwrap_or_else(|e| {
-                    panic!("cannot restore the state of partition {}: {e}", tp.partition)
+                    panic!(
+                        "cannot restore the state of partition {}: {e}",
+                        tp.partition
+                    )
                 });
             let parts = store.split(self.pool.len(), |k| self.pool.worker_of(k));
             for (w, part) in self.pool.workers.iter().zip(parts) {
@@ -702,16 +714,17 @@ impl<P: KeyedProcessor> Handler for Dispatcher<P> {
                 .iter()
                 .any(|tp| tp.partition == *p && *tp.topic == **t)
         });
-        let ends = if settled {
-            self.changelog_ends()
-        } else {
-            None
-        };
+        let ends = if settled { self.changelog_ends() } else { None };
         for tp in partitions {
             if let Some(i) = self.owned.iter().position(|p| *p == tp.partition) {
                 self.owned.swap_remove(i);
-                if self.durability.is_some() {
+                if let Some(d) = &self.durability {
                     let end = ends.as_ref().and_then(|e| e.get(&tp.partition)).copied();
+                    // The partition may be leaving this process: save it, so
+                    // that its next owner here starts from the snapshot.
+                    if let Some(end) = end {
+                        self.snapshot_partition(d, tp.partition, end);
+                    }
                     self.pool.handoff.park(tp.partition, end);
                 }
             }

@@ -387,7 +387,10 @@ impl<P: KeyedProcessor> App<P> {
         spec.configs
             .push(("cleanup.policy".into(), "compact".into()));
         log.ensure_topic(&spec, ADMIN_TIMEOUT)?;
-        let n = log.describe_topic(&changelog, ADMIN_TIMEOUT)?.partitions.len();
+        let n = log
+            .describe_topic(&changelog, ADMIN_TIMEOUT)?
+            .partitions
+            .len();
         if n != partitions as usize {
             return Err(Error::InvalidInput(format!(
                 "changelog topic {changelog} has {n} partitions, the inputs {partitions}; \

@@ -188,14 +188,16 @@ impl Acknowledged {
                                 progress.store(&t, p, o);
                             }
                         }
-                        Err(e) => tracing::warn!("state not acknowledged, holding offsets back: {e}"),
+                        Err(e) => {
+                            tracing::warn!("state not acknowledged, holding offsets back: {e}")
+                        }
                     }
                 }
             }
             Err(e) => tracing::warn!("cannot write state, holding offsets back: {e}"),
         }
-        self.held_since = (!self.staged.is_empty() || !self.processed.is_empty())
-            .then(Instant::now);
+        self.held_since =
+            (!self.staged.is_empty() || !self.processed.is_empty()).then(Instant::now);
     }
 }
 

@@ -158,11 +158,22 @@ impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
         );
         let retries = self.shared.retries;
         let result = if P::STATEFUL {
-            let state = self.owned.entry(record.partition).or_default().get_mut(&key);
+            let state = self
+                .owned
+                .entry(record.partition)
+                .or_default()
+                .get_mut(&key);
             run_processor(&mut self.processor, &key, &input, state, &mut ctx, retries)
         } else {
             let mut state = P::State::default();
-            run_processor(&mut self.processor, &key, &input, &mut state, &mut ctx, retries)
+            run_processor(
+                &mut self.processor,
+                &key,
+                &input,
+                &mut state,
+                &mut ctx,
+                retries,
+            )
         };
         self.shared.processed(ctx.sent);
         match result {
@@ -225,14 +236,18 @@ impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
             }
             // Processing without the partition's state would be wrong:
             // let the consumer restart and try again.
-            .unwrap_or_else(|e| panic!("cannot restore the state of partition {}: {e}", tp.partition));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot restore the state of partition {}: {e}",
+                    tp.partition
+                )
+            });
             self.owned.insert(tp.partition, store);
         }
     }
 
     fn revoked(&mut self, partitions: &[TopicPartition]) {
-        let settled =
-            self.commits.is_settled() && self.owned.values().all(|s| !s.has_changes());
+        let settled = self.commits.is_settled() && self.owned.values().all(|s| !s.has_changes());
         self.commits.forget(partitions);
         let ends = if settled && P::STATEFUL {
             self.changelog_ends()
@@ -240,10 +255,22 @@ impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
             None
         };
         for tp in partitions {
-            if let Some(store) = self.owned.remove(&tp.partition) {
-                let parked = ends.as_ref().and_then(|e| e.get(&tp.partition)).map(|&offset| {
-                    Parked { store, offset }
-                });
+            if let Some(mut store) = self.owned.remove(&tp.partition) {
+                let end = ends.as_ref().and_then(|e| e.get(&tp.partition)).copied();
+                // The partition may be leaving this process: save what
+                // changed, so that its next owner here starts from it.
+                let path = self
+                    .durability
+                    .as_ref()
+                    .and_then(|d| d.snapshot_path(tp.partition));
+                if let (Some(path), Some(end)) = (path, end) {
+                    if store.changed_since_snapshot() > 0 {
+                        if let Err(e) = store.save_snapshot(&path, end) {
+                            tracing::warn!("{e}");
+                        }
+                    }
+                }
+                let parked = end.map(|offset| Parked { store, offset });
                 self.handoff.park(tp.partition, parked);
             }
         }

@@ -313,7 +313,11 @@ impl Durability {
         partition: i32,
         stats: &AppStats,
     ) -> Result<Store<S>> {
-        let snapshot = match self.snapshot_path(partition).as_deref().map(Store::load_snapshot) {
+        let snapshot = match self
+            .snapshot_path(partition)
+            .as_deref()
+            .map(Store::load_snapshot)
+        {
             Some(Ok(s)) => s,
             Some(Err(e)) => {
                 tracing::warn!("{e}; restoring from the changelog alone");
@@ -441,7 +445,10 @@ mod tests {
         for i in [0, 1, 999] {
             let key = format!("key-{i}");
             assert_eq!(loaded.entries[&key].state, vec![i as u32]);
-            assert!(!loaded.entries[&key].dirty, "restored state is not a change");
+            assert!(
+                !loaded.entries[&key].dirty,
+                "restored state is not a change"
+            );
         }
         assert!(!loaded.has_changes());
         std::fs::remove_dir_all(&dir).unwrap();

@@ -133,9 +133,7 @@ impl Producer {
     fn txn(&self) -> Result<&dyn TxnProducer> {
         match &self.inner.backend {
             Backend::Transactional(p) => Ok(&**p),
-            Backend::Plain(_) => Err(Error::InvalidInput(
-                "not a transactional producer".into(),
-            )),
+            Backend::Plain(_) => Err(Error::InvalidInput("not a transactional producer".into())),
         }
     }
 
