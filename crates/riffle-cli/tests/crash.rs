@@ -98,6 +98,20 @@ fn lag(progress: &[(i32, Option<i64>, i64)]) -> i64 {
     progress.iter().map(|(_, c, h)| h - c.unwrap_or(0)).sum()
 }
 
+/// Marks the feeder done however it ends, and whether it failed.
+struct FeedDone<'a> {
+    done: &'a AtomicBool,
+    failed: &'a AtomicBool,
+}
+
+impl Drop for FeedDone<'_> {
+    fn drop(&mut self) {
+        self.failed
+            .store(std::thread::panicking(), Ordering::SeqCst);
+        self.done.store(true, Ordering::SeqCst);
+    }
+}
+
 fn run(s: &Scenario) -> Outcome {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let started = Instant::now();
@@ -167,15 +181,17 @@ fn run(s: &Scenario) -> Outcome {
     }
     let feed_start = Instant::now();
 
-    let fed = AtomicBool::new(false);
+    let (fed, feed_failed) = (AtomicBool::new(false), AtomicBool::new(false));
     let stopped = s.stop_one_after.map(|_| WORKERS - 1);
     let mut owned_before_stop = Vec::new();
     let mut problems = Vec::new();
     let (records, kills) = std::thread::scope(|scope| {
         let feeder = scope.spawn(|| {
-            let n = feed::feed(log.clone(), &sensor, &s.plan, &AtomicBool::new(false));
-            fed.store(true, Ordering::SeqCst);
-            n
+            let _done = FeedDone {
+                done: &fed,
+                failed: &feed_failed,
+            };
+            feed::feed(log.clone(), &sensor, &s.plan, workers.closed_flag())
         });
         let killer = scope.spawn(|| {
             let mut kills = 0;
@@ -184,7 +200,13 @@ fn run(s: &Scenario) -> Outcome {
             }
             let mut rng = fastrand::Rng::with_seed(s.plan.seed ^ 0x6b11);
             let mut next = Instant::now() + Duration::from_millis(rng.u64(1000..3000));
-            while !workers.is_closed() && !(fed.load(Ordering::SeqCst) && kills >= MIN_KILLS) {
+            loop {
+                let fed = fed.load(Ordering::SeqCst);
+                if workers.is_closed()
+                    || (fed && (kills >= MIN_KILLS || feed_failed.load(Ordering::SeqCst)))
+                {
+                    break;
+                }
                 if Instant::now() < next {
                     std::thread::sleep(Duration::from_millis(20));
                     continue;

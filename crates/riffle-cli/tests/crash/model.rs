@@ -73,8 +73,7 @@ pub fn read_topic(log: &Arc<dyn Log>, topic: &str, read_committed: bool) -> Vec<
         );
     }
     consumer.close().expect("reader leaves");
-    c.records
-        .sort_by(|a, b| (a.partition, a.offset).cmp(&(b.partition, b.offset)));
+    c.records.sort_by_key(|r| (r.partition, r.offset));
     c.records
 }
 

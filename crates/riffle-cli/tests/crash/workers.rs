@@ -202,6 +202,11 @@ impl Workers {
         self.closed.store(true, Ordering::SeqCst);
     }
 
+    /// Set once the run is over.
+    pub fn closed_flag(&self) -> &AtomicBool {
+        &self.closed
+    }
+
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::SeqCst)
     }
