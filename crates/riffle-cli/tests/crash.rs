@@ -344,7 +344,8 @@ fn run(s: &Scenario) -> Outcome {
         ));
     }
     if problems.is_empty() {
-        for topic in [&sensor, &control, &dlq] {
+        let changelog = format!("{group}-changelog");
+        for topic in [&sensor, &control, &dlq, &changelog] {
             let _ = log.delete_topic(topic, t);
         }
     }
