@@ -1,16 +1,21 @@
-//! Chooses the log a command runs on.
+//! Chooses the log a command runs on: Kafka with `--brokers`, otherwise the
+//! embedded log, kept in a data directory unless `--in-memory`.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
-use riffle::log::embedded::EmbeddedLog;
+use riffle::log::embedded::{EmbeddedLog, FsyncPolicy};
 use riffle::log::kafka::KafkaLog;
 use riffle::log::Log;
 use riffle::{Error, Result};
 
+use crate::util;
+
+/// The global flags that pick and configure the log.
 #[derive(Args, Clone, Debug)]
-pub struct BrokerArgs {
-    /// Kafka bootstrap servers (host:port,...). Without it, demos use the embedded log.
+pub struct LogArgs {
+    /// Kafka bootstrap servers (host:port,...). Without it, commands use the embedded log.
     #[arg(
         long,
         short = 'b',
@@ -23,6 +28,26 @@ pub struct BrokerArgs {
     /// A librdkafka property for every client (repeatable), e.g. -X security.protocol=SASL_SSL.
     #[arg(short = 'X', value_name = "KEY=VALUE", global = true, value_parser = parse_property)]
     pub property: Vec<(String, String)>,
+
+    /// Where the embedded log keeps topics, records and committed offsets, and
+    /// where controller state goes [env: RIFFLE_DATA_DIR; default:
+    /// $XDG_DATA_HOME/riffle, else ~/.local/share/riffle].
+    // Read from the environment by hand rather than with `env`: clap would
+    // count the variable as an explicit --data-dir and refuse --in-memory
+    // whenever it is set.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Keep the embedded log in memory only: nothing is read from or left on disk.
+    #[arg(long, global = true, conflicts_with = "data_dir")]
+    pub in_memory: bool,
+
+    /// When the embedded log forces writes to stable storage: always (each
+    /// write), interval (every second), never (the kernel decides), or an
+    /// interval such as 200ms. Whatever the policy, a killed process loses
+    /// nothing it acknowledged; this only matters if the machine fails.
+    #[arg(long, global = true, value_name = "POLICY", default_value = "interval", value_parser = parse_fsync)]
+    pub fsync: FsyncPolicy,
 }
 
 fn parse_property(s: &str) -> std::result::Result<(String, String), String> {
@@ -32,26 +57,103 @@ fn parse_property(s: &str) -> std::result::Result<(String, String), String> {
     }
 }
 
-impl BrokerArgs {
-    /// Kafka, checked to be reachable; a one-line error when no broker is given.
-    pub fn kafka(&self, command: &str) -> Result<Arc<dyn Log>> {
-        let Some(brokers) = &self.brokers else {
-            return Err(Error::InvalidInput(format!(
+fn parse_fsync(s: &str) -> std::result::Result<FsyncPolicy, String> {
+    match s {
+        "always" => Ok(FsyncPolicy::Always),
+        "never" => Ok(FsyncPolicy::Never),
+        "interval" => Ok(FsyncPolicy::default()),
+        _ => util::parse_duration(s)
+            .map(FsyncPolicy::Interval)
+            .map_err(|_| {
+                format!("expected always, interval, never or a duration such as 200ms, got '{s}'")
+            }),
+    }
+}
+
+/// The suffix of the library's error for a data directory locked by another
+/// opener.
+const IN_USE: &str = "is in use by another process";
+
+impl LogArgs {
+    /// The data directory, or `None` with `--in-memory`.
+    pub fn data_dir(&self) -> Result<Option<PathBuf>> {
+        if self.in_memory {
+            return Ok(None);
+        }
+        if let Some(dir) = &self.data_dir {
+            return Ok(Some(dir.clone()));
+        }
+        let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        if let Some(dir) = var("RIFFLE_DATA_DIR") {
+            return Ok(Some(dir.into()));
+        }
+        // The XDG base directory rules ignore relative paths.
+        if let Some(xdg) = var("XDG_DATA_HOME").map(PathBuf::from) {
+            if xdg.is_absolute() {
+                return Ok(Some(xdg.join("riffle")));
+            }
+        }
+        match var("HOME") {
+            Some(home) => Ok(Some(PathBuf::from(home).join(".local/share/riffle"))),
+            None => Err(Error::InvalidInput(
+                "no data directory: HOME is not set; pass --data-dir DIR or --in-memory".into(),
+            )),
+        }
+    }
+
+    /// Kafka, checked to be reachable; a one-line error when no broker is
+    /// given. For commands that run in several processes at once, which the
+    /// embedded log (one process at a time) cannot serve.
+    pub fn kafka(&self, command: &str, alternative: &str) -> Result<Arc<dyn Log>> {
+        match &self.brokers {
+            Some(brokers) => self.connect(brokers),
+            None => Err(Error::InvalidInput(format!(
                 "`riffle {command}` needs a Kafka broker: pass --brokers HOST:PORT or set RIFFLE_BROKERS \
-                 (`riffle demo hello` runs without one)"
+                 (the embedded log serves one process at a time; {alternative})"
+            ))),
+        }
+    }
+
+    /// Kafka when a broker is given, otherwise the embedded log in the data
+    /// directory. For commands that look at or change what is stored, which
+    /// an in-memory log would start without and forget on exit.
+    pub fn stored(&self, command: &str) -> Result<Arc<dyn Log>> {
+        if self.brokers.is_none() && self.in_memory {
+            return Err(Error::InvalidInput(format!(
+                "`riffle {command}` with --in-memory would start from nothing and keep nothing: \
+                 drop --in-memory, or pass --brokers HOST:PORT"
             )));
-        };
+        }
+        self.any()
+    }
+
+    /// Kafka when a broker is given, the embedded log otherwise (in the data
+    /// directory, or in memory with `--in-memory`).
+    pub fn any(&self) -> Result<Arc<dyn Log>> {
+        if let Some(brokers) = &self.brokers {
+            return self.connect(brokers);
+        }
+        match self.data_dir()? {
+            None => Ok(Arc::new(EmbeddedLog::new())),
+            Some(dir) => match EmbeddedLog::open(&dir, self.fsync) {
+                Ok(log) => Ok(Arc::new(log)),
+                Err(Error::Backend(m)) if m.contains(IN_USE) => Err(Error::Backend(format!(
+                    "{m}; pass --in-memory, or another --data-dir"
+                ))),
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    fn connect(&self, brokers: &str) -> Result<Arc<dyn Log>> {
         Ok(Arc::new(KafkaLog::connect(
-            brokers.clone(),
+            brokers.to_owned(),
             self.property.clone(),
         )?))
     }
 
-    /// Kafka when a broker is given, the embedded log otherwise.
-    pub fn any(&self) -> Result<Arc<dyn Log>> {
-        match &self.brokers {
-            Some(_) => self.kafka("demo"),
-            None => Ok(Arc::new(EmbeddedLog::new())),
-        }
+    /// Whether the log is Kafka.
+    pub fn is_kafka(&self) -> bool {
+        self.brokers.is_some()
     }
 }

@@ -1,8 +1,9 @@
 //! `riffle`: the command-line tool of the Riffle stream-processing framework.
 //!
 //! Layout: `main.rs` parses flags and reports errors; `backend.rs` picks the
-//! log (Kafka with `--brokers`, otherwise the embedded one); `cmd/` holds one
-//! file per plain command and `demo/` one per demo.
+//! log (Kafka with `--brokers`, otherwise the embedded one in a data
+//! directory); `cmd/` holds one file per plain command and `demo/` one per
+//! demo.
 
 mod backend;
 mod cmd;
@@ -14,13 +15,14 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use backend::BrokerArgs;
+use backend::LogArgs;
 
 /// Actor-based stream processing on Apache Kafka.
 ///
-/// Without --brokers (or RIFFLE_BROKERS) the demos run on an embedded
-/// in-process log, so nothing needs to be installed. With it, every command
-/// talks to that Kafka cluster.
+/// Without --brokers (or RIFFLE_BROKERS) commands run on an embedded
+/// in-process log kept in a data directory, so nothing needs to be installed
+/// and topics, records and committed offsets outlive each run. With it, every
+/// command talks to that Kafka cluster.
 #[derive(Parser)]
 #[command(
     name = "riffle",
@@ -30,7 +32,7 @@ use backend::BrokerArgs;
 )]
 struct Cli {
     #[command(flatten)]
-    brokers: BrokerArgs,
+    log: LogArgs,
 
     #[command(subcommand)]
     command: Command,
@@ -38,14 +40,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Create, delete, list and describe topics (needs a broker).
+    /// Create, delete, list and describe topics.
     #[command(subcommand)]
     Topics(cmd::topics::TopicsCommand),
-    /// Send records to a topic, from arguments or one per line of stdin (needs a broker).
+    /// Send records to a topic, from arguments or one per line of stdin.
     Produce(cmd::produce::ProduceArgs),
-    /// Read a topic as a consumer group and print each record (needs a broker).
+    /// Read a topic as a consumer group and print each record.
     Consume(cmd::consume::ConsumeArgs),
-    /// The chapter's heater application: controller and simulator.
+    /// The chapter's heater application: controller and simulator (needs a broker).
     #[command(subcommand)]
     Heater(heater::HeaterCommand),
     /// Runnable examples; embedded log unless a broker is given.
@@ -60,11 +62,11 @@ fn main() -> ExitCode {
     };
     util::init_logging();
     let result = match cli.command {
-        Command::Topics(c) => cmd::topics::run(&cli.brokers, c),
-        Command::Produce(a) => cmd::produce::run(&cli.brokers, a),
-        Command::Consume(a) => cmd::consume::run(&cli.brokers, a),
-        Command::Heater(h) => heater::run(&cli.brokers, h),
-        Command::Demo(d) => demo::run(&cli.brokers, d),
+        Command::Topics(c) => cmd::topics::run(&cli.log, c),
+        Command::Produce(a) => cmd::produce::run(&cli.log, a),
+        Command::Consume(a) => cmd::consume::run(&cli.log, a),
+        Command::Heater(h) => heater::run(&cli.log, h),
+        Command::Demo(d) => demo::run(&cli.log, d),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

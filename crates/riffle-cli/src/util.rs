@@ -48,23 +48,47 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-/// A stopper that Ctrl-C triggers (a second Ctrl-C exits at once).
-pub fn ctrl_c_stopper() -> Stopper {
+/// A stopper that Ctrl-C (SIGINT) or SIGTERM triggers, so that a process
+/// stopped from the terminal or by a supervisor (systemd, Kubernetes, a shell
+/// script's `kill`) finishes its records, commits and leaves its group. A
+/// second signal exits at once.
+pub fn signal_stopper() -> Stopper {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use tokio::signal::unix::{signal, SignalKind};
+
     let stopper = Stopper::new();
-    let s = stopper.clone();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("signal runtime");
-        rt.block_on(async {
-            let _ = tokio::signal::ctrl_c().await;
-            eprintln!("\nstopping (Ctrl-C again to quit at once)");
-            s.stop();
-            let _ = tokio::signal::ctrl_c().await;
-            std::process::exit(130);
-        });
-    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("signal runtime");
+    // Handlers are installed before this returns, so that a signal that
+    // comes right after start-up already stops gracefully.
+    let stopping = Arc::new(AtomicBool::new(false));
+    {
+        let _in_runtime = rt.enter();
+        for (kind, name) in [
+            (SignalKind::interrupt(), "Ctrl-C"),
+            (SignalKind::terminate(), "SIGTERM"),
+        ] {
+            let Ok(mut signals) = signal(kind) else {
+                tracing::warn!("cannot handle {name}; it will end the process at once");
+                continue;
+            };
+            let (s, stopping) = (stopper.clone(), stopping.clone());
+            rt.spawn(async move {
+                while signals.recv().await.is_some() {
+                    if stopping.swap(true, Ordering::SeqCst) {
+                        // The shell's convention: 128 + the signal number.
+                        std::process::exit(128 + kind.as_raw_value());
+                    }
+                    eprintln!("\nstopping on {name} (again to quit at once)");
+                    s.stop();
+                }
+            });
+        }
+    }
+    std::thread::spawn(move || rt.block_on(std::future::pending::<()>()));
     stopper
 }
 

@@ -1,18 +1,98 @@
 //! The `riffle` binary as a user runs it: flags, messages, and the commands
 //! against the embedded log and a real Kafka broker (`RIFFLE_TEST_BROKERS`,
 //! set by scripts/test.sh).
+//!
+//! Every run gets a data directory of its own under the build's temporary
+//! directory, never the user's.
 
-use std::process::{Command, Output};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-fn riffle(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_riffle"))
-        .args(args)
+/// A fresh, empty directory path (not created).
+fn temp_dir(name: &str) -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "cli-{name}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// `riffle args` with a clean environment and `data` as its data directory.
+fn command(data: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_riffle"));
+    c.args(args)
         .env_remove("RIFFLE_BROKERS")
         .env_remove("RIFFLE_LOG")
         .env_remove("RUST_LOG")
-        .output()
-        .expect("riffle runs")
+        .env_remove("RIFFLE_INSTANCE")
+        .env("RIFFLE_DATA_DIR", data);
+    c
+}
+
+/// Runs riffle on a data directory of its own, removed afterwards.
+fn riffle(args: &[&str]) -> Output {
+    let dir = temp_dir("run");
+    let out = riffle_in(&dir, args);
+    let _ = std::fs::remove_dir_all(&dir);
+    out
+}
+
+/// Runs riffle on the data directory `data`, which is kept.
+fn riffle_in(data: &Path, args: &[&str]) -> Output {
+    command(data, args).output().expect("riffle runs")
+}
+
+/// Starts riffle in the background; returns once it has printed its first
+/// line on stdout (by then it has opened its log), with the rest of stdout.
+fn spawn_in(
+    data: &Path,
+    args: &[&str],
+) -> (Child, std::io::Lines<BufReader<std::process::ChildStdout>>) {
+    let mut child = command(data, args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("riffle starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().expect("a first line").unwrap();
+    assert!(!first.is_empty());
+    (child, lines)
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// The numbers in a line, in order.
+fn numbers(line: &str) -> Vec<i64> {
+    line.split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect()
+}
+
+/// Records in a topic and what `group` has committed, summed over partitions,
+/// from `riffle topics describe`.
+fn records_and_committed(data: &Path, topic: &str, group: &str) -> (i64, i64) {
+    let out = riffle_in(data, &["topics", "describe", topic, "--group", group]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    let mut lines = s.lines();
+    let records = numbers(lines.next().unwrap())[1];
+    let committed = lines
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(5)?.parse::<i64>().ok())
+        .sum();
+    (records, committed)
 }
 
 fn kafka(args: &[&str]) -> Output {
@@ -60,18 +140,307 @@ fn wrong_flags_give_one_line() {
 }
 
 #[test]
-fn broker_commands_without_broker_say_so() {
+fn stored_log_commands_refuse_in_memory_without_broker() {
     for args in [
-        &["produce", "-t", "x", "v"][..],
-        &["consume", "-t", "x"],
-        &["topics", "list"],
+        &["--in-memory", "produce", "-t", "x", "v"][..],
+        &["consume", "-t", "x", "--in-memory"],
+        &["topics", "list", "--in-memory"],
     ] {
         let err = one_line_error(&riffle(args));
         assert!(
-            err.contains("needs a Kafka broker") && err.contains("riffle demo"),
+            err.contains("--in-memory") && err.contains("--brokers"),
             "{err}"
         );
     }
+}
+
+#[test]
+fn topics_produce_consume_on_the_embedded_data_dir() {
+    let data = temp_dir("embedded-pc");
+    let run = |args: &[&str]| {
+        let out = riffle_in(&data, args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    run(&["topics", "create", "readings", "-p", "3"]);
+    let err = one_line_error(&riffle_in(&data, &["topics", "create", "readings"]));
+    assert!(err.contains("already exists"), "{err}");
+    run(&[
+        "produce",
+        "-t",
+        "readings",
+        "-k",
+        "heater-1",
+        r#"{"measurement": 45.2}"#,
+        r#"{"n": 2}"#,
+    ]);
+    let list = run(&["topics", "list"]);
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("readings") && numbers(l) == [3, 2]),
+        "{list}"
+    );
+    let s = run(&[
+        "consume",
+        "-t",
+        "readings",
+        "-g",
+        "g",
+        "--max",
+        "2",
+        "--duration",
+        "10s",
+    ]);
+    assert!(
+        s.contains(r#"key=heater-1 value={"measurement": 45.2}"#) && s.contains("offset=1"),
+        "{s}"
+    );
+    assert_eq!(records_and_committed(&data, "readings", "g"), (2, 2));
+    // A later run of the group starts after what it committed.
+    run(&["produce", "-t", "readings", "-k", "heater-1", r#"{"n": 3}"#]);
+    let s = run(&[
+        "consume",
+        "-t",
+        "readings",
+        "-g",
+        "g",
+        "--max",
+        "1",
+        "--duration",
+        "10s",
+    ]);
+    assert_eq!(s.lines().count(), 1, "{s}");
+    assert!(s.contains(r#"offset=2 key=heater-1 value={"n": 3}"#), "{s}");
+    run(&["topics", "delete", "readings"]);
+    let err = one_line_error(&riffle_in(&data, &["topics", "describe", "readings"]));
+    assert!(err.contains("unknown topic"), "{err}");
+    std::fs::remove_dir_all(&data).unwrap();
+}
+
+#[test]
+fn data_dir_defaults_to_xdg_data_home_then_home() {
+    let home = temp_dir("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let run = |xdg: Option<&Path>| {
+        let mut c = command(&home, &["topics", "create", "t"]);
+        c.env_remove("RIFFLE_DATA_DIR").env("HOME", &home);
+        match xdg {
+            Some(x) => c.env("XDG_DATA_HOME", x),
+            None => c.env_remove("XDG_DATA_HOME"),
+        };
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    };
+    run(None);
+    assert!(home.join(".local/share/riffle/topics/t").is_dir());
+    run(Some(&home.join("xdg")));
+    assert!(home.join("xdg/riffle/topics/t").is_dir());
+    std::fs::remove_dir_all(&home).unwrap();
+}
+
+#[test]
+fn in_memory_leaves_nothing_behind() {
+    let (home, data) = (temp_dir("home"), temp_dir("unused"));
+    std::fs::create_dir_all(&home).unwrap();
+    let out = command(
+        &data,
+        &[
+            "--in-memory",
+            "demo",
+            "hello",
+            "--interval",
+            "50ms",
+            "--duration",
+            "1s",
+        ],
+    )
+    .env("HOME", &home)
+    .env("XDG_DATA_HOME", home.join("xdg"))
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(" received "));
+    assert!(!data.exists(), "nothing in RIFFLE_DATA_DIR");
+    assert_eq!(
+        std::fs::read_dir(&home).unwrap().count(),
+        0,
+        "nothing in HOME"
+    );
+    std::fs::remove_dir_all(&home).unwrap();
+}
+
+#[test]
+fn a_data_dir_in_use_is_refused_in_one_line_and_sigterm_releases_it() {
+    let data = temp_dir("locked");
+    let (child, mut lines) = spawn_in(
+        &data,
+        &[
+            "demo",
+            "hello",
+            "-n",
+            "2",
+            "-p",
+            "2",
+            "--interval",
+            "100ms",
+            "--duration",
+            "60s",
+        ],
+    );
+    // Once a record went round, the group has something to commit.
+    lines
+        .by_ref()
+        .map(Result::unwrap)
+        .find(|l| l.contains(" received "))
+        .expect("a record received");
+    let err = one_line_error(&riffle_in(&data, &["topics", "list"]));
+    assert!(
+        err.contains("is in use by another process")
+            && err.contains("--in-memory")
+            && err.contains("--data-dir"),
+        "{err}"
+    );
+    // Stopped by a supervisor: it finishes, commits and releases the directory.
+    sigterm(&child);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("stopping on SIGTERM"),
+        "{}",
+        text(&out.stderr)
+    );
+    let (records, committed) = records_and_committed(&data, "hello", "hello-group");
+    assert!(records > 0 && committed > 0, "{records} {committed}");
+    let out = riffle_in(&data, &["topics", "list"]);
+    assert!(out.status.success() && out.stderr.is_empty(), "{out:?}");
+    std::fs::remove_dir_all(&data).unwrap();
+}
+
+#[test]
+fn sigterm_stops_consume_after_committing_what_it_printed() {
+    let data = temp_dir("sigterm");
+    assert!(riffle_in(&data, &["topics", "create", "t"])
+        .status
+        .success());
+    let values = ["{\"n\":1}", "{\"n\":2}", "{\"n\":3}"];
+    let mut args = vec!["produce", "-t", "t"];
+    args.extend(values);
+    assert!(riffle_in(&data, &args).status.success());
+    let (child, mut lines) = spawn_in(&data, &["consume", "-t", "t", "-g", "g"]);
+    // The first line was offset 0; wait for the other two.
+    for _ in 1..values.len() {
+        lines.next().unwrap().unwrap();
+    }
+    sigterm(&child);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("consumed 3 records"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(records_and_committed(&data, "t", "g"), (3, 3));
+    std::fs::remove_dir_all(&data).unwrap();
+}
+
+#[test]
+fn heater_demo_keeps_its_data_across_runs() {
+    let data = temp_dir("heater-twice");
+    let demo = || {
+        let out = riffle_in(
+            &data,
+            &[
+                "demo",
+                "heater",
+                "--heaters",
+                "20",
+                "--duration",
+                "10m",
+                "--seed",
+                "3",
+            ],
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let processed = |s: &str| {
+        let line = s.lines().find(|l| l.starts_with("Controller")).unwrap();
+        numbers(line)[0]
+    };
+    let group = "heater-demo-controller";
+
+    let first = demo();
+    assert!(first.starts_with("heater demo on embedded "), "{first}");
+    assert!(
+        first.lines().next().unwrap().contains("no earlier data"),
+        "{first}"
+    );
+    let (records1, committed1) = records_and_committed(&data, "sensor", group);
+    assert!(records1 > 0 && committed1 > 0, "{records1} {committed1}");
+    assert_eq!(processed(&first), committed1, "{first}");
+
+    let second = demo();
+    let start = second.lines().next().unwrap();
+    assert!(
+        start.contains(&format!("found {records1} records in sensor"))
+            && start.contains(&format!("({} records behind)", records1 - committed1)),
+        "{start}"
+    );
+    let (records2, committed2) = records_and_committed(&data, "sensor", group);
+    assert!(records2 > records1, "{records1} then {records2}");
+    assert!(committed2 > committed1, "{committed1} then {committed2}");
+    // The controller carried on from its committed offsets: it processed
+    // only what came after them, not the first run's records again.
+    assert_eq!(processed(&second), committed2 - committed1, "{second}");
+    assert!(second.contains("violations 0"), "{second}");
+
+    let third = riffle_in(
+        &data,
+        &[
+            "demo",
+            "heater",
+            "--heaters",
+            "5",
+            "--duration",
+            "1m",
+            "--fresh",
+        ],
+    );
+    assert!(text(&third.stdout).contains("starting from empty topics (--fresh)"));
+    let (records3, _) = records_and_committed(&data, "sensor", group);
+    assert!(records3 < records1, "--fresh starts over: {records3}");
+    std::fs::remove_dir_all(&data).unwrap();
+}
+
+#[test]
+fn bad_delivery_flags_give_one_line() {
+    for args in [
+        &["heater", "controller", "--guarantee", "at-most-once"][..],
+        &["demo", "heater", "--guarantee", "sometimes"],
+    ] {
+        let err = one_line_error(&riffle(args));
+        assert!(
+            err.contains("--guarantee") && err.contains("exactly-once"),
+            "{err}"
+        );
+    }
+    let err = one_line_error(&riffle(&[
+        "heater",
+        "controller",
+        "--commit-interval",
+        "soon",
+    ]));
+    assert!(err.contains("--commit-interval"), "{err}");
+    let err = one_line_error(&riffle(&["--fsync", "sometimes", "topics", "list"]));
+    assert!(err.contains("--fsync"), "{err}");
+    let err = one_line_error(&riffle(&[
+        "--in-memory",
+        "--data-dir",
+        "x",
+        "demo",
+        "hello",
+    ]));
+    assert!(err.contains("--in-memory"), "{err}");
 }
 
 #[test]
@@ -282,13 +651,16 @@ fn heater_demo_actors_style_with_keyless_heaters() {
 fn heater_commands_need_a_broker() {
     for args in [&["heater", "controller"][..], &["heater", "simulate"]] {
         let err = one_line_error(&riffle(args));
-        assert!(err.contains("needs a Kafka broker"), "{err}");
+        assert!(
+            err.contains("needs a Kafka broker") && err.contains("riffle demo heater"),
+            "{err}"
+        );
     }
 }
 
 #[test]
 fn two_processes_of_one_group_share_the_partitions_on_kafka() {
-    use std::io::{BufRead, BufReader, Write};
+    use std::io::Write;
     use std::sync::{Arc, Mutex};
     let brokers = std::env::var("RIFFLE_TEST_BROKERS")
         .expect("RIFFLE_TEST_BROKERS is not set: run scripts/test.sh");

@@ -13,11 +13,12 @@ use std::sync::Arc;
 use riffle::log::RecordRef;
 use riffle::process::{Context, KeyedProcessor};
 use riffle::{Error, Result};
+use serde::{Deserialize, Serialize};
 
 use crate::messages::{decode_sensor, Command, SensorMessage, Setting};
 
 /// One heater's controller state.
-#[derive(Debug, Default, Clone, PartialEq)]
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ControllerState {
     pub setting: Option<Setting>,
     pub last_command: Option<Command>,
@@ -75,11 +76,11 @@ impl KeyedProcessor for Controller {
     fn process(
         &mut self,
         key: &str,
-        msg: SensorMessage,
+        msg: &SensorMessage,
         state: &mut ControllerState,
         ctx: &mut Context<'_>,
     ) -> Result<()> {
-        if let Some(cmd) = state.apply(msg) {
+        if let Some(cmd) = state.apply(*msg) {
             ctx.send(&self.control_topic, Some(key), cmd.to_json())?;
         }
         Ok(())

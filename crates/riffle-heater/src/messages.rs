@@ -36,7 +36,7 @@ pub enum SensorMessage {
 }
 
 /// A command to a heater.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Command {
     On,
     Off,

@@ -13,8 +13,9 @@ use riffle::process::{App, Context, KeyedProcessor, Style};
 use riffle::stream::{Consumer, Producer};
 use riffle::{Error, Result};
 
-/// What the processor remembers per sensor.
-#[derive(Default)]
+/// What the processor remembers per sensor (serializable: it is kept in a
+/// changelog topic and restored wherever the sensor's partition goes).
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 struct Average {
     count: u64,
     mean: f64,
@@ -41,7 +42,7 @@ impl KeyedProcessor for Averager {
         ))
     }
 
-    fn process(&mut self, key: &str, x: f64, s: &mut Average, ctx: &mut Context<'_>) -> Result<()> {
+    fn process(&mut self, key: &str, x: &f64, s: &mut Average, ctx: &mut Context<'_>) -> Result<()> {
         s.count += 1;
         s.mean += (x - s.mean) / s.count as f64;
         if s.reported.is_none_or(|r| (r - s.mean).abs() > 1.0) {

@@ -47,3 +47,56 @@ fn malformed_property_is_one_line_error() {
     assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
     assert!(err.to_string().contains("no.such.property"), "{err}");
 }
+
+#[test]
+fn transactional_producer_on_unreachable_broker_is_reported_quickly() {
+    let log = KafkaLog::new("127.0.0.1:1", vec![]).unwrap();
+    let start = Instant::now();
+    let err = log
+        .transactional_producer("tx", None)
+        .err()
+        .expect("nothing listens on port 1");
+    assert!(matches!(err, Error::Unreachable { .. }), "{err:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+/// A `read_committed` read waits for a transaction open when it starts;
+/// a `read_uncommitted` one reads its records at once. Once the transaction
+/// is aborted, the `read_committed` read ends past it, having seen none of it.
+#[test]
+fn read_committed_read_waits_for_an_open_transaction() {
+    use riffle::log::{OutRecord, TopicSpec};
+    let log = log();
+    let topic = conformance::unique("read-open");
+    log.create_topic(&TopicSpec::new(&topic, 1), conformance::T)
+        .unwrap();
+    let p = log
+        .transactional_producer(&conformance::unique("tx"), None)
+        .unwrap();
+    p.begin().unwrap();
+    p.send(OutRecord::new(&topic, None, b"open")).unwrap();
+    p.flush(conformance::T).unwrap();
+
+    let read = |read_committed: bool, idle: Duration| {
+        let mut values = Vec::new();
+        log.read_partition(&topic, 0, 0, read_committed, idle, &mut |r| {
+            values.push(r.value.to_vec());
+            Ok(())
+        })
+        .map(|end| (end, values))
+    };
+    assert_eq!(read(false, conformance::T), Ok((1, vec![b"open".to_vec()])));
+    match read(true, Duration::from_secs(1)) {
+        Err(Error::Timeout(m)) => assert!(m.contains(&topic), "{m}"),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    p.abort(conformance::T).unwrap();
+    let (end, values) = read(true, conformance::T).unwrap();
+    assert!(values.is_empty(), "{values:?}");
+    assert_eq!(end, 2, "past the record and the abort marker");
+    log.delete_topic(&topic, conformance::T).unwrap();
+}

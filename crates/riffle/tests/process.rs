@@ -133,7 +133,7 @@ impl KeyedProcessor for Counter {
     fn process(
         &mut self,
         key: &str,
-        n: i64,
+        &n: &i64,
         seen: &mut Vec<i64>,
         ctx: &mut Context<'_>,
     ) -> Result<()> {
@@ -244,7 +244,7 @@ impl KeyedProcessor for Gate {
         ))
     }
 
-    fn process(&mut self, key: &str, n: i64, _: &mut (), _: &mut Context<'_>) -> Result<()> {
+    fn process(&mut self, key: &str, &n: &i64, _: &mut (), _: &mut Context<'_>) -> Result<()> {
         let now = self.active.fetch_add(1, Ordering::SeqCst) + 1;
         self.peak.fetch_max(now, Ordering::SeqCst);
         if n < 4 {

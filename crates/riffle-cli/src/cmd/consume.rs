@@ -10,7 +10,7 @@ use riffle::log::{ConsumerConfig, OffsetReset, RecordRef};
 use riffle::stream::ConsumerGroup;
 use riffle::{Error, Result};
 
-use crate::backend::BrokerArgs;
+use crate::backend::LogArgs;
 use crate::util;
 
 #[derive(Args)]
@@ -33,22 +33,27 @@ pub struct ConsumeArgs {
     /// Stop after this many records.
     #[arg(long)]
     max: Option<u64>,
-    /// Stop after this long (e.g. 30s); runs until Ctrl-C otherwise.
+    /// Stop after this long (e.g. 30s); runs until Ctrl-C or SIGTERM otherwise.
     #[arg(long, value_parser = util::parse_duration)]
     duration: Option<Duration>,
+    /// Skip records of aborted transactions and those of open ones until
+    /// they commit: how to read the outputs of an exactly-once application.
+    #[arg(long)]
+    read_committed: bool,
     /// Session timeout of the group members.
     #[arg(long, default_value = "10s", value_parser = util::parse_duration)]
     session_timeout: Duration,
 }
 
-pub fn run(args: &BrokerArgs, a: ConsumeArgs) -> Result<()> {
-    let log = args.kafka("consume")?;
+pub fn run(args: &LogArgs, a: ConsumeArgs) -> Result<()> {
+    let log = args.stored("consume")?;
     let topics: Vec<&str> = a.topic.iter().map(String::as_str).collect();
     let mut cfg = ConsumerConfig::new(&a.group, &topics);
     cfg.offset_reset = a.from.parse::<OffsetReset>()?;
     cfg.session_timeout = a.session_timeout;
+    cfg.read_committed = a.read_committed;
     cfg.client_id = "consumer".into();
-    let stopper = util::ctrl_c_stopper();
+    let stopper = util::signal_stopper();
     let count = Arc::new(AtomicU64::new(0));
     let (raw, max) = (a.raw, a.max);
     let (c, s) = (count.clone(), stopper.clone());
@@ -73,7 +78,8 @@ pub fn run(args: &BrokerArgs, a: ConsumeArgs) -> Result<()> {
                 .lock()
                 .write_all(line.as_bytes())
                 .map_err(|e| Error::Backend(e.to_string()))?;
-            if max.is_some_and(|m| count.fetch_add(1, Ordering::Relaxed) + 1 >= m) {
+            let printed = count.fetch_add(1, Ordering::Relaxed) + 1;
+            if max.is_some_and(|m| printed >= m) {
                 stopper.stop();
             }
             Ok(())

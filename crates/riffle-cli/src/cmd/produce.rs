@@ -8,7 +8,7 @@ use clap::Args;
 use riffle::stream::Producer;
 use riffle::{Error, Result};
 
-use crate::backend::BrokerArgs;
+use crate::backend::LogArgs;
 
 #[derive(Args)]
 pub struct ProduceArgs {
@@ -28,8 +28,8 @@ pub struct ProduceArgs {
     values: Vec<String>,
 }
 
-pub fn run(args: &BrokerArgs, a: ProduceArgs) -> Result<()> {
-    let log = args.kafka("produce")?;
+pub fn run(args: &LogArgs, a: ProduceArgs) -> Result<()> {
+    let log = args.stored("produce")?;
     riffle::log::validate_topic_name(&a.topic)?;
     log.describe_topic(&a.topic, Duration::from_secs(10))?;
     let producer = Producer::new(&*log)?;

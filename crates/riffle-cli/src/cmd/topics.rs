@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use riffle::log::{TopicInfo, TopicSpec};
 use riffle::Result;
 
-use crate::backend::BrokerArgs;
+use crate::backend::LogArgs;
 
 #[derive(Subcommand)]
 pub enum TopicsCommand {
@@ -26,6 +26,9 @@ pub enum TopicsCommand {
     /// Show a topic's partitions: leader, replicas, first and next offset.
     Describe {
         name: String,
+        /// Also show the offsets this consumer group has committed.
+        #[arg(long, short = 'g')]
+        group: Option<String>,
         #[command(flatten)]
         wait: WaitArgs,
     },
@@ -63,8 +66,8 @@ fn parse_config(s: &str) -> std::result::Result<(String, String), String> {
         .ok_or_else(|| format!("expected KEY=VALUE, got '{s}'"))
 }
 
-pub fn run(args: &BrokerArgs, command: TopicsCommand) -> Result<()> {
-    let log = args.kafka("topics")?;
+pub fn run(args: &LogArgs, command: TopicsCommand) -> Result<()> {
+    let log = args.stored("topics")?;
     match command {
         TopicsCommand::Create(c) => {
             let spec = TopicSpec {
@@ -109,21 +112,36 @@ pub fn run(args: &BrokerArgs, command: TopicsCommand) -> Result<()> {
                 );
             }
         }
-        TopicsCommand::Describe { name, wait } => {
+        TopicsCommand::Describe { name, group, wait } => {
             let t = log.describe_topic(&name, wait.timeout)?;
+            let committed = match &group {
+                Some(g) => log.committed_offsets(g, &name, wait.timeout)?,
+                None => Vec::new(),
+            };
+            let committed_in = |p: i32| -> String {
+                committed
+                    .iter()
+                    .find(|o| o.partition.partition == p)
+                    .and_then(|o| o.committed)
+                    .map_or_else(|| "-".into(), |c| c.to_string())
+            };
             println!(
                 "topic {} ({} partitions, {} records)",
                 t.name,
                 t.partitions.len(),
                 records(&t)
             );
-            println!(
+            print!(
                 "{:>9}  {:>6}  {:<12}  {:>12}  {:>12}",
                 "PARTITION", "LEADER", "REPLICAS", "FIRST", "NEXT"
             );
+            match &group {
+                Some(g) => println!("  COMMITTED ({g})"),
+                None => println!(),
+            }
             for p in &t.partitions {
                 let replicas: Vec<String> = p.replicas.iter().map(ToString::to_string).collect();
-                println!(
+                print!(
                     "{:>9}  {:>6}  {:<12}  {:>12}  {:>12}",
                     p.id,
                     p.leader,
@@ -131,6 +149,10 @@ pub fn run(args: &BrokerArgs, command: TopicsCommand) -> Result<()> {
                     p.low,
                     p.high
                 );
+                match &group {
+                    Some(_) => println!("  {:>9}", committed_in(p.id)),
+                    None => println!(),
+                }
             }
         }
     }

@@ -5,15 +5,17 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use clap::Args;
-use riffle::log::OffsetReset;
-use riffle::Result;
+use riffle::log::{Log, OffsetReset, TopicSpec};
+use riffle::{Error, Result};
 use riffle_heater::view;
 
-use crate::backend::BrokerArgs;
+use crate::backend::LogArgs;
 use crate::heater::controller::ControllerOptions;
 use crate::heater::simulate::SimOptions;
 use crate::heater::watch::watch;
 use crate::util;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Args)]
 pub struct HeaterDemoArgs {
@@ -21,9 +23,17 @@ pub struct HeaterDemoArgs {
     controller: ControllerOptions,
     #[command(flatten)]
     sim: SimOptions,
+    /// Delete the demo's topics first and start from empty ones; by default
+    /// the topics, their records and the controller's committed offsets are
+    /// kept from earlier runs.
+    #[arg(long)]
+    fresh: bool,
 }
 
-pub fn run(brokers: &BrokerArgs, mut a: HeaterDemoArgs) -> Result<()> {
+/// The controller's consumer group in the demo.
+const GROUP: &str = "heater-demo-controller";
+
+pub fn run(brokers: &LogArgs, mut a: HeaterDemoArgs) -> Result<()> {
     let log = brokers.any()?;
     if a.sim.keyless
         && a.controller.repartition.is_none()
@@ -34,28 +44,29 @@ pub fn run(brokers: &BrokerArgs, mut a: HeaterDemoArgs) -> Result<()> {
         a.controller.repartition = Some("sensor-by-id".into());
     }
     let o = &a.controller;
-    // The demo owns its topics: start from empty ones.
+    let found = earlier_data(&*log, &o.sensor_topic, a.fresh)?;
+    println!("heater demo on {}: {found}", log.describe());
     let topics = o
         .inputs()
         .into_iter()
         .chain([o.control_topic.as_str(), o.dead_letter.as_str()]);
     for t in topics.chain(o.repartition.as_deref()) {
-        log.recreate_topic(
-            &riffle::log::TopicSpec::new(t, o.partitions),
-            Duration::from_secs(30),
-        )?;
+        let spec = TopicSpec::new(t, o.partitions);
+        if a.fresh {
+            log.recreate_topic(&spec, TIMEOUT)?;
+        } else {
+            log.ensure_topic(&spec, TIMEOUT)?;
+        }
     }
-    let stopper = util::ctrl_c_stopper();
-    let app = o.start(log.clone(), "heater-demo-controller", OffsetReset::Earliest)?;
-    app.wait_assigned(Duration::from_secs(30))?;
+    let stopper = util::signal_stopper();
+    let state_dir = o.state_dir(brokers)?;
+    println!("controller: {}", o.delivery(state_dir.as_deref()));
+    let app = o.start(log.clone(), GROUP, OffsetReset::Earliest, state_dir)?;
+    app.wait_assigned(TIMEOUT)?;
     a.sim.duration = a.sim.duration.or(Some(Duration::from_secs(3600)));
     // Kafka's round trip is longer than the embedded log's; keep it well
     // under a measurement interval of simulated time.
-    let speedup = if brokers.brokers.is_some() {
-        60.0
-    } else {
-        120.0
-    };
+    let speedup = if brokers.is_kafka() { 60.0 } else { 120.0 };
     let config = a.sim.config(
         (1000, speedup),
         &o.sensor_topic,
@@ -85,4 +96,30 @@ pub fn run(brokers: &BrokerArgs, mut a: HeaterDemoArgs) -> Result<()> {
     print!("{}", view::summary(&report));
     println!("Controller {processed} records processed, {sent} commands sent, {dead} dead letters ({style} style on {})", log.describe());
     Ok(())
+}
+
+/// What an earlier run left in the sensor topic, for the first line: the
+/// controller resumes from its group's committed offsets, so a restart
+/// carries on rather than starting over.
+fn earlier_data(log: &dyn Log, sensor: &str, fresh: bool) -> Result<String> {
+    if fresh {
+        return Ok("starting from empty topics (--fresh)".into());
+    }
+    let topic = match log.describe_topic(sensor, TIMEOUT) {
+        Ok(t) => t,
+        Err(Error::UnknownTopic(_)) => return Ok("no earlier data, starting afresh".into()),
+        Err(e) => return Err(e),
+    };
+    let records: i64 = topic.partitions.iter().map(|p| p.high - p.low).sum();
+    let next: i64 = topic.partitions.iter().map(|p| p.high).sum();
+    let committed: i64 = log
+        .committed_offsets(GROUP, sensor, TIMEOUT)?
+        .iter()
+        .filter_map(|o| o.committed)
+        .sum();
+    Ok(format!(
+        "found {records} records in {sensor}; controller group {GROUP} resumes at its committed \
+         offsets ({} records behind); --fresh starts over",
+        (next - committed).max(0)
+    ))
 }

@@ -13,7 +13,7 @@ use riffle::log::{
 use riffle::stream::{ConsumerGroup, Handler, Producer};
 use riffle::{Error, Result};
 
-use crate::backend::BrokerArgs;
+use crate::backend::LogArgs;
 use crate::util;
 
 #[derive(Args)]
@@ -21,22 +21,29 @@ pub struct HelloArgs {
     /// Consumer actors in the group.
     #[arg(long, short = 'n', default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..))]
     consumers: u16,
-    /// Partitions of the demo topic (it is recreated at start).
+    /// Partitions of the demo topic when it is created.
     #[arg(long, short = 'p', default_value_t = 10)]
     partitions: i32,
+    /// Delete the topic first and start from an empty one; by default its
+    /// records and the group's committed offsets are kept from earlier runs.
+    #[arg(long)]
+    fresh: bool,
     /// Topic to use.
     #[arg(long, default_value = "hello")]
     topic: String,
     /// Time between two records.
     #[arg(long, default_value = "1s", value_parser = util::parse_duration)]
     interval: Duration,
-    /// Stop after this long (e.g. 10s); runs until Ctrl-C otherwise.
+    /// Stop after this long (e.g. 10s); runs until Ctrl-C or SIGTERM otherwise.
     #[arg(long, value_parser = util::parse_duration)]
     duration: Option<Duration>,
     /// Seed for the random keys and numbers (random when absent).
     #[arg(long)]
     seed: Option<u64>,
 }
+
+/// The demo's consumer group.
+const GROUP: &str = "hello-group";
 
 /// The chapter's record, fields in its order.
 #[derive(serde::Serialize)]
@@ -98,21 +105,37 @@ impl Handler for Printer {
     }
 }
 
-pub fn run(brokers: &BrokerArgs, a: HelloArgs) -> Result<()> {
+pub fn run(brokers: &LogArgs, a: HelloArgs) -> Result<()> {
     let log = brokers.any()?;
     let spec = TopicSpec::new(&a.topic, a.partitions);
     spec.validate()?;
-    log.recreate_topic(&spec, Duration::from_secs(30))?;
+    let timeout = Duration::from_secs(30);
+    let found = if a.fresh {
+        log.recreate_topic(&spec, timeout)?;
+        "recreated empty (--fresh)".to_string()
+    } else {
+        match log.describe_topic(&a.topic, timeout) {
+            Ok(t) => {
+                let records: i64 = t.partitions.iter().map(|p| p.high - p.low).sum();
+                format!("found with {records} records; {GROUP} resumes at its committed offsets")
+            }
+            Err(Error::UnknownTopic(_)) => {
+                log.create_topic(&spec, timeout)?;
+                "created".to_string()
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let partitions = log.describe_topic(&a.topic, timeout)?.partitions.len();
     say(format!(
-        "hello demo on {}: topic {} with {} partitions, {} consumers (Ctrl-C to stop)\n",
+        "hello demo on {}: topic {} with {partitions} partitions {found}, {} consumers (Ctrl-C to stop)\n",
         log.describe(),
         a.topic,
-        a.partitions,
         a.consumers
     ));
 
-    let stopper = util::ctrl_c_stopper();
-    let mut cfg = ConsumerConfig::new("hello-group", &[&a.topic]);
+    let stopper = util::signal_stopper();
+    let mut cfg = ConsumerConfig::new(GROUP, &[&a.topic]);
     cfg.offset_reset = OffsetReset::Earliest;
     cfg.session_timeout = Duration::from_secs(6);
     cfg.client_id = "consumer".into();

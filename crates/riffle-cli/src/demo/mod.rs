@@ -6,7 +6,7 @@ mod hello;
 use clap::Subcommand;
 use riffle::Result;
 
-use crate::backend::BrokerArgs;
+use crate::backend::LogArgs;
 
 #[derive(Subcommand)]
 pub enum DemoCommand {
@@ -16,7 +16,7 @@ pub enum DemoCommand {
     Heater(heater::HeaterDemoArgs),
 }
 
-pub fn run(brokers: &BrokerArgs, command: DemoCommand) -> Result<()> {
+pub fn run(brokers: &LogArgs, command: DemoCommand) -> Result<()> {
     match command {
         DemoCommand::Hello(a) => hello::run(brokers, a),
         DemoCommand::Heater(a) => heater::run(brokers, a),

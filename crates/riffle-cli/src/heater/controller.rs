@@ -1,17 +1,18 @@
 //! `riffle heater controller`.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use riffle::log::{Log, OffsetReset, TopicSpec};
-use riffle::process::{App, Running, Style};
-use riffle::Result;
+use riffle::process::{App, Guarantee, Running, Style};
+use riffle::{Error, Result};
 use riffle_heater::controller::Controller;
 use riffle_heater::messages::{CONTROL_TOPIC, DEAD_LETTER_TOPIC, SENSOR_TOPIC};
 
-use crate::backend::BrokerArgs;
+use crate::backend::LogArgs;
 use crate::util;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -53,6 +54,33 @@ pub struct ControllerOptions {
     /// the keyed style when heaters send key-less records.
     #[arg(long, value_name = "TOPIC")]
     pub repartition: Option<String>,
+    /// What survives a failure: at-least-once (commands may repeat after a
+    /// crash) or exactly-once (commands, state and offsets committed together
+    /// in transactions; readers of the control topic must read committed
+    /// records only).
+    #[arg(long, value_name = "GUARANTEE", default_value = "at-least-once", value_parser = parse_guarantee)]
+    pub guarantee: Guarantee,
+    /// How often offsets (and, under exactly-once, transactions) are
+    /// committed: longer costs less per record and replays more after a crash.
+    #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = util::parse_duration)]
+    pub commit_interval: Duration,
+    /// Where snapshots of controller state are kept, so that a restart
+    /// restores from them instead of the whole changelog [default:
+    /// <data-dir>/state; none with --in-memory].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// A name for this process, unique in the group and stable across its
+    /// restarts (a host or pod name): under exactly-once, a restart then
+    /// aborts its predecessor's open transactions at once.
+    #[arg(long, value_name = "ID", env = "RIFFLE_INSTANCE")]
+    pub instance: Option<String>,
+}
+
+fn parse_guarantee(s: &str) -> std::result::Result<Guarantee, String> {
+    s.parse().map_err(|e| match e {
+        Error::InvalidInput(m) => m,
+        e => e.to_string(),
+    })
 }
 
 impl ControllerOptions {
@@ -84,16 +112,56 @@ impl ControllerOptions {
         v
     }
 
-    pub fn start(&self, log: Arc<dyn Log>, group: &str, from: OffsetReset) -> Result<Running> {
+    /// The state directory: `--state-dir`, else the one under the data
+    /// directory (none in memory).
+    pub fn state_dir(&self, log_args: &LogArgs) -> Result<Option<PathBuf>> {
+        match &self.state_dir {
+            Some(dir) => Ok(Some(dir.clone())),
+            None => Ok(log_args.data_dir()?.map(|d| d.join("state"))),
+        }
+    }
+
+    pub fn start(
+        &self,
+        log: Arc<dyn Log>,
+        group: &str,
+        from: OffsetReset,
+        state_dir: Option<PathBuf>,
+    ) -> Result<Running> {
         let mut app = App::new(group, &self.inputs(), Controller::new(&self.control_topic))
             .style(self.style())
             .consumers(self.consumers as usize)
             .dead_letter(&self.dead_letter)
-            .offset_reset(from);
+            .offset_reset(from)
+            .guarantee(self.guarantee)
+            .commit_interval(self.commit_interval);
         if let Some(topic) = &self.repartition {
             app = app.repartition(topic);
         }
+        if let Some(dir) = state_dir {
+            app = app.state_dir(dir);
+        }
+        if let Some(id) = &self.instance {
+            app = app.instance(id);
+        }
         app.start(log)
+    }
+
+    /// The delivery settings, for the first line of output.
+    pub fn delivery(&self, state_dir: Option<&Path>) -> String {
+        let guarantee = match self.guarantee {
+            Guarantee::AtLeastOnce => "at-least-once",
+            Guarantee::ExactlyOnce => "exactly-once",
+        };
+        let mut s = format!(
+            "{guarantee}, commits every {:?}, state {}",
+            self.commit_interval,
+            state_dir.map_or_else(|| "in memory".into(), |d| d.display().to_string())
+        );
+        if let Some(id) = &self.instance {
+            s += &format!(", instance {id}");
+        }
+        s
     }
 }
 
@@ -107,7 +175,7 @@ pub struct ControllerArgs {
     /// Where to start when the group has no committed offset.
     #[arg(long, default_value = "earliest", value_parser = ["earliest", "latest"])]
     from: String,
-    /// Stop after this long; runs until Ctrl-C otherwise.
+    /// Stop after this long; runs until Ctrl-C or SIGTERM otherwise.
     #[arg(long, value_parser = util::parse_duration)]
     duration: Option<Duration>,
     /// Seconds between two status lines on stderr (0: none).
@@ -115,16 +183,23 @@ pub struct ControllerArgs {
     status_every: Duration,
 }
 
-pub fn run(brokers: &BrokerArgs, a: ControllerArgs) -> Result<()> {
-    let log = brokers.kafka("heater controller")?;
+pub fn run(brokers: &LogArgs, a: ControllerArgs) -> Result<()> {
+    let log = brokers.kafka(
+        "heater controller",
+        "`riffle demo heater` runs the controller and the heaters in one",
+    )?;
     a.options.ensure_topics(&*log)?;
-    let stopper = util::ctrl_c_stopper();
-    let app = a.options.start(log.clone(), &a.group, a.from.parse()?)?;
+    let stopper = util::signal_stopper();
+    let state_dir = a.options.state_dir(brokers)?;
+    let app = a
+        .options
+        .start(log.clone(), &a.group, a.from.parse()?, state_dir.clone())?;
     eprintln!(
-        "heater controller on {} ({:?} style, {} consumers): {} -> {}, dead letters to {}",
+        "heater controller on {} ({:?} style, {} consumers, {}): {} -> {}, dead letters to {}",
         log.describe(),
         a.options.style(),
         a.options.consumers,
+        a.options.delivery(state_dir.as_deref()),
         a.options.inputs().join(", "),
         a.options.control_topic,
         a.options.dead_letter

@@ -7,7 +7,7 @@ pub mod watch;
 use clap::Subcommand;
 use riffle::Result;
 
-use crate::backend::BrokerArgs;
+use crate::backend::LogArgs;
 
 #[derive(Subcommand)]
 pub enum HeaterCommand {
@@ -17,7 +17,7 @@ pub enum HeaterCommand {
     Simulate(simulate::SimulateArgs),
 }
 
-pub fn run(brokers: &BrokerArgs, command: HeaterCommand) -> Result<()> {
+pub fn run(brokers: &LogArgs, command: HeaterCommand) -> Result<()> {
     match command {
         HeaterCommand::Controller(a) => controller::run(brokers, a),
         HeaterCommand::Simulate(a) => simulate::run(brokers, a),

@@ -11,7 +11,7 @@ use riffle_heater::simulator::{SimConfig, SimHandle, Simulator};
 use riffle_heater::view;
 
 use super::watch::watch;
-use crate::backend::BrokerArgs;
+use crate::backend::LogArgs;
 use crate::util;
 
 /// Flags shared by the simulator command and the heater demo.
@@ -80,8 +80,11 @@ pub struct SimulateArgs {
     partitions: i32,
 }
 
-pub fn run(brokers: &BrokerArgs, a: SimulateArgs) -> Result<()> {
-    let log = brokers.kafka("heater simulate")?;
+pub fn run(brokers: &LogArgs, a: SimulateArgs) -> Result<()> {
+    let log = brokers.kafka(
+        "heater simulate",
+        "`riffle demo heater` runs the heaters and the controller in one",
+    )?;
     let topics = [
         Some(&a.sensor_topic),
         a.settings_topic.as_ref(),
@@ -90,7 +93,7 @@ pub fn run(brokers: &BrokerArgs, a: SimulateArgs) -> Result<()> {
     for t in topics.into_iter().flatten() {
         log.ensure_topic(&TopicSpec::new(t, a.partitions), Duration::from_secs(30))?;
     }
-    let stopper = util::ctrl_c_stopper();
+    let stopper = util::signal_stopper();
     let config = a.sim.config(
         (100, 1.0),
         &a.sensor_topic,

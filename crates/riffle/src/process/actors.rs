@@ -8,17 +8,19 @@
 //! each partition's offset advances only past records that are finished.
 
 use std::collections::HashMap;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::app::{Acknowledged, Shared};
-use super::{Context, KeyedProcessor, OffsetTracker};
-use crate::actor::{self, panic_text, Actor, Addr, Supervision};
+use super::app::Shared;
+use super::commit::Commits;
+use super::handoff::Handoff;
+use super::store::{Durability, SnapshotWriter, Store};
+use super::{run_processor, Context, KeyedProcessor, OffsetTracker};
+use crate::actor::{self, Actor, Addr, Supervision};
 use crate::error::{Error, Result};
 use crate::log::{partition_for_key, Progress, RecordRef, TopicPartition};
-use crate::stream::Handler;
+use crate::stream::{Handler, Producer};
 
 /// Records handed to a worker at once, at most.
 const BATCH: usize = 512;
@@ -26,6 +28,8 @@ const BATCH: usize = 512;
 const MAILBOX: usize = 8;
 /// How long stopping waits for records in flight.
 const DRAIN_WAIT: Duration = Duration::from_secs(30);
+/// How often partition states are saved as local snapshots.
+const SNAPSHOT_EVERY: Duration = Duration::from_secs(30);
 
 pub(super) struct Job<I> {
     key: String,
@@ -39,24 +43,48 @@ pub(super) struct Job<I> {
 /// A finished record.
 pub(super) type Done = (Arc<str>, i32, i64);
 
-pub(super) struct Batch<I> {
-    jobs: Vec<Job<I>>,
-    reply: Sender<Vec<Done>>,
+/// What a worker is asked to do.
+pub(super) enum Msg<I, S> {
+    /// Process records.
+    Batch {
+        jobs: Vec<Job<I>>,
+        reply: Sender<Vec<Done>>,
+        /// The producer of the dispatching consumer (its own under
+        /// exactly-once, so that outputs join its transaction).
+        producer: Producer,
+    },
+    /// Host these states of a partition's keys, replacing any held.
+    Load { partition: i32, store: Store<S> },
+    /// Write the changed states of these partitions to the changelog.
+    Write {
+        partitions: Vec<i32>,
+        changelog: Arc<str>,
+        producer: Producer,
+        /// Flush the producer before (so the state follows acknowledged
+        /// outputs) and after (so it is acknowledged when answered).
+        flush: bool,
+        reply: Sender<Result<usize>>,
+    },
+    /// Encode a partition's states, for a snapshot.
+    Dump {
+        partition: i32,
+        reply: Sender<Result<Vec<(String, Vec<u8>)>>>,
+    },
 }
 
-/// Hosts the per-key actors routed to it.
+/// Hosts the per-key actors routed to it, grouped by partition so that
+/// their state can be written, restored and moved per partition.
 struct Worker<P: KeyedProcessor> {
     processor: P,
-    states: HashMap<String, P::State>,
+    stores: HashMap<i32, Store<P::State>>,
     shared: Arc<Shared>,
 }
 
-impl<P: KeyedProcessor> Actor for Worker<P> {
-    type Msg = Batch<P::Input>;
-
-    fn handle(&mut self, batch: Batch<P::Input>) {
-        let mut done = Vec::with_capacity(batch.jobs.len());
-        for job in batch.jobs {
+impl<P: KeyedProcessor> Worker<P> {
+    fn process(&mut self, jobs: Vec<Job<P::Input>>, producer: &Producer) -> Vec<Done> {
+        let mut done = Vec::with_capacity(jobs.len());
+        let mut scratch = P::State::default();
+        for job in jobs {
             let Job {
                 key,
                 input,
@@ -65,23 +93,22 @@ impl<P: KeyedProcessor> Actor for Worker<P> {
                 offset,
                 timestamp,
             } = job;
-            let states = &mut self.states;
-            let state = match states.get_mut(&key) {
-                Some(s) => s,
-                None => states.entry(key.clone()).or_default(),
+            let state = if P::STATEFUL {
+                self.stores.entry(partition).or_default().get_mut(&key)
+            } else {
+                &mut scratch
             };
-            let mut ctx = Context::new(&self.shared.producer, &topic, partition, offset, timestamp);
-            // A panic is this record's failure, not the worker's: the other
-            // keys' state stays, and the record goes to the dead letters.
-            let result = catch_unwind(AssertUnwindSafe(|| {
-                self.processor.process(&key, input, state, &mut ctx)
-            }))
-            .unwrap_or_else(|p| {
-                Err(Error::Backend(format!(
-                    "processor panicked: {}",
-                    panic_text(&*p)
-                )))
-            });
+            let mut ctx = Context::new(producer, &topic, partition, offset, timestamp);
+            // A failure is this record's, not the worker's: the other keys'
+            // state stays, and the record goes to the dead letters.
+            let result = run_processor(
+                &mut self.processor,
+                &key,
+                &input,
+                state,
+                &mut ctx,
+                self.shared.retries,
+            );
             self.shared.processed(ctx.sent);
             if let Err(e) = result {
                 let r = RecordRef {
@@ -92,24 +119,89 @@ impl<P: KeyedProcessor> Actor for Worker<P> {
                     value: &[],
                     timestamp,
                 };
-                if let Err(e) = self.shared.dead_letter_without_value(&r, &e) {
+                if let Err(e) = self.shared.dead_letter_without_value(producer, &r, &e) {
                     tracing::warn!("{topic}/{partition}@{offset}: {e}");
                 }
             }
             done.push((topic, partition, offset));
         }
-        // The dispatcher may have stopped; its records will be replayed.
-        let _ = batch.reply.send(done);
+        done
     }
 }
 
-/// The worker pool of one process, shared by its consumers.
-pub(super) struct Pool<I> {
-    workers: Vec<Addr<Batch<I>>>,
+impl<P: KeyedProcessor> Worker<P> {
+    fn write(
+        &mut self,
+        partitions: &[i32],
+        changelog: &str,
+        producer: &Producer,
+        flush: bool,
+    ) -> Result<usize> {
+        let flush = || match flush && producer.in_flight() > 0 {
+            true => producer.flush(Producer::CLOSE_TIMEOUT),
+            false => Ok(()),
+        };
+        flush()?;
+        let mut sent = 0;
+        for p in partitions {
+            if let Some(store) = self.stores.get_mut(p) {
+                sent += store.write_changes(producer, changelog, *p)?;
+            }
+        }
+        flush()?;
+        Ok(sent)
+    }
 }
 
-impl<I: Send + 'static> Pool<I> {
-    pub(super) fn start<P: KeyedProcessor<Input = I>>(
+impl<P: KeyedProcessor> Actor for Worker<P> {
+    type Msg = Msg<P::Input, P::State>;
+
+    fn handle(&mut self, msg: Self::Msg) {
+        // Replies go to dispatchers that may have stopped meanwhile; their
+        // records are then replayed by the next owner.
+        match msg {
+            Msg::Batch {
+                jobs,
+                reply,
+                producer,
+            } => {
+                let done = self.process(jobs, &producer);
+                let _ = reply.send(done);
+            }
+            Msg::Load { partition, store } => {
+                self.stores.insert(partition, store);
+            }
+            Msg::Write {
+                partitions,
+                changelog,
+                producer,
+                flush,
+                reply,
+            } => {
+                let _ = reply.send(self.write(&partitions, &changelog, &producer, flush));
+            }
+            Msg::Dump { partition, reply } => {
+                let dump = self
+                    .stores
+                    .get(&partition)
+                    .map_or(Ok(Vec::new()), Store::encoded);
+                let _ = reply.send(dump);
+            }
+        }
+    }
+}
+
+/// The worker pool of one process, shared by its consumers, and what the
+/// pool knows of the partition states its workers host.
+pub(super) struct Pool<P: KeyedProcessor> {
+    workers: Vec<Addr<Msg<P::Input, P::State>>>,
+    /// Per partition, the changelog offset the workers' states of it
+    /// reflect, when the consumer that owned it let go cleanly.
+    handoff: Handoff<i64>,
+}
+
+impl<P: KeyedProcessor> Pool<P> {
+    pub(super) fn start(
         n: usize,
         processor: &P,
         shared: &Arc<Shared>,
@@ -124,50 +216,135 @@ impl<I: Send + 'static> Pool<I> {
                 Supervision::default(),
                 move || Worker {
                     processor: p.clone(),
-                    states: HashMap::new(),
+                    stores: HashMap::new(),
                     shared: s.clone(),
                 },
             );
             workers.push(addr);
             threads.push(thread);
         }
-        (Arc::new(Self { workers }), threads)
+        let pool = Self {
+            workers,
+            handoff: Handoff::default(),
+        };
+        (Arc::new(pool), threads)
     }
 
     pub(super) fn len(&self) -> usize {
         self.workers.len()
     }
+
+    fn worker_of(&self, key: &str) -> usize {
+        partition_for_key(key.as_bytes(), self.workers.len() as i32) as usize
+    }
+
+    /// Asks every worker to write the changed states of `partitions`
+    /// through `producer`; each answers on the returned channel.
+    fn write_state(
+        &self,
+        changelog: &str,
+        partitions: &[i32],
+        producer: &Producer,
+        flush: bool,
+    ) -> Result<Receiver<Result<usize>>> {
+        let changelog: Arc<str> = changelog.into();
+        let (tx, rx) = mpsc::channel();
+        for w in &self.workers {
+            w.send(Msg::Write {
+                partitions: partitions.to_vec(),
+                changelog: changelog.clone(),
+                producer: producer.clone(),
+                flush,
+                reply: tx.clone(),
+            })
+            .map_err(|_| Error::Backend("a worker has stopped".into()))?;
+        }
+        Ok(rx)
+    }
+
+    /// Asks every worker and collects the answers.
+    fn ask<T>(&self, msg: impl Fn(Sender<T>) -> Msg<P::Input, P::State>) -> Result<Vec<T>> {
+        let (tx, rx) = mpsc::channel();
+        for w in &self.workers {
+            w.send(msg(tx.clone()))
+                .map_err(|_| Error::Backend("a worker has stopped".into()))?;
+        }
+        drop(tx);
+        let answers: Vec<T> = rx.iter().collect();
+        if answers.len() < self.workers.len() {
+            return Err(Error::Backend("a worker has stopped".into()));
+        }
+        Ok(answers)
+    }
 }
 
-/// The consumer-side half: decodes, routes, tracks offsets.
+/// The consumer-side half: decodes, routes, tracks offsets, and moves the
+/// state of its partitions in and out of the workers.
 pub(super) struct Dispatcher<P: KeyedProcessor> {
     processor: P,
-    pool: Arc<Pool<P::Input>>,
+    pool: Arc<Pool<P>>,
     shared: Arc<Shared>,
+    /// Where state is made durable; `None` for stateless processors.
+    durability: Option<Arc<Durability>>,
+    /// Partition numbers owned (co-partitioned inputs share state).
+    owned: Vec<i32>,
     pending: Vec<Vec<Job<P::Input>>>,
     trackers: HashMap<(Arc<str>, i32), OffsetTracker>,
     topics: Vec<Arc<str>>,
     in_flight: usize,
-    acked: Acknowledged,
+    commits: Commits,
     reply: Sender<Vec<Done>>,
     replies: Receiver<Vec<Done>>,
+    /// At-least-once with state: the write of state under way, and when
+    /// the last one started.
+    round: Option<Round>,
+    last_round: Instant,
+    /// The offsets the last round stored.
+    stored: Vec<(Arc<str>, i32, i64)>,
+    last_snapshot: Instant,
+    stopping: bool,
 }
 
+/// State written by the workers for offsets that become committable once
+/// every worker has answered (each answer means written and acknowledged).
+struct Round {
+    offsets: Vec<(Arc<str>, i32, i64)>,
+    answers: Receiver<Result<usize>>,
+    waiting: usize,
+    failed: Option<Error>,
+}
+
+/// Least time between two at-least-once state writes.
+const ROUND_GAP: Duration = Duration::from_millis(200);
+
 impl<P: KeyedProcessor> Dispatcher<P> {
-    pub(super) fn new(processor: P, pool: Arc<Pool<P::Input>>, shared: Arc<Shared>) -> Self {
+    pub(super) fn new(
+        processor: P,
+        pool: Arc<Pool<P>>,
+        shared: Arc<Shared>,
+        durability: Option<Arc<Durability>>,
+        commits: Commits,
+    ) -> Self {
         let (reply, replies) = mpsc::channel();
         let pending = (0..pool.len()).map(|_| Vec::new()).collect();
         Self {
             processor,
             pool,
             shared,
+            durability,
+            owned: Vec::new(),
             pending,
             trackers: HashMap::new(),
             topics: Vec::new(),
             in_flight: 0,
-            acked: Acknowledged::default(),
+            commits,
             reply,
             replies,
+            round: None,
+            last_round: Instant::now(),
+            stored: Vec::new(),
+            last_snapshot: Instant::now(),
+            stopping: false,
         }
     }
 
@@ -188,9 +365,10 @@ impl<P: KeyedProcessor> Dispatcher<P> {
         self.in_flight += jobs.len();
         // Waits while the worker's mailbox is full: backpressure.
         if self.pool.workers[worker]
-            .send(Batch {
+            .send(Msg::Batch {
                 jobs,
                 reply: self.reply.clone(),
+                producer: self.commits.producer(&self.shared).clone(),
             })
             .is_err()
         {
@@ -206,10 +384,208 @@ impl<P: KeyedProcessor> Dispatcher<P> {
             }
         }
     }
+
+    /// Each partition's offset below which every record is finished.
+    fn finished(&self) -> Vec<(Arc<str>, i32, i64)> {
+        let mut v: Vec<_> = self
+            .trackers
+            .iter()
+            .map(|((t, p), tr)| (t.clone(), *p, tr.committable()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Asks the workers to write the changed states of this consumer's
+    /// partitions through `producer` (see [`Msg::Write`]).
+    fn write_state(&self, producer: &Producer, flush: bool) -> Result<Receiver<Result<usize>>> {
+        let d = self.durability.as_ref().expect("stateful");
+        self.pool.write_state(&d.changelog, &self.owned, producer, flush)
+    }
+
+    /// Offers finished offsets for commit; returns whether everything
+    /// finished is committed.
+    fn release(&mut self, progress: &mut dyn Progress, force: bool) -> bool {
+        match (&self.commits, self.durability.is_some()) {
+            (Commits::ExactlyOnce(t), stateful) => {
+                // A transaction may only hold records whose processing is
+                // over, so when one is due the records in flight finish.
+                if self.in_flight > 0 && (force || t.is_due()) {
+                    self.wait_in_flight();
+                }
+                for (t, p, o) in self.finished() {
+                    self.commits.processed(&t, p, o);
+                }
+                let (pool, owned) = (&self.pool, &self.owned);
+                let changelog = self.durability.as_ref().map(|d| d.changelog.as_str());
+                let mut write = |producer: &Producer| -> Result<usize> {
+                    match (stateful, changelog) {
+                        (true, Some(changelog)) => pool
+                            .write_state(changelog, owned, producer, false)?
+                            .iter()
+                            .take(pool.len())
+                            .sum(),
+                        _ => Ok(0),
+                    }
+                };
+                self.commits
+                    .release(&self.shared, progress, force, &mut write);
+                self.commits.is_settled()
+            }
+            (Commits::AtLeastOnce(_), false) => {
+                for (t, p, o) in self.finished() {
+                    self.commits.processed(&t, p, o);
+                }
+                self.commits
+                    .release(&self.shared, progress, force, &mut |_| Ok(0));
+                self.commits.is_settled()
+            }
+            (Commits::AtLeastOnce(_), true) => self.release_rounds(progress, force),
+        }
+    }
+
+    /// At-least-once with state: offsets are stored once a round of state
+    /// writes that started after their records finished has completed.
+    /// Rounds run in the background of the workers; a forced release waits
+    /// for everything in flight and runs a round to the end.
+    fn release_rounds(&mut self, progress: &mut dyn Progress, force: bool) -> bool {
+        if force {
+            self.wait_in_flight();
+            self.finish_round(progress, true);
+            return self.start_round() && self.finish_round(progress, true);
+        }
+        self.finish_round(progress, false);
+        if self.round.is_none()
+            && self.last_round.elapsed() >= ROUND_GAP
+            && self.finished() != self.stored
+        {
+            self.start_round();
+        }
+        false
+    }
+
+    /// Starts a round covering the records finished now.
+    fn start_round(&mut self) -> bool {
+        self.last_round = Instant::now();
+        let offsets = self.finished();
+        match self.write_state(&self.shared.producer, true) {
+            Ok(answers) => {
+                self.round = Some(Round {
+                    offsets,
+                    answers,
+                    waiting: self.pool.len(),
+                    failed: None,
+                });
+                true
+            }
+            Err(e) => {
+                tracing::warn!("cannot write state: {e}");
+                false
+            }
+        }
+    }
+
+    /// Collects the answers of the round under way (waiting for them if
+    /// `wait`) and, once all are in, stores its offsets. Returns whether
+    /// the round completed successfully (`true` when there was none).
+    fn finish_round(&mut self, progress: &mut dyn Progress, wait: bool) -> bool {
+        let Some(round) = &mut self.round else {
+            return true;
+        };
+        while round.waiting > 0 {
+            let answer = if wait {
+                round.answers.recv_timeout(DRAIN_WAIT).ok()
+            } else {
+                round.answers.try_recv().ok()
+            };
+            match answer {
+                Some(Ok(_)) => round.waiting -= 1,
+                Some(Err(e)) => {
+                    round.failed = Some(e);
+                    round.waiting -= 1;
+                }
+                None if wait => {
+                    round.failed = Some(Error::Timeout(format!(
+                        "workers did not write state within {DRAIN_WAIT:?}"
+                    )));
+                    break;
+                }
+                None => return false,
+            }
+        }
+        let round = self.round.take().expect("present");
+        match round.failed {
+            None => {
+                for (t, p, o) in &round.offsets {
+                    progress.store(t, *p, *o);
+                }
+                self.stored = round.offsets;
+                true
+            }
+            Some(e) => {
+                tracing::warn!("cannot write state, holding offsets back: {e}");
+                false
+            }
+        }
+    }
+
+    /// The changelog's end offsets, per partition.
+    fn changelog_ends(&self) -> Option<HashMap<i32, i64>> {
+        let d = self.durability.as_ref()?;
+        match d.log.describe_topic(&d.changelog, Duration::from_secs(30)) {
+            Ok(info) => Some(info.partitions.iter().map(|p| (p.id, p.high)).collect()),
+            Err(e) => {
+                tracing::warn!("cannot read the end of changelog {}: {e}", d.changelog);
+                None
+            }
+        }
+    }
+
+    /// Saves a snapshot of each owned partition, its states gathered from
+    /// every worker.
+    fn snapshot(&mut self, progress: &mut dyn Progress) {
+        self.last_snapshot = Instant::now();
+        let Some(d) = self.durability.clone() else {
+            return;
+        };
+        if d.snapshots.is_none() || self.owned.is_empty() || !self.release(progress, true) {
+            return;
+        }
+        let Some(ends) = self.changelog_ends() else {
+            return;
+        };
+        for &p in &self.owned {
+            let (Some(path), Some(&end)) = (d.snapshot_path(p), ends.get(&p)) else {
+                continue;
+            };
+            let saved = self
+                .pool
+                .ask(|reply| Msg::Dump {
+                    partition: p,
+                    reply,
+                })
+                .and_then(|parts| {
+                    let parts = parts.into_iter().collect::<Result<Vec<_>>>()?;
+                    let n = parts.iter().map(Vec::len).sum();
+                    let mut w = SnapshotWriter::create(&path, end, n)?;
+                    for (k, v) in parts.iter().flatten() {
+                        w.entry(k, v)?;
+                    }
+                    w.finish()
+                });
+            if let Err(e) = saved {
+                tracing::warn!("{e}");
+            }
+        }
+    }
 }
 
 impl<P: KeyedProcessor> Handler for Dispatcher<P> {
     fn handle(&mut self, record: RecordRef<'_>) -> Result<()> {
+        if self.commits.failure().is_some() {
+            // The consumer starts over from the last commit after this poll.
+            return Ok(());
+        }
         let topic = self.intern(record.topic);
         self.trackers
             .entry((topic.clone(), record.partition))
@@ -218,14 +594,15 @@ impl<P: KeyedProcessor> Handler for Dispatcher<P> {
         let (key, input) = match self.processor.decode(&record) {
             Ok(d) => d,
             Err(e) => {
-                let result = self.shared.dead_letter(&record, &e);
+                let producer = self.commits.producer(&self.shared);
+                let result = self.shared.dead_letter(producer, &record, &e);
                 if let Some(t) = self.trackers.get_mut(&(topic, record.partition)) {
                     t.finished(record.offset);
                 }
                 return result;
             }
         };
-        let w = partition_for_key(key.as_bytes(), self.pool.len() as i32) as usize;
+        let w = self.pool.worker_of(&key);
         let (partition, offset, timestamp) = (record.partition, record.offset, record.timestamp);
         self.pending[w].push(Job {
             key,
@@ -252,19 +629,112 @@ impl<P: KeyedProcessor> Handler for Dispatcher<P> {
         while let Ok(done) = self.replies.try_recv() {
             self.finish(done);
         }
-        for ((topic, partition), t) in &self.trackers {
-            self.acked.processed(topic, *partition, t.committable());
+        self.release(progress, false);
+        if self.stopping || self.last_snapshot.elapsed() >= SNAPSHOT_EVERY {
+            self.snapshot(progress);
         }
-        self.acked.release(&self.shared, progress, false);
     }
 
     fn revoking(&mut self, _: &[TopicPartition], progress: &mut dyn Progress) {
         // Finish what is in flight so the next owner starts after it.
-        self.drain();
-        self.completed(progress);
+        // Runs inside the backend's rebalance callback: nothing here may
+        // panic; a failed commit shows in `failure` after the poll.
+        self.wait_in_flight();
+        self.release(progress, true);
+    }
+
+    fn failure(&mut self) -> Option<Error> {
+        self.commits.failure().cloned()
     }
 
     fn drain(&mut self) {
+        self.stopping = true;
+        self.wait_in_flight();
+        // The release that follows waits for everything to be committed.
+        self.commits.release_next();
+    }
+
+    fn assigned(&mut self, partitions: &[TopicPartition]) {
+        let mut ends = None;
+        for tp in partitions {
+            if self.owned.contains(&tp.partition) {
+                continue;
+            }
+            self.owned.push(tp.partition);
+            let Some(d) = self.durability.clone() else {
+                continue;
+            };
+            let held = self.pool.handoff.take(tp.partition);
+            let ends = ends.get_or_insert_with(|| self.changelog_ends().unwrap_or_default());
+            if held.is_some() && held.as_ref() == ends.get(&tp.partition) {
+                // The workers hold this partition's state, and nobody wrote
+                // the changelog since.
+                continue;
+            }
+            let store = d
+                .restore::<P::State>(tp.partition, &self.shared.stats)
+                // Processing without the partition's state would be wrong:
+                // let the consumer restart and try again.
+                .unwrap_or_else(|e| {
+                    panic!("cannot restore the state of partition {}: {e}", tp.partition)
+                });
+            let parts = store.split(self.pool.len(), |k| self.pool.worker_of(k));
+            for (w, part) in self.pool.workers.iter().zip(parts) {
+                let load = Msg::Load {
+                    partition: tp.partition,
+                    store: part,
+                };
+                if w.send(load).is_err() {
+                    panic!("a worker has stopped");
+                }
+            }
+        }
+    }
+
+    fn revoked(&mut self, partitions: &[TopicPartition]) {
+        // `revoking` committed everything unless this fails.
+        let settled = self.in_flight == 0 && self.round.is_none() && self.commits.is_settled();
+        self.commits.forget(partitions);
+        // Completions of these partitions no longer move any offset here:
+        // the next owner starts from the last commit.
+        self.trackers.retain(|(t, p), _| {
+            !partitions
+                .iter()
+                .any(|tp| tp.partition == *p && *tp.topic == **t)
+        });
+        let ends = if settled {
+            self.changelog_ends()
+        } else {
+            None
+        };
+        for tp in partitions {
+            if let Some(i) = self.owned.iter().position(|p| *p == tp.partition) {
+                self.owned.swap_remove(i);
+                if self.durability.is_some() {
+                    let end = ends.as_ref().and_then(|e| e.get(&tp.partition)).copied();
+                    self.pool.handoff.park(tp.partition, end);
+                }
+            }
+        }
+    }
+}
+
+impl<P: KeyedProcessor> Drop for Dispatcher<P> {
+    fn drop(&mut self) {
+        // Rebuilt after a failure, or stopped: the workers' states of these
+        // partitions may be ahead of what is committed; their next owner
+        // restores them.
+        if self.durability.is_some() {
+            for p in self.owned.drain(..) {
+                self.pool.handoff.park(p, None);
+            }
+        }
+    }
+}
+
+impl<P: KeyedProcessor> Dispatcher<P> {
+    /// Hands out pending batches and waits until every record is finished.
+    fn wait_in_flight(&mut self) {
         for w in 0..self.pending.len() {
             self.flush(w);
         }
@@ -284,18 +754,5 @@ impl<P: KeyedProcessor> Handler for Dispatcher<P> {
                 }
             }
         }
-        // The release that follows waits for the outputs to be acknowledged.
-        self.acked.release_next();
-    }
-
-    fn revoked(&mut self, partitions: &[TopicPartition]) {
-        self.acked.forget(partitions);
-        // Completions of these partitions no longer move any offset here:
-        // the next owner starts from the last commit.
-        self.trackers.retain(|(t, p), _| {
-            !partitions
-                .iter()
-                .any(|tp| tp.partition == *p && *tp.topic == **t)
-        });
     }
 }

@@ -1,10 +1,13 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::actors::{Dispatcher, Pool};
+use super::commit::{Commits, Transaction};
 use super::dead_letter;
-use super::keyed::{Handoff, KeyedHandler};
+use super::handoff::Handoff;
+use super::keyed::KeyedHandler;
+use super::store::Durability;
 use super::KeyedProcessor;
 use crate::actor::Exit;
 use crate::error::{Error, Result};
@@ -12,6 +15,9 @@ use crate::log::{
     ConsumerConfig, Log, OffsetReset, Progress, RecordRef, TopicPartition, TopicSpec,
 };
 use crate::stream::{ConsumerGroup, Producer};
+
+/// How long topic administration may take.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How an [`App`] runs its processor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,97 +69,24 @@ pub struct AppStats {
     pub sent: AtomicU64,
     /// Records sent to the dead-letter topic (or skipped without one).
     pub dead_letters: AtomicU64,
-}
-
-/// At-least-once bookkeeping of one consumer: the next offset per partition
-/// whose records are processed, held back until what they sent (outputs and
-/// dead letters) is acknowledged by the log. A crash before that replays
-/// them; nothing is committed ahead of its outputs.
-///
-/// Offsets are offered for release after every poll, and released for good
-/// before a partition is revoked, so the new owner repeats nothing.
-#[derive(Default)]
-pub(super) struct Acknowledged {
-    processed: Vec<(String, i32, i64)>,
-    /// Since when processed offsets wait for acknowledgements.
-    held_since: Option<Instant>,
-    /// The next release waits for acknowledgements (set on stop).
-    force_next: bool,
-}
-
-/// The longest processed offsets wait for the producer to be idle before a
-/// release waits for a flush.
-const MAX_HOLD: Duration = Duration::from_secs(1);
-
-impl Acknowledged {
-    pub(super) fn processed(&mut self, topic: &str, partition: i32, next: i64) {
-        match self
-            .processed
-            .iter_mut()
-            .find(|(t, p, _)| *p == partition && t == topic)
-        {
-            Some(e) => e.2 = e.2.max(next),
-            None => self.processed.push((topic.to_owned(), partition, next)),
-        }
-    }
-
-    /// Reports the offsets processed so far via `commit` once everything
-    /// the producer sent before now is acknowledged. Never waits on the hot
-    /// path: the producer is often idle between bursts, and offsets are held
-    /// back meanwhile; only when they have been held for [`MAX_HOLD`], or
-    /// when `force` (revocation, stop), does it wait for a flush.
-    pub(super) fn release(
-        &mut self,
-        shared: &Shared,
-        progress: &mut dyn Progress,
-        force: bool,
-    ) {
-        if self.processed.is_empty() {
-            self.held_since = None;
-            return;
-        }
-        let since = *self.held_since.get_or_insert_with(Instant::now);
-        let force = force || std::mem::take(&mut self.force_next);
-        let acked = if shared.producer.in_flight() == 0 {
-            Ok(())
-        } else if force || since.elapsed() >= MAX_HOLD {
-            shared.producer.flush(Producer::CLOSE_TIMEOUT)
-        } else {
-            return;
-        };
-        match acked {
-            Ok(()) => {
-                self.held_since = None;
-                for (t, p, o) in self.processed.drain(..) {
-                    progress.store(&t, p, o);
-                }
-            }
-            // Not acknowledged: keep them for the next release.
-            Err(e) => tracing::warn!("outputs not acknowledged, holding offsets back: {e}"),
-        }
-    }
-
-    /// Makes the next release wait for acknowledgements (used on stop).
-    pub(super) fn release_next(&mut self) {
-        self.force_next = true;
-    }
-
-    /// Drops offsets of partitions this consumer no longer owns; their next
-    /// owner replays from the last commit.
-    pub(super) fn forget(&mut self, partitions: &[TopicPartition]) {
-        self.processed.retain(|(t, p, _)| {
-            !partitions
-                .iter()
-                .any(|tp| tp.partition == *p && tp.topic == *t)
-        });
-    }
+    /// Partition states restored (on assignment, when not handed over by
+    /// another consumer of this process).
+    pub restores: AtomicU64,
+    /// Keys whose state was restored.
+    pub restored_keys: AtomicU64,
+    /// Changelog records read while restoring (what snapshots save).
+    pub changelog_replayed: AtomicU64,
 }
 
 /// What handlers and workers of one app share.
 pub(super) struct Shared {
+    /// Outputs and dead letters under at-least-once (each consumer has a
+    /// transactional producer of its own under exactly-once).
     pub(super) producer: Producer,
     dead_letter: Option<String>,
     pub(super) stats: AppStats,
+    /// Extra attempts at a record the processor fails on.
+    pub(super) retries: u32,
 }
 
 impl Shared {
@@ -164,24 +97,32 @@ impl Shared {
         }
     }
 
-    /// Sends a failed record to the dead-letter topic; without one, returns
-    /// the error so the consumer reports and skips it.
-    pub(super) fn dead_letter(&self, record: &RecordRef<'_>, error: &Error) -> Result<()> {
-        self.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
-        match &self.dead_letter {
-            Some(topic) => dead_letter::send(&self.producer, topic, record, &error.to_string()),
-            None => Err(error.clone()),
-        }
-    }
-
-    pub(super) fn dead_letter_without_value(
+    /// Sends a failed record to the dead-letter topic through `producer`;
+    /// without one, returns the error so the consumer reports and skips it.
+    pub(super) fn dead_letter(
         &self,
+        producer: &Producer,
         record: &RecordRef<'_>,
         error: &Error,
     ) -> Result<()> {
         self.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
         match &self.dead_letter {
-            Some(topic) => self.producer.send(
+            Some(topic) => dead_letter::send(producer, topic, record, &error.to_string()),
+            None => Err(error.clone()),
+        }
+    }
+
+    /// Like [`Shared::dead_letter`], for a record whose bytes are no longer
+    /// at hand (only its coordinates and key).
+    pub(super) fn dead_letter_without_value(
+        &self,
+        producer: &Producer,
+        record: &RecordRef<'_>,
+        error: &Error,
+    ) -> Result<()> {
+        self.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+        match &self.dead_letter {
+            Some(topic) => producer.send(
                 topic,
                 record.key,
                 &dead_letter::envelope_without_value(record, &error.to_string()),
@@ -220,6 +161,7 @@ pub struct App<P: KeyedProcessor> {
     commit_interval: Duration,
     state_dir: Option<std::path::PathBuf>,
     instance: Option<String>,
+    retries: u32,
 }
 
 impl<P: KeyedProcessor> App<P> {
@@ -240,7 +182,18 @@ impl<P: KeyedProcessor> App<P> {
             commit_interval: Duration::from_millis(100),
             state_dir: None,
             instance: None,
+            retries: 2,
         }
+    }
+
+    /// How many more times a record is given to the processor after it
+    /// failed (returned an error or panicked) before it goes to the
+    /// dead-letter topic; default 2. Attempts follow each other at once, so
+    /// a record that always fails costs a few attempts and never stalls its
+    /// partition.
+    pub fn retries(mut self, n: u32) -> Self {
+        self.retries = n;
+        self
     }
 
     /// The delivery guarantee (default: at-least-once).
@@ -317,7 +270,6 @@ impl<P: KeyedProcessor> App<P> {
 
     /// Checks the topics and starts consuming.
     pub fn start(self, log: Arc<dyn Log>) -> Result<Running> {
-        const T: Duration = Duration::from_secs(30);
         if self.consumers == 0 {
             return Err(Error::InvalidInput(
                 "an app needs at least one consumer".into(),
@@ -332,7 +284,7 @@ impl<P: KeyedProcessor> App<P> {
         // put a key in the same partition.
         let mut partitions = None;
         for t in &self.inputs {
-            let n = log.describe_topic(t, T)?.partitions.len();
+            let n = log.describe_topic(t, ADMIN_TIMEOUT)?.partitions.len();
             if *partitions.get_or_insert(n) != n {
                 return Err(Error::InvalidInput(format!(
                     "input topics must have the same partition count ({} has {n}, not {})",
@@ -341,22 +293,32 @@ impl<P: KeyedProcessor> App<P> {
                 )));
             }
         }
+        let partitions = partitions.unwrap_or(1) as i32;
         if let Some(dlq) = &self.dead_letter {
-            log.ensure_topic(&TopicSpec::new(dlq, partitions.unwrap_or(1) as i32), T)?;
+            log.ensure_topic(&TopicSpec::new(dlq, partitions), ADMIN_TIMEOUT)?;
         }
+        let durability = if P::STATEFUL {
+            Some(Arc::new(self.durability(&log, partitions)?))
+        } else {
+            None
+        };
         let shared = Arc::new(Shared {
             producer: Producer::new(&*log)?,
             dead_letter: self.dead_letter.clone(),
             stats: AppStats::default(),
+            retries: self.retries,
         });
+        let instance = self
+            .instance
+            .clone()
+            .unwrap_or_else(|| format!("{:016x}", fastrand::u64(..)));
         let mut stages = Vec::new();
         let mut inputs: Vec<&str> = self.inputs.iter().map(String::as_str).collect();
         if let Some(topic) = &self.repartition {
-            log.ensure_topic(&TopicSpec::new(topic, partitions.unwrap_or(1) as i32), T)?;
-            let mut cfg = ConsumerConfig::new(format!("{}-repartition", self.group), &inputs);
-            cfg.offset_reset = self.offset_reset;
-            cfg.session_timeout = self.session_timeout;
-            cfg.client_id = format!("{}-repartition", self.group);
+            log.ensure_topic(&TopicSpec::new(topic, partitions), ADMIN_TIMEOUT)?;
+            let stage = format!("{}-repartition", self.group);
+            let cfg = self.consumer_config(&stage, &inputs);
+            let commits = self.commits(&log, &stage, &instance);
             let (p, s, to) = (
                 self.processor.clone(),
                 shared.clone(),
@@ -366,51 +328,113 @@ impl<P: KeyedProcessor> App<P> {
                 log.clone(),
                 &cfg,
                 self.consumers,
-                move |_| Rekey {
+                move |i| Rekey {
                     processor: p.clone(),
                     shared: s.clone(),
                     to: to.clone(),
-                    acked: Acknowledged::default(),
+                    commits: commits(i),
                 },
             )?);
             inputs = vec![topic];
         }
-        let mut cfg = ConsumerConfig::new(&self.group, &inputs);
-        cfg.offset_reset = self.offset_reset;
-        cfg.session_timeout = self.session_timeout;
-        cfg.client_id = self.group.clone();
+        let cfg = self.consumer_config(&self.group, &inputs);
+        let commits = self.commits(&log, &self.group, &instance);
         let (group, workers) = match self.style {
             Style::Keyed => {
-                let handoff: Arc<Handoff<P::State>> = Arc::default();
+                let handoff: Arc<Handoff<_>> = Arc::default();
                 let (p, s) = (self.processor, shared.clone());
-                let group =
-                    ConsumerGroup::spawn(log, &cfg, self.consumers, move |_| KeyedHandler {
-                        processor: p.clone(),
-                        shared: s.clone(),
-                        handoff: handoff.clone(),
-                        owned: Default::default(),
-                        acked: Default::default(),
-                    })?;
+                let group = ConsumerGroup::spawn(log, &cfg, self.consumers, move |i| {
+                    KeyedHandler::new(
+                        p.clone(),
+                        s.clone(),
+                        handoff.clone(),
+                        durability.clone(),
+                        commits(i),
+                    )
+                })?;
                 (group, Vec::new())
             }
             Style::Actors { workers } => {
                 let (pool, threads) = Pool::start(workers, &self.processor, &shared);
                 let (p, s) = (self.processor, shared.clone());
-                let group = ConsumerGroup::spawn(log, &cfg, self.consumers, move |_| {
-                    Dispatcher::new(p.clone(), pool.clone(), s.clone())
+                let group = ConsumerGroup::spawn(log, &cfg, self.consumers, move |i| {
+                    Dispatcher::new(
+                        p.clone(),
+                        pool.clone(),
+                        s.clone(),
+                        durability.clone(),
+                        commits(i),
+                    )
                 })?;
                 (group, threads)
             }
         };
         stages.push(group);
         let partitions =
-            partitions.unwrap_or(0) * (self.inputs.len() + usize::from(self.repartition.is_some()));
+            partitions as usize * (self.inputs.len() + usize::from(self.repartition.is_some()));
         Ok(Running {
             stages,
             shared,
             workers,
             partitions,
         })
+    }
+
+    /// The changelog topic (created if missing) and the snapshot directory.
+    fn durability(&self, log: &Arc<dyn Log>, partitions: i32) -> Result<Durability> {
+        let changelog = format!("{}-changelog", self.group);
+        let mut spec = TopicSpec::new(&changelog, partitions);
+        spec.configs
+            .push(("cleanup.policy".into(), "compact".into()));
+        log.ensure_topic(&spec, ADMIN_TIMEOUT)?;
+        let n = log.describe_topic(&changelog, ADMIN_TIMEOUT)?.partitions.len();
+        if n != partitions as usize {
+            return Err(Error::InvalidInput(format!(
+                "changelog topic {changelog} has {n} partitions, the inputs {partitions}; \
+                 delete it (its state is lost) or give the inputs {n} partitions"
+            )));
+        }
+        Ok(Durability {
+            log: log.clone(),
+            changelog,
+            snapshots: self.state_dir.as_ref().map(|d| d.join(&self.group)),
+            read_committed: self.guarantee == Guarantee::ExactlyOnce,
+        })
+    }
+
+    fn consumer_config(&self, group: &str, inputs: &[&str]) -> ConsumerConfig {
+        let mut cfg = ConsumerConfig::new(group, inputs);
+        cfg.offset_reset = self.offset_reset;
+        cfg.session_timeout = self.session_timeout;
+        cfg.client_id = group.to_owned();
+        cfg.commit_interval = self.commit_interval;
+        cfg.read_committed = self.guarantee == Guarantee::ExactlyOnce;
+        cfg
+    }
+
+    /// Builds the commit protocol of consumer `i` of a stage. Under
+    /// exactly-once each consumer has a transactional producer named after
+    /// the stage, the instance and its number, so that its successor (after
+    /// a failure here, or a restart of the process) fences it.
+    fn commits(
+        &self,
+        log: &Arc<dyn Log>,
+        stage: &str,
+        instance: &str,
+    ) -> impl Fn(usize) -> Commits + Send + Clone + 'static {
+        let (log, guarantee, interval) = (log.clone(), self.guarantee, self.commit_interval);
+        let prefix = format!("{stage}-{instance}");
+        move |i| match guarantee {
+            Guarantee::AtLeastOnce => Commits::AtLeastOnce(Default::default()),
+            Guarantee::ExactlyOnce => {
+                let id = format!("{prefix}-{i}");
+                Producer::transactional(&*log, &id)
+                    .and_then(|p| Transaction::begin(p, interval))
+                    .map(Commits::ExactlyOnce)
+                    // The consumer's supervision retries with a backoff.
+                    .unwrap_or_else(|e| panic!("cannot start transactional producer {id}: {e}"))
+            }
+        }
     }
 }
 
@@ -419,7 +443,7 @@ struct Rekey<P> {
     processor: P,
     shared: Arc<Shared>,
     to: Arc<str>,
-    acked: Acknowledged,
+    commits: Commits,
 }
 
 impl<P: KeyedProcessor> crate::stream::Handler for Rekey<P> {
@@ -428,30 +452,37 @@ impl<P: KeyedProcessor> crate::stream::Handler for Rekey<P> {
     }
 
     fn completed(&mut self, progress: &mut dyn Progress) {
-        self.acked.release(&self.shared, progress, false);
+        self.commits
+            .release(&self.shared, progress, false, &mut |_| Ok(0));
     }
 
     fn revoking(&mut self, _: &[TopicPartition], progress: &mut dyn Progress) {
-        self.acked.release(&self.shared, progress, true);
+        self.commits
+            .release(&self.shared, progress, true, &mut |_| Ok(0));
     }
 
     fn drain(&mut self) {
-        self.acked.release_next();
+        self.commits.release_next();
     }
 
     fn revoked(&mut self, partitions: &[TopicPartition]) {
-        self.acked.forget(partitions);
+        self.commits.forget(partitions);
+    }
+
+    fn failure(&mut self) -> Option<Error> {
+        self.commits.failure().cloned()
     }
 
     fn handle(&mut self, record: RecordRef<'_>) -> Result<()> {
-        self.acked
+        if self.commits.failure().is_some() {
+            return Ok(());
+        }
+        self.commits
             .processed(record.topic, record.partition, record.offset + 1);
+        let producer = self.commits.producer(&self.shared);
         match self.processor.decode(&record) {
-            Ok((key, _)) => self
-                .shared
-                .producer
-                .send(&self.to, Some(key.as_bytes()), record.value),
-            Err(e) => self.shared.dead_letter(&record, &e),
+            Ok((key, _)) => producer.send(&self.to, Some(key.as_bytes()), record.value),
+            Err(e) => self.shared.dead_letter(producer, &record, &e),
         }
     }
 }

@@ -3,110 +3,171 @@
 //! key, grouped by partition so it can move with the partition).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::app::{Acknowledged, Shared};
-use super::{Context, KeyedProcessor};
-use crate::error::Result;
+use super::app::Shared;
+use super::commit::Commits;
+use super::handoff::Handoff;
+use super::store::{Durability, Store};
+use super::{run_processor, Context, KeyedProcessor};
+use crate::error::{Error, Result};
 use crate::log::{Progress, RecordRef, TopicPartition};
-use crate::stream::Handler;
+use crate::stream::{Handler, Producer};
 
-/// The states of one partition's keys.
-pub(super) type PartitionState<S> = HashMap<String, S>;
+/// How often partition states are saved as local snapshots.
+const SNAPSHOT_EVERY: Duration = Duration::from_secs(30);
 
-/// How long a consumer waits for the previous owner in this process to hand
-/// over a partition's state before starting without it.
-const HANDOFF_WAIT: Duration = Duration::from_secs(10);
-
-/// Hands partition states between the consumers of one process, so that a
-/// rebalance inside the process loses nothing. A partition's slot is `Held`
-/// while a consumer owns it and `Parked` once it let go; a new owner whose
-/// assignment arrives before the old owner has let go waits for it.
-pub(super) struct Handoff<S> {
-    slots: Mutex<HashMap<i32, Slot<S>>>,
-    parked: Condvar,
-}
-
-enum Slot<S> {
-    Held,
-    Parked(PartitionState<S>),
-}
-
-impl<S> Default for Handoff<S> {
-    fn default() -> Self {
-        Self {
-            slots: Mutex::new(HashMap::new()),
-            parked: Condvar::new(),
-        }
-    }
-}
-
-impl<S> Handoff<S> {
-    /// Takes partition `p`'s state (empty if none is known here).
-    fn take(&self, p: i32) -> PartitionState<S> {
-        let deadline = Instant::now() + HANDOFF_WAIT;
-        let mut slots = self.slots.lock().unwrap();
-        while matches!(slots.get(&p), Some(Slot::Held)) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                tracing::warn!(
-                    "partition {p}: previous owner did not hand over its state; starting empty"
-                );
-                break;
-            }
-            slots = self.parked.wait_timeout(slots, left).unwrap().0;
-        }
-        match slots.insert(p, Slot::Held) {
-            Some(Slot::Parked(state)) => state,
-            _ => PartitionState::default(),
-        }
-    }
-
-    /// Leaves partition `p`'s state for its next owner.
-    fn park(&self, p: i32, state: PartitionState<S>) {
-        self.slots.lock().unwrap().insert(p, Slot::Parked(state));
-        self.parked.notify_all();
-    }
+/// A partition's state as one consumer left it for the next, with the
+/// changelog offset it reflects: a newer owner elsewhere may have written
+/// the changelog since, and the next owner here reads what it missed.
+pub(super) struct Parked<S> {
+    store: Store<S>,
+    offset: i64,
 }
 
 pub(super) struct KeyedHandler<P: KeyedProcessor> {
-    pub(super) processor: P,
-    pub(super) shared: Arc<Shared>,
-    pub(super) handoff: Arc<Handoff<P::State>>,
+    processor: P,
+    shared: Arc<Shared>,
+    handoff: Arc<Handoff<Parked<P::State>>>,
+    /// Where state is made durable; `None` for stateless processors.
+    durability: Option<Arc<Durability>>,
     /// Keyed by partition number: co-partitioned input topics share state.
-    pub(super) owned: HashMap<i32, PartitionState<P::State>>,
-    /// Offsets processed, committed once their outputs are acknowledged.
-    pub(super) acked: Acknowledged,
+    owned: HashMap<i32, Store<P::State>>,
+    commits: Commits,
+    last_snapshot: Instant,
+    /// Set when the consumer stops: the last release also saves snapshots.
+    stopping: bool,
+}
+
+impl<P: KeyedProcessor> KeyedHandler<P> {
+    pub(super) fn new(
+        processor: P,
+        shared: Arc<Shared>,
+        handoff: Arc<Handoff<Parked<P::State>>>,
+        durability: Option<Arc<Durability>>,
+        commits: Commits,
+    ) -> Self {
+        Self {
+            processor,
+            shared,
+            handoff,
+            durability,
+            owned: HashMap::new(),
+            commits,
+            last_snapshot: Instant::now(),
+            stopping: false,
+        }
+    }
+
+    /// Commits now, so that stores and the changelog agree; returns whether
+    /// everything processed is committed.
+    fn settle(&mut self, progress: &mut dyn Progress) -> bool {
+        let Self {
+            shared,
+            owned,
+            commits,
+            durability,
+            ..
+        } = self;
+        commits.release(shared, progress, true, &mut |producer| {
+            write_changes(owned, durability.as_deref(), producer)
+        });
+        commits.is_settled()
+    }
+
+    /// The changelog's end offsets, per partition.
+    fn changelog_ends(&self) -> Option<HashMap<i32, i64>> {
+        let d = self.durability.as_ref()?;
+        match d.log.describe_topic(&d.changelog, Duration::from_secs(30)) {
+            Ok(info) => Some(info.partitions.iter().map(|p| (p.id, p.high)).collect()),
+            Err(e) => {
+                tracing::warn!("cannot read the end of changelog {}: {e}", d.changelog);
+                None
+            }
+        }
+    }
+
+    /// Saves a snapshot of every owned partition that changed since its last.
+    fn snapshot(&mut self, progress: &mut dyn Progress) {
+        self.last_snapshot = Instant::now();
+        let Some(d) = self.durability.clone() else {
+            return;
+        };
+        if d.snapshots.is_none()
+            || !self.owned.values().any(|s| s.changed_since_snapshot() > 0)
+            || !self.settle(progress)
+        {
+            return;
+        }
+        let Some(ends) = self.changelog_ends() else {
+            return;
+        };
+        for (p, store) in &mut self.owned {
+            if store.changed_since_snapshot() == 0 {
+                continue;
+            }
+            if let (Some(path), Some(&end)) = (d.snapshot_path(*p), ends.get(p)) {
+                if let Err(e) = store.save_snapshot(&path, end) {
+                    tracing::warn!("{e}");
+                }
+            }
+        }
+    }
+}
+
+/// Writes the changed states of every owned partition to the changelog.
+fn write_changes<S: Default + serde::Serialize + serde::de::DeserializeOwned>(
+    owned: &mut HashMap<i32, Store<S>>,
+    durability: Option<&Durability>,
+    producer: &Producer,
+) -> Result<usize> {
+    let Some(d) = durability else {
+        return Ok(0);
+    };
+    let mut sent = 0;
+    for (p, store) in owned.iter_mut() {
+        if store.has_changes() {
+            sent += store.write_changes(producer, &d.changelog, *p)?;
+        }
+    }
+    Ok(sent)
 }
 
 impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
     fn handle(&mut self, record: RecordRef<'_>) -> Result<()> {
+        if self.commits.failure().is_some() {
+            // The consumer starts over from the last commit after this poll.
+            return Ok(());
+        }
         // Whatever the outcome (processed, dead letter, skipped), the record
         // is done once what it sent is acknowledged.
-        self.acked
+        self.commits
             .processed(record.topic, record.partition, record.offset + 1);
+        let producer = self.commits.producer(&self.shared);
         let (key, input) = match self.processor.decode(&record) {
             Ok(d) => d,
-            Err(e) => return self.shared.dead_letter(&record, &e),
-        };
-        let states = self.owned.entry(record.partition).or_default();
-        let state = match states.get_mut(&key) {
-            Some(s) => s,
-            None => states.entry(key.clone()).or_default(),
+            Err(e) => return self.shared.dead_letter(producer, &record, &e),
         };
         let mut ctx = Context::new(
-            &self.shared.producer,
+            producer,
             record.topic,
             record.partition,
             record.offset,
             record.timestamp,
         );
-        let result = self.processor.process(&key, input, state, &mut ctx);
+        let retries = self.shared.retries;
+        let result = if P::STATEFUL {
+            let state = self.owned.entry(record.partition).or_default().get_mut(&key);
+            run_processor(&mut self.processor, &key, &input, state, &mut ctx, retries)
+        } else {
+            let mut state = P::State::default();
+            run_processor(&mut self.processor, &key, &input, &mut state, &mut ctx, retries)
+        };
         self.shared.processed(ctx.sent);
         match result {
             Ok(()) => Ok(()),
-            Err(e) => self.shared.dead_letter(&record, &e),
+            Err(e) => self.shared.dead_letter(producer, &record, &e),
         }
     }
 
@@ -115,31 +176,75 @@ impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
     }
 
     fn completed(&mut self, progress: &mut dyn Progress) {
-        self.acked.release(&self.shared, progress, false);
+        let Self {
+            shared,
+            owned,
+            commits,
+            durability,
+            ..
+        } = self;
+        commits.release(shared, progress, false, &mut |producer| {
+            write_changes(owned, durability.as_deref(), producer)
+        });
+        if self.stopping || self.last_snapshot.elapsed() >= SNAPSHOT_EVERY {
+            self.snapshot(progress);
+        }
     }
 
     fn revoking(&mut self, _: &[TopicPartition], progress: &mut dyn Progress) {
-        self.acked.release(&self.shared, progress, true);
+        // Runs inside the backend's rebalance callback: nothing here may
+        // panic. A failed commit shows in `failure` after the poll.
+        self.settle(progress);
     }
 
     fn drain(&mut self) {
-        self.acked.release_next();
+        self.stopping = true;
+        self.commits.release_next();
+    }
+
+    fn failure(&mut self) -> Option<Error> {
+        self.commits.failure().cloned()
     }
 
     fn assigned(&mut self, partitions: &[TopicPartition]) {
+        let mut ends = None;
         for tp in partitions {
-            if !self.owned.contains_key(&tp.partition) {
-                let state = self.handoff.take(tp.partition);
-                self.owned.insert(tp.partition, state);
+            if !P::STATEFUL || self.owned.contains_key(&tp.partition) {
+                continue;
             }
+            let parked = self.handoff.take(tp.partition);
+            let Some(d) = self.durability.clone() else {
+                continue;
+            };
+            let ends = ends.get_or_insert_with(|| self.changelog_ends().unwrap_or_default());
+            let store = match parked {
+                // Nobody wrote the changelog since it was parked here.
+                Some(p) if ends.get(&tp.partition) == Some(&p.offset) => Ok(p.store),
+                Some(p) => d.restore_from(tp.partition, p.store, p.offset, &self.shared.stats),
+                None => d.restore(tp.partition, &self.shared.stats),
+            }
+            // Processing without the partition's state would be wrong:
+            // let the consumer restart and try again.
+            .unwrap_or_else(|e| panic!("cannot restore the state of partition {}: {e}", tp.partition));
+            self.owned.insert(tp.partition, store);
         }
     }
 
     fn revoked(&mut self, partitions: &[TopicPartition]) {
-        self.acked.forget(partitions);
+        let settled =
+            self.commits.is_settled() && self.owned.values().all(|s| !s.has_changes());
+        self.commits.forget(partitions);
+        let ends = if settled && P::STATEFUL {
+            self.changelog_ends()
+        } else {
+            None
+        };
         for tp in partitions {
-            if let Some(state) = self.owned.remove(&tp.partition) {
-                self.handoff.park(tp.partition, state);
+            if let Some(store) = self.owned.remove(&tp.partition) {
+                let parked = ends.as_ref().and_then(|e| e.get(&tp.partition)).map(|&offset| {
+                    Parked { store, offset }
+                });
+                self.handoff.park(tp.partition, parked);
             }
         }
     }
@@ -147,10 +252,11 @@ impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
 
 impl<P: KeyedProcessor> Drop for KeyedHandler<P> {
     fn drop(&mut self) {
-        // A handler rebuilt after a panic, or stopped, leaves its state for
-        // whoever owns the partitions next.
-        for (p, state) in self.owned.drain() {
-            self.handoff.park(p, state);
+        // A handler rebuilt after a failure, or stopped, releases its
+        // partitions; their next owner restores them from snapshots and the
+        // changelog (what is in memory may be ahead of what is committed).
+        for (p, _) in self.owned.drain() {
+            self.handoff.park(p, None);
         }
     }
 }

@@ -22,17 +22,26 @@
 
 mod actors;
 mod app;
+mod commit;
 mod context;
 pub mod dead_letter;
+mod handoff;
 mod keyed;
 mod offsets;
 pub mod stateless;
+mod store;
 
 pub use app::{App, AppStats, Guarantee, Running, Style};
 pub use context::Context;
 pub use offsets::OffsetTracker;
 
-use crate::error::Result;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::actor::panic_text;
+use crate::error::{Error, Result};
 use crate::log::RecordRef;
 
 /// Application logic with state per key.
@@ -43,19 +52,67 @@ pub trait KeyedProcessor: Clone + Send + 'static {
     /// What a record decodes to, once, on the consumer thread.
     type Input: Send + 'static;
     /// Per-key state, created with `Default` on a key's first record.
-    type State: Default + Send + 'static;
+    /// Serializable because it is written to a changelog topic and to local
+    /// snapshots, from which it is restored wherever the key's partition
+    /// goes next.
+    type State: Default + Serialize + DeserializeOwned + Send + 'static;
+
+    /// `false` for processors without state (stateless steps): their apps
+    /// keep no state stores and no changelog.
+    const STATEFUL: bool = true;
 
     /// The record's key and input. An error sends the record to the
     /// dead-letter topic.
     fn decode(&self, record: &RecordRef<'_>) -> Result<(String, Self::Input)>;
 
-    /// Handles one input of `key`. An error sends the record to the
-    /// dead-letter topic; the state keeps whatever changes were made.
+    /// Handles one input of `key`. An error (or a panic) is retried a few
+    /// times (see [`App::retries`]), then sends the record to the
+    /// dead-letter topic; the state keeps whatever changes were made, so a
+    /// processor should fail before changing it.
     fn process(
         &mut self,
         key: &str,
-        input: Self::Input,
+        input: &Self::Input,
         state: &mut Self::State,
         ctx: &mut Context<'_>,
     ) -> Result<()>;
+}
+
+/// Runs the processor on one input, retrying a failure up to `retries`
+/// times without waiting, so that a poison record costs a few attempts and
+/// never stalls its partition. A panic counts as a failure.
+pub(super) fn run_processor<P: KeyedProcessor>(
+    processor: &mut P,
+    key: &str,
+    input: &P::Input,
+    state: &mut P::State,
+    ctx: &mut Context<'_>,
+    retries: u32,
+) -> Result<()> {
+    let mut attempt = 0;
+    loop {
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            processor.process(key, input, state, ctx)
+        }))
+        .unwrap_or_else(|p| {
+            Err(Error::Backend(format!(
+                "processor panicked: {}",
+                panic_text(&*p)
+            )))
+        });
+        match result {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < retries => {
+                attempt += 1;
+                tracing::debug!("key '{key}': {e}; retrying ({attempt} of {retries})");
+            }
+            Err(e) if retries > 0 => {
+                return Err(Error::Backend(format!(
+                    "failed {} times, last: {e}",
+                    retries + 1
+                )))
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }

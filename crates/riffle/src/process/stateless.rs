@@ -73,6 +73,7 @@ pub fn filter(
 impl KeyedProcessor for Stateless {
     type Input = Vec<Output>;
     type State = ();
+    const STATEFUL: bool = false;
 
     fn decode(&self, record: &RecordRef<'_>) -> Result<(String, Vec<Output>)> {
         let mut out = Vec::new();
@@ -87,7 +88,7 @@ impl KeyedProcessor for Stateless {
     fn process(
         &mut self,
         _: &str,
-        outputs: Vec<Output>,
+        outputs: &Vec<Output>,
         _: &mut (),
         ctx: &mut Context<'_>,
     ) -> Result<()> {

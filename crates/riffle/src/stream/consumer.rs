@@ -52,6 +52,14 @@ pub trait Handler: Send + 'static {
     /// Finish their work and report their final offsets through `progress`,
     /// so the next owner repeats nothing.
     fn revoking(&mut self, _partitions: &[TopicPartition], _progress: &mut dyn Progress) {}
+
+    /// A failure that spoils the handler's work since its last commit, such
+    /// as a transaction fenced by a newer owner. Checked after every poll:
+    /// the consumer then leaves the group without committing and starts
+    /// over with a new handler, as after a panic.
+    fn failure(&mut self) -> Option<Error> {
+        None
+    }
 }
 
 impl<F> Handler for F
@@ -152,29 +160,33 @@ impl Consumer {
                     };
                     let mut handler = factory();
                     let run = catch_unwind(AssertUnwindSafe(|| run(&mut *consumer, &mut handler, &stop, &st)));
-                    match run {
+                    let failure = match run {
+                        Ok(Err(Error::Fenced(why))) => format!("fenced: {why}"),
                         Ok(result) => {
                             let closed = consumer.close();
                             st.assignment.lock().unwrap().clear();
                             return result.and(closed);
                         }
-                        Err(panic) => {
-                            consecutive += 1;
-                            let restarts = st.restarts.fetch_add(1, Ordering::Relaxed) + 1;
-                            // Leave without committing the record that panicked.
-                            drop(consumer);
-                            st.assignment.lock().unwrap().clear();
-                            if supervision.max_restarts.is_some_and(|m| consecutive > m) {
-                                tracing::error!(consumer = %config.client_id, restarts, "handler panicked ({}); giving up", panic_text(&*panic));
-                                return Err(Error::Backend(format!("handler panicked: {}", panic_text(&*panic))));
-                            }
-                            let delay = supervision.delay(consecutive);
-                            tracing::warn!(consumer = %config.client_id, restarts, "handler panicked ({}); restarting in {delay:?}", panic_text(&*panic));
-                            sleep_unless_stopped(delay, &stop);
-                            if stop.is_stopped() {
-                                return Ok(());
-                            }
-                        }
+                        Err(panic) => format!("handler panicked: {}", panic_text(&*panic)),
+                    };
+                    consecutive += 1;
+                    let restarts = st.restarts.fetch_add(1, Ordering::Relaxed) + 1;
+                    // Leave without committing: the work since the last
+                    // commit is done again by whoever owns the partitions
+                    // next. The handler goes first, so that what it hands
+                    // over is in place before the partitions move.
+                    drop(handler);
+                    drop(consumer);
+                    st.assignment.lock().unwrap().clear();
+                    if supervision.max_restarts.is_some_and(|m| consecutive > m) {
+                        tracing::error!(consumer = %config.client_id, restarts, "{failure}; giving up");
+                        return Err(Error::Backend(failure));
+                    }
+                    let delay = supervision.delay(consecutive);
+                    tracing::warn!(consumer = %config.client_id, restarts, "{failure}; restarting in {delay:?}");
+                    sleep_unless_stopped(delay, &stop);
+                    if stop.is_stopped() {
+                        return Ok(());
                     }
                 }
             })
@@ -330,6 +342,9 @@ fn run<H: Handler>(
         consumer.poll(POLL_WAIT, POLL_BATCH, &mut visit)?;
         if defers {
             store_completed(consumer, visit.handler);
+        }
+        if let Some(e) = visit.handler.failure() {
+            return Err(Error::Fenced(e.to_string()));
         }
     }
     if defers {

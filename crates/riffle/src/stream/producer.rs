@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::log::{DeliveryReport, Log, LogProducer, OutRecord};
+use crate::log::{
+    DeliveryReport, GroupToken, Log, LogProducer, OutRecord, TopicPartition, TxnProducer,
+};
 
 /// Counts of delivery reports, shared by every clone of a [`Producer`].
 #[derive(Debug, Default)]
@@ -44,14 +46,40 @@ pub struct Producer {
 }
 
 struct Inner {
-    backend: Box<dyn LogProducer>,
+    backend: Backend,
     stats: Arc<DeliveryStats>,
+}
+
+enum Backend {
+    Plain(Box<dyn LogProducer>),
+    Transactional(Box<dyn TxnProducer>),
+}
+
+impl std::ops::Deref for Backend {
+    type Target = dyn LogProducer;
+    fn deref(&self) -> &Self::Target {
+        match self {
+            Backend::Plain(p) => &**p,
+            Backend::Transactional(p) => &**p,
+        }
+    }
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if let Err(e) = self.backend.flush(Producer::CLOSE_TIMEOUT) {
-            tracing::warn!("producer dropped with undelivered records: {e}");
+        match &self.backend {
+            // What was not committed is not wanted: abort, so that readers
+            // need not wait for the broker to time the transaction out.
+            Backend::Transactional(p) => {
+                if let Err(e) = p.abort(Duration::from_secs(5)) {
+                    tracing::debug!("aborting on drop: {e}");
+                }
+            }
+            Backend::Plain(p) => {
+                if let Err(e) = p.flush(Producer::CLOSE_TIMEOUT) {
+                    tracing::warn!("producer dropped with undelivered records: {e}");
+                }
+            }
         }
     }
 }
@@ -79,8 +107,57 @@ impl Producer {
             on_delivery(r);
         })))?;
         Ok(Self {
-            inner: Arc::new(Inner { backend, stats }),
+            inner: Arc::new(Inner {
+                backend: Backend::Plain(backend),
+                stats,
+            }),
         })
+    }
+
+    /// A transactional producer named `id` (see [`TxnProducer`]): records
+    /// sent through it become visible when [`Producer::commit`] commits
+    /// them. Creating it fences older producers with the same id.
+    pub fn transactional(log: &dyn Log, id: &str) -> Result<Self> {
+        let stats = Arc::new(DeliveryStats::default());
+        let s = stats.clone();
+        let backend =
+            log.transactional_producer(id, Some(Arc::new(move |r: &DeliveryReport| s.record(r))))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                backend: Backend::Transactional(backend),
+                stats,
+            }),
+        })
+    }
+
+    fn txn(&self) -> Result<&dyn TxnProducer> {
+        match &self.inner.backend {
+            Backend::Transactional(p) => Ok(&**p),
+            Backend::Plain(_) => Err(Error::InvalidInput(
+                "not a transactional producer".into(),
+            )),
+        }
+    }
+
+    /// Opens a transaction (transactional producers only).
+    pub fn begin(&self) -> Result<()> {
+        self.txn()?.begin()
+    }
+
+    /// Commits the open transaction with the consumer offsets `offsets`
+    /// of the group `group` names (transactional producers only).
+    pub fn commit(
+        &self,
+        offsets: &[(TopicPartition, i64)],
+        group: &GroupToken,
+        timeout: Duration,
+    ) -> Result<()> {
+        self.txn()?.commit(offsets, group, timeout)
+    }
+
+    /// Aborts the open transaction (transactional producers only).
+    pub fn abort(&self, timeout: Duration) -> Result<()> {
+        self.txn()?.abort(timeout)
     }
 
     /// Sends raw bytes with an optional key.

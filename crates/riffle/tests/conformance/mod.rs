@@ -4,6 +4,11 @@
 
 #![allow(dead_code)]
 
+mod txn;
+// Used by the `conformance_tests!` expansion, not by every includer.
+#[allow(unused_imports)]
+pub use txn::*;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,7 +24,10 @@ macro_rules! conformance_tests {
     ($log:expr) => {
         $crate::conformance_tests!($log; round_trip_with_keys, group_assignment,
             leaving_member_loses_nothing, recreate_topic, stop_ends_running_consumer,
-            bad_input, committed_offsets_resume, panicking_handler_is_restarted);
+            bad_input, committed_offsets_resume, panicking_handler_is_restarted,
+            txn_commit_is_visible_with_offsets, txn_abort_is_invisible,
+            txn_newer_producer_fences_older, txn_stale_generation_is_fenced,
+            read_partition_to_end, read_partition_skips_aborted);
     };
     ($log:expr; $($name:ident),*) => {
         $(

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::group::Group;
+use super::group::{Group, Membership};
 use super::storage::Batch;
 use super::{Inner, State, Topic};
 use crate::error::{Error, Result};
@@ -127,7 +127,7 @@ impl EmbeddedConsumer {
             events.push(GroupEvent::Revoked(
                 self.owned.drain(..).map(|o| o.tp).collect(),
             ));
-            group.set_held(&self.member_id, Vec::new());
+            group.set_held(&self.member_id, Vec::new(), None);
             changed = true;
         }
         self.generation = None;
@@ -153,7 +153,7 @@ impl EmbeddedConsumer {
                 .collect();
             tracing::debug!(group = %self.config.group_id, member = %self.member_id,
                 generation = group.generation, partitions = share.len(), "assigned");
-            group.set_held(&self.member_id, share.clone());
+            group.set_held(&self.member_id, share.clone(), Some(group.generation));
             events.push(GroupEvent::Assigned(share));
             self.generation = Some(group.generation);
         }
@@ -225,6 +225,15 @@ impl EmbeddedConsumer {
         Ok(())
     }
 
+    /// This member's standing now: the generation whose share it holds.
+    fn token(&self) -> GroupToken {
+        GroupToken(Arc::new(Membership {
+            group: self.config.group_id.clone(),
+            member: self.member_id.clone(),
+            generation: self.generation,
+        }))
+    }
+
     fn leave(&mut self, state: &mut State) {
         let State { topics, groups, .. } = state;
         let group = group_of_mut(groups, &self.config.group_id);
@@ -239,6 +248,7 @@ impl EmbeddedConsumer {
 /// Progress reported while partitions are being revoked.
 struct Revoking<'a> {
     owned: &'a mut Vec<Owned>,
+    token: GroupToken,
 }
 
 impl Progress for Revoking<'_> {
@@ -253,17 +263,14 @@ impl Progress for Revoking<'_> {
     }
 
     fn group(&self) -> Result<GroupToken> {
-        Err(Error::Backend(
-            "transactions are not implemented by the embedded log yet".into(),
-        ))
+        Ok(self.token.clone())
     }
 }
 
 impl LogConsumer for EmbeddedConsumer {
     fn group(&self) -> Result<GroupToken> {
-        Err(Error::Backend(
-            "transactions are not implemented by the embedded log yet".into(),
-        ))
+        self.ensure_open()?;
+        Ok(self.token())
     }
 
     fn poll(
@@ -289,8 +296,10 @@ impl LogConsumer for EmbeddedConsumer {
                 drop(state);
                 let revoking: Vec<TopicPartition> =
                     self.owned.iter().map(|o| o.tp.clone()).collect();
+                let token = self.token();
                 let mut progress = Revoking {
                     owned: &mut self.owned,
+                    token,
                 };
                 visitor.revoking(&revoking, &mut progress);
                 state = inner.lock();

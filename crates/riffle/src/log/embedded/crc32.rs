@@ -43,9 +43,15 @@ const fn tables() -> [[u32; 256]; 8] {
 }
 
 /// The CRC-32/IEEE of `data`.
-pub(super) fn crc32(data: &[u8]) -> u32 {
+pub(crate) fn crc32(data: &[u8]) -> u32 {
+    update(0, data)
+}
+
+/// The CRC-32/IEEE of `a` followed by `data`, given `crc`, the CRC of `a`:
+/// checksums a stream piece by piece.
+pub(crate) fn update(crc: u32, data: &[u8]) -> u32 {
     let t = &TABLES;
-    let mut crc = !0u32;
+    let mut crc = !crc;
     let mut chunks = data.chunks_exact(8);
     for c in &mut chunks {
         let lo = crc ^ u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
@@ -82,6 +88,15 @@ mod tests {
             }
         }
         !crc
+    }
+
+    #[test]
+    fn pieces_chain_to_the_whole() {
+        let data: Vec<u8> = (0..1000u32).map(|i| (i * 7 + 3) as u8).collect();
+        for split in [0, 1, 7, 8, 9, 500, 1000] {
+            let (a, b) = data.split_at(split);
+            assert_eq!(super::update(crc32(a), b), crc32(&data), "split at {split}");
+        }
     }
 
     #[test]

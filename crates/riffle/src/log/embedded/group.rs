@@ -17,6 +17,16 @@ use crate::log::TopicPartition;
 /// Committed offsets: topic -> partition -> next offset to consume.
 pub(super) type Offsets = HashMap<String, BTreeMap<i32, i64>>;
 
+/// A member's standing at one moment: what a [`crate::log::GroupToken`]
+/// carries on the embedded log.
+#[derive(Debug)]
+pub(super) struct Membership {
+    pub(super) group: String,
+    pub(super) member: String,
+    /// The generation whose share the member held; `None` if it held none.
+    pub(super) generation: Option<u64>,
+}
+
 #[derive(Debug)]
 pub(super) struct Member {
     topics: Vec<String>,
@@ -28,6 +38,9 @@ pub(super) struct Member {
     pub(super) assignment: Vec<TopicPartition>,
     /// What it has taken up and not yet released.
     held: Vec<TopicPartition>,
+    /// The generation it took up `held` in; `None` while it holds nothing
+    /// of any generation (joined, or released and waiting).
+    held_generation: Option<u64>,
 }
 
 impl Member {
@@ -92,6 +105,7 @@ impl Group {
             in_poll: false,
             assignment: Vec::new(),
             held: Vec::new(),
+            held_generation: None,
         };
         self.members.insert(id, member);
     }
@@ -186,10 +200,30 @@ impl Group {
             .all(|(_, m)| !m.held.iter().any(|p| wanted.contains(p)))
     }
 
-    pub(super) fn set_held(&mut self, me: &str, partitions: Vec<TopicPartition>) {
+    /// Records what `me` holds now: its share of `generation`, or nothing
+    /// (`None`) once it has released its partitions.
+    pub(super) fn set_held(
+        &mut self,
+        me: &str,
+        partitions: Vec<TopicPartition>,
+        generation: Option<u64>,
+    ) {
         if let Some(m) = self.members.get_mut(me) {
             m.held = partitions;
+            m.held_generation = generation;
         }
+    }
+
+    /// Whether `member` still holds the share it took up in `generation`.
+    /// Offsets committed in its name are safe exactly then: the next owner
+    /// of those partitions cannot start before they are released. This is
+    /// also true while a rebalance waits for the member (its revocation
+    /// callback commits then), as on Kafka, where the generation changes
+    /// only when every member has rejoined.
+    pub(super) fn holds(&self, member: &str, generation: u64) -> bool {
+        self.members
+            .get(member)
+            .is_some_and(|m| m.held_generation == Some(generation))
     }
 
     pub(super) fn committed(&self, topic: &str, partition: i32) -> Option<i64> {

@@ -645,3 +645,31 @@ fn a_killed_process_loses_nothing_acknowledged() {
         .iter()
         .all(|r| r.value == r.offset.to_string().as_bytes()));
 }
+
+#[test]
+fn a_committed_transaction_survives_reopening_and_an_aborted_one_leaves_nothing() {
+    use crate::log::TopicPartition;
+    let dir = TempDir::new("txn");
+    {
+        let log = EmbeddedLog::open(dir.path(), FsyncPolicy::default()).unwrap();
+        log.create_topic(&TopicSpec::new("in", 1), T).unwrap();
+        log.create_topic(&TopicSpec::new("out", 1), T).unwrap();
+        send_to(&log, "in", 0, None, b"input");
+        let mut c = log.consumer(&config("g", "in")).unwrap();
+        poll_n(&mut *c, &mut Collect::default(), 1);
+        let p = log.transactional_producer("tx", None).unwrap();
+        p.begin().unwrap();
+        p.send(OutRecord::new("out", Some(b"k"), b"aborted"))
+            .unwrap();
+        p.abort(T).unwrap();
+        p.begin().unwrap();
+        p.send(OutRecord::new("out", Some(b"k"), b"committed"))
+            .unwrap();
+        let offsets = [(TopicPartition::new("in", 0), 1)];
+        p.commit(&offsets, &c.group().unwrap(), T).unwrap();
+    }
+    let log = EmbeddedLog::open(dir.path(), FsyncPolicy::default()).unwrap();
+    let values: Vec<Vec<u8>> = read_all(&log, "out").into_iter().map(|r| r.value).collect();
+    assert_eq!(values, vec![b"committed".to_vec()]);
+    assert_eq!(committed(&log, "g", "in"), vec![Some(1)]);
+}

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::Inner;
+use super::{Inner, Topic};
 use crate::error::{Error, Result};
 use crate::log::{partition_for_key, DeliveryCallback, DeliveryReport, LogProducer, OutRecord};
 
@@ -25,30 +25,13 @@ impl EmbeddedProducer {
 
 impl LogProducer for EmbeddedProducer {
     fn send(&self, record: OutRecord<'_>) -> Result<()> {
-        let timestamp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let timestamp = timestamp_now();
         let mut state = self.inner.lock();
         let topic = state
             .topics
             .get_mut(record.topic)
             .ok_or_else(|| Error::UnknownTopic(record.topic.to_owned()))?;
-        let count = topic.partitions.len();
-        let partition = match (record.partition, record.key) {
-            (Some(p), _) if (0..count as i32).contains(&p) => p,
-            (Some(p), _) => {
-                return Err(Error::InvalidInput(format!(
-                    "partition {p} does not exist in topic '{}' ({count} partitions)",
-                    record.topic
-                )))
-            }
-            (None, Some(key)) => partition_for_key(key, count as i32),
-            (None, None) => {
-                let p = topic.spread % count;
-                topic.spread = topic.spread.wrapping_add(1);
-                p as i32
-            }
-        };
+        let partition = pick_partition(topic, &record)?;
         let offset =
             topic.partitions[partition as usize].append(record.key, record.value, timestamp)?;
         self.inner.unlock_and_wake(state);
@@ -70,5 +53,31 @@ impl LogProducer for EmbeddedProducer {
 
     fn in_flight(&self) -> usize {
         0
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(super) fn timestamp_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The record's partition: the explicit one if it exists, murmur2 of the
+/// key, or the next in turn for a key-less record.
+pub(super) fn pick_partition(topic: &mut Topic, record: &OutRecord<'_>) -> Result<i32> {
+    let count = topic.partitions.len();
+    match (record.partition, record.key) {
+        (Some(p), _) if (0..count as i32).contains(&p) => Ok(p),
+        (Some(p), _) => Err(Error::InvalidInput(format!(
+            "partition {p} does not exist in topic '{}' ({count} partitions)",
+            record.topic
+        ))),
+        (None, Some(key)) => Ok(partition_for_key(key, count as i32)),
+        (None, None) => {
+            let p = topic.spread % count;
+            topic.spread = topic.spread.wrapping_add(1);
+            Ok(p as i32)
+        }
     }
 }

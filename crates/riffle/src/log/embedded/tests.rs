@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use super::EmbeddedLog;
 use crate::error::Error;
 use crate::log::{
-    partition_for_key, ConsumerConfig, DeliveryReport, GroupEvent, Log, LogConsumer, LogProducer,
-    OffsetReset, OutRecord, PollVisitor, Record, RecordRef, TopicPartition, TopicSpec,
+    partition_for_key, ConsumerConfig, DeliveryReport, GroupEvent, GroupToken, Log, LogConsumer,
+    LogProducer, OffsetReset, OutRecord, PollVisitor, Progress, Record, RecordRef, TopicPartition,
+    TopicSpec, TxnProducer,
 };
 
 const T: Duration = Duration::from_secs(5);
@@ -769,4 +770,107 @@ fn members_joining_and_leaving_under_load_lose_and_repeat_nothing() {
     let seen = seen.lock().unwrap();
     let distinct: HashSet<&(i32, i64)> = seen.iter().collect();
     assert_eq!((seen.len(), distinct.len()), (TOTAL, TOTAL));
+}
+
+/// Commits a transaction from inside the revocation callback, as an
+/// exactly-once application finishes its work on partitions it is about to
+/// lose.
+struct CommitOnRevoke<'a> {
+    producer: &'a dyn TxnProducer,
+    /// The token the callback committed with, and the commit's result.
+    outcome: Option<(GroupToken, crate::error::Result<()>)>,
+}
+
+impl PollVisitor for CommitOnRevoke<'_> {
+    fn record(&mut self, _: RecordRef<'_>) -> bool {
+        false
+    }
+    fn event(&mut self, _: GroupEvent) {}
+    fn revoking(&mut self, _: &[TopicPartition], progress: &mut dyn Progress) {
+        let token = progress.group().unwrap();
+        self.producer.begin().unwrap();
+        send(self.producer, "t", None, "finished on revocation");
+        let offsets = [(TopicPartition::new("t", 0), 1)];
+        let result = self.producer.commit(&offsets, &token, T);
+        self.outcome = Some((token, result));
+    }
+}
+
+#[test]
+fn a_transaction_commits_during_revocation_and_its_token_is_fenced_after_the_handover() {
+    let log = log_with("t", 2);
+    let mut a = log.consumer(&config("g", "t")).unwrap();
+    poll_until(&mut *a, &mut Collect::default(), |c| !c.events.is_empty());
+    let before = a.group().unwrap();
+    let producer = log.transactional_producer("tx", None).unwrap();
+
+    let mut b = log.consumer(&config("g", "t")).unwrap();
+    b.poll(Duration::ZERO, 0, &mut Collect::default()).unwrap();
+    let mut visitor = CommitOnRevoke {
+        producer: &*producer,
+        outcome: None,
+    };
+    a.poll(Duration::ZERO, 0, &mut visitor).unwrap();
+    let (token, result) = visitor.outcome.expect("revocation announced");
+    assert_eq!(result, Ok(()), "the partitions were still held");
+    assert_eq!(committed(&log, "g", "t"), vec![Some(1), None]);
+    assert_eq!(highs(&log, "t"), vec![1, 0]);
+
+    settle(&mut [&mut a, &mut b]);
+    assert_eq!((partitions_of(&*a), partitions_of(&*b)), (vec![0], vec![1]));
+    for stale in [token, before] {
+        producer.begin().unwrap();
+        send(&*producer, "t", None, "too late");
+        let offsets = [(TopicPartition::new("t", 0), 2)];
+        let refused = producer.commit(&offsets, &stale, T);
+        assert!(matches!(refused, Err(Error::Fenced(_))), "{refused:?}");
+    }
+    assert_eq!(committed(&log, "g", "t"), vec![Some(1), None]);
+    assert_eq!(highs(&log, "t"), vec![1, 0], "nothing of a refused commit");
+}
+
+fn highs(log: &EmbeddedLog, topic: &str) -> Vec<i64> {
+    log.describe_topic(topic, T)
+        .unwrap()
+        .partitions
+        .iter()
+        .map(|p| p.high)
+        .collect()
+}
+
+#[test]
+fn readers_see_whole_transactions_only() {
+    const SIZE: usize = 50;
+    let log = log_with("t", 1);
+    log.create_topic(&TopicSpec::new("in", 1), T).unwrap();
+    let mut member = log.consumer(&config("g", "in")).unwrap();
+    poll_until(&mut *member, &mut Collect::default(), |c| {
+        !c.events.is_empty()
+    });
+    let group = member.group().unwrap();
+    let writer = {
+        let log = log.clone();
+        thread::spawn(move || {
+            let p = log.transactional_producer("tx", None).unwrap();
+            for _ in 0..100 {
+                p.begin().unwrap();
+                for i in 0..SIZE {
+                    send(&*p, "t", None, &i.to_string());
+                }
+                p.commit(&[], &group, T).unwrap();
+            }
+        })
+    };
+    let total = (100 * SIZE) as i64;
+    loop {
+        let end = log
+            .read_partition("t", 0, 0, true, T, &mut |_| Ok(()))
+            .unwrap();
+        assert_eq!(end % SIZE as i64, 0, "a partial transaction at {end}");
+        if end == total || writer.is_finished() {
+            break;
+        }
+    }
+    writer.join().unwrap();
+    assert_eq!(highs(&log, "t"), vec![total]);
 }

@@ -23,7 +23,7 @@ fn options(timeout: Duration) -> AdminOptions {
 }
 
 /// Polls `check` until it returns `Some`, or fails with a timeout naming `what`.
-fn wait_for<T>(
+pub(super) fn wait_for<T>(
     timeout: Duration,
     what: &str,
     mut check: impl FnMut() -> Result<Option<T>>,
@@ -41,7 +41,11 @@ fn wait_for<T>(
 }
 
 /// The topic's partitions as metadata shows them now; `None` if absent.
-fn metadata(log: &KafkaLog, name: &str, timeout: Duration) -> Result<Option<Vec<PartitionInfo>>> {
+pub(super) fn metadata(
+    log: &KafkaLog,
+    name: &str,
+    timeout: Duration,
+) -> Result<Option<Vec<PartitionInfo>>> {
     let admin = log.admin()?;
     let md = admin
         .inner()
@@ -159,11 +163,59 @@ pub(super) fn recreate_topic(log: &KafkaLog, spec: &TopicSpec, timeout: Duration
 }
 
 /// A consumer that never joins a group: used for watermarks and for reading
-/// a group's committed offsets.
-fn probe(log: &KafkaLog, group: &str) -> Result<BaseConsumer> {
+/// a group's committed offsets. `read_committed` makes offset requests wait
+/// for open transactions: committed offsets then include those of
+/// transactions whose commit is still being written, and the high watermark
+/// becomes the last stable offset.
+fn probe(log: &KafkaLog, group: &str, read_committed: bool) -> Result<BaseConsumer> {
     let mut c = log.client_config();
-    c.set("group.id", group).set("enable.auto.commit", "false");
+    c.set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", isolation(read_committed));
+    for (k, v) in &log.inner.properties {
+        c.set(k, v);
+    }
     Ok(c.create()?)
+}
+
+pub(super) fn isolation(read_committed: bool) -> &'static str {
+    if read_committed {
+        "read_committed"
+    } else {
+        "read_uncommitted"
+    }
+}
+
+/// The low and high watermarks of a partition as `consumer` sees them (the
+/// high one is the last stable offset for a `read_committed` consumer),
+/// waiting while a new topic's leader moves in.
+pub(super) fn watermarks<C: rdkafka::consumer::ConsumerContext>(
+    log: &KafkaLog,
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+    timeout: Duration,
+) -> Result<(i64, i64)> {
+    wait_for(
+        timeout,
+        &format!("watermarks of {topic}/{partition}"),
+        || match consumer.fetch_watermarks(topic, partition, timeout) {
+            Ok(w) => Ok(Some(w)),
+            Err(e)
+                if matches!(
+                    e.rdkafka_error_code(),
+                    Some(
+                        RDKafkaErrorCode::NotLeaderForPartition
+                            | RDKafkaErrorCode::LeaderNotAvailable
+                            | RDKafkaErrorCode::UnknownTopicOrPartition
+                    )
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(log.unreachable(e)),
+        },
+    )
 }
 
 fn with_watermarks(
@@ -172,32 +224,9 @@ fn with_watermarks(
     mut parts: Vec<PartitionInfo>,
     timeout: Duration,
 ) -> Result<TopicInfo> {
-    let probe = probe(log, "riffle-admin")?;
+    let probe = probe(log, "riffle-admin", false)?;
     for p in &mut parts {
-        // Right after a topic is created its leaders may still be moving in.
-        let (low, high) =
-            wait_for(
-                timeout,
-                &format!("watermarks of {name}/{}", p.id),
-                || match probe.fetch_watermarks(name, p.id, timeout) {
-                    Ok(w) => Ok(Some(w)),
-                    Err(e)
-                        if matches!(
-                            e.rdkafka_error_code(),
-                            Some(
-                                RDKafkaErrorCode::NotLeaderForPartition
-                                    | RDKafkaErrorCode::LeaderNotAvailable
-                                    | RDKafkaErrorCode::UnknownTopicOrPartition
-                            )
-                        ) =>
-                    {
-                        Ok(None)
-                    }
-                    Err(e) => Err(log.unreachable(e)),
-                },
-            )?;
-        p.low = low;
-        p.high = high;
+        (p.low, p.high) = watermarks(log, &probe, name, p.id, timeout)?;
     }
     Ok(TopicInfo {
         name: name.to_owned(),
@@ -249,7 +278,7 @@ pub(super) fn committed_offsets(
     for p in &parts {
         tpl.add_partition(topic, p.id);
     }
-    let got = probe(log, group)?
+    let got = probe(log, group, true)?
         .committed_offsets(tpl, timeout)
         .map_err(|e| log.unreachable(e))?;
     let mut out: Vec<GroupOffset> = got

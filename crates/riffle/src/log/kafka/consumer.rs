@@ -13,9 +13,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use super::context::{partitions, GroupContext, VisitorPtr};
 use super::KafkaLog;
 use crate::error::{Error, Result};
-use crate::log::{
-    ConsumerConfig, GroupToken, LogConsumer, PollVisitor, RecordRef, TopicPartition,
-};
+use crate::log::{ConsumerConfig, GroupToken, LogConsumer, PollVisitor, RecordRef, TopicPartition};
 
 pub(super) struct KafkaConsumer {
     consumer: BaseConsumer<GroupContext>,

@@ -45,6 +45,9 @@ impl ClientContext for LoggingContext {
     }
 }
 
+/// A group-less consumer needs no callbacks beyond logging.
+impl ConsumerContext for LoggingContext {}
+
 /// A consumer's context: logs, and a queue of assignment changes.
 pub(crate) struct GroupContext {
     pub(crate) client_id: String,
@@ -142,7 +145,13 @@ impl ConsumerContext for GroupContext {
             if let Some(ptr) = self.visitor.lock().unwrap().as_ref() {
                 // SAFETY: see `VisitorPtr`.
                 let visitor = unsafe { &mut *ptr.0 };
-                visitor.revoking(&revoked, &mut Revoking { ctx: self, consumer });
+                visitor.revoking(
+                    &revoked,
+                    &mut Revoking {
+                        ctx: self,
+                        consumer,
+                    },
+                );
             }
             self.store_pending(consumer);
             self.events

@@ -11,6 +11,8 @@ mod block_on;
 mod consumer;
 mod context;
 mod producer;
+mod read;
+mod txn;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -19,8 +21,8 @@ use rdkafka::admin::AdminClient;
 use rdkafka::config::ClientConfig;
 
 use super::{
-    ConsumerConfig, DeliveryCallback, GroupOffset, Log, LogConsumer, LogProducer, TopicInfo,
-    TopicSpec,
+    ConsumerConfig, DeliveryCallback, GroupOffset, Log, LogConsumer, LogProducer, ReadVisitor,
+    TopicInfo, TopicSpec, TxnProducer,
 };
 use crate::error::{Error, Result};
 use context::LoggingContext;
@@ -132,26 +134,30 @@ impl Log for KafkaLog {
 
     fn transactional_producer(
         &self,
-        _id: &str,
-        _on_delivery: Option<DeliveryCallback>,
-    ) -> Result<Box<dyn super::TxnProducer>> {
-        Err(Error::Backend(
-            "transactions are not implemented for Kafka yet".into(),
-        ))
+        id: &str,
+        on_delivery: Option<DeliveryCallback>,
+    ) -> Result<Box<dyn TxnProducer>> {
+        Ok(Box::new(txn::KafkaTxnProducer::new(self, id, on_delivery)?))
     }
 
     fn read_partition(
         &self,
-        _topic: &str,
-        _partition: i32,
-        _from: i64,
-        _read_committed: bool,
-        _idle_timeout: Duration,
-        _visit: super::ReadVisitor<'_>,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        read_committed: bool,
+        idle_timeout: Duration,
+        visit: ReadVisitor<'_>,
     ) -> Result<i64> {
-        Err(Error::Backend(
-            "read_partition is not implemented for Kafka yet".into(),
-        ))
+        read::read_partition(
+            self,
+            topic,
+            partition,
+            from,
+            read_committed,
+            idle_timeout,
+            visit,
+        )
     }
 
     fn create_topic(&self, spec: &TopicSpec, timeout: Duration) -> Result<()> {

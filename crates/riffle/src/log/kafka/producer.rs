@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::log::{DeliveryCallback, DeliveryReport, LogProducer, OutRecord};
 
 pub(super) struct KafkaProducer {
-    producer: ThreadedProducer<DeliveryContext>,
+    pub(super) producer: ThreadedProducer<DeliveryContext>,
 }
 
 pub(super) struct DeliveryContext {
@@ -60,10 +60,23 @@ impl ProducerContext for DeliveryContext {
 
 impl KafkaProducer {
     pub(super) fn new(log: &KafkaLog, on_delivery: Option<DeliveryCallback>) -> Result<Self> {
+        Self::with(log, on_delivery, &[])
+    }
+
+    /// A producer with `extra` properties on top of the defaults; the
+    /// user's properties still win.
+    pub(super) fn with(
+        log: &KafkaLog,
+        on_delivery: Option<DeliveryCallback>,
+        extra: &[(&str, &str)],
+    ) -> Result<Self> {
         let mut c = log.client_config();
         c.set("partitioner", "murmur2_random")
             .set("enable.idempotence", "true")
             .set("linger.ms", "5");
+        for (k, v) in extra {
+            c.set(*k, *v);
+        }
         for (k, v) in log.inner.properties.iter() {
             c.set(k, v);
         }
@@ -77,8 +90,10 @@ impl KafkaProducer {
     }
 }
 
-impl LogProducer for KafkaProducer {
-    fn send(&self, r: OutRecord<'_>) -> Result<()> {
+impl KafkaProducer {
+    /// Queues a record, with librdkafka's error for callers that tell its
+    /// kinds apart.
+    pub(super) fn produce(&self, r: OutRecord<'_>) -> std::result::Result<(), KafkaError> {
         let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(r.topic).payload(r.value);
         if let Some(k) = r.key {
             rec = rec.key(k);
@@ -86,7 +101,13 @@ impl LogProducer for KafkaProducer {
         if let Some(p) = r.partition {
             rec = rec.partition(p);
         }
-        self.producer.send(rec).map_err(|(e, _)| Error::from(e))
+        self.producer.send(rec).map_err(|(e, _)| e)
+    }
+}
+
+impl LogProducer for KafkaProducer {
+    fn send(&self, r: OutRecord<'_>) -> Result<()> {
+        self.produce(r).map_err(Error::from)
     }
 
     fn poll(&self, timeout: Duration) {

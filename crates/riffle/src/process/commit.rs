@@ -1,0 +1,263 @@
+//! When a consumer's progress becomes permanent, under each guarantee.
+//!
+//! A handler reports each record it finished with [`Commits::processed`] and
+//! offers its progress for release after every poll. What "released" means
+//! depends on the [`Guarantee`](super::Guarantee):
+//!
+//! - [`Acknowledged`] (at-least-once): offsets are stored for the consumer
+//!   to commit only once the outputs of the records below them are
+//!   acknowledged by the log, and the state changes they caused are written
+//!   to the changelog and acknowledged too. State is written only after the
+//!   outputs that led to it, so a restored state never claims a command was
+//!   sent that was lost.
+//! - [`Transaction`] (exactly-once): outputs, state changes and offsets go
+//!   into one transaction, committed every commit interval and before
+//!   partitions are revoked.
+
+use std::time::{Duration, Instant};
+
+use super::app::Shared;
+use crate::error::{Error, Result};
+use crate::log::{Progress, TopicPartition};
+use crate::stream::Producer;
+
+/// Writes the state changes made so far to the changelog through the given
+/// producer; returns how many records it sent.
+pub(super) type WriteState<'a> = &'a mut dyn FnMut(&Producer) -> Result<usize>;
+
+/// How long a transaction commit may take.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One consumer's commit protocol.
+pub(super) enum Commits {
+    AtLeastOnce(Acknowledged),
+    ExactlyOnce(Transaction),
+}
+
+impl Commits {
+    /// The producer outputs and dead letters of this consumer go through.
+    pub(super) fn producer<'a>(&'a self, shared: &'a Shared) -> &'a Producer {
+        match self {
+            Commits::AtLeastOnce(_) => &shared.producer,
+            Commits::ExactlyOnce(t) => &t.producer,
+        }
+    }
+
+    /// Everything before `next` in the partition is processed.
+    pub(super) fn processed(&mut self, topic: &str, partition: i32, next: i64) {
+        let list = match self {
+            Commits::AtLeastOnce(a) => &mut a.processed,
+            Commits::ExactlyOnce(t) => &mut t.processed,
+        };
+        raise(list, topic, partition, next);
+    }
+
+    /// Makes progress permanent if it is due (or now, when `force`).
+    pub(super) fn release(
+        &mut self,
+        shared: &Shared,
+        progress: &mut dyn Progress,
+        force: bool,
+        write_state: WriteState<'_>,
+    ) {
+        match self {
+            Commits::AtLeastOnce(a) => a.release(shared, progress, force, write_state),
+            Commits::ExactlyOnce(t) => t.release(progress, force, write_state),
+        }
+    }
+
+    /// Makes the next release wait for its commit (used on stop).
+    pub(super) fn release_next(&mut self) {
+        match self {
+            Commits::AtLeastOnce(a) => a.force_next = true,
+            Commits::ExactlyOnce(t) => t.force_next = true,
+        }
+    }
+
+    /// Drops progress on partitions this consumer no longer owns; their
+    /// next owner starts from the last commit.
+    pub(super) fn forget(&mut self, partitions: &[TopicPartition]) {
+        let keep = |(t, p, _): &(String, i32, i64)| {
+            !partitions
+                .iter()
+                .any(|tp| tp.partition == *p && tp.topic == *t)
+        };
+        match self {
+            Commits::AtLeastOnce(a) => {
+                a.processed.retain(keep);
+                a.staged.retain(keep);
+            }
+            Commits::ExactlyOnce(t) => t.processed.retain(keep),
+        }
+    }
+
+    /// A failed commit that spoils the work since the last one.
+    pub(super) fn failure(&self) -> Option<&Error> {
+        match self {
+            Commits::AtLeastOnce(_) => None,
+            Commits::ExactlyOnce(t) => t.failure.as_ref(),
+        }
+    }
+
+    /// Whether everything processed so far is committed.
+    pub(super) fn is_settled(&self) -> bool {
+        match self {
+            Commits::AtLeastOnce(a) => a.processed.is_empty() && a.staged.is_empty(),
+            Commits::ExactlyOnce(t) => t.processed.is_empty() && t.failure.is_none(),
+        }
+    }
+}
+
+fn raise(list: &mut Vec<(String, i32, i64)>, topic: &str, partition: i32, next: i64) {
+    match list
+        .iter_mut()
+        .find(|(t, p, _)| *p == partition && t == topic)
+    {
+        Some(e) => e.2 = e.2.max(next),
+        None => list.push((topic.to_owned(), partition, next)),
+    }
+}
+
+/// At-least-once bookkeeping of one consumer. Offsets move through two
+/// stages: *processed* (outputs sent, maybe not yet acknowledged) and
+/// *staged* (outputs acknowledged, state changes sent to the changelog,
+/// maybe not yet acknowledged). A release happens when the producer has
+/// nothing in flight, which acknowledges both stages at once: staged
+/// offsets are stored, the current state is written, and processed offsets
+/// become staged (or are stored at once when there was no state to write).
+///
+/// The producer is often idle between bursts, so this never waits on the
+/// hot path; offsets held back for [`MAX_HOLD`], and any release that is
+/// forced (revocation, stop), wait for a flush instead.
+#[derive(Default)]
+pub(super) struct Acknowledged {
+    processed: Vec<(String, i32, i64)>,
+    staged: Vec<(String, i32, i64)>,
+    /// Since when offsets wait for acknowledgements.
+    held_since: Option<Instant>,
+    /// The next release waits for acknowledgements (set on stop).
+    force_next: bool,
+}
+
+/// The longest offsets wait for the producer to be idle before a release
+/// waits for a flush.
+const MAX_HOLD: Duration = Duration::from_secs(1);
+
+impl Acknowledged {
+    fn release(
+        &mut self,
+        shared: &Shared,
+        progress: &mut dyn Progress,
+        force: bool,
+        write_state: WriteState<'_>,
+    ) {
+        if self.processed.is_empty() && self.staged.is_empty() {
+            self.held_since = None;
+            return;
+        }
+        let since = *self.held_since.get_or_insert_with(Instant::now);
+        let force = force || std::mem::take(&mut self.force_next);
+        if !(force || since.elapsed() >= MAX_HOLD || shared.producer.in_flight() == 0) {
+            return;
+        }
+        let flush = || match shared.producer.in_flight() {
+            0 => Ok(()),
+            _ => shared.producer.flush(Producer::CLOSE_TIMEOUT),
+        };
+        if let Err(e) = flush() {
+            tracing::warn!("outputs not acknowledged, holding offsets back: {e}");
+            return;
+        }
+        // Everything sent so far is acknowledged: the outputs of the
+        // processed records and the state written for the staged ones.
+        for (t, p, o) in self.staged.drain(..) {
+            progress.store(&t, p, o);
+        }
+        match write_state(&shared.producer) {
+            Ok(0) => {
+                for (t, p, o) in self.processed.drain(..) {
+                    progress.store(&t, p, o);
+                }
+            }
+            Ok(_) => {
+                self.staged.append(&mut self.processed);
+                if force {
+                    match flush() {
+                        Ok(()) => {
+                            for (t, p, o) in self.staged.drain(..) {
+                                progress.store(&t, p, o);
+                            }
+                        }
+                        Err(e) => tracing::warn!("state not acknowledged, holding offsets back: {e}"),
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("cannot write state, holding offsets back: {e}"),
+        }
+        self.held_since = (!self.staged.is_empty() || !self.processed.is_empty())
+            .then(Instant::now);
+    }
+}
+
+/// Exactly-once bookkeeping of one consumer: its own transactional
+/// producer, and the offsets processed in the open transaction.
+pub(super) struct Transaction {
+    producer: Producer,
+    processed: Vec<(String, i32, i64)>,
+    interval: Duration,
+    opened: Instant,
+    force_next: bool,
+    failure: Option<Error>,
+}
+
+impl Transaction {
+    /// Opens the first transaction of `producer`.
+    pub(super) fn begin(producer: Producer, interval: Duration) -> Result<Self> {
+        producer.begin()?;
+        Ok(Self {
+            producer,
+            processed: Vec::new(),
+            interval,
+            opened: Instant::now(),
+            force_next: false,
+            failure: None,
+        })
+    }
+
+    /// Whether the open transaction should be committed at the next release.
+    pub(super) fn is_due(&self) -> bool {
+        self.force_next || self.opened.elapsed() >= self.interval
+    }
+
+    fn release(&mut self, progress: &mut dyn Progress, force: bool, write_state: WriteState<'_>) {
+        let force = force || std::mem::take(&mut self.force_next);
+        if self.failure.is_some()
+            || self.processed.is_empty()
+            || !(force || self.opened.elapsed() >= self.interval)
+        {
+            return;
+        }
+        if let Err(e) = self.commit(progress, write_state) {
+            tracing::warn!("transaction failed: {e}");
+            if let Err(e) = self.producer.abort(COMMIT_TIMEOUT) {
+                tracing::debug!("abort: {e}");
+            }
+            self.failure = Some(e);
+        }
+    }
+
+    fn commit(&mut self, progress: &mut dyn Progress, write_state: WriteState<'_>) -> Result<()> {
+        write_state(&self.producer)?;
+        let group = progress.group()?;
+        let offsets: Vec<(TopicPartition, i64)> = self
+            .processed
+            .iter()
+            .map(|(t, p, o)| (TopicPartition::new(t.clone(), *p), *o))
+            .collect();
+        self.producer.commit(&offsets, &group, COMMIT_TIMEOUT)?;
+        self.processed.clear();
+        self.producer.begin()?;
+        self.opened = Instant::now();
+        Ok(())
+    }
+}

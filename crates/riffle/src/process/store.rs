@@ -1,0 +1,489 @@
+//! State stores: the states of one partition's keys, kept in memory for
+//! speed and made durable two ways.
+//!
+//! - A **changelog**: a compacted topic with the input's partition count.
+//!   Each key's latest state is written to the changelog partition of the
+//!   input partition it belongs to, keyed by the key, as JSON. Writes are
+//!   batched: a key changed many times between two commits is written once.
+//!   Whoever owns the partition next, in this process or another, rebuilds
+//!   the state by reading that changelog partition.
+//! - A **snapshot** on local disk, `<state dir>/<group>/<partition>.snapshot`,
+//!   holding every key's state and the changelog offset it reflects. A
+//!   process restarted on the same machine loads it and reads only the
+//!   changelog written after it, instead of the whole changelog.
+//!
+//! Snapshot format, little-endian: the magic `RFLSNAP1`, the changelog
+//! offset (u64) and the entry count (u64); per entry the key length (u32),
+//! the key, the state length (u32) and the state as JSON; last, a CRC-32 of
+//! everything before it. It is written to a temporary file and renamed into
+//! place, so a crash leaves either the old snapshot or the new one.
+
+use std::collections::HashMap;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::AppStats;
+use crate::error::{Error, Result};
+use crate::log::embedded::crc32;
+use crate::log::{Log, OutRecord};
+use crate::stream::Producer;
+
+const MAGIC: &[u8; 8] = b"RFLSNAP1";
+/// How long a changelog read may see nothing before restoring fails.
+const RESTORE_IDLE: Duration = Duration::from_secs(60);
+/// How often a long restore reports progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// One key's state and whether it changed since its last changelog write.
+struct Entry<S> {
+    state: S,
+    dirty: bool,
+}
+
+/// The states of one partition's keys.
+pub(super) struct Store<S> {
+    entries: HashMap<String, Entry<S>>,
+    /// Keys changed since their last changelog write.
+    dirty: Vec<String>,
+    /// Keys changed since the last snapshot, roughly (a hint for when one
+    /// is worth writing).
+    changed_since_snapshot: usize,
+}
+
+impl<S> Default for Store<S> {
+    fn default() -> Self {
+        Self {
+            entries: HashMap::new(),
+            dirty: Vec::new(),
+            changed_since_snapshot: 0,
+        }
+    }
+}
+
+impl<S: Default + Serialize + DeserializeOwned> Store<S> {
+    /// The state of `key`, created with `Default` if new, marked changed.
+    pub(super) fn get_mut(&mut self, key: &str) -> &mut S {
+        if !self.entries.contains_key(key) {
+            self.entries.insert(
+                key.to_owned(),
+                Entry {
+                    state: S::default(),
+                    dirty: false,
+                },
+            );
+        }
+        let entry = self.entries.get_mut(key).expect("inserted above");
+        if !entry.dirty {
+            entry.dirty = true;
+            self.dirty.push(key.to_owned());
+            self.changed_since_snapshot += 1;
+        }
+        &mut entry.state
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub(super) fn has_changes(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
+    pub(super) fn changed_since_snapshot(&self) -> usize {
+        self.changed_since_snapshot
+    }
+
+    /// Sends every changed key's state to `partition` of the changelog and
+    /// marks them unchanged; returns how many were sent.
+    pub(super) fn write_changes(
+        &mut self,
+        producer: &Producer,
+        changelog: &str,
+        partition: i32,
+    ) -> Result<usize> {
+        let mut buf = Vec::new();
+        let mut sent = 0;
+        while let Some(key) = self.dirty.pop() {
+            let Some(entry) = self.entries.get_mut(&key) else {
+                continue;
+            };
+            encode(&key, &entry.state, &mut buf)?;
+            let record = OutRecord {
+                topic: changelog,
+                key: Some(key.as_bytes()),
+                value: &buf,
+                partition: Some(partition),
+            };
+            if let Err(e) = producer.send_record(record) {
+                // Keep it for the next attempt.
+                self.dirty.push(key);
+                return Err(e);
+            }
+            entry.dirty = false;
+            sent += 1;
+        }
+        Ok(sent)
+    }
+
+    /// Applies one changelog record.
+    fn apply(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        let key = std::str::from_utf8(key)
+            .map_err(|_| Error::Decode("changelog key is not UTF-8".into()))?;
+        let state: S = serde_json::from_slice(value)
+            .map_err(|e| Error::Decode(format!("state of '{key}': {e}")))?;
+        match self.entries.get_mut(key) {
+            Some(e) => e.state = state,
+            None => {
+                self.entries.insert(
+                    key.to_owned(),
+                    Entry {
+                        state,
+                        dirty: false,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a snapshot reflecting the changelog up to `offset`.
+    pub(super) fn save_snapshot(&mut self, path: &Path, offset: i64) -> Result<()> {
+        let mut w = SnapshotWriter::create(path, offset, self.entries.len())?;
+        let mut buf = Vec::new();
+        for (key, entry) in &self.entries {
+            encode(key, &entry.state, &mut buf)?;
+            w.entry(key, &buf)?;
+        }
+        w.finish()?;
+        self.changed_since_snapshot = 0;
+        Ok(())
+    }
+
+    /// Every key's state, encoded as in the changelog.
+    pub(super) fn encoded(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        self.entries
+            .iter()
+            .map(|(k, e)| {
+                let mut buf = Vec::new();
+                encode(k, &e.state, &mut buf)?;
+                Ok((k.clone(), buf))
+            })
+            .collect()
+    }
+
+    /// Splits the store by `which(key)`, into `n` stores.
+    pub(super) fn split(self, n: usize, which: impl Fn(&str) -> usize) -> Vec<Self> {
+        let mut parts: Vec<Self> = (0..n).map(|_| Self::default()).collect();
+        for (k, e) in self.entries {
+            let part = &mut parts[which(&k)];
+            if e.dirty {
+                part.dirty.push(k.clone());
+            }
+            part.entries.insert(k, e);
+        }
+        parts
+    }
+
+    /// Loads a snapshot: the store and the changelog offset it reflects.
+    /// `None` when there is none; an error when it is damaged.
+    fn load_snapshot(path: &Path) -> Result<Option<(Self, i64)>> {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::Backend(format!("snapshot {}: {e}", path.display()))),
+        };
+        let bad = |why: &str| Error::Decode(format!("snapshot {}: {why}", path.display()));
+        if bytes.len() < 28 || &bytes[..8] != MAGIC {
+            return Err(bad("not a snapshot"));
+        }
+        let (body, crc) = bytes.split_at(bytes.len() - 4);
+        if crc32::crc32(body) != u32::from_le_bytes(crc.try_into().unwrap()) {
+            return Err(bad("checksum mismatch"));
+        }
+        let u64_at = |i: usize| u64::from_le_bytes(body[i..i + 8].try_into().unwrap());
+        let offset = u64_at(8) as i64;
+        let count = u64_at(16) as usize;
+        let mut store = Self::default();
+        store.entries.reserve(count);
+        let mut rest = &body[24..];
+        fn take<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
+            let r: &'a [u8] = rest;
+            let n = u32::from_le_bytes(r.get(..4)?.try_into().ok()?) as usize;
+            let field = r.get(4..4 + n)?;
+            *rest = &r[4 + n..];
+            Some(field)
+        }
+        for _ in 0..count {
+            let (Some(key), Some(value)) = (take(&mut rest), take(&mut rest)) else {
+                return Err(bad("truncated"));
+            };
+            store.apply(key, value)?;
+        }
+        Ok(Some((store, offset)))
+    }
+}
+
+/// A state as JSON, into `buf`.
+fn encode<S: Serialize>(key: &str, state: &S, buf: &mut Vec<u8>) -> Result<()> {
+    buf.clear();
+    serde_json::to_writer(&mut *buf, state)
+        .map_err(|e| Error::InvalidInput(format!("cannot encode state of '{key}': {e}")))
+}
+
+/// Writes a snapshot file entry by entry (see the module docs).
+pub(super) struct SnapshotWriter {
+    path: PathBuf,
+    tmp: PathBuf,
+    out: Crc32Writer<BufWriter<std::fs::File>>,
+}
+
+impl SnapshotWriter {
+    pub(super) fn create(path: &Path, offset: i64, entries: usize) -> Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| io_error(path, e))?;
+        }
+        let tmp = path.with_extension("snapshot.tmp");
+        let file = std::fs::File::create(&tmp).map_err(|e| io_error(path, e))?;
+        let mut w = Self {
+            path: path.to_owned(),
+            tmp,
+            out: Crc32Writer::new(BufWriter::with_capacity(1 << 20, file)),
+        };
+        w.write(MAGIC)?;
+        w.write(&(offset as u64).to_le_bytes())?;
+        w.write(&(entries as u64).to_le_bytes())?;
+        Ok(w)
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.out
+            .write_all(bytes)
+            .map_err(|e| io_error(&self.path, e))
+    }
+
+    /// One key and its state as JSON.
+    pub(super) fn entry(&mut self, key: &str, state: &[u8]) -> Result<()> {
+        self.write(&(key.len() as u32).to_le_bytes())?;
+        self.write(key.as_bytes())?;
+        self.write(&(state.len() as u32).to_le_bytes())?;
+        self.write(state)
+    }
+
+    /// Adds the checksum, syncs, and renames the file into place.
+    pub(super) fn finish(self) -> Result<()> {
+        let io = |e| io_error(&self.path, e);
+        let crc = self.out.crc;
+        let mut file = self.out.inner;
+        file.write_all(&crc.to_le_bytes()).map_err(io)?;
+        let file = file.into_inner().map_err(|e| io(e.into_error()))?;
+        file.sync_all().map_err(io)?;
+        std::fs::rename(&self.tmp, &self.path).map_err(io)
+    }
+}
+
+fn io_error(path: &Path, e: std::io::Error) -> Error {
+    Error::Backend(format!("snapshot {}: {e}", path.display()))
+}
+
+/// Where a partition's state is made durable.
+pub(super) struct Durability {
+    pub(super) log: std::sync::Arc<dyn Log>,
+    pub(super) changelog: String,
+    /// `<state dir>/<group>`, when snapshots are kept.
+    pub(super) snapshots: Option<PathBuf>,
+    pub(super) read_committed: bool,
+}
+
+impl Durability {
+    pub(super) fn snapshot_path(&self, partition: i32) -> Option<PathBuf> {
+        self.snapshots
+            .as_ref()
+            .map(|d| d.join(format!("{partition}.snapshot")))
+    }
+
+    /// Rebuilds partition `p`'s store: its snapshot, if any, then the
+    /// changelog written after it.
+    pub(super) fn restore<S: Default + Serialize + DeserializeOwned>(
+        &self,
+        partition: i32,
+        stats: &AppStats,
+    ) -> Result<Store<S>> {
+        let snapshot = match self.snapshot_path(partition).as_deref().map(Store::load_snapshot) {
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                tracing::warn!("{e}; restoring from the changelog alone");
+                None
+            }
+            None => None,
+        };
+        let (store, from) = snapshot.unwrap_or_default();
+        self.restore_from(partition, store, from, stats)
+    }
+
+    /// Brings `store`, which reflects the changelog of `partition` up to
+    /// offset `from`, up to date by reading the rest of the changelog.
+    /// Reports progress while it runs.
+    pub(super) fn restore_from<S: Default + Serialize + DeserializeOwned>(
+        &self,
+        partition: i32,
+        mut store: Store<S>,
+        from: i64,
+        stats: &AppStats,
+    ) -> Result<Store<S>> {
+        let start = Instant::now();
+        let changelog = &self.changelog;
+        let end = self
+            .log
+            .describe_topic(changelog, Duration::from_secs(30))?
+            .partitions
+            .iter()
+            .find(|p| p.id == partition)
+            .map_or(0, |p| p.high);
+        let from = if from > end {
+            // The changelog was recreated since: the store is of no use.
+            tracing::warn!(
+                "state of {changelog}/{partition} is ahead of the changelog ({from} > {end}); restoring it afresh"
+            );
+            store = Store::default();
+            0
+        } else {
+            from
+        };
+        let kept = store.len();
+        let total = end - from;
+        let mut read = 0u64;
+        let mut last_report = Instant::now();
+        self.log.read_partition(
+            changelog,
+            partition,
+            from,
+            self.read_committed,
+            RESTORE_IDLE,
+            &mut |r| {
+                read += 1;
+                if last_report.elapsed() >= PROGRESS_EVERY {
+                    last_report = Instant::now();
+                    tracing::info!(
+                        "restoring {changelog}/{partition}: {read} of about {total} changelog records"
+                    );
+                }
+                match r.key {
+                    Some(k) => store.apply(k, r.value),
+                    None => Ok(()),
+                }
+            },
+        )?;
+        stats.restores.fetch_add(1, Ordering::Relaxed);
+        stats
+            .restored_keys
+            .fetch_add(store.len() as u64, Ordering::Relaxed);
+        stats.changelog_replayed.fetch_add(read, Ordering::Relaxed);
+        tracing::info!(
+            "restored {changelog}/{partition}: {} keys ({kept} from a snapshot, {read} changelog records) in {:.2?}",
+            store.len(),
+            start.elapsed()
+        );
+        Ok(store)
+    }
+}
+
+/// Computes the CRC-32 of what passes through.
+struct Crc32Writer<W> {
+    inner: W,
+    crc: u32,
+}
+
+impl<W> Crc32Writer<W> {
+    fn new(inner: W) -> Self {
+        Self { inner, crc: 0 }
+    }
+}
+
+impl<W: Write> Write for Crc32Writer<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.crc = crc32::update(self.crc, &buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(n: usize) -> Store<Vec<u32>> {
+        let mut s: Store<Vec<u32>> = Store::default();
+        for i in 0..n {
+            s.get_mut(&format!("key-{i}")).push(i as u32);
+        }
+        s
+    }
+
+    #[test]
+    fn snapshots_round_trip() {
+        let dir = std::env::temp_dir().join(format!("riffle-snap-{}", fastrand::u64(..)));
+        let path = dir.join("3.snapshot");
+        let mut s = store(1000);
+        assert_eq!(s.changed_since_snapshot(), 1000);
+        s.save_snapshot(&path, 4242).unwrap();
+        assert_eq!(s.changed_since_snapshot(), 0);
+        let (loaded, offset) = Store::<Vec<u32>>::load_snapshot(&path).unwrap().unwrap();
+        assert_eq!(offset, 4242);
+        assert_eq!(loaded.len(), 1000);
+        for i in [0, 1, 999] {
+            let key = format!("key-{i}");
+            assert_eq!(loaded.entries[&key].state, vec![i as u32]);
+            assert!(!loaded.entries[&key].dirty, "restored state is not a change");
+        }
+        assert!(!loaded.has_changes());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn missing_snapshot_is_none_and_damage_is_an_error() {
+        let dir = std::env::temp_dir().join(format!("riffle-snap-{}", fastrand::u64(..)));
+        let path = dir.join("0.snapshot");
+        assert!(Store::<u8>::load_snapshot(&path).unwrap().is_none());
+        store(10).save_snapshot(&path, 7).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x40;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = Store::<Vec<u32>>::load_snapshot(&path).err().unwrap();
+        assert!(err.to_string().contains("checksum"), "{err}");
+        std::fs::write(&path, &bytes[..bytes.len() - 9]).unwrap();
+        assert!(Store::<Vec<u32>>::load_snapshot(&path).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn changes_are_written_once_per_key_until_changed_again() {
+        use crate::log::embedded::EmbeddedLog;
+        use crate::log::TopicSpec;
+        let log = EmbeddedLog::new();
+        log.create_topic(&TopicSpec::new("cl", 2), Duration::from_secs(1))
+            .unwrap();
+        let producer = Producer::new(&log).unwrap();
+        let mut s: Store<u32> = Store::default();
+        for _ in 0..5 {
+            *s.get_mut("a") += 1;
+            *s.get_mut("b") += 1;
+        }
+        assert_eq!(s.write_changes(&producer, "cl", 1).unwrap(), 2);
+        assert!(!s.has_changes());
+        assert_eq!(s.write_changes(&producer, "cl", 1).unwrap(), 0);
+        *s.get_mut("a") += 1;
+        assert_eq!(s.write_changes(&producer, "cl", 1).unwrap(), 1);
+        let info = log.describe_topic("cl", Duration::from_secs(1)).unwrap();
+        assert_eq!(info.partitions[1].high, 3, "written to the given partition");
+        assert_eq!(info.partitions[0].high, 0);
+    }
+}
