@@ -391,10 +391,6 @@ fn crash_plan(seed: u64) -> FeedPlan {
 
 #[test]
 fn crash_exactly_once() {
-    assert!(
-        workers::supports_delivery_flags(),
-        "the controller has no --guarantee flag yet: exactly-once cannot run"
-    );
     let mut out = run(&Scenario {
         name: "crash_exactly_once",
         guarantee: Guarantee::ExactlyOnce,

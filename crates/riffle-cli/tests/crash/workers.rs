@@ -106,22 +106,14 @@ impl Workers {
             .args(["--control-topic", &c.control_topic])
             .args(["--dead-letter", &c.dead_letter])
             .args(["--group", &c.group])
-            .args(["--status-every", "2s"]);
-        if supports_delivery_flags() {
-            cmd.args(["--guarantee", c.guarantee.flag()])
-                .args(["--commit-interval", "500ms"])
-                .arg("--state-dir")
-                .arg(&state_dir)
-                .args(["--instance", &w.name]);
-        } else {
-            assert_eq!(
-                c.guarantee,
-                Guarantee::AtLeastOnce,
-                "the controller has no --guarantee flag: it cannot run {:?}",
-                c.guarantee
-            );
-        }
+            .args(["--status-every", "2s"])
+            .args(["--guarantee", c.guarantee.flag()])
+            .args(["--commit-interval", "500ms"])
+            .arg("--state-dir")
+            .arg(&state_dir)
+            .args(["--instance", &w.name]);
         cmd.env_remove("RIFFLE_BROKERS")
+            .env_remove("RIFFLE_INSTANCE")
             .env_remove("RUST_LOG")
             .env("NO_COLOR", "1")
             .env("RIFFLE_LOG", "warn,riffle=info,librdkafka=error")
@@ -271,27 +263,6 @@ fn note(path: &PathBuf, line: &str) {
     if let Ok(mut f) = OpenOptions::new().append(true).open(path) {
         let _ = writeln!(f, "{line}");
     }
-}
-
-/// Whether this controller has the delivery flags (`--guarantee`,
-/// `--commit-interval`, `--state-dir`, `--instance`).
-pub fn supports_delivery_flags() -> bool {
-    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *SUPPORTED.get_or_init(|| {
-        let out = Command::new(env!("CARGO_BIN_EXE_riffle"))
-            .args(["heater", "controller", "--help"])
-            .output()
-            .expect("riffle runs");
-        let help = String::from_utf8_lossy(&out.stdout);
-        [
-            "--guarantee",
-            "--commit-interval",
-            "--state-dir",
-            "--instance",
-        ]
-        .iter()
-        .all(|f| help.contains(f))
-    })
 }
 
 /// The partitions each consumer of a worker owns at the end of its log:
