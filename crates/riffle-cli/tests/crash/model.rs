@@ -262,3 +262,53 @@ impl Comparison {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Command::{Off, On};
+
+    fn commands(seq: &[Command]) -> Commands {
+        [("h".to_string(), seq.to_vec())].into()
+    }
+
+    #[test]
+    fn exactly_once_wants_the_same_commands() {
+        let expected = commands(&[On, Off, On]);
+        for (actual, ok) in [
+            (&[On, Off, On][..], true),
+            (&[On, Off, On, On], false),
+            (&[On, Off, Off, On], false),
+            (&[On, On], false),
+            (&[], false),
+        ] {
+            let cmp = compare(Guarantee::ExactlyOnce, &expected, &commands(actual), 10);
+            assert_eq!(cmp.mismatches.is_empty(), ok, "{actual:?}");
+        }
+    }
+
+    #[test]
+    fn at_least_once_allows_repeats_not_losses() {
+        let expected = commands(&[On, Off, On]);
+        for (actual, ok, duplicates) in [
+            (&[On, Off, On][..], true, 0),
+            (&[On, Off, On, Off, On], true, 2),
+            (&[On, On, Off, Off, On], true, 2),
+            (&[On, Off, On, Off], false, 1),
+            (&[On, On], false, 0),
+            (&[Off, On], false, 0),
+        ] {
+            let cmp = compare(Guarantee::AtLeastOnce, &expected, &commands(actual), 10);
+            assert_eq!(cmp.mismatches.is_empty(), ok, "{actual:?}");
+            assert_eq!(cmp.duplicates, duplicates, "{actual:?}");
+        }
+        let cmp = compare(
+            Guarantee::AtLeastOnce,
+            &expected,
+            &commands(&[On, Off, On, Off]),
+            10,
+        );
+        assert_eq!(cmp.wrong_final, 1);
+        assert!(cmp.report(5).contains("ends Some(Off), expected Some(On)"));
+    }
+}
