@@ -1,0 +1,490 @@
+//! Crash tests of the heater controller on a real Kafka broker
+//! (`RIFFLE_TEST_BROKERS`, set by scripts/test.sh; the tests fail when it is
+//! missing).
+//!
+//! Three `riffle heater controller` processes share a group while a feeder
+//! writes settings and measurements for 1,000 heaters at a steady rate. In
+//! the crash tests a killer SIGKILLs a random worker every 1-3 s and
+//! restarts it shortly after. Once the input is written, every worker runs
+//! until the group has committed the whole input, then gets SIGTERM. The
+//! commands on the control topic (read committed) are then compared per
+//! heater with a reference model: the controller rule applied to the input
+//! topic as it was written.
+
+#[path = "crash/feed.rs"]
+mod feed;
+#[path = "crash/model.rs"]
+mod model;
+#[path = "crash/workers.rs"]
+mod workers;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use riffle::log::kafka::KafkaLog;
+use riffle::log::{Log, TopicSpec};
+
+use feed::FeedPlan;
+use model::Comparison;
+use workers::{Guarantee, KillOnDrop, WorkerConfig, Workers};
+
+const PARTITIONS: i32 = 10;
+const WORKERS: usize = 3;
+const MIN_KILLS: usize = 20;
+
+/// One test at a time: each already runs three processes on two cores.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn brokers() -> String {
+    std::env::var("RIFFLE_TEST_BROKERS").expect(
+        "RIFFLE_TEST_BROKERS is not set: run scripts/test.sh, or scripts/kafka.sh start and export it",
+    )
+}
+
+struct Scenario {
+    name: &'static str,
+    guarantee: Guarantee,
+    plan: FeedPlan,
+    /// SIGKILL a random worker every 1-3 s while feeding, at least
+    /// [`MIN_KILLS`] times, restarting each shortly after.
+    kills: bool,
+    /// SIGTERM the last worker for good this long after the feed starts.
+    stop_one_after: Option<Duration>,
+}
+
+struct Outcome {
+    name: &'static str,
+    records: u64,
+    kills: usize,
+    cmp: Comparison,
+    /// Partitions each worker owned once the input was processed.
+    owned_at_end: Vec<BTreeSet<i32>>,
+    /// Partitions each worker owned just before one was stopped.
+    owned_before_stop: Vec<BTreeSet<i32>>,
+    /// What broke, for the failure message.
+    problems: Vec<String>,
+    workers: Arc<Workers>,
+}
+
+/// The partition numbers a worker's consumers own together.
+fn union(owned: BTreeMap<String, BTreeSet<String>>) -> BTreeSet<i32> {
+    owned
+        .into_values()
+        .flatten()
+        .filter_map(|tp| tp.rsplit('/').next()?.parse().ok())
+        .collect()
+}
+
+/// Committed offset and end of each input partition.
+fn progress(log: &dyn Log, group: &str, topic: &str) -> Vec<(i32, Option<i64>, i64)> {
+    let t = Duration::from_secs(10);
+    let info = log.describe_topic(topic, t).expect("input described");
+    let committed = log.committed_offsets(group, topic, t).expect("offsets");
+    info.partitions
+        .iter()
+        .map(|p| {
+            let c = committed
+                .iter()
+                .find(|g| g.partition.partition == p.id)
+                .and_then(|g| g.committed);
+            (p.id, c, p.high)
+        })
+        .collect()
+}
+
+fn lag(progress: &[(i32, Option<i64>, i64)]) -> i64 {
+    progress.iter().map(|(_, c, h)| h - c.unwrap_or(0)).sum()
+}
+
+/// Marks the feeder done however it ends, and whether it failed.
+struct FeedDone<'a> {
+    done: &'a AtomicBool,
+    failed: &'a AtomicBool,
+}
+
+impl Drop for FeedDone<'_> {
+    fn drop(&mut self) {
+        self.failed
+            .store(std::thread::panicking(), Ordering::SeqCst);
+        self.done.store(true, Ordering::SeqCst);
+    }
+}
+
+fn run(s: &Scenario) -> Outcome {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let started = Instant::now();
+    let brokers = brokers();
+    let log: Arc<dyn Log> =
+        Arc::new(KafkaLog::connect(brokers.clone(), vec![]).expect("test broker reachable"));
+    let id = format!(
+        "{}-{}-{}",
+        s.name.replace('_', "-"),
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    );
+    let (sensor, control, dlq) = (
+        format!("sensor-{id}"),
+        format!("control-{id}"),
+        format!("dlq-{id}"),
+    );
+    let t = Duration::from_secs(30);
+    for (topic, n) in [(&sensor, PARTITIONS), (&control, PARTITIONS), (&dlq, 1)] {
+        log.create_topic(&TopicSpec::new(topic.as_str(), n), t)
+            .expect("topic created");
+    }
+    let group = format!("controller-{id}");
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(&id);
+    let workers = Workers::new(
+        WorkerConfig {
+            brokers,
+            sensor_topic: sensor.clone(),
+            control_topic: control.clone(),
+            dead_letter: dlq.clone(),
+            group: group.clone(),
+            guarantee: s.guarantee,
+            dir: dir.clone(),
+        },
+        WORKERS,
+    );
+    let _guard = KillOnDrop(workers.clone());
+    eprintln!(
+        "{}: {:?}, topics {sensor} -> {control}, logs in {}",
+        s.name,
+        s.guarantee,
+        dir.display()
+    );
+    workers.start_all();
+    // Feeding starts once every worker owns partitions, so that the
+    // settings are read by the processes that keep them.
+    let deadline = Instant::now() + Duration::from_secs(45);
+    loop {
+        let owned: Vec<BTreeSet<i32>> = (0..WORKERS)
+            .map(|i| union(workers::owned_partitions(&workers.log_text(i))))
+            .collect();
+        let all: BTreeSet<&i32> = owned.iter().flatten().collect();
+        if owned.iter().all(|o| !o.is_empty()) && all.len() == PARTITIONS as usize {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}: the workers did not share the partitions within 45 s: {owned:?}\n{}",
+            s.name,
+            workers.tails(15)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let feed_start = Instant::now();
+
+    let (fed, feed_failed) = (AtomicBool::new(false), AtomicBool::new(false));
+    let stopped = s.stop_one_after.map(|_| WORKERS - 1);
+    let mut owned_before_stop = Vec::new();
+    let mut problems = Vec::new();
+    let (records, kills) = std::thread::scope(|scope| {
+        let feeder = scope.spawn(|| {
+            let _done = FeedDone {
+                done: &fed,
+                failed: &feed_failed,
+            };
+            feed::feed(log.clone(), &sensor, &s.plan, workers.closed_flag())
+        });
+        let killer = scope.spawn(|| {
+            let mut kills = 0;
+            if !s.kills {
+                return kills;
+            }
+            let mut rng = fastrand::Rng::with_seed(s.plan.seed ^ 0x6b11);
+            let mut next = Instant::now() + Duration::from_millis(rng.u64(1000..3000));
+            loop {
+                let fed = fed.load(Ordering::SeqCst);
+                if workers.is_closed()
+                    || (fed && (kills >= MIN_KILLS || feed_failed.load(Ordering::SeqCst)))
+                {
+                    break;
+                }
+                if Instant::now() < next {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                }
+                let killed_at = Instant::now();
+                let live = workers.live();
+                if let Some(&i) = rng.choice(live.iter()) {
+                    workers.kill(i);
+                    kills += 1;
+                    std::thread::sleep(Duration::from_millis(rng.u64(200..900)));
+                    workers.start(i);
+                }
+                next = killed_at + Duration::from_millis(rng.u64(1000..3000));
+            }
+            kills
+        });
+        if let (Some(after), Some(i)) = (s.stop_one_after, stopped) {
+            std::thread::sleep(after.saturating_sub(feed_start.elapsed()));
+            owned_before_stop = (0..WORKERS)
+                .map(|w| union(workers::owned_partitions(&workers.log_text(w))))
+                .collect();
+            if let Err(e) = workers.terminate(i, Duration::from_secs(20)) {
+                problems.push(format!("{} stopped mid-run: {e}", workers.name(i)));
+            }
+        }
+        let records = feeder.join().expect("feeder");
+        let kills = killer.join().expect("killer");
+        (records, kills)
+    });
+    let fed_in = feed_start.elapsed();
+    let lag_when_fed = lag(&progress(&*log, &group, &sensor));
+
+    // Every worker (but the stopped one) runs until the group has committed
+    // the whole input.
+    let exited: Vec<String> = (0..WORKERS)
+        .filter(|i| Some(*i) != stopped && !workers.live().contains(i))
+        .map(|i| {
+            workers.start(i);
+            workers.name(i)
+        })
+        .collect();
+    if !exited.is_empty() {
+        problems.push(format!("workers {exited:?} exited on their own"));
+    }
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let p = progress(&*log, &group, &sensor);
+        if p.iter().all(|(_, c, h)| c.is_some_and(|c| c >= *h)) {
+            break;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "{}: the group did not commit the whole input within 90 s; per partition (committed, end, lag): {:?}\n{}",
+                s.name,
+                p.iter()
+                    .map(|(id, c, h)| (id, *c, *h, h - c.unwrap_or(0)))
+                    .collect::<Vec<_>>(),
+                workers.tails(15)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let drained_in = feed_start.elapsed();
+    let owned_at_end: Vec<BTreeSet<i32>> = (0..WORKERS)
+        .map(|i| union(workers::owned_partitions(&workers.log_text(i))))
+        .collect();
+    workers.close();
+    for i in (0..WORKERS).filter(|i| Some(*i) != stopped) {
+        if let Err(e) = workers.terminate(i, Duration::from_secs(20)) {
+            problems.push(format!("{} at the end: {e}", workers.name(i)));
+        }
+    }
+
+    let input = model::read_topic(&log, &sensor, false);
+    let output = model::read_topic(&log, &control, true);
+    let dead = model::read_topic(&log, &dlq, false);
+    assert_eq!(
+        input.len() as u64,
+        records,
+        "the input topic holds the input"
+    );
+    let reference = model::reference(&input);
+    assert_eq!(reference.undecodable, 0);
+    assert_eq!(reference.heaters, s.plan.heaters);
+    let (actual, bad) = model::actual(&output);
+    let cmp = model::compare(s.guarantee, &reference.expected, &actual, PARTITIONS);
+    eprintln!(
+        "{}: {:?}; {records} records for {} heaters, {kills} kills, lag when fed {lag_when_fed}; \
+         commands expected {}, actual {}, duplicates {}, heaters wrong {}, final state wrong {}; \
+         {} dead letters; fed in {:.1} s, input committed at {:.1} s, elapsed {:.1} s",
+        s.name,
+        s.guarantee,
+        reference.heaters,
+        cmp.expected,
+        cmp.actual,
+        cmp.duplicates,
+        cmp.mismatches.len(),
+        cmp.wrong_final,
+        dead.len(),
+        fed_in.as_secs_f64(),
+        drained_in.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    // The walks cross the bands often: many commands per heater.
+    assert!(
+        cmp.expected >= 5 * s.plan.heaters && reference.expected.values().all(|c| !c.is_empty()),
+        "too few commands expected: {}",
+        cmp.expected
+    );
+    if !bad.is_empty() {
+        problems.push(format!(
+            "{} records on {control} are not commands, first: {}",
+            bad.len(),
+            bad[0]
+        ));
+    }
+    if !dead.is_empty() {
+        problems.push(format!(
+            "{} dead letters, first: {}",
+            dead.len(),
+            String::from_utf8_lossy(&dead[0].value)
+        ));
+    }
+    if s.kills && kills < MIN_KILLS {
+        problems.push(format!("only {kills} kills"));
+    }
+    if !cmp.mismatches.is_empty() || cmp.wrong_final > 0 {
+        problems.push(format!(
+            "under {:?}, {} of {} heaters break the guarantee ({} end in the wrong state):\n{}",
+            s.guarantee,
+            cmp.mismatches.len(),
+            reference.heaters,
+            cmp.wrong_final,
+            cmp.report(12)
+        ));
+    }
+    if problems.is_empty() {
+        let changelog = format!("{group}-changelog");
+        for topic in [&sensor, &control, &dlq, &changelog] {
+            let _ = log.delete_topic(topic, t);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Outcome {
+        name: s.name,
+        records,
+        kills,
+        cmp,
+        owned_at_end,
+        owned_before_stop,
+        problems,
+        workers,
+    }
+}
+
+impl Outcome {
+    /// Fails with every problem found, the partitions each worker owned,
+    /// and the tail of each worker's stderr.
+    fn check(&self) {
+        if self.problems.is_empty() {
+            return;
+        }
+        panic!(
+            "{}: {}\npartitions owned per worker at the end: {:?}; before one was stopped: {:?}\n{}",
+            self.name,
+            self.problems.join("\n"),
+            self.owned_at_end,
+            self.owned_before_stop,
+            self.workers.tails(15)
+        );
+    }
+}
+
+fn crash_plan(seed: u64) -> FeedPlan {
+    FeedPlan {
+        heaters: 1000,
+        rounds: 60,
+        duration: Duration::from_secs(45),
+        seed,
+        setting_changes: vec![20, 40],
+    }
+}
+
+#[test]
+fn crash_exactly_once() {
+    let mut out = run(&Scenario {
+        name: "crash_exactly_once",
+        guarantee: Guarantee::ExactlyOnce,
+        plan: crash_plan(11),
+        kills: true,
+        stop_one_after: None,
+    });
+    if out.cmp.duplicates > 0 || out.cmp.expected != out.cmp.actual {
+        out.problems.push(format!(
+            "{} commands expected, {} sent ({} repeated)",
+            out.cmp.expected, out.cmp.actual, out.cmp.duplicates
+        ));
+    }
+    out.check();
+    assert!(out.kills >= MIN_KILLS && out.records > 60_000);
+}
+
+#[test]
+fn crash_at_least_once() {
+    let out = run(&Scenario {
+        name: "crash_at_least_once",
+        guarantee: Guarantee::AtLeastOnce,
+        plan: crash_plan(12),
+        kills: true,
+        stop_one_after: None,
+    });
+    out.check();
+    assert!(out.kills >= MIN_KILLS && out.records > 60_000);
+    assert!(out.cmp.actual >= out.cmp.expected);
+}
+
+#[test]
+fn three_workers_rebalance() {
+    let mut out = run(&Scenario {
+        name: "three_workers_rebalance",
+        guarantee: Guarantee::AtLeastOnce,
+        plan: FeedPlan {
+            heaters: 1000,
+            rounds: 30,
+            duration: Duration::from_secs(24),
+            seed: 13,
+            setting_changes: vec![],
+        },
+        kills: false,
+        stop_one_after: Some(Duration::from_secs(10)),
+    });
+    let before = out.owned_before_stop.clone();
+    let stopped = before.get(WORKERS - 1).cloned().unwrap_or_default();
+    let (a, b) = (&out.owned_at_end[0], &out.owned_at_end[1]);
+    let mut problems = Vec::new();
+    if stopped.is_empty() {
+        problems.push("the stopped worker owned no partition before it stopped".to_string());
+    }
+    if !stopped.iter().all(|tp| a.contains(tp) || b.contains(tp)) {
+        problems.push(format!(
+            "the stopped worker's partitions {stopped:?} did not all move to the two others, which own {a:?} and {b:?}"
+        ));
+    }
+    if a.len() + b.len() != PARTITIONS as usize || !a.is_disjoint(b) {
+        problems.push(format!(
+            "the two others do not own every partition once: {a:?} {b:?}"
+        ));
+    }
+    // Were the heaters that went wrong those whose partitions changed
+    // process (and so needed their state moved)?
+    let moved: BTreeSet<i32> = (0..WORKERS)
+        .flat_map(|w| {
+            let end = out.owned_at_end[w].clone();
+            before[w]
+                .iter()
+                .filter(move |p| !end.contains(*p))
+                .copied()
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let on_moved = out
+        .cmp
+        .mismatches
+        .iter()
+        .filter(|m| moved.contains(&m.partition))
+        .count();
+    if out.cmp.duplicates > 0 {
+        problems.push(format!(
+            "{} commands repeated although no process crashed: a stopped worker commits its finished work before its partitions move",
+            out.cmp.duplicates
+        ));
+    }
+    if !out.cmp.mismatches.is_empty() {
+        problems.push(format!(
+            "{on_moved} of the {} wrong heaters are on the partitions {moved:?} that changed process when {} stopped",
+            out.cmp.mismatches.len(),
+            out.workers.name(WORKERS - 1)
+        ));
+    }
+    out.problems.extend(problems);
+    out.check();
+}
