@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use super::app::Shared;
 use super::commit::Commits;
 use super::handoff::Handoff;
-use super::store::{Durability, SnapshotWriter, Store};
+use super::store::{Durability, Encoded, SnapshotWriter, Store};
 use super::{run_processor, Context, KeyedProcessor, OffsetTracker};
 use crate::actor::{self, Actor, Addr, Supervision};
 use crate::error::{Error, Result};
@@ -68,7 +68,7 @@ pub(super) enum Msg<I, S> {
     /// Encode a partition's states, for a snapshot.
     Dump {
         partition: i32,
-        reply: Sender<Result<Vec<(String, Vec<u8>)>>>,
+        reply: Sender<Result<Encoded>>,
     },
 }
 

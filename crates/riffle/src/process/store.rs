@@ -39,6 +39,9 @@ const RESTORE_IDLE: Duration = Duration::from_secs(60);
 /// How often a long restore reports progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
+/// Keys and their states as JSON.
+pub(super) type Encoded = Vec<(String, Vec<u8>)>;
+
 /// One key's state and whether it changed since its last changelog write.
 struct Entry<S> {
     state: S,
@@ -165,7 +168,7 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
     }
 
     /// Every key's state, encoded as in the changelog.
-    pub(super) fn encoded(&self) -> Result<Vec<(String, Vec<u8>)>> {
+    pub(super) fn encoded(&self) -> Result<Encoded> {
         self.entries
             .iter()
             .map(|(k, e)| {
