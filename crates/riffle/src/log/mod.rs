@@ -138,6 +138,9 @@ pub struct DeliveryReport {
     pub partition: i32,
     /// The record's offset, or the error that kept it from the log.
     pub result: std::result::Result<i64, String>,
+    /// The key and value of a record the log refused, so that it can be
+    /// kept elsewhere (a dead-letter topic); `None` when delivered.
+    pub undelivered: Option<(Option<Vec<u8>>, Vec<u8>)>,
 }
 
 /// Called once per produced record, from the backend's own thread. Keep it

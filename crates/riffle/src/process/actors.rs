@@ -514,7 +514,14 @@ impl<P: KeyedProcessor> Dispatcher<P> {
                 None => return false,
             }
         }
-        let round = self.round.take().expect("present");
+        let mut round = self.round.take().expect("present");
+        // Outputs the log refused are dead letters now: they must be
+        // acknowledged there before the offsets move past their records.
+        while round.failed.is_none() && self.shared.dead_letter_undelivered() > 0 {
+            if let Err(e) = self.shared.producer.flush(Producer::CLOSE_TIMEOUT) {
+                round.failed = Some(e);
+            }
+        }
         match round.failed {
             None => {
                 for (t, p, o) in &round.offsets {

@@ -1,5 +1,5 @@
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::actors::{Dispatcher, Pool};
@@ -87,6 +87,18 @@ pub(super) struct Shared {
     pub(super) stats: AppStats,
     /// Extra attempts at a record the processor fails on.
     pub(super) retries: u32,
+    /// Outputs the log refused, waiting to go to the dead-letter topic.
+    undelivered: Arc<Mutex<Vec<Undelivered>>>,
+    /// Fingerprints of refused outputs sent once more.
+    retried: Mutex<std::collections::HashSet<u64>>,
+}
+
+/// An output the log refused: where it was going, why, and its bytes.
+struct Undelivered {
+    topic: String,
+    key: Option<Vec<u8>>,
+    value: Vec<u8>,
+    error: String,
 }
 
 impl Shared {
@@ -110,6 +122,59 @@ impl Shared {
             Some(topic) => dead_letter::send(producer, topic, record, &error.to_string()),
             None => Err(error.clone()),
         }
+    }
+
+    /// Handles the outputs the log refused since the last call: each is
+    /// sent once more, alone (a broker refuses a whole batch for one bad
+    /// record in it, so its companions deserve another try), and to the
+    /// dead-letter topic when refused again. Returns how many records were
+    /// sent. Refusals are rare, so waiting for each retry costs little.
+    pub(super) fn dead_letter_undelivered(&self) -> usize {
+        let refused = std::mem::take(&mut *self.undelivered.lock().unwrap());
+        let mut sent = 0;
+        for u in refused {
+            let fingerprint = {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                (&u.topic, &u.key, &u.value).hash(&mut h);
+                h.finish()
+            };
+            if self.retried.lock().unwrap().insert(fingerprint) {
+                let again = self
+                    .producer
+                    .send(&u.topic, u.key.as_deref(), &u.value)
+                    .and_then(|()| self.producer.flush(Producer::CLOSE_TIMEOUT));
+                match again {
+                    Ok(()) => {
+                        sent += 1;
+                        let refused_again =
+                            self.undelivered.lock().unwrap().iter().any(|r| {
+                                (&r.topic, &r.key, &r.value) == (&u.topic, &u.key, &u.value)
+                            });
+                        if !refused_again {
+                            self.retried.lock().unwrap().remove(&fingerprint);
+                        }
+                        continue;
+                    }
+                    Err(e) => tracing::warn!("cannot send again to {}: {e}", u.topic),
+                }
+            }
+            self.retried.lock().unwrap().remove(&fingerprint);
+            self.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+            let error = format!("cannot deliver to {}: {}", u.topic, u.error);
+            let envelope =
+                dead_letter::envelope_for_output(&u.topic, u.key.as_deref(), &u.value, &error);
+            match &self.dead_letter {
+                Some(dlq) if *dlq != u.topic => {
+                    match self.producer.send(dlq, u.key.as_deref(), &envelope) {
+                        Ok(()) => sent += 1,
+                        Err(e) => tracing::error!("{error}; and not to the dead-letter topic: {e}"),
+                    }
+                }
+                _ => tracing::error!("{error}; no dead-letter topic keeps it"),
+            }
+        }
+        sent
     }
 
     /// Like [`Shared::dead_letter`], for a record whose bytes are no longer
@@ -302,11 +367,25 @@ impl<P: KeyedProcessor> App<P> {
         } else {
             None
         };
+        let undelivered: Arc<Mutex<Vec<Undelivered>>> = Arc::default();
+        let refused = undelivered.clone();
+        let producer = Producer::with_reports(&*log, move |r| {
+            if let (Err(error), Some((key, value))) = (&r.result, &r.undelivered) {
+                refused.lock().unwrap().push(Undelivered {
+                    topic: r.topic.clone(),
+                    key: key.clone(),
+                    value: value.clone(),
+                    error: error.clone(),
+                });
+            }
+        })?;
         let shared = Arc::new(Shared {
-            producer: Producer::new(&*log)?,
+            producer,
             dead_letter: self.dead_letter.clone(),
             stats: AppStats::default(),
             retries: self.retries,
+            undelivered,
+            retried: Mutex::default(),
         });
         let instance = self
             .instance

@@ -168,6 +168,14 @@ impl Acknowledged {
             tracing::warn!("outputs not acknowledged, holding offsets back: {e}");
             return;
         }
+        // Outputs the log refused go again, then to the dead letters: they
+        // must be acknowledged before the offsets move past their records.
+        while shared.dead_letter_undelivered() > 0 {
+            if let Err(e) = flush() {
+                tracing::warn!("dead letters not acknowledged, holding offsets back: {e}");
+                return;
+            }
+        }
         // Everything sent so far is acknowledged: the outputs of the
         // processed records and the state written for the staged ones.
         for (t, p, o) in self.staged.drain(..) {

@@ -10,6 +10,10 @@
 //!
 //! `value` holds the original bytes when they are UTF-8; otherwise
 //! `value_base64` holds them base64-encoded. Either way nothing is lost.
+//!
+//! An output the log refused to store (after the producer's own retries) is
+//! a dead letter too: its `topic` is the topic it was sent to, and it has no
+//! `partition` or `offset`.
 
 use serde::Serialize;
 
@@ -21,8 +25,10 @@ use crate::stream::Producer;
 struct Envelope<'a> {
     error: &'a str,
     topic: &'a str,
-    partition: i32,
-    offset: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    partition: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     key: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -47,11 +53,27 @@ fn encode(record: &RecordRef<'_>, value: Option<&[u8]>, error: &str) -> Vec<u8> 
     let env = Envelope {
         error,
         topic: record.topic,
-        partition: record.partition,
-        offset: record.offset,
+        partition: Some(record.partition),
+        offset: Some(record.offset),
         key: record.key_str(),
         value: text,
         value_base64: value.filter(|_| text.is_none()).map(base64),
+    };
+    serde_json::to_vec(&env).expect("an envelope encodes")
+}
+
+/// The dead-letter value for an output the log refused: `topic` is where
+/// it was going, and there is no partition or offset.
+pub fn envelope_for_output(topic: &str, key: Option<&[u8]>, value: &[u8], error: &str) -> Vec<u8> {
+    let text = std::str::from_utf8(value).ok();
+    let env = Envelope {
+        error,
+        topic,
+        partition: None,
+        offset: None,
+        key: key.and_then(|k| std::str::from_utf8(k).ok()),
+        value: text,
+        value_base64: text.is_none().then(|| base64(value)),
     };
     serde_json::to_vec(&env).expect("an envelope encodes")
 }

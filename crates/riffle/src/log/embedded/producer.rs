@@ -40,6 +40,7 @@ impl LogProducer for EmbeddedProducer {
                 topic: record.topic.to_owned(),
                 partition,
                 result: Ok(offset),
+                undelivered: None,
             });
         }
         Ok(())

@@ -195,6 +195,7 @@ impl TxnProducer for EmbeddedTxnProducer {
                     topic: r.topic.clone(),
                     partition: r.partition,
                     result: Ok(offset),
+                    undelivered: None,
                 });
             }
         }

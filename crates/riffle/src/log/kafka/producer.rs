@@ -42,6 +42,7 @@ impl ProducerContext for DeliveryContext {
                 topic: m.topic().to_owned(),
                 partition: m.partition(),
                 result: Ok(m.offset()),
+                undelivered: None,
             },
             Err((e, m)) => {
                 self.failures.fetch_add(1, Ordering::Relaxed);
@@ -49,6 +50,10 @@ impl ProducerContext for DeliveryContext {
                     topic: m.topic().to_owned(),
                     partition: m.partition(),
                     result: Err(e.to_string()),
+                    undelivered: Some((
+                        m.key().map(<[u8]>::to_vec),
+                        m.payload().unwrap_or_default().to_vec(),
+                    )),
                 }
             }
         };
