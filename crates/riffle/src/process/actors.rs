@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use super::app::Shared;
 use super::commit::Commits;
 use super::handoff::Handoff;
-use super::store::{Durability, Encoded, SnapshotWriter, Store};
+use super::store::{restore_point, Durability, Encoded, SnapshotWriter, Store};
 use super::{run_processor, Context, KeyedProcessor, OffsetTracker};
 use crate::actor::{self, Actor, Addr, Supervision};
 use crate::error::{Error, Result};
@@ -540,13 +540,9 @@ impl<P: KeyedProcessor> Dispatcher<P> {
     /// The changelog's end offsets, per partition.
     fn changelog_ends(&self) -> Option<HashMap<i32, i64>> {
         let d = self.durability.as_ref()?;
-        match d.log.describe_topic(&d.changelog, Duration::from_secs(30)) {
-            Ok(info) => Some(info.partitions.iter().map(|p| (p.id, p.high)).collect()),
-            Err(e) => {
-                tracing::warn!("cannot read the end of changelog {}: {e}", d.changelog);
-                None
-            }
-        }
+        d.ends()
+            .map_err(|e| tracing::warn!("cannot read the end of changelog {}: {e}", d.changelog))
+            .ok()
     }
 
     /// Saves a snapshot of each owned partition, its states gathered from
@@ -681,14 +677,15 @@ impl<P: KeyedProcessor> Handler for Dispatcher<P> {
                 continue;
             };
             let held = self.pool.handoff.take(tp.partition);
-            let ends = ends.get_or_insert_with(|| self.changelog_ends().unwrap_or_default());
-            if held.is_some() && held.as_ref() == ends.get(&tp.partition) {
+            let ends = ends.get_or_insert_with(|| restore_point(&d));
+            let end = ends.get(&tp.partition).copied().unwrap_or(0);
+            if held == Some(end) {
                 // The workers hold this partition's state, and nobody wrote
                 // the changelog since.
                 continue;
             }
             let store = d
-                .restore::<P::State>(tp.partition, &self.shared.stats)
+                .restore::<P::State>(tp.partition, end, &self.shared.stats)
                 // Processing without the partition's state would be wrong:
                 // let the consumer restart and try again.
                 .unwrap_or_else(|e| {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::app::Shared;
 use super::commit::Commits;
 use super::handoff::Handoff;
-use super::store::{Durability, Store};
+use super::store::{restore_point, Durability, Store};
 use super::{run_processor, Context, KeyedProcessor};
 use crate::error::{Error, Result};
 use crate::log::{Progress, RecordRef, TopicPartition};
@@ -79,13 +79,9 @@ impl<P: KeyedProcessor> KeyedHandler<P> {
     /// The changelog's end offsets, per partition.
     fn changelog_ends(&self) -> Option<HashMap<i32, i64>> {
         let d = self.durability.as_ref()?;
-        match d.log.describe_topic(&d.changelog, Duration::from_secs(30)) {
-            Ok(info) => Some(info.partitions.iter().map(|p| (p.id, p.high)).collect()),
-            Err(e) => {
-                tracing::warn!("cannot read the end of changelog {}: {e}", d.changelog);
-                None
-            }
-        }
+        d.ends()
+            .map_err(|e| tracing::warn!("cannot read the end of changelog {}: {e}", d.changelog))
+            .ok()
     }
 
     /// Saves a snapshot of every owned partition that changed since its last.
@@ -227,12 +223,14 @@ impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
             let Some(d) = self.durability.clone() else {
                 continue;
             };
-            let ends = ends.get_or_insert_with(|| self.changelog_ends().unwrap_or_default());
+            let ends = ends.get_or_insert_with(|| restore_point(&d));
+            let end = ends.get(&tp.partition).copied().unwrap_or(0);
+            let stats = &self.shared.stats;
             let store = match parked {
                 // Nobody wrote the changelog since it was parked here.
-                Some(p) if ends.get(&tp.partition) == Some(&p.offset) => Ok(p.store),
-                Some(p) => d.restore_from(tp.partition, p.store, p.offset, &self.shared.stats),
-                None => d.restore(tp.partition, &self.shared.stats),
+                Some(p) if p.offset == end => Ok(p.store),
+                Some(p) => d.restore_from(tp.partition, p.store, p.offset, end, stats),
+                None => d.restore(tp.partition, end, stats),
             }
             // Processing without the partition's state would be wrong:
             // let the consumer restart and try again.

@@ -328,6 +328,7 @@ impl Durability {
     pub(super) fn restore<S: Default + Serialize + DeserializeOwned>(
         &self,
         partition: i32,
+        end: i64,
         stats: &AppStats,
     ) -> Result<Store<S>> {
         let start = Instant::now();
@@ -345,41 +346,44 @@ impl Durability {
         };
         let loaded = snapshot.as_ref().map(|_| start.elapsed());
         let (store, from) = snapshot.unwrap_or_default();
-        self.catch_up(partition, store, from, stats, start, loaded)
+        self.catch_up(partition, store, from, end, stats, loaded)
     }
 
     /// Brings `store`, which reflects the changelog of `partition` up to
-    /// offset `from`, up to date by reading the rest of the changelog.
-    /// Reports progress while it runs.
+    /// offset `from`, up to date by reading the rest of the changelog, up
+    /// to `end`. Reports progress while it runs.
     pub(super) fn restore_from<S: Default + Serialize + DeserializeOwned>(
         &self,
         partition: i32,
         store: Store<S>,
         from: i64,
+        end: i64,
         stats: &AppStats,
     ) -> Result<Store<S>> {
-        self.catch_up(partition, store, from, stats, Instant::now(), None)
+        self.catch_up(partition, store, from, end, stats, None)
     }
 
-    /// [`Durability::restore_from`], for a restore that began at `start`
-    /// and spent `loaded` reading a snapshot.
+    /// The changelog's end offset per partition.
+    pub(super) fn ends(&self) -> Result<HashMap<i32, i64>> {
+        let info = self
+            .log
+            .describe_topic(&self.changelog, Duration::from_secs(30))?;
+        Ok(info.partitions.iter().map(|p| (p.id, p.high)).collect())
+    }
+
+    /// [`Durability::restore_from`], for a restore that spent `loaded`
+    /// reading a snapshot first.
     fn catch_up<S: Default + Serialize + DeserializeOwned>(
         &self,
         partition: i32,
         mut store: Store<S>,
         from: i64,
+        end: i64,
         stats: &AppStats,
-        start: Instant,
         loaded: Option<Duration>,
     ) -> Result<Store<S>> {
+        let start = Instant::now();
         let changelog = &self.changelog;
-        let end = self
-            .log
-            .describe_topic(changelog, Duration::from_secs(30))?
-            .partitions
-            .iter()
-            .find(|p| p.id == partition)
-            .map_or(0, |p| p.high);
         let from = if from > end {
             // The changelog was recreated since: the store is of no use.
             tracing::warn!(
@@ -426,10 +430,22 @@ impl Durability {
         tracing::info!(
             "restored {changelog}/{partition}: {} keys ({kept} from a snapshot{snapshot}, {read} changelog records) in {:.2?}",
             store.len(),
-            start.elapsed()
+            start.elapsed() + loaded.unwrap_or_default()
         );
         Ok(store)
     }
+}
+
+/// The changelog's end offsets, for restoring partitions assigned now.
+/// Restoring without them would be guessing: a failure here is a panic
+/// that makes the consumer start over after a backoff.
+pub(super) fn restore_point(d: &Durability) -> HashMap<i32, i64> {
+    d.ends().unwrap_or_else(|e| {
+        panic!(
+            "cannot read the end of changelog {} to restore state: {e}",
+            d.changelog
+        )
+    })
 }
 
 /// Computes the CRC-32 of what passes through.

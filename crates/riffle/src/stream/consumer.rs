@@ -161,7 +161,7 @@ impl Consumer {
                     let mut handler = factory();
                     let run = catch_unwind(AssertUnwindSafe(|| run(&mut *consumer, &mut handler, &stop, &st)));
                     let failure = match run {
-                        Ok(Err(Error::Fenced(why))) => format!("fenced: {why}"),
+                        Ok(Err(e @ Error::Fenced(_))) => e.to_string(),
                         Ok(result) => {
                             let closed = consumer.close();
                             st.assignment.lock().unwrap().clear();
@@ -344,7 +344,10 @@ fn run<H: Handler>(
             store_completed(consumer, visit.handler);
         }
         if let Some(e) = visit.handler.failure() {
-            return Err(Error::Fenced(e.to_string()));
+            return Err(match e {
+                Error::Fenced(_) => e,
+                other => Error::Fenced(other.to_string()),
+            });
         }
     }
     if defers {
