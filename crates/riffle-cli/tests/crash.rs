@@ -46,6 +46,8 @@ fn brokers() -> String {
 struct Scenario {
     name: &'static str,
     guarantee: Guarantee,
+    /// The controller's `--style`.
+    style: &'static str,
     plan: FeedPlan,
     /// SIGKILL a random worker every 1-3 s while feeding, at least
     /// [`MIN_KILLS`] times, restarting each shortly after.
@@ -147,6 +149,7 @@ fn run(s: &Scenario) -> Outcome {
             dead_letter: dlq.clone(),
             group: group.clone(),
             guarantee: s.guarantee,
+            style: s.style,
             dir: dir.clone(),
         },
         WORKERS,
@@ -391,10 +394,20 @@ fn crash_plan(seed: u64) -> FeedPlan {
 
 #[test]
 fn crash_exactly_once() {
+    crash_exactly_once_in("crash_exactly_once", "keyed", 11);
+}
+
+#[test]
+fn crash_exactly_once_key_independent() {
+    crash_exactly_once_in("crash_exactly_once_key_independent", "actors", 14);
+}
+
+fn crash_exactly_once_in(name: &'static str, style: &'static str, seed: u64) {
     let mut out = run(&Scenario {
-        name: "crash_exactly_once",
+        name,
         guarantee: Guarantee::ExactlyOnce,
-        plan: crash_plan(11),
+        style,
+        plan: crash_plan(seed),
         kills: true,
         stop_one_after: None,
     });
@@ -413,6 +426,7 @@ fn crash_at_least_once() {
     let out = run(&Scenario {
         name: "crash_at_least_once",
         guarantee: Guarantee::AtLeastOnce,
+        style: "keyed",
         plan: crash_plan(12),
         kills: true,
         stop_one_after: None,
@@ -427,6 +441,7 @@ fn three_workers_rebalance() {
     let mut out = run(&Scenario {
         name: "three_workers_rebalance",
         guarantee: Guarantee::AtLeastOnce,
+        style: "keyed",
         plan: FeedPlan {
             heaters: 1000,
             rounds: 30,

@@ -35,6 +35,8 @@ pub struct WorkerConfig {
     pub dead_letter: String,
     pub group: String,
     pub guarantee: Guarantee,
+    /// `--style`: `keyed` or `actors`.
+    pub style: &'static str,
     /// Where the workers' logs and state directories go.
     pub dir: PathBuf,
 }
@@ -108,6 +110,7 @@ impl Workers {
             .args(["--group", &c.group])
             .args(["--status-every", "2s"])
             .args(["--guarantee", c.guarantee.flag()])
+            .args(["--style", c.style])
             .args(["--commit-interval", "500ms"])
             .arg("--state-dir")
             .arg(&state_dir)

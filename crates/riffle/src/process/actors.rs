@@ -13,9 +13,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::app::Shared;
-use super::commit::Commits;
+use super::commit::{Commits, MAX_HOLD};
 use super::handoff::Handoff;
-use super::store::{restore_point, Durability, Encoded, SnapshotWriter, Store};
+use super::store::{
+    restore_point, send_changes, Changes, Durability, Encoded, SnapshotWriter, Store,
+};
 use super::{run_processor, Context, KeyedProcessor, OffsetTracker};
 use crate::actor::{self, Actor, Addr, Supervision};
 use crate::error::{Error, Result};
@@ -55,15 +57,11 @@ pub(super) enum Msg<I, S> {
     },
     /// Host these states of a partition's keys, replacing any held.
     Load { partition: i32, store: Store<S> },
-    /// Write the changed states of these partitions to the changelog.
-    Write {
+    /// Hand over the changed states of these partitions, encoded, and
+    /// count them as written: the dispatcher sends them to the changelog.
+    Changes {
         partitions: Vec<i32>,
-        changelog: Arc<str>,
-        producer: Producer,
-        /// Flush the producer before (so the state follows acknowledged
-        /// outputs) and after (so it is acknowledged when answered).
-        flush: bool,
-        reply: Sender<Result<usize>>,
+        reply: Sender<Result<Changes>>,
     },
     /// Encode a partition's states, for a snapshot.
     Dump {
@@ -130,26 +128,16 @@ impl<P: KeyedProcessor> Worker<P> {
 }
 
 impl<P: KeyedProcessor> Worker<P> {
-    fn write(
-        &mut self,
-        partitions: &[i32],
-        changelog: &str,
-        producer: &Producer,
-        flush: bool,
-    ) -> Result<usize> {
-        let flush = || match flush && producer.in_flight() > 0 {
-            true => producer.flush(Producer::CLOSE_TIMEOUT),
-            false => Ok(()),
-        };
-        flush()?;
-        let mut sent = 0;
+    fn changes(&mut self, partitions: &[i32]) -> Result<Changes> {
+        let mut out = Vec::new();
         for p in partitions {
             if let Some(store) = self.stores.get_mut(p) {
-                sent += store.write_changes(producer, changelog, *p)?;
+                if store.has_changes() {
+                    out.push((*p, store.take_changes()?));
+                }
             }
         }
-        flush()?;
-        Ok(sent)
+        Ok(out)
     }
 }
 
@@ -171,14 +159,8 @@ impl<P: KeyedProcessor> Actor for Worker<P> {
             Msg::Load { partition, store } => {
                 self.stores.insert(partition, store);
             }
-            Msg::Write {
-                partitions,
-                changelog,
-                producer,
-                flush,
-                reply,
-            } => {
-                let _ = reply.send(self.write(&partitions, &changelog, &producer, flush));
+            Msg::Changes { partitions, reply } => {
+                let _ = reply.send(self.changes(&partitions));
             }
             Msg::Dump { partition, reply } => {
                 let dump = self
@@ -238,23 +220,13 @@ impl<P: KeyedProcessor> Pool<P> {
         partition_for_key(key.as_bytes(), self.workers.len() as i32) as usize
     }
 
-    /// Asks every worker to write the changed states of `partitions`
-    /// through `producer`; each answers on the returned channel.
-    fn write_state(
-        &self,
-        changelog: &str,
-        partitions: &[i32],
-        producer: &Producer,
-        flush: bool,
-    ) -> Result<Receiver<Result<usize>>> {
-        let changelog: Arc<str> = changelog.into();
+    /// Asks every worker for the changed states of `partitions`; each
+    /// answers on the returned channel.
+    fn changes(&self, partitions: &[i32]) -> Result<Receiver<Result<Changes>>> {
         let (tx, rx) = mpsc::channel();
         for w in &self.workers {
-            w.send(Msg::Write {
+            w.send(Msg::Changes {
                 partitions: partitions.to_vec(),
-                changelog: changelog.clone(),
-                producer: producer.clone(),
-                flush,
                 reply: tx.clone(),
             })
             .map_err(|_| Error::Backend("a worker has stopped".into()))?;
@@ -299,23 +271,33 @@ pub(super) struct Dispatcher<P: KeyedProcessor> {
     /// the last one started.
     round: Option<Round>,
     last_round: Instant,
+    /// State changes a failed round could not send.
+    unsent: Changes,
     /// The offsets the last round stored.
     stored: Vec<(Arc<str>, i32, i64)>,
     last_snapshot: Instant,
     stopping: bool,
 }
 
-/// State written by the workers for offsets that become committable once
-/// every worker has answered (each answer means written and acknowledged).
+/// At-least-once with state: a round collects the states changed by the
+/// records finished when it started, sends them to the changelog once the
+/// outputs of those records are acknowledged, and stores the records'
+/// offsets once the states are acknowledged in turn. Each step waits for the
+/// producer to be idle (or for a flush, after [`MAX_HOLD`]), never blocking
+/// the workers.
 struct Round {
     offsets: Vec<(Arc<str>, i32, i64)>,
-    answers: Receiver<Result<usize>>,
+    answers: Receiver<Result<Changes>>,
     waiting: usize,
+    changes: Changes,
+    sent: bool,
+    /// When the current step began waiting for the producer.
+    since: Instant,
     failed: Option<Error>,
 }
 
 /// Least time between two at-least-once state writes.
-const ROUND_GAP: Duration = Duration::from_millis(200);
+const ROUND_GAP: Duration = Duration::from_millis(100);
 
 impl<P: KeyedProcessor> Dispatcher<P> {
     pub(super) fn new(
@@ -342,6 +324,7 @@ impl<P: KeyedProcessor> Dispatcher<P> {
             replies,
             round: None,
             last_round: Instant::now(),
+            unsent: Vec::new(),
             stored: Vec::new(),
             last_snapshot: Instant::now(),
             stopping: false,
@@ -396,14 +379,6 @@ impl<P: KeyedProcessor> Dispatcher<P> {
         v
     }
 
-    /// Asks the workers to write the changed states of this consumer's
-    /// partitions through `producer` (see [`Msg::Write`]).
-    fn write_state(&self, producer: &Producer, flush: bool) -> Result<Receiver<Result<usize>>> {
-        let d = self.durability.as_ref().expect("stateful");
-        self.pool
-            .write_state(&d.changelog, &self.owned, producer, flush)
-    }
-
     /// Offers finished offsets for commit; returns whether everything
     /// finished is committed.
     fn release(&mut self, progress: &mut dyn Progress, force: bool) -> bool {
@@ -421,11 +396,13 @@ impl<P: KeyedProcessor> Dispatcher<P> {
                 let changelog = self.durability.as_ref().map(|d| d.changelog.as_str());
                 let mut write = |producer: &Producer| -> Result<usize> {
                     match (stateful, changelog) {
-                        (true, Some(changelog)) => pool
-                            .write_state(changelog, owned, producer, false)?
-                            .iter()
-                            .take(pool.len())
-                            .sum(),
+                        (true, Some(changelog)) => {
+                            let mut changes: Changes = Vec::new();
+                            for answer in pool.changes(owned)?.iter().take(pool.len()) {
+                                changes.extend(answer?);
+                            }
+                            send_changes(producer, changelog, &mut changes)
+                        }
                         _ => Ok(0),
                     }
                 };
@@ -445,21 +422,21 @@ impl<P: KeyedProcessor> Dispatcher<P> {
         }
     }
 
-    /// At-least-once with state: offsets are stored once a round of state
-    /// writes that started after their records finished has completed.
-    /// Rounds run in the background of the workers; a forced release waits
-    /// for everything in flight and runs a round to the end.
+    /// At-least-once with state (see [`Round`]); a forced release finishes
+    /// what is in flight and runs a round to its end.
     fn release_rounds(&mut self, progress: &mut dyn Progress, force: bool) -> bool {
         if force {
             self.wait_in_flight();
-            self.finish_round(progress, true);
-            return self.start_round() && self.finish_round(progress, true);
+            // The round under way covers less than everything: finish it,
+            // then run one that covers the rest.
+            if self.advance_round(progress, true) == Some(false) {
+                return false;
+            }
+            return self.start_round() && self.advance_round(progress, true) == Some(true);
         }
-        self.finish_round(progress, false);
-        if self.round.is_none()
-            && self.last_round.elapsed() >= ROUND_GAP
-            && self.finished() != self.stored
-        {
+        if self.round.is_some() {
+            self.advance_round(progress, false);
+        } else if self.last_round.elapsed() >= ROUND_GAP && self.finished() != self.stored {
             self.start_round();
         }
         false
@@ -469,30 +446,33 @@ impl<P: KeyedProcessor> Dispatcher<P> {
     fn start_round(&mut self) -> bool {
         self.last_round = Instant::now();
         let offsets = self.finished();
-        match self.write_state(&self.shared.producer, true) {
+        match self.pool.changes(&self.owned) {
             Ok(answers) => {
                 self.round = Some(Round {
                     offsets,
                     answers,
                     waiting: self.pool.len(),
+                    // Changes a failed round could not send go first.
+                    changes: std::mem::take(&mut self.unsent),
+                    sent: false,
+                    since: Instant::now(),
                     failed: None,
                 });
                 true
             }
             Err(e) => {
-                tracing::warn!("cannot write state: {e}");
+                tracing::warn!("cannot collect state: {e}");
                 false
             }
         }
     }
 
-    /// Collects the answers of the round under way (waiting for them if
-    /// `wait`) and, once all are in, stores its offsets. Returns whether
-    /// the round completed successfully (`true` when there was none).
-    fn finish_round(&mut self, progress: &mut dyn Progress, wait: bool) -> bool {
-        let Some(round) = &mut self.round else {
-            return true;
-        };
+    /// Moves the round under way on as far as it can go now (to its end,
+    /// if `wait`). `None` while it is under way, else whether it stored
+    /// its offsets.
+    fn advance_round(&mut self, progress: &mut dyn Progress, wait: bool) -> Option<bool> {
+        let shared = self.shared.clone();
+        let round = self.round.as_mut()?;
         while round.waiting > 0 {
             let answer = if wait {
                 round.answers.recv_timeout(DRAIN_WAIT).ok()
@@ -500,49 +480,74 @@ impl<P: KeyedProcessor> Dispatcher<P> {
                 round.answers.try_recv().ok()
             };
             match answer {
-                Some(Ok(_)) => round.waiting -= 1,
+                Some(Ok(changes)) => {
+                    round.changes.extend(changes);
+                    round.waiting -= 1;
+                }
                 Some(Err(e)) => {
                     round.failed = Some(e);
                     round.waiting -= 1;
                 }
                 None if wait => {
                     round.failed = Some(Error::Timeout(format!(
-                        "workers did not write state within {DRAIN_WAIT:?}"
+                        "workers did not hand over state within {DRAIN_WAIT:?}"
                     )));
                     break;
                 }
-                None => return false,
+                None => return None,
             }
         }
-        let mut round = self.round.take().expect("present");
-        // Outputs the log refused are dead letters now: they must be
-        // acknowledged there before the offsets move past their records.
-        while round.failed.is_none() && self.shared.dead_letter_undelivered() > 0 {
-            if let Err(e) = self.shared.producer.flush(Producer::CLOSE_TIMEOUT) {
-                round.failed = Some(e);
+        // Each step needs everything sent before it acknowledged.
+        let acknowledged = |round: &mut Round| -> Option<Result<()>> {
+            let p = &shared.producer;
+            if p.in_flight() == 0 {
+                return Some(Ok(()));
+            }
+            (wait || round.since.elapsed() >= MAX_HOLD).then(|| p.flush(Producer::CLOSE_TIMEOUT))
+        };
+        if round.failed.is_none() && !round.sent {
+            match acknowledged(round)? {
+                Ok(()) => {
+                    let changelog = &self.durability.as_ref().expect("stateful").changelog;
+                    match send_changes(&shared.producer, changelog, &mut round.changes) {
+                        Ok(_) => {
+                            round.sent = true;
+                            round.since = Instant::now();
+                        }
+                        Err(e) => round.failed = Some(e),
+                    }
+                }
+                Err(e) => round.failed = Some(e),
             }
         }
+        if round.failed.is_none() {
+            // Outputs the log refused go again, then to the dead letters,
+            // before the offsets move past their records.
+            let mut ready = acknowledged(round)?;
+            while ready.is_ok() && shared.dead_letter_undelivered() > 0 {
+                ready = shared.producer.flush(Producer::CLOSE_TIMEOUT);
+            }
+            round.failed = ready.err();
+        }
+        let round = self.round.take().expect("present");
         match round.failed {
             None => {
                 for (t, p, o) in &round.offsets {
                     progress.store(t, *p, *o);
                 }
                 self.stored = round.offsets;
-                true
+                Some(true)
             }
             Some(e) => {
                 tracing::warn!("cannot write state, holding offsets back: {e}");
-                false
+                self.unsent = round.changes;
+                Some(false)
             }
         }
     }
 
-    /// The changelog's end offsets, per partition.
     fn changelog_ends(&self) -> Option<HashMap<i32, i64>> {
-        let d = self.durability.as_ref()?;
-        d.ends()
-            .map_err(|e| tracing::warn!("cannot read the end of changelog {}: {e}", d.changelog))
-            .ok()
+        self.durability.as_ref()?.ends_or_warn()
     }
 
     /// Saves a snapshot of each owned partition, its states gathered from

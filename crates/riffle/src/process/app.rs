@@ -3,7 +3,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::actors::{Dispatcher, Pool};
-use super::commit::{Commits, Transaction};
+use super::commit::{Acknowledged, Commits, Transaction};
 use super::dead_letter;
 use super::handoff::Handoff;
 use super::keyed::KeyedHandler;
@@ -507,7 +507,7 @@ impl<P: KeyedProcessor> App<P> {
         let (log, guarantee, interval) = (log.clone(), self.guarantee, self.commit_interval);
         let prefix = format!("{stage}-{instance}");
         move |i| match guarantee {
-            Guarantee::AtLeastOnce => Commits::AtLeastOnce(Default::default()),
+            Guarantee::AtLeastOnce => Commits::AtLeastOnce(Acknowledged::new(interval)),
             Guarantee::ExactlyOnce => {
                 let id = format!("{prefix}-{i}");
                 Producer::transactional(&*log, &id)

@@ -123,13 +123,14 @@ fn raise(list: &mut Vec<(String, i32, i64)>, topic: &str, partition: i32, next: 
 /// *staged* (outputs acknowledged, state changes sent to the changelog,
 /// maybe not yet acknowledged). A release happens when the producer has
 /// nothing in flight, which acknowledges both stages at once: staged
-/// offsets are stored, the current state is written, and processed offsets
-/// become staged (or are stored at once when there was no state to write).
+/// offsets are stored, and at most once per commit interval the current
+/// state is written and processed offsets become staged (or are stored at
+/// once when there was no state to write).
 ///
 /// The producer is often idle between bursts, so this never waits on the
 /// hot path; offsets held back for [`MAX_HOLD`], and any release that is
-/// forced (revocation, stop), wait for a flush instead.
-#[derive(Default)]
+/// forced (revocation, stop), wait for a flush instead. Writing state once
+/// per interval, not per release, writes a key changed many times once.
 pub(super) struct Acknowledged {
     processed: Vec<(String, i32, i64)>,
     staged: Vec<(String, i32, i64)>,
@@ -137,13 +138,27 @@ pub(super) struct Acknowledged {
     held_since: Option<Instant>,
     /// The next release waits for acknowledgements (set on stop).
     force_next: bool,
+    interval: Duration,
+    last_write: Instant,
 }
 
 /// The longest offsets wait for the producer to be idle before a release
 /// waits for a flush.
-const MAX_HOLD: Duration = Duration::from_secs(1);
+pub(super) const MAX_HOLD: Duration = Duration::from_secs(1);
 
 impl Acknowledged {
+    /// Writes state (and so moves offsets on) at most every `interval`.
+    pub(super) fn new(interval: Duration) -> Self {
+        Self {
+            processed: Vec::new(),
+            staged: Vec::new(),
+            held_since: None,
+            force_next: false,
+            interval,
+            last_write: Instant::now(),
+        }
+    }
+
     fn release(
         &mut self,
         shared: &Shared,
@@ -181,6 +196,11 @@ impl Acknowledged {
         for (t, p, o) in self.staged.drain(..) {
             progress.store(&t, p, o);
         }
+        if !force && self.last_write.elapsed() < self.interval {
+            self.held_since = (!self.processed.is_empty()).then(Instant::now);
+            return;
+        }
+        self.last_write = Instant::now();
         match write_state(&shared.producer) {
             Ok(0) => {
                 for (t, p, o) in self.processed.drain(..) {

@@ -60,9 +60,9 @@ impl<P: KeyedProcessor> KeyedHandler<P> {
         }
     }
 
-    /// Commits now, so that stores and the changelog agree; returns whether
-    /// everything processed is committed.
-    fn settle(&mut self, progress: &mut dyn Progress) -> bool {
+    /// Makes progress permanent if due (now, when `force`), writing the
+    /// changed states with it; returns whether everything is committed.
+    fn release(&mut self, progress: &mut dyn Progress, force: bool) -> bool {
         let Self {
             shared,
             owned,
@@ -70,18 +70,19 @@ impl<P: KeyedProcessor> KeyedHandler<P> {
             durability,
             ..
         } = self;
-        commits.release(shared, progress, true, &mut |producer| {
+        commits.release(shared, progress, force, &mut |producer| {
             write_changes(owned, durability.as_deref(), producer)
         });
         commits.is_settled()
     }
 
-    /// The changelog's end offsets, per partition.
+    /// Commits now, so that stores and the changelog agree.
+    fn settle(&mut self, progress: &mut dyn Progress) -> bool {
+        self.release(progress, true)
+    }
+
     fn changelog_ends(&self) -> Option<HashMap<i32, i64>> {
-        let d = self.durability.as_ref()?;
-        d.ends()
-            .map_err(|e| tracing::warn!("cannot read the end of changelog {}: {e}", d.changelog))
-            .ok()
+        self.durability.as_ref()?.ends_or_warn()
     }
 
     /// Saves a snapshot of every owned partition that changed since its last.
@@ -183,16 +184,7 @@ impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
     }
 
     fn completed(&mut self, progress: &mut dyn Progress) {
-        let Self {
-            shared,
-            owned,
-            commits,
-            durability,
-            ..
-        } = self;
-        commits.release(shared, progress, false, &mut |producer| {
-            write_changes(owned, durability.as_deref(), producer)
-        });
+        self.release(progress, false);
         if self.stopping || self.last_snapshot.elapsed() >= SNAPSHOT_EVERY {
             self.snapshot(progress);
         }

@@ -133,6 +133,26 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
         Ok(sent)
     }
 
+    /// Every changed key's state, encoded, the keys marked unchanged: for
+    /// sending elsewhere (the key-independent style's workers hand them to
+    /// their dispatcher, which sends them when the outputs are safe).
+    pub(super) fn take_changes(&mut self) -> Result<Encoded> {
+        let mut out = Vec::with_capacity(self.dirty.len());
+        while let Some(key) = self.dirty.pop() {
+            let Some(entry) = self.entries.get_mut(&key) else {
+                continue;
+            };
+            let mut buf = Vec::new();
+            if let Err(e) = encode(&key, &entry.state, &mut buf) {
+                self.dirty.push(key);
+                return Err(e);
+            }
+            entry.dirty = false;
+            out.push((key, buf));
+        }
+        Ok(out)
+    }
+
     /// Applies one changelog record.
     fn apply(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
         let (key, state) = decode::<S>(key, value)?;
@@ -307,6 +327,33 @@ fn io_error(path: &Path, e: std::io::Error) -> Error {
     Error::Backend(format!("snapshot {}: {e}", path.display()))
 }
 
+/// Changed states of some partitions, encoded: (partition, keys and states).
+pub(super) type Changes = Vec<(i32, Encoded)>;
+
+/// Sends `changes` to their partitions of the changelog; on failure, what
+/// was not sent stays in `changes` for another attempt.
+pub(super) fn send_changes(
+    producer: &Producer,
+    changelog: &str,
+    changes: &mut Changes,
+) -> Result<usize> {
+    let mut sent = 0;
+    while let Some((partition, entries)) = changes.last_mut() {
+        while let Some((key, value)) = entries.last() {
+            producer.send_record(OutRecord {
+                topic: changelog,
+                key: Some(key.as_bytes()),
+                value,
+                partition: Some(*partition),
+            })?;
+            entries.pop();
+            sent += 1;
+        }
+        changes.pop();
+    }
+    Ok(sent)
+}
+
 /// Where a partition's state is made durable.
 pub(super) struct Durability {
     pub(super) log: std::sync::Arc<dyn Log>,
@@ -369,6 +416,14 @@ impl Durability {
             .log
             .describe_topic(&self.changelog, Duration::from_secs(30))?;
         Ok(info.partitions.iter().map(|p| (p.id, p.high)).collect())
+    }
+
+    /// [`Durability::ends`] where doing without is possible (a snapshot or
+    /// a handover skipped): a failure is logged.
+    pub(super) fn ends_or_warn(&self) -> Option<HashMap<i32, i64>> {
+        self.ends()
+            .map_err(|e| tracing::warn!("cannot read the end of changelog {}: {e}", self.changelog))
+            .ok()
     }
 
     /// [`Durability::restore_from`], for a restore that spent `loaded`
