@@ -351,7 +351,7 @@ impl<P: KeyedProcessor> Dispatcher<P> {
             .send(Msg::Batch {
                 jobs,
                 reply: self.reply.clone(),
-                producer: self.commits.producer(&self.shared).clone(),
+                producer: self.commits.producer().clone(),
             })
             .is_err()
         {
@@ -471,7 +471,8 @@ impl<P: KeyedProcessor> Dispatcher<P> {
     /// if `wait`). `None` while it is under way, else whether it stored
     /// its offsets.
     fn advance_round(&mut self, progress: &mut dyn Progress, wait: bool) -> Option<bool> {
-        let shared = self.shared.clone();
+        let shared = &self.shared;
+        let outlet = self.commits.outlet();
         let round = self.round.as_mut()?;
         while round.waiting > 0 {
             let answer = if wait {
@@ -499,7 +500,7 @@ impl<P: KeyedProcessor> Dispatcher<P> {
         }
         // Each step needs everything sent before it acknowledged.
         let acknowledged = |round: &mut Round| -> Option<Result<()>> {
-            let p = &shared.producer;
+            let p = &outlet.producer;
             if p.in_flight() == 0 {
                 return Some(Ok(()));
             }
@@ -509,7 +510,7 @@ impl<P: KeyedProcessor> Dispatcher<P> {
             match acknowledged(round)? {
                 Ok(()) => {
                     let changelog = &self.durability.as_ref().expect("stateful").changelog;
-                    match send_changes(&shared.producer, changelog, &mut round.changes) {
+                    match send_changes(&outlet.producer, changelog, &mut round.changes) {
                         Ok(_) => {
                             round.sent = true;
                             round.since = Instant::now();
@@ -524,8 +525,8 @@ impl<P: KeyedProcessor> Dispatcher<P> {
             // Outputs the log refused go again, then to the dead letters,
             // before the offsets move past their records.
             let mut ready = acknowledged(round)?;
-            while ready.is_ok() && shared.dead_letter_undelivered() > 0 {
-                ready = shared.producer.flush(Producer::CLOSE_TIMEOUT);
+            while ready.is_ok() && outlet.dead_letter_refused(shared) > 0 {
+                ready = outlet.producer.flush(Producer::CLOSE_TIMEOUT);
             }
             round.failed = ready.err();
         }
@@ -611,7 +612,7 @@ impl<P: KeyedProcessor> Handler for Dispatcher<P> {
         let (key, input) = match self.processor.decode(&record) {
             Ok(d) => d,
             Err(e) => {
-                let producer = self.commits.producer(&self.shared);
+                let producer = self.commits.producer();
                 let result = self.shared.dead_letter(producer, &record, &e);
                 if let Some(t) = self.trackers.get_mut(&(topic, record.partition)) {
                     t.finished(record.offset);

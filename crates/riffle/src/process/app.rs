@@ -1,5 +1,5 @@
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::actors::{Dispatcher, Pool};
@@ -7,6 +7,7 @@ use super::commit::{Acknowledged, Commits, Transaction};
 use super::dead_letter;
 use super::handoff::Handoff;
 use super::keyed::KeyedHandler;
+use super::outlet::Outlet;
 use super::store::Durability;
 use super::KeyedProcessor;
 use crate::actor::Exit;
@@ -80,25 +81,10 @@ pub struct AppStats {
 
 /// What handlers and workers of one app share.
 pub(super) struct Shared {
-    /// Outputs and dead letters under at-least-once (each consumer has a
-    /// transactional producer of its own under exactly-once).
-    pub(super) producer: Producer,
     dead_letter: Option<String>,
     pub(super) stats: AppStats,
     /// Extra attempts at a record the processor fails on.
     pub(super) retries: u32,
-    /// Outputs the log refused, waiting to go to the dead-letter topic.
-    undelivered: Arc<Mutex<Vec<Undelivered>>>,
-    /// Fingerprints of refused outputs sent once more.
-    retried: Mutex<std::collections::HashSet<u64>>,
-}
-
-/// An output the log refused: where it was going, why, and its bytes.
-struct Undelivered {
-    topic: String,
-    key: Option<Vec<u8>>,
-    value: Vec<u8>,
-    error: String,
 }
 
 impl Shared {
@@ -109,6 +95,14 @@ impl Shared {
         }
     }
 
+    pub(super) fn dead_letter_topic(&self) -> Option<&str> {
+        self.dead_letter.as_deref()
+    }
+
+    pub(super) fn count_dead_letter(&self) {
+        self.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Sends a failed record to the dead-letter topic through `producer`;
     /// without one, returns the error so the consumer reports and skips it.
     pub(super) fn dead_letter(
@@ -117,64 +111,11 @@ impl Shared {
         record: &RecordRef<'_>,
         error: &Error,
     ) -> Result<()> {
-        self.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+        self.count_dead_letter();
         match &self.dead_letter {
             Some(topic) => dead_letter::send(producer, topic, record, &error.to_string()),
             None => Err(error.clone()),
         }
-    }
-
-    /// Handles the outputs the log refused since the last call: each is
-    /// sent once more, alone (a broker refuses a whole batch for one bad
-    /// record in it, so its companions deserve another try), and to the
-    /// dead-letter topic when refused again. Returns how many records were
-    /// sent. Refusals are rare, so waiting for each retry costs little.
-    pub(super) fn dead_letter_undelivered(&self) -> usize {
-        let refused = std::mem::take(&mut *self.undelivered.lock().unwrap());
-        let mut sent = 0;
-        for u in refused {
-            let fingerprint = {
-                use std::hash::{Hash, Hasher};
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                (&u.topic, &u.key, &u.value).hash(&mut h);
-                h.finish()
-            };
-            if self.retried.lock().unwrap().insert(fingerprint) {
-                let again = self
-                    .producer
-                    .send(&u.topic, u.key.as_deref(), &u.value)
-                    .and_then(|()| self.producer.flush(Producer::CLOSE_TIMEOUT));
-                match again {
-                    Ok(()) => {
-                        sent += 1;
-                        let refused_again =
-                            self.undelivered.lock().unwrap().iter().any(|r| {
-                                (&r.topic, &r.key, &r.value) == (&u.topic, &u.key, &u.value)
-                            });
-                        if !refused_again {
-                            self.retried.lock().unwrap().remove(&fingerprint);
-                        }
-                        continue;
-                    }
-                    Err(e) => tracing::warn!("cannot send again to {}: {e}", u.topic),
-                }
-            }
-            self.retried.lock().unwrap().remove(&fingerprint);
-            self.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
-            let error = format!("cannot deliver to {}: {}", u.topic, u.error);
-            let envelope =
-                dead_letter::envelope_for_output(&u.topic, u.key.as_deref(), &u.value, &error);
-            match &self.dead_letter {
-                Some(dlq) if *dlq != u.topic => {
-                    match self.producer.send(dlq, u.key.as_deref(), &envelope) {
-                        Ok(()) => sent += 1,
-                        Err(e) => tracing::error!("{error}; and not to the dead-letter topic: {e}"),
-                    }
-                }
-                _ => tracing::error!("{error}; no dead-letter topic keeps it"),
-            }
-        }
-        sent
     }
 
     /// Like [`Shared::dead_letter`], for a record whose bytes are no longer
@@ -185,7 +126,7 @@ impl Shared {
         record: &RecordRef<'_>,
         error: &Error,
     ) -> Result<()> {
-        self.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+        self.count_dead_letter();
         match &self.dead_letter {
             Some(topic) => producer.send(
                 topic,
@@ -367,25 +308,10 @@ impl<P: KeyedProcessor> App<P> {
         } else {
             None
         };
-        let undelivered: Arc<Mutex<Vec<Undelivered>>> = Arc::default();
-        let refused = undelivered.clone();
-        let producer = Producer::with_reports(&*log, move |r| {
-            if let (Err(error), Some((key, value))) = (&r.result, &r.undelivered) {
-                refused.lock().unwrap().push(Undelivered {
-                    topic: r.topic.clone(),
-                    key: key.clone(),
-                    value: value.clone(),
-                    error: error.clone(),
-                });
-            }
-        })?;
         let shared = Arc::new(Shared {
-            producer,
             dead_letter: self.dead_letter.clone(),
             stats: AppStats::default(),
             retries: self.retries,
-            undelivered,
-            retried: Mutex::default(),
         });
         let instance = self
             .instance
@@ -507,11 +433,14 @@ impl<P: KeyedProcessor> App<P> {
         let (log, guarantee, interval) = (log.clone(), self.guarantee, self.commit_interval);
         let prefix = format!("{stage}-{instance}");
         move |i| match guarantee {
-            Guarantee::AtLeastOnce => Commits::AtLeastOnce(Acknowledged::new(interval)),
+            // The consumer's supervision retries with a backoff.
+            Guarantee::AtLeastOnce => Outlet::plain(&*log)
+                .map(|o| Commits::AtLeastOnce(Acknowledged::new(o, interval)))
+                .unwrap_or_else(|e| panic!("cannot start a producer: {e}")),
             Guarantee::ExactlyOnce => {
                 let id = format!("{prefix}-{i}");
-                Producer::transactional(&*log, &id)
-                    .and_then(|p| Transaction::begin(p, interval))
+                Outlet::transactional(&*log, &id)
+                    .and_then(|o| Transaction::begin(o, interval))
                     .map(Commits::ExactlyOnce)
                     // The consumer's supervision retries with a backoff.
                     .unwrap_or_else(|e| panic!("cannot start transactional producer {id}: {e}"))
@@ -561,7 +490,7 @@ impl<P: KeyedProcessor> crate::stream::Handler for Rekey<P> {
         }
         self.commits
             .processed(record.topic, record.partition, record.offset + 1);
-        let producer = self.commits.producer(&self.shared);
+        let producer = self.commits.producer();
         match self.processor.decode(&record) {
             Ok((key, _)) => producer.send(&self.to, Some(key.as_bytes()), record.value),
             Err(e) => self.shared.dead_letter(producer, &record, &e),
@@ -612,14 +541,11 @@ impl Running {
         }
     }
 
-    /// Stops consuming (finishing records in flight and committing), then
-    /// flushes what the processor sent.
+    /// Stops consuming: finishes the records in flight, commits what they
+    /// sent, and leaves the group.
     pub fn stop(self) -> Result<()> {
         let Running {
-            stages,
-            shared,
-            workers,
-            ..
+            stages, workers, ..
         } = self;
         let mut stopped = Ok(());
         for stage in stages {
@@ -632,7 +558,6 @@ impl Running {
         for w in workers {
             let _ = w.join();
         }
-        shared.producer.flush(Producer::CLOSE_TIMEOUT)?;
         stopped
     }
 }

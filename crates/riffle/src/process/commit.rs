@@ -17,6 +17,7 @@
 use std::time::{Duration, Instant};
 
 use super::app::Shared;
+use super::outlet::Outlet;
 use crate::error::{Error, Result};
 use crate::log::{Progress, TopicPartition};
 use crate::stream::Producer;
@@ -36,10 +37,14 @@ pub(super) enum Commits {
 
 impl Commits {
     /// The producer outputs and dead letters of this consumer go through.
-    pub(super) fn producer<'a>(&'a self, shared: &'a Shared) -> &'a Producer {
+    pub(super) fn producer(&self) -> &Producer {
+        &self.outlet().producer
+    }
+
+    pub(super) fn outlet(&self) -> &Outlet {
         match self {
-            Commits::AtLeastOnce(_) => &shared.producer,
-            Commits::ExactlyOnce(t) => &t.producer,
+            Commits::AtLeastOnce(a) => &a.outlet,
+            Commits::ExactlyOnce(t) => &t.outlet,
         }
     }
 
@@ -132,6 +137,7 @@ fn raise(list: &mut Vec<(String, i32, i64)>, topic: &str, partition: i32, next: 
 /// forced (revocation, stop), wait for a flush instead. Writing state once
 /// per interval, not per release, writes a key changed many times once.
 pub(super) struct Acknowledged {
+    outlet: Outlet,
     processed: Vec<(String, i32, i64)>,
     staged: Vec<(String, i32, i64)>,
     /// Since when offsets wait for acknowledgements.
@@ -148,8 +154,9 @@ pub(super) const MAX_HOLD: Duration = Duration::from_secs(1);
 
 impl Acknowledged {
     /// Writes state (and so moves offsets on) at most every `interval`.
-    pub(super) fn new(interval: Duration) -> Self {
+    pub(super) fn new(outlet: Outlet, interval: Duration) -> Self {
         Self {
+            outlet,
             processed: Vec::new(),
             staged: Vec::new(),
             held_since: None,
@@ -172,12 +179,13 @@ impl Acknowledged {
         }
         let since = *self.held_since.get_or_insert_with(Instant::now);
         let force = force || std::mem::take(&mut self.force_next);
-        if !(force || since.elapsed() >= MAX_HOLD || shared.producer.in_flight() == 0) {
+        let producer = &self.outlet.producer;
+        if !(force || since.elapsed() >= MAX_HOLD || producer.in_flight() == 0) {
             return;
         }
-        let flush = || match shared.producer.in_flight() {
+        let flush = || match producer.in_flight() {
             0 => Ok(()),
-            _ => shared.producer.flush(Producer::CLOSE_TIMEOUT),
+            _ => producer.flush(Producer::CLOSE_TIMEOUT),
         };
         if let Err(e) = flush() {
             tracing::warn!("outputs not acknowledged, holding offsets back: {e}");
@@ -185,7 +193,7 @@ impl Acknowledged {
         }
         // Outputs the log refused go again, then to the dead letters: they
         // must be acknowledged before the offsets move past their records.
-        while shared.dead_letter_undelivered() > 0 {
+        while self.outlet.dead_letter_refused(shared) > 0 {
             if let Err(e) = flush() {
                 tracing::warn!("dead letters not acknowledged, holding offsets back: {e}");
                 return;
@@ -201,7 +209,7 @@ impl Acknowledged {
             return;
         }
         self.last_write = Instant::now();
-        match write_state(&shared.producer) {
+        match write_state(producer) {
             Ok(0) => {
                 for (t, p, o) in self.processed.drain(..) {
                     progress.store(&t, p, o);
@@ -232,7 +240,7 @@ impl Acknowledged {
 /// Exactly-once bookkeeping of one consumer: its own transactional
 /// producer, and the offsets processed in the open transaction.
 pub(super) struct Transaction {
-    producer: Producer,
+    outlet: Outlet,
     processed: Vec<(String, i32, i64)>,
     interval: Duration,
     opened: Instant,
@@ -241,11 +249,11 @@ pub(super) struct Transaction {
 }
 
 impl Transaction {
-    /// Opens the first transaction of `producer`.
-    pub(super) fn begin(producer: Producer, interval: Duration) -> Result<Self> {
-        producer.begin()?;
+    /// Opens the first transaction of the outlet's producer.
+    pub(super) fn begin(outlet: Outlet, interval: Duration) -> Result<Self> {
+        outlet.producer.begin()?;
         Ok(Self {
-            producer,
+            outlet,
             processed: Vec::new(),
             interval,
             opened: Instant::now(),
@@ -269,7 +277,7 @@ impl Transaction {
         }
         if let Err(e) = self.commit(progress, write_state) {
             tracing::warn!("transaction failed: {e}");
-            if let Err(e) = self.producer.abort(COMMIT_TIMEOUT) {
+            if let Err(e) = self.outlet.producer.abort(COMMIT_TIMEOUT) {
                 tracing::debug!("abort: {e}");
             }
             self.failure = Some(e);
@@ -277,16 +285,18 @@ impl Transaction {
     }
 
     fn commit(&mut self, progress: &mut dyn Progress, write_state: WriteState<'_>) -> Result<()> {
-        write_state(&self.producer)?;
+        write_state(&self.outlet.producer)?;
         let group = progress.group()?;
         let offsets: Vec<(TopicPartition, i64)> = self
             .processed
             .iter()
             .map(|(t, p, o)| (TopicPartition::new(t.clone(), *p), *o))
             .collect();
-        self.producer.commit(&offsets, &group, COMMIT_TIMEOUT)?;
+        self.outlet
+            .producer
+            .commit(&offsets, &group, COMMIT_TIMEOUT)?;
         self.processed.clear();
-        self.producer.begin()?;
+        self.outlet.producer.begin()?;
         self.opened = Instant::now();
         Ok(())
     }

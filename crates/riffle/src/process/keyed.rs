@@ -141,7 +141,7 @@ impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
         // is done once what it sent is acknowledged.
         self.commits
             .processed(record.topic, record.partition, record.offset + 1);
-        let producer = self.commits.producer(&self.shared);
+        let producer = self.commits.producer();
         let (key, input) = match self.processor.decode(&record) {
             Ok(d) => d,
             Err(e) => return self.shared.dead_letter(producer, &record, &e),

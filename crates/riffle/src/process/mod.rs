@@ -28,6 +28,7 @@ pub mod dead_letter;
 mod handoff;
 mod keyed;
 mod offsets;
+mod outlet;
 pub mod stateless;
 mod store;
 

@@ -117,11 +117,22 @@ impl Producer {
     /// A transactional producer named `id` (see [`TxnProducer`]): records
     /// sent through it become visible when [`Producer::commit`] commits
     /// them. Creating it fences older producers with the same id.
-    pub fn transactional(log: &dyn Log, id: &str) -> Result<Self> {
+    /// `on_delivery` is called with every delivery report, as with
+    /// [`Producer::with_reports`].
+    pub fn transactional(
+        log: &dyn Log,
+        id: &str,
+        on_delivery: impl Fn(&DeliveryReport) + Send + Sync + 'static,
+    ) -> Result<Self> {
         let stats = Arc::new(DeliveryStats::default());
         let s = stats.clone();
-        let backend =
-            log.transactional_producer(id, Some(Arc::new(move |r: &DeliveryReport| s.record(r))))?;
+        let backend = log.transactional_producer(
+            id,
+            Some(Arc::new(move |r: &DeliveryReport| {
+                s.record(r);
+                on_delivery(r);
+            })),
+        )?;
         Ok(Self {
             inner: Arc::new(Inner {
                 backend: Backend::Transactional(backend),
