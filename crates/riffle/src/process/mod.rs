@@ -16,9 +16,17 @@
 //!   to the same worker) and a partition's offset is committed only below its
 //!   lowest unfinished record.
 //!
-//! Records that cannot be decoded or processed go to a dead-letter topic
-//! with the reason and the original bytes ([`dead_letter`]); processing goes
-//! on.
+//! In both styles state is durable: each partition's states are written to
+//! a compacted changelog topic and saved in local snapshots, and restored
+//! wherever the partition is assigned next, before its records are
+//! processed. What a failure may repeat depends on the [`Guarantee`]: under
+//! at-least-once, records since the last commit; under exactly-once,
+//! nothing, because outputs, state changes and offsets are committed in one
+//! transaction.
+//!
+//! Records that cannot be decoded or processed (after a few attempts), and
+//! outputs the log refuses, go to a dead-letter topic with the reason and
+//! the original bytes ([`dead_letter`]); processing goes on.
 
 mod actors;
 mod app;
