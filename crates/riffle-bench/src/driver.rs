@@ -51,6 +51,10 @@ pub struct RunArgs {
     /// Length of the latency phase, seconds [default: by mode].
     #[arg(long)]
     pub latency_secs: Option<u64>,
+    /// Seconds of offered load before the latency phase starts measuring
+    /// [default: by mode].
+    #[arg(long)]
+    pub warmup_secs: Option<u64>,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Only these systems (comma-separated names).
@@ -79,6 +83,7 @@ struct Driver {
     started: Instant,
     records: u64,
     latency_secs: u64,
+    warmup_secs: u64,
 }
 
 /// A progress line on stderr, with the time since the run started.
@@ -98,9 +103,9 @@ fn rate(n: u64, secs: f64) -> String {
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
-    let (records, latency_secs) = match args.mode {
-        Mode::Quick => (1_000_000, 10),
-        Mode::Full => (5_000_000, 60),
+    let (records, latency_secs, warmup_secs) = match args.mode {
+        Mode::Quick => (1_000_000, 10, 2),
+        Mode::Full => (5_000_000, 60, 10),
     };
     let systems: Vec<&'static System> = if args.only.is_empty() {
         systems::SYSTEMS.iter().collect()
@@ -114,6 +119,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let d = Driver {
         records: args.records.unwrap_or(records),
         latency_secs: args.latency_secs.unwrap_or(latency_secs),
+        warmup_secs: args.warmup_secs.unwrap_or(warmup_secs),
         run_id: report::timestamp(),
         log,
         started: Instant::now(),
@@ -179,7 +185,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                 "expected_commands": expected_commands,
                 "seed": d.args.seed,
             },
-            "latency_load": {"rate": d.args.rate, "seconds": d.latency_secs},
+            "latency_load": {"rate": d.args.rate, "seconds": d.latency_secs, "warmup_seconds": d.warmup_secs},
             "results": results,
         });
         report::write(&base, &doc)?;
@@ -405,7 +411,9 @@ impl Driver {
 
         // The records, and per heater the input index of each expected output.
         let heaters = self.args.heaters;
-        let n = heaters + (self.args.rate * self.latency_secs) as usize;
+        // Settings, then a warm-up at the offered load, then what is measured.
+        let first = heaters + (self.args.rate * self.warmup_secs) as usize;
+        let n = first + (self.args.rate * self.latency_secs) as usize;
         let mut g = Generator::new(heaters, self.args.seed + 1);
         let mut records = Vec::with_capacity(n);
         let mut expected: Vec<Vec<(u32, Option<Command>)>> = vec![Vec::new(); heaters];
@@ -493,10 +501,11 @@ impl Driver {
         }
         progress!(
             self,
-            "{}: latency phase: started and took the {heaters} settings in {:.1} s; offering {} rec/s for {} s",
+            "{}: latency phase: started and took the {heaters} settings in {:.1} s; offering {} rec/s for {} s + {} s",
             sys.name,
             t0.elapsed().as_secs_f64(),
             self.args.rate,
+            self.warmup_secs,
             self.latency_secs
         );
 
@@ -540,7 +549,7 @@ impl Driver {
                     if sys.output == Output::Commands && command != want {
                         wrong += 1;
                     }
-                    if idx as usize >= heaters {
+                    if idx as usize >= first {
                         samples.push(at.saturating_sub(sent_at[idx as usize]));
                     }
                 }
@@ -566,7 +575,7 @@ impl Driver {
         let offered = (n - heaters) as f64 / send_secs;
         progress!(
             self,
-            "{}: {} samples at {:.0} rec/s offered: p50 {p50:.1} ms, p99 {p99:.1} ms, p99.9 {p999:.1} ms, max {max:.1} ms; {} missing, {wrong} wrong, {extra} extra",
+            "{}: {} samples after the warm-up, {:.0} rec/s offered: p50 {p50:.1} ms, p99 {p99:.1} ms, p99.9 {p999:.1} ms, max {max:.1} ms; {} missing, {wrong} wrong, {extra} extra",
             sys.name,
             samples.len(),
             offered,
@@ -574,7 +583,7 @@ impl Driver {
         );
         Ok(json!({
             "offered_rate": offered,
-            "records": n - heaters,
+            "records": n - first,
             "samples": samples.len(),
             "p50_ms": p50,
             "p99_ms": p99,

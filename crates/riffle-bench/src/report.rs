@@ -99,13 +99,14 @@ pub fn markdown(doc: &Value) -> String {
     let i = &doc["input"];
     let l = &doc["latency_load"];
     s.push_str(&format!(
-        "Input: {} records, {} heaters, {} partitions ({} commands expected). Latency: {} rec/s offered for {} s on a fresh input.\n\n",
+        "Input: {} records, {} heaters, {} partitions ({} commands expected). Latency: {} rec/s offered to a fresh input for {} s after {} s of warm-up.\n\n",
         count(i["records"].as_f64().unwrap_or(f64::NAN)),
         i["heaters"],
         i["partitions"],
         count(i["expected_commands"].as_f64().unwrap_or(f64::NAN)),
         count(l["rate"].as_f64().unwrap_or(f64::NAN)),
         l["seconds"],
+        l["warmup_seconds"],
     ));
     s.push_str("| workload | guarantee | records/s | vs ceiling | CPU s / M records | peak RSS MB | outputs (expected) | latency p50 / p99 / p99.9 ms |\n");
     s.push_str("|---|---|---:|---:|---:|---:|---:|---:|\n");

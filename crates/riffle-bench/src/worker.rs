@@ -125,14 +125,16 @@ fn start_app(a: &WorkerArgs, guarantee: Guarantee, log: Arc<dyn Log>) -> Result<
 }
 
 /// The physical limit: one librdkafka consumer and one producer in a loop,
-/// each record forwarded to the same partition of the output. Every 100 ms
-/// the producer is flushed and the consumed positions committed, so it is
-/// at-least-once like the riffle apps.
+/// each record forwarded to the same partition of the output. Consumed
+/// positions are committed every 100 ms by librdkafka without waiting for
+/// the outputs' acknowledgements (the riffle apps wait), and the producer
+/// is flushed on stop.
 fn ceiling(a: &WorkerArgs) -> Result<()> {
     let consumer: BaseConsumer = config(&a.brokers)
         .set("group.id", &a.group)
         .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "100")
         .create()
         .map_err(|e| format!("cannot create a consumer: {e}"))?;
     consumer
@@ -144,8 +146,6 @@ fn ceiling(a: &WorkerArgs) -> Result<()> {
         .set("queue.buffering.max.messages", "1000000")
         .create()
         .map_err(|e| format!("cannot create a producer: {e}"))?;
-    let mut last_commit = Instant::now();
-    let mut uncommitted = false;
     let mut n = 0u64;
     while !stopped() {
         match consumer.poll(Duration::from_millis(100)) {
@@ -166,33 +166,21 @@ fn ceiling(a: &WorkerArgs) -> Result<()> {
                         Err((e, _)) => return Err(format!("cannot send to {}: {e}", a.output)),
                     }
                 }
-                uncommitted = true;
                 n += 1;
                 if n % 1024 == 0 {
                     producer.poll(Duration::ZERO);
                 }
             }
             Some(Err(e)) => eprintln!("ceiling: {e}"),
-            None => {}
-        }
-        if uncommitted && last_commit.elapsed() >= Duration::from_millis(100) {
-            producer
-                .flush(Duration::from_secs(30))
-                .map_err(|e| format!("flush failed: {e}"))?;
-            if let Err(e) = consumer.commit_consumer_state(CommitMode::Async) {
-                eprintln!("ceiling: commit failed: {e}");
-            }
-            last_commit = Instant::now();
-            uncommitted = false;
+            None => producer.poll(Duration::ZERO),
         }
     }
     producer
         .flush(Duration::from_secs(30))
         .map_err(|e| format!("flush failed: {e}"))?;
-    if uncommitted {
-        let _ = consumer.commit_consumer_state(CommitMode::Sync);
-    }
-    Ok(())
+    consumer
+        .commit_consumer_state(CommitMode::Sync)
+        .map_err(|e| format!("commit failed: {e}"))
 }
 
 /// CPU seconds of this process so far (every thread).
