@@ -16,8 +16,6 @@ pub struct Exit {
     pub status: i32,
     /// User + system CPU seconds of the whole process.
     pub cpu_s: f64,
-    /// Peak resident set size, bytes.
-    pub max_rss: u64,
     pub stdout: String,
 }
 
@@ -42,6 +40,11 @@ impl Child {
             stdout: child.stdout.take(),
             reaped: false,
         })
+    }
+
+    /// Peak resident set size so far, bytes.
+    pub fn peak_rss(&self) -> Option<u64> {
+        peak_rss(self.pid)
     }
 
     /// User + system CPU seconds so far, from `/proc/PID/stat`.
@@ -81,7 +84,6 @@ impl Child {
                 128 + libc::WTERMSIG(status)
             },
             cpu_s: tv(ru.ru_utime) + tv(ru.ru_stime),
-            max_rss: ru.ru_maxrss as u64 * 1024,
             stdout,
         })
     }
@@ -114,6 +116,22 @@ impl Child {
         unsafe { libc::kill(self.pid, libc::SIGKILL) };
         self.wait4(true).expect("a killed child is reaped")
     }
+}
+
+/// Peak resident set size of a process, bytes: `VmHWM` of
+/// `/proc/PID/status`. (The `ru_maxrss` that `wait4` reports would not do:
+/// Linux carries it over from the parent's memory across `fork` and `exec`.)
+pub fn peak_rss(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
 }
 
 impl Drop for Child {

@@ -79,7 +79,9 @@ impl Generator {
             let number = format!("{:.12}", *t);
             // What the controller decodes is the printed number, not `t`.
             let m: f64 = number.parse().expect("a printed number parses");
-            let value = format!(r#"{{"measurement": {number}, "id": "{key}", "ts": {ts:.6}}}"#);
+            let value = format!(
+                r#"{{"measurement": {number}, "unit": "C", "id": "{key}", "ts": {ts:.6}}}"#
+            );
             (value, SensorMessage::Measurement(m))
         };
         let command = self.states[heater].apply(msg);

@@ -167,7 +167,7 @@ fn ceiling(a: &WorkerArgs) -> Result<()> {
                     }
                 }
                 n += 1;
-                if n % 1024 == 0 {
+                if n & 1023 == 0 {
                     producer.poll(Duration::ZERO);
                 }
             }
@@ -178,9 +178,11 @@ fn ceiling(a: &WorkerArgs) -> Result<()> {
     producer
         .flush(Duration::from_secs(30))
         .map_err(|e| format!("flush failed: {e}"))?;
-    consumer
-        .commit_consumer_state(CommitMode::Sync)
-        .map_err(|e| format!("commit failed: {e}"))
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        // Nothing consumed since the last automatic commit.
+        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
+        Err(e) => Err(format!("commit failed: {e}")),
+    }
 }
 
 /// CPU seconds of this process so far (every thread).
@@ -194,7 +196,8 @@ fn cpu_seconds() -> f64 {
 
 /// Copies the input topic from the broker into an in-memory embedded log
 /// (not timed), runs the controller on it until the group has committed
-/// every record, and prints `{"records", "elapsed_s", "cpu_s", "output"}`.
+/// every record, and prints `{"records", "elapsed_s", "cpu_s", "output",
+/// "peak_rss_bytes"}`.
 fn embedded(a: &WorkerArgs, guarantee: Guarantee) -> Result<()> {
     let t = Duration::from_secs(30);
     let e = |e: riffle::Error| e.to_string();
@@ -264,7 +267,8 @@ fn embedded(a: &WorkerArgs, guarantee: Guarantee) -> Result<()> {
     }
     println!(
         "{}",
-        serde_json::json!({"records": records, "elapsed_s": elapsed, "cpu_s": cpu, "output": output})
+        serde_json::json!({"records": records, "elapsed_s": elapsed, "cpu_s": cpu, "output": output,
+            "peak_rss_bytes": crate::child::peak_rss(std::process::id() as i32)})
     );
     Ok(())
 }
