@@ -1,0 +1,65 @@
+//! `riffle-bench`: throughput and latency of Riffle's apps on Apache Kafka,
+//! next to a librdkafka pass-through that marks the physical limit.
+//!
+//! ```text
+//! riffle-bench run [--mode quick|full] [--brokers 127.0.0.1:29092] [--only a,b]
+//! riffle-bench worker NAME --brokers B --input T --output T --group G --guarantee G
+//! riffle-bench systems
+//! ```
+//!
+//! `bench/run.sh` builds it, starts a broker and runs the suite.
+
+mod child;
+mod data;
+mod driver;
+mod kafka;
+mod report;
+mod systems;
+mod worker;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "riffle-bench",
+    version,
+    about = "Throughput and latency benchmarks of Riffle on Apache Kafka"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Fill the input, run every system under test, write the report.
+    Run(driver::RunArgs),
+    /// Run one system under test until SIGTERM (started by `run`).
+    Worker(worker::WorkerArgs),
+    /// List the systems under test.
+    Systems,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Run(a) => driver::run(a),
+        Cmd::Worker(a) => worker::run(a),
+        Cmd::Systems => {
+            for s in systems::SYSTEMS {
+                println!(
+                    "{:<20} {:<14} {} [{}]",
+                    s.name,
+                    s.guarantee,
+                    s.description,
+                    s.argv.join(" ")
+                );
+            }
+            Ok(())
+        }
+    };
+    if let Err(e) = result {
+        eprintln!("riffle-bench: {}", e.replace('\n', " "));
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,187 @@
+//! The machine, and the report as JSON and as a Markdown table.
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use crate::kafka::Result;
+
+/// `YYYYMMDD-HHMMSS` (UTC) of now.
+pub fn timestamp() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Days since 1970-01-01 to a civil date (proleptic Gregorian).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + (m <= 2) as i64;
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+pub fn machine() -> Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|x| x.1))
+        .unwrap_or("unknown")
+        .trim()
+        .to_string();
+    let mem_kb: u64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    json!({
+        "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cpu": cpu,
+        "mem_total_kb": mem_kb,
+        "kernel": kernel,
+    })
+}
+
+fn num(v: &Value, digits: usize) -> String {
+    match v.as_f64() {
+        Some(x) if x.is_finite() => format!("{x:.digits$}"),
+        _ => "–".into(),
+    }
+}
+
+/// Thousands separated with commas.
+fn count(x: f64) -> String {
+    if !x.is_finite() {
+        return "–".into();
+    }
+    let s = format!("{:.0}", x);
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+pub fn markdown(doc: &Value) -> String {
+    let m = &doc["machine"];
+    let mut s = String::new();
+    s.push_str(&format!(
+        "Mode: **{}**. Command: `{}`\n\n",
+        doc["mode"].as_str().unwrap_or("?"),
+        doc["command"].as_str().unwrap_or("?")
+    ));
+    s.push_str(&format!(
+        "Machine: {} cores (nproc), {}, {:.1} GiB RAM, Linux {}; Apache Kafka {} (single node, same machine).\n\n",
+        m["nproc"],
+        m["cpu"].as_str().unwrap_or("?"),
+        m["mem_total_kb"].as_f64().unwrap_or(0.0) / 1024.0 / 1024.0,
+        m["kernel"].as_str().unwrap_or("?"),
+        doc["kafka_version"].as_str().unwrap_or("?"),
+    ));
+    let i = &doc["input"];
+    let l = &doc["latency_load"];
+    s.push_str(&format!(
+        "Input: {} records, {} heaters, {} partitions ({} commands expected). Latency: {} rec/s offered to a fresh input for {} s after {} s of warm-up.\n\n",
+        count(i["records"].as_f64().unwrap_or(f64::NAN)),
+        i["heaters"],
+        i["partitions"],
+        count(i["expected_commands"].as_f64().unwrap_or(f64::NAN)),
+        count(l["rate"].as_f64().unwrap_or(f64::NAN)),
+        l["seconds"],
+        l["warmup_seconds"],
+    ));
+    s.push_str("| workload | guarantee | records/s | vs ceiling | CPU s / M records | peak RSS MB | outputs (expected) | latency p50 / p99 / p99.9 ms |\n");
+    s.push_str("|---|---|---:|---:|---:|---:|---:|---:|\n");
+    let results = doc["results"].as_array().cloned().unwrap_or_default();
+    let ceiling = results
+        .iter()
+        .find(|r| r["name"] == "ceiling")
+        .and_then(|r| r["throughput"]["records_per_s"].as_f64());
+    for r in &results {
+        let t = &r["throughput"];
+        let rps = t["records_per_s"].as_f64();
+        let ratio = match (rps, ceiling) {
+            (Some(a), Some(c)) => format!("{:.2}", a / c),
+            _ => "–".into(),
+        };
+        let rss = t["peak_rss_bytes"].as_f64().map(|b| b / 1048576.0);
+        let outputs = if t.is_null() {
+            format!("failed: {}", r["throughput_error"].as_str().unwrap_or("?"))
+        } else {
+            format!(
+                "{} ({})",
+                count(t["output_records"].as_f64().unwrap_or(f64::NAN)),
+                count(t["expected_output"].as_f64().unwrap_or(f64::NAN))
+            )
+        };
+        let lat = &r["latency"];
+        let latency = if !lat.is_null() {
+            format!(
+                "{} / {} / {}",
+                num(&lat["p50_ms"], 1),
+                num(&lat["p99_ms"], 1),
+                num(&lat["p999_ms"], 1)
+            )
+        } else if let Some(e) = r["latency_error"].as_str() {
+            format!("failed: {e}")
+        } else {
+            "–".into()
+        };
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            r["name"].as_str().unwrap_or("?"),
+            r["guarantee"].as_str().unwrap_or("?"),
+            rps.map_or("–".into(), count),
+            ratio,
+            num(&t["cpu_s_per_million"], 2),
+            rss.map_or("–".into(), |x| format!("{x:.0}")),
+            outputs,
+            latency,
+        ));
+    }
+    s
+}
+
+/// Writes `<base>.json` and `<base>.md`.
+pub fn write(base: &Path, doc: &Value) -> Result<()> {
+    if let Some(dir) = base.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let json_path = base.with_extension("json");
+    let md_path = base.with_extension("md");
+    let text = serde_json::to_string_pretty(doc).map_err(|e| e.to_string())?;
+    std::fs::write(&json_path, text + "\n")
+        .map_err(|e| format!("cannot write {}: {e}", json_path.display()))?;
+    std::fs::write(&md_path, markdown(doc))
+        .map_err(|e| format!("cannot write {}: {e}", md_path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counts_have_separators() {
+        assert_eq!(super::count(1234567.0), "1,234,567");
+        assert_eq!(super::count(999.0), "999");
+        assert_eq!(super::timestamp().len(), 15);
+    }
+}

@@ -1,0 +1,274 @@
+//! `riffle-bench worker NAME`: the systems under test that this program
+//! provides. Each reads `--input` as `--group`, writes to `--output` and
+//! runs until SIGTERM (the in-process one runs to the end of its input and
+//! prints its measurement).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use riffle::log::embedded::EmbeddedLog;
+use riffle::log::kafka::KafkaLog;
+use riffle::log::{Log, OutRecord, TopicSpec};
+use riffle::process::{stateless, App, Guarantee, Running, Style};
+use riffle_heater::controller::Controller;
+
+use crate::kafka::{config, Result};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Kind {
+    /// librdkafka consume -> produce, no framework.
+    Ceiling,
+    /// A riffle App with a stateless identity map.
+    RiffleStateless,
+    /// The heater controller, key-based style.
+    RiffleKeyed,
+    /// The heater controller, key-independent style.
+    RiffleActors,
+    /// The heater controller on the in-memory embedded log.
+    RiffleEmbedded,
+}
+
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    #[arg(value_enum)]
+    pub kind: Kind,
+    #[arg(long)]
+    pub brokers: String,
+    #[arg(long)]
+    pub input: String,
+    #[arg(long)]
+    pub output: String,
+    #[arg(long)]
+    pub group: String,
+    #[arg(long, default_value = "at-least-once")]
+    pub guarantee: String,
+    /// Consumer actors of a riffle App.
+    #[arg(long, default_value_t = 2)]
+    pub consumers: usize,
+    /// Workers of the key-independent style.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn catch_signals() {
+    let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGTERM, handler);
+        libc::signal(libc::SIGINT, handler);
+    }
+}
+
+fn stopped() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
+
+fn wait_for_signal() {
+    while !stopped() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn run(a: WorkerArgs) -> Result<()> {
+    catch_signals();
+    let guarantee: Guarantee = a.guarantee.parse().map_err(|e| format!("{e}"))?;
+    match a.kind {
+        Kind::Ceiling => ceiling(&a),
+        Kind::RiffleEmbedded => embedded(&a, guarantee),
+        Kind::RiffleStateless | Kind::RiffleKeyed | Kind::RiffleActors => {
+            let log: Arc<dyn Log> =
+                Arc::new(KafkaLog::connect(a.brokers.clone(), vec![]).map_err(|e| e.to_string())?);
+            let app = start_app(&a, guarantee, log)?;
+            wait_for_signal();
+            app.stop().map_err(|e| e.to_string())
+        }
+    }
+}
+
+fn start_app(a: &WorkerArgs, guarantee: Guarantee, log: Arc<dyn Log>) -> Result<Running> {
+    let started = match a.kind {
+        Kind::RiffleStateless => App::new(
+            &a.group,
+            &[&a.input],
+            stateless::map(&a.output, |v| Ok(v.to_vec())),
+        )
+        .consumers(a.consumers)
+        .guarantee(guarantee)
+        .start(log),
+        Kind::RiffleKeyed | Kind::RiffleEmbedded => {
+            App::new(&a.group, &[&a.input], Controller::new(&a.output))
+                .style(Style::Keyed)
+                .consumers(a.consumers)
+                .guarantee(guarantee)
+                .start(log)
+        }
+        Kind::RiffleActors => App::new(&a.group, &[&a.input], Controller::new(&a.output))
+            .style(Style::Actors { workers: a.workers })
+            .consumers(a.consumers)
+            .guarantee(guarantee)
+            .start(log),
+        Kind::Ceiling => unreachable!("the ceiling is no riffle app"),
+    };
+    started.map_err(|e| e.to_string())
+}
+
+/// The physical limit: one librdkafka consumer and one producer in a loop,
+/// each record forwarded to the same partition of the output. Consumed
+/// positions are committed every 100 ms by librdkafka without waiting for
+/// the outputs' acknowledgements (the riffle apps wait), and the producer
+/// is flushed on stop.
+fn ceiling(a: &WorkerArgs) -> Result<()> {
+    let consumer: BaseConsumer = config(&a.brokers)
+        .set("group.id", &a.group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "100")
+        .create()
+        .map_err(|e| format!("cannot create a consumer: {e}"))?;
+    consumer
+        .subscribe(&[&a.input])
+        .map_err(|e| format!("cannot subscribe to {}: {e}", a.input))?;
+    let producer: BaseProducer = config(&a.brokers)
+        .set("linger.ms", "5")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .map_err(|e| format!("cannot create a producer: {e}"))?;
+    let mut n = 0u64;
+    while !stopped() {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let mut record = BaseRecord::to(&a.output)
+                    .partition(m.partition())
+                    .payload(m.payload().unwrap_or_default());
+                if let Some(k) = m.key() {
+                    record = record.key(k);
+                }
+                loop {
+                    match producer.send(record) {
+                        Ok(()) => break,
+                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                            record = r;
+                            producer.poll(Duration::from_millis(5));
+                        }
+                        Err((e, _)) => return Err(format!("cannot send to {}: {e}", a.output)),
+                    }
+                }
+                n += 1;
+                if n & 1023 == 0 {
+                    producer.poll(Duration::ZERO);
+                }
+            }
+            Some(Err(e)) => eprintln!("ceiling: {e}"),
+            None => producer.poll(Duration::ZERO),
+        }
+    }
+    producer
+        .flush(Duration::from_secs(30))
+        .map_err(|e| format!("flush failed: {e}"))?;
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        // Nothing consumed since the last automatic commit.
+        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
+        Err(e) => Err(format!("commit failed: {e}")),
+    }
+}
+
+/// CPU seconds of this process so far (every thread).
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// Copies the input topic from the broker into an in-memory embedded log
+/// (not timed), runs the controller on it until the group has committed
+/// every record, and prints `{"records", "elapsed_s", "cpu_s", "output",
+/// "peak_rss_bytes"}`.
+fn embedded(a: &WorkerArgs, guarantee: Guarantee) -> Result<()> {
+    let t = Duration::from_secs(30);
+    let e = |e: riffle::Error| e.to_string();
+    let kafka = KafkaLog::connect(a.brokers.clone(), vec![]).map_err(e)?;
+    let partitions = kafka
+        .describe_topic(&a.input, t)
+        .map_err(e)?
+        .partitions
+        .len() as i32;
+    let log = Arc::new(EmbeddedLog::new());
+    log.create_topic(&TopicSpec::new(&a.input, partitions), t)
+        .map_err(e)?;
+    log.create_topic(&TopicSpec::new(&a.output, partitions), t)
+        .map_err(e)?;
+    let producer = log.producer(None).map_err(e)?;
+    let mut records = 0u64;
+    for p in 0..partitions {
+        kafka
+            .read_partition(&a.input, p, 0, false, t, &mut |r| {
+                records += 1;
+                producer.send(OutRecord {
+                    topic: &a.input,
+                    key: r.key,
+                    value: r.value,
+                    partition: Some(p),
+                })
+            })
+            .map_err(e)?;
+    }
+    producer.flush(t).map_err(e)?;
+    drop(producer);
+    let highs: Vec<i64> = {
+        let mut parts = log.describe_topic(&a.input, t).map_err(e)?.partitions;
+        parts.sort_by_key(|p| p.id);
+        parts.iter().map(|p| p.high).collect()
+    };
+
+    let cpu0 = cpu_seconds();
+    let t0 = Instant::now();
+    let app = start_app(a, guarantee, log.clone())?;
+    loop {
+        if stopped() {
+            return Err("stopped before the end of the input".into());
+        }
+        let committed = log.committed_offsets(&a.group, &a.input, t).map_err(e)?;
+        let done = highs.iter().enumerate().all(|(p, &high)| {
+            high == 0
+                || committed
+                    .iter()
+                    .any(|c| c.partition.partition == p as i32 && c.committed >= Some(high))
+        });
+        if done {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu0;
+    app.stop().map_err(e)?;
+    let mut output = 0u64;
+    for p in 0..partitions {
+        log.read_partition(&a.output, p, 0, true, t, &mut |_| {
+            output += 1;
+            Ok(())
+        })
+        .map_err(e)?;
+    }
+    println!(
+        "{}",
+        serde_json::json!({"records": records, "elapsed_s": elapsed, "cpu_s": cpu, "output": output,
+            "peak_rss_bytes": crate::child::peak_rss(std::process::id() as i32)})
+    );
+    Ok(())
+}
