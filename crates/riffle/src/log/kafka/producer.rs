@@ -3,7 +3,7 @@
 //! delivery reports through a callback rather than one future per record.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
@@ -110,6 +110,35 @@ impl KafkaProducer {
     }
 }
 
+impl KafkaProducer {
+    /// Sends what is queued now and waits until every record is delivered
+    /// or refused (its report handed to the callback).
+    ///
+    /// Not rdkafka's `flush`: that serves delivery reports itself, waiting
+    /// up to 100 ms at a time for one, while our background thread takes
+    /// them first, so every flush (and every transaction commit, which
+    /// flushes) took 100 ms. Here a zero-timeout flush marks the queue as
+    /// due (linger cut short) and this thread checks every millisecond.
+    pub(super) fn wait_delivered(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.producer.flush(Duration::ZERO) {
+                Ok(()) => return Ok(()),
+                Err(KafkaError::Flush(_)) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(KafkaError::Flush(_)) => {
+                    return Err(Error::Timeout(format!(
+                        "{} records still undelivered after {timeout:?}",
+                        self.producer.in_flight_count(),
+                    )))
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+    }
+}
+
 impl LogProducer for KafkaProducer {
     fn send(&self, r: OutRecord<'_>) -> Result<()> {
         self.produce(r).map_err(Error::from)
@@ -122,14 +151,7 @@ impl LogProducer for KafkaProducer {
     }
 
     fn flush(&self, timeout: Duration) -> Result<()> {
-        self.producer.flush(timeout).map_err(|e| match e {
-            KafkaError::Flush(_) => Error::Timeout(format!(
-                "{} records still undelivered after {:?}",
-                self.producer.in_flight_count(),
-                timeout
-            )),
-            other => other.into(),
-        })
+        self.wait_delivered(timeout)
     }
 
     fn in_flight(&self) -> usize {

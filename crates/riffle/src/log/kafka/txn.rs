@@ -158,6 +158,10 @@ impl TxnProducer for KafkaTxnProducer {
                 .send_offsets_to_transaction(&tpl, metadata, timeout)
                 .map_err(|e| self.fail(e, timeout))?;
         }
+        // Delivered first, by our flush: rdkafka's commit would flush its
+        // own, slow way (see `KafkaProducer::wait_delivered`) and then find
+        // nothing left to wait for.
+        self.base.wait_delivered(timeout)?;
         producer
             .commit_transaction(timeout)
             .map_err(|e| self.fail(e, timeout))
