@@ -124,17 +124,39 @@ fn start_app(a: &WorkerArgs, guarantee: Guarantee, log: Arc<dyn Log>) -> Result<
     started.map_err(|e| e.to_string())
 }
 
-/// The physical limit: one librdkafka consumer and one producer in a loop,
-/// each record forwarded to the same partition of the output. Consumed
-/// positions are committed every 100 ms by librdkafka without waiting for
-/// the outputs' acknowledgements (the riffle apps wait), and the producer
-/// is flushed on stop.
+/// The physical limit: `--consumers` threads, each one librdkafka consumer
+/// of the group and one producer in a loop, each record forwarded to the
+/// same partition of the output (the riffle apps run as many consumers,
+/// each with its own producer). Consumed positions are committed every
+/// 100 ms by librdkafka without waiting for the outputs' acknowledgements
+/// (the riffle apps wait), and the producers are flushed on stop.
 fn ceiling(a: &WorkerArgs) -> Result<()> {
+    std::thread::scope(|s| {
+        let threads: Vec<_> = (0..a.consumers.max(1))
+            .map(|_| s.spawn(|| pass_through(a)))
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| {
+                t.join()
+                    .unwrap_or_else(|_| Err("a ceiling thread panicked".into()))
+            })
+            .collect::<Result<Vec<()>>>()
+            .map(|_| ())
+    })
+}
+
+fn pass_through(a: &WorkerArgs) -> Result<()> {
     let consumer: BaseConsumer = config(&a.brokers)
         .set("group.id", &a.group)
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "100")
+        // The prefetch riffle's consumers use (smaller than librdkafka's
+        // default, and faster here: less memory to fault in).
+        .set("queued.min.messages", "20000")
+        .set("queued.max.messages.kbytes", "16384")
+        .set("fetch.queue.backoff.ms", "20")
         .create()
         .map_err(|e| format!("cannot create a consumer: {e}"))?;
     consumer

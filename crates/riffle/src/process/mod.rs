@@ -34,6 +34,7 @@ mod commit;
 mod context;
 pub mod dead_letter;
 mod handoff;
+mod key;
 mod keyed;
 mod offsets;
 mod outlet;

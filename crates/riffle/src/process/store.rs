@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::key::Key;
 use super::AppStats;
 use crate::error::{Error, Result};
 use crate::log::embedded::crc32;
@@ -40,7 +41,7 @@ const RESTORE_IDLE: Duration = Duration::from_secs(60);
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 /// Keys and their states as JSON.
-pub(super) type Encoded = Vec<(String, Vec<u8>)>;
+pub(super) type Encoded = Vec<(Key, Vec<u8>)>;
 
 /// One key's state and whether it changed since its last changelog write.
 struct Entry<S> {
@@ -50,9 +51,9 @@ struct Entry<S> {
 
 /// The states of one partition's keys.
 pub(super) struct Store<S> {
-    entries: HashMap<String, Entry<S>>,
+    entries: HashMap<Key, Entry<S>>,
     /// Keys changed since their last changelog write.
-    dirty: Vec<String>,
+    dirty: Vec<Key>,
     /// Keys changed since the last snapshot, roughly (a hint for when one
     /// is worth writing).
     changed_since_snapshot: usize,
@@ -73,7 +74,7 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
     pub(super) fn get_mut(&mut self, key: &str) -> &mut S {
         if !self.entries.contains_key(key) {
             self.entries.insert(
-                key.to_owned(),
+                Key::new(key),
                 Entry {
                     state: S::default(),
                     dirty: false,
@@ -83,7 +84,7 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
         let entry = self.entries.get_mut(key).expect("inserted above");
         if !entry.dirty {
             entry.dirty = true;
-            self.dirty.push(key.to_owned());
+            self.dirty.push(Key::new(key));
             self.changed_since_snapshot += 1;
         }
         &mut entry.state
@@ -160,7 +161,7 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
             Some(e) => e.state = state,
             None => {
                 self.entries.insert(
-                    key.to_owned(),
+                    Key::new(key),
                     Entry {
                         state,
                         dirty: false,
@@ -245,7 +246,7 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
             // A snapshot holds each key once: no lookup before inserting.
             let (key, state) = decode::<S>(key, value)?;
             store.entries.insert(
-                key.to_owned(),
+                Key::new(key),
                 Entry {
                     state,
                     dirty: false,
@@ -551,9 +552,9 @@ mod tests {
         assert_eq!(loaded.len(), 1000);
         for i in [0, 1, 999] {
             let key = format!("key-{i}");
-            assert_eq!(loaded.entries[&key].state, vec![i as u32]);
+            assert_eq!(loaded.entries[key.as_str()].state, vec![i as u32]);
             assert!(
-                !loaded.entries[&key].dirty,
+                !loaded.entries[key.as_str()].dirty,
                 "restored state is not a change"
             );
         }

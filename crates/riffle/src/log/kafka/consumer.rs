@@ -48,6 +48,16 @@ impl KafkaConsumer {
                 cfg.commit_interval.as_millis().to_string(),
             )
             .set("enable.partition.eof", "false")
+            // librdkafka prefetches up to 100,000 records a partition, or
+            // 64 MB, by default, and each small record costs some 300 bytes
+            // more in its queue: hundreds of MB for a consumer of a few
+            // partitions. 20,000 a partition is still well over 100 ms of
+            // work at full speed, and leaves the memory to the state. A
+            // full queue then pauses a partition's fetches for 20 ms rather
+            // than librdkafka's default second, which would starve it.
+            .set("queued.min.messages", "20000")
+            .set("queued.max.messages.kbytes", "16384")
+            .set("fetch.queue.backoff.ms", "20")
             .set(
                 "isolation.level",
                 if cfg.read_committed {
