@@ -67,7 +67,7 @@ pub struct RunArgs {
     pub kafka_version: String,
 }
 
-pub(crate) const ADMIN: Duration = Duration::from_secs(30);
+const ADMIN: Duration = Duration::from_secs(30);
 
 /// Input records of a full run; a system's `prefix` is given for this many
 /// and scaled with the input size otherwise.

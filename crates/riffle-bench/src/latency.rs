@@ -231,8 +231,7 @@ impl Driver {
             .filter(|&&(idx, _)| idx as usize >= first)
             .map(|&(idx, _)| stopped_at.saturating_sub(sent_at[idx as usize]))
             .collect();
-        let censored_above_ms = unanswered.iter().min().map(|&ns| ns as f64 / 1e6);
-        let latencies = Latencies::new(samples, unanswered.len(), censored_above_ms);
+        let latencies = Latencies::new(samples, unanswered.clone());
         let offered = (n - heaters) as f64 / send_secs;
         progress!(
             self,
@@ -275,23 +274,30 @@ struct Latencies {
     /// Nanoseconds, ascending.
     samples: Vec<u64>,
     unanswered: usize,
-    /// Every unanswered output took longer than this, ms.
-    censored_above_ms: Option<f64>,
+    /// Lower bounds of every latency, ascending: the samples, and for each
+    /// unanswered output the time it had waited when the driver stopped
+    /// looking. Their order statistics bound the true ones from below,
+    /// which gives the "> N" of a censored percentile.
+    bounds: Vec<u64>,
 }
 
 impl Latencies {
-    fn new(mut samples: Vec<u64>, unanswered: usize, censored_above_ms: Option<f64>) -> Self {
+    /// `samples` of the outputs that arrived, and the time each unanswered
+    /// one had waited, nanoseconds.
+    fn new(mut samples: Vec<u64>, waited: Vec<u64>) -> Self {
         samples.sort_unstable();
+        let mut bounds: Vec<u64> = samples.iter().chain(&waited).copied().collect();
+        bounds.sort_unstable();
         Self {
             samples,
-            unanswered,
-            censored_above_ms,
+            unanswered: waited.len(),
+            bounds,
         }
     }
 
-    /// The `q` quantile in ms, or None if it falls among the unanswered
-    /// outputs (then the second value is the bound it exceeds), or if there
-    /// is nothing at all.
+    /// The `q` quantile in ms; or, if it falls among the unanswered outputs,
+    /// None and the bound it is known to exceed; (None, None) if there is
+    /// nothing at all.
     fn get(&self, q: f64) -> (Option<f64>, Option<f64>) {
         let total = self.samples.len() + self.unanswered;
         if total == 0 {
@@ -300,7 +306,7 @@ impl Latencies {
         let i = ((total as f64 * q).ceil() as usize).clamp(1, total) - 1;
         match self.samples.get(i) {
             Some(&ns) => (Some(ns as f64 / 1e6), None),
-            None => (None, self.censored_above_ms),
+            None => (None, Some(self.bounds[i] as f64 / 1e6)),
         }
     }
 
@@ -319,13 +325,15 @@ mod tests {
 
     #[test]
     fn unanswered_outputs_are_infinite() {
-        // 98 answered in 1..=98 ms, 2 never: p50 is known, p99 is not.
+        // 98 answered in 1..=98 ms, 2 never (after waiting 50 ms and 30 s):
+        // p50 is known, p99 is not.
         let samples = (1..=98).map(|ms| ms * 1_000_000).collect();
-        let l = Latencies::new(samples, 2, Some(30_000.0));
+        let l = Latencies::new(samples, vec![30_000_000_000, 50_000_000]);
         assert_eq!(l.get(0.5), (Some(50.0), None));
         assert_eq!(l.get(0.98), (Some(98.0), None));
-        assert_eq!(l.get(0.99), (None, Some(30_000.0)));
+        // Known to exceed the 99th of the lower bounds (1..=98 ms, 50 ms, 30 s).
+        assert_eq!(l.get(0.99), (None, Some(98.0)));
         assert_eq!(l.show(1.0), "> 30.0 s");
-        assert_eq!(Latencies::new(vec![], 0, None).get(0.5), (None, None));
+        assert_eq!(Latencies::new(vec![], vec![]).get(0.5), (None, None));
     }
 }

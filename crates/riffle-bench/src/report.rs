@@ -179,7 +179,8 @@ pub fn markdown(doc: &Value) -> String {
         "from starting it to the end of the window. CPU s / M records: the process tree's CPU ",
         "time within the window (whole run for riffle-embedded, which times itself). Peak RSS: ",
         "the largest sum of the tree's resident sizes seen. Latency \"> N s\": the percentile ",
-        "falls among outputs that had not arrived N s after their input was sent.\n"
+        "falls among outputs that never arrived (counted as infinite); from how long they had ",
+        "waited, it is known to exceed N s.\n"
     ));
     for n in notes {
         s.push_str(&format!("\n{n}\n"));
