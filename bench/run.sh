@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Throughput and latency of Riffle on Apache Kafka, next to a librdkafka
-# pass-through (the physical limit).
+# pass-through (the physical limit) and the peers: Kafka Streams and the
+# book's Python/Ray controller.
 #
 #   bench/run.sh [--quick|--full] [riffle-bench run flags...]
 #
-# Builds riffle-bench in release, starts a fresh single-node broker on
-# 127.0.0.1:29092 (scripts/kafka.sh, data under .cache/kafka-data-29092),
-# runs the suite and stops the broker. The report goes to
-# bench/results/<mode>-<timestamp>.{json,md}. Quick mode (the default)
-# takes a few minutes; full mode about half an hour.
+# Builds riffle-bench in release and, when they are among the systems run
+# (all by default, else --only), the Kafka Streams jar
+# (bench/kafka-streams/build.sh) and the Python/Ray venv
+# (bench/python-ray/setup.sh); then starts a fresh single-node broker on
+# 127.0.0.1:$KAFKA_PORT (default 29092; scripts/kafka.sh, data under
+# .cache/kafka-data-$KAFKA_PORT), runs the suite and stops the broker. The
+# report goes to bench/results/<mode>-<timestamp>.{json,md}. Quick mode (the
+# default) takes about 5 minutes; full mode about 40.
 # `target/release/riffle-bench run --help` lists the other flags
 # (--only, --records, --rate, --latency-secs, ...).
 set -euo pipefail
@@ -19,18 +23,34 @@ cd "$repo"
 
 mode=quick
 args=()
+only=
+prev=
 for a in "$@"; do
   case "$a" in
     --quick) mode=quick ;;
     --full) mode=full ;;
-    *) args+=("$a") ;;
+    --only=*) only=${a#--only=}; args+=("$a") ;;
+    *) [ "$prev" = --only ] && only=$a; args+=("$a") ;;
   esac
+  prev=$a
 done
 
-export KAFKA_PORT=29092
+export KAFKA_PORT=${KAFKA_PORT:-29092}
 kafka_version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' scripts/kafka/pom.xml)
 
+# Whether a system whose name starts with $1 is selected.
+selected() { [ -z "$only" ] || [[ ",$only," == *",$1"* ]]; }
+
 cargo build --release -q -p riffle-bench
+# The peers' builds, before the broker starts: they are slow and must not
+# share the machine with it.
+# The jar is rebuilt only when a source is newer (Maven takes ~15 s even then).
+ks=bench/kafka-streams
+if selected kafka-streams && { [ ! -f $ks/target/heater-kafka-streams.jar ] ||
+    [ -n "$(find $ks/src $ks/pom.xml -newer $ks/target/heater-kafka-streams.jar | head -1)" ]; }; then
+  $ks/build.sh >/dev/null
+fi
+if selected python-ray; then bench/python-ray/setup.sh >/dev/null; fi
 KAFKA_FRESH=1 scripts/kafka.sh start >/dev/null
 trap 'scripts/kafka.sh stop' EXIT
 

@@ -4,6 +4,7 @@
 #
 #   run.sh --brokers H:P --input T --output T --group G [--consumers N]
 #          [--offset-reset earliest|latest] [--commit-interval-ms MS] [--verbose]
+#          [--guarantee at-least-once]
 #
 # Prints "controller: running: ..." on stderr once the consumers own every
 # partition of the input topic. Needs setup.sh to have been run (it is run

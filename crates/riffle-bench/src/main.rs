@@ -1,5 +1,6 @@
 //! `riffle-bench`: throughput and latency of Riffle's apps on Apache Kafka,
-//! next to a librdkafka pass-through that marks the physical limit.
+//! next to a librdkafka pass-through that marks the physical limit and to
+//! the peers (Kafka Streams, the book's Python/Ray controller).
 //!
 //! ```text
 //! riffle-bench run [--mode quick|full] [--brokers 127.0.0.1:29092] [--only a,b]
@@ -13,8 +14,13 @@ mod child;
 mod data;
 mod driver;
 mod kafka;
+mod latency;
+mod proctree;
+mod ratios;
 mod report;
 mod systems;
+mod throughput;
+mod window;
 mod worker;
 
 use clap::{Parser, Subcommand};
@@ -47,8 +53,15 @@ fn main() {
         Cmd::Worker(a) => worker::run(a),
         Cmd::Systems => {
             for s in systems::SYSTEMS {
+                let mut notes = String::new();
+                if let Some(r) = s.ready {
+                    notes.push_str(&format!(" ready: {r:?}"));
+                }
+                if let Some(n) = s.prefix {
+                    notes.push_str(&format!(" prefix: {n} (full mode)"));
+                }
                 println!(
-                    "{:<20} {:<14} {} [{}]",
+                    "{:<20} {:<14} {} [{}]{notes}",
                     s.name,
                     s.guarantee,
                     s.description,

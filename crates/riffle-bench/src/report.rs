@@ -1,10 +1,13 @@
-//! The machine, and the report as JSON and as a Markdown table.
+//! The machine, and the report as JSON and as Markdown: the table of
+//! results, then the ratios between systems that the project's goals are
+//! stated in (`ratios`).
 
 use std::path::Path;
 
 use serde_json::{json, Value};
 
 use crate::kafka::Result;
+use crate::ratios;
 
 /// `YYYYMMDD-HHMMSS` (UTC) of now.
 pub fn timestamp() -> String {
@@ -57,7 +60,7 @@ pub fn machine() -> Value {
     })
 }
 
-fn num(v: &Value, digits: usize) -> String {
+pub(crate) fn num(v: &Value, digits: usize) -> String {
     match v.as_f64() {
         Some(x) if x.is_finite() => format!("{x:.digits$}"),
         _ => "–".into(),
@@ -65,7 +68,7 @@ fn num(v: &Value, digits: usize) -> String {
 }
 
 /// Thousands separated with commas.
-fn count(x: f64) -> String {
+pub(crate) fn count(x: f64) -> String {
     if !x.is_finite() {
         return "–".into();
     }
@@ -108,16 +111,27 @@ pub fn markdown(doc: &Value) -> String {
         l["seconds"],
         l["warmup_seconds"],
     ));
-    s.push_str("| workload | guarantee | records/s | vs ceiling | CPU s / M records | peak RSS MB | outputs (expected) | latency p50 / p99 / p99.9 ms |\n");
-    s.push_str("|---|---|---:|---:|---:|---:|---:|---:|\n");
+    s.push_str("| workload | guarantee | records/s | vs ceiling | start-up / wall s | CPU s / M records | peak RSS MB | outputs (expected) | latency p50 / p99 / p99.9 ms |\n");
+    s.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
     let results = doc["results"].as_array().cloned().unwrap_or_default();
     let ceiling = results
         .iter()
         .find(|r| r["name"] == "ceiling")
         .and_then(|r| r["throughput"]["records_per_s"].as_f64());
+    let mut notes = Vec::new();
     for r in &results {
         let t = &r["throughput"];
         let rps = t["records_per_s"].as_f64();
+        let mut rps_text = rps.map_or("–".into(), count);
+        if let Some(prefix) = t["prefix"].as_f64() {
+            notes.push(format!(
+                "{}: throughput over the first {} input records only (its prefix), not all {}.",
+                r["name"].as_str().unwrap_or("?"),
+                count(prefix),
+                count(i["records"].as_f64().unwrap_or(f64::NAN))
+            ));
+            rps_text.push_str(&format!(" ({}, prefix)", count(prefix)));
+        }
         let ratio = match (rps, ceiling) {
             (Some(a), Some(c)) => format!("{:.2}", a / c),
             _ => "–".into(),
@@ -136,9 +150,9 @@ pub fn markdown(doc: &Value) -> String {
         let latency = if !lat.is_null() {
             format!(
                 "{} / {} / {}",
-                num(&lat["p50_ms"], 1),
-                num(&lat["p99_ms"], 1),
-                num(&lat["p999_ms"], 1)
+                latency_ms(lat, "p50"),
+                latency_ms(lat, "p99"),
+                latency_ms(lat, "p999")
             )
         } else if let Some(e) = r["latency_error"].as_str() {
             format!("failed: {e}")
@@ -146,18 +160,46 @@ pub fn markdown(doc: &Value) -> String {
             "–".into()
         };
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} / {} | {} | {} | {} | {} |\n",
             r["name"].as_str().unwrap_or("?"),
             r["guarantee"].as_str().unwrap_or("?"),
-            rps.map_or("–".into(), count),
+            rps_text,
             ratio,
+            num(&t["startup_s"], 1),
+            num(&t["wall_s"], 1),
             num(&t["cpu_s_per_million"], 2),
             rss.map_or("–".into(), |x| format!("{x:.0}")),
             outputs,
             latency,
         ));
     }
+    s.push_str(concat!(
+        "\nRecords/s: over the steady-state window, from 5 % of the work done (or the ready line, ",
+        "if later) to all of it; start-up: from starting the process to its ready line; wall: ",
+        "from starting it to the end of the window. CPU s / M records: the process tree's CPU ",
+        "time within the window (whole run for riffle-embedded, which times itself). Peak RSS: ",
+        "the largest sum of the tree's resident sizes seen. Latency \"> N s\": the percentile ",
+        "falls among outputs that never arrived (counted as infinite); from how long they had ",
+        "waited, it is known to exceed N s.\n"
+    ));
+    for n in notes {
+        s.push_str(&format!("\n{n}\n"));
+    }
+    s.push('\n');
+    s.push_str(&ratios::markdown(&results));
     s
+}
+
+/// A latency percentile in ms, or "> N s" where it is censored.
+pub(crate) fn latency_ms(lat: &Value, name: &str) -> String {
+    match (
+        lat[format!("{name}_ms")].as_f64(),
+        lat[format!("{name}_censored_above_ms")].as_f64(),
+    ) {
+        (Some(ms), _) => format!("{ms:.1}"),
+        (None, Some(above)) => format!("> {:.1} s", above / 1e3),
+        (None, None) => "–".into(),
+    }
 }
 
 /// Writes `<base>.json` and `<base>.md`.

@@ -1,0 +1,232 @@
+//! The "Ratios" section of the report: the comparisons the project's
+//! performance goals are stated in, computed from one run's results, each
+//! marked with whether its goal holds. Ratios only mean something within one
+//! run: on a shared machine absolute figures move with the load, while
+//! systems measured minutes apart on the same broker compare fairly.
+//!
+//! A missing figure (a system not run, or failed) gives "n/a", not a
+//! failure; so does a comparison of latencies that censoring leaves open.
+
+use serde_json::Value;
+
+use crate::report::{count, latency_ms};
+
+/// A latency percentile: known, or only known to exceed a bound.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Latency {
+    Exact(f64),
+    Above(f64),
+}
+
+/// Whether `a` is lower than `b`, where censoring allows an answer.
+fn lower(a: Latency, b: Latency) -> Option<bool> {
+    use Latency::*;
+    match (a, b) {
+        (Exact(x), Exact(y)) => Some(x < y),
+        (Exact(x), Above(y)) if x <= y => Some(true),
+        (Above(x), Exact(y)) if x >= y => Some(false),
+        _ => None,
+    }
+}
+
+struct Results<'a>(&'a [Value]);
+
+impl Results<'_> {
+    fn get(&self, name: &str) -> Option<&Value> {
+        self.0.iter().find(|r| r["name"] == name)
+    }
+
+    fn rps(&self, name: &str) -> Option<f64> {
+        self.get(name)?["throughput"]["records_per_s"]
+            .as_f64()
+            .filter(|x| x.is_finite() && *x > 0.0)
+    }
+
+    fn p99(&self, name: &str) -> Option<Latency> {
+        let lat = &self.get(name)?["latency"];
+        match (
+            lat["p99_ms"].as_f64(),
+            lat["p99_censored_above_ms"].as_f64(),
+        ) {
+            (Some(ms), _) => Some(Latency::Exact(ms)),
+            (None, Some(above)) => Some(Latency::Above(above)),
+            (None, None) => None,
+        }
+    }
+
+    fn p99_text(&self, name: &str) -> String {
+        match self.get(name) {
+            Some(r) if !r["latency"].is_null() => {
+                let t = latency_ms(&r["latency"], "p99");
+                if t.starts_with('>') {
+                    t
+                } else {
+                    format!("{t} ms")
+                }
+            }
+            _ => "n/a".into(),
+        }
+    }
+}
+
+fn holds(h: Option<bool>) -> &'static str {
+    match h {
+        Some(true) => "yes",
+        Some(false) => "**no**",
+        None => "n/a",
+    }
+}
+
+fn times(x: Option<f64>) -> String {
+    x.map_or("n/a".into(), |x| format!("{x:.2}x"))
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    Some(a? / b?)
+}
+
+pub fn markdown(results: &[Value]) -> String {
+    let r = Results(results);
+    let mut rows: Vec<[String; 4]> = Vec::new();
+
+    // Each riffle system against the librdkafka ceiling.
+    let goals = [("riffle-keyed-alo", 0.85), ("riffle-actors-alo", 0.70)];
+    for res in results {
+        let Some(name) = res["name"].as_str().filter(|n| n.starts_with("riffle-")) else {
+            continue;
+        };
+        let x = ratio(r.rps(name), r.rps("ceiling"));
+        let (goal, h) = match goals.iter().find(|g| g.0 == name) {
+            Some(&(_, min)) => (format!(">= {min:.2}x"), holds(x.map(|x| x >= min))),
+            None => ("–".into(), "–"),
+        };
+        rows.push([
+            format!("{name} / ceiling, records/s"),
+            times(x),
+            goal,
+            h.into(),
+        ]);
+    }
+
+    // What exactly-once costs against at-least-once.
+    for (what, alo, eos, goal) in [
+        ("keyed", "riffle-keyed-alo", "riffle-keyed-eos", true),
+        ("actors", "riffle-actors-alo", "riffle-actors-eos", true),
+        (
+            "Kafka Streams",
+            "kafka-streams-alo",
+            "kafka-streams-eos",
+            false,
+        ),
+    ] {
+        let cost = ratio(r.rps(eos), r.rps(alo)).map(|x| 1.0 - x);
+        rows.push([
+            format!("exactly-once cost, {what} (1 - {eos} / {alo})"),
+            cost.map_or("n/a".into(), |c| format!("{:.0} %", c * 100.0)),
+            if goal { "<= 20 %".into() } else { "–".into() },
+            if goal {
+                holds(cost.map(|c| c <= 0.20)).into()
+            } else {
+                "–".into()
+            },
+        ]);
+    }
+
+    // Riffle against the peers: faster by a factor, with a lower p99.
+    for (ours, theirs, min) in [
+        ("riffle-keyed-alo", "kafka-streams-alo", 2.0),
+        ("riffle-keyed-eos", "kafka-streams-eos", 2.0),
+        ("riffle-keyed-alo", "python-ray", 50.0),
+    ] {
+        let x = ratio(r.rps(ours), r.rps(theirs));
+        let lower_p99 = match (r.p99(ours), r.p99(theirs)) {
+            (Some(a), Some(b)) => lower(a, b),
+            _ => None,
+        };
+        let h = match (x, lower_p99) {
+            (Some(x), Some(l)) => Some(x >= min && l),
+            // Either part failing decides it even if the other is unknown.
+            (Some(x), None) if x < min => Some(false),
+            (None, Some(false)) => Some(false),
+            _ => None,
+        };
+        rows.push([
+            format!("{ours} / {theirs}: records/s; p99"),
+            format!(
+                "{}; {} vs {}",
+                times(x),
+                r.p99_text(ours),
+                r.p99_text(theirs)
+            ),
+            format!(">= {min:.0}x, lower p99"),
+            holds(h).into(),
+        ]);
+    }
+
+    // The embedded log: records per CPU second.
+    let per_cpu = r.get("riffle-embedded").and_then(|e| {
+        let t = &e["throughput"];
+        Some(t["records"].as_f64()? / t["cpu_s"].as_f64().filter(|c| *c > 0.0)?)
+    });
+    rows.push([
+        "riffle-embedded, records per CPU second".into(),
+        per_cpu.map_or("n/a".into(), count),
+        ">= 2,000,000".into(),
+        holds(per_cpu.map(|x| x >= 2e6)).into(),
+    ]);
+
+    let mut s = String::from("## Ratios\n\n");
+    s.push_str("| comparison | this run | goal | holds |\n|---|---:|---|---|\n");
+    for [a, b, c, d] in rows {
+        s.push_str(&format!("| {a} | {b} | {c} | {d} |\n"));
+    }
+    if r.get("python-ray")
+        .and_then(|p| p["throughput"]["prefix"].as_f64())
+        .is_some()
+    {
+        s.push_str("\npython-ray's records/s is over its prefix of the input (see above).\n");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn censored_latencies_compare_where_they_can() {
+        use Latency::*;
+        assert_eq!(lower(Exact(10.0), Above(30_000.0)), Some(true));
+        assert_eq!(lower(Exact(40_000.0), Above(30_000.0)), None);
+        assert_eq!(lower(Above(30_000.0), Exact(10.0)), Some(false));
+        assert_eq!(lower(Above(1.0), Above(2.0)), None);
+    }
+
+    #[test]
+    fn missing_data_is_not_a_failure() {
+        let results = vec![
+            json!({"name": "ceiling", "throughput": {"records_per_s": 100.0}}),
+            json!({"name": "riffle-keyed-alo", "throughput": {"records_per_s": 90.0},
+                   "latency": {"p99_ms": 5.0}}),
+            json!({"name": "python-ray", "throughput": {"records_per_s": 1.0, "prefix": 10},
+                   "latency": {"p99_ms": null, "p99_censored_above_ms": 30000.0}}),
+        ];
+        let md = markdown(&results);
+        assert!(
+            md.contains("| riffle-keyed-alo / ceiling, records/s | 0.90x | >= 0.85x | yes |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("90.00x; 5.0 ms vs > 30.0 s | >= 50x, lower p99 | yes |"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "kafka-streams-alo: records/s; p99 | n/a; 5.0 ms vs n/a | >= 2x, lower p99 | n/a |"
+            ),
+            "{md}"
+        );
+        assert!(!md.contains("**no**"), "{md}");
+    }
+}
