@@ -35,6 +35,8 @@ use crate::log::{Log, OutRecord, RecordRef};
 use crate::stream::Producer;
 
 const MAGIC: &[u8; 8] = b"RFLSNAP1";
+/// Changed keys a store lists however small it is.
+const LISTED_MIN: usize = 1024;
 /// How long a changelog read may see nothing before restoring fails.
 const RESTORE_IDLE: Duration = Duration::from_secs(60);
 /// How often a long restore reports progress.
@@ -52,8 +54,13 @@ struct Entry<S> {
 /// The states of one partition's keys.
 pub(super) struct Store<S> {
     entries: HashMap<Key, Entry<S>>,
-    /// Keys changed since their last changelog write.
-    dirty: Vec<Key>,
+    /// Keys changed since their last changelog write, listed while they
+    /// are few; `None` once more than an eighth of the keys changed, and
+    /// the next write finds them by their flags. (A list of every key after
+    /// a burst of new keys would cost a third of the table again.)
+    dirty: Option<Vec<Key>>,
+    /// Keys flagged changed.
+    changed: usize,
     /// Keys changed since the last snapshot, roughly (a hint for when one
     /// is worth writing).
     changed_since_snapshot: usize,
@@ -63,7 +70,8 @@ impl<S> Default for Store<S> {
     fn default() -> Self {
         Self {
             entries: HashMap::new(),
-            dirty: Vec::new(),
+            dirty: Some(Vec::new()),
+            changed: 0,
             changed_since_snapshot: 0,
         }
     }
@@ -72,22 +80,72 @@ impl<S> Default for Store<S> {
 impl<S: Default + Serialize + DeserializeOwned> Store<S> {
     /// The state of `key`, created with `Default` if new, marked changed.
     pub(super) fn get_mut(&mut self, key: &str) -> &mut S {
-        if !self.entries.contains_key(key) {
-            self.entries.insert(
-                Key::new(key),
-                Entry {
+        let newly_changed = match self.entries.get_mut(key) {
+            Some(entry) => !std::mem::replace(&mut entry.dirty, true),
+            None => {
+                let entry = Entry {
                     state: S::default(),
-                    dirty: false,
-                },
-            );
-        }
-        let entry = self.entries.get_mut(key).expect("inserted above");
-        if !entry.dirty {
-            entry.dirty = true;
-            self.dirty.push(Key::new(key));
+                    dirty: true,
+                };
+                self.entries.insert(Key::new(key), entry);
+                true
+            }
+        };
+        if newly_changed {
             self.changed_since_snapshot += 1;
+            self.list_changed(key);
         }
-        &mut entry.state
+        &mut self.entries.get_mut(key).expect("present").state
+    }
+
+    /// Counts a newly flagged key, and lists it while the list is short.
+    fn list_changed(&mut self, key: &str) {
+        self.changed += 1;
+        let room = LISTED_MIN.max(self.entries.len() / 8);
+        if let Some(list) = &mut self.dirty {
+            if list.len() < room {
+                list.push(Key::new(key));
+            } else {
+                self.dirty = None;
+            }
+        }
+    }
+
+    /// Hands every changed key's state, encoded, to `out` and marks it
+    /// unchanged; at the first error, stops with the rest still marked.
+    fn drain_changes(&mut self, mut out: impl FnMut(&Key, &[u8]) -> Result<()>) -> Result<usize> {
+        let mut buf = Vec::new();
+        let mut sent = 0;
+        match &mut self.dirty {
+            Some(list) => {
+                while let Some(key) = list.pop() {
+                    let Some(entry) = self.entries.get_mut(key.as_str()) else {
+                        continue;
+                    };
+                    if let Err(e) =
+                        encode(&key, &entry.state, &mut buf).and_then(|()| out(&key, &buf))
+                    {
+                        list.push(key);
+                        return Err(e);
+                    }
+                    entry.dirty = false;
+                    self.changed -= 1;
+                    sent += 1;
+                }
+                list.shrink_to(LISTED_MIN);
+            }
+            None => {
+                for (key, entry) in self.entries.iter_mut().filter(|(_, e)| e.dirty) {
+                    encode(key, &entry.state, &mut buf)?;
+                    out(key, &buf)?;
+                    entry.dirty = false;
+                    self.changed -= 1;
+                    sent += 1;
+                }
+                self.dirty = Some(Vec::new());
+            }
+        }
+        Ok(sent)
     }
 
     pub(super) fn len(&self) -> usize {
@@ -95,7 +153,7 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
     }
 
     pub(super) fn has_changes(&self) -> bool {
-        !self.dirty.is_empty()
+        self.changed > 0
     }
 
     pub(super) fn changed_since_snapshot(&self) -> usize {
@@ -110,47 +168,25 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
         changelog: &str,
         partition: i32,
     ) -> Result<usize> {
-        let mut buf = Vec::new();
-        let mut sent = 0;
-        while let Some(key) = self.dirty.pop() {
-            let Some(entry) = self.entries.get_mut(&key) else {
-                continue;
-            };
-            encode(&key, &entry.state, &mut buf)?;
-            let record = OutRecord {
+        self.drain_changes(|key, value| {
+            producer.send_record(OutRecord {
                 topic: changelog,
                 key: Some(key.as_bytes()),
-                value: &buf,
+                value,
                 partition: Some(partition),
-            };
-            if let Err(e) = producer.send_record(record) {
-                // Keep it for the next attempt.
-                self.dirty.push(key);
-                return Err(e);
-            }
-            entry.dirty = false;
-            sent += 1;
-        }
-        Ok(sent)
+            })
+        })
     }
 
     /// Every changed key's state, encoded, the keys marked unchanged: for
     /// sending elsewhere (the key-independent style's workers hand them to
     /// their dispatcher, which sends them when the outputs are safe).
     pub(super) fn take_changes(&mut self) -> Result<Encoded> {
-        let mut out = Vec::with_capacity(self.dirty.len());
-        while let Some(key) = self.dirty.pop() {
-            let Some(entry) = self.entries.get_mut(&key) else {
-                continue;
-            };
-            let mut buf = Vec::new();
-            if let Err(e) = encode(&key, &entry.state, &mut buf) {
-                self.dirty.push(key);
-                return Err(e);
-            }
-            entry.dirty = false;
-            out.push((key, buf));
-        }
+        let mut out = Vec::with_capacity(self.changed);
+        self.drain_changes(|key, value| {
+            out.push((key.clone(), value.to_vec()));
+            Ok(())
+        })?;
         Ok(out)
     }
 
@@ -202,10 +238,11 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
         let mut parts: Vec<Self> = (0..n).map(|_| Self::default()).collect();
         for (k, e) in self.entries {
             let part = &mut parts[which(&k)];
-            if e.dirty {
-                part.dirty.push(k.clone());
+            let dirty = e.dirty;
+            part.entries.insert(k.clone(), e);
+            if dirty {
+                part.list_changed(&k);
             }
-            part.entries.insert(k, e);
         }
         parts
     }
@@ -537,6 +574,33 @@ mod tests {
             s.get_mut(&format!("key-{i}")).push(i as u32);
         }
         s
+    }
+
+    /// Past the listed share, changes are found by their flags: each is
+    /// still taken once, and the list serves the next few again.
+    #[test]
+    fn many_changes_are_taken_once_each_listed_or_not() {
+        for n in [10, LISTED_MIN + 10, 20_000] {
+            let mut s = store(n);
+            let taken = s.take_changes().unwrap();
+            let mut keys: Vec<&str> = taken.iter().map(|(k, _)| k.as_str()).collect();
+            keys.sort_unstable();
+            keys.dedup();
+            assert_eq!(keys.len(), n, "{n} keys");
+            assert_eq!(taken.len(), n, "{n} keys");
+            assert!(!s.has_changes());
+            assert!(s.take_changes().unwrap().is_empty());
+            assert!(s.dirty.is_some(), "listing again after a write");
+
+            s.get_mut("key-3").push(7);
+            s.get_mut("key-3").push(8);
+            s.get_mut("key-new").push(9);
+            let taken = s.take_changes().unwrap();
+            let mut keys: Vec<&str> = taken.iter().map(|(k, _)| k.as_str()).collect();
+            keys.sort_unstable();
+            assert_eq!(keys, ["key-3", "key-new"]);
+            assert!(!s.has_changes());
+        }
     }
 
     #[test]
