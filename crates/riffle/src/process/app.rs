@@ -210,7 +210,10 @@ impl<P: KeyedProcessor> App<P> {
 
     /// How often offsets (and, under exactly-once, transactions) are
     /// committed; default 100 ms. Longer intervals cost less per record and
-    /// replay more after a failure.
+    /// replay more after a failure. Under exactly-once a transaction also
+    /// stays open at least four times as long as the last commit took, so
+    /// that at full load a consumer spends at most a fifth of its time
+    /// waiting for commits.
     pub fn commit_interval(mut self, interval: Duration) -> Self {
         self.commit_interval = interval;
         self

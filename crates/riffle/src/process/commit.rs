@@ -12,7 +12,9 @@
 //!   sent that was lost.
 //! - [`Transaction`] (exactly-once): outputs, state changes and offsets go
 //!   into one transaction, committed every commit interval and before
-//!   partitions are revoked.
+//!   partitions are revoked. The consumer waits while a transaction
+//!   commits; under heavy load a commit takes longer (more to flush), so
+//!   commits are then spaced to keep that wait under a fifth of the time.
 
 use std::time::{Duration, Instant};
 
@@ -28,6 +30,12 @@ pub(super) type WriteState<'a> = &'a mut dyn FnMut(&Producer) -> Result<usize>;
 
 /// How long a transaction commit may take.
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
+/// A transaction stays open at least this many times as long as commits
+/// take (on average, so that one slow commit does not hold back the next):
+/// the consumer then spends at most 1/(1 + 4) of its time waiting for
+/// commits. (At light load commits take a few ms and the commit interval
+/// decides alone.)
+const OPEN_PER_COMMIT: u32 = 4;
 
 /// One consumer's commit protocol.
 pub(super) enum Commits {
@@ -244,6 +252,8 @@ pub(super) struct Transaction {
     processed: Vec<(String, i32, i64)>,
     interval: Duration,
     opened: Instant,
+    /// How long commits take, commit to next begin: a moving average.
+    commit_time: Duration,
     force_next: bool,
     failure: Option<Error>,
 }
@@ -257,6 +267,7 @@ impl Transaction {
             processed: Vec::new(),
             interval,
             opened: Instant::now(),
+            commit_time: Duration::ZERO,
             force_next: false,
             failure: None,
         })
@@ -264,14 +275,18 @@ impl Transaction {
 
     /// Whether the open transaction should be committed at the next release.
     pub(super) fn is_due(&self) -> bool {
-        self.force_next || self.opened.elapsed() >= self.interval
+        self.force_next || self.open_long_enough()
+    }
+
+    fn open_long_enough(&self) -> bool {
+        self.opened.elapsed() >= self.interval.max(self.commit_time * OPEN_PER_COMMIT)
     }
 
     fn release(&mut self, progress: &mut dyn Progress, force: bool, write_state: WriteState<'_>) {
         let force = force || std::mem::take(&mut self.force_next);
         if self.failure.is_some()
             || self.processed.is_empty()
-            || !(force || self.opened.elapsed() >= self.interval)
+            || !(force || self.open_long_enough())
         {
             return;
         }
@@ -285,6 +300,7 @@ impl Transaction {
     }
 
     fn commit(&mut self, progress: &mut dyn Progress, write_state: WriteState<'_>) -> Result<()> {
+        let started = Instant::now();
         write_state(&self.outlet.producer)?;
         let group = progress.group()?;
         let offsets: Vec<(TopicPartition, i64)> = self
@@ -298,6 +314,7 @@ impl Transaction {
         self.processed.clear();
         self.outlet.producer.begin()?;
         self.opened = Instant::now();
+        self.commit_time = (self.commit_time * 7 + (self.opened - started)) / 8;
         Ok(())
     }
 }
