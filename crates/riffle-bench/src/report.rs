@@ -111,7 +111,7 @@ pub fn markdown(doc: &Value) -> String {
         l["seconds"],
         l["warmup_seconds"],
     ));
-    s.push_str("| workload | guarantee | records/s | vs ceiling | start-up / wall s | CPU s / M records | peak RSS MB | outputs (expected) | latency p50 / p99 / p99.9 ms |\n");
+    s.push_str("| workload | guarantee | records/s | vs ceiling | start-up / wall s | CPU s / M records | RSS MB peak / at rest | outputs (expected) | latency p50 / p99 / p99.9 ms |\n");
     s.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
     let results = doc["results"].as_array().cloned().unwrap_or_default();
     let ceiling = results
@@ -136,7 +136,15 @@ pub fn markdown(doc: &Value) -> String {
             (Some(a), Some(c)) => format!("{:.2}", a / c),
             _ => "–".into(),
         };
-        let rss = t["peak_rss_bytes"].as_f64().map(|b| b / 1048576.0);
+        let mb = |v: &Value| {
+            v.as_f64()
+                .map_or("–".into(), |b| format!("{:.0}", b / 1048576.0))
+        };
+        let rss = format!(
+            "{} / {}",
+            mb(&t["peak_rss_bytes"]),
+            mb(&t["rest_rss_bytes"])
+        );
         let outputs = if t.is_null() {
             format!("failed: {}", r["throughput_error"].as_str().unwrap_or("?"))
         } else {
@@ -168,7 +176,7 @@ pub fn markdown(doc: &Value) -> String {
             num(&t["startup_s"], 1),
             num(&t["wall_s"], 1),
             num(&t["cpu_s_per_million"], 2),
-            rss.map_or("–".into(), |x| format!("{x:.0}")),
+            rss,
             outputs,
             latency,
         ));
@@ -177,8 +185,9 @@ pub fn markdown(doc: &Value) -> String {
         "\nRecords/s: over the steady-state window, from 5 % of the work done (or the ready line, ",
         "if later) to all of it; start-up: from starting the process to its ready line; wall: ",
         "from starting it to the end of the window. CPU s / M records: the process tree's CPU ",
-        "time within the window (whole run for riffle-embedded, which times itself). Peak RSS: ",
-        "the largest sum of the tree's resident sizes seen. Latency \"> N s\": the percentile ",
+        "time within the window (whole run for riffle-embedded, which times itself). RSS: the ",
+        "largest sum of the tree's resident sizes seen, and the sum 1 s after the input was done ",
+        "(the state held, buffers drained). Latency \"> N s\": the percentile ",
         "falls among outputs that never arrived (counted as infinite); from how long they had ",
         "waited, it is known to exceed N s.\n"
     ));

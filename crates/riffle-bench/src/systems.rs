@@ -77,7 +77,7 @@ const fn kafka_streams(name: &'static str, guarantee: &'static str) -> System {
 pub const SYSTEMS: &[System] = &[
     System {
         name: "ceiling",
-        description: "librdkafka consume -> produce pass-through, no framework",
+        description: "librdkafka consume -> produce pass-through, no framework, 2 threads",
         guarantee: ALO,
         output: Output::Echo,
         placement: Placement::Kafka,

@@ -153,6 +153,10 @@ impl Driver {
         }
         let wall_s = t0.elapsed().as_secs_f64();
         let cpu_s = child.sample().cpu_s;
+        // What it holds once idle: its state, without the buffers of a
+        // full-speed run.
+        std::thread::sleep(Duration::from_secs(1));
+        let rest_rss = child.sample().rss_bytes;
         let peak_rss = child.peak_rss();
         let startup_s = child
             .ready_at()
@@ -207,6 +211,7 @@ impl Driver {
             "cpu_s_window": window.cpu_s,
             "cpu_s_per_million": cpu_per_million,
             "peak_rss_bytes": peak_rss,
+            "rest_rss_bytes": rest_rss,
             "output_records": output_records,
             "expected_output": expected_output,
             "committed_at_stop": committed_at_stop,
