@@ -21,6 +21,10 @@ pub enum Error {
     TopicExists(String),
     /// No broker answered within the allowed time.
     Unreachable { brokers: String, detail: String },
+    /// A server other than Kafka (an MQTT broker, a NATS server, an HTTP
+    /// endpoint, ...) could not be reached; `server` names it and its
+    /// address.
+    Connect { server: String, detail: String },
     /// An operation did not finish within its deadline.
     Timeout(String),
     /// The backend's local send queue is full; poll and retry.
@@ -45,6 +49,7 @@ impl fmt::Display for Error {
             Error::Unreachable { brokers, detail } => {
                 write!(f, "cannot reach Kafka at {brokers}: {detail}")
             }
+            Error::Connect { server, detail } => write!(f, "cannot reach {server}: {detail}"),
             Error::Timeout(m) => write!(f, "timed out: {m}"),
             Error::QueueFull => write!(f, "local send queue is full"),
             Error::Backend(m) => write!(f, "{m}"),

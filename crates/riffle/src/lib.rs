@@ -10,9 +10,13 @@
 //! - [`actor`]: a small actor runtime: bounded mailboxes, cloneable handles,
 //!   supervision that restarts a panicking actor with backoff.
 //! - [`stream`]: the producer and consumer actors and consumer groups.
+//! - [`process`]: processors, stateless and keyed, in apps over topics.
+//! - [`connect`]: sources and sinks beyond the log, and pipelines that
+//!   move records between them through a processor.
 //! - [`error`]: the one error type.
 
 pub mod actor;
+pub mod connect;
 pub mod error;
 pub mod log;
 pub mod process;

@@ -251,6 +251,8 @@ pub(super) struct Transaction {
     outlet: Outlet,
     processed: Vec<(String, i32, i64)>,
     interval: Duration,
+    /// When the open transaction's interval started: when the previous
+    /// commit did, so that commits follow each other every interval.
     opened: Instant,
     /// How long commits take, commit to next begin: a moving average.
     commit_time: Duration,
@@ -279,7 +281,9 @@ impl Transaction {
     }
 
     fn open_long_enough(&self) -> bool {
-        self.opened.elapsed() >= self.interval.max(self.commit_time * OPEN_PER_COMMIT)
+        // Counted from the start of the previous commit: its own time is
+        // part of the interval, and one more commit time for the floor.
+        self.opened.elapsed() >= self.interval.max(self.commit_time * (OPEN_PER_COMMIT + 1))
     }
 
     fn release(&mut self, progress: &mut dyn Progress, force: bool, write_state: WriteState<'_>) {
@@ -313,8 +317,10 @@ impl Transaction {
             .commit(&offsets, &group, COMMIT_TIMEOUT)?;
         self.processed.clear();
         self.outlet.producer.begin()?;
-        self.opened = Instant::now();
-        self.commit_time = (self.commit_time * 7 + (self.opened - started)) / 8;
+        self.opened = started;
+        let took = started.elapsed();
+        self.commit_time = (self.commit_time * 7 + took) / 8;
+        tracing::debug!("transaction committed in {took:?}");
         Ok(())
     }
 }

@@ -1,11 +1,19 @@
 use serde::Serialize;
 
-use crate::error::Result;
+use crate::connect::Record;
+use crate::error::{Error, Result};
 use crate::stream::Producer;
+
+/// Where a processor's outputs go: to the log, or (in a connector
+/// pipeline) into a batch for the pipeline's sink.
+pub(crate) enum Outputs<'a> {
+    Log(&'a Producer),
+    Batch(&'a mut Vec<Record>),
+}
 
 /// Where the record being processed came from, and a way to send records.
 pub struct Context<'a> {
-    pub(super) producer: &'a Producer,
+    pub(super) out: Outputs<'a>,
     pub(super) topic: &'a str,
     pub(super) partition: i32,
     pub(super) offset: i64,
@@ -14,15 +22,15 @@ pub struct Context<'a> {
 }
 
 impl<'a> Context<'a> {
-    pub(super) fn new(
-        producer: &'a Producer,
+    pub(crate) fn new(
+        out: impl Into<Outputs<'a>>,
         topic: &'a str,
         partition: i32,
         offset: i64,
         timestamp: Option<i64>,
     ) -> Self {
         Self {
-            producer,
+            out: out.into(),
             topic,
             partition,
             offset,
@@ -33,7 +41,19 @@ impl<'a> Context<'a> {
 
     /// Sends a record to any topic; keyed records go to the key's partition.
     pub fn send(&mut self, topic: &str, key: Option<&str>, value: &[u8]) -> Result<()> {
-        self.producer.send(topic, key.map(str::as_bytes), value)?;
+        self.send_bytes(topic, key.map(str::as_bytes), value)
+    }
+
+    pub(super) fn send_bytes(
+        &mut self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: &[u8],
+    ) -> Result<()> {
+        match &mut self.out {
+            Outputs::Log(producer) => producer.send(topic, key, value)?,
+            Outputs::Batch(batch) => batch.push(Record::new(topic, key, value)),
+        }
         self.sent += 1;
         Ok(())
     }
@@ -45,7 +65,15 @@ impl<'a> Context<'a> {
         key: Option<&str>,
         value: &T,
     ) -> Result<()> {
-        self.producer.send_json(topic, key, value)?;
+        match &mut self.out {
+            Outputs::Log(producer) => producer.send_json(topic, key, value)?,
+            Outputs::Batch(batch) => batch.push(Record::new(
+                topic,
+                key.map(str::as_bytes),
+                serde_json::to_vec(value)
+                    .map_err(|e| Error::InvalidInput(format!("cannot encode JSON: {e}")))?,
+            )),
+        }
         self.sent += 1;
         Ok(())
     }
@@ -66,5 +94,17 @@ impl<'a> Context<'a> {
     /// The record's timestamp in milliseconds since the Unix epoch, if known.
     pub fn timestamp(&self) -> Option<i64> {
         self.timestamp
+    }
+}
+
+impl<'a> From<&'a Producer> for Outputs<'a> {
+    fn from(p: &'a Producer) -> Self {
+        Outputs::Log(p)
+    }
+}
+
+impl<'a> From<&'a mut Vec<Record>> for Outputs<'a> {
+    fn from(b: &'a mut Vec<Record>) -> Self {
+        Outputs::Batch(b)
     }
 }

@@ -62,8 +62,9 @@ fn encode(record: &RecordRef<'_>, value: Option<&[u8]>, error: &str) -> Vec<u8> 
     serde_json::to_vec(&env).expect("an envelope encodes")
 }
 
-/// The dead-letter value for an output the log refused: `topic` is where
-/// it was going, and there is no partition or offset.
+/// The dead-letter value for a record that has no partition or offset: an
+/// output the log refused (`topic` is where it was going), or a record
+/// from a connector source (`topic` is where it came from).
 pub fn envelope_for_output(topic: &str, key: Option<&[u8]>, value: &[u8], error: &str) -> Vec<u8> {
     let text = std::str::from_utf8(value).ok();
     let env = Envelope {

@@ -91,7 +91,7 @@ pub trait KeyedProcessor: Clone + Send + 'static {
 /// Runs the processor on one input, retrying a failure up to `retries`
 /// times without waiting, so that a poison record costs a few attempts and
 /// never stalls its partition. A panic counts as a failure.
-pub(super) fn run_processor<P: KeyedProcessor>(
+pub(crate) fn run_processor<P: KeyedProcessor>(
     processor: &mut P,
     key: &str,
     input: &P::Input,

@@ -93,8 +93,7 @@ impl KeyedProcessor for Stateless {
         ctx: &mut Context<'_>,
     ) -> Result<()> {
         for o in outputs {
-            ctx.producer.send(&self.to, o.key.as_deref(), &o.value)?;
-            ctx.sent += 1;
+            ctx.send_bytes(&self.to, o.key.as_deref(), &o.value)?;
         }
         Ok(())
     }

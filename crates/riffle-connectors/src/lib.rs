@@ -1,0 +1,33 @@
+//! Sources and sinks for Riffle pipelines beyond its own log: message
+//! brokers, HTTP, files.
+//!
+//! # Layout
+//!
+//! Every connector is a module with the same parts: its options and
+//! registry entry in `mod.rs` (or the file itself for small ones), the
+//! wire protocol in `client.rs`, and `source.rs` / `sink.rs` implementing
+//! [`riffle::connect::Source`] and [`riffle::connect::Sink`]. Its
+//! integration test, against the real server, is `tests/<name>.rs`.
+//!
+//! - [`registry`]: every connector by name, its options and guarantees.
+//! - [`options`]: `key=value` options, unknown keys refused.
+//! - [`net`]: URLs, connecting within a deadline, backoff.
+//! - `log`: Kafka and the embedded log (the library's own source and sink).
+//! - [`file`]: JSON lines files, followed like `tail -f`, appended to.
+//! - [`stdio`]: stdin and stdout.
+//!
+//! Every client here is written on `std::net` with blocking I/O, one
+//! thread per connector: a pipeline is a loop on its own thread, and the
+//! protocols are small enough that owning them costs less than the
+//! dependency trees of their async clients.
+
+pub mod file;
+mod lines;
+mod log;
+pub mod net;
+pub mod options;
+pub mod registry;
+pub mod stdio;
+
+pub use options::Options;
+pub use registry::{Connector, Env, LogChoice, Opt, Role};

@@ -1,0 +1,161 @@
+//! A connector's options: `key=value` pairs from flags or a pipeline file,
+//! read once each, with unknown keys refused.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use riffle::{Error, Result};
+
+/// The options given to one connector. Each getter takes its key out, so
+/// that [`Options::finish`] can name any key nobody asked for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Options {
+    connector: String,
+    values: BTreeMap<String, String>,
+}
+
+impl Options {
+    pub fn new(connector: &str) -> Self {
+        Self {
+            connector: connector.to_owned(),
+            values: BTreeMap::new(),
+        }
+    }
+
+    /// Options from pairs; a key given twice keeps the last value.
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(
+        connector: &str,
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        let mut o = Self::new(connector);
+        for (k, v) in pairs {
+            o.set(k, v);
+        }
+        o
+    }
+
+    pub fn set(&mut self, key: impl Into<String>, value: impl Into<String>) {
+        self.values.insert(key.into(), value.into());
+    }
+
+    /// The connector these options are for.
+    pub fn connector(&self) -> &str {
+        &self.connector
+    }
+
+    /// A text option, if given.
+    pub fn string(&mut self, key: &str) -> Option<String> {
+        self.values.remove(key)
+    }
+
+    /// A text option that must be given.
+    pub fn required(&mut self, key: &str) -> Result<String> {
+        self.string(key).ok_or_else(|| {
+            Error::InvalidInput(format!("{}: option '{key}' is required", self.connector))
+        })
+    }
+
+    /// A text option with a default.
+    pub fn string_or(&mut self, key: &str, default: &str) -> String {
+        self.string(key).unwrap_or_else(|| default.to_owned())
+    }
+
+    /// A parsed option with a default; a value that does not parse is an
+    /// error naming the key.
+    pub fn parse_or<T: FromStr>(&mut self, key: &str, default: T) -> Result<T>
+    where
+        T::Err: std::fmt::Display,
+    {
+        match self.string(key) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|e| {
+                Error::InvalidInput(format!("{}: option '{key}'='{v}': {e}", self.connector))
+            }),
+        }
+    }
+
+    /// A duration option (`250ms`, `5s`, `2m`) with a default.
+    pub fn duration_or(
+        &mut self,
+        key: &str,
+        default: std::time::Duration,
+    ) -> Result<std::time::Duration> {
+        match self.string(key) {
+            None => Ok(default),
+            Some(v) => parse_duration(&v).ok_or_else(|| {
+                Error::InvalidInput(format!(
+                    "{}: option '{key}'='{v}': expected a duration such as 500ms, 5s or 2m",
+                    self.connector
+                ))
+            }),
+        }
+    }
+
+    /// Fails if any option was not read: a misspelt key must not be
+    /// silently ignored. `known` lists the valid keys for the message.
+    pub fn finish(self, known: &[&str]) -> Result<()> {
+        match self.values.keys().next() {
+            None => Ok(()),
+            Some(k) => Err(Error::InvalidInput(format!(
+                "{}: unknown option '{k}' (options: {})",
+                self.connector,
+                known.join(", ")
+            ))),
+        }
+    }
+}
+
+/// `250ms`, `5s`, `2m`, `1h`; a bare number is seconds.
+pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: f64 = n.parse().ok()?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return None,
+    };
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn options_are_taken_once_and_unknown_ones_refused() {
+        let mut o = Options::from_pairs(
+            "mqtt",
+            [("url", "mqtt://h:1"), ("qos", "x"), ("tpoic", "a")],
+        );
+        assert_eq!(o.required("url").unwrap(), "mqtt://h:1");
+        assert!(o
+            .required("url")
+            .unwrap_err()
+            .to_string()
+            .contains("'url' is required"));
+        let e = o.parse_or("qos", 1u8).unwrap_err().to_string();
+        assert!(e.contains("mqtt: option 'qos'='x'"), "{e}");
+        let e = o.finish(&["url", "qos", "topic"]).unwrap_err().to_string();
+        assert!(
+            e.contains("unknown option 'tpoic'") && e.contains("topic"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1m"), Some(Duration::from_secs(60)));
+        assert_eq!(parse_duration("x"), None);
+        assert_eq!(parse_duration("5 parsecs"), None);
+    }
+}

@@ -1,0 +1,180 @@
+//! Every connector by name, with its options, for `riffle connect` and its
+//! `--list`.
+
+use std::sync::Arc;
+
+use riffle::connect::{Delivery, Sink, Source};
+use riffle::log::Log;
+use riffle::{Error, Result};
+
+use crate::options::Options;
+
+/// Which end of a pipeline an option applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Source,
+    Sink,
+    Both,
+}
+
+/// One option of a connector, for `--list` and for refusing unknown keys.
+#[derive(Debug, Clone, Copy)]
+pub struct Opt {
+    pub name: &'static str,
+    pub role: Role,
+    /// The default as text; `None` when the option is required (or has no
+    /// default, like a password).
+    pub default: Option<&'static str>,
+    pub help: &'static str,
+}
+
+/// Which log a `kafka` or `embedded` connector wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogChoice<'a> {
+    /// A Kafka cluster: these bootstrap servers, or the process's own.
+    Kafka(Option<&'a str>),
+    /// The embedded log of the process's data directory.
+    Embedded,
+}
+
+/// What the process around a pipeline provides: its logs (the process
+/// decides where the embedded log lives and which brokers are the
+/// default).
+pub struct Env {
+    pub log: Box<OpenLog>,
+}
+
+/// Opens the log a connector asks for.
+pub type OpenLog = dyn Fn(LogChoice<'_>) -> Result<Arc<dyn Log>>;
+
+type BuildSource = fn(Options, &Env) -> Result<Box<dyn Source>>;
+type BuildSink = fn(Options, &Env) -> Result<Box<dyn Sink>>;
+
+/// A kind of source and/or sink.
+pub struct Connector {
+    pub name: &'static str,
+    pub summary: &'static str,
+    /// What it promises as a source; `None` if it cannot be one.
+    pub source: Option<Delivery>,
+    /// What it promises as a sink; `None` if it cannot be one.
+    pub sink: Option<Delivery>,
+    pub options: &'static [Opt],
+    pub build_source: Option<BuildSource>,
+    pub build_sink: Option<BuildSink>,
+}
+
+impl Connector {
+    /// The option names valid for `role`, for error messages.
+    pub fn option_names(&self, role: Role) -> Vec<&'static str> {
+        self.options
+            .iter()
+            .filter(|o| o.role == role || o.role == Role::Both)
+            .map(|o| o.name)
+            .collect()
+    }
+
+    /// Fails on options not meant for `role`; call after reading every
+    /// option and before connecting.
+    pub fn finish(&self, options: Options, role: Role) -> Result<()> {
+        options.finish(&self.option_names(role))
+    }
+}
+
+/// Every connector, in the order `--list` shows them.
+pub fn all() -> &'static [Connector] {
+    &ALL
+}
+
+static ALL: [Connector; 4] = [
+    crate::log::KAFKA,
+    crate::log::EMBEDDED,
+    crate::file::FILE,
+    crate::stdio::STDIO,
+];
+
+/// The connector named `name`.
+pub fn find(name: &str) -> Result<&'static Connector> {
+    all().iter().find(|c| c.name == name).ok_or_else(|| {
+        let names: Vec<_> = all().iter().map(|c| c.name).collect();
+        Error::InvalidInput(format!(
+            "no connector '{name}' (connectors: {})",
+            names.join(", ")
+        ))
+    })
+}
+
+/// Builds the source `options` describe (their connector's name and its
+/// options).
+pub fn source(options: Options, env: &Env) -> Result<Box<dyn Source>> {
+    let c = find(options.connector())?;
+    let build = c
+        .build_source
+        .ok_or_else(|| Error::InvalidInput(format!("connector '{}' cannot be a source", c.name)))?;
+    build(options, env)
+}
+
+/// Builds the sink `options` describe.
+pub fn sink(options: Options, env: &Env) -> Result<Box<dyn Sink>> {
+    let c = find(options.connector())?;
+    let build = c
+        .build_sink
+        .ok_or_else(|| Error::InvalidInput(format!("connector '{}' cannot be a sink", c.name)))?;
+    build(options, env)
+}
+
+/// The text of `riffle connect --list`: each connector, what it promises
+/// at each end, and its options.
+pub fn describe_all() -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    for c in all() {
+        let ends = |d: Option<Delivery>| d.map_or("no".to_owned(), |d| d.to_string());
+        let _ = writeln!(
+            s,
+            "{}: {}\n  as a source: {}; as a sink: {}",
+            c.name,
+            c.summary,
+            ends(c.source),
+            ends(c.sink)
+        );
+        for o in c.options {
+            let role = match o.role {
+                Role::Source => " (source)",
+                Role::Sink => " (sink)",
+                Role::Both => "",
+            };
+            let default = o
+                .default
+                .map_or_else(String::new, |d| format!(" [default: {d}]"));
+            let _ = writeln!(s, "    {}{role}: {}{default}", o.name, o.help);
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_connector_is_listed_with_its_options() {
+        let text = describe_all();
+        for c in all() {
+            assert!(text.contains(&format!("{}: ", c.name)), "{text}");
+            assert!(c.build_source.is_some() == c.source.is_some(), "{}", c.name);
+            assert!(c.build_sink.is_some() == c.sink.is_some(), "{}", c.name);
+            for o in c.options {
+                assert!(text.contains(&format!("    {}", o.name)), "{}", o.name);
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_connectors_are_named_with_the_known_ones() {
+        let e = find("mqqt").err().unwrap().to_string();
+        assert!(
+            e.contains("no connector 'mqqt'") && e.contains("file"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,161 @@
+//! The log (Kafka or embedded) as a source and a sink.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{render, Delivery, Record, Sink, Source};
+use crate::error::{Error, Result};
+use crate::log::{
+    ConsumerConfig, GroupEvent, Log, LogConsumer, PollVisitor, Progress, RecordRef, TopicPartition,
+};
+use crate::stream::Producer;
+
+/// Reads topics as a member of a consumer group. Acknowledging stores the
+/// offsets after the records polled so far, and the consumer commits them
+/// in the background, on revocation and on close; what was not
+/// acknowledged is read again by whoever owns the partition next.
+pub struct LogSource {
+    consumer: Box<dyn LogConsumer>,
+    describe: String,
+    /// (topic, partition, next offset) of records polled and not acked.
+    pending: Vec<(String, i32, i64)>,
+}
+
+impl LogSource {
+    pub fn new(log: &dyn Log, config: &ConsumerConfig) -> Result<Self> {
+        Ok(Self {
+            consumer: log.consumer(config)?,
+            describe: format!(
+                "{} topics {} (group {})",
+                log.describe(),
+                config.topics.join(","),
+                config.group_id
+            ),
+            pending: Vec::new(),
+        })
+    }
+}
+
+struct Collect<'a> {
+    out: &'a mut Vec<Record>,
+    pending: &'a mut Vec<(String, i32, i64)>,
+}
+
+impl PollVisitor for Collect<'_> {
+    fn record(&mut self, r: RecordRef<'_>) -> bool {
+        self.out.push(Record::new(r.topic, r.key, r.value));
+        let next = r.offset + 1;
+        match self
+            .pending
+            .iter_mut()
+            .find(|(t, p, _)| *p == r.partition && t == r.topic)
+        {
+            Some(e) => e.2 = next,
+            None => self.pending.push((r.topic.to_owned(), r.partition, next)),
+        }
+        false
+    }
+
+    fn event(&mut self, _: GroupEvent) {}
+
+    fn revoking(&mut self, partitions: &[TopicPartition], _: &mut dyn Progress) {
+        // Not acknowledged: the next owner reads these records again.
+        self.pending.retain(|(t, p, _)| {
+            !partitions
+                .iter()
+                .any(|tp| tp.partition == *p && tp.topic == *t)
+        });
+    }
+}
+
+impl Source for LogSource {
+    fn describe(&self) -> String {
+        self.describe.clone()
+    }
+
+    fn delivery(&self) -> Delivery {
+        Delivery::AtLeastOnce
+    }
+
+    fn poll(&mut self, out: &mut Vec<Record>, max: usize, timeout: Duration) -> Result<usize> {
+        let mut visitor = Collect {
+            out,
+            pending: &mut self.pending,
+        };
+        self.consumer.poll(timeout, max, &mut visitor)
+    }
+
+    fn ack(&mut self) -> Result<()> {
+        for (t, p, o) in self.pending.drain(..) {
+            self.consumer.store_offset(&t, p, o)?;
+        }
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<()> {
+        self.consumer.close()
+    }
+}
+
+/// Writes to a topic of the log: a fixed name, or a template such as
+/// `{topic}` (where the processor sent the record) or `out-{key}`. Keyed
+/// records go to their key's partition. Flushing waits for the log's
+/// acknowledgements and fails if it refused any record, so the pipeline
+/// sends the batch again.
+pub struct LogSink {
+    producer: Producer,
+    topic: String,
+    describe: String,
+    failed: Arc<AtomicU64>,
+    failed_seen: u64,
+}
+
+impl LogSink {
+    pub fn new(log: &dyn Log, topic: &str) -> Result<Self> {
+        let failed = Arc::new(AtomicU64::new(0));
+        let f = failed.clone();
+        let producer = Producer::with_reports(log, move |r| {
+            if r.result.is_err() {
+                f.fetch_add(1, Ordering::Relaxed);
+            }
+        })?;
+        Ok(Self {
+            producer,
+            topic: topic.to_owned(),
+            describe: format!("{} topic {topic}", log.describe()),
+            failed,
+            failed_seen: 0,
+        })
+    }
+}
+
+impl Sink for LogSink {
+    fn describe(&self) -> String {
+        self.describe.clone()
+    }
+
+    fn delivery(&self) -> Delivery {
+        Delivery::AtLeastOnce
+    }
+
+    fn send(&mut self, record: &Record) -> Result<()> {
+        let topic = render(&self.topic, record);
+        self.producer
+            .send(&topic, record.key.as_deref(), &record.value)
+    }
+
+    fn flush(&mut self, timeout: Duration) -> Result<()> {
+        self.producer.flush(timeout)?;
+        let failed = self.failed.load(Ordering::Relaxed);
+        let new = failed - self.failed_seen;
+        self.failed_seen = failed;
+        match new {
+            0 => Ok(()),
+            n => Err(Error::Backend(format!(
+                "{n} records refused by {}",
+                self.describe
+            ))),
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! Moving records from a source to a sink, acknowledging only what is safe.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use super::{Delivery, Record, Sink, Source};
+use crate::error::{Error, Result};
+use crate::log::RecordRef;
+use crate::process::dead_letter;
+use crate::process::{run_processor, Context, KeyedProcessor};
+
+/// What a pipeline does to each record between its source and its sink.
+pub trait Stage: Send {
+    /// Appends the outputs of `record` to `out` (none, to drop it). An
+    /// error sends the record to the dead-letter sink with the error as the
+    /// reason.
+    fn process(&mut self, record: &Record, out: &mut Vec<Record>) -> Result<()>;
+}
+
+/// Passes every record through unchanged.
+struct Identity;
+
+impl Stage for Identity {
+    fn process(&mut self, record: &Record, out: &mut Vec<Record>) -> Result<()> {
+        out.push(record.clone());
+        Ok(())
+    }
+}
+
+/// Any [`KeyedProcessor`] as a pipeline stage. Each key's state lives in
+/// memory for the life of the pipeline; for state that survives a restart,
+/// run the processor in an [`App`](crate::process::App) on a log and bridge
+/// the log to other systems with pipelines (as the MQTT heater demo does).
+/// Records sent through the [`Context`] go to the pipeline's sink, with the
+/// topic they were sent to as [`Record::topic`].
+pub struct Processor<P: KeyedProcessor> {
+    processor: P,
+    states: HashMap<String, P::State>,
+    retries: u32,
+    seen: i64,
+}
+
+impl<P: KeyedProcessor> Processor<P> {
+    pub fn new(processor: P) -> Self {
+        Self {
+            processor,
+            states: HashMap::new(),
+            retries: 2,
+            seen: 0,
+        }
+    }
+
+    /// The state of `key`, if it has had a record.
+    pub fn state(&self, key: &str) -> Option<&P::State> {
+        self.states.get(key)
+    }
+}
+
+impl<P: KeyedProcessor> Stage for Processor<P> {
+    fn process(&mut self, record: &Record, out: &mut Vec<Record>) -> Result<()> {
+        // A source's records have no partitions; their position is how many
+        // came before them.
+        let offset = self.seen;
+        self.seen += 1;
+        let r = RecordRef {
+            topic: &record.topic,
+            partition: 0,
+            offset,
+            key: record.key.as_deref(),
+            value: &record.value,
+            timestamp: None,
+        };
+        let (key, input) = self.processor.decode(&r)?;
+        if !self.states.contains_key(&key) {
+            self.states.insert(key.clone(), P::State::default());
+        }
+        let state = self.states.get_mut(&key).expect("inserted above");
+        let mut ctx = Context::new(out, &record.topic, 0, offset, None);
+        let retries = self.retries;
+        run_processor(&mut self.processor, &key, &input, state, &mut ctx, retries)
+    }
+}
+
+/// Counts of a pipeline's work so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PipelineStats {
+    /// Records read from the source and acknowledged to it.
+    pub records_in: u64,
+    /// Records confirmed by the sink.
+    pub records_out: u64,
+    /// Records that failed the stage, with the reason, confirmed by the
+    /// dead-letter sink (or logged when there is none).
+    pub dead_letters: u64,
+    /// Times a batch was sent again after the sink failed.
+    pub retries: u64,
+}
+
+/// One source, one stage, one sink (and an optional dead-letter sink).
+///
+/// The pipeline reads a batch from the source, runs the stage over it,
+/// sends the outputs to the sink and the failures to the dead-letter sink,
+/// waits until both confirm, and only then acknowledges the batch to the
+/// source. When a sink fails (its server restarts, say) the whole batch is
+/// sent again after a backoff, until it is confirmed or the pipeline is
+/// stopped: records may repeat, none is lost.
+///
+/// ```no_run
+/// use riffle::connect::{Pipeline, Transform, Condition};
+/// # fn demo(source: Box<dyn riffle::connect::Source>, sink: Box<dyn riffle::connect::Sink>) -> riffle::Result<()> {
+/// let hot = Transform::new().filter(Condition::parse("temperature>30")?);
+/// let stop = std::sync::atomic::AtomicBool::new(false);
+/// Pipeline::new(source, sink).stage(hot).run(&stop)?;
+/// # Ok(()) }
+/// ```
+pub struct Pipeline {
+    source: Box<dyn Source>,
+    stage: Box<dyn Stage>,
+    sink: Box<dyn Sink>,
+    dead_letter: Option<Box<dyn Sink>>,
+    batch: usize,
+    stats: PipelineStats,
+}
+
+/// How long a poll waits for records before the stop flag is checked again.
+const POLL: Duration = Duration::from_millis(100);
+/// How long one flush may take before the batch is sent again.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest wait between attempts at a failing sink.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+impl Pipeline {
+    /// A pipeline copying every record from `source` to `sink`.
+    pub fn new(source: impl Source + 'static, sink: impl Sink + 'static) -> Self {
+        Self {
+            source: Box::new(source),
+            stage: Box::new(Identity),
+            sink: Box::new(sink),
+            dead_letter: None,
+            batch: 500,
+            stats: PipelineStats::default(),
+        }
+    }
+
+    /// What happens to each record on the way (default: nothing).
+    pub fn stage(mut self, stage: impl Stage + 'static) -> Self {
+        self.stage = Box::new(stage);
+        self
+    }
+
+    /// Where records the stage fails on go, as JSON envelopes with the
+    /// reason and the original bytes (see
+    /// [`dead_letter`](crate::process::dead_letter)). Without one, they are
+    /// logged with the same envelope at warning level.
+    pub fn dead_letter(mut self, sink: impl Sink + 'static) -> Self {
+        self.dead_letter = Some(Box::new(sink));
+        self
+    }
+
+    /// The most records read, sent and acknowledged together (default 500).
+    /// Larger batches amortize the sink's confirmation round trip; smaller
+    /// ones hold less unacknowledged.
+    pub fn batch(mut self, records: usize) -> Self {
+        self.batch = records.max(1);
+        self
+    }
+
+    /// The weakest promise among the source, the sink and the dead-letter
+    /// sink: what the pipeline as a whole gives.
+    pub fn delivery(&self) -> Delivery {
+        let d = self.source.delivery().min(self.sink.delivery());
+        self.dead_letter
+            .as_ref()
+            .map_or(d, |dl| d.min(dl.delivery()))
+    }
+
+    /// A one-line description: `source -> sink (delivery)`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} -> {} ({})",
+            self.source.describe(),
+            self.sink.describe(),
+            self.delivery()
+        )
+    }
+
+    pub fn stats(&self) -> &PipelineStats {
+        &self.stats
+    }
+
+    /// Runs until `stop` is set or a finite source is finished (see
+    /// [`Source::finished`]), then closes both ends. Returns the
+    /// counts; fails only when the source fails for good.
+    pub fn run(&mut self, stop: &AtomicBool) -> Result<PipelineStats> {
+        let result = self.run_batches(stop);
+        if let Err(e) = self.source.close() {
+            tracing::debug!("closing {}: {e}", self.source.describe());
+        }
+        for sink in std::iter::once(&mut self.sink).chain(self.dead_letter.as_mut()) {
+            if let Err(e) = sink.close() {
+                tracing::warn!("closing {}: {e}", sink.describe());
+            }
+        }
+        result.map(|()| self.stats.clone())
+    }
+
+    fn run_batches(&mut self, stop: &AtomicBool) -> Result<()> {
+        let mut input = Vec::with_capacity(self.batch);
+        let mut outputs = Vec::new();
+        let mut dead = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            input.clear();
+            if self.source.poll(&mut input, self.batch, POLL)? == 0 {
+                if self.source.finished() {
+                    return Ok(());
+                }
+                continue;
+            }
+            outputs.clear();
+            dead.clear();
+            for record in &input {
+                if let Err(e) = self.stage.process(record, &mut outputs) {
+                    dead.push(dead_letter_of(record, &e));
+                }
+            }
+            if !self.deliver(&outputs, &dead, stop) {
+                return Ok(());
+            }
+            if let Err(e) = self.source.ack() {
+                tracing::warn!(
+                    "cannot acknowledge to {} (its records come again): {e}",
+                    self.source.describe()
+                );
+            }
+            self.stats.records_in += input.len() as u64;
+            self.stats.records_out += outputs.len() as u64;
+            self.stats.dead_letters += dead.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// Sends a batch's outputs and dead letters until both sinks confirm;
+    /// `false` if stopped first.
+    fn deliver(&mut self, outputs: &[Record], dead: &[Record], stop: &AtomicBool) -> bool {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.try_deliver(outputs, dead) {
+                Ok(()) => return true,
+                Err(e) => {
+                    tracing::warn!(
+                        "{} records not confirmed, sending them again in {backoff:?}: {e}",
+                        outputs.len() + dead.len()
+                    );
+                    self.stats.retries += 1;
+                }
+            }
+            let until = Instant::now() + backoff;
+            while Instant::now() < until {
+                if stop.load(Ordering::Relaxed) {
+                    return false;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    fn try_deliver(&mut self, outputs: &[Record], dead: &[Record]) -> Result<()> {
+        for r in outputs {
+            self.sink.send(r)?;
+        }
+        match &mut self.dead_letter {
+            Some(dl) => {
+                for r in dead {
+                    dl.send(r)?;
+                }
+            }
+            None => {
+                for r in dead {
+                    tracing::warn!(
+                        "dead letter (no dead-letter sink): {}",
+                        String::from_utf8_lossy(&r.value)
+                    );
+                }
+            }
+        }
+        if !outputs.is_empty() {
+            self.sink.flush(FLUSH_TIMEOUT)?;
+        }
+        if let Some(dl) = self.dead_letter.as_mut().filter(|_| !dead.is_empty()) {
+            dl.flush(FLUSH_TIMEOUT)
+                .map_err(|e| Error::Backend(format!("dead letters: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+/// The dead-letter record for `record` failing with `error`: the original
+/// key, and as value the JSON envelope with the reason and the original
+/// bytes.
+fn dead_letter_of(record: &Record, error: &Error) -> Record {
+    Record {
+        topic: record.topic.clone(),
+        key: record.key.clone(),
+        value: dead_letter::envelope_for_output(
+            &record.topic,
+            record.key.as_deref(),
+            &record.value,
+            &error.to_string(),
+        ),
+        headers: Vec::new(),
+    }
+}
