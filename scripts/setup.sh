@@ -3,12 +3,14 @@
 # skipping whatever is already there. Sourced by demo.sh and test.sh.
 #
 #   scripts/setup.sh            build prerequisites (C toolchain, zlib, Rust check)
-#   scripts/setup.sh --test     also Java, Maven and kcat for the test broker
+#   scripts/setup.sh --test     also Java, Maven and kcat for the test broker, and
+#                               the servers the connector tests start (Mosquitto,
+#                               NATS, RabbitMQ, Redis; none is left running)
 set -euo pipefail
 
 need=(build-essential pkg-config zlib1g-dev)
 if [ "${1:-}" = "--test" ]; then
-  need+=(maven kcat python3-venv)
+  need+=(maven kcat python3-venv mosquitto nats-server rabbitmq-server redis-server)
   command -v java >/dev/null || need+=(openjdk-17-jre-headless)
 fi
 

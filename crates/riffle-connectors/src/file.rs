@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use riffle::connect::{Delivery, Record, Sink, Source};
 use riffle::{Error, Result};
 
-use crate::lines::{self, Format, FORMAT_OPT};
+pub use crate::lines::Format;
+use crate::lines::{self, FORMAT_OPT};
 use crate::registry::{Connector, Opt, Role};
 
 pub const FILE: Connector = Connector {

@@ -3,6 +3,7 @@
 
 use riffle::connect::Record;
 use riffle::{Error, Result};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::registry::{Opt, Role};
@@ -47,15 +48,24 @@ pub fn encode(record: &Record, format: Format) -> Vec<u8> {
                 topic: &'a str,
                 #[serde(skip_serializing_if = "Option::is_none")]
                 key: Option<Value>,
-                value: Value,
+                value: Box<RawValue>,
                 #[serde(skip_serializing_if = "Map::is_empty")]
                 headers: Map<String, Value>,
             }
             let line = Line {
                 topic: &record.topic,
                 key: record.key.as_deref().map(text),
-                value: serde_json::from_slice(&record.value)
-                    .unwrap_or_else(|_| text(&record.value)),
+                // Embedded as it is when it is JSON, so that its fields
+                // keep their order and numbers their spelling.
+                value: std::str::from_utf8(&record.value)
+                    .ok()
+                    .filter(|s| !s.contains('\n'))
+                    .and_then(|s| RawValue::from_string(s.trim().to_owned()).ok())
+                    .unwrap_or_else(|| {
+                        let v = serde_json::from_slice::<Value>(&record.value)
+                            .unwrap_or_else(|_| text(&record.value));
+                        RawValue::from_string(v.to_string()).expect("JSON")
+                    }),
                 headers: record
                     .headers
                     .iter()
@@ -123,6 +133,11 @@ mod tests {
         assert_eq!(
             decode(&line[..line.len() - 1], Format::Record, "x").unwrap(),
             r
+        );
+        let pretty = Record::new("t", None, "{\n  \"a\": 1\n}");
+        assert_eq!(
+            encode(&pretty, Format::Record),
+            b"{\"topic\":\"t\",\"value\":{\"a\":1}}\n"
         );
         let plain = Record::new("t", None, "not json");
         let line = encode(&plain, Format::Record);

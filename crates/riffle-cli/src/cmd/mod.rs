@@ -1,3 +1,4 @@
+pub mod connect;
 pub mod consume;
 pub mod produce;
 pub mod topics;

@@ -2,13 +2,16 @@
 //! live in the terminal. The README's main job.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
+use riffle::log::embedded::EmbeddedLog;
 use riffle::log::{Log, OffsetReset, TopicSpec};
 use riffle::{Error, Result};
 use riffle_heater::view;
 
+use super::mqtt;
 use crate::backend::LogArgs;
 use crate::heater::controller::ControllerOptions;
 use crate::heater::simulate::SimOptions;
@@ -28,6 +31,11 @@ pub struct HeaterDemoArgs {
     /// kept from earlier runs.
     #[arg(long)]
     fresh: bool,
+    /// Let the heaters speak MQTT through this broker (e.g. mqtt://127.0.0.1:1883):
+    /// measurements on heaters/<id>/sensor, commands on heaters/<id>/command,
+    /// bridged to and from the controller's log.
+    #[arg(long, value_name = "URL")]
+    mqtt: Option<String>,
 }
 
 /// The controller's consumer group in the demo.
@@ -66,14 +74,45 @@ pub fn run(brokers: &LogArgs, mut a: HeaterDemoArgs) -> Result<()> {
     a.sim.duration = a.sim.duration.or(Some(Duration::from_secs(3600)));
     // Kafka's round trip is longer than the embedded log's; keep it well
     // under a measurement interval of simulated time.
-    let speedup = if brokers.is_kafka() { 60.0 } else { 120.0 };
+    // So is a trip through an MQTT broker and its bridges.
+    let speedup = if brokers.is_kafka() || a.mqtt.is_some() {
+        60.0
+    } else {
+        120.0
+    };
     let config = a.sim.config(
         (1000, speedup),
         &o.sensor_topic,
         o.settings_topic.as_deref(),
         &o.control_topic,
     );
-    let sim = a.sim.start(log.clone(), config)?;
+    let (sim, bridges) = match &a.mqtt {
+        None => (a.sim.start(log.clone(), config)?, None),
+        Some(url) => {
+            if a.sim.keyless || o.settings_topic.is_some() {
+                return Err(Error::InvalidInput(
+                    "--mqtt gives each heater topics of its own: --keyless and --settings-topic do not apply".into(),
+                ));
+            }
+            // The heaters' own side: an in-memory log behind the gateway.
+            let devices: Arc<dyn Log> = Arc::new(EmbeddedLog::new());
+            for t in [o.sensor_topic.as_str(), o.control_topic.as_str()] {
+                devices.ensure_topic(&TopicSpec::new(t, 1), TIMEOUT)?;
+            }
+            let run = format!("{}-{}", std::process::id(), fastrand::u32(..));
+            let topics = mqtt::Topics {
+                sensor: &o.sensor_topic,
+                control: &o.control_topic,
+            };
+            let bridges = mqtt::Bridges::start(url, &run, &devices, &log, topics)?;
+            println!(
+                "heaters on MQTT at {url}: {} and {}",
+                mqtt::SENSOR.replace("{key}", "<id>"),
+                mqtt::COMMAND.replace("{key}", "<id>")
+            );
+            (a.sim.start(devices, config)?, Some(bridges))
+        }
+    };
     let style = format!("{:?}", o.style()).to_lowercase();
     let report = watch(sim, &stopper, || {
         let s = app.stats();
@@ -93,6 +132,11 @@ pub fn run(brokers: &LogArgs, mut a: HeaterDemoArgs) -> Result<()> {
         s.dead_letters.load(Ordering::Relaxed),
     );
     app.stop()?;
+    if let Some(b) = bridges {
+        let moved = b.stop()?;
+        let text: Vec<_> = moved.iter().map(|(n, c)| format!("{n}: {c}")).collect();
+        println!("MQTT bridges, records moved: {}", text.join(", "));
+    }
     print!("{}", view::summary(&report));
     println!("Controller {processed} records processed, {sent} commands sent, {dead} dead letters ({style} style on {})", log.describe());
     Ok(())

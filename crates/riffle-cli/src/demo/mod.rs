@@ -2,6 +2,7 @@
 
 mod heater;
 mod hello;
+mod mqtt;
 
 use clap::Subcommand;
 use riffle::Result;

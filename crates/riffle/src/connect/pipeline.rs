@@ -120,6 +120,7 @@ pub struct Pipeline {
     dead_letter: Option<Box<dyn Sink>>,
     batch: usize,
     stats: PipelineStats,
+    on_batch: Option<Box<dyn FnMut(&PipelineStats) + Send>>,
 }
 
 /// How long a poll waits for records before the stop flag is checked again.
@@ -139,6 +140,7 @@ impl Pipeline {
             dead_letter: None,
             batch: 500,
             stats: PipelineStats::default(),
+            on_batch: None,
         }
     }
 
@@ -162,6 +164,12 @@ impl Pipeline {
     /// ones hold less unacknowledged.
     pub fn batch(mut self, records: usize) -> Self {
         self.batch = records.max(1);
+        self
+    }
+
+    /// Calls `f` with the counts after every batch (to show progress).
+    pub fn on_batch(mut self, f: impl FnMut(&PipelineStats) + Send + 'static) -> Self {
+        self.on_batch = Some(Box::new(f));
         self
     }
 
@@ -235,6 +243,9 @@ impl Pipeline {
             self.stats.records_in += input.len() as u64;
             self.stats.records_out += outputs.len() as u64;
             self.stats.dead_letters += dead.len() as u64;
+            if let Some(f) = &mut self.on_batch {
+                f(&self.stats);
+            }
         }
         Ok(())
     }
@@ -309,5 +320,224 @@ fn dead_letter_of(record: &Record, error: &Error) -> Record {
             &error.to_string(),
         ),
         headers: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connect::Condition;
+    use crate::connect::Transform;
+    use std::sync::{Arc, Mutex};
+
+    /// A finite source that counts what it was asked to acknowledge.
+    struct Numbers {
+        left: Vec<Record>,
+        polled: usize,
+        acked: Arc<Mutex<usize>>,
+    }
+
+    impl Numbers {
+        fn new(values: &[&str]) -> (Self, Arc<Mutex<usize>>) {
+            let acked = Arc::new(Mutex::new(0));
+            let left = values
+                .iter()
+                .rev()
+                .map(|v| Record::new("in", Some(b"k"), *v))
+                .collect();
+            let s = Self {
+                left,
+                polled: 0,
+                acked: acked.clone(),
+            };
+            (s, acked)
+        }
+    }
+
+    impl Source for Numbers {
+        fn describe(&self) -> String {
+            "numbers".into()
+        }
+        fn delivery(&self) -> Delivery {
+            Delivery::AtLeastOnce
+        }
+        fn poll(&mut self, out: &mut Vec<Record>, max: usize, _: Duration) -> Result<usize> {
+            let n = max.min(self.left.len());
+            for _ in 0..n {
+                out.push(self.left.pop().unwrap());
+            }
+            self.polled += n;
+            Ok(n)
+        }
+        fn ack(&mut self) -> Result<()> {
+            *self.acked.lock().unwrap() = self.polled;
+            Ok(())
+        }
+        fn finished(&self) -> bool {
+            self.left.is_empty()
+        }
+    }
+
+    /// A sink whose first `failures` flushes fail, losing what was sent;
+    /// `confirmed` holds what was flushed successfully, and `acked_then`
+    /// how many source records were acknowledged at each confirmation.
+    #[derive(Clone, Default)]
+    struct Flaky {
+        failures: Arc<Mutex<u32>>,
+        pending: Arc<Mutex<Vec<Record>>>,
+        confirmed: Arc<Mutex<Vec<Record>>>,
+        delivery: Option<Delivery>,
+    }
+
+    impl Sink for Flaky {
+        fn describe(&self) -> String {
+            "flaky".into()
+        }
+        fn delivery(&self) -> Delivery {
+            self.delivery.unwrap_or(Delivery::AtLeastOnce)
+        }
+        fn send(&mut self, r: &Record) -> Result<()> {
+            self.pending.lock().unwrap().push(r.clone());
+            Ok(())
+        }
+        fn flush(&mut self, _: Duration) -> Result<()> {
+            let mut f = self.failures.lock().unwrap();
+            let sent = std::mem::take(&mut *self.pending.lock().unwrap());
+            if *f > 0 {
+                *f -= 1;
+                return Err(Error::Backend("server restarting".into()));
+            }
+            self.confirmed.lock().unwrap().extend(sent);
+            Ok(())
+        }
+    }
+
+    fn values(rs: &[Record]) -> Vec<String> {
+        rs.iter()
+            .map(|r| String::from_utf8(r.value.clone()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_failing_sink_gets_the_batch_again_and_the_source_waits() {
+        let (source, acked) = Numbers::new(&["1", "2", "3", "4", "5"]);
+        let sink = Flaky {
+            failures: Arc::new(Mutex::new(2)),
+            ..Default::default()
+        };
+        let mut p = Pipeline::new(source, sink.clone()).batch(2);
+        let stats = p.run(&AtomicBool::new(false)).unwrap();
+        assert_eq!(
+            values(&sink.confirmed.lock().unwrap()),
+            ["1", "2", "3", "4", "5"]
+        );
+        assert_eq!(*acked.lock().unwrap(), 5);
+        assert_eq!(
+            (stats.records_in, stats.records_out, stats.retries),
+            (5, 5, 2)
+        );
+    }
+
+    #[test]
+    fn nothing_is_acknowledged_while_the_sink_fails() {
+        let (source, acked) = Numbers::new(&["1", "2"]);
+        let sink = Flaky {
+            failures: Arc::new(Mutex::new(u32::MAX)),
+            ..Default::default()
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let run = std::thread::spawn(move || Pipeline::new(source, sink).run(&s));
+        std::thread::sleep(Duration::from_millis(400));
+        stop.store(true, Ordering::Relaxed);
+        let stats = run.join().unwrap().unwrap();
+        assert_eq!(*acked.lock().unwrap(), 0);
+        assert_eq!(stats.records_in, 0);
+        assert!(stats.retries >= 2, "{stats:?}");
+    }
+
+    #[test]
+    fn failures_go_to_the_dead_letter_sink_with_the_reason() {
+        let (source, acked) = Numbers::new(&[r#"{"t": 50}"#, "not json", r#"{"t": 10}"#]);
+        let (out, dead) = (Flaky::default(), Flaky::default());
+        let hot = Transform::new().filter(Condition::parse("t>20").unwrap());
+        let mut p = Pipeline::new(source, out.clone())
+            .stage(hot)
+            .dead_letter(dead.clone());
+        let stats = p.run(&AtomicBool::new(false)).unwrap();
+        assert_eq!(values(&out.confirmed.lock().unwrap()), [r#"{"t": 50}"#]);
+        let dead = dead.confirmed.lock().unwrap();
+        assert_eq!(dead.len(), 1);
+        let v: serde_json::Value = serde_json::from_slice(&dead[0].value).unwrap();
+        assert_eq!(v["value"], "not json");
+        assert_eq!(v["topic"], "in");
+        assert!(v["error"].as_str().unwrap().contains("not JSON"), "{v}");
+        assert_eq!(dead[0].key.as_deref(), Some(&b"k"[..]));
+        assert_eq!(*acked.lock().unwrap(), 3);
+        assert_eq!(stats.dead_letters, 1);
+    }
+
+    #[test]
+    fn the_weakest_end_sets_the_delivery() {
+        let (source, _) = Numbers::new(&[]);
+        let p = Pipeline::new(source, Flaky::default());
+        assert_eq!(p.delivery(), Delivery::AtLeastOnce);
+        assert_eq!(p.describe(), "numbers -> flaky (at-least-once)");
+        let p = p.dead_letter(Flaky {
+            delivery: Some(Delivery::AtMostOnce),
+            ..Default::default()
+        });
+        assert_eq!(p.delivery(), Delivery::AtMostOnce);
+    }
+
+    /// Counts records per key and says so on `counts`.
+    #[derive(Clone)]
+    struct Counter;
+
+    impl KeyedProcessor for Counter {
+        type Input = ();
+        type State = u64;
+        fn decode(&self, r: &RecordRef<'_>) -> Result<(String, ())> {
+            let key = r.key_str().ok_or_else(|| Error::Decode("no key".into()))?;
+            Ok((key.to_owned(), ()))
+        }
+        fn process(&mut self, key: &str, _: &(), n: &mut u64, ctx: &mut Context<'_>) -> Result<()> {
+            *n += 1;
+            ctx.send("counts", Some(key), n.to_string().as_bytes())
+        }
+    }
+
+    #[test]
+    fn keyed_processors_keep_state_per_key_and_send_to_the_sink() {
+        let mut stage = Processor::new(Counter);
+        let mut out = Vec::new();
+        for k in ["a", "b", "a", "a"] {
+            stage
+                .process(&Record::new("in", Some(k.as_bytes()), "x"), &mut out)
+                .unwrap();
+        }
+        let got: Vec<_> = out
+            .iter()
+            .map(|r| {
+                (
+                    r.topic.as_str(),
+                    r.key_str().unwrap(),
+                    values(std::slice::from_ref(r))[0].clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("counts", "a", "1".into()),
+                ("counts", "b", "1".into()),
+                ("counts", "a", "2".into()),
+                ("counts", "a", "3".into())
+            ]
+        );
+        assert_eq!(stage.state("a"), Some(&3));
+        assert!(stage
+            .process(&Record::new("in", None, "x"), &mut out)
+            .is_err());
     }
 }

@@ -105,6 +105,14 @@ impl Stopper {
     }
 }
 
+impl AsRef<AtomicBool> for Stopper {
+    /// The flag itself, for loops that take one (such as
+    /// [`Pipeline::run`](crate::connect::Pipeline::run)).
+    fn as_ref(&self) -> &AtomicBool {
+        &self.0
+    }
+}
+
 /// A consumer actor: one member of a consumer group, polling on a thread of
 /// its own (librdkafka's poll blocks) and calling its handler per record.
 ///
