@@ -91,6 +91,9 @@ fn source(mut o: Options, env: &Env, c: &Connector) -> Result<LogSource> {
     c.finish(o, Role::Source)?;
     let log = open(env, &choice)?;
     let topics: Vec<&str> = topics.split(',').map(str::trim).collect();
+    for t in &topics {
+        exists(&*log, t)?;
+    }
     let mut config = ConsumerConfig::new(group.as_str(), &topics);
     config.offset_reset = from;
     config.client_id = group;
@@ -102,5 +105,21 @@ fn sink(mut o: Options, env: &Env, c: &Connector) -> Result<LogSink> {
     let choice = choice(&mut o, c);
     c.finish(o, Role::Sink)?;
     let log = open(env, &choice)?;
+    if !topic.contains('{') {
+        exists(&*log, &topic)?;
+    }
     LogSink::new(&*log, &topic)
+}
+
+/// Fails with a hint when `topic` does not exist: a pipeline would
+/// otherwise wait for it (as a source) or retry forever (as a sink).
+fn exists(log: &dyn riffle::log::Log, topic: &str) -> Result<()> {
+    match log.describe_topic(topic, std::time::Duration::from_secs(10)) {
+        Ok(_) => Ok(()),
+        Err(riffle::Error::UnknownTopic(t)) => Err(riffle::Error::InvalidInput(format!(
+            "unknown topic '{t}' on {} (riffle topics create {t} --partitions N)",
+            log.describe()
+        ))),
+        Err(e) => Err(e),
+    }
 }

@@ -1,0 +1,298 @@
+//! `riffle connect` as a user runs it: pipelines from flags and from files,
+//! through the embedded log and a real Kafka broker (`RIFFLE_TEST_BROKERS`,
+//! set by scripts/test.sh).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+fn temp_dir(name: &str) -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "connect-{name}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn command(dir: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_riffle"));
+    c.args(args)
+        .current_dir(dir)
+        .env_remove("RIFFLE_BROKERS")
+        .env_remove("RUST_LOG")
+        .env("RIFFLE_DATA_DIR", dir.join("data"));
+    c
+}
+
+fn riffle(dir: &Path, args: &[&str]) -> Output {
+    command(dir, args).output().expect("riffle runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Sensor-like input: good records, one that is not JSON, one filtered out.
+const INPUT: &str = r#"{"id": "h1", "measurement": 45.5, "unit": "C"}
+{"id": "h2", "measurement": 12.0, "unit": "C"}
+not json
+{"id": "h3", "measurement": -1, "unit": "C"}
+{"id": "h1", "measurement": 46.5, "unit": "C"}
+"#;
+
+fn expected_output() -> Vec<String> {
+    [("h1", 45.5), ("h2", 12.0), ("h1", 46.5)]
+        .iter()
+        .map(|(id, m)| {
+            format!(r#"{{"topic":"in.jsonl","key":"{id}","value":{{"measurement":{m:?}}}}}"#)
+        })
+        .collect()
+}
+
+#[test]
+fn a_pipeline_file_and_its_flags_give_the_same_result() {
+    let dir = temp_dir("same");
+    std::fs::write(dir.join("in.jsonl"), INPUT).unwrap();
+    let flags = riffle(
+        &dir,
+        &[
+            "connect",
+            "--source",
+            "file:path=in.jsonl,offsets=flags.offset",
+            "--sink",
+            "file:path=flags-out.jsonl,format=record",
+            "--dead-letter",
+            "file:path=flags-bad.jsonl",
+            "--filter",
+            "measurement>0",
+            "--project",
+            "measurement",
+            "--key-from",
+            "field:id",
+        ],
+    );
+    assert!(flags.status.success(), "{}", text(&flags.stderr));
+    let err = text(&flags.stderr);
+    assert!(
+        err.contains("file in.jsonl -> file flags-out.jsonl (at-least-once)"),
+        "{err}"
+    );
+    assert!(err.contains("5 in, 3 out, 1 dead letters"), "{err}");
+    std::fs::write(
+        dir.join("pipeline.toml"),
+        r#"
+[source]
+type = "file"
+path = "in.jsonl"
+offsets = "file.offset"
+
+[transform]
+filter = ["measurement>0"]
+project = ["measurement"]
+key_from = "field:id"
+
+[sink]
+type = "file"
+path = "file-out.jsonl"
+format = "record"
+
+[dead_letter]
+type = "file"
+path = "file-bad.jsonl"
+"#,
+    )
+    .unwrap();
+    let file = riffle(&dir, &["connect", "--file", "pipeline.toml"]);
+    assert!(file.status.success(), "{}", text(&file.stderr));
+    let out = lines(&dir.join("flags-out.jsonl"));
+    assert_eq!(out, expected_output());
+    assert_eq!(lines(&dir.join("file-out.jsonl")), out);
+    let bad = lines(&dir.join("flags-bad.jsonl"));
+    assert_eq!(lines(&dir.join("file-bad.jsonl")), bad);
+    assert_eq!(bad.len(), 1);
+    assert!(
+        bad[0].contains(r#""value":"not json""#) && bad[0].contains("not JSON"),
+        "{bad:?}"
+    );
+
+    // Run again: the input was acknowledged, nothing is copied twice.
+    let again = riffle(&dir, &["connect", "--file", "pipeline.toml"]);
+    assert!(
+        text(&again.stderr).contains("0 in, 0 out"),
+        "{}",
+        text(&again.stderr)
+    );
+    assert_eq!(lines(&dir.join("file-out.jsonl")).len(), 3);
+}
+
+#[test]
+fn list_shows_every_connector_and_bad_specs_get_one_line() {
+    let dir = temp_dir("list");
+    let out = riffle(&dir, &["connect", "--list"]);
+    assert!(out.status.success());
+    let list = text(&out.stdout);
+    for name in ["kafka:", "embedded:", "file:", "stdio:"] {
+        assert!(list.contains(name), "{list}");
+    }
+    for (args, says) in [
+        (
+            &["connect", "--source", "nope:x=1", "--sink", "stdio"][..],
+            "no connector 'nope'",
+        ),
+        (
+            &["connect", "--source", "file:pth=a", "--sink", "stdio"],
+            "unknown option 'pth'",
+        ),
+        (
+            &[
+                "connect",
+                "--source",
+                "file:path=a",
+                "--sink",
+                "stdio",
+                "--filter",
+                "t>hot",
+            ],
+            "comparison needs a number",
+        ),
+        (&["connect", "--source", "stdio"], "--sink"),
+        (&["connect", "--file", "missing.toml"], "missing.toml"),
+    ] {
+        let out = riffle(&dir, args);
+        assert!(!out.status.success(), "{args:?}");
+        let err = text(&out.stderr);
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}
+
+/// Waits until `path` has `n` lines, or fails with what it has.
+fn wait_lines(path: &Path, n: usize, child: &mut Child) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let l = lines(path);
+        if l.len() >= n {
+            return l;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("riffle connect exited with {status}; {} lines", l.len());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {n} lines after 60 s",
+            l.len()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn stop(mut child: Child) -> String {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stderr)
+}
+
+/// A file into a log topic and out again into another file, keys kept.
+fn round_trip_through(dir: &Path, log_flags: &[&str], connector: &str, topic: &str) {
+    std::fs::write(dir.join("in.jsonl"), INPUT).unwrap();
+    let mut args = log_flags.to_vec();
+    let sink = format!("{connector}:topic={topic}");
+    args.extend(["connect", "--source", "file:path=in.jsonl", "--sink", &sink]);
+    let missing = riffle(dir, &args);
+    assert!(
+        text(&missing.stderr).contains(&format!("unknown topic '{topic}'")),
+        "{}",
+        text(&missing.stderr)
+    );
+    let mut args = log_flags.to_vec();
+    args.extend(["topics", "create", topic, "--partitions", "3"]);
+    let created = riffle(dir, &args);
+    assert!(created.status.success(), "{}", text(&created.stderr));
+    let mut args = log_flags.to_vec();
+    args.extend([
+        "connect",
+        "--source",
+        "file:path=in.jsonl",
+        "--sink",
+        &sink,
+        "--filter",
+        "measurement>0",
+        "--key-from",
+        "field:id",
+    ]);
+    let into = riffle(dir, &args);
+    assert!(into.status.success(), "{}", text(&into.stderr));
+    let mut args = log_flags.to_vec();
+    let source = format!("{connector}:topic={topic},group=copy");
+    args.extend([
+        "connect",
+        "--source",
+        &source,
+        "--sink",
+        "file:path=out.jsonl,format=record",
+    ]);
+    let mut child = command(dir, &args).stderr(Stdio::piped()).spawn().unwrap();
+    let out = wait_lines(&dir.join("out.jsonl"), 3, &mut child);
+    let err = stop(child);
+    assert!(err.contains("3 in, 3 out"), "{err}");
+    let mut got: Vec<(String, f64)> = out
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert_eq!(v["topic"], topic);
+            (
+                v["key"].as_str().unwrap().to_owned(),
+                v["value"]["measurement"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    got.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    assert_eq!(
+        got,
+        [
+            ("h1".to_owned(), 45.5),
+            ("h1".to_owned(), 46.5),
+            ("h2".to_owned(), 12.0)
+        ]
+    );
+}
+
+#[test]
+fn files_go_through_the_embedded_log_and_back() {
+    let dir = temp_dir("embedded");
+    round_trip_through(&dir, &[], "embedded", "readings");
+}
+
+#[test]
+fn files_go_through_kafka_and_back() {
+    let brokers = std::env::var("RIFFLE_TEST_BROKERS")
+        .expect("RIFFLE_TEST_BROKERS is not set: run scripts/test.sh");
+    let dir = temp_dir("kafka");
+    let topic = format!("connect-{}-{}", std::process::id(), fastrand_suffix());
+    round_trip_through(&dir, &["--brokers", &brokers], "kafka", &topic);
+}
+
+fn fastrand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+        % 1_000_000
+}
