@@ -437,3 +437,51 @@ fn bad_options_are_refused_before_connecting() {
         .to_string();
     assert!(e.contains("mqtts"), "{e}");
 }
+
+#[test]
+fn keep_alive_holds_an_idle_source_and_an_idle_sink_reconnects() {
+    let server = mosquitto("mqtt-keep-alive");
+    let url = format!("mqtt://{}", server.address());
+    let mut src = registry::source(
+        options(&[
+            ("url", &url),
+            ("version", "5"),
+            ("topic", "idle/#"),
+            ("client_id", "idle-source"),
+            ("keep_alive", "1s"),
+        ]),
+        &env(),
+    )
+    .unwrap();
+    let mut snk = registry::sink(
+        options(&[
+            ("url", &url),
+            ("topic", "idle/x"),
+            ("client_id", "idle-sink"),
+            ("keep_alive", "1s"),
+        ]),
+        &env(),
+    )
+    .unwrap();
+    // Idle for long enough that Mosquitto drops a silent client with a
+    // keep-alive of 1 s (it checks every few seconds: a silent test client
+    // is dropped after about 4.5 s).
+    let mut out = Vec::new();
+    let until = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < until {
+        src.poll(&mut out, 10, Duration::from_millis(100)).unwrap();
+    }
+    assert!(out.is_empty());
+    // The idle sink's connection may be gone: it makes a new one.
+    snk.send(&Record::new("t", None, "after the pause"))
+        .unwrap();
+    snk.flush(Duration::from_secs(5)).unwrap();
+    let got = poll_acking(src.as_mut(), 1, Duration::from_secs(5));
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].value, b"after the pause");
+    let log = server.log();
+    assert!(
+        !log.contains("idle-source has exceeded timeout"),
+        "the source was dropped by the broker:\n{log}"
+    );
+}

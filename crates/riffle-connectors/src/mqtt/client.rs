@@ -250,9 +250,9 @@ pub fn encode_publish(version: Version, p: &Publish) -> Result<Vec<u8>> {
     Ok(packet(first, &body))
 }
 
-pub fn encode_puback(version: Version, packet_id: u16) -> Vec<u8> {
-    // Version 5 lets a success omit the reason code and properties.
-    let _ = version;
+/// The same in both versions: version 5 lets a success leave out the
+/// reason code and properties.
+pub fn encode_puback(packet_id: u16) -> Vec<u8> {
     packet(PUBACK << 4, &packet_id.to_be_bytes())
 }
 
@@ -890,7 +890,7 @@ mod tests {
             encode_subscribe(Version::V5, 1, &filters[..1], 1).unwrap(),
             [0x82, 9, 0, 1, 0, 0, 3, b'a', b'/', b'+', 0x11]
         );
-        assert_eq!(encode_puback(Version::V5, 0x0102), [0x40, 2, 1, 2]);
+        assert_eq!(encode_puback(0x0102), [0x40, 2, 1, 2]);
         assert_eq!(encode_pingreq(), [0xC0, 0]);
         assert_eq!(encode_disconnect(Version::V5), [0xE0, 2, 0, 0]);
     }

@@ -41,7 +41,11 @@
 //! - `client_id`: source default `riffle-` and a hash of the filters, so
 //!   that a restarted pipeline finds its session again; sink default
 //!   unique per sink.
-//! - `keep_alive`: PINGREQ interval, default 30s.
+//! - `keep_alive`: default 30s. The broker drops a client silent for one
+//!   and a half of it. A source pings while it waits for messages; if the
+//!   pipeline is stuck elsewhere for longer, the broker drops it and the
+//!   next poll reconnects (the unacknowledged messages come again). An idle
+//!   sink does not ping: it opens a new connection when it is next used.
 //! - `session_expiry` (source, MQTT 5): how long the broker keeps the
 //!   session while nobody is connected, default 1 day.
 //! - `qos` (sink): 1 (default) or 0; `retain` (sink): default false.

@@ -207,7 +207,7 @@ impl Source for MqttSource {
             return Ok(());
         };
         for id in self.handed_out.drain(..) {
-            conn.queue(&encode_puback(conn.version(), id));
+            conn.queue(&encode_puback(id));
         }
         if let Err(e) = conn.send() {
             self.lose(&e);
