@@ -15,6 +15,7 @@
 //! - `log`: Kafka and the embedded log (the library's own source and sink).
 //! - [`file`]: JSON lines files, followed like `tail -f`, appended to.
 //! - [`stdio`]: stdin and stdout.
+//! - [`mqtt`]: MQTT 3.1.1 and 5 brokers, QoS 1 subscribe and publish.
 //!
 //! Every client here is written on `std::net` with blocking I/O, one
 //! thread per connector: a pipeline is a loop on its own thread, and the
@@ -24,6 +25,7 @@
 pub mod file;
 mod lines;
 mod log;
+pub mod mqtt;
 pub mod net;
 pub mod options;
 pub mod registry;

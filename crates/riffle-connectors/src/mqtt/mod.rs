@@ -1,0 +1,273 @@
+//! MQTT brokers (3.1.1 and 5), such as Mosquitto: subscribe as a source,
+//! publish as a sink, at QoS 1.
+//!
+//! # Delivery
+//!
+//! As a source: at-least-once. The source connects with a fixed client id
+//! and without a clean session (3.1.1) / clean start (5, with a session
+//! expiry interval), so the broker keeps the subscription and queues QoS 1
+//! messages while the pipeline is down or reconnecting. Each message is
+//! acknowledged (PUBACK) only in [`Source::ack`](riffle::connect::Source::ack),
+//! after the pipeline's sink confirmed it; a message received but not
+//! acknowledged when the connection drops is sent again by the broker
+//! (with the DUP flag) after the reconnect. How much waits for us is the
+//! broker's to limit (Mosquitto: `max_queued_messages`, 1000 by default,
+//! beyond which it drops), as is how many unacknowledged messages it sends
+//! at once (`max_inflight_messages` for 3.1.1; the receive maximum of
+//! 1000 we ask for in 5), which bounds a batch.
+//!
+//! As a sink: at-least-once with `qos=1` (the default): every PUBLISH is
+//! confirmed by a PUBACK before [`Sink::flush`](riffle::connect::Sink::flush)
+//! returns, so the broker holds it (on disk as far as its persistence
+//! goes). The sink's session is clean: after a lost connection the
+//! unconfirmed messages are not resent by the sink itself; the flush fails
+//! and the pipeline sends them again (so they may repeat). With `qos=0`
+//! nothing is confirmed: at-most-once.
+//!
+//! Records: a source's record has the MQTT topic as its topic, no key, the
+//! payload as its value and (MQTT 5) the user properties as headers. A
+//! sink publishes the value to the topic rendered from its `topic`
+//! template (`{key}`, `{topic}`), with the headers as user properties
+//! (MQTT 5; 3.1.1 has nowhere to put them, so they are dropped).
+//!
+//! # Options
+//!
+//! - `url`: `mqtt://[user[:password]@]host[:port]`, default
+//!   `mqtt://127.0.0.1:1883` (no TLS).
+//! - `version`: `3.1.1` (default) or `5`.
+//! - `topic`: source: topic filters, comma-separated, wildcards allowed
+//!   (required); sink: a template such as `heaters/{key}/command`
+//!   (default `{topic}`).
+//! - `client_id`: source default `riffle-` and a hash of the filters, so
+//!   that a restarted pipeline finds its session again; sink default
+//!   unique per sink.
+//! - `keep_alive`: default 30s. The broker drops a client silent for one
+//!   and a half of it. A source pings while it waits for messages; if the
+//!   pipeline is stuck elsewhere for longer, the broker drops it and the
+//!   next poll reconnects (the unacknowledged messages come again). An idle
+//!   sink does not ping: it opens a new connection when it is next used.
+//! - `session_expiry` (source, MQTT 5): how long the broker keeps the
+//!   session while nobody is connected, default 1 day.
+//! - `qos` (sink): 1 (default) or 0; `retain` (sink): default false.
+
+mod client;
+mod sink;
+mod source;
+
+pub use client::Version;
+pub use sink::MqttSink;
+pub use source::MqttSource;
+
+use std::time::Duration;
+
+use riffle::connect::Delivery;
+use riffle::{Error, Result};
+
+use crate::net::Url;
+use crate::options::Options;
+use crate::registry::{Connector, Opt, Role};
+use client::ConnectOptions;
+
+pub const MQTT: Connector = Connector {
+    name: "mqtt",
+    summary: "an MQTT broker (3.1.1 or 5), QoS 1: subscribe as a source, publish as a sink",
+    source: Some(Delivery::AtLeastOnce),
+    sink: Some(Delivery::AtLeastOnce),
+    options: &[
+        Opt {
+            name: "url",
+            role: Role::Both,
+            default: Some("mqtt://127.0.0.1:1883"),
+            help: "the broker, mqtt://[user[:password]@]host[:port]",
+        },
+        Opt {
+            name: "version",
+            role: Role::Both,
+            default: Some("3.1.1"),
+            help: "the protocol version, 3.1.1 or 5 (5 carries headers as user properties)",
+        },
+        Opt {
+            name: "topic",
+            role: Role::Source,
+            default: None,
+            help: "topic filters to subscribe to, comma-separated, + and # allowed",
+        },
+        Opt {
+            name: "topic",
+            role: Role::Sink,
+            default: Some("{topic}"),
+            help: "the topic to publish to, a template with {key} and {topic}",
+        },
+        Opt {
+            name: "client_id",
+            role: Role::Both,
+            default: Some("source: riffle-<hash of the topic filters>; sink: unique"),
+            help: "the MQTT client id; a source's session (and its queued messages) belongs to it",
+        },
+        Opt {
+            name: "keep_alive",
+            role: Role::Both,
+            default: Some("30s"),
+            help: "how often the connection is checked with PINGREQ when idle",
+        },
+        Opt {
+            name: "session_expiry",
+            role: Role::Source,
+            default: Some("1d"),
+            help:
+                "MQTT 5: how long the broker keeps the session and its messages while disconnected",
+        },
+        Opt {
+            name: "qos",
+            role: Role::Sink,
+            default: Some("1"),
+            help: "1: each message confirmed (at-least-once); 0: not confirmed (at-most-once)",
+        },
+        Opt {
+            name: "retain",
+            role: Role::Sink,
+            default: Some("false"),
+            help: "publish as retained messages (the broker keeps the last one per topic)",
+        },
+    ],
+    build_source: Some(|mut o, _| {
+        let (address, mut connect) = common(&mut o)?;
+        let topics = o.required("topic")?;
+        let filters: Vec<String> = topics
+            .split(',')
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .collect();
+        if filters.is_empty() {
+            return Err(Error::InvalidInput(
+                "mqtt: option 'topic' names no topic filter".into(),
+            ));
+        }
+        let expiry = match o.string("session_expiry") {
+            None => Duration::from_secs(86_400),
+            Some(v) => parse_expiry(&v).ok_or_else(|| {
+                Error::InvalidInput(format!(
+                    "mqtt: option 'session_expiry'='{v}': expected a duration such as 30m, 12h or 7d"
+                ))
+            })?,
+        };
+        connect.session_expiry = expiry.as_secs().min(u32::MAX as u64) as u32;
+        connect.clean = false;
+        if connect.client_id.is_empty() {
+            connect.client_id = source_client_id(&filters);
+        }
+        MQTT.finish(o, Role::Source)?;
+        Ok(Box::new(MqttSource::open(&address, connect, filters)?))
+    }),
+    build_sink: Some(|mut o, _| {
+        let (address, mut connect) = common(&mut o)?;
+        let template = o.string_or("topic", "{topic}");
+        let qos = o.parse_or("qos", 1u8)?;
+        if qos > 1 {
+            return Err(Error::InvalidInput(format!(
+                "mqtt: option 'qos'='{qos}': expected 0 or 1"
+            )));
+        }
+        let retain = o.parse_or("retain", false)?;
+        connect.clean = true;
+        if connect.client_id.is_empty() {
+            connect.client_id = sink_client_id();
+        }
+        MQTT.finish(o, Role::Sink)?;
+        Ok(Box::new(MqttSink::open(
+            &address, connect, template, qos, retain,
+        )?))
+    }),
+};
+
+/// The options both ends share: the broker's address and what CONNECT
+/// says (an empty client id when none was given).
+fn common(o: &mut Options) -> Result<(String, ConnectOptions)> {
+    let url = Url::parse(&o.string_or("url", "mqtt://127.0.0.1:1883"), 1883)?;
+    if !matches!(url.scheme.as_str(), "mqtt" | "tcp") {
+        return Err(Error::InvalidInput(format!(
+            "mqtt: URL scheme '{}' not supported (mqtt://host:port; no TLS)",
+            url.scheme
+        )));
+    }
+    let version = o.parse_or("version", Version::V311)?;
+    let keep_alive = o.duration_or("keep_alive", Duration::from_secs(30))?;
+    if keep_alive.as_secs() > u16::MAX as u64 {
+        return Err(Error::InvalidInput(
+            "mqtt: option 'keep_alive': at most 65535s".into(),
+        ));
+    }
+    let connect = ConnectOptions {
+        version,
+        client_id: o.string("client_id").unwrap_or_default(),
+        clean: true,
+        keep_alive,
+        user: url.user.clone(),
+        password: url.password.clone(),
+        session_expiry: 0,
+        receive_maximum: 1000,
+    };
+    Ok((url.address(), connect))
+}
+
+/// A duration that may also be in days (`7d`), as session lifetimes are.
+fn parse_expiry(v: &str) -> Option<Duration> {
+    match v.strip_suffix('d') {
+        Some(days) => days
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .map(|d| Duration::from_secs(d * 86_400)),
+        None => crate::options::parse_duration(v),
+    }
+}
+
+/// `riffle-` and a hash of the filters: the same filters give the same id,
+/// so a restarted pipeline resumes its session and receives what was
+/// queued meanwhile. 23 characters, the length every broker must accept.
+fn source_client_id(filters: &[String]) -> String {
+    // FNV-1a: stable across builds and platforms, unlike std's hasher.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in filters.join(",").bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("riffle-{h:016x}")
+}
+
+/// Unique per sink: two sinks with the same id would take turns throwing
+/// each other off the broker.
+fn sink_client_id() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "riffle-pub-{:x}-{:x}-{}",
+        std::process::id(),
+        nanos & 0xFFFF,
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_ids_are_stable_and_short() {
+        let a = source_client_id(&["heaters/+/sensor".into()]);
+        assert_eq!(a, source_client_id(&["heaters/+/sensor".into()]));
+        assert_ne!(a, source_client_id(&["heaters/#".into()]));
+        assert_eq!(a.len(), 23);
+        assert_ne!(sink_client_id(), sink_client_id());
+    }
+
+    #[test]
+    fn expiries_take_days() {
+        assert_eq!(parse_expiry("7d"), Some(Duration::from_secs(604_800)));
+        assert_eq!(parse_expiry("90s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_expiry("d"), None);
+    }
+}

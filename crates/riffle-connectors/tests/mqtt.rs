@@ -1,0 +1,487 @@
+//! The MQTT connector against a real Mosquitto broker, in both protocol
+//! versions: records both ways, a persistent session that keeps and
+//! redelivers, nothing lost across a broker restart, and an unreachable
+//! broker named at once.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{free_port, program, scratch_dir, Server};
+use riffle::connect::{Delivery, Pipeline, Record, Sink, Source};
+use riffle::{Error, Result};
+use riffle_connectors::{registry, Env, Options};
+
+/// A Mosquitto on a free port, persisting to its scratch directory (saved
+/// every second and on an orderly exit), keeping up to 100,000 messages
+/// per absent session.
+fn mosquitto(name: &str) -> Server {
+    let dir = scratch_dir(name);
+    let port = free_port();
+    let config = format!(
+        "listener {port} 127.0.0.1\n\
+         allow_anonymous true\n\
+         persistence true\n\
+         persistence_location {}/\n\
+         autosave_interval 1\n\
+         max_queued_messages 100000\n\
+         user root\n",
+        dir.display()
+    );
+    std::fs::write(dir.join("mosquitto.conf"), config).unwrap();
+    let mut s = Server::new(
+        "mosquitto",
+        program("mosquitto", "mosquitto"),
+        &["-c", "{dir}/mosquitto.conf"],
+        port,
+        dir,
+    );
+    s.start();
+    s
+}
+
+fn env() -> Env {
+    Env {
+        log: Box::new(|_| Err(Error::InvalidInput("no log in these tests".into()))),
+    }
+}
+
+fn options(pairs: &[(&str, &str)]) -> Options {
+    Options::from_pairs("mqtt", pairs.iter().copied())
+}
+
+fn source(server: &Server, version: &str, topic: &str) -> Box<dyn Source> {
+    let url = format!("mqtt://{}", server.address());
+    registry::source(
+        options(&[("url", &url), ("version", version), ("topic", topic)]),
+        &env(),
+    )
+    .unwrap()
+}
+
+fn sink(server: &Server, version: &str, topic: &str) -> Box<dyn Sink> {
+    let url = format!("mqtt://{}", server.address());
+    registry::sink(
+        options(&[("url", &url), ("version", version), ("topic", topic)]),
+        &env(),
+    )
+    .unwrap()
+}
+
+/// Polls `source` until it has handed out `n` records or `within` passes.
+fn poll_n(source: &mut dyn Source, n: usize, within: Duration) -> Vec<Record> {
+    let deadline = Instant::now() + within;
+    let mut out = Vec::new();
+    while out.len() < n && Instant::now() < deadline {
+        let want = n - out.len();
+        source
+            .poll(&mut out, want, Duration::from_millis(200))
+            .unwrap();
+    }
+    out
+}
+
+/// Polls and acknowledges, as a pipeline does, until `n` distinct values
+/// came or `within` passes. (Without acknowledgements a broker sends only
+/// its in-flight window: Mosquitto's default is 20 for MQTT 3.1.1.)
+fn poll_acking(source: &mut dyn Source, n: usize, within: Duration) -> Vec<Record> {
+    let deadline = Instant::now() + within;
+    let mut out = Vec::new();
+    let mut distinct = BTreeSet::new();
+    while distinct.len() < n && Instant::now() < deadline {
+        let from = out.len();
+        source
+            .poll(&mut out, 500, Duration::from_millis(200))
+            .unwrap();
+        distinct.extend(out[from..].iter().map(|r| r.value.clone()));
+        source.ack().unwrap();
+    }
+    out
+}
+
+/// Records with keys h0..h9 and a sequence number in the value.
+fn numbered(n: usize) -> Vec<Record> {
+    (0..n)
+        .map(|i| {
+            let mut r = Record::new(
+                "readings",
+                Some(format!("h{}", i % 10).as_bytes()),
+                format!("{{\"seq\":{i}}}"),
+            );
+            r.headers.push(("seq".into(), i.to_string().into_bytes()));
+            r
+        })
+        .collect()
+}
+
+/// A sink keeping everything in memory (repeats included), taking
+/// `pause` over each flush to play a slow consumer.
+#[derive(Clone, Default)]
+struct Collect(Arc<Mutex<Vec<Record>>>, Duration);
+
+impl Sink for Collect {
+    fn describe(&self) -> String {
+        "memory".into()
+    }
+    fn delivery(&self) -> Delivery {
+        Delivery::AtLeastOnce
+    }
+    fn send(&mut self, record: &Record) -> Result<()> {
+        self.0.lock().unwrap().push(record.clone());
+        Ok(())
+    }
+    fn flush(&mut self, _timeout: Duration) -> Result<()> {
+        std::thread::sleep(self.1);
+        Ok(())
+    }
+}
+
+impl Collect {
+    fn distinct_values(&self) -> BTreeSet<Vec<u8>> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.value.clone())
+            .collect()
+    }
+}
+
+#[test]
+fn sink_to_source_puts_keys_in_topics_and_headers_in_user_properties() {
+    let server = mosquitto("mqtt-both-ways");
+    for version in ["3.1.1", "5"] {
+        let filter = format!("v{version}/heaters/+/command");
+        let mut src = source(&server, version, &filter);
+        let mut snk = sink(
+            &server,
+            version,
+            &format!("v{version}/heaters/{{key}}/command"),
+        );
+        let records = numbered(200);
+        for r in &records {
+            snk.send(r).unwrap();
+        }
+        snk.flush(Duration::from_secs(10)).unwrap();
+
+        let got = poll_acking(src.as_mut(), records.len(), Duration::from_secs(20));
+        assert_eq!(got.len(), records.len(), "MQTT {version}");
+        let by_value: BTreeMap<_, _> = got.iter().map(|r| (r.value.clone(), r)).collect();
+        assert_eq!(by_value.len(), records.len(), "MQTT {version}: repeats");
+        for r in &records {
+            let g = by_value[&r.value];
+            let key = r.key_str().unwrap();
+            assert_eq!(g.topic, format!("v{version}/heaters/{key}/command"));
+            assert_eq!(g.key, None);
+            // Only MQTT 5 carries headers, as user properties.
+            let headers = if version == "5" {
+                r.headers.clone()
+            } else {
+                Vec::new()
+            };
+            assert_eq!(g.headers, headers, "MQTT {version}");
+        }
+        snk.close().unwrap();
+        src.close().unwrap();
+    }
+}
+
+#[test]
+fn pipeline_moves_broker_messages_to_a_file() {
+    let server = mosquitto("mqtt-to-file");
+    let path = server.dir.join("out.jsonl");
+    let src = source(&server, "3.1.1", "sensors/#");
+    let file = registry::sink(
+        Options::from_pairs(
+            "file",
+            [("path", path.to_str().unwrap()), ("format", "record")],
+        ),
+        &env(),
+    )
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let running = {
+        let stop = stop.clone();
+        std::thread::spawn(move || Pipeline::new(src, file).run(&stop))
+    };
+
+    let mut publisher = sink(&server, "5", "sensors/{key}");
+    let records = numbered(300);
+    for r in &records {
+        publisher.send(r).unwrap();
+    }
+    publisher.flush(Duration::from_secs(10)).unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let lines = loop {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if text.lines().count() >= records.len() || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    stop.store(true, Ordering::Relaxed);
+    let stats = running.join().unwrap().unwrap();
+    let got: BTreeMap<String, String> = lines
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["value"].to_string(),
+                v["topic"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(got.len(), records.len(), "{} lines", lines.lines().count());
+    for r in &records {
+        let value = String::from_utf8(r.value.clone()).unwrap();
+        let value = serde_json::from_str::<serde_json::Value>(&value)
+            .unwrap()
+            .to_string();
+        assert_eq!(got[&value], format!("sensors/{}", r.key_str().unwrap()));
+    }
+    assert!(stats.records_in >= records.len() as u64, "{stats:?}");
+}
+
+#[test]
+fn the_session_keeps_messages_while_away_and_redelivers_unacknowledged_ones() {
+    let server = mosquitto("mqtt-session");
+    for version in ["3.1.1", "5"] {
+        let filter = format!("away{version}/#");
+        // Subscribe, then leave: the session stays with the broker.
+        source(&server, version, &filter).close().unwrap();
+
+        let mut snk = sink(&server, version, &format!("away{version}/{{key}}"));
+        for r in numbered(50) {
+            snk.send(&r).unwrap();
+        }
+        snk.close().unwrap();
+
+        // Handed out, never acknowledged: they come again.
+        let mut first = source(&server, version, &filter);
+        let got = poll_n(first.as_mut(), 50, Duration::from_secs(2));
+        assert!(!got.is_empty(), "MQTT {version}: nothing queued while away");
+        first.close().unwrap();
+
+        let mut second = source(&server, version, &filter);
+        let again = poll_acking(second.as_mut(), 50, Duration::from_secs(10));
+        let values = |rs: &[Record]| rs.iter().map(|r| r.value.clone()).collect::<BTreeSet<_>>();
+        assert_eq!(
+            values(&again).len(),
+            50,
+            "MQTT {version}: queued while away"
+        );
+        assert!(
+            values(&again).is_superset(&values(&got)),
+            "MQTT {version}: not redelivered"
+        );
+        second.close().unwrap();
+
+        // Acknowledged: gone.
+        let mut third = source(&server, version, &filter);
+        let rest = poll_n(third.as_mut(), 1, Duration::from_secs(1));
+        assert!(rest.is_empty(), "MQTT {version}: {rest:?}");
+        third.close().unwrap();
+    }
+}
+
+/// Publishes `n` records in batches, restarting the broker in the middle
+/// of one (sent, not yet confirmed), and resending a batch whenever its
+/// flush fails, as a pipeline does; meanwhile a pipeline with a persistent
+/// session takes them into memory, more slowly, so that at the restart the
+/// broker holds messages for it that only its persistence can keep. Every
+/// record must arrive.
+fn nothing_lost_across_a_restart(version: &str) {
+    const N: usize = 3000;
+    const BATCH: usize = 100;
+    let mut server = mosquitto(&format!("mqtt-restart-{version}"));
+    let src = source(&server, version, "plant/+/reading");
+    let collected = Collect(Arc::default(), Duration::from_millis(20));
+    let stop = Arc::new(AtomicBool::new(false));
+    let running = {
+        let (stop, collected) = (stop.clone(), collected.clone());
+        std::thread::spawn(move || Pipeline::new(src, collected).batch(20).run(&stop))
+    };
+
+    let mut publisher = sink(&server, version, "plant/{key}/reading");
+    let records = numbered(N);
+    let mut failed_flushes = 0;
+    for (i, batch) in records.chunks(BATCH).enumerate() {
+        let mut restart_now = i == N / BATCH / 2;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut attempt = || -> Result<()> {
+                for (j, r) in batch.iter().enumerate() {
+                    if restart_now && j == BATCH / 2 {
+                        restart_now = false;
+                        let confirmed = i * BATCH;
+                        let taken = collected.distinct_values().len();
+                        assert!(taken < confirmed, "the source kept up: {taken}");
+                        server.restart();
+                    }
+                    publisher.send(r)?;
+                }
+                publisher.flush(Duration::from_secs(10))
+            };
+            match attempt() {
+                Ok(()) => break,
+                Err(e) => {
+                    failed_flushes += 1;
+                    assert!(Instant::now() < deadline, "batch {i} never confirmed: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+    publisher.close().unwrap();
+    assert!(failed_flushes >= 1, "the restart did not reach the sink");
+
+    let want: BTreeSet<Vec<u8>> = records.iter().map(|r| r.value.clone()).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while collected.distinct_values() != want && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, Ordering::Relaxed);
+    running.join().unwrap().unwrap();
+    let got = collected.distinct_values();
+    let missing: Vec<_> = want
+        .difference(&got)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "MQTT {version}: {} of {N} lost, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    let total = collected.0.lock().unwrap().len();
+    eprintln!(
+        "MQTT {version}: {N} records through a broker restart, {} repeated, {failed_flushes} failed flushes",
+        total - N
+    );
+}
+
+#[test]
+fn nothing_is_lost_across_a_broker_restart_mqtt_311() {
+    nothing_lost_across_a_restart("3.1.1");
+}
+
+#[test]
+fn nothing_is_lost_across_a_broker_restart_mqtt_5() {
+    nothing_lost_across_a_restart("5");
+}
+
+#[test]
+fn an_unreachable_broker_is_named_within_seconds() {
+    let port = free_port();
+    let url = format!("mqtt://127.0.0.1:{port}");
+    for version in ["3.1.1", "5"] {
+        let started = Instant::now();
+        let e = registry::source(
+            options(&[("url", &url), ("version", version), ("topic", "a/#")]),
+            &env(),
+        )
+        .err()
+        .expect("nothing listens there");
+        let text = e.to_string();
+        assert!(
+            matches!(e, Error::Connect { .. })
+                && text.contains(&format!("MQTT broker at 127.0.0.1:{port}")),
+            "{text}"
+        );
+        let e = registry::sink(options(&[("url", &url), ("version", version)]), &env())
+            .err()
+            .expect("nothing listens there");
+        assert!(e.to_string().contains(&format!("127.0.0.1:{port}")), "{e}");
+        assert!(
+            started.elapsed() < Duration::from_secs(6),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+}
+
+#[test]
+fn bad_options_are_refused_before_connecting() {
+    // Nothing listens on the port: an options error must come first.
+    let url = format!("mqtt://127.0.0.1:{}", free_port());
+    let e = registry::source(
+        options(&[("url", &url), ("topic", "a"), ("qos", "1")]),
+        &env(),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.contains("unknown option 'qos'"), "{e}");
+    let e = registry::sink(options(&[("url", &url), ("tpoic", "a")]), &env())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("unknown option 'tpoic'"), "{e}");
+    let e = registry::sink(options(&[("url", &url), ("qos", "2")]), &env())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("expected 0 or 1"), "{e}");
+    let e = registry::source(options(&[("url", &url)]), &env())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("'topic' is required"), "{e}");
+    let e = registry::sink(options(&[("url", "mqtts://h"), ("version", "4.0")]), &env())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("mqtts"), "{e}");
+}
+
+#[test]
+fn keep_alive_holds_an_idle_source_and_an_idle_sink_reconnects() {
+    let server = mosquitto("mqtt-keep-alive");
+    let url = format!("mqtt://{}", server.address());
+    let mut src = registry::source(
+        options(&[
+            ("url", &url),
+            ("version", "5"),
+            ("topic", "idle/#"),
+            ("client_id", "idle-source"),
+            ("keep_alive", "1s"),
+        ]),
+        &env(),
+    )
+    .unwrap();
+    let mut snk = registry::sink(
+        options(&[
+            ("url", &url),
+            ("topic", "idle/x"),
+            ("client_id", "idle-sink"),
+            ("keep_alive", "1s"),
+        ]),
+        &env(),
+    )
+    .unwrap();
+    // Idle for long enough that Mosquitto drops a silent client with a
+    // keep-alive of 1 s (it checks every few seconds: a silent test client
+    // is dropped after about 4.5 s).
+    let mut out = Vec::new();
+    let until = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < until {
+        src.poll(&mut out, 10, Duration::from_millis(100)).unwrap();
+    }
+    assert!(out.is_empty());
+    // The idle sink's connection may be gone: it makes a new one.
+    snk.send(&Record::new("t", None, "after the pause"))
+        .unwrap();
+    snk.flush(Duration::from_secs(5)).unwrap();
+    let got = poll_acking(src.as_mut(), 1, Duration::from_secs(5));
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].value, b"after the pause");
+    let log = server.log();
+    assert!(
+        !log.contains("idle-source has exceeded timeout"),
+        "the source was dropped by the broker:\n{log}"
+    );
+}
