@@ -15,6 +15,7 @@
 //! - `log`: Kafka and the embedded log (the library's own source and sink).
 //! - [`file`]: JSON lines files, followed like `tail -f`, appended to.
 //! - [`stdio`]: stdin and stdout.
+//! - [`nats`]: NATS subjects, core (at-most-once) or JetStream (at-least-once).
 //!
 //! Every client here is written on `std::net` with blocking I/O, one
 //! thread per connector: a pipeline is a loop on its own thread, and the
@@ -24,6 +25,7 @@
 pub mod file;
 mod lines;
 mod log;
+pub mod nats;
 pub mod net;
 pub mod options;
 pub mod registry;

@@ -59,7 +59,9 @@ pub fn program(program: &str, package: &str) -> PathBuf {
             return p;
         }
     }
-    panic!("{program} not found: install the Debian package {package} (scripts/setup.sh --test does)");
+    panic!(
+        "{program} not found: install the Debian package {package} (scripts/setup.sh --test does)"
+    );
 }
 
 impl Server {
