@@ -331,7 +331,15 @@ fn nothing_is_lost_across_server_restarts() {
     assert!(failures > 0, "the restart did not interrupt publishing");
 
     // Reading back, with another restart while the pipeline runs.
-    let src = source(&server, &[("stream", "EVENTS"), ("subject", "events.>")]);
+    // Messages in flight when the server stops come again after ack_wait.
+    let src = source(
+        &server,
+        &[
+            ("stream", "EVENTS"),
+            ("subject", "events.>"),
+            ("ack_wait", "3s"),
+        ],
+    );
     let (collect, stop, pipeline) = run_pipeline_with(src, |p| p.stage(Slow));
     wait(&|| collect.len(), n / 3);
     server.restart();

@@ -287,8 +287,11 @@ pub fn api_reply(msg: &Msg) -> Result<std::result::Result<Value, ApiError>> {
 pub struct Client {
     stream: TcpStream,
     address: String,
-    /// Bytes read and not parsed yet.
+    /// Bytes read; those from `parsed` on are not parsed yet. Parsed
+    /// bytes are dropped before the next read, not after each operation,
+    /// so that many small messages in one read cost one move.
     input: Vec<u8>,
+    parsed: usize,
     /// Bytes queued for writing.
     output: Vec<u8>,
     next_sid: u64,
@@ -314,6 +317,7 @@ impl Client {
             stream,
             address,
             input: Vec::with_capacity(64 * 1024),
+            parsed: 0,
             output: Vec::new(),
             next_sid: 1,
             queued: VecDeque::new(),
@@ -375,8 +379,8 @@ impl Client {
     /// short read is still tried after it). Answers the server's `PING`s.
     fn read_op(&mut self, deadline: Instant) -> Result<Option<Op>> {
         loop {
-            if let Some((op, used)) = parse(&self.input)? {
-                self.input.drain(..used);
+            if let Some((op, used)) = parse(&self.input[self.parsed..])? {
+                self.parsed += used;
                 if op == Op::Ping {
                     self.output.extend_from_slice(b"PONG\r\n");
                     self.write_out()?;
@@ -398,6 +402,8 @@ impl Client {
         self.stream
             .set_read_timeout(Some(wait))
             .map_err(|e| self.fail(e))?;
+        self.input.drain(..self.parsed);
+        self.parsed = 0;
         let len = self.input.len();
         self.input.resize(len + 64 * 1024, 0);
         let result = self.stream.read(&mut self.input[len..]);

@@ -169,19 +169,23 @@ impl Sink for NatsSink {
         }
         headers.extend(record.headers.iter().cloned());
         let jetstream = self.js.is_some();
-        let client = self.client()?;
-        let reply = if jetstream {
-            Some(client.new_inbox()?.0)
-        } else {
-            None
-        };
         self.dirty = true;
-        let client = self.client.as_mut().expect("connected above");
-        match client.publish(&subject, reply.as_deref(), &headers, &record.value) {
-            Ok(()) => {}
+        let client = self.client()?;
+        let published = match jetstream {
+            true => client.new_inbox().map(|(reply, _)| Some(reply)),
+            false => Ok(None),
+        }
+        .and_then(|reply| {
+            client.publish(&subject, reply.as_deref(), &headers, &record.value)?;
+            Ok(reply)
+        });
+        let reply = match published {
+            Ok(reply) => reply,
+            // The record cannot be sent (a bad subject or header); the
+            // connection is fine.
             Err(e @ Error::InvalidInput(_)) => return Err(e),
             Err(e) => return Err(self.lost(e)),
-        }
+        };
         if let Some(reply) = reply {
             self.awaiting.insert(reply);
             if self.awaiting.len() >= MAX_IN_FLIGHT {
