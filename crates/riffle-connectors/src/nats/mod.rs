@@ -39,6 +39,13 @@
 //! source), `stream`, `create`, `stream_subjects`, `durable` and
 //! `ack_wait` (JetStream). See [`NATS`] for defaults.
 //!
+//! A JetStream sink creating its stream stores the subjects its template
+//! can produce: `out.{key}` gives `out.>`. A template that could produce
+//! any subject (the default `{topic}`) is refused when creating, because a
+//! stream on `>` would also store every reply and inbox message on the
+//! server; give it a fixed first token or `stream_subjects`. A rendered
+//! subject with whitespace cannot be published and fails the send.
+//!
 //! A lost connection is re-established with backoff, with a warning naming
 //! the server; at start-up an unreachable server is an error within
 //! seconds.
