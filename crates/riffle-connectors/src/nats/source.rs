@@ -44,7 +44,14 @@ pub struct NatsSource {
     /// connection can make, so they survive a reconnection.
     unacked: Vec<String>,
     backoff: Backoff,
+    /// When the server last sent something: a connection silent for
+    /// [`IDLE_PING`] is checked with a `PING`, so that a server gone without
+    /// closing the socket (a dead host, a dropped route) is noticed.
+    last_heard: Instant,
 }
+
+/// How long a connection may be silent before it is checked.
+const IDLE_PING: Duration = Duration::from_secs(20);
 
 impl NatsSource {
     /// Connects (an unreachable server is an error naming it), and for
@@ -66,6 +73,7 @@ impl NatsSource {
             pull: None,
             unacked: Vec::new(),
             backoff: Backoff::default(),
+            last_heard: Instant::now(),
         };
         source.connect()?;
         Ok(source)
@@ -90,6 +98,7 @@ impl NatsSource {
         }
         self.client = Some(c);
         self.pull = None;
+        self.last_heard = Instant::now();
         Ok(())
     }
 
@@ -150,8 +159,13 @@ impl NatsSource {
             }
             let until = if got > 0 { now } else { deadline };
             let Some(msg) = client.next_msg(until)? else {
+                if self.last_heard.elapsed() >= IDLE_PING {
+                    client.ping(Instant::now() + IO_TIMEOUT)?;
+                    self.last_heard = Instant::now();
+                }
                 return Ok(());
             };
+            self.last_heard = Instant::now();
             if msg.sid != self.sid {
                 continue; // A late reply to an API request.
             }
