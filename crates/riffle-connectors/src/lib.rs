@@ -16,6 +16,7 @@
 //! - [`file`]: JSON lines files, followed like `tail -f`, appended to.
 //! - [`stdio`]: stdin and stdout.
 //! - [`mqtt`]: MQTT 3.1.1 and 5 brokers, QoS 1 subscribe and publish.
+//! - [`nats`]: NATS subjects, core (at-most-once) or JetStream (at-least-once).
 //!
 //! Every client here is written on `std::net` with blocking I/O, one
 //! thread per connector: a pipeline is a loop on its own thread, and the
@@ -26,6 +27,7 @@ pub mod file;
 mod lines;
 mod log;
 pub mod mqtt;
+pub mod nats;
 pub mod net;
 pub mod options;
 pub mod registry;

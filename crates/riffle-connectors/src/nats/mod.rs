@@ -1,0 +1,359 @@
+//! NATS, core and JetStream: subjects as a source, subjects as a sink.
+//!
+//! # Modes and what they promise
+//!
+//! - **core** (`mode=core`, the default without `stream`): the source
+//!   subscribes to `subject` (wildcards allowed, in a `queue` group if
+//!   given) and the sink publishes to it. Core NATS stores nothing and has
+//!   no acknowledgements: a message published while nobody is subscribed,
+//!   or delivered to a pipeline that dies before its sink confirms, is
+//!   gone. Both ends are **at-most-once**. The sink's flush is a
+//!   `PING`/`PONG` round trip, which proves the server received every
+//!   publish before it, not that anyone got them.
+//! - **jetstream** (`mode=jetstream`, the default when `stream` is given):
+//!   the stream stores messages on disk. The source reads through a durable
+//!   pull consumer with explicit acknowledgement and acknowledges (`+ACK`)
+//!   each message only in [`Source::ack`](riffle::connect::Source::ack),
+//!   after the pipeline's sink has confirmed it; whatever is not
+//!   acknowledged within `ack_wait` is delivered again, also to the next
+//!   process using the same durable name. The sink publishes each record
+//!   with a reply subject and its flush waits for every publish
+//!   acknowledgement (`{"stream":..,"seq":..}`), which the server sends
+//!   once the message is stored. Both ends are **at-least-once**: a lost
+//!   acknowledgement repeats records, nothing is dropped.
+//!
+//! # Records
+//!
+//! A record's key travels as the header `riffle-key` (NATS has no keys),
+//! its headers as NATS headers (`HPUB`/`HMSG`), its value as the payload.
+//! Reading, the `riffle-key` header becomes the key again and the
+//! message's subject becomes the record's topic. The key is not used as
+//! `Nats-Msg-Id`: the same key normally has many records, and JetStream
+//! would drop all but the first within its duplicate window.
+//!
+//! # Options
+//!
+//! `url` (`nats://[user:password@]host:port`), `mode`, `subject` (the
+//! source's filter; the sink's destination template, with `{key}` and
+//! `{topic}` from [`render`](riffle::connect::render)), `queue` (core
+//! source), `stream`, `create`, `stream_subjects`, `durable` and
+//! `ack_wait` (JetStream). See [`NATS`] for defaults.
+//!
+//! A JetStream sink creating its stream stores the subjects its template
+//! can produce: `out.{key}` gives `out.>`. A template that could produce
+//! any subject (the default `{topic}`) is refused when creating, because a
+//! stream on `>` would also store every reply and inbox message on the
+//! server; give it a fixed first token or `stream_subjects`. A rendered
+//! subject with whitespace cannot be published and fails the send.
+//!
+//! A lost connection is re-established with backoff, with a warning naming
+//! the server; at start-up an unreachable server is an error within
+//! seconds.
+
+mod client;
+mod sink;
+mod source;
+
+pub use sink::NatsSink;
+pub use source::NatsSource;
+
+use std::time::Duration;
+
+use riffle::connect::Delivery;
+use riffle::{Error, Result};
+
+use crate::net::Url;
+use crate::options::Options;
+use crate::registry::{Connector, Opt, Role};
+
+/// The header carrying a record's key.
+pub const KEY_HEADER: &str = "riffle-key";
+
+const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
+const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
+
+pub const NATS: Connector = Connector {
+    name: "nats",
+    summary: "NATS subjects: core (at-most-once) or a JetStream stream (at-least-once)",
+    // The stronger of the two modes; core mode reports at-most-once from
+    // `delivery()`.
+    source: Some(Delivery::AtLeastOnce),
+    sink: Some(Delivery::AtLeastOnce),
+    options: &[
+        Opt {
+            name: "url",
+            role: Role::Both,
+            default: Some(DEFAULT_URL),
+            help: "the server, nats://[user:password@]host:port",
+        },
+        Opt {
+            name: "mode",
+            role: Role::Both,
+            default: Some("jetstream with stream, else core"),
+            help: "core (no storage, at-most-once) or jetstream (stored, acknowledged, at-least-once)",
+        },
+        Opt {
+            name: "subject",
+            role: Role::Both,
+            default: Some("{topic} (sink); required for a source"),
+            help: "source: the subjects to read (wildcards * and > allowed); sink: where to publish, a template with {key} and {topic}",
+        },
+        Opt {
+            name: "queue",
+            role: Role::Source,
+            default: None,
+            help: "core mode: a queue group, so that each message goes to one of its members",
+        },
+        Opt {
+            name: "stream",
+            role: Role::Both,
+            default: None,
+            help: "jetstream mode: the stream to read from or publish into",
+        },
+        Opt {
+            name: "create",
+            role: Role::Both,
+            default: Some("true"),
+            help: "jetstream mode: create the stream (file storage) if it does not exist",
+        },
+        Opt {
+            name: "stream_subjects",
+            role: Role::Both,
+            default: Some("the source's subject; the sink's template with {..} tokens as wildcards"),
+            help: "jetstream mode: the subjects (comma-separated) a created stream stores",
+        },
+        Opt {
+            name: "durable",
+            role: Role::Source,
+            default: Some("riffle-<stream>"),
+            help: "jetstream mode: the durable consumer, which remembers what was acknowledged",
+        },
+        Opt {
+            name: "ack_wait",
+            role: Role::Source,
+            default: Some("30s"),
+            help: "jetstream mode: how long a message may stay unacknowledged before it is delivered again",
+        },
+    ],
+    build_source: Some(|mut o, _| {
+        let common = Common::read(&mut o)?;
+        let subject = o.required("subject")?;
+        client::check_subject(&subject)?;
+        let queue = o.string("queue");
+        let durable = o.string("durable");
+        let ack_wait = o.duration_or("ack_wait", DEFAULT_ACK_WAIT)?;
+        let js = match common.stream {
+            None => {
+                if durable.is_some() || ack_wait != DEFAULT_ACK_WAIT {
+                    return Err(invalid("durable and ack_wait need jetstream mode"));
+                }
+                None
+            }
+            Some(stream) => {
+                if queue.is_some() {
+                    return Err(invalid(
+                        "queue is for core mode; JetStream consumers share work by durable name",
+                    ));
+                }
+                let durable = durable.unwrap_or_else(|| format!("riffle-{}", stream.name));
+                check_name("durable", &durable)?;
+                if ack_wait.is_zero() {
+                    return Err(invalid("ack_wait must be more than zero"));
+                }
+                Some(source::Consumer {
+                    subjects: stream.subjects.unwrap_or_else(|| vec![subject.clone()]),
+                    stream: stream.name,
+                    create: stream.create,
+                    durable,
+                    ack_wait,
+                })
+            }
+        };
+        NATS.finish(o, Role::Source)?;
+        Ok(Box::new(NatsSource::open(common.url, subject, queue, js)?))
+    }),
+    build_sink: Some(|mut o, _| {
+        let common = Common::read(&mut o)?;
+        let subject = o.string_or("subject", "{topic}");
+        let js = match common.stream {
+            None => None,
+            Some(s) => {
+                let subjects = s.subjects.unwrap_or_else(|| vec![wildcards_of(&subject)]);
+                // A stream on `>` would also store every reply and inbox
+                // message on the server, its own acknowledgements included.
+                if s.create && subjects.iter().any(|s| s == ">") {
+                    return Err(invalid(&format!(
+                        "a stream created for subject '{subject}' would store every subject; \
+                         give subject a fixed first token (e.g. out.{{topic}}) or stream_subjects"
+                    )));
+                }
+                Some(sink::Stream {
+                    subjects,
+                    name: s.name,
+                    create: s.create,
+                })
+            }
+        };
+        NATS.finish(o, Role::Sink)?;
+        Ok(Box::new(NatsSink::open(common.url, subject, js)?))
+    }),
+};
+
+fn invalid(why: &str) -> Error {
+    Error::InvalidInput(format!("nats: {why}"))
+}
+
+/// Stream and consumer names end up as tokens of API subjects.
+fn check_name(what: &str, name: &str) -> Result<()> {
+    if name.is_empty()
+        || name.contains(|c: char| c.is_whitespace() || matches!(c, '.' | '*' | '>' | '/' | '\\'))
+    {
+        return Err(invalid(&format!(
+            "{what} '{name}' must be non-empty without whitespace, '.', '*', '>', '/' or '\\'"
+        )));
+    }
+    Ok(())
+}
+
+/// The subjects a template publishes to, for creating a stream: each
+/// token with a placeholder becomes `*`, or `>` when it is the last (a key
+/// or topic with dots spans several tokens there).
+fn wildcards_of(template: &str) -> String {
+    let tokens: Vec<&str> = template.split('.').collect();
+    let last = tokens.len() - 1;
+    tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| match (t.contains('{'), i == last) {
+            (false, _) => *t,
+            (true, false) => "*",
+            (true, true) => ">",
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+struct StreamOpts {
+    name: String,
+    create: bool,
+    subjects: Option<Vec<String>>,
+}
+
+/// The options both ends read.
+struct Common {
+    url: Url,
+    stream: Option<StreamOpts>,
+}
+
+impl Common {
+    fn read(o: &mut Options) -> Result<Self> {
+        let url = Url::parse(&o.string_or("url", DEFAULT_URL), 4222)?;
+        if url.scheme != "nats" {
+            return Err(invalid(&format!(
+                "url scheme '{}' is not nats:// (TLS is not supported)",
+                url.scheme
+            )));
+        }
+        let stream = o.string("stream");
+        let jetstream = match o.string("mode").as_deref() {
+            None => stream.is_some(),
+            Some("core") => false,
+            Some("jetstream") => true,
+            Some(other) => {
+                return Err(invalid(&format!(
+                    "mode '{other}': expected core or jetstream"
+                )))
+            }
+        };
+        let create = o.parse_or("create", true)?;
+        let subjects = o.string("stream_subjects").map(|s| {
+            s.split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+        });
+        let stream = match (jetstream, stream) {
+            (false, None) => {
+                if subjects.is_some() {
+                    return Err(invalid("stream_subjects needs jetstream mode"));
+                }
+                None
+            }
+            (false, Some(_)) => return Err(invalid("stream needs jetstream mode, not core")),
+            (true, None) => return Err(invalid("jetstream mode needs the option stream")),
+            (true, Some(name)) => {
+                check_name("stream", &name)?;
+                Some(StreamOpts {
+                    name,
+                    create,
+                    subjects,
+                })
+            }
+        };
+        Ok(Self { url, stream })
+    }
+}
+
+/// How long to wait for the server when no caller deadline applies.
+pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_subjects_come_from_templates() {
+        assert_eq!(wildcards_of("{topic}"), ">");
+        assert_eq!(wildcards_of("heaters.{key}.command"), "heaters.*.command");
+        assert_eq!(wildcards_of("out.{key}"), "out.>");
+        assert_eq!(wildcards_of("fixed.subject"), "fixed.subject");
+    }
+
+    #[test]
+    fn options_are_checked_before_connecting() {
+        let env = crate::registry::Env {
+            log: Box::new(|_| Err(Error::InvalidInput("no log".into()))),
+        };
+        let source = |pairs: &[(&str, &str)]| {
+            let o = Options::from_pairs("nats", pairs.iter().copied());
+            (NATS.build_source.unwrap())(o, &env)
+                .err()
+                .unwrap()
+                .to_string()
+        };
+        // Port 1 is never a NATS server: reaching it means the options passed.
+        let e = source(&[
+            ("url", "nats://127.0.0.1:1"),
+            ("subject", "a"),
+            ("colour", "x"),
+        ]);
+        assert!(e.contains("unknown option 'colour'"), "{e}");
+        let e = source(&[("subject", "a"), ("mode", "core"), ("stream", "S")]);
+        assert!(e.contains("stream needs jetstream"), "{e}");
+        let e = source(&[("subject", "a"), ("stream", "S"), ("queue", "q")]);
+        assert!(e.contains("queue is for core"), "{e}");
+        let e = source(&[("subject", "a"), ("stream", "a.b")]);
+        assert!(e.contains("stream 'a.b'"), "{e}");
+        let e = source(&[("url", "tls://h:1"), ("subject", "a")]);
+        assert!(e.contains("not nats://"), "{e}");
+        let e = source(&[("mode", "jetstream"), ("subject", "a")]);
+        assert!(e.contains("needs the option stream"), "{e}");
+        let sink = |pairs: &[(&str, &str)]| {
+            let o = Options::from_pairs("nats", pairs.iter().copied());
+            (NATS.build_sink.unwrap())(o, &env)
+                .err()
+                .unwrap()
+                .to_string()
+        };
+        let e = sink(&[("stream", "S")]);
+        assert!(e.contains("would store every subject"), "{e}");
+        let e = sink(&[
+            ("url", "nats://127.0.0.1:1"),
+            ("stream", "S"),
+            ("subject", "o.{topic}"),
+        ]);
+        assert!(e.contains("cannot reach NATS server at 127.0.0.1:1"), "{e}");
+        let e = sink(&[("url", "nats://127.0.0.1:1"), ("queue", "q")]);
+        assert!(e.contains("unknown option 'queue'"), "{e}");
+    }
+}

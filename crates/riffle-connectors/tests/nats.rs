@@ -1,0 +1,395 @@
+//! The NATS connector against a real nats-server with JetStream enabled.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use common::{free_port, program, scratch_dir, Server};
+use riffle::connect::{Delivery, Pipeline, PipelineStats, Record, Sink, Source, Stage};
+use riffle::Result;
+use riffle_connectors::registry::{self, Env};
+use riffle_connectors::Options;
+
+fn nats_server(test: &str) -> Server {
+    let mut server = Server::new(
+        "nats-server",
+        program("nats-server", "nats-server"),
+        &["-a", "127.0.0.1", "-p", "{port}", "-js", "-sd", "{dir}/js"],
+        free_port(),
+        scratch_dir(test),
+    );
+    server.start();
+    server
+}
+
+fn env() -> Env {
+    Env {
+        log: Box::new(|_| Err(riffle::Error::InvalidInput("no log in these tests".into()))),
+    }
+}
+
+fn options(server: &Server, pairs: &[(&str, &str)]) -> Options {
+    let mut o = Options::from_pairs("nats", pairs.iter().copied());
+    o.set("url", format!("nats://{}", server.address()));
+    o
+}
+
+fn source(server: &Server, pairs: &[(&str, &str)]) -> Box<dyn Source> {
+    registry::source(options(server, pairs), &env()).unwrap()
+}
+
+fn sink(server: &Server, pairs: &[(&str, &str)]) -> Box<dyn Sink> {
+    registry::sink(options(server, pairs), &env()).unwrap()
+}
+
+/// A sink keeping what it gets, for checking what a pipeline delivered.
+#[derive(Clone, Default)]
+struct Collect(Arc<Mutex<Vec<Record>>>);
+
+impl Collect {
+    fn len(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+    fn keys(&self) -> BTreeSet<String> {
+        let records = self.0.lock().unwrap();
+        records
+            .iter()
+            .map(|r| r.key_str().unwrap().to_owned())
+            .collect()
+    }
+    /// Waits until `done` holds for the records, or fails after `limit`.
+    fn wait_for(&self, limit: Duration, what: &str, done: impl Fn(&[Record]) -> bool) {
+        let deadline = Instant::now() + limit;
+        while !done(&self.0.lock().unwrap()) {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not there after {limit:?}; have {} records",
+                self.len()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Sink for Collect {
+    fn describe(&self) -> String {
+        "collect".into()
+    }
+    fn delivery(&self) -> Delivery {
+        Delivery::AtLeastOnce
+    }
+    fn send(&mut self, record: &Record) -> Result<()> {
+        self.0.lock().unwrap().push(record.clone());
+        Ok(())
+    }
+    fn flush(&mut self, _timeout: Duration) -> Result<()> {
+        Ok(())
+    }
+}
+
+type Running = (Collect, Arc<AtomicBool>, JoinHandle<Result<PipelineStats>>);
+
+/// Runs `source` into a [`Collect`] on a thread until the flag is set.
+fn run_pipeline(source: Box<dyn Source>) -> Running {
+    run_pipeline_with(source, |p| p)
+}
+
+fn run_pipeline_with(
+    source: Box<dyn Source>,
+    setup: impl FnOnce(Pipeline) -> Pipeline + Send + 'static,
+) -> Running {
+    let collect = Collect::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let handle = {
+        let (collect, stop) = (collect.clone(), stop.clone());
+        std::thread::spawn(move || setup(Pipeline::new(source, collect).batch(100)).run(&stop))
+    };
+    (collect, stop, handle)
+}
+
+fn record(topic: &str, i: usize) -> Record {
+    let mut r = Record::new(
+        topic,
+        Some(format!("k-{i}").as_bytes()),
+        format!("{{\"n\":{i}}}"),
+    );
+    r.headers
+        .push(("origin".into(), format!("test {i}").into_bytes()));
+    r
+}
+
+/// Sends `records` and flushes until the flush succeeds, as a pipeline
+/// does: after a failure everything since the last flush goes again.
+/// Returns how many attempts failed.
+fn send_confirmed(sink: &mut dyn Sink, records: &[Record]) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut failures = 0;
+    loop {
+        let sent = records.iter().try_for_each(|r| sink.send(r));
+        match sent.and_then(|()| sink.flush(Duration::from_secs(5))) {
+            Ok(()) => return failures,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "never confirmed: {e}");
+                failures += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// Passes records on slowly, so that a restart lands mid-run.
+struct Slow;
+
+impl Stage for Slow {
+    fn process(&mut self, record: &Record, out: &mut Vec<Record>) -> Result<()> {
+        std::thread::sleep(Duration::from_millis(1));
+        out.push(record.clone());
+        Ok(())
+    }
+}
+
+fn check_intact(records: &[Record], n: usize, subject_prefix: &str) {
+    for r in records {
+        let i: usize = r.key_str().unwrap()[2..].parse().unwrap();
+        assert!(i < n, "{r:?}");
+        assert_eq!(r.value, format!("{{\"n\":{i}}}").into_bytes(), "{r:?}");
+        assert_eq!(r.topic, format!("{subject_prefix}k-{i}"), "{r:?}");
+        assert_eq!(
+            r.headers,
+            [("origin".to_owned(), format!("test {i}").into_bytes())],
+            "{r:?}"
+        );
+    }
+}
+
+#[test]
+fn core_records_go_both_ways() {
+    let server = nats_server("nats-core");
+    // Core NATS delivers only to subscriptions that exist when a message
+    // is published: the source subscribes (and the server confirms it)
+    // when built.
+    let src = source(&server, &[("subject", "heaters.>")]);
+    assert_eq!(src.delivery(), Delivery::AtMostOnce);
+    let (collect, stop, pipeline) = run_pipeline(src);
+
+    let mut out = sink(&server, &[("subject", "heaters.{key}")]);
+    assert_eq!(out.delivery(), Delivery::AtMostOnce);
+    let n = 500;
+    let records: Vec<Record> = (0..n).map(|i| record("ignored", i)).collect();
+    send_confirmed(out.as_mut(), &records);
+    // A subject outside the source's filter is not read.
+    let mut other = sink(&server, &[("subject", "other.{key}")]);
+    send_confirmed(other.as_mut(), &[Record::new("x", Some(b"k-0"), "x")]);
+
+    collect.wait_for(Duration::from_secs(20), "all core records", |r| {
+        r.len() >= n
+    });
+    stop.store(true, Ordering::Relaxed);
+    let stats = pipeline.join().unwrap().unwrap();
+    let got = collect.0.lock().unwrap().clone();
+    assert_eq!(got.len(), n, "core NATS neither repeats nor loses here");
+    check_intact(&got, n, "heaters.");
+    assert_eq!(collect.keys().len(), n);
+    assert_eq!(stats.records_in, n as u64);
+}
+
+#[test]
+fn jetstream_records_go_both_ways_and_acknowledged_ones_stay_read() {
+    let server = nats_server("nats-js");
+    let mut out = sink(
+        &server,
+        &[("stream", "ORDERS"), ("subject", "orders.{key}")],
+    );
+    assert_eq!(out.delivery(), Delivery::AtLeastOnce);
+    let n = 1000;
+    let records: Vec<Record> = (0..n).map(|i| record("ignored", i)).collect();
+    for batch in records.chunks(300) {
+        batch.iter().for_each(|r| out.send(r).unwrap());
+        out.flush(Duration::from_secs(10)).unwrap();
+    }
+    // A subject no stream stores is refused at flush, not silently lost.
+    let mut stray = sink(
+        &server,
+        &[
+            ("stream", "ORDERS"),
+            ("subject", "elsewhere"),
+            ("create", "false"),
+        ],
+    );
+    stray.send(&record("x", 0)).unwrap();
+    let e = stray.flush(Duration::from_secs(5)).unwrap_err().to_string();
+    assert!(e.contains("no JetStream stream"), "{e}");
+
+    // Stored before any consumer existed: the durable consumer starts at
+    // the beginning of the stream.
+    let src = source(&server, &[("stream", "ORDERS"), ("subject", "orders.>")]);
+    assert_eq!(src.delivery(), Delivery::AtLeastOnce);
+    let (collect, stop, pipeline) = run_pipeline(src);
+    collect.wait_for(Duration::from_secs(20), "all stored records", |r| {
+        r.len() >= n
+    });
+    stop.store(true, Ordering::Relaxed);
+    pipeline.join().unwrap().unwrap();
+    let got = collect.0.lock().unwrap().clone();
+    check_intact(&got, n, "orders.");
+    assert_eq!(collect.keys().len(), n);
+
+    // Everything was acknowledged: the same durable has nothing more.
+    let mut again = source(&server, &[("stream", "ORDERS"), ("subject", "orders.>")]);
+    let mut rest = Vec::new();
+    let until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < until {
+        again
+            .poll(&mut rest, 100, Duration::from_millis(200))
+            .unwrap();
+    }
+    assert!(
+        rest.is_empty(),
+        "acknowledged records came again: {}",
+        rest.len()
+    );
+}
+
+#[test]
+fn unacknowledged_records_come_again() {
+    let server = nats_server("nats-redeliver");
+    let mut out = sink(&server, &[("stream", "JOBS"), ("subject", "jobs.{key}")]);
+    let records: Vec<Record> = (0..20).map(|i| record("ignored", i)).collect();
+    send_confirmed(out.as_mut(), &records);
+
+    let opts = [
+        ("stream", "JOBS"),
+        ("subject", "jobs.>"),
+        ("durable", "workers"),
+        ("ack_wait", "1s"),
+    ];
+    let read_all = |src: &mut Box<dyn Source>| {
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while got.len() < 20 && Instant::now() < deadline {
+            src.poll(&mut got, 20, Duration::from_millis(200)).unwrap();
+        }
+        got
+    };
+    // Read and dropped without acknowledging, as by a pipeline that died.
+    let mut first = source(&server, &opts);
+    assert_eq!(read_all(&mut first).len(), 20);
+    first.close().unwrap();
+    drop(first);
+
+    let mut second = source(&server, &opts);
+    let got = read_all(&mut second);
+    check_intact(&got, 20, "jobs.");
+    assert_eq!(
+        got.iter()
+            .map(|r| r.key_str().unwrap().to_owned())
+            .collect::<BTreeSet<_>>()
+            .len(),
+        20
+    );
+    second.ack().unwrap();
+}
+
+#[test]
+fn nothing_is_lost_across_server_restarts() {
+    let mut server = nats_server("nats-restart");
+    let n = 3000;
+    let confirmed = Arc::new(AtomicUsize::new(0));
+    // Publishing goes on, batch by batch, while the server restarts.
+    let publisher = {
+        let mut out = sink(
+            &server,
+            &[("stream", "EVENTS"), ("subject", "events.{key}")],
+        );
+        let confirmed = confirmed.clone();
+        std::thread::spawn(move || {
+            let records: Vec<Record> = (0..n).map(|i| record("ignored", i)).collect();
+            let mut failures = 0;
+            for batch in records.chunks(25) {
+                failures += send_confirmed(out.as_mut(), batch);
+                confirmed.fetch_add(batch.len(), Ordering::Relaxed);
+            }
+            failures
+        })
+    };
+    let wait = |count: &dyn Fn() -> usize, at_least: usize| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while count() < at_least {
+            assert!(Instant::now() < deadline, "stuck at {}", count());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    wait(&|| confirmed.load(Ordering::Relaxed), n / 3);
+    server.restart();
+    let during = confirmed.load(Ordering::Relaxed);
+    assert!(during < n, "the restart came too late to test anything");
+    let failures = publisher.join().unwrap();
+    assert!(failures > 0, "the restart did not interrupt publishing");
+
+    // Reading back, with another restart while the pipeline runs.
+    // Messages in flight when the server stops come again after ack_wait.
+    let src = source(
+        &server,
+        &[
+            ("stream", "EVENTS"),
+            ("subject", "events.>"),
+            ("ack_wait", "3s"),
+        ],
+    );
+    let (collect, stop, pipeline) = run_pipeline_with(src, |p| p.stage(Slow));
+    wait(&|| collect.len(), n / 3);
+    server.restart();
+    let during = collect.len();
+    assert!(during < n, "the restart came too late to test anything");
+    collect.wait_for(Duration::from_secs(40), "every key", |r| {
+        r.iter()
+            .map(|r| r.key_str().unwrap())
+            .collect::<BTreeSet<_>>()
+            .len()
+            >= n
+    });
+    stop.store(true, Ordering::Relaxed);
+    pipeline.join().unwrap().unwrap();
+    let got = collect.0.lock().unwrap().clone();
+    check_intact(&got, n, "events.");
+    assert_eq!(collect.keys().len(), n);
+    eprintln!(
+        "{n} records: {failures} failed publish attempts, {} read (duplicates: {})",
+        got.len(),
+        got.len() - n
+    );
+}
+
+#[test]
+fn an_unreachable_server_is_named_within_seconds() {
+    let port = free_port();
+    let url = format!("nats://127.0.0.1:{port}");
+    for jetstream in [false, true] {
+        let mut pairs = vec![("url", url.as_str()), ("subject", "a.b")];
+        if jetstream {
+            pairs.push(("stream", "S"));
+        }
+        let started = Instant::now();
+        let e = registry::source(Options::from_pairs("nats", pairs.clone()), &env())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(started.elapsed() < Duration::from_secs(6));
+        assert!(
+            e.contains(&format!("cannot reach NATS server at 127.0.0.1:{port}")),
+            "{e}"
+        );
+        let e = registry::sink(Options::from_pairs("nats", pairs), &env())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains(&format!("cannot reach NATS server at 127.0.0.1:{port}")),
+            "{e}"
+        );
+    }
+}
