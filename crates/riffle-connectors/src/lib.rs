@@ -15,12 +15,14 @@
 //! - `log`: Kafka and the embedded log (the library's own source and sink).
 //! - [`file`]: JSON lines files, followed like `tail -f`, appended to.
 //! - [`stdio`]: stdin and stdout.
+//! - [`amqp`]: AMQP 0-9-1 (RabbitMQ) queues and exchanges.
 //!
 //! Every client here is written on `std::net` with blocking I/O, one
 //! thread per connector: a pipeline is a loop on its own thread, and the
 //! protocols are small enough that owning them costs less than the
 //! dependency trees of their async clients.
 
+pub mod amqp;
 pub mod file;
 mod lines;
 mod log;
