@@ -192,6 +192,10 @@ fn rabbitmq_carries_records_both_ways_and_loses_none_across_restarts() {
         .to_string();
     assert!(e.contains("NOT_FOUND") && e.contains("missing"), "{e}");
 
+    let bad_login = format!("amqp://guest:wrong@{}/%2f", rabbit.server.address());
+    let e = sink(&bad_login, &[]).err().unwrap().to_string();
+    assert!(e.contains("ACCESS_REFUSED"), "{e}");
+
     // Our sink -> RabbitMQ -> read back with our source.
     let mut out_queue = source(&url, &[("queue", "out")]).unwrap();
     let mut s = sink(&url, &[("mandatory", "true")]).unwrap();
@@ -208,6 +212,12 @@ fn rabbitmq_carries_records_both_ways_and_loses_none_across_restarts() {
             "in order, key, value and headers intact"
         );
     }
+    // A value larger than a frame goes in several body frames.
+    let mut big = record("out", 9999);
+    big.value = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    s.send(&big).unwrap();
+    s.flush(Duration::from_secs(10)).unwrap();
+    assert_eq!(read(&mut *out_queue, 1, Duration::from_secs(10)), [big]);
     out_queue.ack().unwrap();
     out_queue.close().unwrap();
     // Acknowledged messages are gone; unacknowledged ones come again.

@@ -480,6 +480,8 @@ impl Connection {
         let capabilities = vec![
             ("publisher_confirms".to_owned(), Value::Bool(true)),
             ("basic.nack".to_owned(), Value::Bool(true)),
+            // Without it a refused login is a bare disconnect, no reason.
+            ("authentication_failure_close".to_owned(), Value::Bool(true)),
         ];
         put_table(
             &mut m,

@@ -16,7 +16,10 @@
 //! which for a durable queue means written to disk. A negative
 //! acknowledgement, a lost connection or (with `mandatory`) a message no
 //! queue took fails the flush, and the pipeline publishes again:
-//! at-least-once.
+//! at-least-once. Heartbeats are only sent while the sink is being used;
+//! a sink idle for longer than two heartbeat intervals finds its
+//! connection closed by the broker and replaces it on the next send (it
+//! had nothing unconfirmed, so nothing is lost).
 //!
 //! Records map to messages so: the topic is the routing key (the queue's
 //! name when a message has none), the value is the body, the key travels
