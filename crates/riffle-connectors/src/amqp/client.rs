@@ -451,7 +451,10 @@ impl Connection {
             last_write: Instant::now(),
         };
         c.handshake(p).map_err(|e| match e {
-            Error::Backend(m) => Error::Backend(format!("AMQP server at {}: {m}", p.address)),
+            // Name the server in errors that do not already.
+            Error::Backend(m) if !m.starts_with("AMQP") => {
+                Error::Backend(format!("AMQP server at {}: {m}", p.address))
+            }
             other => other,
         })?;
         Ok(c)
