@@ -17,12 +17,14 @@
 //! - [`stdio`]: stdin and stdout.
 //! - [`mqtt`]: MQTT 3.1.1 and 5 brokers, QoS 1 subscribe and publish.
 //! - [`nats`]: NATS subjects, core (at-most-once) or JetStream (at-least-once).
+//! - [`amqp`]: AMQP 0-9-1 (RabbitMQ) queues and exchanges.
 //!
 //! Every client here is written on `std::net` with blocking I/O, one
 //! thread per connector: a pipeline is a loop on its own thread, and the
 //! protocols are small enough that owning them costs less than the
 //! dependency trees of their async clients.
 
+pub mod amqp;
 pub mod file;
 mod lines;
 mod log;

@@ -85,13 +85,15 @@ pub fn all() -> &'static [Connector] {
     &ALL
 }
 
-static ALL: [Connector; 6] = [
+static ALL: [Connector; 7] = [
+static ALL: [Connector; 7] = [
     crate::log::KAFKA,
     crate::log::EMBEDDED,
     crate::file::FILE,
     crate::stdio::STDIO,
     crate::mqtt::MQTT,
     crate::nats::NATS,
+    crate::amqp::AMQP,
 ];
 
 /// The connector named `name`.
