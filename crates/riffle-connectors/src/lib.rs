@@ -15,6 +15,7 @@
 //! - `log`: Kafka and the embedded log (the library's own source and sink).
 //! - [`file`]: JSON lines files, followed like `tail -f`, appended to.
 //! - [`stdio`]: stdin and stdout.
+//! - [`redis`]: Redis Streams, read through a consumer group, appended to.
 //!
 //! Every client here is written on `std::net` with blocking I/O, one
 //! thread per connector: a pipeline is a loop on its own thread, and the
@@ -26,6 +27,7 @@ mod lines;
 mod log;
 pub mod net;
 pub mod options;
+pub mod redis;
 pub mod registry;
 pub mod stdio;
 

@@ -85,11 +85,12 @@ pub fn all() -> &'static [Connector] {
     &ALL
 }
 
-static ALL: [Connector; 4] = [
+static ALL: [Connector; 5] = [
     crate::log::KAFKA,
     crate::log::EMBEDDED,
     crate::file::FILE,
     crate::stdio::STDIO,
+    crate::redis::REDIS,
 ];
 
 /// The connector named `name`.
