@@ -16,6 +16,7 @@
 //! - [`file`]: JSON lines files, followed like `tail -f`, appended to.
 //! - [`stdio`]: stdin and stdout.
 //! - [`redis`]: Redis Streams, read through a consumer group, appended to.
+//! - [`http`]: a webhook server as a source, a request per record as a sink.
 //!
 //! Every client here is written on `std::net` with blocking I/O, one
 //! thread per connector: a pipeline is a loop on its own thread, and the
@@ -23,6 +24,7 @@
 //! dependency trees of their async clients.
 
 pub mod file;
+pub mod http;
 mod lines;
 mod log;
 pub mod net;

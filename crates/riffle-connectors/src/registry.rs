@@ -85,12 +85,13 @@ pub fn all() -> &'static [Connector] {
     &ALL
 }
 
-static ALL: [Connector; 5] = [
+static ALL: [Connector; 6] = [
     crate::log::KAFKA,
     crate::log::EMBEDDED,
     crate::file::FILE,
     crate::stdio::STDIO,
     crate::redis::REDIS,
+    crate::http::HTTP,
 ];
 
 /// The connector named `name`.
