@@ -285,3 +285,49 @@ fn unknown_options_are_refused_before_connecting() {
     let e = (c.build_sink.unwrap())(o, &env).err().unwrap().to_string();
     assert!(e.contains("unknown option 'maxlne'"), "{e}");
 }
+
+#[test]
+fn a_group_from_dollar_reads_only_new_entries() {
+    let server = redis_server("redis-from");
+    let mut sink = redis::sink(&url(&server), "{topic}").unwrap();
+    sink.send(&record("news", 0)).unwrap();
+    sink.flush(Duration::from_secs(5)).unwrap();
+
+    let env = riffle_connectors::Env {
+        log: Box::new(|_| Err(riffle::Error::InvalidInput("no log".into()))),
+    };
+    let options = |group: &str, from: &str| {
+        riffle_connectors::Options::from_pairs(
+            "redis",
+            [
+                ("url", url(&server)),
+                ("stream", "news".into()),
+                ("group", group.into()),
+                ("consumer", "c".into()),
+                ("from", from.into()),
+            ],
+        )
+    };
+    let mut new_only = riffle_connectors::registry::source(options("late", "$"), &env).unwrap();
+    let mut everything = riffle_connectors::registry::source(options("early", "0"), &env).unwrap();
+    sink.send(&record("news", 1)).unwrap();
+    sink.flush(Duration::from_secs(5)).unwrap();
+
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        everything
+            .poll(&mut got, 10, Duration::from_secs(2))
+            .unwrap();
+    }
+    assert_eq!(got, vec![record("news", 0), record("news", 1)]);
+    got.clear();
+    new_only.poll(&mut got, 10, Duration::from_secs(2)).unwrap();
+    assert_eq!(got, vec![record("news", 1)]);
+    assert_eq!(
+        new_only.describe(),
+        format!(
+            "redis {} stream news group late consumer c",
+            server.address()
+        )
+    );
+}
