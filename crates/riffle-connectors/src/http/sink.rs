@@ -21,8 +21,8 @@ pub struct RequestConfig {
     pub content_type: String,
     /// Attempts per request before the flush fails.
     pub attempts: u32,
-    /// For connecting is [`net::CONNECT_TIMEOUT`]; this is for each read
-    /// and write.
+    /// How long each read or write may take (connecting is bounded by
+    /// [`net::CONNECT_TIMEOUT`]).
     pub timeout: Duration,
 }
 
