@@ -18,6 +18,8 @@
 //! - [`mqtt`]: MQTT 3.1.1 and 5 brokers, QoS 1 subscribe and publish.
 //! - [`nats`]: NATS subjects, core (at-most-once) or JetStream (at-least-once).
 //! - [`amqp`]: AMQP 0-9-1 (RabbitMQ) queues and exchanges.
+//! - [`redis`]: Redis Streams, read through a consumer group, appended to.
+//! - [`http`]: a webhook server as a source, a request per record as a sink.
 //!
 //! Every client here is written on `std::net` with blocking I/O, one
 //! thread per connector: a pipeline is a loop on its own thread, and the
@@ -26,12 +28,14 @@
 
 pub mod amqp;
 pub mod file;
+pub mod http;
 mod lines;
 mod log;
 pub mod mqtt;
 pub mod nats;
 pub mod net;
 pub mod options;
+pub mod redis;
 pub mod registry;
 pub mod stdio;
 

@@ -85,8 +85,9 @@ pub fn all() -> &'static [Connector] {
     &ALL
 }
 
-static ALL: [Connector; 7] = [
-static ALL: [Connector; 7] = [
+static ALL: [Connector; 9] = [
+static ALL: [Connector; 9] = [
+static ALL: [Connector; 9] = [
     crate::log::KAFKA,
     crate::log::EMBEDDED,
     crate::file::FILE,
@@ -94,6 +95,8 @@ static ALL: [Connector; 7] = [
     crate::mqtt::MQTT,
     crate::nats::NATS,
     crate::amqp::AMQP,
+    crate::redis::REDIS,
+    crate::http::HTTP,
 ];
 
 /// The connector named `name`.

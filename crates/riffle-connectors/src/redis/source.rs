@@ -1,0 +1,354 @@
+//! Reading a stream as a member of a consumer group.
+
+use std::time::{Duration, Instant};
+
+use riffle::connect::{Delivery, Record, Source};
+use riffle::{Error, Result};
+
+use super::client::{Conn, Target, Value};
+use crate::net::Backoff;
+
+/// Where a new group starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Everything already in the stream (`0`).
+    Beginning,
+    /// Only entries added after the group is created (`$`).
+    New,
+}
+
+impl std::str::FromStr for Start {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "0" => Ok(Start::Beginning),
+            "$" => Ok(Start::New),
+            _ => Err("expected 0 (the whole stream) or $ (new entries only)".into()),
+        }
+    }
+}
+
+/// A consumer in a group on one stream. Entries it reads stay in the
+/// group's pending list until [`Source::ack`] sends `XACK` for them; after
+/// a reconnect (or a restart with the same consumer name) it reads its own
+/// pending entries again before any new ones.
+pub struct RedisSource {
+    target: Target,
+    stream: String,
+    group: String,
+    consumer: String,
+    start: Start,
+    conn: Option<Conn>,
+    /// While re-reading this consumer's pending entries: the id after
+    /// which to continue. `None` once they are all read and new entries
+    /// (`>`) are next.
+    pending_after: Option<String>,
+    /// Ids handed out (or skipped) and not yet acknowledged.
+    unacked: Vec<String>,
+    backoff: Backoff,
+}
+
+impl RedisSource {
+    /// Connects, creating the group (and the stream) if needed. An
+    /// unreachable server is an error here, within seconds.
+    pub fn open(
+        target: Target,
+        stream: String,
+        group: String,
+        consumer: String,
+        start: Start,
+    ) -> Result<Self> {
+        let mut s = Self {
+            target,
+            stream,
+            group,
+            consumer,
+            start,
+            conn: None,
+            pending_after: None,
+            unacked: Vec::new(),
+            backoff: Backoff::default(),
+        };
+        s.connect()?;
+        Ok(s)
+    }
+
+    fn connect(&mut self) -> Result<()> {
+        let mut conn = Conn::open(&self.target)?;
+        let from: &[u8] = match self.start {
+            Start::Beginning => b"0",
+            Start::New => b"$",
+        };
+        match conn.command(&[
+            b"XGROUP",
+            b"CREATE",
+            self.stream.as_bytes(),
+            self.group.as_bytes(),
+            from,
+            b"MKSTREAM",
+        ]) {
+            Ok(_) => {}
+            Err(Error::Backend(text)) if text.starts_with("BUSYGROUP") => {}
+            Err(e) => {
+                return Err(Error::Backend(format!(
+                    "redis {}: cannot create group '{}' on stream '{}': {e}",
+                    self.target.address(),
+                    self.group,
+                    self.stream
+                )))
+            }
+        }
+        self.conn = Some(conn);
+        self.pending_after = Some("0".into());
+        Ok(())
+    }
+
+    /// Connects again after a lost connection, waiting with backoff, for
+    /// at most `deadline`; `false` if still not connected.
+    fn reconnect(&mut self, deadline: Instant) -> bool {
+        while self.conn.is_none() {
+            match self.connect() {
+                Ok(()) => {
+                    tracing::info!("reconnected to redis {}", self.target.address());
+                    self.backoff.reset();
+                }
+                Err(e) => {
+                    let delay = self.backoff.next_delay();
+                    tracing::warn!(
+                        "redis {}: {e}; trying again in {delay:?}",
+                        self.target.address()
+                    );
+                    if Instant::now() + delay > deadline {
+                        std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+                        return false;
+                    }
+                    std::thread::sleep(delay);
+                }
+            }
+        }
+        true
+    }
+
+    fn lost(&mut self, e: Error) {
+        tracing::warn!(
+            "redis {}: {e}; reconnecting (unacknowledged entries come again)",
+            self.target.address()
+        );
+        self.conn = None;
+    }
+
+    /// One XREADGROUP: this consumer's pending entries after an id, or new
+    /// entries waiting up to `block`.
+    fn read(&mut self, out: &mut Vec<Record>, max: usize, block: Duration) -> Result<usize> {
+        let conn = self.conn.as_mut().expect("connected");
+        let count = max.max(1).to_string();
+        let block_ms = block.as_millis().max(1).to_string();
+        let id = self.pending_after.clone();
+        let mut args: Vec<&[u8]> = vec![
+            b"XREADGROUP",
+            b"GROUP",
+            self.group.as_bytes(),
+            self.consumer.as_bytes(),
+            b"COUNT",
+            count.as_bytes(),
+        ];
+        match &id {
+            Some(after) => args.extend([&b"STREAMS"[..], self.stream.as_bytes(), after.as_bytes()]),
+            None => args.extend([
+                &b"BLOCK"[..],
+                block_ms.as_bytes(),
+                b"STREAMS",
+                self.stream.as_bytes(),
+                b">",
+            ]),
+        }
+        conn.set_timeout(block + Duration::from_secs(10))?;
+        let reply = conn.command(&args)?;
+        let entries = parse_entries(&reply)?;
+        if id.is_some() {
+            match entries.last() {
+                // Every pending entry is read: new ones are next.
+                None => self.pending_after = None,
+                Some((last, _)) => self.pending_after = Some(last.clone()),
+            }
+        }
+        let mut n = 0;
+        for (id, fields) in entries {
+            // An entry trimmed from the stream while pending has no fields
+            // any more: nothing to deliver, but it is acknowledged so that
+            // it leaves the pending list.
+            if let Some(fields) = fields {
+                out.push(record_of(&self.stream, fields));
+                n += 1;
+            }
+            self.unacked.push(id);
+        }
+        Ok(n)
+    }
+}
+
+/// The entries of an XREADGROUP reply on one stream: each id with its
+/// field and value pairs (`None` for an entry deleted while pending).
+type Entry = (String, Option<Vec<(Vec<u8>, Vec<u8>)>>);
+
+fn parse_entries(reply: &Value) -> Result<Vec<Entry>> {
+    let bad = || Error::Backend(format!("redis: unexpected XREADGROUP reply {reply:?}"));
+    let mut entries = Vec::new();
+    for stream in reply.items().ok_or_else(bad)? {
+        let [_name, list] = stream.items().ok_or_else(bad)? else {
+            return Err(bad());
+        };
+        for entry in list.items().ok_or_else(bad)? {
+            let [id, fields] = entry.items().ok_or_else(bad)? else {
+                return Err(bad());
+            };
+            let id = String::from_utf8_lossy(id.bytes().ok_or_else(bad)?).into_owned();
+            let fields = match fields {
+                Value::Array(None) | Value::Bulk(None) => None,
+                f => Some(
+                    f.items()
+                        .ok_or_else(bad)?
+                        .chunks(2)
+                        .map(|pair| match pair {
+                            [k, v] => Ok((
+                                k.bytes().ok_or_else(bad)?.to_vec(),
+                                v.bytes().ok_or_else(bad)?.to_vec(),
+                            )),
+                            _ => Err(bad()),
+                        })
+                        .collect::<Result<Vec<_>>>()?,
+                ),
+            };
+            entries.push((id, fields));
+        }
+    }
+    Ok(entries)
+}
+
+/// A stream entry as a record: the field `value` is the value, `key` the
+/// key, any other field a header.
+fn record_of(stream: &str, fields: Vec<(Vec<u8>, Vec<u8>)>) -> Record {
+    let mut r = Record::new(stream, None, Vec::new());
+    for (name, v) in fields {
+        match &name[..] {
+            b"value" => r.value = v,
+            b"key" => r.key = Some(v),
+            _ => r
+                .headers
+                .push((String::from_utf8_lossy(&name).into_owned(), v)),
+        }
+    }
+    r
+}
+
+impl Source for RedisSource {
+    fn describe(&self) -> String {
+        format!(
+            "redis {} stream {} group {} consumer {}",
+            self.target.address(),
+            self.stream,
+            self.group,
+            self.consumer
+        )
+    }
+
+    fn delivery(&self) -> Delivery {
+        Delivery::AtLeastOnce
+    }
+
+    fn poll(&mut self, out: &mut Vec<Record>, max: usize, timeout: Duration) -> Result<usize> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.conn.is_none() && !self.reconnect(deadline) {
+                return Ok(0);
+            }
+            let rereading = self.pending_after.is_some();
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.read(out, max, left) {
+                Ok(n) if n > 0 => return Ok(n),
+                // Pending entries left (or all read: new ones are next).
+                Ok(_) if rereading => {}
+                Ok(_) if Instant::now() >= deadline => return Ok(0),
+                Ok(_) => {}
+                // The connection is lost, or the group was deleted under
+                // us: connect again, which re-creates the group.
+                Err(e @ Error::Connect { .. }) => self.lost(e),
+                Err(Error::Backend(text)) if text.starts_with("NOGROUP") => {
+                    self.lost(Error::Backend(text))
+                }
+                Err(e) => {
+                    return Err(Error::Backend(format!(
+                        "redis {} stream '{}': {e}",
+                        self.target.address(),
+                        self.stream
+                    )))
+                }
+            }
+        }
+    }
+
+    fn ack(&mut self) -> Result<()> {
+        if self.unacked.is_empty() {
+            return Ok(());
+        }
+        let ids = std::mem::take(&mut self.unacked);
+        let Some(conn) = self.conn.as_mut() else {
+            // Lost since the poll: the entries come again from the pending
+            // list after the reconnect.
+            return Err(Error::Backend(format!(
+                "redis {}: not connected",
+                self.target.address()
+            )));
+        };
+        let mut args: Vec<&[u8]> = vec![b"XACK", self.stream.as_bytes(), self.group.as_bytes()];
+        args.extend(ids.iter().map(|id| id.as_bytes()));
+        if let Err(e) = conn.command(&args) {
+            self.conn = None;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<()> {
+        self.conn = None;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_become_records() {
+        let b = |s: &str| Value::Bulk(Some(s.as_bytes().to_vec()));
+        let reply = Value::Array(Some(vec![Value::Array(Some(vec![
+            b("s"),
+            Value::Array(Some(vec![
+                Value::Array(Some(vec![
+                    b("1-1"),
+                    Value::Array(Some(vec![
+                        b("key"),
+                        b("k"),
+                        b("value"),
+                        b("v"),
+                        b("h"),
+                        b("x"),
+                    ])),
+                ])),
+                Value::Array(Some(vec![b("1-2"), Value::Array(None)])),
+            ])),
+        ]))]));
+        let entries = parse_entries(&reply).unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[1], ("1-2".to_owned(), None));
+        let (id, fields) = entries.into_iter().next().unwrap();
+        assert_eq!(id, "1-1");
+        let r = record_of("s", fields.unwrap());
+        let mut want = Record::new("s", Some(b"k"), "v");
+        want.headers.push(("h".into(), b"x".to_vec()));
+        assert_eq!(r, want);
+        assert!(parse_entries(&Value::Int(1)).is_err());
+        assert!(parse_entries(&Value::Array(None)).unwrap().is_empty());
+    }
+}

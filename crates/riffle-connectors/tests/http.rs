@@ -1,0 +1,433 @@
+//! The HTTP connector: the webhook source with real clients, the sink
+//! against a small server in the test.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use common::{free_port, scratch_dir};
+use riffle::connect::{Pipeline, PipelineStats, Record, Sink, Source};
+use riffle_connectors::http::{self, HttpSink, RequestConfig, WebhookConfig, WebhookSource};
+use riffle_connectors::{registry, Env, Options};
+
+fn webhook(timeout: Duration, max_body: u64) -> WebhookSource {
+    WebhookSource::start(WebhookConfig {
+        listen: "127.0.0.1:0".into(),
+        path: "/hook".into(),
+        max_body,
+        timeout,
+        headers: vec!["x-origin".into()],
+    })
+    .unwrap()
+}
+
+/// A pipeline from a webhook to a file of JSON records, on a thread.
+struct Running {
+    address: SocketAddr,
+    file: std::path::PathBuf,
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<riffle::Result<PipelineStats>>,
+}
+
+fn webhook_to_file(name: &str, max_body: u64) -> Running {
+    let source = webhook(Duration::from_secs(20), max_body);
+    let address = source.local_addr();
+    let file = scratch_dir(name).join("out.jsonl");
+    let env = Env {
+        log: Box::new(|_| Err(riffle::Error::InvalidInput("no log here".into()))),
+    };
+    let sink = registry::sink(
+        Options::from_pairs(
+            "file",
+            [("path", file.to_str().unwrap()), ("format", "record")],
+        ),
+        &env,
+    )
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = {
+        let stop = stop.clone();
+        std::thread::spawn(move || Pipeline::new(source, sink).run(&stop))
+    };
+    Running {
+        address,
+        file,
+        stop,
+        thread,
+    }
+}
+
+impl Running {
+    fn finish(self) -> PipelineStats {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap().unwrap()
+    }
+}
+
+/// The records in the file: (topic, key, value as text).
+fn lines(file: &Path) -> Vec<(String, Option<String>, String)> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["topic"].as_str().unwrap().to_owned(),
+                v["key"].as_str().map(str::to_owned),
+                match &v["value"] {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                },
+            )
+        })
+        .collect()
+}
+
+/// Sends raw bytes as a request and reads the status and body.
+fn raw(address: SocketAddr, request: &[u8]) -> (u16, String) {
+    let mut conn = TcpStream::connect(address).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    conn.write_all(request).unwrap();
+    // Nothing more is coming: a request cut short ends here.
+    conn.shutdown(std::net::Shutdown::Write).unwrap();
+    let (r, _) = http::read_response(&mut BufReader::new(conn), "POST", 1 << 20)
+        .unwrap_or_else(|e| panic!("{}: {e}", String::from_utf8_lossy(request)));
+    (r.status, String::from_utf8_lossy(&r.body).into_owned())
+}
+
+fn post(address: SocketAddr, key: &str, body: &str) -> u16 {
+    let req = format!(
+        "POST /hook HTTP/1.1\r\nHost: x\r\nX-Riffle-Key: {key}\r\nX-Origin: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    raw(address, req.as_bytes()).0
+}
+
+#[test]
+fn a_webhook_answers_2xx_only_once_the_record_is_in_the_file() {
+    let run = webhook_to_file("http-webhook-file", 1 << 20);
+    let clients: Vec<_> = (0..4)
+        .map(|t| {
+            let (address, file) = (run.address, run.file.clone());
+            std::thread::spawn(move || {
+                for i in 0..10 {
+                    let key = format!("k{t}-{i}");
+                    let status = post(address, &key, &format!("{{\"n\":{i}}}"));
+                    assert_eq!(status, 204, "{key}");
+                    // Answered: so it must be in the file already.
+                    let got = lines(&file);
+                    assert!(
+                        got.iter()
+                            .any(|(_, k, v)| k.as_deref() == Some(key.as_str())
+                                && *v == format!("{{\"n\":{i}}}")),
+                        "{key} answered 204 but not in the file"
+                    );
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    // A chunked body, as some clients send.
+    let (status, _) = raw(
+        run.address,
+        b"POST /hook HTTP/1.1\r\nHost: x\r\nX-Riffle-Key: chunked\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{\"a\r\n4\r\n\":1}\r\n0\r\n\r\n",
+    );
+    assert_eq!(status, 204);
+
+    let file = run.file.clone();
+    let stats = run.finish();
+    let got = lines(&file);
+    assert_eq!(got.len(), 41, "{got:?}");
+    assert_eq!(stats.records_in, 41);
+    let keys: BTreeSet<_> = got.iter().filter_map(|(_, k, _)| k.clone()).collect();
+    assert_eq!(keys.len(), 41);
+    assert!(got.iter().all(|(topic, _, _)| topic == "/hook"));
+    assert!(got.contains(&("/hook".into(), Some("chunked".into()), "{\"a\":1}".into())));
+}
+
+#[test]
+fn malformed_requests_are_refused_and_reach_nothing() {
+    let run = webhook_to_file("http-malformed", 1000);
+    let big = format!(
+        "POST /hook HTTP/1.1\r\nContent-Length: 2000\r\n\r\n{}",
+        "x".repeat(2000)
+    );
+    let cases: Vec<(&[u8], u16)> = vec![
+        (b"this is not http\r\n\r\n", 400),
+        (b"GET /hook HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+        (
+            b"POST /elsewhere HTTP/1.1\r\nContent-Length: 1\r\n\r\nx",
+            404,
+        ),
+        (b"POST /hook HTTP/1.1\r\nHost: x\r\n\r\n", 411),
+        (big.as_bytes(), 413),
+        (
+            b"POST /hook HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nnot hex\r\n",
+            400,
+        ),
+        (
+            b"POST /hook HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxx",
+            400,
+        ),
+        (
+            b"POST /hook HTTP/1.1\r\nContent-Length: 10\r\n\r\nshort",
+            400,
+        ),
+    ];
+    for (request, want) in &cases {
+        let (status, body) = raw(run.address, request);
+        assert_eq!(
+            status,
+            *want,
+            "{}: {body}",
+            String::from_utf8_lossy(&request[..request.len().min(40)])
+        );
+    }
+    // One good request after them: once it is answered, the file holds
+    // it and nothing else.
+    assert_eq!(post(run.address, "good", "\"only\""), 204);
+    let file = run.file.clone();
+    run.finish();
+    assert_eq!(
+        lines(&file),
+        vec![("/hook".into(), Some("good".into()), "only".into())]
+    );
+}
+
+#[test]
+fn a_request_not_acknowledged_in_time_gets_503_and_one_acknowledged_204() {
+    let mut source = webhook(Duration::from_millis(500), 1 << 20);
+    let address = source.local_addr();
+
+    let client = std::thread::spawn(move || post(address, "k", "1"));
+    let mut got = Vec::new();
+    while got.is_empty() {
+        source.poll(&mut got, 10, Duration::from_secs(5)).unwrap();
+    }
+    let mut want = Record::new("/hook", Some(b"k"), "1");
+    want.headers.push(("x-origin".into(), b"test".to_vec()));
+    assert_eq!(got, vec![want]);
+    // Polled, never acknowledged: the client is told to send it again.
+    assert_eq!(client.join().unwrap(), 503);
+
+    let client = std::thread::spawn(move || post(address, "k", "1"));
+    got.clear();
+    while got.is_empty() {
+        source.poll(&mut got, 10, Duration::from_secs(5)).unwrap();
+    }
+    source.ack().unwrap();
+    assert_eq!(client.join().unwrap(), 204);
+
+    // A request that stops halfway is answered 408 after the timeout.
+    let mut conn = TcpStream::connect(address).unwrap();
+    conn.write_all(b"POST /hook HTTP/1.1\r\nContent-Length: 10\r\n\r\nhalf")
+        .unwrap();
+    let (r, _) = http::read_response(&mut BufReader::new(conn), "POST", 1 << 20).unwrap();
+    assert_eq!(r.status, 408);
+
+    // Closing answers a waiting request 503 at once.
+    let client = std::thread::spawn(move || post(address, "k", "2"));
+    got.clear();
+    while got.is_empty() {
+        source.poll(&mut got, 10, Duration::from_secs(5)).unwrap();
+    }
+    source.close().unwrap();
+    assert_eq!(client.join().unwrap(), 503);
+}
+
+/// What the test server received and accepted: (method, path, content
+/// type, key, body).
+type Accepted = Arc<Mutex<Vec<(String, String, String, Option<String>, String)>>>;
+
+/// A server answering request number n (from 0) with `answer(n)`, keeping
+/// the requests it answered 2xx; returns its address, the accepted
+/// requests and how many requests came.
+fn test_server(
+    answer: fn(usize) -> (u16, &'static str),
+) -> (SocketAddr, Accepted, Arc<Mutex<usize>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let accepted: Accepted = Arc::default();
+    let count = Arc::new(Mutex::new(0));
+    let (acc, cnt) = (accepted.clone(), count.clone());
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let mut conn = conn.unwrap();
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            // The sink's reachability check connects and sends nothing.
+            let head = match http::read_head(&mut reader) {
+                Err(http::ReadError::Closed) => continue,
+                head => head.unwrap(),
+            };
+            let framing = http::request_framing(&head).unwrap();
+            let body = http::read_body(&mut reader, framing, 1 << 20).unwrap();
+            let n = {
+                let mut c = cnt.lock().unwrap();
+                *c += 1;
+                *c - 1
+            };
+            let (status, text) = answer(n);
+            if (200..300).contains(&status) {
+                let mut parts = head.start.split(' ');
+                acc.lock().unwrap().push((
+                    parts.next().unwrap().to_owned(),
+                    parts.next().unwrap().to_owned(),
+                    head.header("content-type").unwrap_or("").to_owned(),
+                    head.header("x-riffle-key").map(str::to_owned),
+                    String::from_utf8(body).unwrap(),
+                ));
+            }
+            let reply = format!(
+                "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n{text}",
+                text.len()
+            );
+            conn.write_all(reply.as_bytes()).unwrap();
+        }
+    });
+    (address, accepted, count)
+}
+
+fn sink(url: String, content_type: &str) -> riffle::Result<HttpSink> {
+    HttpSink::open(RequestConfig {
+        url,
+        method: "PUT".into(),
+        content_type: content_type.into(),
+        attempts: 3,
+        timeout: Duration::from_secs(5),
+    })
+}
+
+#[test]
+fn the_sink_retries_through_503s_and_the_records_arrive_as_sent() {
+    // The first request fails twice, the fourth record's once.
+    let (address, accepted, count) = test_server(|n| match n {
+        0 | 1 | 5 => (503, "busy\n"),
+        _ => (201, "stored"),
+    });
+    let mut sink = sink(format!("http://{address}/in/{{topic}}"), "text/plain").unwrap();
+    let sent: Vec<Record> = (0..6)
+        .map(|i| {
+            Record::new(
+                "t",
+                (i != 2).then_some(format!("k{i}").as_bytes()),
+                format!("v{i}"),
+            )
+        })
+        .collect();
+    for r in &sent {
+        sink.send(r).unwrap();
+    }
+    sink.flush(Duration::from_secs(10)).unwrap();
+    let want: Vec<_> = sent
+        .iter()
+        .map(|r| {
+            (
+                "PUT".to_owned(),
+                "/in/t".to_owned(),
+                "text/plain".to_owned(),
+                r.key_str().map(str::to_owned),
+                String::from_utf8(r.value.clone()).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(*accepted.lock().unwrap(), want);
+    assert_eq!(*count.lock().unwrap(), 9);
+}
+
+#[test]
+fn a_4xx_fails_the_flush_at_once_with_the_status_and_reason() {
+    let (address, accepted, count) =
+        test_server(|_| (422, "field 'temperature' missing\nsecond line"));
+    let mut sink = sink(format!("http://{address}/in"), "application/json").unwrap();
+    sink.send(&Record::new("t", None, "{}")).unwrap();
+    let e = sink.flush(Duration::from_secs(10)).unwrap_err().to_string();
+    assert!(
+        e.contains("422") && e.contains("field 'temperature' missing"),
+        "{e}"
+    );
+    assert!(!e.contains("second line"), "{e}");
+    assert_eq!(*count.lock().unwrap(), 1, "not retried");
+    assert!(accepted.lock().unwrap().is_empty());
+    // The queue went with the failure: the caller sends the batch again.
+    sink.flush(Duration::from_secs(10)).unwrap();
+    assert_eq!(*count.lock().unwrap(), 1);
+}
+
+#[test]
+fn the_sink_posts_through_a_webhook_pipeline_into_a_file() {
+    let run = webhook_to_file("http-both-ways", 1 << 20);
+    let mut sink = HttpSink::open(RequestConfig {
+        url: format!("http://{}/hook", run.address),
+        method: "POST".into(),
+        content_type: "application/json".into(),
+        attempts: 3,
+        timeout: Duration::from_secs(10),
+    })
+    .unwrap();
+    let sent: Vec<Record> = (0..50)
+        .map(|i| {
+            Record::new(
+                "src",
+                Some(format!("key-{i}").as_bytes()),
+                format!("{{\"i\":{i}}}"),
+            )
+        })
+        .collect();
+    for r in &sent {
+        sink.send(r).unwrap();
+    }
+    sink.flush(Duration::from_secs(30)).unwrap();
+    // Confirmed by the webhook, so already in the file, in order.
+    let want: Vec<_> = sent
+        .iter()
+        .map(|r| {
+            (
+                "/hook".to_owned(),
+                r.key_str().map(str::to_owned),
+                String::from_utf8(r.value.clone()).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(lines(&run.file), want);
+    run.finish();
+}
+
+#[test]
+fn an_unreachable_endpoint_is_named_within_seconds() {
+    let port = free_port();
+    let started = Instant::now();
+    let e = sink(format!("http://127.0.0.1:{port}/x"), "a/b")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.starts_with(&format!("cannot reach HTTP endpoint at 127.0.0.1:{port}")),
+        "{e}"
+    );
+    // A host from the record's key: found unreachable at the flush.
+    let mut s = sink("http://{key}/x".into(), "a/b").unwrap();
+    s.send(&Record::new(
+        "t",
+        Some(format!("127.0.0.1:{port}").as_bytes()),
+        "v",
+    ))
+    .unwrap();
+    let e = s.flush(Duration::from_secs(10)).unwrap_err().to_string();
+    assert!(e.contains(&format!("127.0.0.1:{port}")), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(12));
+    assert!(sink("https://127.0.0.1/x".into(), "a/b")
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("https is not supported yet"));
+}
