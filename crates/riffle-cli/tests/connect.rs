@@ -153,7 +153,13 @@ fn list_shows_every_connector_and_bad_specs_get_one_line() {
             "no connector 'nope'",
         ),
         (
-            &["connect", "--source", "file:path=a,pth=b", "--sink", "stdio"],
+            &[
+                "connect",
+                "--source",
+                "file:path=a,pth=b",
+                "--sink",
+                "stdio",
+            ],
             "unknown option 'pth'",
         ),
         (

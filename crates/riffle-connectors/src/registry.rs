@@ -86,8 +86,6 @@ pub fn all() -> &'static [Connector] {
 }
 
 static ALL: [Connector; 9] = [
-static ALL: [Connector; 9] = [
-static ALL: [Connector; 9] = [
     crate::log::KAFKA,
     crate::log::EMBEDDED,
     crate::file::FILE,
