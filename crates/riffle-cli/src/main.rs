@@ -96,11 +96,17 @@ fn usage_error(e: clap::Error) -> ExitCode {
         };
     }
     let text = e.render().to_string();
-    let first = text
-        .lines()
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let mut first = lines
         .next()
         .unwrap_or("invalid arguments")
-        .trim_start_matches("error: ");
+        .trim_start_matches("error: ")
+        .to_owned();
+    // "the following required arguments were not provided:" names them
+    // on the next line.
+    if first.ends_with(':') {
+        first = format!("{first} {}", lines.next().unwrap_or_default());
+    }
     eprintln!("riffle: {first} (see riffle --help)");
     ExitCode::from(2)
 }

@@ -20,7 +20,7 @@ pub struct SimOptions {
     /// Heaters to simulate [default: 100; the demo: 1000].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub heaters: Option<u32>,
-    /// Simulated seconds per wall-clock second [default: 1; the demo: 120 embedded, 60 on Kafka].
+    /// Simulated seconds per wall-clock second [default: 1; the demo: 120 embedded, 60 on Kafka, 30 over MQTT].
     #[arg(long)]
     pub speedup: Option<f64>,
     /// Seed of the heaters' phases and setting changes; the same seed gives the same inputs.
