@@ -205,7 +205,7 @@ fn wait_lines(path: &Path, n: usize, child: &mut Child) -> Vec<String> {
     }
 }
 
-fn stop(mut child: Child) -> String {
+fn stop(child: Child) -> String {
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

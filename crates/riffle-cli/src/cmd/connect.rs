@@ -151,7 +151,7 @@ pub fn resolve(args: &ConnectArgs) -> Result<PipelineFile> {
                 let msg = e.to_string();
                 let mut lines = msg.lines().map(str::trim).filter(|l| !l.is_empty());
                 let place = lines.next().unwrap_or("invalid TOML");
-                let what = lines.last().unwrap_or_default();
+                let what = lines.next_back().unwrap_or_default();
                 Error::InvalidInput(format!("{}: {place}: {what}", path.display()))
             })?
         }

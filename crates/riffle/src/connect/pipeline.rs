@@ -96,6 +96,9 @@ pub struct PipelineStats {
     pub retries: u64,
 }
 
+/// Called with the counts after every batch.
+type OnBatch = dyn FnMut(&PipelineStats) + Send;
+
 /// One source, one stage, one sink (and an optional dead-letter sink).
 ///
 /// The pipeline reads a batch from the source, runs the stage over it,
@@ -120,7 +123,7 @@ pub struct Pipeline {
     dead_letter: Option<Box<dyn Sink>>,
     batch: usize,
     stats: PipelineStats,
-    on_batch: Option<Box<dyn FnMut(&PipelineStats) + Send>>,
+    on_batch: Option<Box<OnBatch>>,
 }
 
 /// How long a poll waits for records before the stop flag is checked again.
