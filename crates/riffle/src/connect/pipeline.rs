@@ -18,6 +18,20 @@ pub trait Stage: Send {
     fn process(&mut self, record: &Record, out: &mut Vec<Record>) -> Result<()>;
 }
 
+/// Two stages one after the other: every output of the first goes
+/// through the second (a [`Transform`](super::Transform) that takes the
+/// key from an MQTT topic, then a processor that needs it).
+impl<A: Stage, B: Stage> Stage for (A, B) {
+    fn process(&mut self, record: &Record, out: &mut Vec<Record>) -> Result<()> {
+        let mut between = Vec::new();
+        self.0.process(record, &mut between)?;
+        for r in &between {
+            self.1.process(r, out)?;
+        }
+        Ok(())
+    }
+}
+
 /// Passes every record through unchanged.
 struct Identity;
 
@@ -478,6 +492,24 @@ mod tests {
         assert_eq!(dead[0].key.as_deref(), Some(&b"k"[..]));
         assert_eq!(*acked.lock().unwrap(), 3);
         assert_eq!(stats.dead_letters, 1);
+    }
+
+    #[test]
+    fn stages_chain() {
+        let mut both = (
+            Transform::new().key_from_topic_level(1),
+            Processor::new(Counter),
+        );
+        let mut out = Vec::new();
+        for t in [
+            "heaters/h1/sensor",
+            "heaters/h2/sensor",
+            "heaters/h1/sensor",
+        ] {
+            both.process(&Record::new(t, None, "{}"), &mut out).unwrap();
+        }
+        assert_eq!(values(&out), ["1", "1", "2"]);
+        assert_eq!(out[2].key_str(), Some("h1"));
     }
 
     #[test]
