@@ -185,34 +185,52 @@ fn list_shows_every_connector_and_bad_specs_get_one_line() {
     }
 }
 
-/// Waits until `path` has `n` lines, or fails with what it has.
-fn wait_lines(path: &Path, n: usize, child: &mut Child) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let l = lines(path);
-        if l.len() >= n {
-            return l;
+/// A `riffle connect` running in the background, killed if the test
+/// fails before stopping it.
+struct Running(Option<Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
         }
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("riffle connect exited with {status}; {} lines", l.len());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} of {n} lines after 60 s",
-            l.len()
-        );
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
-fn stop(child: Child) -> String {
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    text(&out.stderr)
+impl Running {
+    /// Waits until `path` has `n` lines, or fails with what it has.
+    fn wait_lines(&mut self, path: &Path, n: usize) -> Vec<String> {
+        let child = self.0.as_mut().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let l = lines(path);
+            if l.len() >= n {
+                return l;
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("riffle connect exited with {status}; {} lines", l.len());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} of {n} lines after 60 s",
+                l.len()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops it with SIGTERM, as Ctrl-C would; returns its stderr.
+    fn stop(mut self) -> String {
+        let child = self.0.take().unwrap();
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stderr)
+    }
 }
 
 /// A file into a log topic and out again into another file, keys kept.
@@ -254,9 +272,11 @@ fn round_trip_through(dir: &Path, log_flags: &[&str], connector: &str, topic: &s
         "--sink",
         "file:path=out.jsonl,format=record",
     ]);
-    let mut child = command(dir, &args).stderr(Stdio::piped()).spawn().unwrap();
-    let out = wait_lines(&dir.join("out.jsonl"), 3, &mut child);
-    let err = stop(child);
+    let mut running = Running(Some(
+        command(dir, &args).stderr(Stdio::piped()).spawn().unwrap(),
+    ));
+    let out = running.wait_lines(&dir.join("out.jsonl"), 3);
+    let err = running.stop();
     assert!(err.contains("3 in, 3 out"), "{err}");
     let mut got: Vec<(String, f64)> = out
         .iter()

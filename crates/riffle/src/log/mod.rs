@@ -249,6 +249,12 @@ pub trait Progress {
     /// The consumer's current group membership, for committing offsets
     /// inside a transaction ([`TxnProducer::commit`]).
     fn group(&self) -> Result<GroupToken>;
+
+    /// Whether the consumer's last poll filled its batch: more records are
+    /// waiting, so time spent committing is time not spent processing.
+    fn behind(&self) -> bool {
+        false
+    }
 }
 
 /// A consumer's membership of its group at one moment: the group and its

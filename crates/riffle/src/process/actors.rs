@@ -386,7 +386,7 @@ impl<P: KeyedProcessor> Dispatcher<P> {
             (Commits::ExactlyOnce(t), stateful) => {
                 // A transaction may only hold records whose processing is
                 // over, so when one is due the records in flight finish.
-                if self.in_flight > 0 && (force || t.is_due()) {
+                if self.in_flight > 0 && (force || t.is_due(progress.behind())) {
                     self.wait_in_flight();
                 }
                 for (t, p, o) in self.finished() {

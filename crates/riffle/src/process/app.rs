@@ -227,9 +227,9 @@ impl<P: KeyedProcessor> App<P> {
     /// at-least-once, 50 ms exactly-once). Longer intervals cost less per
     /// record and replay more after a failure. Under exactly-once the
     /// interval runs from the start of one commit to the start of the next,
-    /// and a transaction also stays open at least four times as long as
-    /// commits take, so that at full load a consumer spends at most a fifth
-    /// of its time waiting for commits.
+    /// and while records are waiting a transaction also stays open at least
+    /// nine times as long as commits take, so that at full load a consumer
+    /// spends at most a tenth of its time waiting for commits.
     pub fn commit_interval(mut self, interval: Duration) -> Self {
         self.commit_interval = Some(interval);
         self

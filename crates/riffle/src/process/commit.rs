@@ -14,7 +14,8 @@
 //!   into one transaction, committed every commit interval and before
 //!   partitions are revoked. The consumer waits while a transaction
 //!   commits; under heavy load a commit takes longer (more to flush), so
-//!   commits are then spaced to keep that wait under a fifth of the time.
+//!   while records are waiting commits are spaced to keep that wait under
+//!   a tenth of the time.
 
 use std::time::{Duration, Instant};
 
@@ -30,12 +31,12 @@ pub(super) type WriteState<'a> = &'a mut dyn FnMut(&Producer) -> Result<usize>;
 
 /// How long a transaction commit may take.
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
-/// A transaction stays open at least this many times as long as commits
-/// take (on average, so that one slow commit does not hold back the next):
-/// the consumer then spends at most 1/(1 + 4) of its time waiting for
-/// commits. (At light load commits take a few ms and the commit interval
-/// decides alone.)
-const OPEN_PER_COMMIT: u32 = 4;
+/// While records are waiting (the consumer's polls come back full), a
+/// transaction stays open at least this many times as long as commits take,
+/// so that the consumer spends at most a tenth of its time waiting for
+/// commits instead of processing. With nothing waiting, the commit interval
+/// decides alone: waiting for a commit then costs latency, not throughput.
+const OPEN_PER_COMMIT: u32 = 9;
 
 /// One consumer's commit protocol.
 pub(super) enum Commits {
@@ -254,7 +255,8 @@ pub(super) struct Transaction {
     /// When the open transaction's interval started: when the previous
     /// commit did, so that commits follow each other every interval.
     opened: Instant,
-    /// How long commits take, commit to next begin: a moving average.
+    /// How long commits take, commit to next begin: the latest if it was
+    /// longer, else a moving average.
     commit_time: Duration,
     force_next: bool,
     failure: Option<Error>,
@@ -275,22 +277,27 @@ impl Transaction {
         })
     }
 
-    /// Whether the open transaction should be committed at the next release.
-    pub(super) fn is_due(&self) -> bool {
-        self.force_next || self.open_long_enough()
+    /// Whether the open transaction should be committed at the next release
+    /// (`behind`: records are waiting for the consumer).
+    pub(super) fn is_due(&self, behind: bool) -> bool {
+        self.force_next || self.open_long_enough(behind)
     }
 
-    fn open_long_enough(&self) -> bool {
+    fn open_long_enough(&self, behind: bool) -> bool {
         // Counted from the start of the previous commit: its own time is
         // part of the interval, and one more commit time for the floor.
-        self.opened.elapsed() >= self.interval.max(self.commit_time * (OPEN_PER_COMMIT + 1))
+        let floor = match behind {
+            true => self.commit_time * (OPEN_PER_COMMIT + 1),
+            false => Duration::ZERO,
+        };
+        self.opened.elapsed() >= self.interval.max(floor)
     }
 
     fn release(&mut self, progress: &mut dyn Progress, force: bool, write_state: WriteState<'_>) {
         let force = force || std::mem::take(&mut self.force_next);
         if self.failure.is_some()
             || self.processed.is_empty()
-            || !(force || self.open_long_enough())
+            || !(force || self.open_long_enough(progress.behind()))
         {
             return;
         }
@@ -318,8 +325,10 @@ impl Transaction {
         self.processed.clear();
         self.outlet.producer.begin()?;
         self.opened = started;
+        // Up at once, down slowly: a load that makes commits slow spaces
+        // them from the next one on, and one fast commit does not undo it.
         let took = started.elapsed();
-        self.commit_time = (self.commit_time * 7 + took) / 8;
+        self.commit_time = took.max((self.commit_time * 7 + took) / 8);
         tracing::debug!("transaction committed in {took:?}");
         Ok(())
     }

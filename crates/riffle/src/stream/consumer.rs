@@ -347,9 +347,9 @@ fn run<H: Handler>(
         name: &name,
     };
     while !stop.is_stopped() {
-        consumer.poll(POLL_WAIT, POLL_BATCH, &mut visit)?;
+        let polled = consumer.poll(POLL_WAIT, POLL_BATCH, &mut visit)?;
         if defers {
-            store_completed(consumer, visit.handler);
+            store_completed(consumer, visit.handler, polled >= POLL_BATCH);
         }
         if let Some(e) = visit.handler.failure() {
             return Err(match e {
@@ -360,18 +360,19 @@ fn run<H: Handler>(
     }
     if defers {
         visit.handler.drain();
-        store_completed(consumer, visit.handler);
+        store_completed(consumer, visit.handler, false);
     }
     Ok(())
 }
 
 /// Stores the offsets a deferring handler reports finished.
-fn store_completed<H: Handler>(consumer: &mut dyn LogConsumer, handler: &mut H) {
-    handler.completed(&mut Store(consumer));
+fn store_completed<H: Handler>(consumer: &mut dyn LogConsumer, handler: &mut H, behind: bool) {
+    handler.completed(&mut Store(consumer, behind));
 }
 
-/// Progress reported between polls, straight to the consumer.
-struct Store<'a>(&'a mut dyn LogConsumer);
+/// Progress reported between polls, straight to the consumer, and whether
+/// its last poll filled the batch.
+struct Store<'a>(&'a mut dyn LogConsumer, bool);
 
 impl Progress for Store<'_> {
     fn store(&mut self, topic: &str, partition: i32, next: i64) {
@@ -383,5 +384,9 @@ impl Progress for Store<'_> {
 
     fn group(&self) -> Result<GroupToken> {
         self.0.group()
+    }
+
+    fn behind(&self) -> bool {
+        self.1
     }
 }
