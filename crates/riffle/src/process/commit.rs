@@ -260,6 +260,9 @@ pub(super) struct Transaction {
     commit_time: Duration,
     force_next: bool,
     failure: Option<Error>,
+    /// Records were waiting at some release of the open transaction: it
+    /// is spaced from the previous commit by the commits' cost.
+    backlog: bool,
 }
 
 impl Transaction {
@@ -274,19 +277,20 @@ impl Transaction {
             commit_time: Duration::ZERO,
             force_next: false,
             failure: None,
+            backlog: false,
         })
     }
 
     /// Whether the open transaction should be committed at the next release
     /// (`behind`: records are waiting for the consumer).
     pub(super) fn is_due(&self, behind: bool) -> bool {
-        self.force_next || self.open_long_enough(behind)
+        self.force_next || self.open_long_enough(self.backlog || behind)
     }
 
-    fn open_long_enough(&self, behind: bool) -> bool {
+    fn open_long_enough(&self, backlog: bool) -> bool {
         // Counted from the start of the previous commit: its own time is
         // part of the interval, and one more commit time for the floor.
-        let floor = match behind {
+        let floor = match backlog {
             true => self.commit_time * (OPEN_PER_COMMIT + 1),
             false => Duration::ZERO,
         };
@@ -295,9 +299,11 @@ impl Transaction {
 
     fn release(&mut self, progress: &mut dyn Progress, force: bool, write_state: WriteState<'_>) {
         let force = force || std::mem::take(&mut self.force_next);
+        // One poll that comes back short does not end a backlog.
+        self.backlog |= progress.behind();
         if self.failure.is_some()
             || self.processed.is_empty()
-            || !(force || self.open_long_enough(progress.behind()))
+            || !(force || self.open_long_enough(self.backlog))
         {
             return;
         }
@@ -325,6 +331,7 @@ impl Transaction {
         self.processed.clear();
         self.outlet.producer.begin()?;
         self.opened = started;
+        self.backlog = false;
         // Up at once, down slowly: a load that makes commits slow spaces
         // them from the next one on, and one fast commit does not undo it.
         let took = started.elapsed();
