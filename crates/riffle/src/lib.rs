@@ -13,13 +13,17 @@
 //! - [`process`]: processors, stateless and keyed, in apps over topics.
 //! - [`connect`]: sources and sinks beyond the log, and pipelines that
 //!   move records between them through a processor.
+//! - [`serve`]: operating a process over HTTP: metrics, state queries.
+//! - [`metrics`]: the counters every layer keeps, for `/metrics`.
 //! - [`error`]: the one error type.
 
 pub mod actor;
 pub mod connect;
 pub mod error;
 pub mod log;
+pub mod metrics;
 pub mod process;
+pub mod serve;
 pub mod stream;
 
 pub use error::{Error, Result};

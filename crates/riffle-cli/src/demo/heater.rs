@@ -69,7 +69,14 @@ pub fn run(brokers: &LogArgs, mut a: HeaterDemoArgs) -> Result<()> {
     let stopper = util::signal_stopper();
     let state_dir = o.state_dir(brokers)?;
     println!("controller: {}", o.delivery(state_dir.as_deref()));
-    let app = o.start(log.clone(), GROUP, OffsetReset::Earliest, state_dir)?;
+    let endpoint = o.endpoint(None)?;
+    let app = o.start(
+        log.clone(),
+        GROUP,
+        OffsetReset::Earliest,
+        state_dir,
+        endpoint.as_ref(),
+    )?;
     app.wait_assigned(TIMEOUT)?;
     a.sim.duration = a.sim.duration.or(Some(Duration::from_secs(3600)));
     // Kafka's round trip is longer than the embedded log's; keep it well

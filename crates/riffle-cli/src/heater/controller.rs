@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, ValueEnum};
 use riffle::log::{Log, OffsetReset, TopicSpec};
 use riffle::process::{App, Guarantee, Running, Style};
+use riffle::serve::{Endpoint, Routes};
 use riffle::{Error, Result};
 use riffle_heater::controller::Controller;
 use riffle_heater::messages::{CONTROL_TOPIC, DEAD_LETTER_TOPIC, SENSOR_TOPIC};
@@ -75,6 +76,10 @@ pub struct ControllerOptions {
     /// aborts its predecessor's open transactions at once.
     #[arg(long, value_name = "ID", env = "RIFFLE_INSTANCE")]
     pub instance: Option<String>,
+    /// Serve /metrics (Prometheus), /state/<heater id> and the live
+    /// dashboard over HTTP on this address [bare --http: 127.0.0.1:9464].
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:9464")]
+    pub http: Option<String>,
 }
 
 fn parse_guarantee(s: &str) -> std::result::Result<Guarantee, String> {
@@ -122,12 +127,29 @@ impl ControllerOptions {
         }
     }
 
+    /// Starts the operations endpoint if `--http` asks for one; `more`
+    /// answers the paths it does not know itself (the dashboard).
+    pub fn endpoint(&self, more: Option<Routes>) -> Result<Option<Endpoint>> {
+        let Some(bind) = &self.http else {
+            return Ok(None);
+        };
+        let endpoint = Endpoint::start(bind, more)?;
+        eprintln!(
+            "serving http://{}/ (dashboard), /metrics and /state/<heater id>",
+            endpoint.addr()
+        );
+        Ok(Some(endpoint))
+    }
+
+    /// Starts the controller; with an endpoint, names it to the group and
+    /// answers state queries there.
     pub fn start(
         &self,
         log: Arc<dyn Log>,
         group: &str,
         from: OffsetReset,
         state_dir: Option<PathBuf>,
+        endpoint: Option<&Endpoint>,
     ) -> Result<Running> {
         let mut app = App::new(group, &self.inputs(), Controller::new(&self.control_topic))
             .style(self.style())
@@ -147,7 +169,14 @@ impl ControllerOptions {
         if let Some(id) = &self.instance {
             app = app.instance(id);
         }
-        app.start(log)
+        if let Some(e) = endpoint {
+            app = app.advertise(&e.addr().to_string());
+        }
+        let running = app.start(log)?;
+        if let Some(e) = endpoint {
+            e.serve_states(running.states());
+        }
+        Ok(running)
     }
 
     /// The delivery settings, for the first line of output.
@@ -195,9 +224,14 @@ pub fn run(brokers: &LogArgs, a: ControllerArgs) -> Result<()> {
     a.options.ensure_topics(&*log)?;
     let stopper = util::signal_stopper();
     let state_dir = a.options.state_dir(brokers)?;
-    let app = a
-        .options
-        .start(log.clone(), &a.group, a.from.parse()?, state_dir.clone())?;
+    let endpoint = a.options.endpoint(None)?;
+    let app = a.options.start(
+        log.clone(),
+        &a.group,
+        a.from.parse()?,
+        state_dir.clone(),
+        endpoint.as_ref(),
+    )?;
     eprintln!(
         "heater controller on {} ({:?} style, {} consumers, {}): {} -> {}, dead letters to {}",
         log.describe(),

@@ -156,6 +156,21 @@ where
 {
     let (tx, rx) = mpsc::sync_channel(capacity.max(1));
     let stats = Arc::new(ActorStats::default());
+    let labels = vec![("actor", name.to_owned())];
+    crate::metrics::global().collect(&stats, move |st, s| {
+        s.counter(
+            "riffle_actor_restarts_total",
+            "Restarts of an actor after a panic.",
+            &labels,
+            st.restarts.load(Ordering::Relaxed),
+        );
+        s.gauge(
+            "riffle_mailbox_depth",
+            "Messages waiting in an actor's mailbox.",
+            &labels,
+            st.queued.load(Ordering::Relaxed) as f64,
+        );
+    });
     let addr = Addr {
         name: name.into(),
         tx,

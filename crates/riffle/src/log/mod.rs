@@ -441,6 +441,17 @@ pub struct GroupOffset {
     pub committed: Option<i64>,
 }
 
+/// A member of a consumer group as the group sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMember {
+    /// The id the group gave the member.
+    pub id: String,
+    /// The name the member gave itself ([`ConsumerConfig::client_id`]).
+    pub client_id: String,
+    /// The partitions the member owns in the current generation.
+    pub assignment: Vec<TopicPartition>,
+}
+
 /// A log backend: a factory for producers and consumers, and topic
 /// administration. Cheap to clone behind an `Arc`.
 pub trait Log: Send + Sync {
@@ -494,6 +505,10 @@ pub trait Log: Send + Sync {
         topic: &str,
         timeout: Duration,
     ) -> Result<Vec<GroupOffset>>;
+
+    /// The members of a group and the partitions each owns, as of the
+    /// group's current generation; empty for a group without members.
+    fn group_members(&self, group: &str, timeout: Duration) -> Result<Vec<GroupMember>>;
 
     /// Deletes the topic if it exists, then creates it anew.
     fn recreate_topic(&self, spec: &TopicSpec, timeout: Duration) -> Result<()> {

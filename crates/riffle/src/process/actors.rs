@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use super::app::Shared;
 use super::commit::{Commits, MAX_HOLD};
 use super::handoff::Handoff;
+use super::query::{to_json, Question};
 use super::store::{
     restore_point, send_changes, Changes, Durability, Encoded, SnapshotWriter, Store,
 };
@@ -63,6 +64,8 @@ pub(super) enum Msg<I, S> {
         partitions: Vec<i32>,
         reply: Sender<Result<Changes>>,
     },
+    /// Answer with a key's state.
+    Query(Question),
     /// Encode a partition's states, for a snapshot.
     Dump {
         partition: i32,
@@ -155,6 +158,10 @@ impl<P: KeyedProcessor> Actor for Worker<P> {
             } => {
                 let done = self.process(jobs, &producer);
                 let _ = reply.send(done);
+            }
+            Msg::Query(q) => {
+                let state = self.stores.get(&q.partition).and_then(|s| s.get(&q.key));
+                let _ = q.reply.send(to_json(state));
             }
             Msg::Load { partition, store } => {
                 self.stores.insert(partition, store);
@@ -641,6 +648,11 @@ impl<P: KeyedProcessor> Handler for Dispatcher<P> {
     }
 
     fn completed(&mut self, progress: &mut dyn Progress) {
+        let owned = &self.owned;
+        for q in self.shared.board.take(|p| owned.contains(&p)) {
+            let worker = self.pool.worker_of(&q.key);
+            let _ = self.pool.workers[worker].send(Msg::Query(q));
+        }
         for w in 0..self.pending.len() {
             self.flush(w);
         }

@@ -8,6 +8,7 @@ use super::dead_letter;
 use super::handoff::Handoff;
 use super::keyed::KeyedHandler;
 use super::outlet::Outlet;
+use super::query::{self, Board, StateQueries};
 use super::store::Durability;
 use super::KeyedProcessor;
 use crate::actor::Exit;
@@ -15,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::log::{
     ConsumerConfig, Log, OffsetReset, Progress, RecordRef, TopicPartition, TopicSpec,
 };
+use crate::metrics::{self, Counter};
 use crate::stream::{ConsumerGroup, Producer};
 
 /// How long topic administration may take.
@@ -96,9 +98,54 @@ pub struct AppStats {
 /// What handlers and workers of one app share.
 pub(super) struct Shared {
     dead_letter: Option<String>,
+    /// State queries waiting for the consumer that owns their partition.
+    pub(super) board: Arc<Board>,
     pub(super) stats: AppStats,
     /// Extra attempts at a record the processor fails on.
     pub(super) retries: u32,
+    pub(super) metrics: AppMetrics,
+}
+
+/// What an app counts in [`crate::metrics::global`] besides [`AppStats`].
+pub(super) struct AppMetrics {
+    pub(super) commits: Counter,
+}
+
+impl AppMetrics {
+    fn new(group: &str) -> Self {
+        Self {
+            commits: metrics::global().counter(
+                "riffle_commits_total",
+                "Commits of offsets (at-least-once) or transactions (exactly-once).",
+                vec![("group", group.to_owned())],
+            ),
+        }
+    }
+}
+
+/// Reports an app's [`AppStats`] at every scrape, while the app runs.
+fn collect_stats(group: &str, shared: &Arc<Shared>) {
+    type Read = fn(&AppStats) -> &AtomicU64;
+    #[rustfmt::skip]
+    const COUNTERS: [(&str, &str, Read); 6] = [
+        ("riffle_processed_total", "Records handed to the processor.", |s| &s.processed),
+        ("riffle_processor_sent_total", "Records the processor sent.", |s| &s.sent),
+        ("riffle_dead_letters_total", "Records sent to the dead-letter topic.", |s| &s.dead_letters),
+        ("riffle_restores_total", "Partition states restored from snapshots and the changelog.", |s| &s.restores),
+        ("riffle_restored_keys_total", "Keys whose state was restored.", |s| &s.restored_keys),
+        ("riffle_changelog_replayed_total", "Changelog records read while restoring.", |s| &s.changelog_replayed),
+    ];
+    let labels = vec![("group", group.to_owned())];
+    metrics::global().collect(shared, move |shared, s| {
+        for (name, help, read) in COUNTERS {
+            s.counter(
+                name,
+                help,
+                &labels,
+                read(&shared.stats).load(Ordering::Relaxed),
+            );
+        }
+    });
 }
 
 impl Shared {
@@ -182,6 +229,7 @@ pub struct App<P: KeyedProcessor> {
     state_dir: Option<std::path::PathBuf>,
     instance: Option<String>,
     retries: u32,
+    advertise: Option<String>,
 }
 
 impl<P: KeyedProcessor> App<P> {
@@ -203,6 +251,7 @@ impl<P: KeyedProcessor> App<P> {
             state_dir: None,
             instance: None,
             retries: 2,
+            advertise: None,
         }
     }
 
@@ -257,6 +306,16 @@ impl<P: KeyedProcessor> App<P> {
     /// holds back readers until the broker times it out.
     pub fn instance(mut self, id: &str) -> Self {
         self.instance = Some(id.into());
+        self
+    }
+
+    /// The `host:port` of this process's operations endpoint
+    /// ([`crate::serve`]), named in its consumers' client ids so that the
+    /// other processes of the group can find it in the group's assignment:
+    /// a state query arriving anywhere is relayed to the process that owns
+    /// the key ([`Running::states`]).
+    pub fn advertise(mut self, endpoint: &str) -> Self {
+        self.advertise = Some(endpoint.into());
         self
     }
 
@@ -333,10 +392,13 @@ impl<P: KeyedProcessor> App<P> {
             None
         };
         let shared = Arc::new(Shared {
+            board: Arc::default(),
             dead_letter: self.dead_letter.clone(),
             stats: AppStats::default(),
             retries: self.retries,
+            metrics: AppMetrics::new(&self.group),
         });
+        collect_stats(&self.group, &shared);
         let instance = self
             .instance
             .clone()
@@ -366,6 +428,14 @@ impl<P: KeyedProcessor> App<P> {
             )?);
             inputs = vec![topic];
         }
+        let states = StateQueries::new(
+            shared.board.clone(),
+            log.clone(),
+            &self.group,
+            inputs[0],
+            partitions,
+            self.advertise.clone(),
+        );
         let cfg = self.consumer_config(&self.group, &inputs);
         let commits = self.commits(&log, &self.group, &instance);
         let (group, workers) = match self.style {
@@ -403,6 +473,7 @@ impl<P: KeyedProcessor> App<P> {
             partitions as usize * (self.inputs.len() + usize::from(self.repartition.is_some()));
         Ok(Running {
             stages,
+            states,
             shared,
             workers,
             partitions,
@@ -438,7 +509,7 @@ impl<P: KeyedProcessor> App<P> {
         let mut cfg = ConsumerConfig::new(group, inputs);
         cfg.offset_reset = self.offset_reset;
         cfg.session_timeout = self.session_timeout;
-        cfg.client_id = group.to_owned();
+        cfg.client_id = query::client_id(group, self.advertise.as_deref());
         cfg.commit_interval = self.interval();
         cfg.read_committed = self.guarantee == Guarantee::ExactlyOnce;
         cfg
@@ -528,6 +599,7 @@ pub struct Running {
     stages: Vec<ConsumerGroup>,
     /// Input partitions of all stages together.
     partitions: usize,
+    states: StateQueries,
     shared: Arc<Shared>,
     workers: Vec<std::thread::JoinHandle<Exit>>,
 }
@@ -535,6 +607,12 @@ pub struct Running {
 impl Running {
     pub fn stats(&self) -> &AppStats {
         &self.shared.stats
+    }
+
+    /// Answers queries for the state of a key, here or, through the
+    /// group's assignment, from the process that owns it.
+    pub fn states(&self) -> StateQueries {
+        self.states.clone()
     }
 
     /// Each consumer's name and partitions.

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use super::app::Shared;
 use super::outlet::Outlet;
 use crate::error::{Error, Result};
-use crate::log::{Progress, TopicPartition};
+use crate::log::{GroupToken, Progress, TopicPartition};
 use crate::stream::Producer;
 
 /// Writes the state changes made so far to the changelog through the given
@@ -75,8 +75,23 @@ impl Commits {
         write_state: WriteState<'_>,
     ) {
         match self {
-            Commits::AtLeastOnce(a) => a.release(shared, progress, force, write_state),
-            Commits::ExactlyOnce(t) => t.release(progress, force, write_state),
+            Commits::AtLeastOnce(a) => {
+                let mut counting = Counting {
+                    inner: progress,
+                    stored: false,
+                };
+                a.release(shared, &mut counting, force, write_state);
+                if counting.stored {
+                    shared.metrics.commits.inc();
+                }
+            }
+            Commits::ExactlyOnce(t) => {
+                let open = !t.processed.is_empty();
+                t.release(progress, force, write_state);
+                if open && t.processed.is_empty() && t.failure.is_none() {
+                    shared.metrics.commits.inc();
+                }
+            }
         }
     }
 
@@ -155,6 +170,28 @@ pub(super) struct Acknowledged {
     force_next: bool,
     interval: Duration,
     last_write: Instant,
+}
+
+/// Notes whether a release moved offsets on: a commit, under
+/// at-least-once (the log commits stored offsets in the background).
+struct Counting<'a> {
+    inner: &'a mut dyn Progress,
+    stored: bool,
+}
+
+impl Progress for Counting<'_> {
+    fn store(&mut self, topic: &str, partition: i32, next_offset: i64) {
+        self.stored = true;
+        self.inner.store(topic, partition, next_offset);
+    }
+
+    fn group(&self) -> Result<GroupToken> {
+        self.inner.group()
+    }
+
+    fn behind(&self) -> bool {
+        self.inner.behind()
+    }
 }
 
 /// The longest offsets wait for the producer to be idle before a release

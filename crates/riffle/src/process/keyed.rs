@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use super::app::Shared;
 use super::commit::Commits;
 use super::handoff::Handoff;
+use super::query::to_json;
 use super::store::{restore_point, Durability, Store};
 use super::{run_processor, Context, KeyedProcessor};
 use crate::error::{Error, Result};
@@ -184,6 +185,11 @@ impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
     }
 
     fn completed(&mut self, progress: &mut dyn Progress) {
+        let owned = &self.owned;
+        for q in self.shared.board.take(|p| owned.contains_key(&p)) {
+            let state = owned.get(&q.partition).and_then(|s| s.get(&q.key));
+            let _ = q.reply.send(to_json(state));
+        }
         self.release(progress, false);
         if self.stopping || self.last_snapshot.elapsed() >= SNAPSHOT_EVERY {
             self.snapshot(progress);

@@ -38,12 +38,14 @@ mod key;
 mod keyed;
 mod offsets;
 mod outlet;
+mod query;
 pub mod stateless;
 mod store;
 
 pub use app::{App, AppStats, Guarantee, Running, Style};
 pub use context::Context;
 pub use offsets::OffsetTracker;
+pub use query::StateQueries;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 

@@ -152,6 +152,11 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
         self.entries.len()
     }
 
+    /// The state of `key`, if it has one.
+    pub(super) fn get(&self, key: &str) -> Option<&S> {
+        self.entries.get(key).map(|e| &e.state)
+    }
+
     pub(super) fn has_changes(&self) -> bool {
         self.changed > 0
     }

@@ -10,6 +10,7 @@ use crate::log::{
     ConsumerConfig, GroupEvent, GroupToken, Log, LogConsumer, PollVisitor, Progress, RecordRef,
     TopicPartition,
 };
+use crate::metrics::{self, Counter, Histogram};
 
 /// How long one poll waits for records: also the longest a `stop` waits.
 const POLL_WAIT: Duration = Duration::from_millis(100);
@@ -154,11 +155,13 @@ impl Consumer {
     {
         let first = log.consumer(&config)?;
         let stats = Arc::new(ConsumerStats::default());
+        collect_stats(&config, &stats);
         let name = config.client_id.clone();
         let (st, stop) = (stats.clone(), stopper.clone());
         let thread = std::thread::Builder::new()
             .name(name.clone())
             .spawn(move || {
+                let mut metrics = ConsumerMetrics::new(&config.group_id);
                 let mut backend = Some(first);
                 let mut consecutive = 0;
                 loop {
@@ -167,7 +170,9 @@ impl Consumer {
                         None => log.consumer(&config)?,
                     };
                     let mut handler = factory();
-                    let run = catch_unwind(AssertUnwindSafe(|| run(&mut *consumer, &mut handler, &stop, &st)));
+                    let run = catch_unwind(AssertUnwindSafe(|| {
+                        run(&mut *consumer, &mut handler, &stop, &st, &mut metrics)
+                    }));
                     let failure = match run {
                         Ok(Err(e @ Error::Fenced(_))) => e.to_string(),
                         Ok(result) => {
@@ -178,6 +183,7 @@ impl Consumer {
                         Err(panic) => format!("handler panicked: {}", panic_text(&*panic)),
                     };
                     consecutive += 1;
+                    metrics.restarts.inc();
                     let restarts = st.restarts.fetch_add(1, Ordering::Relaxed) + 1;
                     // Leave without committing: the work since the last
                     // commit is done again by whoever owns the partitions
@@ -257,7 +263,98 @@ fn sleep_unless_stopped(total: Duration, stop: &Stopper) {
     }
 }
 
+/// What a consumer counts in [`metrics::global`], besides its
+/// [`ConsumerStats`].
+struct ConsumerMetrics {
+    group: String,
+    /// Records in, per topic (a consumer reads few topics).
+    records_in: Vec<(String, Counter)>,
+    latency: Histogram,
+    rebalances: Counter,
+    restarts: Counter,
+    /// The wall clock, read once per poll at its first record.
+    now_ms: Option<i64>,
+}
+
+impl ConsumerMetrics {
+    fn new(group: &str) -> Self {
+        let labels = || vec![("group", group.to_owned())];
+        let r = metrics::global();
+        Self {
+            group: group.to_owned(),
+            records_in: Vec::new(),
+            latency: r.histogram(
+                "riffle_processing_latency_seconds",
+                "Time from a record's timestamp to its handling by a consumer.",
+                labels(),
+            ),
+            rebalances: r.counter(
+                "riffle_rebalances_total",
+                "Assignments received by the group's consumers in this process.",
+                labels(),
+            ),
+            restarts: r.counter(
+                "riffle_consumer_restarts_total",
+                "Consumers restarted after a failure.",
+                labels(),
+            ),
+            now_ms: None,
+        }
+    }
+
+    fn record(&mut self, record: &RecordRef<'_>) {
+        let i = match self.records_in.iter().position(|(t, _)| t == record.topic) {
+            Some(i) => i,
+            None => {
+                let c = metrics::global().counter(
+                    "riffle_records_in_total",
+                    "Records consumed, per group and topic.",
+                    vec![
+                        ("group", self.group.clone()),
+                        ("topic", record.topic.to_owned()),
+                    ],
+                );
+                self.records_in.push((record.topic.to_owned(), c));
+                self.records_in.len() - 1
+            }
+        };
+        self.records_in[i].1.inc();
+        if let Some(ts) = record.timestamp {
+            let now = *self.now_ms.get_or_insert_with(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64)
+            });
+            self.latency.observe_millis(now - ts);
+        }
+    }
+}
+
+/// Reports a consumer's partitions and records at every scrape, while it
+/// exists.
+fn collect_stats(config: &ConsumerConfig, stats: &Arc<ConsumerStats>) {
+    let labels = vec![
+        ("group", config.group_id.clone()),
+        ("consumer", config.client_id.clone()),
+    ];
+    metrics::global().collect(stats, move |st, s| {
+        s.gauge(
+            "riffle_consumer_partitions",
+            "Partitions the consumer owns.",
+            &labels,
+            st.assignment.lock().unwrap().len() as f64,
+        );
+        s.counter(
+            "riffle_consumer_records_total",
+            "Records the consumer handled.",
+            &labels,
+            st.records.load(Ordering::Relaxed),
+        );
+    });
+}
+
 struct Visit<'a, H> {
+    metrics: &'a mut ConsumerMetrics,
     handler: &'a mut H,
     defers: bool,
     stop: &'a Stopper,
@@ -272,6 +369,7 @@ impl<H: Handler> PollVisitor for Visit<'_, H> {
         if self.stop.is_stopped() {
             return false;
         }
+        self.metrics.record(&record);
         if self.defers {
             // The handler reports progress itself, failures included.
             self.stats.records.fetch_add(1, Ordering::Relaxed);
@@ -305,6 +403,7 @@ impl<H: Handler> PollVisitor for Visit<'_, H> {
         match event {
             GroupEvent::Assigned(tps) => {
                 self.stats.rebalances.fetch_add(1, Ordering::Relaxed);
+                self.metrics.rebalances.inc();
                 tracing::info!(consumer = %self.name, "assigned {}", list(&tps));
                 *self.stats.assignment.lock().unwrap() = tps.clone();
                 self.handler.assigned(&tps);
@@ -333,6 +432,7 @@ fn run<H: Handler>(
     handler: &mut H,
     stop: &Stopper,
     stats: &ConsumerStats,
+    metrics: &mut ConsumerMetrics,
 ) -> Result<()> {
     let name = std::thread::current()
         .name()
@@ -340,6 +440,7 @@ fn run<H: Handler>(
         .to_owned();
     let defers = handler.defers();
     let mut visit = Visit {
+        metrics,
         handler,
         defers,
         stop,
@@ -347,6 +448,7 @@ fn run<H: Handler>(
         name: &name,
     };
     while !stop.is_stopped() {
+        visit.metrics.now_ms = None;
         let polled = consumer.poll(POLL_WAIT, POLL_BATCH, &mut visit)?;
         if defers {
             store_completed(consumer, visit.handler, polled >= POLL_BATCH);

@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::log::{
     DeliveryReport, GroupToken, Log, LogProducer, OutRecord, TopicPartition, TxnProducer,
 };
+use crate::metrics::{self, Counter};
 
 /// Counts of delivery reports, shared by every clone of a [`Producer`].
 #[derive(Debug, Default)]
@@ -15,13 +16,32 @@ pub struct DeliveryStats {
     pub sent: AtomicU64,
     pub delivered: AtomicU64,
     pub failed: AtomicU64,
+    /// `riffle_records_out_total` per topic, for the metrics endpoint.
+    out: std::sync::Mutex<Vec<(String, Counter)>>,
 }
 
 impl DeliveryStats {
+    fn count_out(&self, topic: &str) {
+        let mut out = self.out.lock().unwrap();
+        match out.iter().find(|(t, _)| t == topic) {
+            Some((_, c)) => c.inc(),
+            None => {
+                let c = metrics::global().counter(
+                    "riffle_records_out_total",
+                    "Records written and acknowledged by the log, per topic.",
+                    vec![("topic", topic.to_owned())],
+                );
+                c.inc();
+                out.push((topic.to_owned(), c));
+            }
+        }
+    }
+
     fn record(&self, report: &DeliveryReport) {
         match &report.result {
             Ok(offset) => {
                 self.delivered.fetch_add(1, Ordering::Relaxed);
+                self.count_out(&report.topic);
                 tracing::debug!(topic = %report.topic, partition = report.partition, offset, "delivered");
             }
             Err(e) => {

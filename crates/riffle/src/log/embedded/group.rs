@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use crate::log::TopicPartition;
+use crate::log::{GroupMember, TopicPartition};
 
 /// Committed offsets: topic -> partition -> next offset to consume.
 pub(super) type Offsets = HashMap<String, BTreeMap<i32, i64>>;
@@ -113,6 +113,22 @@ impl Group {
     /// Removes a member; its partitions become free at once.
     pub(super) fn leave(&mut self, id: &str) -> bool {
         self.members.remove(id).is_some()
+    }
+
+    /// Every member and its share of the current generation.
+    pub(super) fn members(&self) -> Vec<GroupMember> {
+        self.members
+            .iter()
+            .map(|(id, m)| GroupMember {
+                id: id.clone(),
+                // Ids are the client id and a joining number.
+                client_id: id
+                    .rsplit_once('-')
+                    .map_or(id.as_str(), |(c, _)| c)
+                    .to_owned(),
+                assignment: m.assignment.clone(),
+            })
+            .collect()
     }
 
     pub(super) fn member(&self, id: &str) -> Option<&Member> {

@@ -110,8 +110,8 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::log::{
-    ConsumerConfig, DeliveryCallback, GroupOffset, Log, LogConsumer, LogProducer, PartitionInfo,
-    ReadVisitor, RecordRef, TopicInfo, TopicPartition, TopicSpec, TxnProducer,
+    ConsumerConfig, DeliveryCallback, GroupMember, GroupOffset, Log, LogConsumer, LogProducer,
+    PartitionInfo, ReadVisitor, RecordRef, TopicInfo, TopicPartition, TopicSpec, TxnProducer,
 };
 
 use consumer::EmbeddedConsumer;
@@ -512,6 +512,15 @@ impl Log for EmbeddedLog {
             .get(name)
             .ok_or_else(|| Error::UnknownTopic(name.to_owned()))?;
         Ok(topic.info(name))
+    }
+
+    fn group_members(&self, group: &str, _timeout: Duration) -> Result<Vec<GroupMember>> {
+        let state = self.inner.lock();
+        Ok(state
+            .groups
+            .get(group)
+            .map(Group::members)
+            .unwrap_or_default())
     }
 
     fn committed_offsets(

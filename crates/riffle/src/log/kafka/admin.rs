@@ -12,7 +12,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::block_on::block_on;
 use super::KafkaLog;
 use crate::error::{Error, Result};
-use crate::log::{GroupOffset, PartitionInfo, TopicInfo, TopicPartition, TopicSpec};
+use crate::log::{GroupMember, GroupOffset, PartitionInfo, TopicInfo, TopicPartition, TopicSpec};
 
 const STEP: Duration = Duration::from_millis(50);
 
@@ -294,4 +294,87 @@ pub(super) fn committed_offsets(
         .collect();
     out.sort_by(|a, b| a.partition.cmp(&b.partition));
     Ok(out)
+}
+
+/// The members of a classic consumer group and their assignments, from the
+/// group coordinator (DescribeGroups).
+pub(super) fn group_members(
+    log: &KafkaLog,
+    group: &str,
+    timeout: Duration,
+) -> Result<Vec<GroupMember>> {
+    let list = log
+        .admin()?
+        .inner()
+        .fetch_group_list(Some(group), timeout)
+        .map_err(|e| log.unreachable(e))?;
+    let mut out = Vec::new();
+    for g in list.groups().iter().filter(|g| g.name() == group) {
+        for m in g.members() {
+            out.push(GroupMember {
+                id: m.id().to_owned(),
+                client_id: m.client_id().to_owned(),
+                assignment: m.assignment().map(parse_assignment).unwrap_or_default(),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(out)
+}
+
+/// The partitions of a consumer-protocol assignment: a version (int16),
+/// then an array (int32 count) of topics, each a string (int16 length) and
+/// an array of int32 partitions, then user data, which is ignored. A
+/// truncated assignment yields what could be read.
+fn parse_assignment(bytes: &[u8]) -> Vec<TopicPartition> {
+    let mut rest = bytes;
+    let mut take = |n: usize| -> Option<&[u8]> {
+        let (head, tail) = (rest.get(..n)?, rest.get(n..)?);
+        rest = tail;
+        Some(head)
+    };
+    let mut out = Vec::new();
+    let mut read = || -> Option<()> {
+        take(2)?;
+        let topics = i32::from_be_bytes(take(4)?.try_into().ok()?);
+        for _ in 0..topics.max(0) {
+            let len = i16::from_be_bytes(take(2)?.try_into().ok()?);
+            let topic = String::from_utf8_lossy(take(len.max(0) as usize)?).into_owned();
+            let n = i32::from_be_bytes(take(4)?.try_into().ok()?);
+            for _ in 0..n.max(0) {
+                let p = i32::from_be_bytes(take(4)?.try_into().ok()?);
+                out.push(TopicPartition::new(topic.clone(), p));
+            }
+        }
+        Some(())
+    };
+    let _ = read();
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assignments_are_parsed_and_truncation_keeps_what_was_read() {
+        let mut b = vec![0, 1, 0, 0, 0, 2];
+        for (topic, parts) in [("sensor", &[3i32, 1][..]), ("s", &[0][..])] {
+            b.extend((topic.len() as i16).to_be_bytes());
+            b.extend(topic.as_bytes());
+            b.extend((parts.len() as i32).to_be_bytes());
+            for p in parts {
+                b.extend(p.to_be_bytes());
+            }
+        }
+        b.extend([0xff, 0xff, 0xff, 0xff]); // no user data
+        let tp = |t: &str, p| TopicPartition::new(t, p);
+        assert_eq!(
+            parse_assignment(&b),
+            vec![tp("s", 0), tp("sensor", 1), tp("sensor", 3)]
+        );
+        assert_eq!(parse_assignment(&b[..22]), vec![tp("sensor", 3)]);
+        assert!(parse_assignment(&[]).is_empty());
+    }
 }

@@ -21,8 +21,8 @@ use rdkafka::admin::AdminClient;
 use rdkafka::config::ClientConfig;
 
 use super::{
-    ConsumerConfig, DeliveryCallback, GroupOffset, Log, LogConsumer, LogProducer, ReadVisitor,
-    TopicInfo, TopicSpec, TxnProducer,
+    ConsumerConfig, DeliveryCallback, GroupMember, GroupOffset, Log, LogConsumer, LogProducer,
+    ReadVisitor, TopicInfo, TopicSpec, TxnProducer,
 };
 use crate::error::{Error, Result};
 use context::LoggingContext;
@@ -183,6 +183,10 @@ impl Log for KafkaLog {
         timeout: Duration,
     ) -> Result<Vec<GroupOffset>> {
         admin::committed_offsets(self, group, topic, timeout)
+    }
+
+    fn group_members(&self, group: &str, timeout: Duration) -> Result<Vec<GroupMember>> {
+        admin::group_members(self, group, timeout)
     }
 
     fn recreate_topic(&self, spec: &TopicSpec, timeout: Duration) -> Result<()> {

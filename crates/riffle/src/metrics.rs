@@ -1,0 +1,374 @@
+//! Process-wide metrics in the Prometheus text format.
+//!
+//! Every layer counts what it does here, on the hot path only through
+//! atomics it holds a handle on: [`Counter`]s and [`Histogram`]s are
+//! registered once (per label set) and cheap to bump afterwards. Values
+//! that already live elsewhere (a consumer's assignment, an actor's mailbox
+//! depth, a group's lag) are read when the metrics are scraped, through
+//! collectors that hold a weak reference to their source and disappear with
+//! it, so a consumer removed by autoscaling leaves no stale series.
+//!
+//! [`global`] is the registry every Riffle component reports to; an HTTP
+//! endpoint serves [`Registry::render`] as `/metrics`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+/// Label names and values of one series, in the order given.
+pub type Labels = Vec<(&'static str, String)>;
+
+/// A monotonic count.
+#[derive(Clone, Debug, Default)]
+pub struct Counter(Arc<AtomicU64>);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.add(1);
+    }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Upper bounds, in seconds, of the latency buckets: from a millisecond to
+/// a minute, which covers a record processed at once and one that waited
+/// behind a backlog.
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0,
+];
+
+/// A distribution of durations over [`LATENCY_BUCKETS`].
+#[derive(Debug, Default)]
+pub struct HistogramData {
+    /// Per bucket, observations at most its bound (not cumulative); the
+    /// last counts those above every bound.
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+/// A handle on a registered histogram.
+#[derive(Clone, Debug, Default)]
+pub struct Histogram(Arc<HistogramData>);
+
+impl Histogram {
+    /// Records one duration, in milliseconds (what record timestamps give).
+    pub fn observe_millis(&self, ms: i64) {
+        let ms = ms.max(0) as u64;
+        let secs = ms as f64 / 1000.0;
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.0.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.0.sum_micros.fetch_add(ms * 1000, Ordering::Relaxed);
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.0
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// The smallest bucket bound, in seconds, at or below which at least
+    /// `q` (0..1) of the observations fall; infinity when above them all,
+    /// `None` without observations.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let counts: Vec<u64> = self
+            .0
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let want = (q * total as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, c) in counts.iter().enumerate() {
+            seen += c;
+            if seen >= want {
+                return Some(LATENCY_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY));
+            }
+        }
+        Some(f64::INFINITY)
+    }
+}
+
+/// Samples being gathered for one scrape, grouped by metric family.
+#[derive(Default)]
+pub struct Samples {
+    families: BTreeMap<&'static str, Family>,
+}
+
+struct Family {
+    help: &'static str,
+    kind: &'static str,
+    lines: Vec<String>,
+}
+
+impl Samples {
+    fn family(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        kind: &'static str,
+    ) -> &mut Family {
+        self.families.entry(name).or_insert_with(|| Family {
+            help,
+            kind,
+            lines: Vec::new(),
+        })
+    }
+
+    /// A value that can go up and down, read now.
+    pub fn gauge(&mut self, name: &'static str, help: &'static str, labels: &Labels, value: f64) {
+        self.sample(name, help, "gauge", labels, value);
+    }
+
+    /// A count kept elsewhere, read now.
+    pub fn counter(&mut self, name: &'static str, help: &'static str, labels: &Labels, value: u64) {
+        self.sample(name, help, "counter", labels, value as f64);
+    }
+
+    fn sample(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        kind: &'static str,
+        labels: &Labels,
+        value: f64,
+    ) {
+        let line = format!("{name}{} {}", render_labels(labels, None), number(value));
+        self.family(name, help, kind).lines.push(line);
+    }
+
+    fn histogram(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        labels: &Labels,
+        h: &HistogramData,
+    ) {
+        let fam = self.family(name, help, "histogram");
+        let mut cumulative = 0;
+        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+            cumulative += h.buckets[i].load(Ordering::Relaxed);
+            let le = number(*bound);
+            fam.lines.push(format!(
+                "{name}_bucket{} {cumulative}",
+                render_labels(labels, Some(&le))
+            ));
+        }
+        cumulative += h.buckets[LATENCY_BUCKETS.len()].load(Ordering::Relaxed);
+        let l = render_labels(labels, None);
+        fam.lines.push(format!(
+            "{name}_bucket{} {cumulative}",
+            render_labels(labels, Some("+Inf"))
+        ));
+        let sum = h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        fam.lines.push(format!("{name}_sum{l} {}", number(sum)));
+        fam.lines.push(format!("{name}_count{l} {cumulative}"));
+    }
+
+    fn render(self) -> String {
+        let mut out = String::new();
+        for (name, fam) in self.families {
+            let _ = writeln!(out, "# HELP {name} {}", fam.help);
+            let _ = writeln!(out, "# TYPE {name} {}", fam.kind);
+            for line in fam.lines {
+                out.push_str(&line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+fn number(v: f64) -> String {
+    if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
+    } else {
+        format!("{v}")
+    }
+}
+
+fn render_labels(labels: &Labels, le: Option<&str>) -> String {
+    if labels.is_empty() && le.is_none() {
+        return String::new();
+    }
+    let mut parts: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+        .collect();
+    if let Some(le) = le {
+        parts.push(format!("le=\"{le}\""));
+    }
+    format!("{{{}}}", parts.join(","))
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Reads values when the metrics are scraped; returns `false` once its
+/// source is gone, and is then dropped.
+type Collector = Box<dyn FnMut(&mut Samples) -> bool + Send>;
+
+type Key = (&'static str, Labels);
+
+/// Registered metrics: counters and histograms by name and labels, and
+/// collectors.
+#[derive(Default)]
+pub struct Registry {
+    counters: Mutex<BTreeMap<Key, (&'static str, Counter)>>,
+    histograms: Mutex<BTreeMap<Key, (&'static str, Histogram)>>,
+    collectors: Mutex<Vec<Collector>>,
+}
+
+impl Registry {
+    /// The counter `name` with these labels, registered on first use; the
+    /// same handle for the same name and labels.
+    pub fn counter(&self, name: &'static str, help: &'static str, labels: Labels) -> Counter {
+        let mut m = self.counters.lock().unwrap();
+        m.entry((name, labels))
+            .or_insert_with(|| (help, Counter::default()))
+            .1
+            .clone()
+    }
+
+    /// The latency histogram `name` with these labels, registered on first
+    /// use.
+    pub fn histogram(&self, name: &'static str, help: &'static str, labels: Labels) -> Histogram {
+        let mut m = self.histograms.lock().unwrap();
+        m.entry((name, labels))
+            .or_insert_with(|| (help, Histogram::default()))
+            .1
+            .clone()
+    }
+
+    /// Adds a collector reading `source` at every scrape, for as long as
+    /// `source` is alive elsewhere.
+    pub fn collect<T, F>(&self, source: &Arc<T>, mut read: F)
+    where
+        T: Send + Sync + 'static,
+        F: FnMut(&T, &mut Samples) + Send + 'static,
+    {
+        let weak: Weak<T> = Arc::downgrade(source);
+        self.collectors
+            .lock()
+            .unwrap()
+            .push(Box::new(move |s| match weak.upgrade() {
+                Some(t) => {
+                    read(&t, s);
+                    true
+                }
+                None => false,
+            }));
+    }
+
+    /// Everything registered, in the Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut s = Samples::default();
+        for ((name, labels), (help, c)) in self.counters.lock().unwrap().iter() {
+            s.sample(name, help, "counter", labels, c.get() as f64);
+        }
+        for ((name, labels), (help, h)) in self.histograms.lock().unwrap().iter() {
+            s.histogram(name, help, labels, &h.0);
+        }
+        self.collectors.lock().unwrap().retain_mut(|c| c(&mut s));
+        s.render()
+    }
+}
+
+/// The registry of this process.
+pub fn global() -> &'static Registry {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    REGISTRY.get_or_init(Registry::default)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_shared_per_name_and_labels_and_rendered() {
+        let r = Registry::default();
+        let a = r.counter("riffle_x_total", "X.", vec![("topic", "a".into())]);
+        let b = r.counter("riffle_x_total", "X.", vec![("topic", "b".into())]);
+        r.counter("riffle_x_total", "X.", vec![("topic", "a".into())])
+            .add(2);
+        a.inc();
+        b.inc();
+        let text = r.render();
+        assert_eq!(text.matches("# TYPE riffle_x_total counter").count(), 1);
+        assert!(text.contains("riffle_x_total{topic=\"a\"} 3\n"), "{text}");
+        assert!(text.contains("riffle_x_total{topic=\"b\"} 1\n"), "{text}");
+    }
+
+    #[test]
+    fn histograms_are_cumulative_with_sum_and_count() {
+        let r = Registry::default();
+        let h = r.histogram("riffle_lat_seconds", "L.", vec![]);
+        h.observe_millis(3); // 0.005 bucket
+        h.observe_millis(3);
+        h.observe_millis(200); // 0.25 bucket
+        h.observe_millis(120_000); // above every bound
+        let text = r.render();
+        assert!(
+            text.contains("riffle_lat_seconds_bucket{le=\"0.0025\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("riffle_lat_seconds_bucket{le=\"0.005\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("riffle_lat_seconds_bucket{le=\"0.25\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("riffle_lat_seconds_bucket{le=\"60\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("riffle_lat_seconds_bucket{le=\"+Inf\"} 4\n"),
+            "{text}"
+        );
+        assert!(text.contains("riffle_lat_seconds_count 4\n"), "{text}");
+        assert!(text.contains("riffle_lat_seconds_sum 120.206\n"), "{text}");
+        assert_eq!(h.quantile(0.5), Some(0.005));
+        assert_eq!(h.quantile(0.75), Some(0.25));
+        assert_eq!(h.quantile(1.0), Some(f64::INFINITY));
+    }
+
+    #[test]
+    fn collectors_read_live_sources_and_vanish_with_them() {
+        let r = Registry::default();
+        let source = Arc::new(AtomicU64::new(7));
+        r.collect(&source, |v, s| {
+            s.gauge(
+                "riffle_depth",
+                "Depth.",
+                &vec![("actor", "w\"0".into())],
+                v.load(Ordering::Relaxed) as f64,
+            )
+        });
+        assert!(r.render().contains("riffle_depth{actor=\"w\\\"0\"} 7\n"));
+        source.store(9, Ordering::Relaxed);
+        assert!(r.render().contains("} 9\n"));
+        drop(source);
+        assert!(!r.render().contains("riffle_depth"));
+        assert!(r.collectors.lock().unwrap().is_empty());
+    }
+}
