@@ -54,6 +54,48 @@ struct Scenario {
     kills: bool,
     /// SIGTERM the last worker for good this long after the feed starts.
     stop_one_after: Option<Duration>,
+    /// SIGKILL the last worker for good this long after the feed starts;
+    /// every worker then serves `--http`, and the test looks at the
+    /// workers' state answers and metrics before the kill and at the end.
+    kill_one_after: Option<Duration>,
+}
+
+/// A status and body, or why there is none.
+type Answer = Result<(u16, String), String>;
+
+/// What the workers' endpoints show at one moment.
+#[derive(Debug, Default)]
+struct Views {
+    /// Per sampled heater, each live worker's answer to `/state/<id>`.
+    answers: Vec<(String, Vec<Answer>)>,
+    /// Per live worker, `riffle_rebalances_total` of the group.
+    rebalances: Vec<Option<u64>>,
+}
+
+/// Asks each of `live` for the state of every 20th heater and for its
+/// metrics.
+fn views(workers: &Workers, live: &[usize], group: &str, heaters: usize) -> Views {
+    let answers = (0..heaters)
+        .step_by(20)
+        .map(|h| {
+            let id = feed::heater_id(h);
+            let path = format!("/state/{id}");
+            (id, live.iter().map(|w| workers.get(*w, &path)).collect())
+        })
+        .collect();
+    let series = format!("riffle_rebalances_total{{group=\"{group}\"}} ");
+    let rebalances = live
+        .iter()
+        .map(|w| {
+            let (_, text) = workers.get(*w, "/metrics").ok()?;
+            text.lines()
+                .find_map(|l| l.strip_prefix(series.as_str())?.parse().ok())
+        })
+        .collect();
+    Views {
+        answers,
+        rebalances,
+    }
 }
 
 struct Outcome {
@@ -67,6 +109,10 @@ struct Outcome {
     owned_before_stop: Vec<BTreeSet<i32>>,
     /// What broke, for the failure message.
     problems: Vec<String>,
+    /// With `kill_one_after`: the endpoints just before the kill and once
+    /// the input is processed.
+    views: Vec<Views>,
+    group: String,
     workers: Arc<Workers>,
 }
 
@@ -151,6 +197,7 @@ fn run(s: &Scenario) -> Outcome {
             guarantee: s.guarantee,
             style: s.style,
             dir: dir.clone(),
+            http: s.kill_one_after.is_some(),
         },
         WORKERS,
     );
@@ -184,8 +231,9 @@ fn run(s: &Scenario) -> Outcome {
     let feed_start = Instant::now();
 
     let (fed, feed_failed) = (AtomicBool::new(false), AtomicBool::new(false));
-    let stopped = s.stop_one_after.map(|_| WORKERS - 1);
+    let stopped = s.stop_one_after.or(s.kill_one_after).map(|_| WORKERS - 1);
     let mut owned_before_stop = Vec::new();
+    let mut views_seen = Vec::new();
     let mut problems = Vec::new();
     let (records, kills) = std::thread::scope(|scope| {
         let feeder = scope.spawn(|| {
@@ -234,6 +282,15 @@ fn run(s: &Scenario) -> Outcome {
                 problems.push(format!("{} stopped mid-run: {e}", workers.name(i)));
             }
         }
+        if let (Some(after), Some(i)) = (s.kill_one_after, stopped) {
+            std::thread::sleep(after.saturating_sub(feed_start.elapsed()));
+            owned_before_stop = (0..WORKERS)
+                .map(|w| union(workers::owned_partitions(&workers.log_text(w))))
+                .collect();
+            let all: Vec<usize> = (0..WORKERS).collect();
+            views_seen.push(views(&workers, &all, &group, s.plan.heaters));
+            workers.kill(i);
+        }
         let records = feeder.join().expect("feeder");
         let kills = killer.join().expect("killer");
         (records, kills)
@@ -275,6 +332,10 @@ fn run(s: &Scenario) -> Outcome {
     let owned_at_end: Vec<BTreeSet<i32>> = (0..WORKERS)
         .map(|i| union(workers::owned_partitions(&workers.log_text(i))))
         .collect();
+    if s.kill_one_after.is_some() {
+        let survivors: Vec<usize> = (0..WORKERS).filter(|i| Some(*i) != stopped).collect();
+        views_seen.push(views(&workers, &survivors, &group, s.plan.heaters));
+    }
     workers.close();
     for i in (0..WORKERS).filter(|i| Some(*i) != stopped) {
         if let Err(e) = workers.terminate(i, Duration::from_secs(20)) {
@@ -360,6 +421,8 @@ fn run(s: &Scenario) -> Outcome {
         owned_at_end,
         owned_before_stop,
         problems,
+        views: views_seen,
+        group,
         workers,
     }
 }
@@ -410,6 +473,7 @@ fn crash_exactly_once_in(name: &'static str, style: &'static str, seed: u64) {
         plan: crash_plan(seed),
         kills: true,
         stop_one_after: None,
+        kill_one_after: None,
     });
     if out.cmp.duplicates > 0 || out.cmp.expected != out.cmp.actual {
         out.problems.push(format!(
@@ -430,10 +494,22 @@ fn crash_at_least_once() {
         plan: crash_plan(12),
         kills: true,
         stop_one_after: None,
+        kill_one_after: None,
     });
     out.check();
     assert!(out.kills >= MIN_KILLS && out.records > 60_000);
     assert!(out.cmp.actual >= out.cmp.expected);
+}
+
+/// 24 s of input for 1,000 heaters whose settings do not change.
+fn steady_plan(seed: u64) -> FeedPlan {
+    FeedPlan {
+        heaters: 1000,
+        rounds: 30,
+        duration: Duration::from_secs(24),
+        seed,
+        setting_changes: vec![],
+    }
 }
 
 #[test]
@@ -442,15 +518,10 @@ fn three_workers_rebalance() {
         name: "three_workers_rebalance",
         guarantee: Guarantee::AtLeastOnce,
         style: "keyed",
-        plan: FeedPlan {
-            heaters: 1000,
-            rounds: 30,
-            duration: Duration::from_secs(24),
-            seed: 13,
-            setting_changes: vec![],
-        },
+        plan: steady_plan(13),
         kills: false,
         stop_one_after: Some(Duration::from_secs(10)),
+        kill_one_after: None,
     });
     let before = out.owned_before_stop.clone();
     let stopped = before.get(WORKERS - 1).cloned().unwrap_or_default();
@@ -500,6 +571,120 @@ fn three_workers_rebalance() {
             out.workers.name(WORKERS - 1)
         ));
     }
+    out.problems.extend(problems);
+    out.check();
+}
+
+/// Three controller processes with operations endpoints: the partitions
+/// and their state are split among them, every process answers a state
+/// query with the owner's answer, and when one is killed the others take
+/// its partitions over with their state, lose nothing, and count the
+/// rebalance in `/metrics`.
+#[test]
+fn scale_out_three_processes() {
+    let mut out = run(&Scenario {
+        name: "scale_out_three_processes",
+        guarantee: Guarantee::AtLeastOnce,
+        style: "keyed",
+        plan: steady_plan(15),
+        kills: false,
+        stop_one_after: None,
+        kill_one_after: Some(Duration::from_secs(10)),
+    });
+    let killed = WORKERS - 1;
+    let addrs: Vec<String> = (0..WORKERS)
+        .map(|w| out.workers.http_addr(w).expect("an endpoint"))
+        .collect();
+    let mut problems = Vec::new();
+    let [before, after] = &out.views[..] else {
+        panic!("{}: expected two views, got {:?}", out.name, out.views);
+    };
+    // Per heater: (owner index, setting) as every live worker answered it,
+    // if they all agreed. While records flow, the workers are asked one
+    // after the other and a heater's last command may change in between:
+    // `settled` says whether the answers must be identical or only agree
+    // on everything but the last command.
+    let agreed = |view: &Views,
+                  live: &[usize],
+                  owned: &[BTreeSet<i32>],
+                  settled: bool,
+                  problems: &mut Vec<String>| {
+        let mut seen = BTreeMap::new();
+        let comparable = |a: &Answer| match a {
+            Ok((status, body)) if !settled => {
+                let mut v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+                if let Some(state) = v.get_mut("state").and_then(|s| s.as_object_mut()) {
+                    state.remove("last_command");
+                }
+                Ok((*status, v.to_string()))
+            }
+            other => other.clone(),
+        };
+        for (id, answers) in &view.answers {
+            let first = comparable(&answers[0]);
+            if answers.iter().any(|a| comparable(a) != first) {
+                problems.push(format!("{id}: the workers answer differently: {answers:?}"));
+                continue;
+            }
+            let body = match &answers[0] {
+                Ok((200, body)) => body,
+                other => {
+                    problems.push(format!("{id}: {other:?}"));
+                    continue;
+                }
+            };
+            let v: serde_json::Value = serde_json::from_str(body).expect("a JSON answer");
+            let owner = v["owner"].as_str().unwrap_or_default();
+            let partition = v["partition"].as_i64().unwrap_or(-1) as i32;
+            match addrs.iter().position(|a| a == owner) {
+                Some(w) if live.contains(&w) && owned[w].contains(&partition) => {
+                    seen.insert(id.clone(), (w, v["state"]["setting"].clone()));
+                }
+                _ => problems.push(format!(
+                    "{id}: answered by {owner} for partition {partition}, which it does not own ({owned:?} by {addrs:?})"
+                )),
+            }
+        }
+        seen
+    };
+    let all: Vec<usize> = (0..WORKERS).collect();
+    let first = agreed(before, &all, &out.owned_before_stop, false, &mut problems);
+    let owners: BTreeSet<usize> = first.values().map(|(w, _)| *w).collect();
+    if owners.len() != WORKERS {
+        problems.push(format!(
+            "the sampled heaters' state is kept by workers {owners:?} only, not split among all {WORKERS}"
+        ));
+    }
+    let survivors: Vec<usize> = (0..WORKERS).filter(|w| *w != killed).collect();
+    let last = agreed(after, &survivors, &out.owned_at_end, true, &mut problems);
+    let mut moved = 0;
+    for (id, (w, setting)) in &first {
+        match last.get(id) {
+            Some((_, s)) if s == setting => moved += usize::from(*w == killed),
+            Some((_, s)) => problems.push(format!(
+                "{id}: setting {setting} before the kill, {s} after it (no setting changed)"
+            )),
+            None => {}
+        }
+    }
+    if moved == 0 {
+        problems.push("no sampled heater of the killed worker was checked after the kill".into());
+    }
+    for (i, w) in survivors.iter().enumerate() {
+        let (b, a) = (before.rebalances[*w], after.rebalances[i]);
+        if !matches!((b, a), (Some(b), Some(a)) if a > b) {
+            problems.push(format!(
+                "{}'s /metrics shows riffle_rebalances_total for group {} at {b:?} before the kill and {a:?} after it",
+                out.workers.name(*w),
+                out.group
+            ));
+        }
+    }
+    eprintln!(
+        "{}: {} heaters sampled, owners before the kill {owners:?}, {moved} moved from the killed worker with their state",
+        out.name,
+        first.len()
+    );
     out.problems.extend(problems);
     out.check();
 }

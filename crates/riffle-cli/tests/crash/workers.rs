@@ -39,10 +39,15 @@ pub struct WorkerConfig {
     pub style: &'static str,
     /// Where the workers' logs and state directories go.
     pub dir: PathBuf,
+    /// Give each worker an operations endpoint (`--http`) on a port of its
+    /// own.
+    pub http: bool,
 }
 
 struct Worker {
     name: String,
+    /// `host:port` of its `--http` endpoint, if it has one.
+    http: Option<String>,
     log: PathBuf,
     child: Option<Child>,
     starts: u32,
@@ -62,6 +67,7 @@ impl Workers {
         std::fs::create_dir_all(&config.dir).expect("worker directory");
         let workers = (0..n)
             .map(|i| Worker {
+                http: config.http.then(free_addr),
                 name: format!("w{i}"),
                 log: config.dir.join(format!("w{i}.stderr")),
                 child: None,
@@ -115,6 +121,9 @@ impl Workers {
             .arg("--state-dir")
             .arg(&state_dir)
             .args(["--instance", &w.name]);
+        if let Some(addr) = &w.http {
+            cmd.args(["--http", addr]);
+        }
         cmd.env_remove("RIFFLE_BROKERS")
             .env_remove("RIFFLE_INSTANCE")
             .env_remove("RUST_LOG")
@@ -231,6 +240,19 @@ impl Workers {
         out
     }
 
+    /// `GET path` on worker `i`'s endpoint: status and body, or why not.
+    pub fn get(&self, i: usize, path: &str) -> Result<(u16, String), String> {
+        let addr = self.lock()[i].http.clone().ok_or("no endpoint")?;
+        riffle::serve::http::get(&addr, path, Duration::from_secs(10))
+            .map(|(status, body)| (status, String::from_utf8_lossy(&body).into_owned()))
+            .map_err(|e| e.to_string())
+    }
+
+    /// Worker `i`'s endpoint, as its state answers name it.
+    pub fn http_addr(&self, i: usize) -> Option<String> {
+        self.lock()[i].http.clone()
+    }
+
     /// Each worker's log.
     pub fn log_text(&self, i: usize) -> String {
         std::fs::read_to_string(&self.lock()[i].log).unwrap_or_default()
@@ -260,6 +282,12 @@ impl Drop for KillOnDrop {
             self.0.kill(i);
         }
     }
+}
+
+/// A loopback address with a port free now (the kernel picks it).
+fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    l.local_addr().expect("bound").to_string()
 }
 
 fn note(path: &PathBuf, line: &str) {
