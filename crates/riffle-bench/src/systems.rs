@@ -9,6 +9,8 @@
 //! Python/Ray original, under `bench/`) are entries whose `argv` starts
 //! their own program.
 
+use crate::worker::READY;
+
 /// What a system writes for its input, which decides how the latency phase
 /// matches outputs to inputs (per heater, the k-th output to the k-th
 /// expected one).
@@ -92,7 +94,7 @@ pub const SYSTEMS: &[System] = &[
         output: Output::Echo,
         placement: Placement::Kafka,
         argv: &["{bench}", "worker", "riffle-stateless"],
-        ready: None,
+        ready: Some(READY),
         prefix: None,
     },
     System {
@@ -102,7 +104,7 @@ pub const SYSTEMS: &[System] = &[
         output: Output::Commands,
         placement: Placement::Kafka,
         argv: &["{bench}", "worker", "riffle-keyed"],
-        ready: None,
+        ready: Some(READY),
         prefix: None,
     },
     System {
@@ -112,7 +114,7 @@ pub const SYSTEMS: &[System] = &[
         output: Output::Commands,
         placement: Placement::Kafka,
         argv: &["{bench}", "worker", "riffle-keyed"],
-        ready: None,
+        ready: Some(READY),
         prefix: None,
     },
     System {
@@ -122,7 +124,7 @@ pub const SYSTEMS: &[System] = &[
         output: Output::Commands,
         placement: Placement::Kafka,
         argv: &["{bench}", "worker", "riffle-actors", "--workers", "2"],
-        ready: None,
+        ready: Some(READY),
         prefix: None,
     },
     System {
@@ -132,7 +134,7 @@ pub const SYSTEMS: &[System] = &[
         output: Output::Commands,
         placement: Placement::Kafka,
         argv: &["{bench}", "worker", "riffle-actors", "--workers", "2"],
-        ready: None,
+        ready: Some(READY),
         prefix: None,
     },
     System {

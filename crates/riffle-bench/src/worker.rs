@@ -91,9 +91,32 @@ pub fn run(a: WorkerArgs) -> Result<()> {
             let log: Arc<dyn Log> =
                 Arc::new(KafkaLog::connect(a.brokers.clone(), vec![]).map_err(|e| e.to_string())?);
             let app = start_app(&a, guarantee, log)?;
+            settled(&app, a.consumers)?;
+            eprintln!("{READY}");
             wait_for_signal();
             app.stop().map_err(|e| e.to_string())
         }
+    }
+}
+
+/// What a riffle worker prints once its group has settled.
+pub const READY: &str = "riffle worker: every consumer has its partitions";
+
+/// Waits until each of the app's `consumers` owns partitions: the group has
+/// gone through the rebalances of its members joining one after the other,
+/// which would otherwise fall inside the measured window (and move the
+/// partitions of a consumer that had started on all of them).
+fn settled(app: &Running, consumers: usize) -> Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let owned = app.assignments();
+        if owned.len() >= consumers && owned.iter().all(|(_, p)| !p.is_empty()) {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!("the group did not settle within 60 s: {owned:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
