@@ -582,11 +582,23 @@ fn three_workers_rebalance() {
 /// rebalance in `/metrics`.
 #[test]
 fn scale_out_three_processes() {
+    scale_out("scale_out_three_processes", "keyed", 15);
+}
+
+/// The same with per-key actors: each process hosts the keys of the
+/// partitions it owns on its own workers; records reach the right process
+/// through the partitions of the input topic, as in the key-based style.
+#[test]
+fn scale_out_three_processes_key_independent() {
+    scale_out("scale_out_three_processes_key_independent", "actors", 16);
+}
+
+fn scale_out(name: &'static str, style: &'static str, seed: u64) {
     let mut out = run(&Scenario {
-        name: "scale_out_three_processes",
+        name,
         guarantee: Guarantee::AtLeastOnce,
-        style: "keyed",
-        plan: steady_plan(15),
+        style,
+        plan: steady_plan(seed),
         kills: false,
         stop_one_after: None,
         kill_one_after: Some(Duration::from_secs(10)),

@@ -13,6 +13,7 @@ use conformance::{eventually, unique, T};
 use riffle::log::embedded::EmbeddedLog;
 use riffle::log::{ConsumerConfig, Log, RecordRef, TopicSpec};
 use riffle::process::{stateless, App, Context, KeyedProcessor, Style};
+use riffle::serve::{http, Endpoint};
 use riffle::stream::{Consumer, Producer};
 use riffle::{Error, Result};
 
@@ -166,15 +167,49 @@ fn keyed_state_per_key(style: Style) {
     p.send("numbers", Some(b"k1"), b"oops").unwrap();
     p.send("numbers", Some(b"k1"), b"-5").unwrap();
     p.send("numbers", None, b"7").unwrap();
-    let app = App::new("counter", &["numbers"], Counter)
+    // Metrics are process-wide: each style's app has a group of its own.
+    let group = match style {
+        Style::Keyed => "counter-keyed",
+        Style::Actors { .. } => "counter-actors",
+    };
+    let endpoint = Endpoint::start("127.0.0.1:0", None).unwrap();
+    let addr = endpoint.addr().to_string();
+    let app = App::new(group, &["numbers"], Counter)
         .style(style)
         .consumers(2)
         .dead_letter("numbers-dlq")
+        .advertise(&addr)
         .start(log.clone())
         .unwrap();
+    endpoint.serve_states(app.states());
     let out = read_all(&log, "counts", 390);
     let dlq = read_all(&log, "numbers-dlq", 3);
     assert_eq!(app.stats().dead_letters.load(Ordering::Relaxed), 3);
+
+    // The state of a key, from the consumer (or worker) that owns it.
+    let get = |path: &str| {
+        let (status, body) = http::get(&addr, path, T).unwrap();
+        (status, String::from_utf8(body).unwrap())
+    };
+    let (status, body) = get("/state/k3");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let expected: Vec<i64> = (0..30).map(|j| j * keys as i64 + 3).collect();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(answer["state"], serde_json::json!(expected), "{body}");
+    assert_eq!(answer["owner"], addr.as_str());
+    let (status, body) = get("/state/no-such-key");
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("\"state\":null"), "{body}");
+    let metrics = get("/metrics").1;
+    for line in [
+        format!("riffle_dead_letters_total{{group=\"{group}\"}} 3\n"),
+        format!("riffle_records_in_total{{group=\"{group}\",topic=\"numbers\"}} 393\n"),
+        // The negative number was processed (and failed); the two others
+        // could not be decoded.
+        format!("riffle_processed_total{{group=\"{group}\"}} 391\n"),
+    ] {
+        assert!(metrics.contains(&line), "{line} not in:\n{metrics}");
+    }
     app.stop().unwrap();
 
     let mut per_key: BTreeMap<String, Vec<(usize, i64)>> = BTreeMap::new();
