@@ -5,12 +5,13 @@
 #   scripts/setup.sh            build prerequisites (C toolchain, zlib, Rust check)
 #   scripts/setup.sh --test     also Java, Maven and kcat for the test broker, and
 #                               the servers the connector tests start (Mosquitto,
-#                               NATS, RabbitMQ, Redis; none is left running)
+#                               NATS, RabbitMQ, Redis; none is left running) and
+#                               Chromium, which renders the dashboard headless
 set -euo pipefail
 
 need=(build-essential pkg-config zlib1g-dev)
 if [ "${1:-}" = "--test" ]; then
-  need+=(maven kcat python3-venv mosquitto nats-server rabbitmq-server redis-server)
+  need+=(maven kcat python3-venv mosquitto nats-server rabbitmq-server redis-server chromium)
   command -v java >/dev/null || need+=(openjdk-17-jre-headless)
 fi
 

@@ -3,10 +3,11 @@
 //! Layout: `main.rs` parses flags and reports errors; `backend.rs` picks the
 //! log (Kafka with `--brokers`, otherwise the embedded one in a data
 //! directory); `cmd/` holds one file per plain command and `demo/` one per
-//! demo.
+//! demo; `dashboard/` is the web page on the `--http` endpoint.
 
 mod backend;
 mod cmd;
+mod dashboard;
 mod demo;
 mod heater;
 mod util;

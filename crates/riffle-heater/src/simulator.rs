@@ -1003,6 +1003,18 @@ pub struct SimHandle {
     thread: Option<JoinHandle<Result<SimReport>>>,
 }
 
+/// See [`SimHandle::reader`].
+#[derive(Clone)]
+pub struct SnapshotReader(Arc<Mutex<Snapshot>>);
+
+impl SnapshotReader {
+    /// Reads the latest snapshot in place (the run waits for `f`: keep it
+    /// short).
+    pub fn with_snapshot<R>(&self, f: impl FnOnce(&Snapshot) -> R) -> R {
+        f(&lock(&self.0))
+    }
+}
+
 impl SimHandle {
     /// A copy of the latest snapshot.
     pub fn snapshot(&self) -> Snapshot {
@@ -1013,6 +1025,13 @@ impl SimHandle {
     /// for `f` to return before its next update: keep it short).
     pub fn with_snapshot<R>(&self, f: impl FnOnce(&Snapshot) -> R) -> R {
         f(&lock(&self.shared))
+    }
+
+    /// A reader of the latest snapshot that other threads can keep (an
+    /// HTTP dashboard) while this handle waits for the run; it goes on
+    /// showing the last snapshot once the run has ended.
+    pub fn reader(&self) -> SnapshotReader {
+        SnapshotReader(self.shared.clone())
     }
 
     /// The consumer group reading the control topic.

@@ -257,6 +257,16 @@ impl Registry {
             .clone()
     }
 
+    /// The histogram `name` with exactly these labels, if something
+    /// registered it: for readers (a dashboard's percentiles) that must not
+    /// create a series nobody feeds.
+    pub fn find_histogram(&self, name: &str, labels: &Labels) -> Option<Histogram> {
+        let m = self.histograms.lock().unwrap();
+        m.iter()
+            .find(|((n, l), _)| *n == name && l == labels)
+            .map(|(_, (_, h))| h.clone())
+    }
+
     /// Adds a collector reading `source` at every scrape, for as long as
     /// `source` is alive elsewhere.
     pub fn collect<T, F>(&self, source: &Arc<T>, mut read: F)
@@ -350,6 +360,11 @@ mod tests {
         assert_eq!(h.quantile(0.5), Some(0.005));
         assert_eq!(h.quantile(0.75), Some(0.25));
         assert_eq!(h.quantile(1.0), Some(f64::INFINITY));
+        let found = r.find_histogram("riffle_lat_seconds", &vec![]).unwrap();
+        assert_eq!(found.count(), 4);
+        assert!(r
+            .find_histogram("riffle_lat_seconds", &vec![("group", "g".into())])
+            .is_none());
     }
 
     #[test]

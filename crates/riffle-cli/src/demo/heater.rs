@@ -13,6 +13,7 @@ use riffle_heater::view;
 
 use super::mqtt;
 use crate::backend::LogArgs;
+use crate::dashboard::Dashboard;
 use crate::heater::controller::ControllerOptions;
 use crate::heater::simulate::SimOptions;
 use crate::heater::watch::watch;
@@ -69,14 +70,22 @@ pub fn run(brokers: &LogArgs, mut a: HeaterDemoArgs) -> Result<()> {
     let stopper = util::signal_stopper();
     let state_dir = o.state_dir(brokers)?;
     println!("controller: {}", o.delivery(state_dir.as_deref()));
-    let endpoint = o.endpoint(None)?;
-    let app = o.start(
+    let style = format!("{:?}", o.style()).to_lowercase();
+    let title = format!(
+        "heater demo on {} ({style} style, {} consumers)",
+        log.describe(),
+        o.consumers
+    );
+    let dashboard = Dashboard::new(log.clone(), GROUP, title);
+    let endpoint = o.endpoint(Some(dashboard.routes()))?;
+    let app = Arc::new(o.start(
         log.clone(),
         GROUP,
         OffsetReset::Earliest,
         state_dir,
         endpoint.as_ref(),
-    )?;
+    )?);
+    dashboard.attach_app(&app);
     app.wait_assigned(TIMEOUT)?;
     a.sim.duration = a.sim.duration.or(Some(Duration::from_secs(3600)));
     // Kafka's round trip is longer than the embedded log's; keep it well
@@ -122,7 +131,7 @@ pub fn run(brokers: &LogArgs, mut a: HeaterDemoArgs) -> Result<()> {
             (a.sim.start(devices, config)?, Some(bridges))
         }
     };
-    let style = format!("{:?}", o.style()).to_lowercase();
+    dashboard.attach_sim(sim.reader());
     let report = watch(sim, &stopper, || {
         let s = app.stats();
         format!(
@@ -140,7 +149,7 @@ pub fn run(brokers: &LogArgs, mut a: HeaterDemoArgs) -> Result<()> {
         s.sent.load(Ordering::Relaxed),
         s.dead_letters.load(Ordering::Relaxed),
     );
-    app.stop()?;
+    dashboard.detach_app(app)?.stop()?;
     if let Some(b) = bridges {
         let moved = b.stop()?;
         let text: Vec<_> = moved.iter().map(|(n, c)| format!("{n}: {c}")).collect();

@@ -14,6 +14,7 @@ use riffle_heater::controller::Controller;
 use riffle_heater::messages::{CONTROL_TOPIC, DEAD_LETTER_TOPIC, SENSOR_TOPIC};
 
 use crate::backend::LogArgs;
+use crate::dashboard::Dashboard;
 use crate::util;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -224,20 +225,25 @@ pub fn run(brokers: &LogArgs, a: ControllerArgs) -> Result<()> {
     a.options.ensure_topics(&*log)?;
     let stopper = util::signal_stopper();
     let state_dir = a.options.state_dir(brokers)?;
-    let endpoint = a.options.endpoint(None)?;
-    let app = a.options.start(
+    let title = format!(
+        "heater controller on {} ({:?} style, {} consumers, {})",
+        log.describe(),
+        a.options.style(),
+        a.options.consumers,
+        a.options.delivery(state_dir.as_deref()),
+    );
+    let dashboard = Dashboard::new(log.clone(), &a.group, title.clone());
+    let endpoint = a.options.endpoint(Some(dashboard.routes()))?;
+    let app = Arc::new(a.options.start(
         log.clone(),
         &a.group,
         a.from.parse()?,
         state_dir.clone(),
         endpoint.as_ref(),
-    )?;
+    )?);
+    dashboard.attach_app(&app);
     eprintln!(
-        "heater controller on {} ({:?} style, {} consumers, {}): {} -> {}, dead letters to {}",
-        log.describe(),
-        a.options.style(),
-        a.options.consumers,
-        a.options.delivery(state_dir.as_deref()),
+        "{title}: {} -> {}, dead letters to {}",
         a.options.inputs().join(", "),
         a.options.control_topic,
         a.options.dead_letter
@@ -264,7 +270,7 @@ pub fn run(brokers: &LogArgs, a: ControllerArgs) -> Result<()> {
         s.sent.load(Ordering::Relaxed),
         s.dead_letters.load(Ordering::Relaxed),
     );
-    app.stop()?;
+    dashboard.detach_app(app)?.stop()?;
     eprintln!("stopped: processed {p}, commands sent {c}, dead letters {d}");
     Ok(())
 }

@@ -623,6 +623,23 @@ impl Running {
             .collect()
     }
 
+    /// Each consumer's name, partitions and records handled so far: what a
+    /// dashboard needs to show how the work is spread and how fast it goes.
+    pub fn consumers(&self) -> Vec<(String, Vec<TopicPartition>, u64)> {
+        self.stages
+            .iter()
+            .flat_map(ConsumerGroup::members)
+            .map(|m| {
+                let s = m.stats();
+                (
+                    m.name().to_owned(),
+                    s.assignment(),
+                    s.records.load(Ordering::Relaxed),
+                )
+            })
+            .collect()
+    }
+
     /// Waits until this process's consumers own every input partition,
     /// i.e. the group has settled and no other process shares the work.
     /// Useful before starting a latency-sensitive load.
