@@ -8,6 +8,7 @@ use super::dead_letter;
 use super::handoff::Handoff;
 use super::keyed::KeyedHandler;
 use super::outlet::Outlet;
+use super::scale::{Autoscaler, Decider, Scaling};
 use super::store::Durability;
 use super::KeyedProcessor;
 use crate::actor::Exit;
@@ -182,6 +183,7 @@ pub struct App<P: KeyedProcessor> {
     state_dir: Option<std::path::PathBuf>,
     instance: Option<String>,
     retries: u32,
+    scaling: Option<Scaling>,
 }
 
 impl<P: KeyedProcessor> App<P> {
@@ -203,6 +205,7 @@ impl<P: KeyedProcessor> App<P> {
             state_dir: None,
             instance: None,
             retries: 2,
+            scaling: None,
         }
     }
 
@@ -277,8 +280,32 @@ impl<P: KeyedProcessor> App<P> {
     }
 
     /// Consumer actors in this process (other processes may join the group).
+    /// With [`App::autoscale`], the count to start with, kept within its
+    /// bounds.
     pub fn consumers(mut self, n: usize) -> Self {
         self.consumers = n;
+        self
+    }
+
+    /// Lets the number of consumers in this process follow its lag: a
+    /// consumer is added while the lag of the partitions this process owns,
+    /// per consumer, stays above `policy.lag_per_consumer` for
+    /// `policy.sustain`, and the last one removed (it commits and leaves the
+    /// group, handing its partitions and their state to the others) while
+    /// it stays below a quarter of that and the records arriving would fit
+    /// in one consumer fewer, by the rate a consumer was measured to
+    /// process while lag was high (lag alone is near zero whenever the
+    /// consumers keep up, however narrowly). At most one change per
+    /// `policy.cooldown`, between `policy.min` and `policy.max` consumers;
+    /// the maximum is capped at the input partition count and, in the
+    /// actors style, at the worker count, beyond which more consumers add
+    /// nothing. With [`App::repartition`], the stage reading the
+    /// repartition topic is the one scaled.
+    ///
+    /// Scaling whole processes (on Kubernetes, say) works on the same
+    /// measure: see [`group_lag`](super::group_lag).
+    pub fn autoscale(mut self, policy: Scaling) -> Self {
+        self.scaling = Some(policy);
         self
     }
 
@@ -299,7 +326,7 @@ impl<P: KeyedProcessor> App<P> {
     }
 
     /// Checks the topics and starts consuming.
-    pub fn start(self, log: Arc<dyn Log>) -> Result<Running> {
+    pub fn start(mut self, log: Arc<dyn Log>) -> Result<Running> {
         if self.consumers == 0 {
             return Err(Error::InvalidInput(
                 "an app needs at least one consumer".into(),
@@ -324,6 +351,11 @@ impl<P: KeyedProcessor> App<P> {
             }
         }
         let partitions = partitions.unwrap_or(1) as i32;
+        let decider = self.decider(partitions as usize)?;
+        if let Some(d) = &decider {
+            let p = d.policy();
+            self.consumers = self.consumers.clamp(p.min, p.max);
+        }
         if let Some(dlq) = &self.dead_letter {
             log.ensure_topic(&TopicSpec::new(dlq, partitions), ADMIN_TIMEOUT)?;
         }
@@ -353,7 +385,7 @@ impl<P: KeyedProcessor> App<P> {
                 shared.clone(),
                 Arc::<str>::from(topic.as_str()),
             );
-            stages.push(ConsumerGroup::spawn(
+            stages.push(Arc::new(ConsumerGroup::spawn(
                 log.clone(),
                 &cfg,
                 self.consumers,
@@ -363,11 +395,13 @@ impl<P: KeyedProcessor> App<P> {
                     to: to.clone(),
                     commits: commits(i),
                 },
-            )?);
+            )?));
             inputs = vec![topic];
         }
         let cfg = self.consumer_config(&self.group, &inputs);
         let commits = self.commits(&log, &self.group, &instance);
+        let scaled_inputs: Vec<String> = inputs.iter().map(|s| s.to_string()).collect();
+        let scaling_log = log.clone();
         let (group, workers) = match self.style {
             Style::Keyed => {
                 let handoff: Arc<Handoff<_>> = Arc::default();
@@ -398,6 +432,21 @@ impl<P: KeyedProcessor> App<P> {
                 (group, threads)
             }
         };
+        let group = Arc::new(group);
+        let autoscaler = match decider {
+            Some(d) => Some(
+                Autoscaler::start(
+                    scaling_log,
+                    self.group.clone(),
+                    scaled_inputs,
+                    group.clone(),
+                    shared.clone(),
+                    d,
+                )
+                .map_err(|e| Error::Backend(format!("cannot start the autoscaler: {e}")))?,
+            ),
+            None => None,
+        };
         stages.push(group);
         let partitions =
             partitions as usize * (self.inputs.len() + usize::from(self.repartition.is_some()));
@@ -406,7 +455,33 @@ impl<P: KeyedProcessor> App<P> {
             shared,
             workers,
             partitions,
+            autoscaler,
         })
+    }
+
+    /// The scaling decision with its bounds checked and its maximum capped
+    /// at what can be used: `partitions` per input topic, and the workers.
+    fn decider(&self, partitions: usize) -> Result<Option<Decider>> {
+        let Some(mut policy) = self.scaling.clone() else {
+            return Ok(None);
+        };
+        if policy.min == 0 || policy.max < policy.min {
+            return Err(Error::InvalidInput(format!(
+                "autoscaling needs 1 <= min <= max consumers, not {}..{}",
+                policy.min, policy.max
+            )));
+        }
+        if policy.lag_per_consumer == 0 {
+            return Err(Error::InvalidInput(
+                "autoscaling needs a lag per consumer above 0".into(),
+            ));
+        }
+        policy.max = policy.max.min(partitions);
+        if let Style::Actors { workers } = self.style {
+            policy.max = policy.max.min(workers);
+        }
+        policy.min = policy.min.min(policy.max);
+        Ok(Some(Decider::new(policy)))
     }
 
     /// The changelog topic (created if missing) and the snapshot directory.
@@ -524,8 +599,10 @@ impl<P: KeyedProcessor> crate::stream::Handler for Rekey<P> {
 
 /// A started app.
 pub struct Running {
-    /// The consumer groups, upstream first.
-    stages: Vec<ConsumerGroup>,
+    /// The consumer groups, upstream first; the last is shared with the
+    /// autoscaler.
+    stages: Vec<Arc<ConsumerGroup>>,
+    autoscaler: Option<Autoscaler>,
     /// Input partitions of all stages together.
     partitions: usize,
     shared: Arc<Shared>,
@@ -537,12 +614,16 @@ impl Running {
         &self.shared.stats
     }
 
-    /// Each consumer's name and partitions.
+    /// Each consumer's name and partitions, upstream stages first.
     pub fn assignments(&self) -> Vec<(String, Vec<TopicPartition>)> {
-        self.stages
-            .iter()
-            .flat_map(ConsumerGroup::assignments)
-            .collect()
+        self.stages.iter().flat_map(|g| g.assignments()).collect()
+    }
+
+    /// Consumers processing records in this process now (of the stage
+    /// reading the repartition topic, if there is one): the count
+    /// [`App::autoscale`] changes.
+    pub fn consumers(&self) -> usize {
+        self.stages.last().map_or(0, |g| g.len())
     }
 
     /// Waits until this process's consumers own every input partition,
@@ -569,11 +650,26 @@ impl Running {
     /// sent, and leaves the group.
     pub fn stop(self) -> Result<()> {
         let Running {
-            stages, workers, ..
+            stages,
+            workers,
+            autoscaler,
+            ..
         } = self;
+        // First, so that nothing is added while the groups stop, and so
+        // that the groups are no longer shared.
+        if let Some(a) = autoscaler {
+            a.stop();
+        }
         let mut stopped = Ok(());
         for stage in stages {
-            let r = stage.stop();
+            let r = match Arc::try_unwrap(stage) {
+                Ok(group) => group.stop(),
+                // Only the autoscaler shared it, and it has ended.
+                Err(shared) => {
+                    shared.stopper().stop();
+                    Ok(())
+                }
+            };
             if stopped.is_ok() {
                 stopped = r;
             }

@@ -36,14 +36,18 @@ pub mod dead_letter;
 mod handoff;
 mod key;
 mod keyed;
+mod lag;
 mod offsets;
 mod outlet;
+mod scale;
 pub mod stateless;
 mod store;
 
 pub use app::{App, AppStats, Guarantee, Running, Style};
 pub use context::Context;
+pub use lag::{group_lag, PartitionLag};
 pub use offsets::OffsetTracker;
+pub use scale::Scaling;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
