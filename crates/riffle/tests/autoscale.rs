@@ -344,3 +344,23 @@ fn a_consumer_removed_hands_its_state_over_in_memory() {
     app.stop().unwrap();
     assert!(seen.lock().unwrap().iter().all(|&n| n == 20), "{seen:?}");
 }
+
+#[test]
+fn an_autoscaled_app_dropped_without_stop_leaves_its_group() {
+    let log: Arc<dyn Log> = Arc::new(EmbeddedLog::new());
+    log.create_topic(&TopicSpec::new("dropped-in", 2), T)
+        .unwrap();
+    let start = || {
+        App::new("dropped", &["dropped-in"], Count)
+            .autoscale(Scaling::between(1, 2))
+            .start(log.clone())
+            .unwrap()
+    };
+    let first = start();
+    first.wait_assigned(T).unwrap();
+    drop(first);
+    // Its consumers left: a new app of the group gets every partition.
+    let second = start();
+    second.wait_assigned(Duration::from_secs(10)).unwrap();
+    second.stop().unwrap();
+}

@@ -253,9 +253,11 @@ impl Decider {
 }
 
 /// The thread that samples lag and adds or removes consumers of `group`.
+/// Dropping it stops the thread, which holds a handle on the group: an app
+/// dropped without `stop` still stops its consumers.
 pub(crate) struct Autoscaler {
     stopper: Stopper,
-    thread: JoinHandle<()>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl Autoscaler {
@@ -301,13 +303,24 @@ impl Autoscaler {
                     act(&group_id, &group, &decider, decision, consumers, sample.lag);
                 }
             })?;
-        Ok(Self { stopper, thread })
+        Ok(Self {
+            stopper,
+            thread: Some(thread),
+        })
     }
 
     /// Stops sampling; a change under way finishes first.
     pub(crate) fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Autoscaler {
+    fn drop(&mut self) {
         self.stopper.stop();
-        let _ = self.thread.join();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
