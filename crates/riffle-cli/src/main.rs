@@ -48,6 +48,8 @@ enum Command {
     Produce(cmd::produce::ProduceArgs),
     /// Read a topic as a consumer group and print each record.
     Consume(cmd::consume::ConsumeArgs),
+    /// Show how far a consumer group is behind, per partition.
+    Lag(cmd::lag::LagArgs),
     /// Move records between systems: MQTT, NATS, AMQP, Redis, HTTP, files, Kafka.
     Connect(cmd::connect::ConnectArgs),
     /// The chapter's heater application: controller and simulator (needs a broker).
@@ -68,6 +70,7 @@ fn main() -> ExitCode {
         Command::Topics(c) => cmd::topics::run(&cli.log, c),
         Command::Produce(a) => cmd::produce::run(&cli.log, a),
         Command::Consume(a) => cmd::consume::run(&cli.log, a),
+        Command::Lag(a) => cmd::lag::run(&cli.log, a),
         Command::Connect(a) => cmd::connect::run(&cli.log, a),
         Command::Heater(h) => heater::run(&cli.log, h),
         Command::Demo(d) => demo::run(&cli.log, d),

@@ -594,6 +594,82 @@ fn produce_and_consume_on_kafka() {
     assert!(kafka(&["topics", "delete", &topic]).status.success());
 }
 
+/// `riffle lag` through `run` (on one log): a group that read 3 of 5
+/// records of a key is 2 behind on that key's partition and nowhere else;
+/// an unknown group or topic is one line.
+fn lag_shows_what_the_group_has_left(run: impl Fn(&[&str]) -> Output, topic: &str) {
+    let group = format!("{topic}-g");
+    let ok = |args: &[&str]| {
+        let out = run(args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    ok(&["topics", "create", topic, "-p", "2"]);
+    ok(&["produce", "-t", topic, "-k", "k", "{}", "{}", "{}"]);
+    ok(&[
+        "consume",
+        "-t",
+        topic,
+        "-g",
+        &group,
+        "--max",
+        "3",
+        "--duration",
+        "20s",
+    ]);
+    ok(&["produce", "-t", topic, "-k", "k", "{}", "{}"]);
+    let table = ok(&["lag", "--group", &group, "--topic", topic]);
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        [
+            "TOPIC",
+            "PARTITION",
+            "CURRENT-OFFSET",
+            "LOG-END-OFFSET",
+            "LAG",
+            "CONSUMER"
+        ],
+        "{table}"
+    );
+    let parts: Vec<&[&str]> = rows[1..3].iter().map(Vec::as_slice).collect();
+    assert!(parts.iter().all(|r| r[0] == topic), "{table}");
+    let mut offsets: Vec<&[&str]> = parts.iter().map(|r| &r[2..]).collect();
+    offsets.sort();
+    // The group has no members now: nobody owns the partitions.
+    assert_eq!(
+        offsets,
+        [&["-", "0", "0", "-"][..], &["3", "5", "2", "-"]],
+        "{table}"
+    );
+    assert_eq!(rows[3], ["TOTAL", "2"], "{table}");
+    assert_eq!(rows.len(), 4, "{table}");
+
+    let err = one_line_error(&run(&["lag", "-g", "no-such-group", "-t", topic]));
+    assert!(err.contains("no committed offsets"), "{err}");
+    let err = one_line_error(&run(&["lag", "-g", &group, "-t", "no-such-topic"]));
+    assert!(err.contains("unknown topic"), "{err}");
+    let err = one_line_error(&run(&["lag", "-g", &group]));
+    assert!(err.contains("--topic"), "{err}");
+}
+
+#[test]
+fn lag_on_the_embedded_data_dir() {
+    let data = temp_dir("lag");
+    lag_shows_what_the_group_has_left(|args| riffle_in(&data, args), "readings");
+    std::fs::remove_dir_all(&data).unwrap();
+}
+
+#[test]
+fn lag_on_kafka() {
+    let topic = format!("cli-lag-{}", std::process::id());
+    lag_shows_what_the_group_has_left(kafka, &topic);
+    assert!(kafka(&["topics", "delete", &topic]).status.success());
+}
+
 #[test]
 fn heater_demo_on_embedded_log_converges_and_summarises() {
     let out = riffle(&[
@@ -645,6 +721,70 @@ fn heater_demo_actors_style_with_keyless_heaters() {
     let s = text(&out.stdout);
     assert!(s.contains("Settling  50/50 reached their band"), "{s}");
     assert!(s.contains("actors"), "{s}");
+}
+
+#[test]
+fn bad_consumer_ranges_give_one_line() {
+    for (value, why) in [
+        ("4..1", "MIN is above MAX"),
+        ("0..3", "at least 1"),
+        ("0", "at least 1"),
+        ("x", "MIN..MAX"),
+        ("1..", "MIN..MAX"),
+    ] {
+        let err = one_line_error(&riffle(&["heater", "controller", "--consumers", value]));
+        assert!(err.contains("--consumers") && err.contains(why), "{err}");
+    }
+    let err = one_line_error(&riffle(&["heater", "controller", "--scale-lag", "0"]));
+    assert!(err.contains("--scale-lag"), "{err}");
+    let err = one_line_error(&riffle(&["heater", "controller", "--scale-cooldown", "x"]));
+    assert!(err.contains("--scale-cooldown"), "{err}");
+}
+
+#[test]
+fn heater_controller_autoscales_with_a_consumer_range_on_kafka() {
+    let prefix = format!("cli-scale-{}", std::process::id());
+    let (sensor, control, dlq) = (
+        format!("{prefix}-sensor"),
+        format!("{prefix}-control"),
+        format!("{prefix}-dlq"),
+    );
+    let out = kafka(&[
+        "heater",
+        "controller",
+        "--consumers",
+        "1..3",
+        "--scale-lag",
+        "500",
+        "--scale-cooldown",
+        "5s",
+        "-p",
+        "3",
+        "-g",
+        &prefix,
+        "--sensor-topic",
+        &sensor,
+        "--control-topic",
+        &control,
+        "--dead-letter",
+        &dlq,
+        "--duration",
+        "3s",
+        "--status-every",
+        "1s",
+    ]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("1..3 consumers")
+            && err.contains("autoscaling above 500 lag per consumer, cooldown 5s"),
+        "{err}"
+    );
+    // Nothing to do: it stays at the minimum.
+    assert!(err.contains("consumers 1  partitions owned"), "{err}");
+    for t in [&sensor, &control, &dlq, &format!("{prefix}-changelog")] {
+        assert!(kafka(&["topics", "delete", t]).status.success(), "{t}");
+    }
 }
 
 #[test]

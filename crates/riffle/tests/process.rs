@@ -210,6 +210,12 @@ fn keyed_state_per_key(style: Style) {
     ] {
         assert!(metrics.contains(&line), "{line} not in:\n{metrics}");
     }
+    let lag = format!("riffle_consumer_lag{{group=\"{group}\",topic=\"numbers\",partition=");
+    assert_eq!(
+        metrics.matches(&lag).count(),
+        4,
+        "a lag per partition:\n{metrics}"
+    );
     app.stop().unwrap();
 
     let mut per_key: BTreeMap<String, Vec<(usize, i64)>> = BTreeMap::new();

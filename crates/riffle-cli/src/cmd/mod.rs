@@ -1,4 +1,5 @@
 pub mod connect;
 pub mod consume;
+pub mod lag;
 pub mod produce;
 pub mod topics;

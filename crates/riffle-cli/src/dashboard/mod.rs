@@ -100,7 +100,7 @@ impl Dashboard {
                 let s = app.stats();
                 let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
                 (
-                    app.consumers(),
+                    app.members(),
                     [load(&s.processed), load(&s.sent), load(&s.dead_letters)],
                 )
             })
@@ -120,9 +120,10 @@ impl Dashboard {
             })
             .collect();
         for (group, topic) in pairs {
-            match group_lag(&*self.log, group, topic) {
+            match riffle::process::group_lag(&*self.log, group, &[topic], LOG_TIMEOUT) {
                 Ok(l) => {
-                    lags.insert((group, topic), l.into_iter().collect());
+                    let per_partition = l.iter().map(|p| (p.partition.partition, p.lag));
+                    lags.insert((group, topic), per_partition.collect());
                 }
                 Err(e) => lag_error = Some(e.to_string()),
             }
@@ -182,27 +183,6 @@ fn group_of(consumer: &str) -> &str {
         Some((group, _)) => group,
         None => consumer.rsplit_once('-').map_or(consumer, |(g, _)| g),
     }
-}
-
-/// Records `group` has yet to handle in each partition of `topic`: the
-/// high watermark less the committed offset (less the first record kept
-/// when nothing is committed yet). One function, so that a shared
-/// implementation can replace it.
-fn group_lag(log: &dyn Log, group: &str, topic: &str) -> Result<Vec<(i32, i64)>> {
-    let committed: BTreeMap<i32, Option<i64>> = log
-        .committed_offsets(group, topic, LOG_TIMEOUT)?
-        .into_iter()
-        .map(|o| (o.partition.partition, o.committed))
-        .collect();
-    Ok(log
-        .describe_topic(topic, LOG_TIMEOUT)?
-        .partitions
-        .iter()
-        .map(|p| {
-            let from = committed.get(&p.id).copied().flatten().unwrap_or(p.low);
-            (p.id, (p.high - from).max(0))
-        })
-        .collect())
 }
 
 /// The heaters named in `ids` (comma-separated; by default those with a

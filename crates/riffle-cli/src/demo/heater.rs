@@ -137,7 +137,7 @@ pub fn run(brokers: &LogArgs, mut a: HeaterDemoArgs) -> Result<()> {
         format!(
             "controller on {} ({style}, {} consumers): {} records processed, {} commands sent, {} dead letters",
             log.describe(),
-            o.consumers,
+            app.consumers(),
             s.processed.load(Ordering::Relaxed),
             s.sent.load(Ordering::Relaxed),
             s.dead_letters.load(Ordering::Relaxed)

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use riffle::log::{Log, OffsetReset, TopicSpec};
-use riffle::process::{App, Guarantee, Running, Style};
+use riffle::process::{App, Guarantee, Running, Scaling, Style};
 use riffle::serve::{Endpoint, Routes};
 use riffle::{Error, Result};
 use riffle_heater::controller::Controller;
@@ -31,9 +31,19 @@ pub struct ControllerOptions {
     /// Where controller state lives.
     #[arg(long, value_enum, default_value = "keyed")]
     pub style: StyleArg,
-    /// Consumer actors in this process.
-    #[arg(long, short = 'n', default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
-    pub consumers: u16,
+    /// Consumer actors in this process: a number, or MIN..MAX to let their
+    /// count follow the lag (see --scale-lag).
+    #[arg(long, short = 'n', value_name = "N|MIN..MAX", default_value = "2", value_parser = parse_consumers)]
+    pub consumers: Consumers,
+    /// With --consumers MIN..MAX: the lag per consumer (records not yet
+    /// committed on this process's partitions, divided by its consumers)
+    /// above which a consumer is added; below a quarter of it one is removed.
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub scale_lag: u64,
+    /// With --consumers MIN..MAX: how long to wait after adding or removing
+    /// a consumer before the next change.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = util::parse_duration)]
+    pub scale_cooldown: Duration,
     /// Workers of the actors style (default: one per core).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     pub workers: Option<u16>,
@@ -81,6 +91,41 @@ pub struct ControllerOptions {
     /// dashboard over HTTP on this address [bare --http: 127.0.0.1:9464].
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:9464")]
     pub http: Option<String>,
+}
+
+/// A fixed consumer count, or bounds to autoscale between.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Consumers {
+    pub min: u16,
+    pub max: u16,
+}
+
+impl std::fmt::Display for Consumers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.min == self.max {
+            write!(f, "{}", self.min)
+        } else {
+            write!(f, "{}..{}", self.min, self.max)
+        }
+    }
+}
+
+fn parse_consumers(s: &str) -> std::result::Result<Consumers, String> {
+    let count = |n: &str| -> std::result::Result<u16, String> {
+        match n.trim().parse::<u16>() {
+            Ok(0) => Err("at least 1 consumer is needed".into()),
+            Ok(n) => Ok(n),
+            Err(_) => Err("not a count or a MIN..MAX range".into()),
+        }
+    };
+    let (min, max) = match s.split_once("..") {
+        Some((a, b)) => (count(a)?, count(b)?),
+        None => (count(s)?, count(s)?),
+    };
+    if min > max {
+        return Err("MIN is above MAX".into());
+    }
+    Ok(Consumers { min, max })
 }
 
 fn parse_guarantee(s: &str) -> std::result::Result<Guarantee, String> {
@@ -154,12 +199,22 @@ impl ControllerOptions {
     ) -> Result<Running> {
         let mut app = App::new(group, &self.inputs(), Controller::new(&self.control_topic))
             .style(self.style())
-            .consumers(self.consumers as usize)
+            .consumers(self.consumers.min as usize)
             .dead_letter(&self.dead_letter)
             .offset_reset(from)
             .guarantee(self.guarantee);
         if let Some(interval) = self.commit_interval {
             app = app.commit_interval(interval);
+        }
+        let Consumers { min, max } = self.consumers;
+        if min < max {
+            app = app.autoscale(Scaling {
+                min: min as usize,
+                max: max as usize,
+                lag_per_consumer: self.scale_lag,
+                cooldown: self.scale_cooldown,
+                ..Scaling::default()
+            });
         }
         if let Some(topic) = &self.repartition {
             app = app.repartition(topic);
@@ -194,6 +249,12 @@ impl ControllerOptions {
         );
         if let Some(id) = &self.instance {
             s += &format!(", instance {id}");
+        }
+        if self.consumers.min < self.consumers.max {
+            s += &format!(
+                ", autoscaling above {} lag per consumer, cooldown {:?}",
+                self.scale_lag, self.scale_cooldown
+            );
         }
         s
     }
@@ -257,10 +318,11 @@ pub fn run(brokers: &LogArgs, a: ControllerArgs) -> Result<()> {
             let s = app.stats();
             let owned: usize = app.assignments().iter().map(|(_, p)| p.len()).sum();
             eprintln!(
-                "processed {}  commands {}  dead letters {}  partitions owned {owned}",
+                "processed {}  commands {}  dead letters {}  consumers {}  partitions owned {owned}",
                 s.processed.load(Ordering::Relaxed),
                 s.sent.load(Ordering::Relaxed),
-                s.dead_letters.load(Ordering::Relaxed)
+                s.dead_letters.load(Ordering::Relaxed),
+                app.consumers()
             );
         }
     }

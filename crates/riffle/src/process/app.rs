@@ -9,6 +9,7 @@ use super::handoff::Handoff;
 use super::keyed::KeyedHandler;
 use super::outlet::Outlet;
 use super::query::{self, Board, StateQueries};
+use super::scale::{Autoscaler, Decider, Scaling};
 use super::store::Durability;
 use super::KeyedProcessor;
 use crate::actor::Exit;
@@ -199,6 +200,39 @@ impl Shared {
     }
 }
 
+/// Reports, at every scrape and while the consumers run, the group's lag on
+/// each partition they own in this process: the measure an autoscaler of
+/// processes (KEDA's Kafka scaler) and `riffle lag` use, per process.
+fn collect_lag(log: &Arc<dyn Log>, group: &str, consumers: &Arc<ConsumerGroup>) {
+    let (log, group) = (log.clone(), group.to_owned());
+    metrics::global().collect(consumers, move |consumers, s| {
+        let owned: Vec<TopicPartition> = consumers
+            .assignments()
+            .into_iter()
+            .flat_map(|(_, p)| p)
+            .collect();
+        let mut topics: Vec<&str> = owned.iter().map(|tp| tp.topic.as_str()).collect();
+        topics.sort_unstable();
+        topics.dedup();
+        let Ok(lags) = super::group_lag(&*log, &group, &topics, ADMIN_TIMEOUT) else {
+            return;
+        };
+        for l in lags.iter().filter(|l| owned.contains(&l.partition)) {
+            let labels = vec![
+                ("group", group.clone()),
+                ("topic", l.partition.topic.clone()),
+                ("partition", l.partition.partition.to_string()),
+            ];
+            s.gauge(
+                "riffle_consumer_lag",
+                "Records between the group's committed offset and the end of a partition owned here.",
+                &labels,
+                l.lag as f64,
+            );
+        }
+    });
+}
+
 /// A processor, the topics it reads, and how to run it.
 ///
 /// ```no_run
@@ -230,6 +264,7 @@ pub struct App<P: KeyedProcessor> {
     instance: Option<String>,
     retries: u32,
     advertise: Option<String>,
+    scaling: Option<Scaling>,
 }
 
 impl<P: KeyedProcessor> App<P> {
@@ -252,6 +287,7 @@ impl<P: KeyedProcessor> App<P> {
             instance: None,
             retries: 2,
             advertise: None,
+            scaling: None,
         }
     }
 
@@ -336,8 +372,32 @@ impl<P: KeyedProcessor> App<P> {
     }
 
     /// Consumer actors in this process (other processes may join the group).
+    /// With [`App::autoscale`], the count to start with, kept within its
+    /// bounds.
     pub fn consumers(mut self, n: usize) -> Self {
         self.consumers = n;
+        self
+    }
+
+    /// Lets the number of consumers in this process follow its lag: a
+    /// consumer is added while the lag of the partitions this process owns,
+    /// per consumer, stays above `policy.lag_per_consumer` for
+    /// `policy.sustain`, and the last one removed (it commits and leaves the
+    /// group, handing its partitions and their state to the others) while
+    /// it stays below a quarter of that and the records arriving would fit
+    /// in one consumer fewer, by the rate a consumer was measured to
+    /// process while lag was high (lag alone is near zero whenever the
+    /// consumers keep up, however narrowly). At most one change per
+    /// `policy.cooldown`, between `policy.min` and `policy.max` consumers;
+    /// the maximum is capped at the input partition count and, in the
+    /// actors style, at the worker count, beyond which more consumers add
+    /// nothing. With [`App::repartition`], the stage reading the
+    /// repartition topic is the one scaled.
+    ///
+    /// Scaling whole processes (on Kubernetes, say) works on the same
+    /// measure: see [`group_lag`](super::group_lag).
+    pub fn autoscale(mut self, policy: Scaling) -> Self {
+        self.scaling = Some(policy);
         self
     }
 
@@ -358,7 +418,7 @@ impl<P: KeyedProcessor> App<P> {
     }
 
     /// Checks the topics and starts consuming.
-    pub fn start(self, log: Arc<dyn Log>) -> Result<Running> {
+    pub fn start(mut self, log: Arc<dyn Log>) -> Result<Running> {
         if self.consumers == 0 {
             return Err(Error::InvalidInput(
                 "an app needs at least one consumer".into(),
@@ -383,6 +443,11 @@ impl<P: KeyedProcessor> App<P> {
             }
         }
         let partitions = partitions.unwrap_or(1) as i32;
+        let decider = self.decider(partitions as usize)?;
+        if let Some(d) = &decider {
+            let p = d.policy();
+            self.consumers = self.consumers.clamp(p.min, p.max);
+        }
         if let Some(dlq) = &self.dead_letter {
             log.ensure_topic(&TopicSpec::new(dlq, partitions), ADMIN_TIMEOUT)?;
         }
@@ -415,7 +480,7 @@ impl<P: KeyedProcessor> App<P> {
                 shared.clone(),
                 Arc::<str>::from(topic.as_str()),
             );
-            stages.push(ConsumerGroup::spawn(
+            stages.push(Arc::new(ConsumerGroup::spawn(
                 log.clone(),
                 &cfg,
                 self.consumers,
@@ -425,7 +490,7 @@ impl<P: KeyedProcessor> App<P> {
                     to: to.clone(),
                     commits: commits(i),
                 },
-            )?);
+            )?));
             inputs = vec![topic];
         }
         let states = StateQueries::new(
@@ -438,6 +503,8 @@ impl<P: KeyedProcessor> App<P> {
         );
         let cfg = self.consumer_config(&self.group, &inputs);
         let commits = self.commits(&log, &self.group, &instance);
+        let scaled_inputs: Vec<String> = inputs.iter().map(|s| s.to_string()).collect();
+        let scaling_log = log.clone();
         let (group, workers) = match self.style {
             Style::Keyed => {
                 let handoff: Arc<Handoff<_>> = Arc::default();
@@ -468,6 +535,22 @@ impl<P: KeyedProcessor> App<P> {
                 (group, threads)
             }
         };
+        let group = Arc::new(group);
+        collect_lag(&scaling_log, &self.group, &group);
+        let autoscaler = match decider {
+            Some(d) => Some(
+                Autoscaler::start(
+                    scaling_log,
+                    self.group.clone(),
+                    scaled_inputs,
+                    group.clone(),
+                    shared.clone(),
+                    d,
+                )
+                .map_err(|e| Error::Backend(format!("cannot start the autoscaler: {e}")))?,
+            ),
+            None => None,
+        };
         stages.push(group);
         let partitions =
             partitions as usize * (self.inputs.len() + usize::from(self.repartition.is_some()));
@@ -477,7 +560,33 @@ impl<P: KeyedProcessor> App<P> {
             shared,
             workers,
             partitions,
+            autoscaler,
         })
+    }
+
+    /// The scaling decision with its bounds checked and its maximum capped
+    /// at what can be used: `partitions` per input topic, and the workers.
+    fn decider(&self, partitions: usize) -> Result<Option<Decider>> {
+        let Some(mut policy) = self.scaling.clone() else {
+            return Ok(None);
+        };
+        if policy.min == 0 || policy.max < policy.min {
+            return Err(Error::InvalidInput(format!(
+                "autoscaling needs 1 <= min <= max consumers, not {}..{}",
+                policy.min, policy.max
+            )));
+        }
+        if policy.lag_per_consumer == 0 {
+            return Err(Error::InvalidInput(
+                "autoscaling needs a lag per consumer above 0".into(),
+            ));
+        }
+        policy.max = policy.max.min(partitions);
+        if let Style::Actors { workers } = self.style {
+            policy.max = policy.max.min(workers);
+        }
+        policy.min = policy.min.min(policy.max);
+        Ok(Some(Decider::new(policy)))
     }
 
     /// The changelog topic (created if missing) and the snapshot directory.
@@ -595,8 +704,10 @@ impl<P: KeyedProcessor> crate::stream::Handler for Rekey<P> {
 
 /// A started app.
 pub struct Running {
-    /// The consumer groups, upstream first.
-    stages: Vec<ConsumerGroup>,
+    /// The consumer groups, upstream first; the last is shared with the
+    /// autoscaler.
+    stages: Vec<Arc<ConsumerGroup>>,
+    autoscaler: Option<Autoscaler>,
     /// Input partitions of all stages together.
     partitions: usize,
     states: StateQueries,
@@ -615,29 +726,30 @@ impl Running {
         self.states.clone()
     }
 
-    /// Each consumer's name and partitions.
+    /// Each consumer's name and partitions, upstream stages first.
     pub fn assignments(&self) -> Vec<(String, Vec<TopicPartition>)> {
-        self.stages
-            .iter()
-            .flat_map(ConsumerGroup::assignments)
-            .collect()
+        self.stages.iter().flat_map(|g| g.assignments()).collect()
+    }
+
+    /// Consumers processing records in this process now (of the stage
+    /// reading the repartition topic, if there is one): the count
+    /// [`App::autoscale`] changes.
+    pub fn consumers(&self) -> usize {
+        self.stages.last().map_or(0, |g| g.len())
     }
 
     /// Each consumer's name, partitions and records handled so far: what a
     /// dashboard needs to show how the work is spread and how fast it goes.
-    pub fn consumers(&self) -> Vec<(String, Vec<TopicPartition>, u64)> {
-        self.stages
-            .iter()
-            .flat_map(ConsumerGroup::members)
-            .map(|m| {
+    pub fn members(&self) -> Vec<(String, Vec<TopicPartition>, u64)> {
+        let mut out = Vec::new();
+        for stage in &self.stages {
+            for m in stage.members().iter() {
                 let s = m.stats();
-                (
-                    m.name().to_owned(),
-                    s.assignment(),
-                    s.records.load(Ordering::Relaxed),
-                )
-            })
-            .collect()
+                let records = s.records.load(Ordering::Relaxed);
+                out.push((m.name().to_owned(), s.assignment(), records));
+            }
+        }
+        out
     }
 
     /// Waits until this process's consumers own every input partition,
@@ -664,11 +776,26 @@ impl Running {
     /// sent, and leaves the group.
     pub fn stop(self) -> Result<()> {
         let Running {
-            stages, workers, ..
+            stages,
+            workers,
+            autoscaler,
+            ..
         } = self;
+        // First, so that nothing is added while the groups stop, and so
+        // that the groups are no longer shared.
+        if let Some(a) = autoscaler {
+            a.stop();
+        }
         let mut stopped = Ok(());
         for stage in stages {
-            let r = stage.stop();
+            let r = match Arc::try_unwrap(stage) {
+                Ok(group) => group.stop(),
+                // Only the autoscaler shared it, and it has ended.
+                Err(shared) => {
+                    shared.stopper().stop();
+                    Ok(())
+                }
+            };
             if stopped.is_ok() {
                 stopped = r;
             }

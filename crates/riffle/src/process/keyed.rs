@@ -275,11 +275,24 @@ impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
 
 impl<P: KeyedProcessor> Drop for KeyedHandler<P> {
     fn drop(&mut self) {
-        // A handler rebuilt after a failure, or stopped, releases its
-        // partitions; their next owner restores them from snapshots and the
-        // changelog (what is in memory may be ahead of what is committed).
-        for (p, _) in self.owned.drain() {
-            self.handoff.park(p, None);
+        // Stopped with everything committed (a consumer removed from a
+        // running app, say): memory holds exactly the committed state, so
+        // the partitions' next owners in this process take it as they would
+        // after a revocation, with no restore.
+        let settled = self.stopping
+            && P::STATEFUL
+            && self.commits.is_settled()
+            && self.owned.values().all(|s| !s.has_changes());
+        let ends = if settled { self.changelog_ends() } else { None };
+        // Otherwise (rebuilt after a failure, or stopped with work
+        // uncommitted) what is in memory may be ahead of what is committed:
+        // the next owner restores from snapshots and the changelog.
+        for (p, store) in self.owned.drain() {
+            let parked = ends
+                .as_ref()
+                .and_then(|e| e.get(&p))
+                .map(|&offset| Parked { store, offset });
+            self.handoff.park(p, parked);
         }
     }
 }

@@ -36,16 +36,20 @@ pub mod dead_letter;
 mod handoff;
 mod key;
 mod keyed;
+mod lag;
 mod offsets;
 mod outlet;
 mod query;
+mod scale;
 pub mod stateless;
 mod store;
 
 pub use app::{App, AppStats, Guarantee, Running, Style};
 pub use context::Context;
+pub use lag::{group_lag, PartitionLag};
 pub use offsets::OffsetTracker;
 pub use query::StateQueries;
+pub use scale::Scaling;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 

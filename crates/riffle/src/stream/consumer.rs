@@ -91,26 +91,44 @@ impl ConsumerStats {
 
 /// Asks a running consumer to stop; cheap to clone and usable from any thread
 /// (a Ctrl-C handler, another actor).
+///
+/// A stopper may have a parent ([`Stopper::child`]): it is stopped by its
+/// own `stop` or by its parent's, so one member of a group can be stopped
+/// alone while stopping the group still stops every member.
 #[derive(Clone, Debug, Default)]
-pub struct Stopper(Arc<AtomicBool>);
+pub struct Stopper {
+    flag: Arc<AtomicBool>,
+    parent: Option<Arc<Stopper>>,
+}
 
 impl Stopper {
     pub fn new() -> Self {
         Self::default()
     }
-    pub fn stop(&self) {
-        self.0.store(true, Ordering::Release);
+
+    /// A stopper stopped by its own `stop` or by this one's.
+    pub fn child(&self) -> Self {
+        Self {
+            flag: Arc::default(),
+            parent: Some(Arc::new(self.clone())),
+        }
     }
+
+    pub fn stop(&self) {
+        self.flag.store(true, Ordering::Release);
+    }
+
     pub fn is_stopped(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.flag.load(Ordering::Acquire) || self.parent.as_ref().is_some_and(|p| p.is_stopped())
     }
 }
 
 impl AsRef<AtomicBool> for Stopper {
-    /// The flag itself, for loops that take one (such as
-    /// [`Pipeline::run`](crate::connect::Pipeline::run)).
+    /// The stopper's own flag, for loops that take one (such as
+    /// [`Pipeline::run`](crate::connect::Pipeline::run)). A child's flag
+    /// does not show its parent's stop: pass such loops a parentless one.
     fn as_ref(&self) -> &AtomicBool {
-        &self.0
+        &self.flag
     }
 }
 

@@ -1,21 +1,30 @@
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::consumer::{Consumer, Handler, Stopper};
 use crate::actor::Supervision;
 use crate::error::Result;
 use crate::log::{ConsumerConfig, Log, TopicPartition};
 
+/// Starts member `i` with the given stopper.
+type Spawn = Box<dyn FnMut(usize, Stopper) -> Result<Consumer> + Send>;
+
 /// N consumer actors of one group in this process (the chapter's
 /// `n_consumers`). Other processes using the same group id share the same
 /// partitions with them.
+///
+/// Members can be added and the last one removed while the group runs (to
+/// follow the load); each has a stopper of its own, a child of the group's,
+/// so that removing one stops it alone while stopping the group stops all.
 pub struct ConsumerGroup {
     stopper: Stopper,
-    members: Vec<Consumer>,
+    members: Mutex<Vec<Consumer>>,
+    spawn: Mutex<Spawn>,
 }
 
 impl ConsumerGroup {
     /// Starts `n` members named `<client_id>-<i>`; `factory(i)` builds the
-    /// handler of member `i` (again after a restart).
+    /// handler of member `i` (again after a restart, and when a member `i`
+    /// is added later).
     pub fn spawn<H, F>(
         log: Arc<dyn Log>,
         config: &ConsumerConfig,
@@ -26,36 +35,81 @@ impl ConsumerGroup {
         H: Handler,
         F: FnMut(usize) -> H + Send + Clone + 'static,
     {
-        let stopper = Stopper::new();
-        let mut members = Vec::with_capacity(n);
-        for i in 0..n {
+        let config = config.clone();
+        let spawn: Spawn = Box::new(move |i, stopper| {
             let mut cfg = config.clone();
             cfg.client_id = format!("{}-{i}", config.client_id);
             let mut f = factory.clone();
-            members.push(Consumer::spawn_with(
+            Consumer::spawn_with(
                 log.clone(),
                 cfg,
-                stopper.clone(),
+                stopper,
                 Supervision::default(),
                 move || f(i),
-            )?);
+            )
+        });
+        let group = Self {
+            stopper: Stopper::new(),
+            members: Mutex::new(Vec::with_capacity(n)),
+            spawn: Mutex::new(spawn),
+        };
+        for _ in 0..n {
+            group.add()?;
         }
-        Ok(Self { stopper, members })
+        Ok(group)
     }
 
-    pub fn members(&self) -> &[Consumer] {
-        &self.members
+    /// The members, in the order they were started.
+    pub fn members(&self) -> MutexGuard<'_, Vec<Consumer>> {
+        self.members.lock().unwrap()
+    }
+
+    /// How many members run.
+    pub fn len(&self) -> usize {
+        self.members().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Starts one more member; the group rebalances to give it partitions.
+    /// Returns the new member count.
+    pub fn add(&self) -> Result<usize> {
+        let mut members = self.members();
+        let i = members.len();
+        let consumer = (self.spawn.lock().unwrap())(i, self.stopper.child())?;
+        members.push(consumer);
+        Ok(members.len())
+    }
+
+    /// Stops the most recently started member and waits for it: it finishes
+    /// the records in hand, commits and leaves the group, so its partitions
+    /// go to the other members (of this process or others) at once. Returns
+    /// the new member count; removing from an empty group does nothing.
+    pub fn remove_last(&self) -> Result<usize> {
+        // Not joined under the lock: stopping takes a commit and a
+        // rebalance, during which assignments should stay readable.
+        let (last, left) = {
+            let mut members = self.members();
+            (members.pop(), members.len())
+        };
+        if let Some(m) = last {
+            m.stop();
+            m.join()?;
+        }
+        Ok(left)
     }
 
     /// Each member's name and current partitions.
     pub fn assignments(&self) -> Vec<(String, Vec<TopicPartition>)> {
-        self.members
+        self.members()
             .iter()
             .map(|m| (m.name().to_owned(), m.stats().assignment()))
             .collect()
     }
 
-    /// A stopper that stops every member.
+    /// A stopper that stops every member, including members added later.
     pub fn stopper(&self) -> Stopper {
         self.stopper.clone()
     }
@@ -64,7 +118,7 @@ impl ConsumerGroup {
     pub fn stop(self) -> Result<()> {
         self.stopper.stop();
         let mut first = Ok(());
-        for m in self.members {
+        for m in self.members.into_inner().unwrap() {
             let r = m.join();
             if first.is_ok() {
                 first = r;
