@@ -92,8 +92,11 @@ pub struct AppStats {
     pub restores: AtomicU64,
     /// Keys whose state was restored.
     pub restored_keys: AtomicU64,
-    /// Changelog records read while restoring (what snapshots save).
+    /// Changelog records read while restoring (what snapshots save),
+    /// counted as they are read.
     pub changelog_replayed: AtomicU64,
+    /// Partition states being restored now.
+    pub restoring: AtomicU64,
 }
 
 /// What handlers and workers of one app share.
@@ -146,6 +149,12 @@ fn collect_stats(group: &str, shared: &Arc<Shared>) {
                 read(&shared.stats).load(Ordering::Relaxed),
             );
         }
+        s.gauge(
+            "riffle_restoring_partitions",
+            "Partition states being restored now.",
+            &labels,
+            shared.stats.restoring.load(Ordering::Relaxed) as f64,
+        );
     });
 }
 

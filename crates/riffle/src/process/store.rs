@@ -21,7 +21,7 @@
 use std::collections::HashMap;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
@@ -41,6 +41,22 @@ const LISTED_MIN: usize = 1024;
 const RESTORE_IDLE: Duration = Duration::from_secs(60);
 /// How often a long restore reports progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// Counts a restore under way for as long as it lives, however it ends.
+struct Restoring<'a>(&'a AtomicU64);
+
+impl<'a> Restoring<'a> {
+    fn new(count: &'a AtomicU64) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for Restoring<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// Keys and their states as JSON.
 pub(super) type Encoded = Vec<(Key, Vec<u8>)>;
@@ -496,8 +512,11 @@ impl Durability {
         let total = end - from;
         let mut read = 0u64;
         let mut last_report = Instant::now();
+        let _restoring = Restoring::new(&stats.restoring);
         let mut visit = |r: RecordRef<'_>| {
             read += 1;
+            // Counted as read, so that a long restore shows its progress.
+            stats.changelog_replayed.fetch_add(1, Ordering::Relaxed);
             if last_report.elapsed() >= PROGRESS_EVERY {
                 last_report = Instant::now();
                 tracing::info!(
@@ -520,7 +539,6 @@ impl Durability {
         stats
             .restored_keys
             .fetch_add(store.len() as u64, Ordering::Relaxed);
-        stats.changelog_replayed.fetch_add(read, Ordering::Relaxed);
         let snapshot = match loaded {
             Some(d) => format!(" read in {d:.2?}"),
             None => String::new(),
