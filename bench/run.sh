@@ -10,7 +10,9 @@
 # (bench/kafka-streams/build.sh) and the Python/Ray venv
 # (bench/python-ray/setup.sh); then starts a fresh single-node broker on
 # 127.0.0.1:$KAFKA_PORT (default 29092; scripts/kafka.sh, data under
-# .cache/kafka-data-$KAFKA_PORT), runs the suite and stops the broker. The
+# .cache/kafka-data-$KAFKA_PORT) with Kafka's default initial rebalance delay
+# (3 s, so that a system's consumers are assigned together, once), runs the
+# suite and stops the broker. The
 # report goes to bench/results/<mode>-<timestamp>.{json,md}. Quick mode (the
 # default) takes about 5 minutes; full mode about 40.
 # `target/release/riffle-bench run --help` lists the other flags
@@ -51,7 +53,7 @@ if selected kafka-streams && { [ ! -f $ks/target/heater-kafka-streams.jar ] ||
   $ks/build.sh >/dev/null
 fi
 if selected python-ray; then bench/python-ray/setup.sh >/dev/null; fi
-KAFKA_FRESH=1 scripts/kafka.sh start >/dev/null
+KAFKA_FRESH=1 KAFKA_REBALANCE_DELAY_MS=3000 scripts/kafka.sh start >/dev/null
 trap 'scripts/kafka.sh stop' EXIT
 
 target/release/riffle-bench run --mode "$mode" --brokers "127.0.0.1:$KAFKA_PORT" \

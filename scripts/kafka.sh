@@ -12,6 +12,10 @@
 #   RIFFLE_CACHE    cache directory (default <repo>/.cache); jars go to
 #                   $RIFFLE_CACHE/kafka-<version>/libs, data to $RIFFLE_CACHE/kafka-data
 #   KAFKA_FRESH=1   wipe the broker's data before starting
+#   KAFKA_REBALANCE_DELAY_MS
+#                   how long a new group waits for more members before its
+#                   first assignment (default 0, so that tests start at once;
+#                   Kafka's own default is 3000)
 #
 # Prints the bootstrap address (127.0.0.1:PORT) on success.
 set -euo pipefail
@@ -73,7 +77,7 @@ offsets.topic.num.partitions=10
 transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
 transaction.state.log.num.partitions=10
-group.initial.rebalance.delay.ms=0
+group.initial.rebalance.delay.ms=${KAFKA_REBALANCE_DELAY_MS:-0}
 group.min.session.timeout.ms=1000
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1

@@ -58,14 +58,21 @@ pub struct Histogram(Arc<HistogramData>);
 impl Histogram {
     /// Records one duration, in milliseconds (what record timestamps give).
     pub fn observe_millis(&self, ms: i64) {
-        let ms = ms.max(0) as u64;
-        let secs = ms as f64 / 1000.0;
-        let i = LATENCY_BUCKETS
-            .iter()
-            .position(|b| secs <= *b)
-            .unwrap_or(LATENCY_BUCKETS.len());
-        self.0.buckets[i].fetch_add(1, Ordering::Relaxed);
-        self.0.sum_micros.fetch_add(ms * 1000, Ordering::Relaxed);
+        let mut local = LocalHistogram::default();
+        local.observe_millis(ms);
+        self.add(&mut local);
+    }
+
+    /// Adds what `local` observed and empties it: one atomic add per
+    /// bucket used, however many observations.
+    pub fn add(&self, local: &mut LocalHistogram) {
+        for (shared, n) in self.0.buckets.iter().zip(&mut local.buckets) {
+            if *n > 0 {
+                shared.fetch_add(std::mem::take(n), Ordering::Relaxed);
+            }
+        }
+        let sum = std::mem::take(&mut local.sum_millis);
+        self.0.sum_micros.fetch_add(sum * 1000, Ordering::Relaxed);
     }
 
     /// Observations so far.
@@ -103,6 +110,29 @@ impl Histogram {
     }
 }
 
+/// Observations gathered by one thread and added to a [`Histogram`] now
+/// and then ([`Histogram::add`]): threads sharing a histogram then do not
+/// contend for its atomics on every record.
+#[derive(Debug, Default)]
+pub struct LocalHistogram {
+    buckets: [u64; LATENCY_BUCKETS.len() + 1],
+    sum_millis: u64,
+}
+
+impl LocalHistogram {
+    /// Records one duration, in milliseconds.
+    pub fn observe_millis(&mut self, ms: i64) {
+        let ms = ms.max(0) as u64;
+        let secs = ms as f64 / 1000.0;
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[i] += 1;
+        self.sum_millis += ms;
+    }
+}
+
 /// Samples being gathered for one scrape, grouped by metric family.
 #[derive(Default)]
 pub struct Samples {
@@ -112,6 +142,10 @@ pub struct Samples {
 struct Family {
     help: &'static str,
     kind: &'static str,
+    /// Gauge and counter values by rendered labels: sources reporting the
+    /// same series (the producers of one process writing to one topic, say)
+    /// are summed.
+    values: BTreeMap<String, f64>,
     lines: Vec<String>,
 }
 
@@ -125,6 +159,7 @@ impl Samples {
         self.families.entry(name).or_insert_with(|| Family {
             help,
             kind,
+            values: BTreeMap::new(),
             lines: Vec::new(),
         })
     }
@@ -147,8 +182,11 @@ impl Samples {
         labels: &Labels,
         value: f64,
     ) {
-        let line = format!("{name}{} {}", render_labels(labels, None), number(value));
-        self.family(name, help, kind).lines.push(line);
+        *self
+            .family(name, help, kind)
+            .values
+            .entry(render_labels(labels, None))
+            .or_default() += value;
     }
 
     fn histogram(
@@ -184,6 +222,9 @@ impl Samples {
         for (name, fam) in self.families {
             let _ = writeln!(out, "# HELP {name} {}", fam.help);
             let _ = writeln!(out, "# TYPE {name} {}", fam.kind);
+            for (labels, value) in fam.values {
+                let _ = writeln!(out, "{name}{labels} {}", number(value));
+            }
             for line in fam.lines {
                 out.push_str(&line);
                 out.push('\n');
@@ -380,6 +421,18 @@ mod tests {
             )
         });
         assert!(r.render().contains("riffle_depth{actor=\"w\\\"0\"} 7\n"));
+        // Two sources of one series are summed.
+        let other = Arc::new(AtomicU64::new(3));
+        r.collect(&other, |v, s| {
+            s.gauge(
+                "riffle_depth",
+                "Depth.",
+                &vec![("actor", "w\"0".into())],
+                v.load(Ordering::Relaxed) as f64,
+            )
+        });
+        assert!(r.render().contains("riffle_depth{actor=\"w\\\"0\"} 10\n"));
+        drop(other);
         source.store(9, Ordering::Relaxed);
         assert!(r.render().contains("} 9\n"));
         drop(source);

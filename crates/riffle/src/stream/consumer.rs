@@ -10,7 +10,7 @@ use crate::log::{
     ConsumerConfig, GroupEvent, GroupToken, Log, LogConsumer, PollVisitor, Progress, RecordRef,
     TopicPartition,
 };
-use crate::metrics::{self, Counter, Histogram};
+use crate::metrics::{self, Counter, Histogram, LocalHistogram};
 
 /// How long one poll waits for records: also the longest a `stop` waits.
 const POLL_WAIT: Duration = Duration::from_millis(100);
@@ -282,12 +282,16 @@ fn sleep_unless_stopped(total: Duration, stop: &Stopper) {
 }
 
 /// What a consumer counts in [`metrics::global`], besides its
-/// [`ConsumerStats`].
+/// [`ConsumerStats`]. Counted locally per record and added to the shared
+/// series once per poll ([`ConsumerMetrics::flush`]), so that the
+/// consumers of a group do not contend for the same atomics per record.
 struct ConsumerMetrics {
     group: String,
-    /// Records in, per topic (a consumer reads few topics).
-    records_in: Vec<(String, Counter)>,
+    /// Records in, per topic (a consumer reads few topics), and how many
+    /// since the last flush.
+    records_in: Vec<(String, Counter, u64)>,
     latency: Histogram,
+    latency_local: LocalHistogram,
     rebalances: Counter,
     restarts: Counter,
     /// The wall clock, read once per poll at its first record.
@@ -301,6 +305,7 @@ impl ConsumerMetrics {
         Self {
             group: group.to_owned(),
             records_in: Vec::new(),
+            latency_local: LocalHistogram::default(),
             latency: r.histogram(
                 "riffle_processing_latency_seconds",
                 "Time from a record's timestamp to its handling by a consumer.",
@@ -321,7 +326,11 @@ impl ConsumerMetrics {
     }
 
     fn record(&mut self, record: &RecordRef<'_>) {
-        let i = match self.records_in.iter().position(|(t, _)| t == record.topic) {
+        let i = match self
+            .records_in
+            .iter()
+            .position(|(t, _, _)| t == record.topic)
+        {
             Some(i) => i,
             None => {
                 let c = metrics::global().counter(
@@ -332,19 +341,30 @@ impl ConsumerMetrics {
                         ("topic", record.topic.to_owned()),
                     ],
                 );
-                self.records_in.push((record.topic.to_owned(), c));
+                self.records_in.push((record.topic.to_owned(), c, 0));
                 self.records_in.len() - 1
             }
         };
-        self.records_in[i].1.inc();
+        self.records_in[i].2 += 1;
         if let Some(ts) = record.timestamp {
             let now = *self.now_ms.get_or_insert_with(|| {
                 std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as i64)
             });
-            self.latency.observe_millis(now - ts);
+            self.latency_local.observe_millis(now - ts);
         }
+    }
+
+    /// Adds what was counted since the last flush to the shared series.
+    fn flush(&mut self) {
+        for (_, shared, n) in &mut self.records_in {
+            if *n > 0 {
+                shared.add(std::mem::take(n));
+            }
+        }
+        self.latency.add(&mut self.latency_local);
+        self.now_ms = None;
     }
 }
 
@@ -466,8 +486,9 @@ fn run<H: Handler>(
         name: &name,
     };
     while !stop.is_stopped() {
-        visit.metrics.now_ms = None;
-        let polled = consumer.poll(POLL_WAIT, POLL_BATCH, &mut visit)?;
+        let polled = consumer.poll(POLL_WAIT, POLL_BATCH, &mut visit);
+        visit.metrics.flush();
+        let polled = polled?;
         if defers {
             store_completed(consumer, visit.handler, polled >= POLL_BATCH);
         }

@@ -1,5 +1,5 @@
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -16,24 +16,43 @@ pub struct DeliveryStats {
     pub sent: AtomicU64,
     pub delivered: AtomicU64,
     pub failed: AtomicU64,
-    /// `riffle_records_out_total` per topic, for the metrics endpoint.
-    out: std::sync::Mutex<Vec<(String, Counter)>>,
+    /// Records acknowledged per topic (`riffle_records_out_total`), and
+    /// how many of them are not added to it yet: the producers of a process
+    /// share its series, and adding per record would have their delivery
+    /// threads contend for it.
+    out: Mutex<Vec<(String, Counter, u64)>>,
 }
+
+/// Acknowledged records a producer counts before adding them to the
+/// shared series (and when it flushes or closes).
+const OUT_BATCH: u64 = 64;
 
 impl DeliveryStats {
     fn count_out(&self, topic: &str) {
         let mut out = self.out.lock().unwrap();
-        match out.iter().find(|(t, _)| t == topic) {
-            Some((_, c)) => c.inc(),
+        let i = match out.iter().position(|(t, _, _)| t == topic) {
+            Some(i) => i,
             None => {
                 let c = metrics::global().counter(
                     "riffle_records_out_total",
                     "Records written and acknowledged by the log, per topic.",
                     vec![("topic", topic.to_owned())],
                 );
-                c.inc();
-                out.push((topic.to_owned(), c));
+                out.push((topic.to_owned(), c, 0));
+                out.len() - 1
             }
+        };
+        let (_, shared, pending) = &mut out[i];
+        *pending += 1;
+        if *pending >= OUT_BATCH {
+            shared.add(std::mem::take(pending));
+        }
+    }
+
+    /// Adds every count not added yet to the shared series.
+    fn publish(&self) {
+        for (_, shared, pending) in self.out.lock().unwrap().iter_mut() {
+            shared.add(std::mem::take(pending));
         }
     }
 
@@ -101,6 +120,7 @@ impl Drop for Inner {
                 }
             }
         }
+        self.stats.publish();
     }
 }
 
@@ -181,7 +201,9 @@ impl Producer {
         group: &GroupToken,
         timeout: Duration,
     ) -> Result<()> {
-        self.txn()?.commit(offsets, group, timeout)
+        let committed = self.txn()?.commit(offsets, group, timeout);
+        self.inner.stats.publish();
+        committed
     }
 
     /// Aborts the open transaction (transactional producers only).
@@ -229,7 +251,9 @@ impl Producer {
 
     /// Waits until every record sent so far is delivered, or `timeout` passes.
     pub fn flush(&self, timeout: Duration) -> Result<()> {
-        self.inner.backend.flush(timeout)
+        let flushed = self.inner.backend.flush(timeout);
+        self.inner.stats.publish();
+        flushed
     }
 
     pub fn stats(&self) -> &DeliveryStats {
