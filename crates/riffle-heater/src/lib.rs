@@ -8,6 +8,7 @@
 //! - [`simulator`]: heaters with the chapter's physics, many per process.
 
 pub mod controller;
+mod json;
 pub mod messages;
 pub mod simulator;
 pub mod view;

@@ -8,9 +8,9 @@
 //!   heater ON, `{"control": 1}` switches it OFF (the book's heater code and
 //!   its protobuf `enum HeaterCommand { On = 0; Off = 1; }`).
 
-use std::borrow::Cow;
-
 use serde::{Deserialize, Serialize};
+
+use crate::json;
 
 /// Default topic of measurements and settings.
 pub const SENSOR_TOPIC: &str = "sensor";
@@ -78,25 +78,56 @@ impl Command {
     }
 }
 
-/// The body of a sensor record, decoded once: both kinds of message, and the
-/// key-less variant's `"id"`.
-#[derive(Deserialize)]
+/// The members of a sensor record's body that the controller reads: both
+/// kinds of message, and the key-less variant's `"id"`.
+#[derive(Default)]
 struct Body<'a> {
-    #[serde(borrow)]
-    id: Option<Cow<'a, str>>,
-    measurement: Option<serde_json::Value>,
-    temperature: Option<serde_json::Value>,
-    up_delta: Option<serde_json::Value>,
-    down_delta: Option<serde_json::Value>,
+    id: Option<json::Value<'a>>,
+    measurement: Option<json::Value<'a>>,
+    temperature: Option<json::Value<'a>>,
+    up_delta: Option<json::Value<'a>>,
+    down_delta: Option<json::Value<'a>>,
 }
 
-fn number(v: &Option<serde_json::Value>, field: &str) -> Result<f64, String> {
+impl<'a> Body<'a> {
+    /// Reads the body in one pass; other members are checked and skipped,
+    /// and a member that is `null` counts as absent.
+    fn parse(bytes: &'a [u8]) -> Result<Self, String> {
+        let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8".to_string())?;
+        let mut body = Body::default();
+        json::for_each_member(text, |key, value| {
+            let slot = match &*key {
+                "id" => &mut body.id,
+                "measurement" => &mut body.measurement,
+                "temperature" => &mut body.temperature,
+                "up_delta" => &mut body.up_delta,
+                "down_delta" => &mut body.down_delta,
+                _ => return Ok(()),
+            };
+            if slot.is_some() {
+                return Err(format!("duplicate field '{key}'"));
+            }
+            if value != json::Value::Null {
+                *slot = Some(value);
+            }
+            Ok(())
+        })?;
+        Ok(body)
+    }
+}
+
+fn number(v: &Option<json::Value<'_>>, field: &str) -> Result<f64, String> {
     match v {
         None => Err(format!("missing field '{field}'")),
-        Some(v) => v
-            .as_f64()
+        Some(json::Value::Number(n)) => n
+            .parse::<f64>()
+            .ok()
             .filter(|x| x.is_finite())
-            .ok_or_else(|| format!("field '{field}' must be a number, not {v}")),
+            .ok_or_else(|| format!("field '{field}' must be a number in range, not {n}")),
+        Some(v) => Err(format!(
+            "field '{field}' must be a number, not {}",
+            v.describe()
+        )),
     }
 }
 
@@ -105,17 +136,16 @@ fn number(v: &Option<serde_json::Value>, field: &str) -> Result<f64, String> {
 /// can be unusable is an error with a one-line reason, for the dead-letter
 /// topic.
 pub fn decode_sensor(key: Option<&[u8]>, value: &[u8]) -> Result<(String, SensorMessage), String> {
-    let body: Body<'_> =
-        serde_json::from_slice(value).map_err(|e| format!("not a JSON object: {e}"))?;
-    let id = match key {
-        Some(k) => std::str::from_utf8(k)
+    let body = Body::parse(value).map_err(|e| format!("not a JSON object: {e}"))?;
+    let id = match (key, body.id) {
+        (Some(k), _) => std::str::from_utf8(k)
             .map_err(|_| "key is not UTF-8".to_string())?
             .to_owned(),
-        None => body
-            .id
-            .as_deref()
-            .map(str::to_owned)
-            .ok_or("no key and no \"id\" field")?,
+        (None, Some(json::Value::String(id))) => id.into_owned(),
+        (None, Some(v)) => {
+            return Err(format!("field 'id' must be a string, not {}", v.describe()))
+        }
+        (None, None) => return Err("no key and no \"id\" field".into()),
     };
     if id.is_empty() {
         return Err("empty heater id".into());
@@ -188,7 +218,7 @@ mod tests {
     #[test]
     fn rejects_malformed_records_with_a_reason() {
         type Case<'a> = (Option<&'a [u8]>, &'a [u8], &'a str);
-        let cases: [Case; 8] = [
+        let cases: [Case; 12] = [
             (Some(b"1"), b"not json", "not a JSON object"),
             (Some(b"1"), b"[1,2]", "not a JSON object"),
             (Some(b"1"), br#"{"measurement": "hot"}"#, "must be a number"),
@@ -205,6 +235,22 @@ mod tests {
             (None, br#"{"measurement": 45.0}"#, "no key"),
             (Some(b"1"), br#"{"hello": 1}"#, "neither"),
             (Some(&[0xff]), br#"{"measurement": 45.0}"#, "UTF-8"),
+            (Some(b"1"), b"{\"measurement\": 4\xff}", "not UTF-8"),
+            (
+                Some(b"1"),
+                br#"{"measurement": 1e400}"#,
+                "must be a number in range",
+            ),
+            (
+                Some(b"1"),
+                br#"{"measurement": 1, "measurement": 2}"#,
+                "duplicate field",
+            ),
+            (
+                None,
+                br#"{"id": 7, "measurement": 45.0}"#,
+                "'id' must be a string",
+            ),
         ];
         for (key, value, reason) in cases {
             let err = decode_sensor(key, value).expect_err(&String::from_utf8_lossy(value));
