@@ -14,9 +14,11 @@
 # (3 s, so that a system's consumers are assigned together, once), runs the
 # suite and stops the broker. The
 # report goes to bench/results/<mode>-<timestamp>.{json,md}. Quick mode (the
-# default) takes about 5 minutes; full mode about 40.
+# default) takes about 5 minutes; full mode about 40. Full mode runs each
+# system's throughput phase 3 times, interleaved across the systems, and
+# reports the median run (--repeat N overrides; quick mode runs it once).
 # `target/release/riffle-bench run --help` lists the other flags
-# (--only, --records, --rate, --latency-secs, ...).
+# (--only, --records, --rate, --latency-secs, --repeat, ...).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

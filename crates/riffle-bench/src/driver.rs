@@ -1,6 +1,7 @@
 //! `riffle-bench run`: fills the input, runs each system under test in a
-//! child process (throughput phase, `throughput.rs`, then latency phase at a
-//! fixed offered load, `latency.rs`) and writes the report.
+//! child process (throughput phase, `throughput.rs`, repeated and
+//! interleaved across the systems; then latency phase at a fixed offered
+//! load, `latency.rs`) and writes the report.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -14,12 +15,15 @@ use crate::data::Generator;
 use crate::kafka::{self, Result};
 use crate::report;
 use crate::systems::{self, Placement, System};
+use crate::throughput;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
-    /// 1,000,000 input records, 10 s of latency per system: a few minutes.
+    /// 1,000,000 input records, 1 throughput run and 10 s of latency per
+    /// system: a few minutes.
     Quick,
-    /// 5,000,000 input records, 60 s of latency per system.
+    /// 5,000,000 input records, 3 throughput runs and 60 s of latency per
+    /// system.
     Full,
 }
 
@@ -41,6 +45,11 @@ pub struct RunArgs {
     /// Offered load of the latency phase, records per second.
     #[arg(long, default_value_t = 20_000)]
     pub rate: u64,
+    /// Throughput runs of each system, interleaved: every system's first
+    /// run, then every system's second run, ... [default: by mode: quick 1,
+    /// full 3].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub repeat: Option<u32>,
     /// Length of the latency phase, seconds [default: by mode].
     #[arg(long)]
     pub latency_secs: Option<u64>,
@@ -79,6 +88,8 @@ pub(crate) struct Driver {
     pub(crate) run_id: String,
     pub(crate) started: Instant,
     pub(crate) records: u64,
+    /// Throughput runs of each system.
+    pub(crate) repeat: u32,
     pub(crate) latency_secs: u64,
     pub(crate) warmup_secs: u64,
     /// The repository's root, for `{repo}` in command lines.
@@ -143,9 +154,9 @@ pub(crate) fn rate(n: f64, secs: f64) -> String {
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
-    let (records, latency_secs, warmup_secs) = match args.mode {
-        Mode::Quick => (1_000_000, 10, 2),
-        Mode::Full => (5_000_000, 60, 10),
+    let (records, repeat, latency_secs, warmup_secs) = match args.mode {
+        Mode::Quick => (1_000_000, 1, 10, 2),
+        Mode::Full => (5_000_000, 3, 60, 10),
     };
     let systems: Vec<&'static System> = if args.only.is_empty() {
         systems::SYSTEMS.iter().collect()
@@ -159,6 +170,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let d = Driver {
         repo: repo_root()?,
         records: args.records.unwrap_or(records),
+        repeat: args.repeat.unwrap_or(repeat),
         latency_secs: args.latency_secs.unwrap_or(latency_secs),
         warmup_secs: args.warmup_secs.unwrap_or(warmup_secs),
         run_id: report::timestamp(),
@@ -174,45 +186,42 @@ pub fn run(args: RunArgs) -> Result<()> {
         .unwrap_or_else(|| std::env::args().collect::<Vec<_>>().join(" "));
     progress!(
         d,
-        "riffle-bench {:?} mode on {}: {} records, {} heaters, {} partitions; latency {} s at {} rec/s",
+        "riffle-bench {:?} mode on {}: {} records, {} heaters, {} partitions; throughput runs per system: {}; latency {} s at {} rec/s",
         d.args.mode,
         d.args.brokers,
         d.records,
         d.args.heaters,
         d.args.partitions,
+        d.repeat,
         d.latency_secs,
         d.args.rate
     );
 
     let input = format!("bench-input-{}", d.run_id);
     let filled = d.fill(&input)?;
-    let mut results: Vec<Value> = Vec::new();
     let out_dir = d.args.out_dir.clone();
     let mode = format!("{:?}", d.args.mode).to_lowercase();
     let base = out_dir.join(format!("{mode}-{}", d.run_id));
-    for sys in systems {
-        let mut r = json!({
-            "name": sys.name,
-            "description": sys.description,
-            "guarantee": sys.guarantee,
-        });
-        match d.throughput(sys, &filled) {
-            Ok(t) => r["throughput"] = t,
-            Err(e) => {
-                progress!(d, "{}: throughput phase failed: {e}", sys.name);
-                r["throughput_error"] = json!(e);
-            }
-        }
-        if sys.placement == Placement::Kafka && !d.args.no_latency {
-            match d.latency(sys) {
-                Ok(l) => r["latency"] = l,
-                Err(e) => {
-                    progress!(d, "{}: latency phase failed: {e}", sys.name);
-                    r["latency_error"] = json!(e);
-                }
-            }
-        }
-        results.push(r);
+    let mut results: Vec<Value> = systems
+        .iter()
+        .map(|sys| {
+            json!({
+                "name": sys.name,
+                "description": sys.description,
+                "guarantee": sys.guarantee,
+            })
+        })
+        .collect();
+    let mut runs: Vec<Vec<Value>> = vec![Vec::new(); systems.len()];
+    // Rewritten after each step, so that a partial run leaves a usable
+    // report (of the systems run so far).
+    let write = |results: &[Value], runs: &[Vec<Value>]| {
+        let done: Vec<&Value> = results
+            .iter()
+            .zip(runs)
+            .filter(|(_, runs)| !runs.is_empty())
+            .map(|(r, _)| r)
+            .collect();
         let doc = json!({
             "mode": mode,
             "command": command,
@@ -226,10 +235,37 @@ pub fn run(args: RunArgs) -> Result<()> {
                 "expected_commands": filled.commands,
                 "seed": d.args.seed,
             },
+            "repeat": d.repeat,
             "latency_load": {"rate": d.args.rate, "seconds": d.latency_secs, "warmup_seconds": d.warmup_secs},
-            "results": results,
+            "results": done,
         });
-        report::write(&base, &doc)?;
+        report::write(&base, &doc)
+    };
+    // Repetitions interleaved, so that a slow spell of the machine falls on
+    // every system alike rather than on all the runs of one.
+    for rep in 1..=d.repeat {
+        for (i, sys) in systems.iter().enumerate() {
+            let run = d.throughput(sys, &filled, rep).unwrap_or_else(|e| {
+                progress!(d, "{}: throughput phase failed: {e}", d.label(sys, rep));
+                json!({ "error": e })
+            });
+            runs[i].push(run);
+            set_throughput(&mut results[i], &runs[i], d.repeat);
+            write(&results, &runs)?;
+        }
+    }
+    for (i, sys) in systems.iter().enumerate() {
+        if sys.placement == Placement::Kafka && !d.args.no_latency {
+            let r = &mut results[i];
+            match d.latency(sys) {
+                Ok(l) => r["latency"] = l,
+                Err(e) => {
+                    progress!(d, "{}: latency phase failed: {e}", sys.name);
+                    r["latency_error"] = json!(e);
+                }
+            }
+            write(&results, &runs)?;
+        }
     }
     progress!(
         d,
@@ -238,6 +274,39 @@ pub fn run(args: RunArgs) -> Result<()> {
         base.display()
     );
     Ok(())
+}
+
+/// Sets a system's `throughput` to its run with the median records/s
+/// (`throughput::median_run`) and, when more than one run was asked for,
+/// `throughput_runs` to all of them in order (a failed one as `{"error"}`);
+/// `throughput_error` when every run so far failed.
+fn set_throughput(r: &mut Value, runs: &[Value], repeat: u32) {
+    let o = r.as_object_mut().expect("a result is an object");
+    o.remove("throughput");
+    o.remove("throughput_error");
+    match throughput::median_run(runs) {
+        Some(m) => {
+            o.insert("throughput".into(), runs[m].clone());
+        }
+        None => {
+            let errors: Vec<String> = runs
+                .iter()
+                .enumerate()
+                .map(|(i, run)| {
+                    let e = run["error"].as_str().unwrap_or("?");
+                    if runs.len() > 1 {
+                        format!("run {}: {e}", i + 1)
+                    } else {
+                        e.to_string()
+                    }
+                })
+                .collect();
+            o.insert("throughput_error".into(), json!(errors.join("; ")));
+        }
+    }
+    if repeat > 1 {
+        o.insert("throughput_runs".into(), json!(runs));
+    }
 }
 
 /// The repository's root: the current directory when it is one (as under
@@ -257,6 +326,16 @@ fn repo_root() -> Result<PathBuf> {
 }
 
 impl Driver {
+    /// A system's name in progress lines, with the run when there are
+    /// several.
+    pub(crate) fn label(&self, sys: &System, rep: u32) -> String {
+        if self.repeat > 1 {
+            format!("{} (run {rep} of {})", sys.name, self.repeat)
+        } else {
+            sys.name.to_string()
+        }
+    }
+
     /// Input records a system's throughput is measured over: all of them,
     /// or its prefix scaled with the input size.
     pub(crate) fn target(&self, sys: &System) -> u64 {

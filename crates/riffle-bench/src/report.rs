@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use crate::kafka::Result;
 use crate::ratios;
+use crate::throughput::median_run;
 
 /// `YYYYMMDD-HHMMSS` (UTC) of now.
 pub fn timestamp() -> String {
@@ -83,6 +84,92 @@ pub(crate) fn count(x: f64) -> String {
     out
 }
 
+/// Two rates in the unit of the larger, to its three significant figures:
+/// "1.10-1.26 M", "289-375 k", "60.2-71.0 k".
+pub(crate) fn rate_range(lo: f64, hi: f64) -> String {
+    let (div, unit) = match hi {
+        x if x >= 1e6 => (1e6, " M"),
+        x if x >= 1e3 => (1e3, " k"),
+        _ => (1.0, ""),
+    };
+    let digits = match hi / div {
+        x if x >= 100.0 => 0,
+        x if x >= 10.0 => 1,
+        _ => 2,
+    };
+    format!("{:.digits$}-{:.digits$}{unit}", lo / div, hi / div)
+}
+
+/// A system's successful throughput runs: those of `throughput_runs`
+/// without an error, or else its one `throughput`.
+pub(crate) fn successful_runs(r: &Value) -> Vec<&Value> {
+    match r["throughput_runs"].as_array() {
+        Some(runs) => runs.iter().filter(|t| t.get("error").is_none()).collect(),
+        None => Some(&r["throughput"])
+            .filter(|t| !t.is_null())
+            .into_iter()
+            .collect(),
+    }
+}
+
+/// The records/s cell: the median run's rate, then the range over the
+/// runs when there are several, and the prefix it was taken over.
+fn rps_cell(r: &Value) -> String {
+    let t = &r["throughput"];
+    let mut text = t["records_per_s"].as_f64().map_or("–".into(), count);
+    let mut notes = Vec::new();
+    let rates: Vec<f64> = successful_runs(r)
+        .iter()
+        .filter_map(|t| t["records_per_s"].as_f64())
+        .collect();
+    if rates.len() > 1 {
+        let lo = rates.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = rates.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        notes.push(format!("{} over {}", rate_range(lo, hi), rates.len()));
+    }
+    if let Some(prefix) = t["prefix"].as_f64() {
+        notes.push(format!("{}, prefix", count(prefix)));
+    }
+    if !notes.is_empty() {
+        text.push_str(&format!(" ({})", notes.join("; ")));
+    }
+    text
+}
+
+/// The outputs cell: the median run's outputs (expected); then every other
+/// run whose outputs differ from what it should have written, or that
+/// failed, so that no run's failure is hidden behind the median.
+fn outputs_cell(r: &Value) -> String {
+    let t = &r["throughput"];
+    if t.is_null() {
+        return format!("failed: {}", r["throughput_error"].as_str().unwrap_or("?"));
+    }
+    let n = |v: &Value| count(v.as_f64().unwrap_or(f64::NAN));
+    let mut text = format!("{} ({})", n(&t["output_records"]), n(&t["expected_output"]));
+    let runs = r["throughput_runs"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice);
+    let median = median_run(runs);
+    for (i, run) in runs.iter().enumerate() {
+        if Some(i) == median {
+            continue;
+        }
+        if let Some(e) = run.get("error") {
+            text.push_str(&format!(
+                "; run {} failed: {}",
+                i + 1,
+                e.as_str().unwrap_or("?")
+            ));
+        } else if run["output_records"] != run["expected_output"] {
+            text.push_str(&format!("; run {}: {}", i + 1, n(&run["output_records"])));
+            if run["expected_output"] != t["expected_output"] {
+                text.push_str(&format!(" ({})", n(&run["expected_output"])));
+            }
+        }
+    }
+    text
+}
+
 pub fn markdown(doc: &Value) -> String {
     let m = &doc["machine"];
     let mut s = String::new();
@@ -122,7 +209,6 @@ pub fn markdown(doc: &Value) -> String {
     for r in &results {
         let t = &r["throughput"];
         let rps = t["records_per_s"].as_f64();
-        let mut rps_text = rps.map_or("–".into(), count);
         if let Some(prefix) = t["prefix"].as_f64() {
             notes.push(format!(
                 "{}: throughput over the first {} input records only (its prefix), not all {}.",
@@ -130,7 +216,6 @@ pub fn markdown(doc: &Value) -> String {
                 count(prefix),
                 count(i["records"].as_f64().unwrap_or(f64::NAN))
             ));
-            rps_text.push_str(&format!(" ({}, prefix)", count(prefix)));
         }
         let ratio = match (rps, ceiling) {
             (Some(a), Some(c)) => format!("{:.2}", a / c),
@@ -145,15 +230,6 @@ pub fn markdown(doc: &Value) -> String {
             mb(&t["peak_rss_bytes"]),
             mb(&t["rest_rss_bytes"])
         );
-        let outputs = if t.is_null() {
-            format!("failed: {}", r["throughput_error"].as_str().unwrap_or("?"))
-        } else {
-            format!(
-                "{} ({})",
-                count(t["output_records"].as_f64().unwrap_or(f64::NAN)),
-                count(t["expected_output"].as_f64().unwrap_or(f64::NAN))
-            )
-        };
         let lat = &r["latency"];
         let latency = if !lat.is_null() {
             format!(
@@ -171,13 +247,13 @@ pub fn markdown(doc: &Value) -> String {
             "| {} | {} | {} | {} | {} / {} | {} | {} | {} | {} |\n",
             r["name"].as_str().unwrap_or("?"),
             r["guarantee"].as_str().unwrap_or("?"),
-            rps_text,
+            rps_cell(r),
             ratio,
             num(&t["startup_s"], 1),
             num(&t["wall_s"], 1),
             num(&t["cpu_s_per_million"], 2),
             rss,
-            outputs,
+            outputs_cell(r),
             latency,
         ));
     }
@@ -189,8 +265,21 @@ pub fn markdown(doc: &Value) -> String {
         "largest sum of the tree's resident sizes seen, and the sum 1 s after the input was done ",
         "(the state held, buffers drained). Latency \"> N s\": the percentile ",
         "falls among outputs that never arrived (counted as infinite); from how long they had ",
-        "waited, it is known to exceed N s.\n"
+        "waited, it is known to exceed N s."
     ));
+    if let Some(n) = doc["repeat"].as_u64().filter(|&n| n > 1) {
+        s.push_str(&format!(
+            concat!(
+                " Records/s is the median of {} runs of each system, interleaved (every system's ",
+                "first run, then every system's second, ...), with the range of the successful ",
+                "runs in brackets; the other columns come from the median run (of two middle ",
+                "ones, the slower), and the outputs name any other run that wrote other than it ",
+                "should have, or failed."
+            ),
+            n
+        ));
+    }
+    s.push('\n');
     for n in notes {
         s.push_str(&format!("\n{n}\n"));
     }
@@ -229,10 +318,61 @@ pub fn write(base: &Path, doc: &Value) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn counts_have_separators() {
-        assert_eq!(super::count(1234567.0), "1,234,567");
-        assert_eq!(super::count(999.0), "999");
-        assert_eq!(super::timestamp().len(), 15);
+        assert_eq!(count(1234567.0), "1,234,567");
+        assert_eq!(count(999.0), "999");
+        assert_eq!(timestamp().len(), 15);
+    }
+
+    #[test]
+    fn ranges_are_in_the_unit_of_the_larger_end() {
+        assert_eq!(rate_range(1_100_000.0, 1_261_405.0), "1.10-1.26 M");
+        assert_eq!(rate_range(950_000.0, 1_020_000.0), "0.95-1.02 M");
+        assert_eq!(rate_range(289_266.0, 375_000.0), "289-375 k");
+        assert_eq!(rate_range(60_140.0, 70_960.0), "60.1-71.0 k");
+        let r = json!({
+            "throughput": {"records_per_s": 1_175_778.0},
+            "throughput_runs": [
+                {"records_per_s": 1_261_405.0},
+                {"error": "exited early with status 1"},
+                {"records_per_s": 1_175_778.0},
+                {"records_per_s": 1_098_000.0},
+            ],
+        });
+        assert_eq!(rps_cell(&r), "1,175,778 (1.10-1.26 M over 3)");
+        let one = json!({"throughput": {"records_per_s": 66_440.0, "prefix": 2_000_000}});
+        assert_eq!(rps_cell(&one), "66,440 (2,000,000, prefix)");
+    }
+
+    #[test]
+    fn outputs_name_every_run_that_went_wrong() {
+        let run = |rps: f64, out: u64, expected: u64| json!({"records_per_s": rps, "output_records": out, "expected_output": expected});
+        let mut r = json!({
+            "throughput_runs": [
+                run(3.0, 78_811, 78_811),
+                run(1.0, 78_700, 78_811),
+                run(2.0, 78_811, 78_811),
+                {"error": "exited early with status 1"},
+            ],
+        });
+        r["throughput"] = r["throughput_runs"][2].clone();
+        assert_eq!(
+            outputs_cell(&r),
+            "78,811 (78,811); run 2: 78,700; run 4 failed: exited early with status 1"
+        );
+        // The median run itself wrong, and a prefix run expecting another count.
+        let mut r = json!({
+            "throughput_runs": [run(1.0, 33_000, 33_373), run(2.0, 32_000, 33_373), run(3.0, 34_000, 34_001)],
+        });
+        r["throughput"] = r["throughput_runs"][1].clone();
+        assert_eq!(
+            outputs_cell(&r),
+            "32,000 (33,373); run 1: 33,000; run 3: 34,000 (34,001)"
+        );
+        let single = json!({"throughput": run(1.0, 5, 5)});
+        assert_eq!(outputs_cell(&single), "5 (5)");
     }
 }

@@ -22,6 +22,10 @@
 //!   window alike. The outputs expected of a prefix run are those of the
 //!   records committed when it stopped, which the driver knows per
 //!   partition from the fill.
+//!
+//! With `--repeat N` each system runs N times, each run on its own output
+//! topic and group; the report keeps the run with the median records/s
+//! (`median_run`).
 
 use std::time::{Duration, Instant};
 
@@ -61,14 +65,15 @@ impl Measure {
 }
 
 impl Driver {
-    /// Runs `sys` on the filled input until its progress reaches 1; returns
-    /// its measurement as JSON.
-    pub(crate) fn throughput(&self, sys: &System, input: &Filled) -> Result<Value> {
+    /// Runs `sys` on the filled input until its progress reaches 1 (its
+    /// run `rep` of `self.repeat`); returns its measurement as JSON.
+    pub(crate) fn throughput(&self, sys: &System, input: &Filled, rep: u32) -> Result<Value> {
+        let output = format!("tp-{}-{}-r{rep}", sys.name, self.run_id);
+        let group = output.clone();
+        let name = self.label(sys, rep);
         if sys.placement == Placement::InProcess {
-            return self.in_process(sys, input);
+            return self.in_process(sys, input, &name, &output, &group);
         }
-        let output = format!("tp-{}-{}", sys.name, self.run_id);
-        let group = format!("tp-{}-{}", sys.name, self.run_id);
         self.topic(&output)?;
         let argv = self.argv(sys, &input.topic, &output, &group)?;
         let all_outputs = match sys.output {
@@ -87,11 +92,10 @@ impl Driver {
         match sys.prefix {
             Some(_) => progress!(
                 self,
-                "{}: throughput phase starts (over the first {target} of {} records)",
-                sys.name,
+                "{name}: throughput phase starts (over the first {target} of {} records)",
                 self.records
             ),
-            None => progress!(self, "{}: throughput phase starts", sys.name),
+            None => progress!(self, "{name}: throughput phase starts"),
         }
         let t0 = Instant::now();
         let mut child = Child::spawn(sys.name, &argv, false, sys.ready)?;
@@ -141,8 +145,7 @@ impl Driver {
                 let s = t0.elapsed().as_secs_f64();
                 progress!(
                     self,
-                    "{}: {done} of {target} {unit} after {s:.1} s ({} processes, {} MB, {:.1} CPU s)",
-                    sys.name,
+                    "{name}: {done} of {target} {unit} after {s:.1} s ({} processes, {} MB, {:.1} CPU s)",
                     tree.processes,
                     tree.rss_bytes >> 20,
                     tree.cpu_s
@@ -187,8 +190,7 @@ impl Driver {
         let cpu_per_million = window.cpu_s / window.records * 1e6;
         progress!(
             self,
-            "{}: {:.0} records in {:.2} s of steady state, {} (started in {}, {wall_s:.1} s in all); {:.2} CPU s / M records, {cpu_s:.1} CPU s in all, peak RSS {} MB; {output_records} outputs (expected {expected_output})",
-            sys.name,
+            "{name}: {:.0} records in {:.2} s of steady state, {} (started in {}, {wall_s:.1} s in all); {:.2} CPU s / M records, {cpu_s:.1} CPU s in all, peak RSS {} MB; {output_records} outputs (expected {expected_output})",
             window.records,
             window.end_s - window.start_s,
             rate(window.records, window.end_s - window.start_s),
@@ -220,18 +222,22 @@ impl Driver {
     }
 
     /// A system that copies the input into its own process and times itself.
-    fn in_process(&self, sys: &System, input: &Filled) -> Result<Value> {
-        let output = format!("tp-{}-{}", sys.name, self.run_id);
-        let group = format!("tp-{}-{}", sys.name, self.run_id);
-        let argv = self.argv(sys, &input.topic, &output, &group)?;
+    fn in_process(
+        &self,
+        sys: &System,
+        input: &Filled,
+        name: &str,
+        output: &str,
+        group: &str,
+    ) -> Result<Value> {
+        let argv = self.argv(sys, &input.topic, output, group)?;
         let expected_output = match sys.output {
             Output::Echo => self.records,
             Output::Commands => input.commands,
         };
         progress!(
             self,
-            "{}: copying the input into the process, then processing",
-            sys.name
+            "{name}: copying the input into the process, then processing"
         );
         let t0 = Instant::now();
         let mut child = Child::spawn(sys.name, &argv, true, sys.ready)?;
@@ -247,8 +253,7 @@ impl Driver {
         let cpu = v["cpu_s"].as_f64().unwrap_or(f64::NAN);
         progress!(
             self,
-            "{}: {} records in {secs:.2} s, {}",
-            sys.name,
+            "{name}: {} records in {secs:.2} s, {}",
             self.records,
             rate(self.records as f64, secs)
         );
@@ -263,5 +268,53 @@ impl Driver {
             "output_records": v["output"],
             "expected_output": expected_output,
         }))
+    }
+}
+
+/// The index of the successful run (one without `"error"`) with the median
+/// records/s; of the two middle ones, the slower. A whole run rather than a
+/// median per figure, so that the CPU, memory and outputs reported with the
+/// rate come from the run that had it.
+pub(crate) fn median_run(runs: &[Value]) -> Option<usize> {
+    let mut ok: Vec<usize> = (0..runs.len())
+        .filter(|&i| runs[i].get("error").is_none())
+        .collect();
+    // A run without a rate (NaN is written as null) counts as the slowest.
+    let rps = |i: usize| {
+        runs[i]["records_per_s"]
+            .as_f64()
+            .unwrap_or(f64::NEG_INFINITY)
+    };
+    ok.sort_by(|&a, &b| rps(a).total_cmp(&rps(b)));
+    ok.get(ok.len().checked_sub(1)? / 2).copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median_run;
+    use serde_json::json;
+
+    #[test]
+    fn the_median_run_is_the_middle_one_or_the_slower_middle_one() {
+        let run = |rps: f64| json!({ "records_per_s": rps });
+        let odd = [run(3.0), run(1.0), run(2.0)];
+        assert_eq!(median_run(&odd), Some(2));
+        let even = [run(4.0), run(1.0), run(3.0), run(2.0)];
+        assert_eq!(median_run(&even), Some(3));
+        assert_eq!(median_run(&[run(5.0)]), Some(0));
+        assert_eq!(median_run(&[]), None);
+    }
+
+    #[test]
+    fn failed_runs_are_left_out_of_the_median() {
+        let failed = json!({ "error": "exited early with status 1" });
+        let runs = [
+            json!({ "records_per_s": 3.0 }),
+            failed.clone(),
+            json!({ "records_per_s": 1.0 }),
+        ];
+        // Of 1.0 and 3.0 the slower.
+        assert_eq!(median_run(&runs), Some(2));
+        assert_eq!(median_run(&[failed.clone(), failed]), None);
     }
 }
