@@ -83,6 +83,13 @@ fn wait_for_signal() {
 
 pub fn run(a: WorkerArgs) -> Result<()> {
     catch_signals();
+    // Riffle's warnings (a failed transaction, a record replayed) belong in
+    // the run's log; `RIFFLE_LOG` shows more, e.g. `riffle=debug`.
+    let filter = std::env::var("RIFFLE_LOG").unwrap_or_else(|_| "warn,librdkafka=error".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
     let guarantee: Guarantee = a.guarantee.parse().map_err(|e| format!("{e}"))?;
     match a.kind {
         Kind::Ceiling => ceiling(&a),

@@ -173,7 +173,7 @@ impl<P: KeyedProcessor> Actor for Worker<P> {
                 let dump = self
                     .stores
                     .get(&partition)
-                    .map_or(Ok(Vec::new()), Store::encoded);
+                    .map_or_else(|| Ok(Encoded::default()), Store::encoded);
                 let _ = reply.send(dump);
             }
         }
@@ -592,9 +592,9 @@ impl<P: KeyedProcessor> Dispatcher<P> {
             })
             .and_then(|parts| {
                 let parts = parts.into_iter().collect::<Result<Vec<_>>>()?;
-                let n = parts.iter().map(Vec::len).sum();
+                let n = parts.iter().map(Encoded::len).sum();
                 let mut w = SnapshotWriter::create(&path, end, n)?;
-                for (k, v) in parts.iter().flatten() {
+                for (k, v) in parts.iter().flat_map(Encoded::iter) {
                     w.entry(k, v)?;
                 }
                 w.finish()

@@ -297,9 +297,16 @@ pub(super) struct Transaction {
     commit_time: Duration,
     force_next: bool,
     failure: Option<Error>,
-    /// Records were waiting at some release of the open transaction: it
-    /// is spaced from the previous commit by the commits' cost.
-    backlog: bool,
+    /// Releases of the open transaction, and those after a full poll. A
+    /// transaction most of whose polls came back full is spaced from the
+    /// previous commit by the commits' cost: records are waiting, and time
+    /// spent committing is time not spent on them. A few full polls alone
+    /// are the records that arrived during the previous commit, and do not
+    /// count: at light load a slow commit would otherwise hold the next
+    /// transaction open ten times as long (seen as a p99 of 0.9 s at
+    /// 20,000 rec/s).
+    polls: u32,
+    full_polls: u32,
 }
 
 impl Transaction {
@@ -314,14 +321,20 @@ impl Transaction {
             commit_time: Duration::ZERO,
             force_next: false,
             failure: None,
-            backlog: false,
+            polls: 0,
+            full_polls: 0,
         })
     }
 
     /// Whether the open transaction should be committed at the next release
     /// (`behind`: records are waiting for the consumer).
     pub(super) fn is_due(&self, behind: bool) -> bool {
-        self.force_next || self.open_long_enough(self.backlog || behind)
+        let (polls, full) = (self.polls + 1, self.full_polls + behind as u32);
+        self.force_next || self.open_long_enough(Self::backlog(polls, full))
+    }
+
+    fn backlog(polls: u32, full_polls: u32) -> bool {
+        full_polls * 2 > polls
     }
 
     fn open_long_enough(&self, backlog: bool) -> bool {
@@ -336,11 +349,11 @@ impl Transaction {
 
     fn release(&mut self, progress: &mut dyn Progress, force: bool, write_state: WriteState<'_>) {
         let force = force || std::mem::take(&mut self.force_next);
-        // One poll that comes back short does not end a backlog.
-        self.backlog |= progress.behind();
+        self.polls += 1;
+        self.full_polls += progress.behind() as u32;
         if self.failure.is_some()
             || self.processed.is_empty()
-            || !(force || self.open_long_enough(self.backlog))
+            || !(force || self.open_long_enough(Self::backlog(self.polls, self.full_polls)))
         {
             return;
         }
@@ -368,7 +381,7 @@ impl Transaction {
         self.processed.clear();
         self.outlet.producer.begin()?;
         self.opened = started;
-        self.backlog = false;
+        (self.polls, self.full_polls) = (0, 0);
         // Up at once, down slowly: a load that makes commits slow spaces
         // them from the next one on, and one fast commit does not undo it.
         let took = started.elapsed();

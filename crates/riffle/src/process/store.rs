@@ -58,8 +58,61 @@ impl Drop for Restoring<'_> {
     }
 }
 
-/// Keys and their states as JSON.
-pub(super) type Encoded = Vec<(Key, Vec<u8>)>;
+/// Keys and their states as JSON, packed: a burst of a million changed
+/// keys handed from a worker to its dispatcher costs a few large blocks
+/// rather than two small ones per key, and large blocks go back to the
+/// system once sent (small ones stay in the allocator's arenas, so the
+/// process would keep the peak of such a burst).
+#[derive(Default)]
+pub(super) struct Encoded {
+    keys: String,
+    states: Vec<u8>,
+    /// Per entry, where its key and its state end.
+    ends: Vec<(usize, usize)>,
+}
+
+impl Encoded {
+    fn push(&mut self, key: &str, state: &[u8]) {
+        self.keys.push_str(key);
+        self.states.extend_from_slice(state);
+        self.ends.push((self.keys.len(), self.states.len()));
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn starts(&self, i: usize) -> (usize, usize) {
+        match i {
+            0 => (0, 0),
+            i => self.ends[i - 1],
+        }
+    }
+
+    fn entry(&self, i: usize) -> (&str, &[u8]) {
+        let ((k0, s0), (k1, s1)) = (self.starts(i), self.ends[i]);
+        (&self.keys[k0..k1], &self.states[s0..s1])
+    }
+
+    /// The last entry.
+    pub(super) fn last(&self) -> Option<(&str, &[u8])> {
+        self.len().checked_sub(1).map(|i| self.entry(i))
+    }
+
+    /// Drops the last entry.
+    pub(super) fn pop(&mut self) {
+        if let Some(i) = self.len().checked_sub(1) {
+            let (k, s) = self.starts(i);
+            self.keys.truncate(k);
+            self.states.truncate(s);
+            self.ends.pop();
+        }
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        (0..self.len()).map(|i| self.entry(i))
+    }
+}
 
 /// One key's state and whether it changed since its last changelog write.
 struct Entry<S> {
@@ -203,9 +256,9 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
     /// sending elsewhere (the key-independent style's workers hand them to
     /// their dispatcher, which sends them when the outputs are safe).
     pub(super) fn take_changes(&mut self) -> Result<Encoded> {
-        let mut out = Vec::with_capacity(self.changed);
+        let mut out = Encoded::default();
         self.drain_changes(|key, value| {
-            out.push((key.clone(), value.to_vec()));
+            out.push(key, value);
             Ok(())
         })?;
         Ok(out)
@@ -244,14 +297,13 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
 
     /// Every key's state, encoded as in the changelog.
     pub(super) fn encoded(&self) -> Result<Encoded> {
-        self.entries
-            .iter()
-            .map(|(k, e)| {
-                let mut buf = Vec::new();
-                encode(k, &e.state, &mut buf)?;
-                Ok((k.clone(), buf))
-            })
-            .collect()
+        let mut out = Encoded::default();
+        let mut buf = Vec::new();
+        for (k, e) in &self.entries {
+            encode(k, &e.state, &mut buf)?;
+            out.push(k, &buf);
+        }
+        Ok(out)
     }
 
     /// Splits the store by `which(key)`, into `n` stores.
@@ -599,6 +651,28 @@ mod tests {
         s
     }
 
+    #[test]
+    fn encoded_entries_are_packed_and_popped_from_the_end() {
+        let mut e = Encoded::default();
+        e.push("a", b"1");
+        e.push("", b"");
+        e.push("k\u{e9}y", br#"{"x":2}"#);
+        assert_eq!(e.len(), 3);
+        let all: Vec<(&str, &[u8])> = e.iter().collect();
+        assert_eq!(
+            all,
+            [("a", &b"1"[..]), ("", b""), ("k\u{e9}y", br#"{"x":2}"#)]
+        );
+        assert_eq!(e.last(), Some(("k\u{e9}y", &br#"{"x":2}"#[..])));
+        e.pop();
+        assert_eq!(e.last(), Some(("", &b""[..])));
+        e.pop();
+        e.pop();
+        assert_eq!((e.len(), e.last()), (0, None));
+        e.pop();
+        assert_eq!(e.keys.len() + e.states.len(), 0);
+    }
+
     /// Past the listed share, changes are found by their flags: each is
     /// still taken once, and the list serves the next few again.
     #[test]
@@ -606,20 +680,20 @@ mod tests {
         for n in [10, LISTED_MIN + 10, 20_000] {
             let mut s = store(n);
             let taken = s.take_changes().unwrap();
-            let mut keys: Vec<&str> = taken.iter().map(|(k, _)| k.as_str()).collect();
+            let mut keys: Vec<&str> = taken.iter().map(|(k, _)| k).collect();
             keys.sort_unstable();
             keys.dedup();
             assert_eq!(keys.len(), n, "{n} keys");
             assert_eq!(taken.len(), n, "{n} keys");
             assert!(!s.has_changes());
-            assert!(s.take_changes().unwrap().is_empty());
+            assert_eq!(s.take_changes().unwrap().len(), 0);
             assert!(s.dirty.is_some(), "listing again after a write");
 
             s.get_mut("key-3").push(7);
             s.get_mut("key-3").push(8);
             s.get_mut("key-new").push(9);
             let taken = s.take_changes().unwrap();
-            let mut keys: Vec<&str> = taken.iter().map(|(k, _)| k.as_str()).collect();
+            let mut keys: Vec<&str> = taken.iter().map(|(k, _)| k).collect();
             keys.sort_unstable();
             assert_eq!(keys, ["key-3", "key-new"]);
             assert!(!s.has_changes());
