@@ -390,3 +390,26 @@ impl Transaction {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Transaction;
+
+    /// Counts a transaction's polls as `release` does, `true` for a full one.
+    fn backlogged(polls: &[bool]) -> bool {
+        let full = polls.iter().filter(|&&f| f).count() as u32;
+        Transaction::backlog(polls.len() as u32, full)
+    }
+
+    #[test]
+    fn records_left_by_one_commit_are_not_a_backlog() {
+        // Light load after a slow commit: two full polls, then short ones.
+        let mut polls = vec![true, true];
+        polls.extend([false; 8]);
+        assert!(!backlogged(&polls));
+        // Full load: nearly every poll full, now and then a short one.
+        let full_load: Vec<bool> = (0..20).map(|i| i % 5 != 4).collect();
+        assert!(backlogged(&full_load));
+        assert!(!backlogged(&[]));
+    }
+}
