@@ -25,6 +25,11 @@
 //! simulated time slows down rather than jumping: a jump would release a
 //! burst of measurements the controller could only answer late, and the
 //! heaters would overshoot for reasons that are not the controller's.
+//!
+//! A run can also be paced by the controller ([`Pace`]): simulated time then
+//! holds whenever the loop falls more than a little behind, which makes the
+//! run's outcome depend on the controller and the log alone, not on how busy
+//! the machine is. Tests use that; the live demo runs on the wall clock.
 
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::{BinaryHeap, VecDeque};
@@ -574,6 +579,9 @@ pub struct SimConfig {
     pub snapshot_every: Duration,
     /// How long to wait for the control topic's partitions.
     pub join_timeout: Duration,
+    /// Ties simulated time to the controller's progress; `None`: the wall
+    /// clock alone drives it.
+    pub pace: Option<Pace>,
 }
 
 impl Default for SimConfig {
@@ -605,6 +613,7 @@ impl SimConfig {
             history_spacing: Duration::from_secs(10),
             snapshot_every: Duration::from_millis(50),
             join_timeout: Duration::from_secs(30),
+            pace: None,
         }
     }
 
@@ -663,11 +672,75 @@ impl SimConfig {
         if self.history_spacing.is_zero() {
             return bad("history spacing must be positive".into());
         }
+        if let Some(pace) = &self.pace {
+            let interval = self.params.measurement_interval.as_secs_f64();
+            if pace.lead.is_zero() || pace.lead.as_secs_f64() >= interval / 3.0 {
+                return bad(format!(
+                    "the pace's lead must be positive and below a third of the measurement interval ({:?}), not {:?}",
+                    Duration::from_secs_f64(interval / 3.0),
+                    pace.lead
+                ));
+            }
+        }
         self.params.validate()
     }
 
     fn settings_topic(&self) -> &str {
         self.settings_topic.as_deref().unwrap_or(&self.sensor_topic)
+    }
+}
+
+/// How far the system under test has got with a run's records: what a
+/// [`Pace`] reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoopProgress {
+    /// The heaters' records the controller has finished with.
+    pub consumed: u64,
+    /// Records the controller has sent to the control topic, read after
+    /// `consumed`: at least every command those records caused.
+    pub sent: u64,
+}
+
+/// Ties simulated time to the controller's progress, so that a run checks
+/// the loop's logic and delivery rather than the machine's latency.
+///
+/// Simulated time runs at most `lead` beyond the last moment the loop was
+/// caught up: every record sent so far consumed, and every command sent for
+/// them applied. There the clock holds, and the heaters fall silent, until
+/// the loop catches up. Every command then takes effect within `lead` of
+/// the measurement that caused it; with `lead` below a third of a
+/// measurement interval no settled heater leaves its band, however slow the
+/// machine. On a fast machine the clock never holds and a paced run is the
+/// same as an unpaced one.
+#[derive(Clone)]
+pub struct Pace {
+    /// Reads the controller's progress; called once per tick.
+    pub probe: Arc<dyn Fn() -> LoopProgress + Send + Sync>,
+    /// Simulated time the loop may fall behind.
+    pub lead: Duration,
+    /// Wall-clock time the clock may hold before the run fails (commands
+    /// lost, or a probe that does not count this run's records).
+    pub timeout: Duration,
+}
+
+impl Pace {
+    /// A pace with a lead of 2 simulated seconds (a fifth of the default
+    /// measurement interval) that fails after holding for 60 s.
+    pub fn new(probe: impl Fn() -> LoopProgress + Send + Sync + 'static) -> Self {
+        Self {
+            probe: Arc::new(probe),
+            lead: Duration::from_secs(2),
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl std::fmt::Debug for Pace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pace")
+            .field("lead", &self.lead)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
     }
 }
 
@@ -1213,6 +1286,7 @@ fn run(setup: Setup, stopper: &Stopper, shared: &Mutex<Snapshot>) -> Result<SimR
     let limit = config.duration.map(|d| d.as_secs_f64());
     let mut arrivals = Vec::new();
     let mut last_publish: Option<Instant> = None;
+    let mut pacer = config.pace.clone().map(Pacer::new);
     // Stopped while joining: end before the heaters say anything.
     let result = if stopper.is_stopped() {
         Ok(())
@@ -1223,8 +1297,21 @@ fn run(setup: Setup, stopper: &Stopper, shared: &Mutex<Snapshot>) -> Result<SimR
             if let Some(limit) = limit {
                 target = target.min(limit);
             }
-            let target = target.max(runner.now);
             std::mem::swap(&mut arrivals, &mut *lock(&inbox));
+            // Read after the inbox is taken: every command that arrived was
+            // sent before this read, so when as many arrived as were sent,
+            // all of them did.
+            let progress = pacer.as_ref().map(|p| (p.pace.probe)());
+            if let (Some(pacer), Some(progress)) = (&mut pacer, progress) {
+                target = match pacer.limit(&runner, progress, arrivals.len(), target, now) {
+                    Ok(t) => t,
+                    Err(e) => break Err(e),
+                };
+                if target < clock.sim_of(now) {
+                    clock.hold(now, target.max(runner.now));
+                }
+            }
+            let target = target.max(runner.now);
             let mut step = || -> Result<()> {
                 for a in arrivals.drain(..) {
                     let at = clock.sim_of(a.wall).clamp(runner.now, target);
@@ -1281,6 +1368,13 @@ impl Clock {
         self.base_sim + wall.saturating_duration_since(self.base_wall).as_secs_f64() * self.speedup
     }
 
+    /// Maps `now` to simulated time `sim` from here on: the clock resumes
+    /// from where it was held.
+    fn hold(&mut self, now: Instant, sim: f64) {
+        self.base_sim = sim;
+        self.base_wall = now;
+    }
+
     /// The simulated time at `now`, given that the run has reached `from`;
     /// after a stall, moves the mapping so that time resumes from a step
     /// beyond `from` instead of jumping.
@@ -1292,6 +1386,61 @@ impl Clock {
         self.base_sim = from + self.max_step;
         self.base_wall = now;
         self.base_sim
+    }
+}
+
+/// Holds simulated time at the [`Pace`]'s lead beyond the last moment the
+/// loop was caught up.
+struct Pacer {
+    pace: Pace,
+    lead: f64,
+    /// Simulated time up to which every record sent has been consumed and
+    /// answered.
+    caught_up: f64,
+    /// When the clock stopped moving, if it has.
+    held_since: Option<Instant>,
+}
+
+impl Pacer {
+    fn new(pace: Pace) -> Self {
+        Self {
+            lead: pace.lead.as_secs_f64(),
+            pace,
+            caught_up: 0.0,
+            held_since: None,
+        }
+    }
+
+    /// The furthest this tick may take simulated time, from `target`, given
+    /// what the probe read and the `arriving` commands this tick applies.
+    fn limit(
+        &mut self,
+        runner: &Runner,
+        progress: LoopProgress,
+        arriving: usize,
+        target: f64,
+        now: Instant,
+    ) -> Result<f64> {
+        // The gate of this tick comes from earlier ticks only, so that a
+        // command arriving now still lands within the lead of its cause.
+        let gate = self.caught_up + self.lead;
+        let sent = runner.counters.records_sent();
+        let answered = runner.counters.commands_received + arriving as u64;
+        if progress.consumed >= sent && answered >= progress.sent {
+            self.caught_up = runner.now;
+        }
+        if target <= gate || gate > runner.now {
+            self.held_since = None;
+            return Ok(target.min(gate));
+        }
+        let since = *self.held_since.get_or_insert(now);
+        if now.duration_since(since) > self.pace.timeout {
+            return Err(Error::Timeout(format!(
+                "the loop did not catch up within {:?}: the controller finished {} of the {sent} records sent and sent {} commands, of which {answered} arrived",
+                self.pace.timeout, progress.consumed, progress.sent
+            )));
+        }
+        Ok(runner.now)
     }
 }
 

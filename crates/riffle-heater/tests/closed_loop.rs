@@ -3,14 +3,15 @@
 //! on Kafka. After its first settling every heater must report temperatures
 //! within its band widened by one measurement interval's change.
 //!
-//! The speedup keeps the loop's latency (sensor record → controller →
-//! command → heater) well under a measurement interval of simulated time:
-//! the band holds at each measurement as long as a command arrives within a
-//! third of an interval (3.3 simulated seconds). On this 2-core machine,
-//! with the broker on the same cores, the loop's worst latency on Kafka is
-//! about 45 ms of wall time (×50: 2.3 s simulated); the embedded log's is
-//! about 12 ms.
+//! That holds as long as every command arrives within a third of a
+//! measurement interval (3.3 simulated seconds) of the measurement that
+//! caused it. The runs are paced by the controller ([`Pace`]): simulated
+//! time holds whenever the loop is more than 2 simulated seconds behind, so
+//! a busy machine (a CPU hog, a pause of the broker's JVM) makes a run
+//! slower, not wrong, and what is checked is the loop's logic and delivery.
+//! The loop's latency is measured by the benchmarks, not here.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,12 +20,14 @@ use riffle::log::kafka::KafkaLog;
 use riffle::log::{Log, OffsetReset, TopicSpec};
 use riffle::process::{App, Style};
 use riffle_heater::controller::Controller;
-use riffle_heater::simulator::{SimConfig, Simulator};
+use riffle_heater::simulator::{LoopProgress, Pace, SimConfig, Simulator};
 
 const HEATERS: usize = 1000;
 const HOURS: u64 = 3;
 const SPEEDUP_EMBEDDED: f64 = 120.0;
 const SPEEDUP_KAFKA: f64 = 50.0;
+/// How far the loop may fall behind before simulated time holds.
+const LEAD: Duration = Duration::from_secs(2);
 
 /// One run at a time: each takes the machine's cores to itself, and
 /// running them together would measure the machine, not the loop.
@@ -56,14 +59,22 @@ fn closed_loop(log: Arc<dyn Log>, style: Style, speedup: f64) {
     config.speedup = speedup;
     config.seed = 2026;
     config.duration = Some(Duration::from_secs(HOURS * 3600));
+    let stats = app.stats().clone();
+    let mut pace = Pace::new(move || {
+        let consumed =
+            stats.processed.load(Ordering::Acquire) + stats.dead_letters.load(Ordering::Relaxed);
+        LoopProgress {
+            consumed,
+            sent: stats.sent.load(Ordering::Relaxed),
+        }
+    });
+    pace.lead = LEAD;
+    config.pace = Some(pace);
     let report = Simulator::start(log.clone(), config)
         .unwrap()
         .join()
         .unwrap();
-    let dead = app
-        .stats()
-        .dead_letters
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let dead = app.stats().dead_letters.load(Ordering::Relaxed);
     app.stop().unwrap();
     eprintln!(
         "{} {style:?}\n{}",
@@ -81,8 +92,8 @@ fn closed_loop(log: Arc<dyn Log>, style: Style, speedup: f64) {
     assert_eq!(report.unsettled(), 0, "every heater reached its band");
     let reaction = report.reaction_max.expect("commands flowed");
     assert!(
-        reaction < Duration::from_secs(10),
-        "loop latency {reaction:?} of simulated time is below one measurement interval"
+        reaction <= LEAD,
+        "loop latency {reaction:?} of simulated time is within the pace's lead"
     );
     for h in &report.heaters {
         assert_eq!(

@@ -10,7 +10,7 @@ use riffle::log::{ConsumerConfig, Log, OffsetReset, RecordRef, TopicSpec};
 use riffle::stream::{Consumer, Producer};
 use riffle::Error;
 use riffle_heater::messages::{decode_sensor, Command, SensorMessage, Setting};
-use riffle_heater::simulator::{Phase, SimConfig, SimReport, Simulator};
+use riffle_heater::simulator::{LoopProgress, Pace, Phase, SimConfig, SimReport, Simulator};
 
 const SENSOR: &str = "sensor";
 const CONTROL: &str = "heatercontrol";
@@ -261,4 +261,58 @@ fn a_stopper_ends_an_unlimited_run_and_unknown_topics_are_errors() {
         Simulator::start(log, bad),
         Err(Error::UnknownTopic(t)) if t == "nor-this"
     ));
+}
+
+/// Far too fast for the loop, a run paced by the controller holds its clock
+/// whenever the loop is behind, and every heater stays in its band; a loop
+/// that never catches up fails the run instead of hanging it.
+#[test]
+fn a_paced_run_holds_the_clock_for_the_controller() {
+    let log = log_with_topics(&[(SENSOR, 4), (CONTROL, 4)]);
+    let (controller, seen) = controller(&log, &[SENSOR]);
+    let mut config = SimConfig::new(100);
+    // 2 simulated hours in about a second of wall time, unpaced: a
+    // millisecond of loop latency is 20 simulated seconds.
+    config.speedup = 7200.0;
+    config.seed = 11;
+    config.duration = Some(Duration::from_secs(2 * 3600));
+    let s = seen.clone();
+    let mut pace = Pace::new(move || {
+        let seen = s.lock().unwrap();
+        LoopProgress {
+            consumed: seen.keyed + seen.keyless,
+            sent: seen.sent.values().sum(),
+        }
+    });
+    pace.lead = Duration::from_secs(2);
+    config.pace = Some(pace);
+    let report = Simulator::start(log.clone(), config.clone())
+        .unwrap()
+        .join()
+        .unwrap();
+    controller.stop();
+    controller.join().unwrap();
+    assert_commands_reach_their_heater(&report, &seen.lock().unwrap());
+    assert_eq!(report.unsettled(), 0);
+    assert_eq!(report.violations(), 0, "violations in a paced run");
+    let reaction = report.reaction_max.expect("commands flowed");
+    assert!(reaction <= Duration::from_secs(2), "{reaction:?}");
+    assert!(
+        report.effective_speedup() < config.speedup,
+        "the clock held: ×{}",
+        report.effective_speedup()
+    );
+
+    // Nobody consumes: the clock stops at the lead and the run fails.
+    let log = log_with_topics(&[(SENSOR, 1), (CONTROL, 1)]);
+    let mut pace = Pace::new(LoopProgress::default);
+    pace.timeout = Duration::from_millis(500);
+    config.pace = Some(pace);
+    let started = std::time::Instant::now();
+    let err = Simulator::start(log, config).unwrap().join().unwrap_err();
+    assert!(
+        matches!(&err, Error::Timeout(m) if m.contains("did not catch up") && m.contains("finished 0 of the")),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
 }

@@ -79,9 +79,14 @@ impl std::str::FromStr for Guarantee {
 }
 
 /// Counters of a running app.
+///
+/// A record's sends are counted before the record itself, so a reader that
+/// loads `processed` (with `Acquire`) and then `sent` sees at least every
+/// send of the records it counted: it can tell when everything those records
+/// caused has been sent.
 #[derive(Debug, Default)]
 pub struct AppStats {
-    /// Records handed to the processor.
+    /// Records the processor finished with.
     pub processed: AtomicU64,
     /// Records the processor sent.
     pub sent: AtomicU64,
@@ -104,7 +109,7 @@ pub(super) struct Shared {
     dead_letter: Option<String>,
     /// State queries waiting for the consumer that owns their partition.
     pub(super) board: Arc<Board>,
-    pub(super) stats: AppStats,
+    pub(super) stats: Arc<AppStats>,
     /// Extra attempts at a record the processor fails on.
     pub(super) retries: u32,
     pub(super) metrics: AppMetrics,
@@ -160,10 +165,10 @@ fn collect_stats(group: &str, shared: &Arc<Shared>) {
 
 impl Shared {
     pub(super) fn processed(&self, sent: u64) {
-        self.stats.processed.fetch_add(1, Ordering::Relaxed);
         if sent > 0 {
             self.stats.sent.fetch_add(sent, Ordering::Relaxed);
         }
+        self.stats.processed.fetch_add(1, Ordering::Release);
     }
 
     pub(super) fn dead_letter_topic(&self) -> Option<&str> {
@@ -468,7 +473,7 @@ impl<P: KeyedProcessor> App<P> {
         let shared = Arc::new(Shared {
             board: Arc::default(),
             dead_letter: self.dead_letter.clone(),
-            stats: AppStats::default(),
+            stats: Arc::default(),
             retries: self.retries,
             metrics: AppMetrics::new(&self.group),
         });
@@ -725,7 +730,8 @@ pub struct Running {
 }
 
 impl Running {
-    pub fn stats(&self) -> &AppStats {
+    /// The app's counters; clone the `Arc` to read them from elsewhere.
+    pub fn stats(&self) -> &Arc<AppStats> {
         &self.shared.stats
     }
 

@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use riffle::log::{partition_for_key, ConsumerConfig, Log, RecordRef, TopicPartition, TopicSpec};
+use riffle::log::{
+    partition_for_key, ConsumerConfig, Log, OffsetReset, RecordRef, TopicPartition, TopicSpec,
+};
 use riffle::stream::{Consumer, ConsumerGroup, Producer};
 use riffle::{Error, Result};
 
@@ -24,7 +26,8 @@ macro_rules! conformance_tests {
     ($log:expr) => {
         $crate::conformance_tests!($log; round_trip_with_keys, group_assignment,
             leaving_member_loses_nothing, recreate_topic, stop_ends_running_consumer,
-            bad_input, committed_offsets_resume, panicking_handler_is_restarted,
+            bad_input, committed_offsets_resume, latest_starts_at_assignment,
+            panicking_handler_is_restarted,
             txn_commit_is_visible_with_offsets, txn_abort_is_invisible,
             txn_newer_producer_fences_older, txn_stale_generation_is_fenced,
             read_partition_to_end, read_partition_skips_aborted);
@@ -420,6 +423,51 @@ pub fn committed_offsets_resume(log: Arc<dyn Log>) {
     let values: BTreeSet<String> = seen.lock().unwrap().iter().map(|r| r.3.clone()).collect();
     assert_eq!(seen.lock().unwrap().len(), 80, "nothing read twice");
     assert_eq!(values.len(), 80);
+    log.delete_topic(&topic, T).unwrap();
+}
+
+/// A consumer of a new group reading from the end (`Latest`) starts where
+/// the end was when it took up a partition: once its assignment shows a
+/// partition, every record written there afterwards reaches it, and none
+/// from before.
+pub fn latest_starts_at_assignment(log: Arc<dyn Log>) {
+    let topic = unique("latest");
+    let partitions = 6;
+    log.create_topic(&TopicSpec::new(&topic, partitions), T)
+        .unwrap();
+    let producer = Producer::new(&*log).unwrap();
+    let send = |range: std::ops::Range<usize>| {
+        for i in range {
+            let key = format!("k{i}");
+            producer
+                .send(&topic, Some(key.as_bytes()), format!("{i}").as_bytes())
+                .unwrap();
+        }
+        producer.flush(T).unwrap();
+    };
+    send(0..60);
+    let seen: Seen = Default::default();
+    let s = seen.clone();
+    let mut cfg = config(&unique("g"), &topic);
+    cfg.offset_reset = OffsetReset::Latest;
+    let consumer = Consumer::spawn(log.clone(), cfg, move || collector(s.clone())).unwrap();
+    eventually(T, "every partition assigned", || {
+        consumer.stats().assignment().len() == partitions as usize
+    });
+    // At once, as a caller that waited for the assignment would.
+    send(60..300);
+    eventually(T, "the 240 records written after the assignment", || {
+        seen.lock().unwrap().len() >= 240
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    consumer.join_after_stop();
+    let values: BTreeSet<usize> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.3.parse().unwrap())
+        .collect();
+    assert_eq!(values, (60..300).collect(), "exactly the later records");
     log.delete_topic(&topic, T).unwrap();
 }
 

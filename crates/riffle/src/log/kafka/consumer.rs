@@ -13,7 +13,9 @@ use rdkafka::types::RDKafkaErrorCode;
 use super::context::{partitions, GroupContext, VisitorPtr};
 use super::KafkaLog;
 use crate::error::{Error, Result};
-use crate::log::{ConsumerConfig, GroupToken, LogConsumer, PollVisitor, RecordRef, TopicPartition};
+use crate::log::{
+    ConsumerConfig, GroupToken, LogConsumer, OffsetReset, PollVisitor, RecordRef, TopicPartition,
+};
 
 pub(super) struct KafkaConsumer {
     consumer: BaseConsumer<GroupContext>,
@@ -70,7 +72,10 @@ impl KafkaConsumer {
         for (k, v) in log.inner.properties.iter() {
             c.set(k, v);
         }
-        let ctx = GroupContext::new(cfg.client_id.clone());
+        let ctx = GroupContext::new(
+            cfg.client_id.clone(),
+            matches!(cfg.offset_reset, OffsetReset::Latest),
+        );
         let consumer: BaseConsumer<GroupContext> = c.create_with_context(ctx)?;
         let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;

@@ -2,6 +2,7 @@
 //! queued for the consumer's poll to hand out in order.
 
 use std::sync::Mutex;
+use std::time::Duration;
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
@@ -59,6 +60,9 @@ pub(crate) struct GroupContext {
     /// The visitor of the poll in progress, so that a revocation inside it
     /// can let the visitor finish its work first (see `KafkaConsumer::poll`).
     pub(crate) visitor: Mutex<Option<VisitorPtr>>,
+    /// Start partitions without a committed offset at their end as of the
+    /// assignment (see `start_at_end`).
+    pub(crate) from_end: bool,
 }
 
 /// A pointer to the visitor of the poll in progress.
@@ -73,12 +77,52 @@ pub(crate) struct VisitorPtr(pub(crate) *mut (dyn PollVisitor + 'static));
 unsafe impl Send for VisitorPtr {}
 
 impl GroupContext {
-    pub(crate) fn new(client_id: String) -> Self {
+    pub(crate) fn new(client_id: String, from_end: bool) -> Self {
         Self {
             client_id,
             events: Mutex::new(Vec::new()),
             pending: Mutex::new(Vec::new()),
             visitor: Mutex::new(None),
+            from_end,
+        }
+    }
+
+    /// Gives each newly assigned partition that has no committed offset its
+    /// end offset now, in the assignment itself.
+    ///
+    /// Left to `auto.offset.reset=latest`, librdkafka looks the end up only
+    /// when it starts fetching, some time after the assignment is visible:
+    /// records written in between are skipped, although the caller already
+    /// saw the partition as its own. On failure the lookup is left to
+    /// librdkafka, as before.
+    fn start_at_end(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
+        const LOOKUP: Duration = Duration::from_secs(5);
+        let committed = match consumer.committed_offsets(tpl.clone(), LOOKUP) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(
+                    "{}: committed offsets for the assignment: {e}",
+                    self.client_id
+                );
+                return;
+            }
+        };
+        for mut elem in tpl.elements() {
+            let (topic, partition) = (elem.topic().to_owned(), elem.partition());
+            let has_committed = committed
+                .find_partition(&topic, partition)
+                .is_some_and(|c| matches!(c.offset(), Offset::Offset(_)));
+            if has_committed || !matches!(elem.offset(), Offset::Invalid) {
+                continue;
+            }
+            match consumer.fetch_watermarks(&topic, partition, LOOKUP) {
+                Ok((_, end)) => {
+                    let _ = elem.set_offset(Offset::Offset(end));
+                }
+                Err(e) => {
+                    tracing::warn!("{}: end offset of {topic}/{partition}: {e}", self.client_id)
+                }
+            }
         }
     }
 
@@ -137,6 +181,9 @@ impl Progress for Revoking<'_> {
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let (Rebalance::Assign(tpl), true) = (rebalance, self.from_end) {
+            self.start_at_end(consumer, tpl);
+        }
         // librdkafka commits stored offsets of revoked partitions itself
         // (auto commit is on, auto offset store off), so the next owner
         // continues where this one stopped.
