@@ -4,6 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use super::memory::Release;
 use crate::actor::{panic_text, Supervision};
 use crate::error::{Error, Result};
 use crate::log::{
@@ -485,6 +486,7 @@ fn run<H: Handler>(
         stats,
         name: &name,
     };
+    let mut release = Release::default();
     while !stop.is_stopped() {
         let polled = consumer.poll(POLL_WAIT, POLL_BATCH, &mut visit);
         visit.metrics.flush();
@@ -498,6 +500,7 @@ fn run<H: Handler>(
                 other => Error::Fenced(other.to_string()),
             });
         }
+        release.after_poll(polled);
     }
     if defers {
         visit.handler.drain();

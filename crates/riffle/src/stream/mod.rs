@@ -10,6 +10,7 @@
 
 mod consumer;
 mod group;
+mod memory;
 mod producer;
 
 pub use consumer::{Consumer, ConsumerStats, Handler, Stopper};
