@@ -2,16 +2,18 @@
 # Installs what building and testing Riffle needs on a fresh Debian machine,
 # skipping whatever is already there. Sourced by demo.sh and test.sh.
 #
-#   scripts/setup.sh            build prerequisites (C toolchain, zlib, Rust check)
-#   scripts/setup.sh --test     also Java, Maven and kcat for the test broker, and
+#   scripts/setup.sh            build prerequisites: C toolchain, and the libraries
+#                               librdkafka links (zlib, zstd, OpenSSL, libcurl), Rust check
+#   scripts/setup.sh --test     also Java, Maven, kcat and openssl for the test broker
+#                               (and the certificates of its TLS listeners), and
 #                               the servers the connector tests start (Mosquitto,
 #                               NATS, RabbitMQ, Redis; none is left running) and
 #                               Chromium, which renders the dashboard headless
 set -euo pipefail
 
-need=(build-essential pkg-config zlib1g-dev)
+need=(build-essential pkg-config zlib1g-dev libzstd-dev libssl-dev libcurl4-openssl-dev)
 if [ "${1:-}" = "--test" ]; then
-  need+=(maven kcat python3-venv mosquitto nats-server rabbitmq-server redis-server chromium)
+  need+=(maven kcat openssl python3-venv mosquitto nats-server rabbitmq-server redis-server chromium)
   command -v java >/dev/null || need+=(openjdk-17-jre-headless)
 fi
 
