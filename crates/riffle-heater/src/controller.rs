@@ -1,7 +1,7 @@
 //! The thermostat rule as a keyed processor: one controller state per
 //! heater, fed by measurements and settings, emitting ON/OFF commands.
 //!
-//! The rule (DESIGN.md): with setting `Td`, `up`, `down`, a measurement
+//! The rule (docs/heater.md): with setting `Td`, `up`, `down`, a measurement
 //! `m > Td + up` turns the heater OFF and `m < Td - down` turns it ON;
 //! anything in between changes nothing. A command is sent only when it
 //! differs from the last one sent to that heater, and measurements before

@@ -50,7 +50,7 @@ use crate::messages::{
 // ---------------------------------------------------------------------------
 
 /// The physics and thermostat of a heater. The defaults are those of the
-/// book's companion heater (see DESIGN.md, "Heater simulator defaults").
+/// book's companion heater (see docs/heater.md, "Simulator defaults").
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HeaterParams {
     /// Temperature at the start, °C.

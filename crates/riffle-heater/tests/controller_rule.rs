@@ -1,4 +1,4 @@
-//! The controller against a reference model of the rule in DESIGN.md, on
+//! The controller against a reference model of the rule in docs/heater.md, on
 //! random settings and measurement sequences: directly, and through the
 //! runtime in both styles on the embedded log.
 
