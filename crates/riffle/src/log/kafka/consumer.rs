@@ -75,6 +75,7 @@ impl KafkaConsumer {
         let ctx = GroupContext::new(
             cfg.client_id.clone(),
             matches!(cfg.offset_reset, OffsetReset::Latest),
+            log.inner.faults.clone(),
         );
         let consumer: BaseConsumer<GroupContext> = c.create_with_context(ctx)?;
         let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
