@@ -674,3 +674,76 @@ fn heater_controller_actors_over_mutual_tls() {
 fn heater_controller_keyed_exactly_once_over_mutual_tls() {
     heater_loop_over(Listener::Mtls, "keyed", Guarantee::ExactlyOnce);
 }
+
+/// The README's "Connecting to secured clusters" examples, run as written:
+/// each properties block naming `broker.example.com` is written to the file
+/// its first line names, with only the address and the certificate paths
+/// replaced by the test broker's, and the section's `riffle -F <that file>`
+/// command is run on it.
+#[test]
+fn secure_readme_example_runs_as_written() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+        .expect("README.md readable");
+    let start = readme
+        .find("### Connecting to secured clusters")
+        .expect("the README has the section");
+    let end = readme[start + 4..]
+        .find("\n### ")
+        .map_or(readme.len(), |e| start + 4 + e);
+    let section = &readme[start..end];
+
+    // The ```properties blocks that use the example broker.
+    let blocks: Vec<&str> = section
+        .split("```properties\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .filter(|b| b.contains("broker.example.com"))
+        .collect();
+    assert_eq!(blocks.len(), 2, "SASL_SSL and mTLS examples in:\n{section}");
+
+    let tls = format!("{}/", tls_dir().display());
+    let dir = temp_dir("readme");
+    let topic = unique("secure-readme");
+    ok(Listener::SaslSsl, &["topics", "create", &topic]);
+    for block in blocks {
+        let name = block
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# "))
+            .expect("a block starts with its file name")
+            .trim();
+        let written = block
+            .replace("broker.example.com:9093", &Listener::SaslSsl.address())
+            .replace("broker.example.com:9094", &Listener::Mtls.address())
+            .replace("/etc/riffle/", &tls);
+        assert!(!written.contains("example.com"), "{written}");
+        std::fs::write(dir.join(name), &written).unwrap();
+
+        let prefix = format!("riffle -F {name} ");
+        let line = section
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("a command using {name} in:\n{section}"));
+        let args: Vec<&str> = line.split_whitespace().skip(1).collect();
+        let out = command(&args)
+            .current_dir(&dir)
+            .output()
+            .expect("riffle runs");
+        assert!(
+            out.status.success(),
+            "{line} with\n{written}\n{}",
+            text(&out.stderr)
+        );
+        let listed = text(&out.stdout);
+        assert!(
+            listed.starts_with("TOPIC")
+                && listed
+                    .lines()
+                    .any(|l| l.split_whitespace().next() == Some(topic.as_str())),
+            "{line}: {listed}"
+        );
+    }
+    ok(Listener::SaslSsl, &["topics", "delete", &topic]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
