@@ -747,3 +747,54 @@ fn secure_readme_example_runs_as_written() {
     ok(Listener::SaslSsl, &["topics", "delete", &topic]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The heater demo on a broker reached only through the config file.
+#[test]
+fn heater_demo_runs_over_mutual_tls() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let prefix = unique("secure-demo");
+    let (sensor, control, dlq) = (
+        format!("{prefix}-sensor"),
+        format!("{prefix}-control"),
+        format!("{prefix}-dlq"),
+    );
+    let out = ok(
+        Listener::Mtls,
+        &[
+            "--in-memory",
+            "demo",
+            "heater",
+            "--heaters",
+            "50",
+            "--duration",
+            "6m",
+            "--sensor-topic",
+            &sensor,
+            "--control-topic",
+            &control,
+            "--dead-letter",
+            &dlq,
+            "-p",
+            "2",
+            "--fresh",
+        ],
+    );
+    let address = Listener::Mtls.address();
+    assert!(
+        out.starts_with(&format!("heater demo on kafka {address}")),
+        "{out}"
+    );
+    assert!(out.contains("Settling  50/50 reached their band"), "{out}");
+    let controller = out
+        .lines()
+        .find(|l| l.starts_with("Controller"))
+        .expect("controller line");
+    assert!(
+        controller.contains("0 dead letters")
+            && controller.contains(&format!("keyed style on kafka {address}")),
+        "{controller}"
+    );
+    for t in [&sensor, &control, &dlq] {
+        ok(Listener::Mtls, &["topics", "delete", t]);
+    }
+}
