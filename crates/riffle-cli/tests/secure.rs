@@ -798,3 +798,14 @@ fn heater_demo_runs_over_mutual_tls() {
         ok(Listener::Mtls, &["topics", "delete", t]);
     }
 }
+
+#[test]
+fn help_names_the_client_config_file_and_its_variable() {
+    let out = riffle(&["--help"]);
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    assert!(
+        help.contains("-F, --command-config <FILE>") && help.contains("RIFFLE_CLIENT_CONFIG"),
+        "{help}"
+    );
+}
