@@ -103,28 +103,31 @@ impl KafkaLog {
     }
 
     /// Checks within [`CONNECT_TIMEOUT`] that a broker answers a metadata
-    /// request. Asked in short slices so that a refused password or
-    /// certificate, which librdkafka only reports to its error callback
-    /// while it retries, ends the wait at once with its cause.
+    /// request. Asked in slices (200 ms, then twice as long each time) so
+    /// that a refused password or certificate, which librdkafka only
+    /// reports to its error callback while it retries, ends the wait within
+    /// a second with its cause, while a distant cluster still has the
+    /// longer slices to answer in.
     pub fn check(&self) -> Result<()> {
-        const SLICE: Duration = Duration::from_millis(200);
         let admin = self.admin()?;
         let deadline = Instant::now() + CONNECT_TIMEOUT;
+        let mut slice = Duration::from_millis(200);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match admin.inner().fetch_metadata(None, left.min(SLICE)) {
+            match admin.inner().fetch_metadata(None, left.min(slice)) {
                 Ok(_) => return Ok(()),
                 Err(e) => {
                     context::serve_admin_events(admin.inner());
                     if let Some(fault) = self.fault() {
                         return Err(fault);
                     }
-                    if left <= SLICE {
+                    if left <= slice {
                         return Err(Error::Unreachable {
                             brokers: self.inner.brokers.clone(),
                             detail: e.to_string(),
                         });
                     }
+                    slice *= 2;
                 }
             }
         }
