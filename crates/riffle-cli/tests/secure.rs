@@ -410,18 +410,47 @@ fn requests_without_a_connection_check_name_the_cause_too() {
     settings.set("sasl.password", "wrong");
     let log = KafkaLog::from_settings(settings).unwrap();
     let start = Instant::now();
-    let err = log.list_topics(Duration::from_secs(8)).unwrap_err();
+    let err = log.list_topics(Duration::from_secs(3)).unwrap_err();
     assert!(
         matches!(&err, Error::Authentication { broker, .. } if *broker == Listener::SaslSsl.address()),
         "{err:?}"
     );
     assert!(start.elapsed() < Duration::from_secs(10));
 
+    // A producer's flush and a consumer's poll name it too.
+    let producer = log.producer(None).unwrap();
+    producer
+        .send(riffle::log::OutRecord::new(
+            "secure-refused",
+            Some(b"k"),
+            b"{}",
+        ))
+        .unwrap();
+    let err = producer.flush(Duration::from_secs(3)).unwrap_err();
+    assert!(matches!(err, Error::Authentication { .. }), "{err:?}");
+    let config = riffle::log::ConsumerConfig::new("secure-refused", &["secure-refused"]);
+    let mut consumer = log.consumer(&config).unwrap();
+    struct Nothing;
+    impl riffle::log::PollVisitor for Nothing {
+        fn record(&mut self, _: riffle::log::RecordRef<'_>) -> bool {
+            panic!("no record without credentials")
+        }
+        fn event(&mut self, _: riffle::log::GroupEvent) {}
+    }
+    let start = Instant::now();
+    let err = loop {
+        match consumer.poll(Duration::from_millis(200), 100, &mut Nothing) {
+            Err(e) => break e,
+            Ok(_) => assert!(start.elapsed() < Duration::from_secs(10), "no error"),
+        }
+    };
+    assert!(matches!(err, Error::Authentication { .. }), "{err:?}");
+
     let mut settings = KafkaSettings::from_file(Listener::Mtls.config()).unwrap();
     settings.remove("ssl.certificate.location");
     settings.remove("ssl.key.location");
     let log = KafkaLog::from_settings(settings).unwrap();
-    let err = log.list_topics(Duration::from_secs(8)).unwrap_err();
+    let err = log.list_topics(Duration::from_secs(3)).unwrap_err();
     assert!(matches!(err, Error::Tls { .. }), "{err:?}");
 }
 

@@ -133,10 +133,15 @@ impl KafkaProducer {
                     std::thread::sleep(Duration::from_millis(1));
                 }
                 Err(KafkaError::Flush(_)) => {
+                    // Undelivered because the broker refused our password
+                    // or certificate: say so rather than that time ran out.
+                    if let Some(fault) = self.producer.context().faults.get() {
+                        return Err(fault);
+                    }
                     return Err(Error::Timeout(format!(
                         "{} records still undelivered after {timeout:?}",
                         self.producer.in_flight_count(),
-                    )))
+                    )));
                 }
                 Err(other) => return Err(other.into()),
             }
