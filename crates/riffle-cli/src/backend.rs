@@ -175,7 +175,7 @@ impl LogArgs {
         if self.brokers.is_none() && self.in_memory {
             return Err(Error::InvalidInput(format!(
                 "`riffle {command}` with --in-memory would start from nothing and keep nothing: \
-                 drop --in-memory, or pass --brokers HOST:PORT"
+                 drop --in-memory, or pass --brokers HOST:PORT (or -F FILE naming bootstrap.servers)"
             )));
         }
         self.any()
