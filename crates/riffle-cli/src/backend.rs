@@ -34,11 +34,13 @@ pub struct LogArgs {
     /// A properties file of librdkafka settings for every client (key=value
     /// lines, # comments), as Kafka's tools' --command-config and kcat -F
     /// read: credentials stay off the command line. Its bootstrap.servers
-    /// makes --brokers unnecessary; --brokers and -X override its entries.
+    /// makes --brokers unnecessary; --brokers and -X override its entries
+    /// [env: RIFFLE_CLIENT_CONFIG].
+    // Read from the environment by hand rather than with `env`, so that an
+    // empty variable means no file, as for RIFFLE_DATA_DIR.
     #[arg(
         long = "command-config",
         short = 'F',
-        env = "RIFFLE_CLIENT_CONFIG",
         global = true,
         value_name = "FILE"
     )]
@@ -101,6 +103,11 @@ impl LogArgs {
     /// `-X bootstrap.servers`) names one, so that every command, and every
     /// clone of these flags (`riffle connect`'s Kafka ends), sees Kafka.
     pub fn load_client_config(&mut self) -> Result<()> {
+        if self.command_config.is_none() {
+            self.command_config = std::env::var_os("RIFFLE_CLIENT_CONFIG")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from);
+        }
         let mut file = match &self.command_config {
             Some(path) => KafkaSettings::from_file(path)?,
             None => KafkaSettings::new(),
