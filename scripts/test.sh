@@ -13,8 +13,11 @@ export KAFKA_PORT=${KAFKA_PORT:-19092}
 scripts/kafka.sh stop >/dev/null 2>&1 || true
 KAFKA_FRESH=1 scripts/kafka.sh start >/dev/null
 trap 'scripts/kafka.sh stop' EXIT
-export RIFFLE_TEST_BROKERS=127.0.0.1:$KAFKA_PORT
-echo "test: Kafka broker on $RIFFLE_TEST_BROKERS" >&2
+# RIFFLE_TEST_BROKERS (PLAINTEXT), RIFFLE_TEST_SASL_SSL (SCRAM-SHA-512),
+# RIFFLE_TEST_SSL (mTLS) and RIFFLE_TEST_TLS_DIR (certificates and client
+# .properties files): see scripts/kafka.sh.
+while IFS= read -r var; do export "${var?}"; done < <(scripts/kafka.sh env)
+echo "test: Kafka broker on $RIFFLE_TEST_BROKERS, SASL_SSL on $RIFFLE_TEST_SASL_SSL, mTLS on $RIFFLE_TEST_SSL" >&2
 
 cargo fmt --all -- --check
 cargo test --workspace --release "$@"

@@ -1,12 +1,13 @@
-//! Chooses the log a command runs on: Kafka with `--brokers`, otherwise the
-//! embedded log, kept in a data directory unless `--in-memory`.
+//! Chooses the log a command runs on: Kafka with `--brokers` (or a client
+//! config file naming `bootstrap.servers`), otherwise the embedded log, kept
+//! in a data directory unless `--in-memory`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
 use riffle::log::embedded::{EmbeddedLog, FsyncPolicy};
-use riffle::log::kafka::KafkaLog;
+use riffle::log::kafka::{KafkaLog, KafkaSettings, BOOTSTRAP_SERVERS};
 use riffle::log::Log;
 use riffle::{Error, Result};
 
@@ -26,8 +27,29 @@ pub struct LogArgs {
     pub brokers: Option<String>,
 
     /// A librdkafka property for every client (repeatable), e.g. -X security.protocol=SASL_SSL.
+    /// Overrides the same property in the --command-config file.
     #[arg(short = 'X', value_name = "KEY=VALUE", global = true, value_parser = parse_property)]
     pub property: Vec<(String, String)>,
+
+    /// A properties file of librdkafka settings for every client (key=value
+    /// lines, # comments), as Kafka's tools' --command-config and kcat -F
+    /// read: credentials stay off the command line. Its bootstrap.servers
+    /// makes --brokers unnecessary; --brokers and -X override its entries
+    /// [env: RIFFLE_CLIENT_CONFIG].
+    // Read from the environment by hand rather than with `env`, so that an
+    // empty variable means no file, as for RIFFLE_DATA_DIR.
+    #[arg(
+        long = "command-config",
+        short = 'F',
+        global = true,
+        value_name = "FILE"
+    )]
+    pub command_config: Option<PathBuf>,
+
+    /// The settings read from `command_config` (see [`LogArgs::load_client_config`]),
+    /// `bootstrap.servers` apart.
+    #[arg(skip)]
+    pub file_properties: Vec<(String, String)>,
 
     /// Where the embedded log keeps topics, records and committed offsets, and
     /// where controller state goes [env: RIFFLE_DATA_DIR; default:
@@ -75,6 +97,44 @@ fn parse_fsync(s: &str) -> std::result::Result<FsyncPolicy, String> {
 const IN_USE: &str = "is in use by another process";
 
 impl LogArgs {
+    /// Reads the `--command-config` file, once, before any command runs: a
+    /// malformed file is refused before anything is contacted. Its
+    /// `bootstrap.servers` becomes the broker list unless `--brokers` (or
+    /// `-X bootstrap.servers`) names one, so that every command, and every
+    /// clone of these flags (`riffle connect`'s Kafka ends), sees Kafka.
+    pub fn load_client_config(&mut self) -> Result<()> {
+        if self.command_config.is_none() {
+            self.command_config = std::env::var_os("RIFFLE_CLIENT_CONFIG")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from);
+        }
+        let mut file = match &self.command_config {
+            Some(path) => KafkaSettings::from_file(path)?,
+            None => KafkaSettings::new(),
+        };
+        let from_flags = self
+            .property
+            .iter()
+            .rev()
+            .find(|(k, _)| k == BOOTSTRAP_SERVERS)
+            .map(|(_, v)| v.clone());
+        let from_file = file.remove(BOOTSTRAP_SERVERS);
+        if self.brokers.is_none() {
+            self.brokers = from_flags.or(from_file).filter(|b| !b.trim().is_empty());
+        }
+        self.file_properties = file.into_vec();
+        Ok(())
+    }
+
+    /// Every librdkafka setting for Kafka at `brokers`: the file's, then the
+    /// `-X` flags', then the broker list.
+    fn kafka_settings(&self, brokers: &str) -> KafkaSettings {
+        let mut settings: KafkaSettings = self.file_properties.iter().cloned().collect();
+        settings.extend(self.property.iter().cloned());
+        settings.set(BOOTSTRAP_SERVERS, brokers);
+        settings
+    }
+
     /// The data directory, or `None` with `--in-memory`.
     pub fn data_dir(&self) -> Result<Option<PathBuf>> {
         if self.in_memory {
@@ -108,7 +168,8 @@ impl LogArgs {
         match &self.brokers {
             Some(brokers) => self.connect(brokers),
             None => Err(Error::InvalidInput(format!(
-                "`riffle {command}` needs a Kafka broker: pass --brokers HOST:PORT or set RIFFLE_BROKERS \
+                "`riffle {command}` needs a Kafka broker: pass --brokers HOST:PORT, set RIFFLE_BROKERS \
+                 or give bootstrap.servers in --command-config FILE \
                  (the embedded log serves one process at a time; {alternative})"
             ))),
         }
@@ -121,7 +182,7 @@ impl LogArgs {
         if self.brokers.is_none() && self.in_memory {
             return Err(Error::InvalidInput(format!(
                 "`riffle {command}` with --in-memory would start from nothing and keep nothing: \
-                 drop --in-memory, or pass --brokers HOST:PORT"
+                 drop --in-memory, or pass --brokers HOST:PORT (or -F FILE naming bootstrap.servers)"
             )));
         }
         self.any()
@@ -146,9 +207,8 @@ impl LogArgs {
     }
 
     fn connect(&self, brokers: &str) -> Result<Arc<dyn Log>> {
-        Ok(Arc::new(KafkaLog::connect(
-            brokers.to_owned(),
-            self.property.clone(),
+        Ok(Arc::new(KafkaLog::connect_settings(
+            self.kafka_settings(brokers),
         )?))
     }
 

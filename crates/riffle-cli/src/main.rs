@@ -20,10 +20,11 @@ use backend::LogArgs;
 
 /// Actor-based stream processing on Apache Kafka.
 ///
-/// Without --brokers (or RIFFLE_BROKERS) commands run on an embedded
-/// in-process log kept in a data directory, so nothing needs to be installed
-/// and topics, records and committed offsets outlive each run. With it, every
-/// command talks to that Kafka cluster.
+/// Without --brokers (or RIFFLE_BROKERS, or bootstrap.servers in a
+/// --command-config file) commands run on an embedded in-process log kept in
+/// a data directory, so nothing needs to be installed and topics, records and
+/// committed offsets outlive each run. With it, every command talks to that
+/// Kafka cluster.
 #[derive(Parser)]
 #[command(
     name = "riffle",
@@ -61,11 +62,15 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let mut cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
     util::init_logging();
+    if let Err(e) = cli.log.load_client_config() {
+        eprintln!("riffle: {e}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Topics(c) => cmd::topics::run(&cli.log, c),
         Command::Produce(a) => cmd::produce::run(&cli.log, a),

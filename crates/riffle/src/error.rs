@@ -21,6 +21,14 @@ pub enum Error {
     TopicExists(String),
     /// No broker answered within the allowed time.
     Unreachable { brokers: String, detail: String },
+    /// A broker refused the client's credentials (SASL): retrying with the
+    /// same settings cannot succeed, so this is reported at once rather than
+    /// as a timeout. `broker` is the address that refused.
+    Authentication { broker: String, detail: String },
+    /// The TLS handshake with a broker failed: its certificate is not
+    /// trusted, or it refused ours (or we sent none). Like
+    /// [`Error::Authentication`], a matter of configuration, not of waiting.
+    Tls { broker: String, detail: String },
     /// A server other than Kafka (an MQTT broker, a NATS server, an HTTP
     /// endpoint, ...) could not be reached; `server` names it and its
     /// address.
@@ -48,6 +56,12 @@ impl fmt::Display for Error {
             Error::TopicExists(t) => write!(f, "topic '{t}' already exists"),
             Error::Unreachable { brokers, detail } => {
                 write!(f, "cannot reach Kafka at {brokers}: {detail}")
+            }
+            Error::Authentication { broker, detail } => {
+                write!(f, "authentication failed at {broker}: {detail}")
+            }
+            Error::Tls { broker, detail } => {
+                write!(f, "TLS handshake failed at {broker}: {detail}")
             }
             Error::Connect { server, detail } => write!(f, "cannot reach {server}: {detail}"),
             Error::Timeout(m) => write!(f, "timed out: {m}"),

@@ -75,6 +75,7 @@ impl KafkaConsumer {
         let ctx = GroupContext::new(
             cfg.client_id.clone(),
             matches!(cfg.offset_reset, OffsetReset::Latest),
+            log.inner.faults.clone(),
         );
         let consumer: BaseConsumer<GroupContext> = c.create_with_context(ctx)?;
         let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
@@ -198,7 +199,10 @@ impl LogConsumer for KafkaConsumer {
                 Some(Err(e)) if transient(&e) => {
                     tracing::debug!("poll: {e}");
                 }
-                Some(Err(e)) => return Err(e.into()),
+                // A refused password or certificate, named as such.
+                Some(Err(e)) => {
+                    return Err(self.consumer.context().faults.get().unwrap_or(e.into()))
+                }
                 // `None` also follows a rebalance event: it does not mean the
                 // queue is drained, so keep waiting until the deadline.
                 None if n > 0 || Instant::now() >= deadline => break,

@@ -1,7 +1,7 @@
 //! librdkafka callbacks: its log lines go to `tracing`, group changes are
 //! queued for the consumer's poll to hand out in order.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::client::ClientContext;
@@ -10,22 +10,110 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::log::{GroupEvent, GroupToken, PollVisitor, Progress, TopicPartition};
 
-/// Routes librdkafka's own log lines and errors to `tracing`, tagged with the
-/// client's role.
-pub(crate) struct LoggingContext {
-    role: &'static str,
-}
+/// The first authentication or TLS failure that any client of one
+/// `KafkaLog` met.
+///
+/// librdkafka reports a refused password or an untrusted certificate only
+/// through the error callback, then retries the connection for ever: the
+/// request that was waiting merely times out. Keeping the callback's cause
+/// here lets a failed request name it (see `KafkaLog::explain`) instead of
+/// a generic timeout. Only the first one is kept: librdkafka repeats the
+/// same error at every retry, and a failure is explained by its first cause.
+#[derive(Default)]
+pub(crate) struct Faults(Mutex<Option<Error>>);
 
-impl LoggingContext {
-    pub(crate) fn new(role: &'static str) -> Self {
-        Self { role }
+impl Faults {
+    /// Keeps `error` if it is the first security failure.
+    pub(crate) fn note(&self, error: &KafkaError, reason: &str) {
+        let Some(fault) = classify(error, reason) else {
+            return;
+        };
+        let mut slot = self.0.lock().unwrap();
+        if slot.is_none() {
+            *slot = Some(fault);
+        }
+    }
+
+    pub(crate) fn get(&self) -> Option<Error> {
+        self.0.lock().unwrap().clone()
     }
 }
 
-fn log_line(role: &str, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+/// An authentication or TLS failure as its typed error, from the error
+/// callback's code and text (`sasl_ssl://host:port/bootstrap: SASL
+/// authentication error: ... (after 3ms in state AUTH_REQ)`); `None` for
+/// other errors, which stay the business of the request that meets them.
+fn classify(error: &KafkaError, reason: &str) -> Option<Error> {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    let code = error.rdkafka_error_code()?;
+    let tls_words = ["SSL handshake failed", "SSL transport error", "certificate"];
+    let tls = code == C::SSL
+        || (matches!(code, C::BrokerTransportFailure | C::AllBrokersDown)
+            && tls_words.iter().any(|w| reason.contains(w)));
+    let auth = matches!(
+        code,
+        C::Authentication | C::SaslAuthenticationFailed | C::ClusterAuthorizationFailed
+    ) || (code == C::BrokerTransportFailure && reason.contains("SASL authentication"));
+    if !tls && !auth {
+        return None;
+    }
+    // "proto://host:port/name: text": the address, then the text.
+    let (broker, detail) = match reason.split_once("://") {
+        Some((_, rest)) => match rest.split_once('/') {
+            Some((addr, tail)) => (
+                addr.to_owned(),
+                tail.split_once(": ").map_or(tail, |(_, d)| d),
+            ),
+            None => (String::new(), reason),
+        },
+        None => (String::new(), reason),
+    };
+    // librdkafka's timing note says nothing to the user.
+    let mut detail = detail
+        .split(" (after ")
+        .next()
+        .unwrap_or(detail)
+        .trim()
+        .to_owned();
+    // The broker's alert is all the client learns when its certificate is
+    // missing or not trusted: say what it means.
+    if [
+        "alert bad certificate",
+        "alert certificate required",
+        "alert unknown ca",
+    ]
+    .iter()
+    .any(|a| detail.contains(a))
+    {
+        detail.push_str(
+            " (the broker refused the client certificate, or none was given: \
+             check ssl.certificate.location and ssl.key.location)",
+        );
+    }
+    Some(if auth {
+        Error::Authentication { broker, detail }
+    } else {
+        Error::Tls { broker, detail }
+    })
+}
+
+/// Routes librdkafka's own log lines and errors to `tracing`, tagged with the
+/// client's role, and keeps security failures in the log's [`Faults`].
+pub(crate) struct LoggingContext {
+    role: &'static str,
+    faults: Arc<Faults>,
+}
+
+impl LoggingContext {
+    pub(crate) fn new(role: &'static str, faults: Arc<Faults>) -> Self {
+        Self { role, faults }
+    }
+}
+
+pub(crate) fn log_line(role: &str, level: RDKafkaLogLevel, fac: &str, msg: &str) {
     use RDKafkaLogLevel::*;
     match level {
         Emerg | Alert | Critical | Error => {
@@ -42,6 +130,7 @@ impl ClientContext for LoggingContext {
         log_line(self.role, level, fac, msg);
     }
     fn error(&self, error: KafkaError, reason: &str) {
+        self.faults.note(&error, reason);
         tracing::warn!(target: "librdkafka", "{} error: {error}: {reason}", self.role);
     }
 }
@@ -63,6 +152,7 @@ pub(crate) struct GroupContext {
     /// Start partitions without a committed offset at their end as of the
     /// assignment (see `start_at_end`).
     pub(crate) from_end: bool,
+    pub(crate) faults: Arc<Faults>,
 }
 
 /// A pointer to the visitor of the poll in progress.
@@ -77,8 +167,9 @@ pub(crate) struct VisitorPtr(pub(crate) *mut (dyn PollVisitor + 'static));
 unsafe impl Send for VisitorPtr {}
 
 impl GroupContext {
-    pub(crate) fn new(client_id: String, from_end: bool) -> Self {
+    pub(crate) fn new(client_id: String, from_end: bool, faults: Arc<Faults>) -> Self {
         Self {
+            faults,
             client_id,
             events: Mutex::new(Vec::new()),
             pending: Mutex::new(Vec::new()),
@@ -149,6 +240,7 @@ impl ClientContext for GroupContext {
         log_line(&self.client_id, level, fac, msg);
     }
     fn error(&self, error: KafkaError, reason: &str) {
+        self.faults.note(&error, reason);
         tracing::warn!(target: "librdkafka", "{} error: {error}: {reason}", self.client_id);
     }
 }
@@ -218,5 +310,148 @@ impl ConsumerContext for GroupContext {
             Rebalance::Revoke(_) => {}
             Rebalance::Error(e) => tracing::warn!("{}: rebalance failed: {e}", self.client_id),
         }
+    }
+}
+
+/// Serves the log lines and errors waiting on an admin client's main queue.
+///
+/// rust-rdkafka's admin client polls only its own result queue, so
+/// librdkafka's error events (a refused password, a failed TLS handshake)
+/// would wait there unread, growing with every retry, and never reach
+/// [`Faults`]. Served here whenever a request's failure needs explaining.
+pub(crate) fn serve_admin_events(client: &rdkafka::client::Client<LoggingContext>) {
+    use rdkafka::bindings as rd;
+    use std::ffi::CStr;
+    let ctx = client.context();
+    // SAFETY: the queue handle is taken from a live client and destroyed
+    // (released) before returning; each event is destroyed after use and
+    // its strings are copied before that.
+    unsafe {
+        let queue = rd::rd_kafka_queue_get_main(client.native_ptr());
+        if queue.is_null() {
+            return;
+        }
+        loop {
+            let event = rd::rd_kafka_queue_poll(queue, 0);
+            if event.is_null() {
+                break;
+            }
+            match rd::rd_kafka_event_type(event) {
+                rd::RD_KAFKA_EVENT_ERROR => {
+                    let code = rd::rd_kafka_event_error(event);
+                    let text = rd::rd_kafka_event_error_string(event);
+                    let reason = if text.is_null() {
+                        String::new()
+                    } else {
+                        CStr::from_ptr(text).to_string_lossy().trim().to_owned()
+                    };
+                    ctx.error(KafkaError::Global(code.into()), &reason);
+                }
+                rd::RD_KAFKA_EVENT_LOG => {
+                    let (mut fac, mut text, mut level) = (std::ptr::null(), std::ptr::null(), 0);
+                    if rd::rd_kafka_event_log(event, &mut fac, &mut text, &mut level) == 0 {
+                        let fac = CStr::from_ptr(fac).to_string_lossy();
+                        let text = CStr::from_ptr(text).to_string_lossy();
+                        // Capped at warn: an admin request that fails
+                        // reports its cause itself, in one line, while
+                        // librdkafka repeats its FAIL lines at each retry.
+                        ctx.log(syslog_level(level.max(4)), fac.trim(), text.trim());
+                    }
+                }
+                _ => {}
+            }
+            rd::rd_kafka_event_destroy(event);
+        }
+        rd::rd_kafka_queue_destroy(queue);
+    }
+}
+
+/// librdkafka's syslog-style level as rust-rdkafka's enum.
+fn syslog_level(level: i32) -> RDKafkaLogLevel {
+    use RDKafkaLogLevel::*;
+    match level {
+        i32::MIN..=0 => Emerg,
+        1 => Alert,
+        2 => Critical,
+        3 => Error,
+        4 => Warning,
+        5 => Notice,
+        6 => Info,
+        _ => Debug,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::types::RDKafkaErrorCode as C;
+
+    fn global(code: C) -> KafkaError {
+        KafkaError::Global(code)
+    }
+
+    #[test]
+    fn a_refused_password_is_an_authentication_error_naming_the_broker() {
+        let reason = "sasl_ssl://127.0.0.1:19094/bootstrap: SASL authentication error: \
+                      Authentication failed during authentication due to invalid credentials \
+                      with SASL mechanism SCRAM-SHA-512 (after 312ms in state AUTH_REQ)";
+        assert_eq!(
+            classify(&global(C::Authentication), reason),
+            Some(Error::Authentication {
+                broker: "127.0.0.1:19094".into(),
+                detail: "SASL authentication error: Authentication failed during authentication \
+                         due to invalid credentials with SASL mechanism SCRAM-SHA-512"
+                    .into()
+            })
+        );
+    }
+
+    #[test]
+    fn an_untrusted_server_and_a_refused_client_certificate_are_tls_errors() {
+        let reason = "ssl://127.0.0.1:19095/1: SSL handshake failed: error:0A000086:SSL \
+                      routines::certificate verify failed (after 4ms in state SSL_HANDSHAKE, \
+                      1 identical error(s) suppressed)";
+        let Some(Error::Tls { broker, detail }) = classify(&global(C::SSL), reason) else {
+            panic!("not a TLS error");
+        };
+        assert_eq!(broker, "127.0.0.1:19095");
+        assert_eq!(
+            detail,
+            "SSL handshake failed: error:0A000086:SSL routines::certificate verify failed"
+        );
+        let reason = "ssl://127.0.0.1:19095/bootstrap: Receive failed: error:0A000412:SSL \
+                      routines::sslv3 alert bad certificate: SSL alert number 42 (after 0ms \
+                      in state APIVERSION_QUERY)";
+        let Some(Error::Tls { detail, .. }) = classify(&global(C::BrokerTransportFailure), reason)
+        else {
+            panic!("not a TLS error");
+        };
+        assert!(
+            detail.contains("refused the client certificate"),
+            "{detail}"
+        );
+    }
+
+    #[test]
+    fn other_errors_are_left_to_the_request() {
+        let reason = "127.0.0.1:1/bootstrap: Connect to ipv4#127.0.0.1:1 failed: \
+                      Connection refused (after 0ms in state CONNECT)";
+        assert_eq!(classify(&global(C::BrokerTransportFailure), reason), None);
+        assert_eq!(
+            classify(&global(C::AllBrokersDown), "1/1 brokers are down"),
+            None
+        );
+        let faults = Faults::default();
+        faults.note(&global(C::BrokerTransportFailure), reason);
+        assert_eq!(faults.get(), None);
+        faults.note(&global(C::Authentication), "sasl_ssl://h:1/b: first");
+        faults.note(&global(C::Authentication), "sasl_ssl://h:1/b: second");
+        assert_eq!(
+            faults.get(),
+            Some(Error::Authentication {
+                broker: "h:1".into(),
+                detail: "first".into()
+            })
+        );
     }
 }

@@ -1,13 +1,16 @@
 //! Apache Kafka through librdkafka.
 //!
 //! [`KafkaLog`] holds the bootstrap address and any librdkafka properties
-//! (`-X key=value` on the command line, as with kcat), so SASL, TLS and tuning
-//! need no code here. Keyed records use librdkafka's `murmur2_random`
+//! (`-X key=value` on the command line, as with kcat, or a properties file
+//! read into [`KafkaSettings`]), so SASL, TLS and tuning need no code here.
+//! A refused password or certificate is reported as such
+//! ([`Error::Authentication`], [`Error::Tls`]) rather than as a timeout. Keyed records use librdkafka's `murmur2_random`
 //! partitioner, the Java client's function, so Riffle, Kafka Streams and any
 //! Java producer agree on where a key lives.
 
 mod admin;
 mod block_on;
+mod config;
 mod consumer;
 mod context;
 mod producer;
@@ -15,7 +18,7 @@ mod read;
 mod txn;
 
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::admin::AdminClient;
 use rdkafka::config::ClientConfig;
@@ -25,7 +28,8 @@ use super::{
     ReadVisitor, TopicInfo, TopicSpec, TxnProducer,
 };
 use crate::error::{Error, Result};
-use context::LoggingContext;
+pub use config::{KafkaSettings, BOOTSTRAP_SERVERS};
+use context::{Faults, LoggingContext};
 
 /// How long [`KafkaLog::connect`] waits for a broker to answer.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -40,6 +44,8 @@ struct Inner {
     brokers: String,
     properties: Vec<(String, String)>,
     admin: OnceLock<AdminClient<LoggingContext>>,
+    /// Security failures met by any of this log's clients.
+    faults: Arc<Faults>,
 }
 
 impl KafkaLog {
@@ -47,15 +53,31 @@ impl KafkaLog {
     /// with extra librdkafka properties applied to every client it creates.
     /// Nothing is contacted yet; see [`KafkaLog::connect`].
     pub fn new(brokers: impl Into<String>, properties: Vec<(String, String)>) -> Result<Self> {
-        let brokers = brokers.into();
+        let mut settings = KafkaSettings::new();
+        settings.set(BOOTSTRAP_SERVERS, brokers);
+        settings.extend(properties);
+        Self::from_settings(settings)
+    }
+
+    /// A handle on the cluster that `settings` describe, `bootstrap.servers`
+    /// included: the shape in which users keep client configurations (a
+    /// properties file, a managed cloud's snippet), so that such a file is
+    /// enough to reach the cluster. Nothing is contacted yet; see
+    /// [`KafkaLog::connect_settings`].
+    pub fn from_settings(settings: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
+        let mut settings: KafkaSettings = settings.into_iter().collect();
+        let brokers = settings.remove(BOOTSTRAP_SERVERS).unwrap_or_default();
         if brokers.trim().is_empty() {
-            return Err(Error::InvalidInput("the broker list is empty".into()));
+            return Err(Error::InvalidInput(
+                "the broker list is empty (bootstrap.servers)".into(),
+            ));
         }
         let log = Self {
             inner: Arc::new(Inner {
                 brokers,
-                properties,
+                properties: settings.into_vec(),
                 admin: OnceLock::new(),
+                faults: Arc::new(Faults::default()),
             }),
         };
         // Surface malformed properties now, as one line, rather than at first use.
@@ -68,14 +90,59 @@ impl KafkaLog {
     /// broker answers, so a wrong address is reported at once, not as a hang.
     pub fn connect(brokers: impl Into<String>, properties: Vec<(String, String)>) -> Result<Self> {
         let log = Self::new(brokers, properties)?;
-        log.admin()?
-            .inner()
-            .fetch_metadata(None, CONNECT_TIMEOUT)
-            .map_err(|e| Error::Unreachable {
-                brokers: log.inner.brokers.clone(),
-                detail: e.to_string(),
-            })?;
+        log.check()?;
         Ok(log)
+    }
+
+    /// Like [`KafkaLog::from_settings`], then checks that a broker answers
+    /// as [`KafkaLog::connect`] does.
+    pub fn connect_settings(settings: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
+        let log = Self::from_settings(settings)?;
+        log.check()?;
+        Ok(log)
+    }
+
+    /// Checks within [`CONNECT_TIMEOUT`] that a broker answers a metadata
+    /// request. Asked in slices (200 ms, then twice as long each time) so
+    /// that a refused password or certificate, which librdkafka only
+    /// reports to its error callback while it retries, ends the wait within
+    /// a second with its cause, while a distant cluster still has the
+    /// longer slices to answer in.
+    pub fn check(&self) -> Result<()> {
+        let admin = self.admin()?;
+        let deadline = Instant::now() + CONNECT_TIMEOUT;
+        let mut slice = Duration::from_millis(200);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match admin.inner().fetch_metadata(None, left.min(slice)) {
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    context::serve_admin_events(admin.inner());
+                    if let Some(fault) = self.fault() {
+                        return Err(fault);
+                    }
+                    if left <= slice {
+                        return Err(Error::Unreachable {
+                            brokers: self.inner.brokers.clone(),
+                            detail: e.to_string(),
+                        });
+                    }
+                    slice *= 2;
+                }
+            }
+        }
+    }
+
+    /// The authentication or TLS failure a client of this log met, if any:
+    /// the likely cause of a request that timed out.
+    pub fn fault(&self) -> Option<Error> {
+        let mut fault = self.inner.faults.get()?;
+        if let Error::Authentication { broker, .. } | Error::Tls { broker, .. } = &mut fault {
+            if broker.is_empty() {
+                broker.clone_from(&self.inner.brokers);
+            }
+        }
+        Some(fault)
     }
 
     pub fn brokers(&self) -> &str {
@@ -100,20 +167,26 @@ impl KafkaLog {
         }
         let admin = self
             .client_config()
-            .create_with_context(LoggingContext::new("admin"))?;
+            .create_with_context(LoggingContext::new("admin", self.inner.faults.clone()))?;
         Ok(self.inner.admin.get_or_init(|| admin))
     }
 
-    /// Names the cluster in errors that mean it could not be reached.
+    /// Names the cluster in errors that mean it could not be reached, and
+    /// the authentication or TLS failure behind them when there was one.
     fn unreachable(&self, e: rdkafka::error::KafkaError) -> Error {
         use rdkafka::types::RDKafkaErrorCode as C;
         match e.rdkafka_error_code() {
             Some(
                 C::BrokerTransportFailure | C::AllBrokersDown | C::OperationTimedOut | C::Resolve,
-            ) => Error::Unreachable {
-                brokers: self.inner.brokers.clone(),
-                detail: e.to_string(),
-            },
+            ) => {
+                if let Some(admin) = self.inner.admin.get() {
+                    context::serve_admin_events(admin.inner());
+                }
+                self.fault().unwrap_or_else(|| Error::Unreachable {
+                    brokers: self.inner.brokers.clone(),
+                    detail: e.to_string(),
+                })
+            }
             _ => Error::from(e),
         }
     }

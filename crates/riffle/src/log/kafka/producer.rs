@@ -3,6 +3,7 @@
 //! delivery reports through a callback rather than one future per record.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
@@ -11,6 +12,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{DeliveryResult, Message};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 
+use super::context::Faults;
 use super::KafkaLog;
 use crate::error::{Error, Result};
 use crate::log::{DeliveryCallback, DeliveryReport, LogProducer, OutRecord};
@@ -22,13 +24,15 @@ pub(super) struct KafkaProducer {
 pub(super) struct DeliveryContext {
     on_delivery: Option<DeliveryCallback>,
     failures: AtomicU64,
+    faults: Arc<Faults>,
 }
 
 impl ClientContext for DeliveryContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
-        super::context::LoggingContext::new("producer").log(level, fac, msg);
+        super::context::log_line("producer", level, fac, msg);
     }
     fn error(&self, error: KafkaError, reason: &str) {
+        self.faults.note(&error, reason);
         tracing::warn!(target: "librdkafka", "producer error: {error}: {reason}");
     }
 }
@@ -88,6 +92,7 @@ impl KafkaProducer {
         let ctx = DeliveryContext {
             on_delivery,
             failures: AtomicU64::new(0),
+            faults: log.inner.faults.clone(),
         };
         Ok(Self {
             producer: c.create_with_context(ctx)?,
@@ -128,10 +133,15 @@ impl KafkaProducer {
                     std::thread::sleep(Duration::from_millis(1));
                 }
                 Err(KafkaError::Flush(_)) => {
+                    // Undelivered because the broker refused our password
+                    // or certificate: say so rather than that time ran out.
+                    if let Some(fault) = self.producer.context().faults.get() {
+                        return Err(fault);
+                    }
                     return Err(Error::Timeout(format!(
                         "{} records still undelivered after {timeout:?}",
                         self.producer.in_flight_count(),
-                    )))
+                    )));
                 }
                 Err(other) => return Err(other.into()),
             }

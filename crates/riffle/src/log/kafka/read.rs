@@ -48,7 +48,7 @@ fn reader(log: &KafkaLog, read_committed: bool) -> Result<BaseConsumer<LoggingCo
     for (k, v) in &log.inner.properties {
         c.set(k, v);
     }
-    Ok(c.create_with_context(LoggingContext::new("reader"))?)
+    Ok(c.create_with_context(LoggingContext::new("reader", log.inner.faults.clone()))?)
 }
 
 pub(super) fn read_partition(
