@@ -14,8 +14,8 @@ use super::persist::segment_path;
 use super::{EmbeddedLog, FsyncPolicy};
 use crate::error::Error;
 use crate::log::{
-    ConsumerConfig, GroupEvent, Log, LogConsumer, OutRecord, PollVisitor, Record, RecordRef,
-    TopicSpec,
+    ConsumerConfig, GroupEvent, Headers, Log, LogConsumer, OutRecord, PollVisitor, Record,
+    RecordRef, TopicSpec,
 };
 
 const T: Duration = Duration::from_secs(5);
@@ -304,7 +304,7 @@ fn segments_follow_on_and_damage_before_the_last_is_an_error() {
     // A second segment, as rolling would have started it, with one record.
     let partition = dir.path().join("topics/t/0");
     let mut frame = Vec::new();
-    encode_frame(&mut frame, Some(b"k"), b"r3", 1);
+    encode_frame(&mut frame, Some(b"k"), b"r3", Headers::EMPTY, 1);
     fs::write(segment_path(&partition, 3), &frame).unwrap();
     {
         let log = EmbeddedLog::open(dir.path(), FsyncPolicy::Never).unwrap();
