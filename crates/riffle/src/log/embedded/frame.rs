@@ -182,6 +182,22 @@ pub(super) fn scan_segment(
     (pos, None)
 }
 
+/// The bytes format 1 wrote for a record, spelled out by hand: a data
+/// directory written before headers existed must still read.
+#[cfg(test)]
+pub(super) fn format1_frame(key: Option<&[u8]>, value: &[u8], timestamp: i64) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&timestamp.to_le_bytes());
+    body.extend_from_slice(&key.map_or(u32::MAX, |k| k.len() as u32).to_le_bytes());
+    body.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    body.extend_from_slice(key.unwrap_or_default());
+    body.extend_from_slice(value);
+    let mut frame = (body.len() as u32).to_le_bytes().to_vec();
+    frame.extend_from_slice(&crc32(&body).to_le_bytes());
+    frame.extend_from_slice(&body);
+    frame
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,21 +239,6 @@ mod tests {
             Damage::BadLength,
             "zero-filled space is not a frame"
         );
-    }
-
-    /// The bytes format 1 wrote for a record, spelled out by hand: a data
-    /// directory written before headers existed must still read.
-    fn format1_frame(key: Option<&[u8]>, value: &[u8], timestamp: i64) -> Vec<u8> {
-        let mut body = Vec::new();
-        body.extend_from_slice(&timestamp.to_le_bytes());
-        body.extend_from_slice(&key.map_or(u32::MAX, |k| k.len() as u32).to_le_bytes());
-        body.extend_from_slice(&(value.len() as u32).to_le_bytes());
-        body.extend_from_slice(key.unwrap_or_default());
-        body.extend_from_slice(value);
-        let mut frame = (body.len() as u32).to_le_bytes().to_vec();
-        frame.extend_from_slice(&crc32(&body).to_le_bytes());
-        frame.extend_from_slice(&body);
-        frame
     }
 
     #[test]
