@@ -159,9 +159,14 @@ type OnBatch = dyn FnMut(&PipelineStats) + Send;
 /// The pipeline reads a batch from the source, runs the stage over it,
 /// sends the outputs to the sink and the failures to the dead-letter sink,
 /// waits until both confirm, and only then acknowledges the batch to the
-/// source. When a sink fails (its server restarts, say) the whole batch is
-/// sent again after a backoff, until it is confirmed or the pipeline is
-/// stopped: records may repeat, none is lost.
+/// source. When a sink fails (its server restarts, say) what it did not
+/// confirm is sent again after a jittered backoff (or the `Retry-After` it
+/// was given), until it is confirmed or the pipeline is stopped: records
+/// may repeat, none is lost. A record the sink refuses for good (see
+/// [`Unconfirmed`]) is tried [`max_attempts`](Self::max_attempts) times
+/// and then goes to the dead-letter sink alone, with the reason, so one bad
+/// record never holds up the others; without a dead-letter sink,
+/// [`NoDeadLetter`] says what happens to it.
 ///
 /// ```no_run
 /// use riffle::connect::{Pipeline, Transform, Condition};
@@ -219,10 +224,10 @@ impl Pipeline {
         self
     }
 
-    /// Where records the stage fails on go, as JSON envelopes with the
-    /// reason and the original bytes (see
-    /// [`dead_letter`](crate::process::dead_letter)). Without one, they are
-    /// logged with the same envelope at warning level.
+    /// Where records the stage fails on or the sink refuses for good go, as
+    /// JSON envelopes with the reason and the original bytes (see
+    /// [`dead_letter`](crate::process::dead_letter)). Without one, the
+    /// [`no_dead_letter`](Self::no_dead_letter) policy applies.
     pub fn dead_letter(mut self, sink: impl Sink + 'static) -> Self {
         self.dead_letter = Some(Box::new(sink));
         self
