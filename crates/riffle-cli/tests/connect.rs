@@ -322,3 +322,142 @@ fn fastrand_suffix() -> u128 {
         .as_nanos()
         % 1_000_000
 }
+
+#[test]
+fn without_a_dead_letter_sink_the_chosen_policy_applies() {
+    let dir = temp_dir("policy");
+    std::fs::write(dir.join("in.jsonl"), INPUT).unwrap();
+    let run = |policy: &str, offsets: &str| {
+        let source = format!("file:path=in.jsonl,offsets={offsets}");
+        riffle(
+            &dir,
+            &[
+                "connect",
+                "--source",
+                &source,
+                "--sink",
+                "file:path=out.jsonl",
+                "--filter",
+                "measurement>0",
+                "--no-dead-letter",
+                policy,
+            ],
+        )
+    };
+    let stopped = run("stop", "stop.offset");
+    assert!(!stopped.status.success());
+    let err = text(&stopped.stderr);
+    let last = err.trim_end().lines().last().unwrap_or_default();
+    assert!(
+        last.contains("record to 'in.jsonl' without a key")
+            && last.contains("not JSON")
+            && last.contains("stop"),
+        "{err}"
+    );
+    let skipped = run("skip", "skip.offset");
+    assert!(skipped.status.success(), "{}", text(&skipped.stderr));
+    let err = text(&skipped.stderr);
+    assert!(
+        err.contains("5 in, 3 out, 0 dead letters, 1 skipped"),
+        "{err}"
+    );
+    let wrong = run("maybe", "wrong.offset");
+    assert!(!wrong.status.success());
+    assert!(text(&wrong.stderr).contains("stop or skip"));
+}
+
+/// An HTTP endpoint answering 400 with a body to the requests whose body
+/// contains `bad`, and 200 to the others; returns its address and the
+/// bodies of all requests, in order.
+fn refusing_endpoint(
+    bad: &'static str,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = bodies.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let mut conn = conn.unwrap();
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut length = None;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if line == "\r\n" {
+                    break;
+                }
+                if let Some((name, value)) = line.split_once(':') {
+                    if name.eq_ignore_ascii_case("content-length") {
+                        length = value.trim().parse::<usize>().ok();
+                    }
+                }
+            }
+            // The sink's reachability check sends nothing.
+            let Some(length) = length else { continue };
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            let body = String::from_utf8(body).unwrap();
+            let (status, text) = if body.contains(bad) {
+                ("400 Bad Request", "unknown heater")
+            } else {
+                ("200 OK", "ok")
+            };
+            seen.lock().unwrap().push(body);
+            let reply = format!(
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                text.len()
+            );
+            let _ = conn.write_all(reply.as_bytes());
+        }
+    });
+    (address, bodies)
+}
+
+#[test]
+fn a_record_the_http_endpoint_refuses_is_dead_lettered_after_max_attempts() {
+    let dir = temp_dir("refused");
+    let input: String = (0..20)
+        .map(|i| format!("{{\"id\": \"h{i}\", \"measurement\": {i}}}\n"))
+        .collect();
+    std::fs::write(dir.join("in.jsonl"), input).unwrap();
+    let (address, bodies) = refusing_endpoint("\"h7\"");
+    let sink = format!("http:url=http://{address}/commands");
+    let out = riffle(
+        &dir,
+        &[
+            "connect",
+            "--source",
+            "file:path=in.jsonl",
+            "--sink",
+            &sink,
+            "--dead-letter",
+            "file:path=bad.jsonl,format=record",
+            "--max-attempts",
+            "2",
+            "--no-dead-letter",
+            "stop",
+        ],
+    );
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("20 in, 19 out, 1 dead letters, 0 skipped"),
+        "{err}"
+    );
+    let bodies = bodies.lock().unwrap();
+    assert_eq!(bodies.len(), 21, "{bodies:?}");
+    assert_eq!(bodies.iter().filter(|b| b.contains("\"h7\"")).count(), 2);
+    let bad = lines(&dir.join("bad.jsonl"));
+    assert_eq!(bad.len(), 1);
+    assert!(
+        bad[0].contains("400 Bad Request: unknown heater") && bad[0].contains("\\\"h7\\\""),
+        "{bad:?}"
+    );
+}

@@ -158,6 +158,29 @@ impl Source for Numbers {
     }
 }
 
+/// Hands out the given records, all at once.
+struct Listed(Vec<Record>);
+
+impl Source for Listed {
+    fn describe(&self) -> String {
+        "listed".into()
+    }
+    fn delivery(&self) -> Delivery {
+        Delivery::AtLeastOnce
+    }
+    fn poll(&mut self, out: &mut Vec<Record>, _: usize, _: Duration) -> Result<usize> {
+        let n = self.0.len();
+        out.append(&mut self.0);
+        Ok(n)
+    }
+    fn ack(&mut self) -> Result<()> {
+        Ok(())
+    }
+    fn finished(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// Slows a pipeline down so a restart lands in the middle of it.
 struct Slow;
 
@@ -256,10 +279,53 @@ fn rabbitmq_carries_records_both_ways_and_loses_none_across_restarts() {
     o.ack().unwrap();
     o.close().unwrap();
 
-    // With mandatory, a message no queue takes fails the flush.
+    // With mandatory, a message no queue takes is refused, and only it.
+    s.send(&record("out", 300)).unwrap();
     s.send(&record("nowhere", 0)).unwrap();
-    let e = s.flush(Duration::from_secs(10)).unwrap_err().to_string();
-    assert!(e.contains("NO_ROUTE") && e.contains("nowhere"), "{e}");
+    s.send(&record("out", 301)).unwrap();
+    let e = s.flush(Duration::from_secs(10)).unwrap_err();
+    let Error::Unconfirmed(u) = &e else {
+        panic!("{e:?}")
+    };
+    assert_eq!((u.settled, u.refused.len()), (3, 1), "{u:?}");
+    let (at, why) = &u.refused[0];
+    assert!(
+        *at == 1 && why.contains("NO_ROUTE") && why.contains("nowhere"),
+        "{u:?}"
+    );
+    // In a pipeline it goes to the dead letters and the others arrive once.
+    let dead_file = rabbit.server.dir.join("dead.jsonl");
+    let dead = registry::sink(
+        Options::from_pairs(
+            "file",
+            [("path", dead_file.to_str().unwrap()), ("format", "record")],
+        ),
+        &env(),
+    )
+    .unwrap();
+    let listed = Listed(vec![
+        record("out", 302),
+        record("nowhere", 1),
+        record("out", 303),
+    ]);
+    let stats = Pipeline::new(listed, sink(&url, &[("mandatory", "true")]).unwrap())
+        .dead_letter(dead)
+        .run(&AtomicBool::new(false))
+        .unwrap();
+    assert_eq!((stats.records_out, stats.dead_letters), (2, 1));
+    let mut o = source(&url, &[("queue", "out")]).unwrap();
+    let got = read(&mut *o, 5, Duration::from_secs(3));
+    assert_eq!(got, [300, 301, 302, 303].map(|i| record("out", i)));
+    o.ack().unwrap();
+    o.close().unwrap();
+    let dead = lines(&dead_file);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0]["value"]["value"], "{\"n\":1}");
+    let why = dead[0]["value"]["error"].as_str().unwrap();
+    assert!(
+        why.contains("NO_ROUTE") && why.contains("after 3 attempts"),
+        "{why}"
+    );
 
     // A queue bound to an exchange, published to with a key template.
     let mut bound = source(

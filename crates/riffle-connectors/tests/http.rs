@@ -345,22 +345,274 @@ fn the_sink_retries_through_503s_and_the_records_arrive_as_sent() {
 }
 
 #[test]
-fn a_4xx_fails_the_flush_at_once_with_the_status_and_reason() {
-    let (address, accepted, count) =
-        test_server(|_| (422, "field 'temperature' missing\nsecond line"));
+fn a_4xx_refuses_the_record_at_once_with_the_status_and_body_and_the_others_go_on() {
+    let (address, accepted, count) = test_server(|n| match n {
+        0 => (422, "field 'temperature' missing\nsecond line"),
+        _ => (200, "ok"),
+    });
     let mut sink = sink(format!("http://{address}/in"), "application/json").unwrap();
     sink.send(&Record::new("t", None, "{}")).unwrap();
-    let e = sink.flush(Duration::from_secs(10)).unwrap_err().to_string();
+    sink.send(&Record::new("t", None, "{\"temperature\": 1}"))
+        .unwrap();
+    let e = sink.flush(Duration::from_secs(10)).unwrap_err();
+    let riffle::Error::Unconfirmed(u) = &e else {
+        panic!("{e:?}")
+    };
+    assert_eq!((u.settled, u.refused.len()), (2, 1), "{u:?}");
+    let (at, why) = &u.refused[0];
+    assert_eq!(*at, 0);
     assert!(
-        e.contains("422") && e.contains("field 'temperature' missing"),
+        why.contains("422 X") && why.contains("field 'temperature' missing second line"),
+        "{why}"
+    );
+    assert_eq!(*count.lock().unwrap(), 2, "not retried, the next one sent");
+    assert_eq!(accepted.lock().unwrap().len(), 1);
+    // The queue went with the flush: a new round starts empty.
+    sink.flush(Duration::from_secs(10)).unwrap();
+    assert_eq!(*count.lock().unwrap(), 2);
+}
+
+/// What a judging server answers a request with this body: status, body,
+/// and `Retry-After`.
+type Answer = fn(usize, &str) -> (u16, String, Option<u64>);
+
+/// An HTTP server counting, per body, the requests it answered 2xx
+/// (arrivals) and all requests, and when each request came.
+struct Judge {
+    address: SocketAddr,
+    arrived: Arc<Mutex<std::collections::HashMap<String, u32>>>,
+    requests: Arc<Mutex<Vec<(Instant, String)>>>,
+}
+
+impl Judge {
+    /// `answer(n, body)` answers request number n (from 0).
+    fn start(answer: Answer) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let judge = Judge {
+            address,
+            arrived: Arc::default(),
+            requests: Arc::default(),
+        };
+        let (arrived, requests) = (judge.arrived.clone(), judge.requests.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let mut conn = conn.unwrap();
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let head = match http::read_head(&mut reader) {
+                    Err(http::ReadError::Closed) => continue,
+                    head => head.unwrap(),
+                };
+                let framing = http::request_framing(&head).unwrap();
+                let body = http::read_body(&mut reader, framing, 1 << 20).unwrap();
+                let body = String::from_utf8(body).unwrap();
+                let n = {
+                    let mut r = requests.lock().unwrap();
+                    r.push((Instant::now(), body.clone()));
+                    r.len() - 1
+                };
+                let (status, text, retry_after) = answer(n, &body);
+                if (200..300).contains(&status) {
+                    *arrived.lock().unwrap().entry(body).or_default() += 1;
+                }
+                let retry_after =
+                    retry_after.map_or(String::new(), |s| format!("Retry-After: {s}\r\n"));
+                let reply = format!(
+                    "HTTP/1.1 {status} {}\r\n{retry_after}Content-Length: {}\r\n\r\n{text}",
+                    if status < 300 { "OK" } else { "Refused" },
+                    text.len()
+                );
+                conn.write_all(reply.as_bytes()).unwrap();
+            }
+        });
+        judge
+    }
+
+    fn arrivals(&self) -> std::collections::HashMap<String, u32> {
+        self.arrived.lock().unwrap().clone()
+    }
+}
+
+/// The value of record `i` of a test input.
+fn reading(i: usize) -> String {
+    format!("{{\"id\":{i},\"measurement\":{}.5}}", 40 + i % 10)
+}
+
+/// Runs `count` readings from a file through an HTTP sink posting to
+/// `judge`, with a file as dead-letter sink (when `dead` is true) and the
+/// policy `no_dead_letter`; returns the result and the dead letters'
+/// lines as JSON.
+fn file_to_http(
+    name: &str,
+    count: usize,
+    judge: &Judge,
+    dead: bool,
+    policy: riffle::connect::NoDeadLetter,
+) -> (riffle::Result<PipelineStats>, Vec<serde_json::Value>) {
+    let dir = scratch_dir(name);
+    let input = dir.join("in.jsonl");
+    let text: String = (0..count).map(|i| reading(i) + "\n").collect();
+    std::fs::write(&input, text).unwrap();
+    let env = Env {
+        log: Box::new(|_| Err(riffle::Error::InvalidInput("no log here".into()))),
+    };
+    let source = registry::source(
+        Options::from_pairs("file", [("path", input.to_str().unwrap())]),
+        &env,
+    )
+    .unwrap();
+    let url = format!("http://{}/readings", judge.address);
+    let sink = registry::sink(Options::from_pairs("http", [("url", url.as_str())]), &env).unwrap();
+    let dead_file = dir.join("dead.jsonl");
+    let mut p = Pipeline::new(source, sink)
+        .batch(200)
+        .no_dead_letter(policy);
+    if dead {
+        let dl = registry::sink(
+            Options::from_pairs(
+                "file",
+                [("path", dead_file.to_str().unwrap()), ("format", "record")],
+            ),
+            &env,
+        )
+        .unwrap();
+        p = p.dead_letter(dl);
+    }
+    let result = p.run(&AtomicBool::new(false));
+    let dead = std::fs::read_to_string(&dead_file)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (result, dead)
+}
+
+/// Record 517 of 1,000 is refused with a 400.
+const BAD: usize = 517;
+
+fn refuse_the_bad_one(_: usize, body: &str) -> (u16, String, Option<u64>) {
+    if body == reading(BAD) {
+        (400, "measurement out of range\n(max 45)".into(), None)
+    } else {
+        (200, "ok".into(), None)
+    }
+}
+
+#[test]
+fn one_record_refused_in_a_thousand_goes_to_the_dead_letters_and_the_rest_arrive_once() {
+    let judge = Judge::start(refuse_the_bad_one);
+    let (result, dead) = file_to_http(
+        "http-one-refused",
+        1000,
+        &judge,
+        true,
+        riffle::connect::NoDeadLetter::Stop,
+    );
+    let stats = result.unwrap();
+    let arrived = judge.arrivals();
+    assert_eq!(arrived.len(), 999);
+    for i in (0..1000).filter(|i| *i != BAD) {
+        assert_eq!(arrived.get(&reading(i)), Some(&1), "record {i}");
+    }
+    assert_eq!(arrived.get(&reading(BAD)), None);
+    // Sent three times (the default attempts), then dead-lettered.
+    let tries = judge.requests.lock().unwrap().len();
+    assert_eq!(tries, 1002);
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let envelope = &dead[0]["value"];
+    assert_eq!(envelope["value"], reading(BAD));
+    let why = envelope["error"].as_str().unwrap();
+    assert!(
+        why.contains("400 Refused: measurement out of range (max 45)") && why.contains("/readings"),
+        "{why}"
+    );
+    assert_eq!(
+        dead[0]["headers"]["__riffle.errors.reason"].as_str(),
+        Some(why)
+    );
+    assert_eq!(
+        (
+            stats.records_in,
+            stats.records_out,
+            stats.dead_letters,
+            stats.skipped
+        ),
+        (1000, 999, 1, 0)
+    );
+}
+
+#[test]
+fn without_a_dead_letter_sink_skip_goes_on_and_stop_stops() {
+    let judge = Judge::start(refuse_the_bad_one);
+    let (result, _) = file_to_http(
+        "http-skip",
+        1000,
+        &judge,
+        false,
+        riffle::connect::NoDeadLetter::Skip,
+    );
+    let stats = result.unwrap();
+    let arrived = judge.arrivals();
+    assert_eq!(arrived.len(), 999);
+    assert!(arrived.values().all(|n| *n == 1));
+    assert_eq!((stats.records_out, stats.skipped), (999, 1));
+
+    let judge = Judge::start(refuse_the_bad_one);
+    let (result, _) = file_to_http(
+        "http-stop",
+        1000,
+        &judge,
+        false,
+        riffle::connect::NoDeadLetter::Stop,
+    );
+    let e = result.unwrap_err().to_string();
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(
+        e.contains("400 Refused: measurement out of range") && e.contains("stop"),
         "{e}"
     );
-    assert!(!e.contains("second line"), "{e}");
-    assert_eq!(*count.lock().unwrap(), 1, "not retried");
-    assert!(accepted.lock().unwrap().is_empty());
-    // The queue went with the failure: the caller sends the batch again.
-    sink.flush(Duration::from_secs(10)).unwrap();
-    assert_eq!(*count.lock().unwrap(), 1);
+    // The batches before the bad record's arrived; the bad one's batch was
+    // sent but not acknowledged, so a restart would send it again.
+    let arrived = judge.arrivals();
+    assert!(arrived.contains_key(&reading(BAD - 1)));
+    assert!(!arrived.contains_key(&reading(BAD + 200)));
+}
+
+#[test]
+fn a_503_then_a_429_with_retry_after_are_waited_out_and_nothing_is_lost_or_doubled() {
+    // Request 10 gets a 503, request 20 a 429 asking for a second, and
+    // requests 30 to 32 503s: more than the sink's attempts, so the
+    // pipeline sends that record and those after it again.
+    let judge = Judge::start(|n, _| match n {
+        10 | 30..=32 => (503, "restarting".into(), None),
+        20 => (429, "slow down".into(), Some(1)),
+        _ => (200, "ok".into(), None),
+    });
+    let started = Instant::now();
+    let (result, dead) = file_to_http(
+        "http-transient",
+        50,
+        &judge,
+        true,
+        riffle::connect::NoDeadLetter::Stop,
+    );
+    let stats = result.unwrap();
+    let arrived = judge.arrivals();
+    assert_eq!(arrived.len(), 50);
+    assert!(arrived.values().all(|n| *n == 1), "{arrived:?}");
+    assert!(dead.is_empty());
+    assert_eq!((stats.records_out, stats.retries), (50, 1));
+    let requests = judge.requests.lock().unwrap();
+    assert_eq!(requests.len(), 55);
+    assert!((30..=33).all(|n| requests[n].1 == reading(28)));
+    // The request after the 429 is the same record, a second later.
+    assert_eq!(requests[20].1, requests[21].1);
+    let waited = requests[21].0 - requests[20].0;
+    assert!(
+        waited >= Duration::from_millis(950) && waited < Duration::from_millis(2500),
+        "{waited:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_secs(1));
 }
 
 #[test]

@@ -485,3 +485,51 @@ fn keep_alive_holds_an_idle_source_and_an_idle_sink_reconnects() {
         "the source was dropped by the broker:\n{log}"
     );
 }
+
+#[test]
+fn an_mqtt_5_refusal_refuses_only_that_message() {
+    // A broker that lets anyone publish anywhere but under forbidden/.
+    let dir = scratch_dir("mqtt-refused");
+    let port = free_port();
+    std::fs::write(
+        dir.join("acl"),
+        "topic readwrite #\ntopic deny forbidden/#\n",
+    )
+    .unwrap();
+    let config = format!(
+        "listener {port} 127.0.0.1\nallow_anonymous true\nacl_file {}/acl\nuser root\n",
+        dir.display()
+    );
+    std::fs::write(dir.join("mosquitto.conf"), config).unwrap();
+    let mut server = Server::new(
+        "mosquitto",
+        program("mosquitto", "mosquitto"),
+        &["-c", "{dir}/mosquitto.conf"],
+        port,
+        dir,
+    );
+    server.start();
+    let mut src = source(&server, "5", "ok/#");
+    let mut snk = sink(&server, "5", "{key}");
+    for key in ["ok/1", "forbidden/x", "ok/2", "forbidden/y", "ok/3"] {
+        snk.send(&Record::new("t", Some(key.as_bytes()), key))
+            .unwrap();
+    }
+    let e = snk.flush(Duration::from_secs(10)).unwrap_err();
+    let Error::Unconfirmed(u) = &e else {
+        panic!("{e:?}")
+    };
+    let places: Vec<usize> = u.refused.iter().map(|(at, _)| *at).collect();
+    assert_eq!((u.settled, places), (5, vec![1, 3]), "{u:?}");
+    assert!(
+        u.refused[0].1.contains("0x87"),
+        "not authorized: {:?}",
+        u.refused
+    );
+    // The connection goes on: the next round is confirmed.
+    snk.send(&Record::new("t", Some(b"ok/4"), "ok/4")).unwrap();
+    snk.flush(Duration::from_secs(10)).unwrap();
+    let got = poll_acking(&mut *src, 4, Duration::from_secs(10));
+    let values: Vec<_> = got.iter().map(|r| r.value.clone()).collect();
+    assert_eq!(values, [b"ok/1", b"ok/2", b"ok/3", b"ok/4"]);
+}

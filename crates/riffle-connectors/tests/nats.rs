@@ -223,6 +223,26 @@ fn jetstream_records_go_both_ways_and_acknowledged_ones_stay_read() {
     stray.send(&record("x", 0)).unwrap();
     let e = stray.flush(Duration::from_secs(5)).unwrap_err().to_string();
     assert!(e.contains("no JetStream stream"), "{e}");
+    // A publish JetStream answers with an error is refused alone: here one
+    // expecting another stream.
+    let mut picky = record("ignored", n + 1);
+    picky
+        .headers
+        .push(("Nats-Expected-Stream".into(), b"OTHER".to_vec()));
+    out.send(&record("ignored", n)).unwrap();
+    out.send(&picky).unwrap();
+    out.send(&record("ignored", n + 2)).unwrap();
+    let e = out.flush(Duration::from_secs(5)).unwrap_err();
+    let riffle::Error::Unconfirmed(u) = &e else {
+        panic!("{e:?}")
+    };
+    assert_eq!((u.settled, u.refused.len()), (3, 1), "{u:?}");
+    assert!(
+        u.refused[0].0 == 1 && u.refused[0].1.contains("10060"),
+        "{u:?}"
+    );
+    // 1000 and 1002 are stored, 1001 is not.
+    let stored = n + 2;
 
     // Stored before any consumer existed: the durable consumer starts at
     // the beginning of the stream.
@@ -230,13 +250,15 @@ fn jetstream_records_go_both_ways_and_acknowledged_ones_stay_read() {
     assert_eq!(src.delivery(), Delivery::AtLeastOnce);
     let (collect, stop, pipeline) = run_pipeline(src);
     collect.wait_for(Duration::from_secs(20), "all stored records", |r| {
-        r.len() >= n
+        r.len() >= stored
     });
     stop.store(true, Ordering::Relaxed);
     pipeline.join().unwrap().unwrap();
     let got = collect.0.lock().unwrap().clone();
-    check_intact(&got, n, "orders.");
-    assert_eq!(collect.keys().len(), n);
+    check_intact(&got, n + 3, "orders.");
+    let keys = collect.keys();
+    assert_eq!(keys.len(), stored);
+    assert!(!keys.contains(&format!("k-{}", n + 1)));
 
     // Everything was acknowledged: the same durable has nothing more.
     let mut again = source(&server, &[("stream", "ORDERS"), ("subject", "orders.>")]);

@@ -233,7 +233,7 @@ fn entries_polled_but_not_acknowledged_come_again() {
 }
 
 #[test]
-fn a_refused_xadd_fails_the_flush_with_the_servers_reason() {
+fn a_refused_xadd_refuses_only_its_record_with_the_servers_reason() {
     let server = redis_server("redis-refused");
     // A plain string where the sink expects a stream.
     let mut raw = std::net::TcpStream::connect(server.address()).unwrap();
@@ -245,11 +245,74 @@ fn a_refused_xadd_fails_the_flush_with_the_servers_reason() {
     let mut sink = redis::sink(&url(&server), "{topic}").unwrap();
     sink.send(&record("fine", 1)).unwrap();
     sink.send(&record("notastream", 2)).unwrap();
-    let e = sink.flush(Duration::from_secs(5)).unwrap_err().to_string();
-    assert!(e.contains("WRONGTYPE"), "{e}");
-    // The next batch goes through on a new connection.
     sink.send(&record("fine", 3)).unwrap();
+    let e = sink.flush(Duration::from_secs(5)).unwrap_err();
+    let riffle::Error::Unconfirmed(u) = &e else {
+        panic!("{e:?}")
+    };
+    assert_eq!((u.settled, u.refused.len()), (3, 1), "{u:?}");
+    assert_eq!(u.refused[0].0, 1);
+    assert!(u.refused[0].1.contains("WRONGTYPE"), "{u:?}");
+    // The next round goes through on the same connection.
+    sink.send(&record("fine", 4)).unwrap();
     sink.flush(Duration::from_secs(5)).unwrap();
+    let mut reader = redis::source(&url(&server), "fine", "check", "c").unwrap();
+    let got = collect(&mut reader, 3, Duration::from_secs(5));
+    assert_eq!(got, [1, 3, 4].map(|i| record("fine", i)));
+}
+
+#[test]
+fn a_pipeline_dead_letters_the_record_redis_refuses_and_copies_the_rest_once() {
+    let server = redis_server("redis-dead-letter");
+    let mut raw = std::net::TcpStream::connect(server.address()).unwrap();
+    raw.write_all(b"SET notastream x\r\n").unwrap();
+    let mut ok = [0; 5];
+    raw.read_exact(&mut ok).unwrap();
+    // Records keyed by where they go: all to "out" but one.
+    let mut feed = redis::sink(&url(&server), "in").unwrap();
+    for i in 0..100 {
+        let mut r = record("in", i);
+        r.key = Some(if i == 42 { "notastream" } else { "out" }.into());
+        feed.send(&r).unwrap();
+    }
+    feed.flush(Duration::from_secs(5)).unwrap();
+
+    let source = redis::source(&url(&server), "in", "riffle", "pipe").unwrap();
+    let sink = redis::sink(&url(&server), "{key}").unwrap();
+    let dead = redis::sink(&url(&server), "dead").unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let pipeline = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            Pipeline::new(source, sink)
+                .batch(30)
+                .dead_letter(dead)
+                .run(&stop)
+        })
+    };
+    let mut out = redis::source(&url(&server), "out", "check", "c").unwrap();
+    let got = collect(&mut out, 99, Duration::from_secs(20));
+    let mut dead = redis::source(&url(&server), "dead", "check", "c").unwrap();
+    let letters = collect(&mut dead, 1, Duration::from_secs(10));
+    // Nothing more comes.
+    let more = collect(&mut out, 1, Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let stats = pipeline.join().unwrap().unwrap();
+    assert!(more.is_empty(), "{more:?}");
+    let values: Vec<_> = got.iter().map(|r| r.value.clone()).collect();
+    let want: Vec<_> = (0..100)
+        .filter(|i| *i != 42)
+        .map(|i| record("in", i).value)
+        .collect();
+    assert_eq!(values, want, "each once, in order");
+    assert_eq!(letters.len(), 1);
+    let envelope: serde_json::Value = serde_json::from_slice(&letters[0].value).unwrap();
+    assert_eq!(envelope["value"], "{\"n\":42,\"bin\":\"\\r\\n\"}");
+    assert!(
+        envelope["error"].as_str().unwrap().contains("WRONGTYPE"),
+        "{envelope}"
+    );
+    assert_eq!((stats.records_out, stats.dead_letters), (99, 1));
 }
 
 #[test]

@@ -46,6 +46,11 @@ pub enum Error {
     /// A transactional producer was superseded by a newer one with the same
     /// id, or its consumer lost its partitions: it must stop writing.
     Fenced(String),
+    /// A sink's flush settled only part of what was sent to it: some
+    /// records refused for good, the rest possibly not confirmed (see
+    /// [`Unconfirmed`](crate::connect::Unconfirmed)). Boxed: it is rare and
+    /// large, and every other result stays small.
+    Unconfirmed(Box<crate::connect::Unconfirmed>),
 }
 
 impl fmt::Display for Error {
@@ -70,6 +75,7 @@ impl fmt::Display for Error {
             Error::Decode(m) => write!(f, "cannot decode record: {m}"),
             Error::Closed => write!(f, "closed"),
             Error::Fenced(m) => write!(f, "fenced: {m}"),
+            Error::Unconfirmed(u) => write!(f, "{u}"),
         }
     }
 }

@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use riffle::connect::{Condition, Pipeline, Transform};
+use riffle::connect::{Condition, NoDeadLetter, Pipeline, Transform};
 use riffle::{Error, Result};
 use riffle_connectors::{registry, Env, LogChoice, Options};
 use serde::Deserialize;
@@ -41,10 +41,18 @@ pub struct ConnectArgs {
     /// Where records go: TYPE:KEY=VALUE,... (e.g. kafka:topic=sensor).
     #[arg(long, value_name = "SPEC", required_unless_present_any = ["file", "list"])]
     pub sink: Option<String>,
-    /// Where records the transform cannot handle go, with the reason: TYPE:KEY=VALUE,...
-    /// [default: logged as warnings].
+    /// Where records go that the transform cannot handle or the sink refuses for good,
+    /// with the reason: TYPE:KEY=VALUE,... [default: see --no-dead-letter].
     #[arg(long, value_name = "SPEC")]
     pub dead_letter: Option<String>,
+    /// Without a dead-letter sink, what a failed or refused record does: stop (the
+    /// pipeline fails, naming it) or skip (logged as a warning, counted) [default: skip].
+    #[arg(long, value_name = "POLICY")]
+    pub no_dead_letter: Option<String>,
+    /// How many times a record the sink refuses for good (an HTTP 4xx, an MQTT 5
+    /// reason code, an AMQP return) is sent before it is a dead letter [default: 3].
+    #[arg(long, value_name = "N")]
+    pub max_attempts: Option<u32>,
     /// Keep only records whose JSON value passes: FIELD==V, !=, >, >=, <, <=, or a
     /// bare FIELD (repeatable; all must pass).
     #[arg(long, value_name = "CONDITION")]
@@ -78,6 +86,9 @@ pub struct PipelineFile {
     #[serde(default)]
     pub transform: TransformFile,
     pub batch: Option<usize>,
+    /// `stop` or `skip`: see [`NoDeadLetter`].
+    pub no_dead_letter: Option<String>,
+    pub max_attempts: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -125,15 +136,15 @@ pub fn run(log: &LogArgs, args: ConnectArgs) -> Result<()> {
         if last.elapsed() >= Duration::from_secs(5) {
             last = Instant::now();
             eprintln!(
-                "  {} in, {} out, {} dead letters, {} retries",
-                s.records_in, s.records_out, s.dead_letters, s.retries
+                "  {} in, {} out, {} dead letters, {} skipped, {} retries",
+                s.records_in, s.records_out, s.dead_letters, s.skipped, s.retries
             );
         }
     });
     let stats = pipeline.run(stopper.as_ref())?;
     eprintln!(
-        "riffle connect: done: {} in, {} out, {} dead letters, {} retries",
-        stats.records_in, stats.records_out, stats.dead_letters, stats.retries
+        "riffle connect: done: {} in, {} out, {} dead letters, {} skipped, {} retries",
+        stats.records_in, stats.records_out, stats.dead_letters, stats.skipped, stats.retries
     );
     Ok(())
 }
@@ -185,6 +196,12 @@ pub fn resolve(args: &ConnectArgs) -> Result<PipelineFile> {
     }
     if args.batch.is_some() {
         spec.batch = args.batch;
+    }
+    if args.no_dead_letter.is_some() {
+        spec.no_dead_letter = args.no_dead_letter.clone();
+    }
+    if args.max_attempts.is_some() {
+        spec.max_attempts = args.max_attempts;
     }
     Ok(spec)
 }
@@ -316,6 +333,17 @@ pub fn transform(t: &TransformFile) -> Result<Transform> {
 fn build(spec: PipelineFile, env: &Env) -> Result<Pipeline> {
     // Everything that can be checked without connecting is checked first.
     let stage = transform(&spec.transform)?;
+    let policy = spec
+        .no_dead_letter
+        .as_deref()
+        .map(str::parse::<NoDeadLetter>)
+        .transpose()?
+        .unwrap_or_default();
+    if spec.max_attempts == Some(0) {
+        return Err(Error::InvalidInput(
+            "max_attempts must be at least 1 (the first attempt counts)".into(),
+        ));
+    }
     let source = options("source", spec.source)?;
     let sink = options("sink", spec.sink)?;
     let dead = spec
@@ -324,7 +352,12 @@ fn build(spec: PipelineFile, env: &Env) -> Result<Pipeline> {
         .transpose()?;
     let source = registry::source(source, env)?;
     let sink = registry::sink(sink, env)?;
-    let mut p = Pipeline::new(source, sink).stage(stage);
+    let mut p = Pipeline::new(source, sink)
+        .stage(stage)
+        .no_dead_letter(policy);
+    if let Some(n) = spec.max_attempts {
+        p = p.max_attempts(n);
+    }
     if let Some(d) = dead {
         p = p.dead_letter(registry::sink(d, env)?);
     }
@@ -364,6 +397,8 @@ mod tests {
             &file,
             r#"
 batch = 50
+max_attempts = 5
+no_dead_letter = "stop"
 [source]
 type = "file"
 path = "in.jsonl"
@@ -394,6 +429,8 @@ path = "bad.jsonl"
             project: vec!["t".into(), "id".into()],
             key_from: Some("field:id".into()),
             batch: Some(50),
+            max_attempts: Some(5),
+            no_dead_letter: Some("stop".into()),
             ..Default::default()
         })
         .unwrap();
@@ -407,6 +444,14 @@ path = "bad.jsonl"
         assert_eq!(opts(&from_file), opts(&from_flags));
         assert_eq!(from_file.transform, from_flags.transform);
         assert_eq!(from_file.batch, from_flags.batch);
+        assert_eq!(
+            (from_file.max_attempts, from_file.no_dead_letter.as_deref()),
+            (Some(5), Some("stop"))
+        );
+        assert_eq!(
+            (from_flags.max_attempts, from_flags.no_dead_letter),
+            (from_file.max_attempts, from_file.no_dead_letter)
+        );
         std::fs::write(&file, "[source]\ntype = \"file\"\n[sinc]\n").unwrap();
         let e = resolve(&ConnectArgs {
             file: Some(file),

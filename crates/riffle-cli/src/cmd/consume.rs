@@ -68,11 +68,12 @@ pub fn run(args: &LogArgs, a: ConsumeArgs) -> Result<()> {
                 })?;
             }
             let line = format!(
-                "consumer-{i} partition={} offset={} key={} value={}\n",
+                "consumer-{i} partition={} offset={} key={} value={}{}\n",
                 r.partition,
                 r.offset,
                 r.key.map(util::show).unwrap_or_else(|| "-".into()),
-                util::show(r.value)
+                util::show(r.value),
+                util::show_headers(r.headers)
             );
             std::io::stdout()
                 .lock()

@@ -14,9 +14,11 @@
 //! published persistent (delivery mode 2); a flush succeeds only when the
 //! broker has acknowledged every message published since the last one,
 //! which for a durable queue means written to disk. A negative
-//! acknowledgement, a lost connection or (with `mandatory`) a message no
-//! queue took fails the flush, and the pipeline publishes again:
-//! at-least-once. Heartbeats are only sent while the sink is being used;
+//! acknowledgement (`basic.nack`) or, with `mandatory`, a message no queue
+//! took (`basic.return`) refuses that message for good: the pipeline
+//! publishes it again up to its attempts, then dead-letters it, while the
+//! others go on. A lost connection or a timeout is transient: the messages
+//! from the first unconfirmed one on are published again: at-least-once. Heartbeats are only sent while the sink is being used;
 //! a sink idle for longer than two heartbeat intervals finds its
 //! connection closed by the broker and replaces it on the next send (it
 //! had nothing unconfirmed, so nothing is lost).
@@ -117,7 +119,7 @@ pub const AMQP: Connector = Connector {
             name: "mandatory",
             role: Role::Sink,
             default: Some("false"),
-            help: "fail the flush (and publish again) when no queue takes a message",
+            help: "refuse a message no queue takes (returned by the broker; dead-lettered after the pipeline's attempts) instead of letting the broker drop it",
         },
     ],
     build_source: Some(|mut o, _| {

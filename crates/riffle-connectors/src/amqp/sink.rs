@@ -1,9 +1,9 @@
 //! Publishing persistent messages with publisher confirms.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use riffle::connect::{render, Delivery, Record, Sink};
+use riffle::connect::{render, Delivery, Record, Sink, Unconfirmed};
 use riffle::{Error, Result};
 
 use super::client::{Connection, Incoming, Params, Value};
@@ -12,6 +12,12 @@ use crate::net::Backoff;
 
 /// Records published to an exchange; a flush waits for the broker's
 /// confirms.
+///
+/// A `basic.nack` refuses the messages it covers for good, and so does a
+/// `basic.return` of a mandatory message no queue took: the broker sends
+/// the return just before the ack of that message, so the first ack after
+/// a return names the returned message's tag. The flush reports them by
+/// their place among the records sent since the last flush.
 pub struct AmqpSink {
     params: Params,
     exchange: String,
@@ -21,10 +27,15 @@ pub struct AmqpSink {
     /// The sequence number the broker gives the next publish (confirm mode
     /// numbers a channel's publishes from 1).
     next_tag: u64,
-    /// Published and not yet confirmed.
-    pending: BTreeSet<u64>,
-    /// Why the broker refused something since the last flush.
-    refused: Option<String>,
+    /// Published and not yet confirmed: tag and place in the round (the
+    /// records sent since the last flush).
+    pending: BTreeMap<u64, usize>,
+    /// Records sent in this round.
+    round: usize,
+    /// Refused in this round: place and why.
+    refused: Vec<(usize, String)>,
+    /// Why the next acked message came back (a `basic.return`).
+    returned: Option<String>,
     backoff: Backoff,
     /// Whether the last connection attempt failed (the next one waits).
     failing: bool,
@@ -46,8 +57,10 @@ impl AmqpSink {
             mandatory,
             conn: None,
             next_tag: 1,
-            pending: BTreeSet::new(),
-            refused: None,
+            pending: BTreeMap::new(),
+            round: 0,
+            refused: Vec::new(),
+            returned: None,
             backoff: Backoff::default(),
             failing: false,
         };
@@ -61,7 +74,7 @@ impl AmqpSink {
         self.conn = Some(c);
         self.next_tag = 1;
         self.pending.clear();
-        self.refused = None;
+        self.returned = None;
         Ok(())
     }
 
@@ -99,22 +112,54 @@ impl AmqpSink {
         e
     }
 
+    /// Starts counting records again from 0: after a flush, whatever it
+    /// reported, or after an error (the caller sends everything again).
+    fn new_round(&mut self) {
+        self.round = 0;
+        self.refused.clear();
+        self.returned = None;
+    }
+
+    /// Takes the confirmed tags (`tag` alone, or all up to it) out of
+    /// `pending`; refuses them with `why` if given.
+    fn settle(&mut self, tag: u64, multiple: bool, why: Option<&str>) {
+        let settled: Vec<(u64, usize)> = if multiple {
+            let rest = self.pending.split_off(&(tag + 1));
+            std::mem::replace(&mut self.pending, rest)
+                .into_iter()
+                .collect()
+        } else {
+            self.pending
+                .remove(&tag)
+                .map(|at| (tag, at))
+                .into_iter()
+                .collect()
+        };
+        if let Some(why) = why {
+            for (_, at) in settled {
+                self.refused.push((at, why.to_owned()));
+            }
+        }
+    }
+
     fn handle(&mut self, event: Incoming) {
         match event {
             Incoming::Ack { tag, multiple } => {
-                if multiple {
-                    self.pending = self.pending.split_off(&(tag + 1));
-                } else {
-                    self.pending.remove(&tag);
+                if let Some(why) = self.returned.take() {
+                    // The ack that follows a return is the returned
+                    // message's, even when it confirms others with it.
+                    if let Some(at) = self.pending.remove(&tag) {
+                        self.refused.push((at, why));
+                    }
                 }
+                self.settle(tag, multiple, None);
             }
             Incoming::Nack { tag, multiple } => {
-                if multiple {
-                    self.pending = self.pending.split_off(&(tag + 1));
-                } else {
-                    self.pending.remove(&tag);
-                }
-                self.refused = Some("the broker refused a message (nack)".into());
+                let why = format!(
+                    "AMQP server at {} refused the message (basic.nack)",
+                    self.params.address
+                );
+                self.settle(tag, multiple, Some(&why));
             }
             Incoming::Returned {
                 code,
@@ -122,8 +167,9 @@ impl AmqpSink {
                 routing_key,
             } => {
                 if self.mandatory {
-                    self.refused = Some(format!(
-                        "no queue took a message with routing key '{routing_key}': {code} {text}"
+                    self.returned = Some(format!(
+                        "AMQP server at {}: no queue took the message with routing key '{routing_key}' (basic.return {code} {text})",
+                        self.params.address
                     ));
                 }
             }
@@ -145,6 +191,46 @@ impl AmqpSink {
     }
 }
 
+impl AmqpSink {
+    /// Reads confirms until nothing is pending; on failure, the place of the
+    /// first unconfirmed record and why.
+    fn await_confirms(&mut self, timeout: Duration) -> std::result::Result<(), (usize, Error)> {
+        let first_pending = |s: &Self| s.pending.values().min().copied().unwrap_or(s.round);
+        let Some(conn) = self.conn.as_mut() else {
+            // Nothing published since the connection was lost and reported.
+            return Ok(());
+        };
+        if let Err(e) = conn.write_out() {
+            let at = first_pending(self);
+            return Err((at, self.lost(e)));
+        }
+        let deadline = Instant::now() + timeout;
+        while !self.pending.is_empty() {
+            let conn = self.conn.as_mut().expect("connected");
+            match conn.next(deadline) {
+                Ok(Some(event)) => self.handle(event),
+                Ok(None) => {
+                    let at = first_pending(self);
+                    let n = self.pending.len();
+                    self.pending.clear();
+                    return Err((
+                        at,
+                        Error::Timeout(format!(
+                            "AMQP server at {} confirmed not all messages within {timeout:?} ({n} left)",
+                            self.params.address
+                        )),
+                    ));
+                }
+                Err(e) => {
+                    let at = first_pending(self);
+                    return Err((at, self.lost(e)));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Sink for AmqpSink {
     fn describe(&self) -> String {
         let exchange = if self.exchange.is_empty() {
@@ -162,7 +248,31 @@ impl Sink for AmqpSink {
         Delivery::AtLeastOnce
     }
 
+    /// A failed send starts a new round: the caller sends everything since
+    /// the last flush again.
     fn send(&mut self, record: &Record) -> Result<()> {
+        let r = self.publish(record);
+        if r.is_err() {
+            self.new_round();
+        }
+        r
+    }
+
+    fn flush(&mut self, timeout: Duration) -> Result<()> {
+        self.finish_round(timeout)
+    }
+
+    fn close(&mut self) -> Result<()> {
+        let r = self.flush(Duration::from_secs(10));
+        if let Some(c) = self.conn.take() {
+            c.close();
+        }
+        r
+    }
+}
+
+impl AmqpSink {
+    fn publish(&mut self, record: &Record) -> Result<()> {
         if self.conn.is_none() {
             self.reconnect()?;
         }
@@ -174,9 +284,13 @@ impl Sink for AmqpSink {
         }
         let routing_key = render(&self.routing_key, record);
         if routing_key.len() > 255 {
-            return Err(Error::InvalidInput(format!(
-                "amqp: routing key '{routing_key}' is longer than 255 bytes"
-            )));
+            // No server would take it: refused, in its place in the round.
+            self.refused.push((
+                self.round,
+                format!("amqp: routing key '{routing_key}' is longer than 255 bytes"),
+            ));
+            self.round += 1;
+            return Ok(());
         }
         let mut headers: Vec<(String, Value)> = Vec::with_capacity(record.headers.len() + 1);
         if let Some(key) = &record.key {
@@ -195,51 +309,26 @@ impl Sink for AmqpSink {
         ) {
             return Err(self.lost(e));
         }
-        self.pending.insert(self.next_tag);
+        self.pending.insert(self.next_tag, self.round);
         self.next_tag += 1;
+        self.round += 1;
         Ok(())
     }
 
-    fn flush(&mut self, timeout: Duration) -> Result<()> {
-        let Some(conn) = self.conn.as_mut() else {
-            // Nothing sent since the connection was lost and reported.
-            return Ok(());
-        };
-        if let Err(e) = conn.write_out() {
-            return Err(self.lost(e));
-        }
-        let deadline = Instant::now() + timeout;
-        while !self.pending.is_empty() {
-            let conn = self.conn.as_mut().expect("connected");
-            match conn.next(deadline) {
-                Ok(Some(event)) => self.handle(event),
-                Ok(None) => {
-                    let n = self.pending.len();
-                    self.pending.clear();
-                    return Err(Error::Timeout(format!(
-                        "AMQP server at {} confirmed not all messages within {timeout:?} ({n} left)",
-                        self.params.address
-                    )));
-                }
-                Err(e) => return Err(self.lost(e)),
+    /// Waits for the confirms of everything published in this round. A
+    /// lost connection or a timeout reports the records before the first
+    /// unconfirmed one as settled (those confirmed after it come again).
+    fn finish_round(&mut self, timeout: Duration) -> Result<()> {
+        let sent = self.round;
+        let result = self.await_confirms(timeout);
+        let refused = std::mem::take(&mut self.refused);
+        let result = match result {
+            Ok(()) => Unconfirmed::refused(sent, refused),
+            Err((first_unconfirmed, e)) => {
+                Err(Unconfirmed::transient(first_unconfirmed, refused, &e, None))
             }
-        }
-        // A return comes before its message's ack: look once more for any.
-        self.drain()?;
-        match self.refused.take() {
-            Some(why) => Err(Error::Backend(format!(
-                "AMQP server at {}: {why}",
-                self.params.address
-            ))),
-            None => Ok(()),
-        }
-    }
-
-    fn close(&mut self) -> Result<()> {
-        let r = self.flush(Duration::from_secs(10));
-        if let Some(c) = self.conn.take() {
-            c.close();
-        }
-        r
+        };
+        self.new_round();
+        result
     }
 }

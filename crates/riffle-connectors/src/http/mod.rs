@@ -32,12 +32,17 @@
 //! `{topic}` are the record's), its value the body, with `Content-Type`
 //! from `content_type` and the key, if any, in `X-Riffle-Key`. `send`
 //! queues; `flush` performs the queued requests in order, each until it
-//! gets a 2xx: at most `retries` attempts, 100 ms apart then doubling.
-//! Errors worth retrying are connection failures, timeouts, 5xx, 408 and
-//! 429; any other 4xx fails the flush at once with the status and the
-//! first line of the response body. A failed flush is sent again by the
-//! pipeline from its first record, so an endpoint may see a request more
-//! than once: at-least-once, with 2xx as the endpoint's confirmation.
+//! gets a 2xx: at most `retries` attempts, 100 ms apart then doubling, or
+//! as long as a `Retry-After` (in seconds) asks. Errors worth retrying are
+//! connection failures, timeouts, 5xx, 408 and 429. Any other 4xx refuses
+//! that record for good, with the status and the start of the response
+//! body as the reason, and the flush goes on with the next: the pipeline
+//! tries a refused record a few times and then dead-letters it alone
+//! ([`Unconfirmed`](riffle::connect::Unconfirmed)). A request still
+//! failing after its attempts ends the flush there, and the pipeline sends
+//! that record and those after it again, never those already answered 2xx:
+//! at-least-once, with 2xx as the endpoint's confirmation (a request whose
+//! answer was lost comes again).
 //! Each request has a connection of its own (`Connection: close`): simple
 //! and never confused by a server closing an idle connection, at the cost
 //! of a TCP handshake per record.
@@ -130,7 +135,7 @@ pub const HTTP: Connector = Connector {
             name: "retries",
             role: Role::Sink,
             default: Some("3"),
-            help: "attempts per request before the flush fails (5xx, 408, 429, no connection)",
+            help: "attempts per request within a flush (5xx, 408, 429, no connection) before the pipeline takes over",
         },
         Opt {
             name: "timeout",

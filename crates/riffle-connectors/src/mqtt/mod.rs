@@ -21,8 +21,11 @@
 //! returns, so the broker holds it (on disk as far as its persistence
 //! goes). The sink's session is clean: after a lost connection the
 //! unconfirmed messages are not resent by the sink itself; the flush fails
-//! and the pipeline sends them again (so they may repeat). With `qos=0`
-//! nothing is confirmed: at-most-once.
+//! and the pipeline sends them again, from the first unacknowledged one (so
+//! they may repeat). With MQTT 5, a PUBACK reason code of 0x80 or more (not
+//! authorized, quota exceeded, ...) refuses that message for good: the
+//! pipeline dead-letters it after its attempts and the others go on. With
+//! `qos=0` nothing is confirmed: at-most-once.
 //!
 //! Records: a source's record has the MQTT topic as its topic, no key, the
 //! payload as its value and (MQTT 5) the user properties as headers. A

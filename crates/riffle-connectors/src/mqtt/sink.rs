@@ -1,9 +1,9 @@
 //! Publishing at QoS 1: a flush waits for the PUBACK of every message.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use riffle::connect::{render, Delivery, Record, Sink};
+use riffle::connect::{render, Delivery, Record, Sink, Unconfirmed};
 use riffle::{Error, Result};
 
 use super::client::{encode_publish, refusal, ConnectOptions, Connection, Packet, Publish};
@@ -18,6 +18,13 @@ const WRITE_AT: usize = 64 * 1024;
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Publishes each record's value to the topic its template gives.
+///
+/// With MQTT 5, a PUBACK reason code of 0x80 or more (not authorized,
+/// topic name invalid, quota exceeded, payload format invalid, ...)
+/// refuses that message for good; the flush reports it by its place among
+/// the records sent since the last flush, and the others go on. MQTT
+/// 3.1.1 has no way to refuse a message: a broker that will not take one
+/// drops the connection, which is transient like any disconnect.
 pub struct MqttSink {
     address: String,
     options: ConnectOptions,
@@ -26,8 +33,13 @@ pub struct MqttSink {
     retain: bool,
     conn: Option<Connection>,
     next_id: u16,
-    /// Packet ids sent and not yet confirmed.
-    in_flight: HashSet<u16>,
+    /// Packet ids sent and not yet confirmed, with their places in the
+    /// round (the records sent since the last flush).
+    in_flight: HashMap<u16, usize>,
+    /// Records sent in this round.
+    round: usize,
+    /// Refused in this round: place and why.
+    refused: Vec<(usize, String)>,
     backoff: Backoff,
     /// When the next reconnection attempt may be made.
     retry_at: Option<Instant>,
@@ -57,7 +69,9 @@ impl MqttSink {
             retain,
             conn: Some(conn),
             next_id: 0,
-            in_flight: HashSet::new(),
+            in_flight: HashMap::new(),
+            round: 0,
+            refused: Vec::new(),
             backoff: Backoff::default(),
             retry_at: None,
         })
@@ -116,17 +130,27 @@ impl MqttSink {
             reason,
         } = packet
         {
-            self.in_flight.remove(&packet_id);
-            if code >= 0x80 {
-                return Err(Error::Backend(format!(
-                    "MQTT broker at {} refused a message: {} (code 0x{code:02x}){}",
-                    self.address,
-                    refusal(code),
-                    reason.map_or_else(String::new, |r| format!(": {r}"))
-                )));
+            let at = self.in_flight.remove(&packet_id);
+            if let Some(at) = at.filter(|_| code >= 0x80) {
+                self.refused.push((
+                    at,
+                    format!(
+                        "MQTT broker at {} refused the message: {} (reason code 0x{code:02x}){}",
+                        self.address,
+                        refusal(code),
+                        reason.map_or_else(String::new, |r| format!(": {r}"))
+                    ),
+                ));
             }
         }
         Ok(())
+    }
+
+    /// Starts counting records from 0 again: after a flush, or after a
+    /// failed send (the caller then sends everything again).
+    fn new_round(&mut self) {
+        self.round = 0;
+        self.refused.clear();
     }
 
     /// Reads one packet within `timeout` and handles it; false if none
@@ -163,8 +187,9 @@ impl MqttSink {
         let conn = self.conn.as_mut().expect("connected");
         conn.queue(&encode_publish(conn.version(), &p)?);
         if let Some(id) = p.packet_id {
-            self.in_flight.insert(id);
+            self.in_flight.insert(id, self.round);
         }
+        self.round += 1;
         if conn.queued() >= WRITE_AT {
             conn.send()?;
         }
@@ -175,7 +200,7 @@ impl MqttSink {
     fn next_packet_id(&mut self) -> u16 {
         loop {
             self.next_id = self.next_id.checked_add(1).unwrap_or(1);
-            if !self.in_flight.contains(&self.next_id) {
+            if !self.in_flight.contains_key(&self.next_id) {
                 return self.next_id;
             }
         }
@@ -215,10 +240,16 @@ impl Sink for MqttSink {
     fn send(&mut self, record: &Record) -> Result<()> {
         let topic = render(&self.template, record);
         if topic.is_empty() || topic.contains(['+', '#']) {
-            return Err(Error::InvalidInput(format!(
-                "MQTT topic '{topic}' (from '{}'): empty or with a wildcard",
-                self.template
-            )));
+            // No broker would take it: refused, in its place in the round.
+            self.refused.push((
+                self.round,
+                format!(
+                    "MQTT topic '{topic}' (from '{}'): empty or with a wildcard",
+                    self.template
+                ),
+            ));
+            self.round += 1;
+            return Ok(());
         }
         let p = Publish {
             topic,
@@ -233,15 +264,33 @@ impl Sink for MqttSink {
                 .collect(),
             payload: record.value.clone(),
         };
-        self.publish(p).map_err(|e| self.fail(e))
+        self.publish(p).map_err(|e| {
+            self.new_round();
+            self.fail(e)
+        })
     }
 
+    /// Waits for the PUBACKs of the round. Brokers acknowledge in order,
+    /// so after a lost connection or a timeout the records before the
+    /// first unacknowledged one are settled and only the rest come again.
     fn flush(&mut self, timeout: Duration) -> Result<()> {
-        if self.conn.is_none() {
+        let sent = self.round;
+        let result = match self.conn {
             // Lost after the last send, which failed and told the caller.
-            return Ok(());
-        }
-        self.confirm(timeout).map_err(|e| self.fail(e))
+            None => Ok(()),
+            Some(_) => self.confirm(timeout),
+        };
+        let result = match result {
+            Ok(()) => Unconfirmed::refused(sent, std::mem::take(&mut self.refused)),
+            Err(e) => {
+                let settled = self.in_flight.values().min().copied().unwrap_or(sent);
+                let refused = std::mem::take(&mut self.refused);
+                let e = self.fail(e);
+                Err(Unconfirmed::transient(settled, refused, &e, None))
+            }
+        };
+        self.new_round();
+        result
     }
 
     fn close(&mut self) -> Result<()> {

@@ -20,7 +20,12 @@
 //!   with a reply subject and its flush waits for every publish
 //!   acknowledgement (`{"stream":..,"seq":..}`), which the server sends
 //!   once the message is stored. Both ends are **at-least-once**: a lost
-//!   acknowledgement repeats records, nothing is dropped.
+//!   acknowledgement repeats records, nothing is dropped. An
+//!   acknowledgement with an error (a full stream, a message too large, an
+//!   expectation header that does not hold) refuses that record for good:
+//!   the pipeline dead-letters it after its attempts and the others go on.
+//!   "No responders" (no stream on the subject, or JetStream starting up)
+//!   fails the flush instead, and is retried.
 //!
 //! # Records
 //!
@@ -44,7 +49,7 @@
 //! any subject (the default `{topic}`) is refused when creating, because a
 //! stream on `>` would also store every reply and inbox message on the
 //! server; give it a fixed first token or `stream_subjects`. A rendered
-//! subject with whitespace cannot be published and fails the send.
+//! subject with whitespace cannot be published: that record is refused.
 //!
 //! A lost connection is re-established with backoff, with a warning naming
 //! the server; at start-up an unreachable server is an error within

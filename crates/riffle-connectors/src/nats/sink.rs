@@ -1,10 +1,10 @@
 //! Publishing to subjects: fire-and-forget in core mode, confirmed by
 //! JetStream's publish acknowledgements in JetStream mode.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use riffle::connect::{render, Delivery, Record, Sink};
+use riffle::connect::{render, Delivery, Record, Sink, Unconfirmed};
 use riffle::{Error, Result};
 
 use super::client::{api_reply, Client};
@@ -31,8 +31,13 @@ pub struct NatsSink {
     template: String,
     js: Option<Stream>,
     client: Option<Client>,
-    /// Reply subjects of publishes not acknowledged yet (JetStream).
-    awaiting: HashSet<String>,
+    /// Reply subjects of publishes not acknowledged yet (JetStream), with
+    /// their places in the round (the records sent since the last flush).
+    awaiting: HashMap<String, usize>,
+    /// Records sent in this round.
+    round: usize,
+    /// Refused in this round: place and why.
+    refused: Vec<(usize, String)>,
     /// Something was sent since the last successful flush.
     dirty: bool,
     backoff: Backoff,
@@ -47,7 +52,9 @@ impl NatsSink {
             template,
             js,
             client: None,
-            awaiting: HashSet::new(),
+            awaiting: HashMap::new(),
+            round: 0,
+            refused: Vec::new(),
             dirty: false,
             backoff: Backoff::default(),
         };
@@ -99,10 +106,19 @@ impl NatsSink {
     }
 
     /// Reads publish acknowledgements until at most `left` are missing or
-    /// `deadline` passes. An error reply fails the whole flush: which
-    /// records were stored is not tracked, they are all sent again.
-    fn await_acks(&mut self, left: usize, deadline: Instant) -> Result<()> {
+    /// `deadline` passes. An error in an acknowledgement (the stream is
+    /// full, the message too large, a wrong expected sequence) refuses that
+    /// record for good. "No responders" is a failure of the flush instead:
+    /// JetStream answers so while it starts up or its stream is being
+    /// created, which passes. On failure, the place of the first
+    /// unacknowledged record in the round and why.
+    fn await_acks(
+        &mut self,
+        left: usize,
+        deadline: Instant,
+    ) -> std::result::Result<(), (usize, Error)> {
         while self.awaiting.len() > left {
+            let first = self.awaiting.values().min().copied().unwrap_or(self.round);
             let client = self.client.as_mut().expect("connected while awaiting");
             let msg = match client.next_msg(deadline) {
                 Ok(Some(msg)) => msg,
@@ -112,31 +128,119 @@ impl NatsSink {
                         "{missing} publishes to NATS server at {} not acknowledged by JetStream",
                         self.url.address()
                     ));
-                    return Err(self.lost(e));
+                    return Err((first, self.lost(e)));
                 }
-                Err(e) => return Err(self.lost(e)),
+                Err(e) => return Err((first, self.lost(e))),
             };
-            if !self.awaiting.remove(&msg.subject) {
+            let Some(at) = self.awaiting.remove(&msg.subject) else {
                 continue; // A late acknowledgement of a failed flush.
-            }
-            let failed = match api_reply(&msg) {
-                Ok(Ok(_)) => None,
-                Ok(Err(e)) if e.code == 503 => {
-                    Some("no JetStream stream stores this subject (no responders)".to_owned())
-                }
-                Ok(Err(e)) => Some(format!("{} (code {})", e.description, e.err_code)),
-                Err(e) => Some(e.to_string()),
             };
-            if let Some(why) = failed {
-                self.awaiting.clear();
-                return Err(Error::Backend(format!(
-                    "JetStream did not store a publish for stream {} on NATS server at {}: {why}",
-                    self.js.as_ref().map_or("", |j| j.name.as_str()),
+            let stream = self.js.as_ref().map_or("", |j| j.name.as_str());
+            let what = |why: String| {
+                format!(
+                    "JetStream did not store a publish for stream {stream} on NATS server at {}: {why}",
                     self.url.address()
-                )));
+                )
+            };
+            match api_reply(&msg) {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) if e.code == 503 => {
+                    let why = "no JetStream stream stores this subject (no responders)";
+                    let e = Error::Backend(what(why.into()));
+                    self.awaiting.clear();
+                    return Err((first, e));
+                }
+                Ok(Err(e)) => {
+                    let why = what(format!("{} (code {})", e.description, e.err_code));
+                    self.refused.push((at, why));
+                }
+                Err(e) => {
+                    let e = Error::Backend(what(e.to_string()));
+                    self.awaiting.clear();
+                    return Err((first, e));
+                }
             }
         }
         Ok(())
+    }
+
+    /// Starts counting records from 0 again: after a flush, or after a
+    /// failed send (the caller then sends everything again).
+    fn new_round(&mut self) {
+        self.round = 0;
+        self.refused.clear();
+    }
+
+    fn publish(&mut self, record: &Record) -> Result<()> {
+        let subject = render(&self.template, record);
+        let mut headers = Vec::with_capacity(record.headers.len() + 1);
+        if let Some(key) = &record.key {
+            headers.push((KEY_HEADER.to_owned(), key.clone()));
+        }
+        headers.extend(record.headers.iter().cloned());
+        let jetstream = self.js.is_some();
+        self.dirty = true;
+        let client = self.client()?;
+        let published = match jetstream {
+            true => client.new_inbox().map(|(reply, _)| Some(reply)),
+            false => Ok(None),
+        }
+        .and_then(|reply| {
+            client.publish(&subject, reply.as_deref(), &headers, &record.value)?;
+            Ok(reply)
+        });
+        let reply = match published {
+            Ok(reply) => reply,
+            // The record cannot be sent (a bad subject or header); the
+            // connection is fine: refused, in its place in the round.
+            Err(Error::InvalidInput(why)) => {
+                self.refused.push((self.round, why));
+                self.round += 1;
+                return Ok(());
+            }
+            Err(e) => return Err(self.lost(e)),
+        };
+        if let Some(reply) = reply {
+            self.awaiting.insert(reply, self.round);
+        }
+        self.round += 1;
+        if self.awaiting.len() >= MAX_IN_FLIGHT {
+            if let Err(e) = self.client.as_mut().expect("connected").write_out() {
+                return Err(self.lost(e));
+            }
+            self.await_acks(MAX_IN_FLIGHT / 2, Instant::now() + IO_TIMEOUT)
+                .map_err(|(_, e)| e)?;
+        }
+        Ok(())
+    }
+
+    fn finish_round(&mut self, timeout: Duration) -> std::result::Result<(), (usize, Error)> {
+        let deadline = Instant::now() + timeout;
+        let Some(client) = self.client.as_mut() else {
+            if self.dirty {
+                return Err((
+                    0,
+                    Error::Backend(format!(
+                        "the connection to NATS server at {} was lost; send again",
+                        self.url.address()
+                    )),
+                ));
+            }
+            return Ok(());
+        };
+        if self.js.is_some() {
+            match client.write_out() {
+                Ok(()) => self.await_acks(0, deadline),
+                Err(e) => {
+                    let first = self.awaiting.values().min().copied().unwrap_or(self.round);
+                    Err((first, self.lost(e)))
+                }
+            }
+        } else {
+            // Core NATS confirms nothing; the PONG shows the server has
+            // read every publish before it.
+            client.ping(deadline).map_err(|e| (0, self.lost(e)))
+        }
     }
 }
 
@@ -161,67 +265,30 @@ impl Sink for NatsSink {
         }
     }
 
+    /// A failed send starts a new round: the caller sends everything since
+    /// the last flush again.
     fn send(&mut self, record: &Record) -> Result<()> {
-        let subject = render(&self.template, record);
-        let mut headers = Vec::with_capacity(record.headers.len() + 1);
-        if let Some(key) = &record.key {
-            headers.push((KEY_HEADER.to_owned(), key.clone()));
+        let r = self.publish(record);
+        if r.is_err() {
+            self.new_round();
         }
-        headers.extend(record.headers.iter().cloned());
-        let jetstream = self.js.is_some();
-        self.dirty = true;
-        let client = self.client()?;
-        let published = match jetstream {
-            true => client.new_inbox().map(|(reply, _)| Some(reply)),
-            false => Ok(None),
-        }
-        .and_then(|reply| {
-            client.publish(&subject, reply.as_deref(), &headers, &record.value)?;
-            Ok(reply)
-        });
-        let reply = match published {
-            Ok(reply) => reply,
-            // The record cannot be sent (a bad subject or header); the
-            // connection is fine.
-            Err(e @ Error::InvalidInput(_)) => return Err(e),
-            Err(e) => return Err(self.lost(e)),
-        };
-        if let Some(reply) = reply {
-            self.awaiting.insert(reply);
-            if self.awaiting.len() >= MAX_IN_FLIGHT {
-                if let Err(e) = self.client.as_mut().expect("connected").write_out() {
-                    return Err(self.lost(e));
-                }
-                self.await_acks(MAX_IN_FLIGHT / 2, Instant::now() + IO_TIMEOUT)?;
-            }
-        }
-        Ok(())
+        r
     }
 
+    /// Waits for JetStream's acknowledgements of the round; refused
+    /// records are reported by their places, and after a failure the
+    /// records before the first unacknowledged one count as settled.
     fn flush(&mut self, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        let Some(client) = self.client.as_mut() else {
-            if self.dirty {
-                return Err(Error::Backend(format!(
-                    "the connection to NATS server at {} was lost; send again",
-                    self.url.address()
-                )));
+        let sent = self.round;
+        let refused = |s: &mut Self| std::mem::take(&mut s.refused);
+        let result = match self.finish_round(timeout) {
+            Ok(()) => {
+                self.dirty = false;
+                Unconfirmed::refused(sent, refused(self))
             }
-            return Ok(());
+            Err((first, e)) => Err(Unconfirmed::transient(first, refused(self), &e, None)),
         };
-        let result = if self.js.is_some() {
-            match client.write_out() {
-                Ok(()) => self.await_acks(0, deadline),
-                Err(e) => Err(self.lost(e)),
-            }
-        } else {
-            // Core NATS confirms nothing; the PONG shows the server has
-            // read every publish before it.
-            client.ping(deadline).map_err(|e| self.lost(e))
-        };
-        if result.is_ok() {
-            self.dirty = false;
-        }
+        self.new_round();
         result
     }
 

@@ -34,8 +34,13 @@
 //! append-only file under its `appendfsync` policy: only with
 //! `appendfsync always` is it on disk before the answer; with the default
 //! `everysec` a server crash can lose the last second, and without the
-//! append-only file, everything since the last snapshot. A failed flush is
-//! sent again by the pipeline, which can repeat entries (with new ids).
+//! append-only file, everything since the last snapshot. An error reply to
+//! an `XADD` (`WRONGTYPE`: the key holds something else than a stream;
+//! `OOM`; an ACL denial) refuses that record for good, and the pipeline
+//! dead-letters it after its attempts. A lost connection is transient: the
+//! entries whose ids were read are settled, the rest are sent again, which
+//! can repeat entries Redis stored without the answer arriving (with new
+//! ids).
 //!
 //! # Options
 //!

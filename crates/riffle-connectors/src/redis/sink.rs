@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use riffle::connect::{render, Delivery, Record, Sink};
+use riffle::connect::{render, Delivery, Record, Sink, Unconfirmed};
 use riffle::{Error, Result};
 
 use super::client::{Conn, Target, Value};
@@ -12,9 +12,11 @@ use crate::net::Backoff;
 const WRITE_CHUNK: usize = 256 << 10;
 
 /// Writes each record as one stream entry. `send` queues an XADD and
-/// `flush` reads one reply per XADD: the entry's id, or an error that
-/// fails the flush (and drops the connection, whose remaining replies no
-/// longer matter: the caller sends the batch again).
+/// `flush` reads one reply per XADD: the entry's id, or an error reply
+/// (`WRONGTYPE` for a key that is not a stream, `OOM`, an ACL denial),
+/// which refuses that record for good while the others' replies are read
+/// on. A lost connection instead ends the flush: the XADDs whose replies
+/// were read are settled, and the caller sends the rest again.
 pub struct RedisSink {
     target: Target,
     stream: String,
@@ -73,23 +75,42 @@ impl RedisSink {
     }
 
     fn try_flush(&mut self, timeout: Duration) -> Result<()> {
+        let sent = self.in_flight;
         let Some(conn) = self.conn.as_mut() else {
             return Ok(());
         };
-        conn.flush()?;
-        conn.set_timeout(timeout)?;
-        while self.in_flight > 0 {
-            match conn.reply()? {
-                Value::Bulk(Some(_)) => self.in_flight -= 1,
-                other => {
-                    return Err(Error::Backend(format!(
-                        "redis {}: XADD answered {other:?} instead of an id",
-                        conn.address()
-                    )))
-                }
-            }
+        let mut refused = Vec::new();
+        let written = conn.flush().and_then(|()| conn.set_timeout(timeout));
+        if let Err(e) = written {
+            return Err(Unconfirmed::transient(0, refused, &self.fail(e), None));
         }
-        Ok(())
+        for at in 0..sent {
+            let broken = match conn.reply() {
+                Ok(Value::Bulk(Some(_))) => continue,
+                // An error reply: this XADD was refused, the connection is
+                // fine and the next reply is the next XADD's.
+                Err(Error::Backend(text)) => {
+                    refused.push((
+                        at,
+                        format!("redis {}: XADD refused: {text}", conn.address()),
+                    ));
+                    continue;
+                }
+                Ok(other) => Error::Backend(format!(
+                    "redis {}: XADD answered {other:?} instead of an id",
+                    conn.address()
+                )),
+                Err(e) => e,
+            };
+            return Err(Unconfirmed::transient(
+                at,
+                refused,
+                &self.fail(broken),
+                None,
+            ));
+        }
+        self.in_flight = 0;
+        Unconfirmed::refused(sent, refused)
     }
 }
 
@@ -129,6 +150,6 @@ impl Sink for RedisSink {
     }
 
     fn flush(&mut self, timeout: Duration) -> Result<()> {
-        self.try_flush(timeout).map_err(|e| self.fail(e))
+        self.try_flush(timeout)
     }
 }

@@ -4,8 +4,11 @@
 
 #![allow(dead_code)]
 
+mod headers;
 mod txn;
 // Used by the `conformance_tests!` expansion, not by every includer.
+#[allow(unused_imports)]
+pub use headers::*;
 #[allow(unused_imports)]
 pub use txn::*;
 
@@ -30,7 +33,8 @@ macro_rules! conformance_tests {
             panicking_handler_is_restarted,
             txn_commit_is_visible_with_offsets, txn_abort_is_invisible,
             txn_newer_producer_fences_older, txn_stale_generation_is_fenced,
-            read_partition_to_end, read_partition_skips_aborted);
+            read_partition_to_end, read_partition_skips_aborted,
+            headers_round_trip, headers_in_transactions_and_passed_on);
     };
     ($log:expr; $($name:ident),*) => {
         $(
