@@ -959,6 +959,14 @@ fn topic_admin(run: impl Fn(&[&str]) -> Output, prefix: &str) {
     assert!(names.contains(&a), "{names:?}");
     let err = one_line_error(&run(&["topics", "describe", &b]));
     assert!(err.contains("unknown topic"), "{err}");
+    // Producing to it or reading it does not bring it back.
+    let err = one_line_error(&run(&["produce", "-t", &b, "x"]));
+    assert!(err.contains("unknown topic"), "{err}");
+    let err = one_line_error(&run(&["consume", "-t", &c, "-e"]));
+    assert!(err.contains("unknown topic"), "{err}");
+    std::thread::sleep(Duration::from_secs(2));
+    let names = listed(&run);
+    assert!(!names.contains(&b) && !names.contains(&c), "{names:?}");
     // A missing name among others: the others are deleted, the missing one
     // reported.
     ok_on(&run, &["topics", "create", &b]);
@@ -1335,4 +1343,25 @@ fn consume_without_group_on_the_embedded_data_dir() {
 #[test]
 fn consume_without_group_on_kafka() {
     consume_without_group(kafka, &format!("cli-read-{}", std::process::id()));
+}
+
+#[test]
+fn sigterm_stops_consume_without_a_group() {
+    let data = temp_dir("sigterm-nogroup");
+    for args in [&["topics", "create", "t"][..], &["produce", "-t", "t", "a", "b"]] {
+        let out = riffle_in(&data, args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    // Without -e it follows the log until stopped.
+    let (child, mut lines) = spawn_in(&data, &["consume", "-t", "t"]);
+    assert!(lines.next().unwrap().unwrap().contains("value=b"));
+    sigterm(&child);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("consumed 2 records"),
+        "{}",
+        text(&out.stderr)
+    );
+    std::fs::remove_dir_all(&data).unwrap();
 }
