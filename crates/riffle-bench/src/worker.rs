@@ -277,6 +277,7 @@ fn embedded(a: &WorkerArgs, guarantee: Guarantee) -> Result<()> {
                     key: r.key,
                     value: r.value,
                     partition: Some(p),
+                    headers: r.headers,
                 })
             })
             .map_err(e)?;

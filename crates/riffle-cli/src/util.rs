@@ -107,3 +107,24 @@ pub fn show(bytes: &[u8]) -> String {
         Err(_) => bytes.escape_ascii().to_string(),
     }
 }
+
+/// A record's headers for display, after a space: ` headers=k1=v1,k2=v2`,
+/// a null value shown as the bare name; nothing for a record without
+/// headers, so that their lines read as before.
+pub fn show_headers(headers: riffle::log::Headers<'_>) -> String {
+    if headers.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(" headers=");
+    for (i, h) in headers.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(h.name);
+        if let Some(v) = h.value {
+            out.push('=');
+            out.push_str(&show(v));
+        }
+    }
+    out
+}

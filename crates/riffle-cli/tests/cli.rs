@@ -1300,6 +1300,28 @@ fn consume_without_group(run: impl Fn(&[&str]) -> Output, topic: &str) {
         "{v}"
     );
 
+    // Headers: shown on the default line, by %h and in -J.
+    ok_on(
+        &run,
+        &["produce", "-t", topic, "-H", "trace=abc", "-H", "flag", "h"],
+    );
+    let line = all(&["-o", "5", "-e"]);
+    assert_eq!(
+        line,
+        format!("topic={topic} partition=0 offset=5 key=- value=h headers=trace=abc,flag\n")
+    );
+    assert_eq!(
+        all(&["-o", "5", "-e", "-f", "%h|%s\n"]),
+        "trace=abc,flag|h\n"
+    );
+    let v: serde_json::Value = serde_json::from_str(all(&["-o", "5", "-e", "-J"]).trim()).unwrap();
+    assert_eq!(
+        v["headers"],
+        serde_json::json!(["trace", "abc", "flag", null]),
+        "{v}"
+    );
+    assert_eq!(v["key"], serde_json::Value::Null, "{v}");
+
     // -p: one partition of a topic with two.
     let two = format!("{topic}-2");
     ok_on(&run, &["topics", "create", &two, "-p", "2"]);
@@ -1348,7 +1370,10 @@ fn consume_without_group_on_kafka() {
 #[test]
 fn sigterm_stops_consume_without_a_group() {
     let data = temp_dir("sigterm-nogroup");
-    for args in [&["topics", "create", "t"][..], &["produce", "-t", "t", "a", "b"]] {
+    for args in [
+        &["topics", "create", "t"][..],
+        &["produce", "-t", "t", "a", "b"],
+    ] {
         let out = riffle_in(&data, args);
         assert!(out.status.success(), "{}", text(&out.stderr));
     }

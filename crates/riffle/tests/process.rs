@@ -79,10 +79,7 @@ fn stateless_map_filter_flat_map() {
         &["words"],
         stateless::flat_map("chars", |r, out| {
             for c in r.value {
-                out.push(stateless::Output {
-                    key: None,
-                    value: vec![*c],
-                });
+                out.push(stateless::Output::new(None, vec![*c]));
             }
             Ok(())
         }),

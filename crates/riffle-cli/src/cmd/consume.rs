@@ -46,11 +46,12 @@ pub struct ConsumeArgs {
     #[arg(long = "exit", short = 'e')]
     exit_at_end: bool,
     /// Print each record with this format: %t topic, %p partition, %o offset,
-    /// %k key, %s value, %T timestamp (ms), %% a percent sign, \n and \t.
+    /// %k key, %s value, %h headers (name=value,...), %T timestamp (ms), %%
+    /// a percent sign, \n and \t.
     #[arg(long, short = 'f', value_name = "FORMAT", conflicts_with = "json")]
     format: Option<String>,
     /// Print each record as a JSON object on a line: topic, partition,
-    /// offset, tstype, ts, key and payload.
+    /// offset, tstype, ts, headers, key and payload.
     #[arg(long = "json", short = 'J')]
     json: bool,
     /// Stop after this many records.
@@ -107,8 +108,8 @@ fn parse_start(s: &str) -> std::result::Result<Start, String> {
 
 /// How a record is printed.
 enum Output {
-    /// `topic=T partition=P offset=O key=K value=V` (with the consumer's
-    /// name in front when reading as a group).
+    /// `topic=T partition=P offset=O key=K value=V [headers=N=V,...]` (with
+    /// the consumer's name in front of the partition when reading as a group).
     Default,
     Format(Vec<Token>),
     Json,
@@ -121,6 +122,7 @@ enum Token {
     Offset,
     Key,
     Value,
+    Headers,
     Timestamp,
 }
 
@@ -138,6 +140,7 @@ fn parse_format(f: &str) -> Result<Vec<Token>> {
                 Some('o') => Token::Offset,
                 Some('k') => Token::Key,
                 Some('s') => Token::Value,
+                Some('h') => Token::Headers,
                 Some('T') => Token::Timestamp,
                 Some('%') => {
                     text.push('%');
@@ -145,7 +148,7 @@ fn parse_format(f: &str) -> Result<Vec<Token>> {
                 }
                 Some(other) => {
                     return Err(Error::InvalidInput(format!(
-                        "unknown format token %{other} (use %t %p %o %k %s %T %%)"
+                        "unknown format token %{other} (use %t %p %o %k %s %h %T %%)"
                     )))
                 }
                 None => return Err(Error::InvalidInput("the format ends with a lone %".into())),
@@ -189,11 +192,12 @@ impl Output {
                     None => format!("topic={} ", r.topic),
                 };
                 format!(
-                    "{who}partition={} offset={} key={} value={}\n",
+                    "{who}partition={} offset={} key={} value={}{}\n",
                     r.partition,
                     r.offset,
                     r.key.map(util::show).unwrap_or_else(|| "-".into()),
-                    util::show(r.value)
+                    util::show(r.value),
+                    util::show_headers(r.headers)
                 )
             }
             Output::Format(tokens) => {
@@ -206,18 +210,28 @@ impl Output {
                         Token::Offset => out.push_str(&r.offset.to_string()),
                         Token::Key => out.push_str(&r.key.map(util::show).unwrap_or_default()),
                         Token::Value => out.push_str(&util::show(r.value)),
+                        Token::Headers => out.push_str(
+                            util::show_headers(r.headers).trim_start_matches(" headers="),
+                        ),
                         Token::Timestamp => out.push_str(&r.timestamp.unwrap_or(-1).to_string()),
                     }
                 }
                 out
             }
             Output::Json => {
+                // As kcat: names and values in turn, a null value as null.
+                let headers: Vec<serde_json::Value> = r
+                    .headers
+                    .iter()
+                    .flat_map(|h| [h.name.into(), h.value.map(util::show).into()])
+                    .collect();
                 let v = serde_json::json!({
                     "topic": r.topic,
                     "partition": r.partition,
                     "offset": r.offset,
                     "tstype": if r.timestamp.is_some() { "create" } else { "none" },
                     "ts": r.timestamp.unwrap_or(-1),
+                    "headers": headers,
                     "key": r.key.map(util::show),
                     "payload": util::show(r.value),
                 });
@@ -374,6 +388,7 @@ fn consume_in_group(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use riffle::log::Header;
 
     #[test]
     fn starts_and_formats_parse() {
@@ -386,6 +401,7 @@ mod tests {
             Ok(Start::Time(1_700_000_000_000))
         );
         assert!(parse_start("s@x").is_err() && parse_start("--1").is_err());
+        let headers = [Header::new("h", Some(b"1")), Header::new("n", None)];
         let r = RecordRef {
             topic: "t",
             partition: 2,
@@ -393,9 +409,12 @@ mod tests {
             key: None,
             value: b"v\xff",
             timestamp: Some(5),
+            headers: (&headers).into(),
         };
-        let f = Output::Format(parse_format(r"%t/%p@%o %k=%s %T 100%%\t.\n").unwrap());
-        assert_eq!(f.render(&r, None), "t/2@7 =v\\xff 5 100%\t.\n");
+        let f = Output::Format(parse_format(r"%t/%p@%o %k=%s %T 100%%\t[%h].\n").unwrap());
+        assert_eq!(f.render(&r, None), "t/2@7 =v\\xff 5 100%\t[h=1,n].\n");
+        let json: serde_json::Value = serde_json::from_str(&Output::Json.render(&r, None)).unwrap();
+        assert_eq!(json["headers"], serde_json::json!(["h", "1", "n", null]));
         assert!(parse_format("%x").is_err() && parse_format("a%").is_err());
     }
 }

@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use clap::Args;
+use riffle::log::{Header, OutRecord};
 use riffle::stream::Producer;
 use riffle::{Error, Result};
 
@@ -24,6 +25,10 @@ pub struct ProduceArgs {
     /// Refuse values that are not valid JSON instead of sending them as they are.
     #[arg(long)]
     json: bool,
+    /// A header for every record, `NAME=VALUE` (repeatable, in order; a
+    /// name may repeat). `NAME` alone sends a null value, `NAME=` an empty one.
+    #[arg(long = "header", short = 'H', value_name = "NAME=VALUE")]
+    headers: Vec<String>,
     /// Values to send; without any, one value per line of stdin.
     values: Vec<String>,
 }
@@ -33,6 +38,7 @@ pub fn run(args: &LogArgs, a: ProduceArgs) -> Result<()> {
     riffle::log::validate_topic_name(&a.topic)?;
     log.describe_topic(&a.topic, Duration::from_secs(10))?;
     let producer = Producer::new(&*log)?;
+    let headers: Vec<Header<'_>> = a.headers.iter().map(|h| parse_header(h)).collect();
     let send = |line: &str| -> Result<()> {
         let (key, value) = match &a.key_separator {
             Some(sep) => match line.split_once(sep.as_str()) {
@@ -45,7 +51,10 @@ pub fn run(args: &LogArgs, a: ProduceArgs) -> Result<()> {
             serde_json::from_str::<serde_json::Value>(value)
                 .map_err(|e| Error::InvalidInput(format!("not JSON ({e}): {value}")))?;
         }
-        producer.send(&a.topic, key.map(str::as_bytes), value.as_bytes())
+        producer.send_record(
+            OutRecord::new(&a.topic, key.map(str::as_bytes), value.as_bytes())
+                .with_headers(&headers[..]),
+        )
     };
     if a.values.is_empty() {
         for line in std::io::stdin().lock().lines() {
@@ -76,4 +85,13 @@ pub fn run(args: &LogArgs, a: ProduceArgs) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// `NAME=VALUE` as a header, split at the first `=`; `NAME` alone is a
+/// header with a null value (Kafka tells null from empty).
+fn parse_header(arg: &str) -> Header<'_> {
+    match arg.split_once('=') {
+        Some((name, value)) => Header::new(name, Some(value.as_bytes())),
+        None => Header::new(arg, None),
+    }
 }

@@ -4,10 +4,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{render, Delivery, Record, Sink, Source};
+use super::{connect_headers, render, Delivery, Record, Sink, Source};
 use crate::error::{Error, Result};
 use crate::log::{
-    ConsumerConfig, GroupEvent, Log, LogConsumer, PollVisitor, Progress, RecordRef, TopicPartition,
+    ConsumerConfig, GroupEvent, Header, Log, LogConsumer, OutRecord, PollVisitor, Progress,
+    RecordRef, TopicPartition,
 };
 use crate::stream::Producer;
 
@@ -44,7 +45,10 @@ struct Collect<'a> {
 
 impl PollVisitor for Collect<'_> {
     fn record(&mut self, r: RecordRef<'_>) -> bool {
-        self.out.push(Record::new(r.topic, r.key, r.value));
+        self.out.push(Record {
+            headers: connect_headers(r.headers),
+            ..Record::new(r.topic, r.key, r.value)
+        });
         let next = r.offset + 1;
         match self
             .pending
@@ -141,8 +145,15 @@ impl Sink for LogSink {
 
     fn send(&mut self, record: &Record) -> Result<()> {
         let topic = render(&self.topic, record);
-        self.producer
-            .send(&topic, record.key.as_deref(), &record.value)
+        // Borrowed from the record: allocates only if it has headers.
+        let headers: Vec<Header<'_>> = record
+            .headers
+            .iter()
+            .map(|(name, value)| Header::new(name, Some(value.as_slice())))
+            .collect();
+        self.producer.send_record(
+            OutRecord::new(&topic, record.key.as_deref(), &record.value).with_headers(&headers[..]),
+        )
     }
 
     fn flush(&mut self, timeout: Duration) -> Result<()> {

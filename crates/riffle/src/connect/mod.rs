@@ -29,6 +29,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::error::Result;
+use crate::log::Headers;
 
 /// One record crossing a connector.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -61,6 +62,15 @@ impl Record {
             .as_deref()
             .and_then(|k| std::str::from_utf8(k).ok())
     }
+}
+
+/// Headers as a connector record holds them: a null value (which connector
+/// systems have no notion of) becomes an empty one.
+pub(crate) fn connect_headers(headers: Headers<'_>) -> Vec<(String, Vec<u8>)> {
+    headers
+        .iter()
+        .map(|h| (h.name.to_owned(), h.value.unwrap_or_default().to_vec()))
+        .collect()
 }
 
 /// What a connector can promise about the records that cross it.

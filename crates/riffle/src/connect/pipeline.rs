@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::{Delivery, Record, Sink, Source};
 use crate::error::{Error, Result};
-use crate::log::RecordRef;
+use crate::log::{Header, Headers, RecordRef};
 use crate::process::dead_letter;
 use crate::process::{run_processor, Context, KeyedProcessor};
 
@@ -77,6 +77,12 @@ impl<P: KeyedProcessor> Stage for Processor<P> {
         // came before them.
         let offset = self.seen;
         self.seen += 1;
+        // Borrowed from the record: allocates only if it has headers.
+        let headers: Vec<Header<'_>> = record
+            .headers
+            .iter()
+            .map(|(name, value)| Header::new(name, Some(value.as_slice())))
+            .collect();
         let r = RecordRef {
             topic: &record.topic,
             partition: 0,
@@ -84,13 +90,14 @@ impl<P: KeyedProcessor> Stage for Processor<P> {
             key: record.key.as_deref(),
             value: &record.value,
             timestamp: None,
+            headers: Headers::from(&headers[..]),
         };
         let (key, input) = self.processor.decode(&r)?;
         if !self.states.contains_key(&key) {
             self.states.insert(key.clone(), P::State::default());
         }
         let state = self.states.get_mut(&key).expect("inserted above");
-        let mut ctx = Context::new(out, &record.topic, 0, offset, None);
+        let mut ctx = Context::new(out, &record.topic, 0, offset, None, r.headers);
         let retries = self.retries;
         run_processor(&mut self.processor, &key, &input, state, &mut ctx, retries)
     }
@@ -324,9 +331,16 @@ impl Pipeline {
 }
 
 /// The dead-letter record for `record` failing with `error`: the original
-/// key, and as value the JSON envelope with the reason and the original
-/// bytes.
+/// key, as value the JSON envelope with the reason and the original bytes,
+/// and as headers the original's followed by the dead-letter headers.
 fn dead_letter_of(record: &Record, error: &Error) -> Record {
+    let error = error.to_string();
+    let mut headers = record.headers.clone();
+    headers.extend(
+        dead_letter::headers(Headers::EMPTY, &record.topic, None, &error)
+            .into_iter()
+            .map(|h| (h.name, h.value.unwrap_or_default())),
+    );
     Record {
         topic: record.topic.clone(),
         key: record.key.clone(),
@@ -334,9 +348,9 @@ fn dead_letter_of(record: &Record, error: &Error) -> Record {
             &record.topic,
             record.key.as_deref(),
             &record.value,
-            &error.to_string(),
+            &error,
         ),
-        headers: Vec::new(),
+        headers,
     }
 }
 

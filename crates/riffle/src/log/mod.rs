@@ -17,9 +17,11 @@
 //! record.
 
 pub mod embedded;
+pub(crate) mod headers;
 pub mod kafka;
 mod partition;
 
+pub use headers::{Header, Headers, HeadersIter, OwnedHeader};
 pub use partition::{murmur2, partition_for_key};
 
 use std::any::Any;
@@ -64,6 +66,8 @@ pub struct RecordRef<'a> {
     pub value: &'a [u8],
     /// Milliseconds since the Unix epoch, when the backend knows it.
     pub timestamp: Option<i64>,
+    /// A view over the backend's buffer, decoded only if iterated.
+    pub headers: Headers<'a>,
 }
 
 impl RecordRef<'_> {
@@ -80,6 +84,7 @@ impl RecordRef<'_> {
             key: self.key.map(<[u8]>::to_vec),
             value: self.value.to_vec(),
             timestamp: self.timestamp,
+            headers: self.headers.to_vec(),
         }
     }
 }
@@ -93,6 +98,7 @@ pub struct Record {
     pub key: Option<Vec<u8>>,
     pub value: Vec<u8>,
     pub timestamp: Option<i64>,
+    pub headers: Vec<OwnedHeader>,
 }
 
 impl Record {
@@ -104,6 +110,7 @@ impl Record {
             key: self.key.as_deref(),
             value: &self.value,
             timestamp: self.timestamp,
+            headers: Headers::from(&self.headers),
         }
     }
 }
@@ -118,15 +125,28 @@ pub struct OutRecord<'a> {
     /// Explicit partition; `None` lets the backend choose: murmur2 of the key
     /// for keyed records (as the Java client does), spread for key-less ones.
     pub partition: Option<i32>,
+    /// Headers to write with the record; empty by default. A consumed
+    /// record's [`RecordRef::headers`] can be passed on as they are.
+    pub headers: Headers<'a>,
 }
 
 impl<'a> OutRecord<'a> {
+    /// A record without headers, partitioned by its key.
     pub fn new(topic: &'a str, key: Option<&'a [u8]>, value: &'a [u8]) -> Self {
         Self {
             topic,
             key,
             value,
             partition: None,
+            headers: Headers::EMPTY,
+        }
+    }
+
+    /// The same record with `headers`.
+    pub fn with_headers(self, headers: impl Into<Headers<'a>>) -> Self {
+        Self {
+            headers: headers.into(),
+            ..self
         }
     }
 }
@@ -138,9 +158,18 @@ pub struct DeliveryReport {
     pub partition: i32,
     /// The record's offset, or the error that kept it from the log.
     pub result: std::result::Result<i64, String>,
-    /// The key and value of a record the log refused, so that it can be
-    /// kept elsewhere (a dead-letter topic); `None` when delivered.
-    pub undelivered: Option<(Option<Vec<u8>>, Vec<u8>)>,
+    /// The record the log refused, so that it can be kept elsewhere (a
+    /// dead-letter topic); `None` when delivered.
+    pub undelivered: Option<Undelivered>,
+}
+
+/// The bytes of a record the log refused. Owned: refusals are rare, and the
+/// report outlives the backend's buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Undelivered {
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+    pub headers: Vec<OwnedHeader>,
 }
 
 /// Called once per produced record, from the backend's own thread. Keep it

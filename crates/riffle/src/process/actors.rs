@@ -22,7 +22,7 @@ use super::store::{
 use super::{run_processor, Context, KeyedProcessor, OffsetTracker};
 use crate::actor::{self, Actor, Addr, Supervision};
 use crate::error::{Error, Result};
-use crate::log::{partition_for_key, Progress, RecordRef, TopicPartition};
+use crate::log::{partition_for_key, Headers, OwnedHeader, Progress, RecordRef, TopicPartition};
 use crate::stream::{Handler, Producer};
 
 /// Records handed to a worker at once, at most.
@@ -41,6 +41,9 @@ pub(super) struct Job<I> {
     partition: i32,
     offset: i64,
     timestamp: Option<i64>,
+    /// The record's headers, copied only if it has any: the consumer's
+    /// buffer is gone by the time a worker runs the job.
+    headers: Vec<OwnedHeader>,
 }
 
 /// A finished record.
@@ -93,13 +96,21 @@ impl<P: KeyedProcessor> Worker<P> {
                 partition,
                 offset,
                 timestamp,
+                headers,
             } = job;
             let state = if P::STATEFUL {
                 self.stores.entry(partition).or_default().get_mut(&key)
             } else {
                 &mut scratch
             };
-            let mut ctx = Context::new(producer, &topic, partition, offset, timestamp);
+            let mut ctx = Context::new(
+                producer,
+                &topic,
+                partition,
+                offset,
+                timestamp,
+                Headers::from(&headers),
+            );
             // A failure is this record's, not the worker's: the other keys'
             // state stays, and the record goes to the dead letters.
             let result = run_processor(
@@ -119,6 +130,7 @@ impl<P: KeyedProcessor> Worker<P> {
                     key: Some(key.as_bytes()),
                     value: &[],
                     timestamp,
+                    headers: Headers::from(&headers),
                 };
                 if let Err(e) = self.shared.dead_letter_without_value(producer, &r, &e) {
                     tracing::warn!("{topic}/{partition}@{offset}: {e}");
@@ -636,6 +648,7 @@ impl<P: KeyedProcessor> Handler for Dispatcher<P> {
             partition,
             offset,
             timestamp,
+            headers: record.headers.to_vec(),
         });
         if self.pending[w].len() >= BATCH {
             self.flush(w);

@@ -204,11 +204,11 @@ impl Shared {
     ) -> Result<()> {
         self.count_dead_letter();
         match &self.dead_letter {
-            Some(topic) => producer.send(
-                topic,
-                record.key,
-                &dead_letter::envelope_without_value(record, &error.to_string()),
-            ),
+            Some(topic) => {
+                let error = error.to_string();
+                let envelope = dead_letter::envelope_without_value(record, &error);
+                dead_letter::send_envelope(producer, topic, record, &envelope, &error)
+            }
             None => Err(error.clone()),
         }
     }

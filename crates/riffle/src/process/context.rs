@@ -1,7 +1,8 @@
 use serde::Serialize;
 
-use crate::connect::Record;
+use crate::connect::{connect_headers, Record};
 use crate::error::{Error, Result};
+use crate::log::{Headers, OutRecord};
 use crate::stream::Producer;
 
 /// Where a processor's outputs go: to the log, or (in a connector
@@ -18,6 +19,7 @@ pub struct Context<'a> {
     pub(super) partition: i32,
     pub(super) offset: i64,
     pub(super) timestamp: Option<i64>,
+    pub(super) headers: Headers<'a>,
     pub(super) sent: u64,
 }
 
@@ -28,6 +30,7 @@ impl<'a> Context<'a> {
         partition: i32,
         offset: i64,
         timestamp: Option<i64>,
+        headers: Headers<'a>,
     ) -> Self {
         Self {
             out: out.into(),
@@ -35,13 +38,29 @@ impl<'a> Context<'a> {
             partition,
             offset,
             timestamp,
+            headers,
             sent: 0,
         }
     }
 
     /// Sends a record to any topic; keyed records go to the key's partition.
+    /// It has no headers: to pass the input's on, send them explicitly with
+    /// [`Context::send_with_headers`] and [`Context::headers`].
     pub fn send(&mut self, topic: &str, key: Option<&str>, value: &[u8]) -> Result<()> {
-        self.send_bytes(topic, key.map(str::as_bytes), value)
+        self.send_bytes(topic, key.map(str::as_bytes), value, Headers::EMPTY)
+    }
+
+    /// Sends a record with headers: the input's ([`Context::headers`],
+    /// passed on without copying), or any others, e.g.
+    /// `Headers::from(&[Header::new("trace", Some(b"abc"))])`.
+    pub fn send_with_headers<'h>(
+        &mut self,
+        topic: &str,
+        key: Option<&str>,
+        value: &[u8],
+        headers: impl Into<Headers<'h>>,
+    ) -> Result<()> {
+        self.send_bytes(topic, key.map(str::as_bytes), value, headers.into())
     }
 
     pub(super) fn send_bytes(
@@ -49,10 +68,16 @@ impl<'a> Context<'a> {
         topic: &str,
         key: Option<&[u8]>,
         value: &[u8],
+        headers: Headers<'_>,
     ) -> Result<()> {
         match &mut self.out {
-            Outputs::Log(producer) => producer.send(topic, key, value)?,
-            Outputs::Batch(batch) => batch.push(Record::new(topic, key, value)),
+            Outputs::Log(producer) => {
+                producer.send_record(OutRecord::new(topic, key, value).with_headers(headers))?
+            }
+            Outputs::Batch(batch) => batch.push(Record {
+                headers: connect_headers(headers),
+                ..Record::new(topic, key, value)
+            }),
         }
         self.sent += 1;
         Ok(())
@@ -94,6 +119,12 @@ impl<'a> Context<'a> {
     /// The record's timestamp in milliseconds since the Unix epoch, if known.
     pub fn timestamp(&self) -> Option<i64> {
         self.timestamp
+    }
+
+    /// The record's headers, in order, as a view over the consumer's buffer:
+    /// nothing is decoded or copied unless they are looked at.
+    pub fn headers(&self) -> Headers<'a> {
+        self.headers
     }
 }
 

@@ -14,12 +14,56 @@
 //! An output the log refused to store (after the producer's own retries) is
 //! a dead letter too: its `topic` is the topic it was sent to, and it has no
 //! `partition` or `offset`.
+//!
+//! A dead letter also keeps the original record's headers, followed by the
+//! same facts as headers, after Kafka Connect's `__connect.errors.*`, so that
+//! tools that route on headers need not parse the value:
+//!
+//! | header | value (UTF-8) |
+//! |---|---|
+//! | `__riffle.errors.topic` | the record's topic (an output's destination) |
+//! | `__riffle.errors.partition` | its partition, in decimal; absent for an output |
+//! | `__riffle.errors.offset` | its offset, in decimal; absent for an output |
+//! | `__riffle.errors.reason` | the error, as in the envelope's `error` |
+//!
+//! They come after the original's headers: a dead letter that fails again
+//! carries both sets, and the last of each name is the newest.
 
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::log::RecordRef;
+use crate::log::{Headers, OutRecord, OwnedHeader, RecordRef};
 use crate::stream::Producer;
+
+/// Header naming the topic of a dead-lettered record.
+pub const TOPIC_HEADER: &str = "__riffle.errors.topic";
+/// Header with the partition of a dead-lettered record, in decimal.
+pub const PARTITION_HEADER: &str = "__riffle.errors.partition";
+/// Header with the offset of a dead-lettered record, in decimal.
+pub const OFFSET_HEADER: &str = "__riffle.errors.offset";
+/// Header with the reason a record was dead-lettered.
+pub const REASON_HEADER: &str = "__riffle.errors.reason";
+
+/// The headers of a dead letter: `original`'s, then the error headers.
+/// Dead letters are rare, so building them allocates freely.
+pub fn headers(
+    original: Headers<'_>,
+    topic: &str,
+    position: Option<(i32, i64)>,
+    error: &str,
+) -> Vec<OwnedHeader> {
+    let mut all = original.to_vec();
+    all.push(OwnedHeader::new(TOPIC_HEADER, Some(topic)));
+    if let Some((partition, offset)) = position {
+        all.push(OwnedHeader::new(
+            PARTITION_HEADER,
+            Some(partition.to_string()),
+        ));
+        all.push(OwnedHeader::new(OFFSET_HEADER, Some(offset.to_string())));
+    }
+    all.push(OwnedHeader::new(REASON_HEADER, Some(error)));
+    all
+}
 
 #[derive(Serialize)]
 struct Envelope<'a> {
@@ -87,7 +131,24 @@ pub fn send(producer: &Producer, topic: &str, record: &RecordRef<'_>, error: &st
         record.partition,
         record.offset
     );
-    producer.send(topic, record.key, &envelope(record, error))
+    send_envelope(producer, topic, record, &envelope(record, error), error)
+}
+
+/// Sends `envelope` for `record` to `topic`, with the dead-letter headers.
+pub(crate) fn send_envelope(
+    producer: &Producer,
+    topic: &str,
+    record: &RecordRef<'_>,
+    envelope: &[u8],
+    error: &str,
+) -> Result<()> {
+    let headers = headers(
+        record.headers,
+        record.topic,
+        Some((record.partition, record.offset)),
+        error,
+    );
+    producer.send_record(OutRecord::new(topic, record.key, envelope).with_headers(&headers))
 }
 
 /// Standard base64 with padding.
@@ -115,6 +176,7 @@ pub fn base64(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::log::Header;
 
     #[test]
     fn base64_matches_rfc_4648_vectors() {
@@ -140,6 +202,7 @@ mod tests {
             key: Some(b"h1"),
             value: b"not json",
             timestamp: None,
+            headers: Headers::EMPTY,
         };
         let v: serde_json::Value = serde_json::from_slice(&envelope(&r, "bad")).unwrap();
         assert_eq!(v["error"], "bad");
@@ -154,5 +217,39 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&envelope(&r, "bad")).unwrap();
         assert_eq!(v["value_base64"], "/wA=");
         assert!(v.get("value").is_none() && v.get("key").is_none());
+    }
+
+    #[test]
+    fn headers_keep_the_originals_then_name_the_error() {
+        let original = [
+            Header::new("trace", Some(b"t1")),
+            Header::new(REASON_HEADER, Some(b"an older failure")),
+        ];
+        let all = headers(Headers::from(&original), "sensor", Some((3, 17)), "bad");
+        let all = Headers::from(&all);
+        let names: Vec<&str> = all.iter().map(|h| h.name).collect();
+        assert_eq!(
+            names,
+            [
+                "trace",
+                REASON_HEADER,
+                TOPIC_HEADER,
+                PARTITION_HEADER,
+                OFFSET_HEADER,
+                REASON_HEADER
+            ]
+        );
+        let value = |name| all.last(name).and_then(|h| h.value_str());
+        assert_eq!(value(TOPIC_HEADER), Some("sensor"));
+        assert_eq!(value(PARTITION_HEADER), Some("3"));
+        assert_eq!(value(OFFSET_HEADER), Some("17"));
+        assert_eq!(
+            value(REASON_HEADER),
+            Some("bad"),
+            "the newest reason is last"
+        );
+        let output = headers(Headers::EMPTY, "out", None, "refused");
+        assert_eq!(output.len(), 2);
+        assert!(Headers::from(&output).last(OFFSET_HEADER).is_none());
     }
 }

@@ -153,6 +153,7 @@ impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
             record.partition,
             record.offset,
             record.timestamp,
+            record.headers,
         );
         let retries = self.shared.retries;
         let result = if P::STATEFUL {

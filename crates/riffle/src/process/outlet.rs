@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use super::app::Shared;
 use super::dead_letter;
 use crate::error::Result;
-use crate::log::{DeliveryReport, Log};
+use crate::log::{DeliveryReport, Headers, Log, OutRecord, OwnedHeader};
 use crate::stream::Producer;
 
 /// An output the log refused: where it was going, why, and its bytes.
@@ -17,6 +17,7 @@ struct Refused {
     topic: String,
     key: Option<Vec<u8>>,
     value: Vec<u8>,
+    headers: Vec<OwnedHeader>,
     error: String,
 }
 
@@ -50,7 +51,9 @@ impl Outlet {
         for r in refused {
             let again = self
                 .producer
-                .send(&r.topic, r.key.as_deref(), &r.value)
+                .send_record(
+                    OutRecord::new(&r.topic, r.key.as_deref(), &r.value).with_headers(&r.headers),
+                )
                 .and_then(|()| self.producer.flush(Producer::CLOSE_TIMEOUT));
             if again.is_ok() && !self.take(&r) {
                 sent += 1;
@@ -62,7 +65,11 @@ impl Outlet {
             match shared.dead_letter_topic() {
                 Some(dlq) if dlq != r.topic => {
                     shared.count_dead_letter();
-                    match self.producer.send(dlq, r.key.as_deref(), &envelope) {
+                    let headers =
+                        dead_letter::headers(Headers::from(&r.headers), &r.topic, None, &error);
+                    let letter =
+                        OutRecord::new(dlq, r.key.as_deref(), &envelope).with_headers(&headers);
+                    match self.producer.send_record(letter) {
                         Ok(()) => sent += 1,
                         Err(e) => tracing::error!("{error}; and not to the dead-letter topic: {e}"),
                     }
@@ -89,11 +96,12 @@ fn keep_refused(
 ) -> impl Fn(&DeliveryReport) + Send + Sync + 'static {
     let list = list.clone();
     move |r: &DeliveryReport| {
-        if let (Err(error), Some((key, value))) = (&r.result, &r.undelivered) {
+        if let (Err(error), Some(u)) = (&r.result, &r.undelivered) {
             list.lock().unwrap().push(Refused {
                 topic: r.topic.clone(),
-                key: key.clone(),
-                value: value.clone(),
+                key: u.key.clone(),
+                value: u.value.clone(),
+                headers: u.headers.clone(),
                 error: error.clone(),
             });
         }

@@ -8,18 +8,44 @@
 //! // Keep only records whose key starts with "eu-".
 //! let eu = stateless::filter("eu", |r| r.key.is_some_and(|k| k.starts_with(b"eu-")));
 //! ```
+//!
+//! Outputs keep the input record's headers unless the step sets others
+//! ([`Output::headers`]): the input's are then passed to the producer as
+//! they are, never copied on the way.
 
 use std::sync::Arc;
 
 use super::{Context, KeyedProcessor};
 use crate::error::Result;
-use crate::log::RecordRef;
+use crate::log::{Headers, OwnedHeader, RecordRef};
 
 /// A record a stateless step emits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Output {
     pub key: Option<Vec<u8>>,
     pub value: Vec<u8>,
+    /// `None` keeps the input record's headers; `Some` replaces them
+    /// (`Some(Vec::new())` drops them).
+    pub headers: Option<Vec<OwnedHeader>>,
+}
+
+impl Output {
+    /// An output with the input's headers.
+    pub fn new(key: Option<Vec<u8>>, value: Vec<u8>) -> Self {
+        Self {
+            key,
+            value,
+            headers: None,
+        }
+    }
+
+    /// The same output with `headers` instead of the input's.
+    pub fn with_headers(self, headers: Vec<OwnedHeader>) -> Self {
+        Self {
+            headers: Some(headers),
+            ..self
+        }
+    }
 }
 
 type Step = dyn Fn(&RecordRef<'_>, &mut Vec<Output>) -> Result<()> + Send + Sync;
@@ -46,10 +72,7 @@ pub fn flat_map(
 /// One output per input: the value transformed, the key kept.
 pub fn map(to: &str, f: impl Fn(&[u8]) -> Result<Vec<u8>> + Send + Sync + 'static) -> Stateless {
     flat_map(to, move |r, out| {
-        out.push(Output {
-            key: r.key.map(<[u8]>::to_vec),
-            value: f(r.value)?,
-        });
+        out.push(Output::new(r.key.map(<[u8]>::to_vec), f(r.value)?));
         Ok(())
     })
 }
@@ -61,10 +84,7 @@ pub fn filter(
 ) -> Stateless {
     flat_map(to, move |r, out| {
         if keep(r) {
-            out.push(Output {
-                key: r.key.map(<[u8]>::to_vec),
-                value: r.value.to_vec(),
-            });
+            out.push(Output::new(r.key.map(<[u8]>::to_vec), r.value.to_vec()));
         }
         Ok(())
     })
@@ -93,7 +113,8 @@ impl KeyedProcessor for Stateless {
         ctx: &mut Context<'_>,
     ) -> Result<()> {
         for o in outputs {
-            ctx.send_bytes(&self.to, o.key.as_deref(), &o.value)?;
+            let headers = o.headers.as_ref().map_or(ctx.headers(), Headers::from);
+            ctx.send_bytes(&self.to, o.key.as_deref(), &o.value, headers)?;
         }
         Ok(())
     }

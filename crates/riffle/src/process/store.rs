@@ -31,7 +31,7 @@ use super::key::Key;
 use super::AppStats;
 use crate::error::{Error, Result};
 use crate::log::embedded::crc32;
-use crate::log::{Log, OutRecord, RecordRef};
+use crate::log::{Headers, Log, OutRecord, RecordRef};
 use crate::stream::Producer;
 
 const MAGIC: &[u8; 8] = b"RFLSNAP1";
@@ -248,6 +248,7 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
                 key: Some(key.as_bytes()),
                 value,
                 partition: Some(partition),
+                headers: Headers::EMPTY,
             })
         })
     }
@@ -456,6 +457,7 @@ pub(super) fn send_changes(
                 key: Some(key.as_bytes()),
                 value,
                 partition: Some(*partition),
+                headers: Headers::EMPTY,
             })?;
             entries.pop();
             sent += 1;

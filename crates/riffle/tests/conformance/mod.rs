@@ -4,8 +4,11 @@
 
 #![allow(dead_code)]
 
+mod headers;
 mod txn;
 // Used by the `conformance_tests!` expansion, not by every includer.
+#[allow(unused_imports)]
+pub use headers::*;
 #[allow(unused_imports)]
 pub use txn::*;
 
@@ -32,6 +35,7 @@ macro_rules! conformance_tests {
             txn_commit_is_visible_with_offsets, txn_abort_is_invisible,
             txn_newer_producer_fences_older, txn_stale_generation_is_fenced,
             read_partition_to_end, read_partition_skips_aborted,
+            headers_round_trip, headers_in_transactions_and_passed_on,
             reader_reads_without_a_group, add_partitions_only_grows, topic_configs_and_isr,
             offsets_for_time_finds_first_record_at_or_after, group_administration,
             deleted_topic_stays_deleted);

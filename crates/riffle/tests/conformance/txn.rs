@@ -16,12 +16,12 @@ use super::{config, unique, T};
 /// Collects what a raw consumer's polls hand out. Records are not marked
 /// processed, so offsets reach the group only through transactions.
 #[derive(Default)]
-struct Collect {
-    records: Vec<Record>,
+pub(super) struct Collect {
+    pub(super) records: Vec<Record>,
 }
 
 impl Collect {
-    fn values(&self) -> Vec<String> {
+    pub(super) fn values(&self) -> Vec<String> {
         self.records
             .iter()
             .map(|r| String::from_utf8(r.value.clone()).unwrap())
@@ -38,7 +38,7 @@ impl PollVisitor for Collect {
 }
 
 /// Polls `consumer` until `done` holds, failing after [`T`].
-fn poll_until(
+pub(super) fn poll_until(
     consumer: &mut dyn LogConsumer,
     seen: &mut Collect,
     what: &str,
@@ -75,7 +75,7 @@ fn topic_with(log: &Arc<dyn Log>, name: &str, partitions: i32, n: usize) {
 }
 
 /// A group member of `group` on `topic` that owns its partitions.
-fn member(log: &Arc<dyn Log>, group: &str, topic: &str) -> Box<dyn LogConsumer> {
+pub(super) fn member(log: &Arc<dyn Log>, group: &str, topic: &str) -> Box<dyn LogConsumer> {
     let mut c = log.consumer(&config(group, topic)).unwrap();
     poll_until(
         &mut *c,

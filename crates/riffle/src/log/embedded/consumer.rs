@@ -341,7 +341,7 @@ impl LogConsumer for EmbeddedConsumer {
         for event in events {
             visitor.event(event);
         }
-        for (r, key, value, timestamp) in self.batch.iter() {
+        for (r, key, value, headers, timestamp) in self.batch.iter() {
             let owned = &self.owned[r.slot];
             let record = RecordRef {
                 topic: &owned.tp.topic,
@@ -350,6 +350,7 @@ impl LogConsumer for EmbeddedConsumer {
                 key,
                 value,
                 timestamp: Some(timestamp),
+                headers,
             };
             if visitor.record(record) {
                 self.owned[r.slot].stored = Some(r.offset + 1);

@@ -1,13 +1,20 @@
 //! The frame of one record in a segment file, little-endian:
 //!
 //! ```text
-//! u32  length of the rest after the CRC: 16 + key bytes + value bytes
+//! u32  length of the rest after the CRC: 16 + key + value + header bytes
 //! u32  CRC-32/IEEE of those `length` bytes
 //! i64  timestamp, ms since the Unix epoch
 //! u32  key length, or 0xFFFF_FFFF for no key (an empty key is 0)
 //! u32  value length
 //!      key bytes, value bytes
+//!      header bytes: whatever the length leaves after the value, in the
+//!      encoding of `log::headers` (per header: u32 name length, name,
+//!      u32 value length or 0xFFFF_FFFF for null, value)
 //! ```
+//!
+//! Format 1 (before headers) had no header bytes: its frames are exactly the
+//! frames of format 2 for records without headers, so a format-1 segment
+//! reads as records without headers and header-less records cost no bytes.
 //!
 //! A record's offset is not stored: it is the segment's base offset (the file
 //! name) plus the frame's position in the file.
@@ -15,6 +22,8 @@
 use std::fmt;
 
 use super::crc32::crc32;
+use crate::log::headers::{encode, encoded_len, valid_encoding};
+use crate::log::Headers;
 
 /// Bytes before the key: length, CRC, timestamp, key length, value length.
 pub(super) const FRAME_HEADER: usize = 24;
@@ -25,10 +34,17 @@ const NO_KEY: u32 = u32::MAX;
 
 /// Appends the frame of one record to `out`. The caller has checked with
 /// [`frame_fits`] that the frame's length fits in a `u32`.
-pub(super) fn encode_frame(out: &mut Vec<u8>, key: Option<&[u8]>, value: &[u8], timestamp: i64) {
+pub(super) fn encode_frame(
+    out: &mut Vec<u8>,
+    key: Option<&[u8]>,
+    value: &[u8],
+    headers: Headers<'_>,
+    timestamp: i64,
+) {
     let start = out.len();
     let key_bytes = key.map_or(0, <[u8]>::len);
-    let body = BODY_HEADER + key_bytes + value.len();
+    let header_bytes = encoded_len(headers).expect("checked by frame_fits");
+    let body = BODY_HEADER + key_bytes + value.len() + header_bytes;
     out.reserve(8 + body);
     out.extend_from_slice(&(body as u32).to_le_bytes());
     out.extend_from_slice(&[0; 4]);
@@ -39,13 +55,20 @@ pub(super) fn encode_frame(out: &mut Vec<u8>, key: Option<&[u8]>, value: &[u8], 
         out.extend_from_slice(k);
     }
     out.extend_from_slice(value);
+    encode(headers, out);
     let crc = crc32(&out[start + 8..]);
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// Whether a record of this size can be framed (its length fits in a u32).
-pub(super) fn frame_fits(key: Option<&[u8]>, value: &[u8]) -> bool {
-    let body = BODY_HEADER as u64 + key.map_or(0, |k| k.len() as u64) + value.len() as u64;
+pub(super) fn frame_fits(key: Option<&[u8]>, value: &[u8], headers: Headers<'_>) -> bool {
+    let Some(header_bytes) = encoded_len(headers) else {
+        return false;
+    };
+    let body = BODY_HEADER as u64
+        + key.map_or(0, |k| k.len() as u64)
+        + value.len() as u64
+        + header_bytes as u64;
     body <= u64::from(u32::MAX)
 }
 
@@ -54,6 +77,8 @@ pub(super) fn frame_fits(key: Option<&[u8]>, value: &[u8]) -> bool {
 pub(super) struct Frame<'a> {
     pub(super) key: Option<&'a [u8]>,
     pub(super) value: &'a [u8],
+    /// Encoded headers, checked; empty for none.
+    pub(super) headers: &'a [u8],
     pub(super) timestamp: i64,
 }
 
@@ -119,14 +144,20 @@ pub(super) fn decode_frame(buf: &[u8]) -> std::result::Result<(Frame<'_>, usize)
     } else {
         key_len as usize
     };
-    if BODY_HEADER + key_bytes + value_len != body {
+    let Some(header_bytes) = body.checked_sub(BODY_HEADER + key_bytes + value_len) else {
+        return Err(Damage::BadLength);
+    };
+    let value_start = FRAME_HEADER + key_bytes;
+    let headers_start = value_start + value_len;
+    let headers = &buf[headers_start..headers_start + header_bytes];
+    if !valid_encoding(headers) {
         return Err(Damage::BadLength);
     }
-    let value_start = FRAME_HEADER + key_bytes;
     let key = (key_len != NO_KEY).then(|| &buf[FRAME_HEADER..value_start]);
     let frame = Frame {
         key,
-        value: &buf[value_start..total],
+        value: &buf[value_start..headers_start],
+        headers,
         timestamp,
     };
     Ok((frame, total))
@@ -151,18 +182,36 @@ pub(super) fn scan_segment(
     (pos, None)
 }
 
+/// The bytes format 1 wrote for a record, spelled out by hand: a data
+/// directory written before headers existed must still read.
+#[cfg(test)]
+pub(super) fn format1_frame(key: Option<&[u8]>, value: &[u8], timestamp: i64) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&timestamp.to_le_bytes());
+    body.extend_from_slice(&key.map_or(u32::MAX, |k| k.len() as u32).to_le_bytes());
+    body.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    body.extend_from_slice(key.unwrap_or_default());
+    body.extend_from_slice(value);
+    let mut frame = (body.len() as u32).to_le_bytes().to_vec();
+    frame.extend_from_slice(&crc32(&body).to_le_bytes());
+    frame.extend_from_slice(&body);
+    frame
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::log::Header;
 
     #[test]
     fn frames_round_trip_and_damage_is_classified() {
         let mut buf = Vec::new();
-        encode_frame(&mut buf, Some(b"key"), b"value", 42);
-        encode_frame(&mut buf, None, b"", -1);
-        encode_frame(&mut buf, Some(b""), b"v", 7);
+        encode_frame(&mut buf, Some(b"key"), b"value", Headers::EMPTY, 42);
+        encode_frame(&mut buf, None, b"", Headers::EMPTY, -1);
+        encode_frame(&mut buf, Some(b""), b"v", Headers::EMPTY, 7);
         let mut frames = Vec::new();
         let (valid, damage) = scan_segment(&buf, |f| {
+            assert!(f.headers.is_empty());
             frames.push((f.key.map(<[u8]>::to_vec), f.value.to_vec(), f.timestamp))
         });
         assert_eq!((valid, damage), (buf.len(), None));
@@ -190,5 +239,39 @@ mod tests {
             Damage::BadLength,
             "zero-filled space is not a frame"
         );
+    }
+
+    #[test]
+    fn frames_carry_headers_and_format_1_frames_read_without_them() {
+        let old = format1_frame(Some(b"k"), b"old", 5);
+        let mut plain = Vec::new();
+        encode_frame(&mut plain, Some(b"k"), b"old", Headers::EMPTY, 5);
+        assert_eq!(plain, old, "a record without headers is framed as before");
+
+        let list = [
+            Header::new("trace", Some(b"abc")),
+            Header::new("trace", None),
+            Header::new("bin", Some(&[0, 0xff])),
+        ];
+        let mut buf = old.clone();
+        encode_frame(&mut buf, None, b"new", Headers::from(&list), 6);
+        let mut seen = Vec::new();
+        let (valid, damage) = scan_segment(&buf, |f| {
+            seen.push((f.value.to_vec(), Headers::encoded(f.headers).to_vec()))
+        });
+        assert_eq!((valid, damage), (buf.len(), None));
+        assert_eq!(seen[0], (b"old".to_vec(), Vec::new()));
+        assert_eq!(seen[1].0, b"new");
+        assert_eq!(Headers::from(&seen[1].1), Headers::from(&list));
+
+        // Header bytes that do not parse are damage, even with a good CRC.
+        let mut bad = Vec::new();
+        encode_frame(&mut bad, None, b"v", Headers::from(&list[..1]), 1);
+        let body_len = bad.len() - 8;
+        bad.truncate(bad.len() - 1);
+        bad[..4].copy_from_slice(&((body_len - 1) as u32).to_le_bytes());
+        let crc = crc32(&bad[8..]);
+        bad[4..8].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(decode_frame(&bad).unwrap_err(), Damage::BadLength);
     }
 }

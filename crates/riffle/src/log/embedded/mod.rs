@@ -423,7 +423,7 @@ impl Log for EmbeddedLog {
                     break;
                 }
             }
-            for (r, key, value, timestamp) in batch.iter() {
+            for (r, key, value, headers, timestamp) in batch.iter() {
                 visit(RecordRef {
                     topic,
                     partition,
@@ -431,6 +431,7 @@ impl Log for EmbeddedLog {
                     key,
                     value,
                     timestamp: Some(timestamp),
+                    headers,
                 })?;
                 next = r.offset + 1;
             }

@@ -23,7 +23,7 @@ use super::group::Offsets;
 use super::lock::DirLock;
 use super::storage::PartitionLog;
 use crate::error::{Error, Result};
-use crate::log::{validate_topic_name, TopicSpec};
+use crate::log::{validate_topic_name, Headers, TopicSpec};
 
 /// When appended records and committed offsets are forced to stable storage.
 ///
@@ -71,7 +71,16 @@ impl Default for FsyncPolicy {
 }
 
 /// Version of the directory layout and frame format, kept in `topic.json`.
-const FORMAT: u32 = 1;
+/// Format 2 added record headers after the value of a frame; format 1
+/// frames are format 2 frames without headers (see `frame`), so a format-1
+/// topic is read as is and its `topic.json` rewritten as format 2 on open,
+/// before any record with headers can be appended: a version of Riffle
+/// that reads only format 1 then refuses the topic rather than taking
+/// frames with headers for damage and cutting them off.
+const FORMAT: u32 = 2;
+
+/// The oldest format this version reads.
+const OLDEST_FORMAT: u32 = 1;
 
 /// Segment files are named by their base offset in this many digits.
 const OFFSET_DIGITS: usize = 20;
@@ -339,12 +348,13 @@ impl SegmentWriter {
         &mut self,
         key: Option<&[u8]>,
         value: &[u8],
+        headers: Headers<'_>,
         timestamp: i64,
     ) -> Result<()> {
         self.check()?;
-        if !frame_fits(key, value) {
+        if !frame_fits(key, value, headers) {
             return Err(Error::InvalidInput(
-                "record key and value together are 4 GiB or larger".into(),
+                "record key, value and headers together are 4 GiB or larger".into(),
             ));
         }
         let cur = self
@@ -352,7 +362,7 @@ impl SegmentWriter {
             .as_ref()
             .expect("a segment file is open before the first append");
         self.frame.clear();
-        encode_frame(&mut self.frame, key, value, timestamp);
+        encode_frame(&mut self.frame, key, value, headers, timestamp);
         let outcome = match (&cur.file).write_all(&self.frame) {
             Ok(()) => self.sync.written(cur).map_err(|e| (e, true)),
             Err(e) => Err((e, false)),
@@ -678,6 +688,31 @@ impl Disk {
             .map_err(|e| io_error("fsync", &dir, e))
     }
 
+    /// Rewrites the `topic.json` of an older format as the current one
+    /// (atomically: a temporary file renamed over it).
+    fn upgrade_topic(&self, dir: &Path, old: &TopicMeta) -> Result<()> {
+        let from = old.format;
+        let meta = TopicMeta {
+            format: FORMAT,
+            id: old.id,
+            partitions: old.partitions,
+            configs: old.configs.clone(),
+        };
+        let json = serde_json::to_vec_pretty(&meta).expect("topic metadata serializes");
+        let path = dir.join("topic.json");
+        let tmp = dir.join("topic.json.tmp");
+        File::create(&tmp)
+            .and_then(|mut f| {
+                f.write_all(&json)?;
+                self.sync.now_file(&f)
+            })
+            .map_err(|e| io_error("write", &tmp, e))?;
+        fs::rename(&tmp, &path).map_err(|e| io_error("write", &path, e))?;
+        self.sync.now(dir).map_err(|e| io_error("fsync", dir, e))?;
+        tracing::info!(dir = %dir.display(), from, to = FORMAT, "embedded log: topic upgraded to the current format");
+        Ok(())
+    }
+
     fn load_topics(&self) -> Result<Vec<LoadedTopic>> {
         let topics_dir = self.topics_dir();
         let mut topics = Vec::new();
@@ -709,13 +744,16 @@ impl Disk {
                     meta_path.display()
                 ))
             })?;
-            if meta.format != FORMAT || meta.partitions < 1 {
+            if !(OLDEST_FORMAT..=FORMAT).contains(&meta.format) || meta.partitions < 1 {
                 return Err(Error::Backend(format!(
-                    "embedded log: {} has format {} and {} partitions; this version reads format {FORMAT}",
+                    "embedded log: {} has format {} and {} partitions; this version reads formats {OLDEST_FORMAT} to {FORMAT}",
                     meta_path.display(),
                     meta.format,
                     meta.partitions
                 )));
+            }
+            if meta.format < FORMAT {
+                self.upgrade_topic(&path, &meta)?;
             }
             let partitions = (0..meta.partitions as usize)
                 .map(|p| {

@@ -9,13 +9,13 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::frame::{encode_frame, FRAME_HEADER};
+use super::frame::{encode_frame, format1_frame, FRAME_HEADER};
 use super::persist::segment_path;
 use super::{EmbeddedLog, FsyncPolicy};
 use crate::error::Error;
 use crate::log::{
-    ConsumerConfig, GroupEvent, Log, LogConsumer, OutRecord, PollVisitor, Record, RecordRef,
-    TopicSpec,
+    ConsumerConfig, GroupEvent, Header, Headers, Log, LogConsumer, OutRecord, PollVisitor, Record,
+    RecordRef, TopicSpec,
 };
 
 const T: Duration = Duration::from_secs(5);
@@ -304,7 +304,7 @@ fn segments_follow_on_and_damage_before_the_last_is_an_error() {
     // A second segment, as rolling would have started it, with one record.
     let partition = dir.path().join("topics/t/0");
     let mut frame = Vec::new();
-    encode_frame(&mut frame, Some(b"k"), b"r3", 1);
+    encode_frame(&mut frame, Some(b"k"), b"r3", Headers::EMPTY, 1);
     fs::write(segment_path(&partition, 3), &frame).unwrap();
     {
         let log = EmbeddedLog::open(dir.path(), FsyncPolicy::Never).unwrap();
@@ -722,4 +722,95 @@ fn added_partitions_configs_set_offsets_and_deleted_groups_survive_reopening() {
     log.add_partitions("t", 4, T).unwrap();
     send_to(&log, "t", 3, None, b"in the fourth");
     assert_eq!(highs(&log, "t"), [1, 0, 1, 1]);
+}
+
+/// A data directory written before headers existed (format 1, made here
+/// byte by byte as that version wrote it) opens with its records intact and
+/// without headers; its topic is marked format 2 at once, so that a version
+/// reading only format 1 refuses it rather than cutting off frames with
+/// headers; records with headers then survive reopening.
+#[test]
+fn a_format_1_directory_reads_and_takes_records_with_headers() {
+    let dir = TempDir::new("format1");
+    let topic_dir = dir.path().join("topics/old");
+    let partition = topic_dir.join("0");
+    fs::create_dir_all(&partition).unwrap();
+    fs::create_dir_all(dir.path().join("groups")).unwrap();
+    fs::write(
+        topic_dir.join("topic.json"),
+        r#"{"format": 1, "id": 77, "partitions": 1, "configs": {}}"#,
+    )
+    .unwrap();
+    let mut segment = format1_frame(Some(b"k"), b"first", 1_000);
+    segment.extend(format1_frame(None, b"second", 2_000));
+    fs::write(segment_path(&partition, 0), &segment).unwrap();
+
+    let list = [
+        Header::new("trace", Some(&b"t"[..])),
+        Header::new("trace", None),
+        Header::new("bin", Some(&[0xff, 0][..])),
+    ];
+    {
+        let log = EmbeddedLog::open(dir.path(), FsyncPolicy::Never).unwrap();
+        let records = read_all(&log, "old");
+        let got: Vec<_> = records
+            .iter()
+            .map(|r| (r.offset, r.key.clone(), r.value.clone(), r.timestamp))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0, Some(b"k".to_vec()), b"first".to_vec(), Some(1_000)),
+                (1, None, b"second".to_vec(), Some(2_000)),
+            ]
+        );
+        assert!(records.iter().all(|r| r.headers.is_empty()));
+        let meta = fs::read_to_string(topic_dir.join("topic.json")).unwrap();
+        assert!(
+            meta.contains("\"format\": 2") && meta.contains("\"id\": 77"),
+            "{meta}"
+        );
+        log.producer(None)
+            .unwrap()
+            .send(OutRecord::new("old", None, b"third").with_headers(&list))
+            .unwrap();
+    }
+    assert_eq!(
+        &fs::read(segment_path(&partition, 0)).unwrap()[..segment.len()],
+        &segment[..],
+        "the old frames are left as they were"
+    );
+    let log = EmbeddedLog::open(dir.path(), FsyncPolicy::Never).unwrap();
+    let records = read_all(&log, "old");
+    assert_eq!(records.len(), 3);
+    assert_eq!(records[2].value, b"third");
+    assert_eq!(Headers::from(&records[2].headers), Headers::from(&list));
+    let mut read = Vec::new();
+    log.read_partition("old", 0, 0, false, T, &mut |r| {
+        read.push(r.headers.to_vec());
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(read[..2], [Vec::new(), Vec::new()]);
+    assert_eq!(read[2], records[2].headers);
+}
+
+/// A topic of a newer format than this version knows is refused with a
+/// message naming the formats, not misread.
+#[test]
+fn a_newer_format_is_refused() {
+    let dir = TempDir::new("format9");
+    let topic_dir = dir.path().join("topics/new");
+    fs::create_dir_all(topic_dir.join("0")).unwrap();
+    fs::create_dir_all(dir.path().join("groups")).unwrap();
+    fs::write(
+        topic_dir.join("topic.json"),
+        r#"{"format": 9, "id": 1, "partitions": 1}"#,
+    )
+    .unwrap();
+    let err = EmbeddedLog::open(dir.path(), FsyncPolicy::Never).unwrap_err();
+    assert!(
+        matches!(&err, Error::Backend(m) if m.contains("format 9") && m.contains("formats 1 to 2")),
+        "{err}"
+    );
 }

@@ -32,8 +32,12 @@ impl LogProducer for EmbeddedProducer {
             .get_mut(record.topic)
             .ok_or_else(|| Error::UnknownTopic(record.topic.to_owned()))?;
         let partition = pick_partition(topic, &record)?;
-        let offset =
-            topic.partitions[partition as usize].append(record.key, record.value, timestamp)?;
+        let offset = topic.partitions[partition as usize].append(
+            record.key,
+            record.value,
+            record.headers,
+            timestamp,
+        )?;
         self.inner.unlock_and_wake(state);
         if let Some(on_delivery) = &self.on_delivery {
             on_delivery(&DeliveryReport {

@@ -80,7 +80,7 @@ impl LogReader for EmbeddedReader {
             state = inner.wait(state, deadline);
         }
         drop(state);
-        for (r, key, value, timestamp) in self.batch.iter() {
+        for (r, key, value, headers, timestamp) in self.batch.iter() {
             let pos = &mut self.positions[r.slot];
             visit(RecordRef {
                 topic: &pos.tp.topic,
@@ -89,6 +89,7 @@ impl LogReader for EmbeddedReader {
                 key,
                 value,
                 timestamp: Some(timestamp),
+                headers,
             })?;
             pos.next = r.offset + 1;
         }

@@ -19,6 +19,8 @@ use std::sync::Arc;
 use super::frame::scan_segment;
 use super::persist::{io_error, segment_base, truncate_segment, SegmentWriter, Syncer};
 use crate::error::{Error, Result};
+use crate::log::headers::{encode, encoded_len};
+use crate::log::Headers;
 
 /// A segment is closed once it holds this many bytes of keys and values.
 const SEGMENT_BYTES: usize = 64 << 20;
@@ -26,12 +28,14 @@ const SEGMENT_BYTES: usize = 64 << 20;
 /// Marks a record without a key (as opposed to an empty key).
 const NO_KEY: u32 = u32::MAX;
 
-/// Where a record's bytes are in its buffer: the key (if any), then the value.
+/// Where a record's bytes are in its buffer: the key (if any), the value,
+/// then its encoded headers (none for most records).
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     start: usize,
     key_len: u32,
     value_len: u32,
+    headers_len: u32,
     timestamp: i64,
 }
 
@@ -45,13 +49,15 @@ impl Entry {
     }
 
     fn end(&self) -> usize {
-        self.start + self.key_bytes() + self.value_len as usize
+        self.start + self.key_bytes() + self.value_len as usize + self.headers_len as usize
     }
 
-    fn split<'a>(&self, data: &'a [u8]) -> (Option<&'a [u8]>, &'a [u8]) {
+    fn split<'a>(&self, data: &'a [u8]) -> (Option<&'a [u8]>, &'a [u8], Headers<'a>) {
         let value_start = self.start + self.key_bytes();
+        let headers_start = value_start + self.value_len as usize;
         let key = (self.key_len != NO_KEY).then(|| &data[self.start..value_start]);
-        (key, &data[value_start..self.end()])
+        let headers = Headers::encoded(&data[headers_start..self.end()]);
+        (key, &data[value_start..headers_start], headers)
     }
 }
 
@@ -72,16 +78,28 @@ impl Segment {
     }
 
     /// Adds a record whose lengths have been checked.
-    fn push(&mut self, key: Option<&[u8]>, key_len: u32, value: &[u8], timestamp: i64) {
+    fn push(
+        &mut self,
+        key: Option<&[u8]>,
+        key_len: u32,
+        value: &[u8],
+        headers: Headers<'_>,
+        timestamp: i64,
+    ) {
         let start = self.data.len();
         if let Some(k) = key {
             self.data.extend_from_slice(k);
         }
         self.data.extend_from_slice(value);
+        let headers_start = self.data.len();
+        if !headers.is_empty() {
+            encode(headers, &mut self.data);
+        }
         self.index.push(Entry {
             start,
             key_len,
             value_len: value.len() as u32,
+            headers_len: (self.data.len() - headers_start) as u32,
             timestamp,
         });
     }
@@ -143,7 +161,13 @@ impl PartitionLog {
             seg.data.reserve(bytes.len());
             let (valid, damage) = scan_segment(&bytes, |f| {
                 let key_len = f.key.map_or(NO_KEY, |k| k.len() as u32);
-                seg.push(f.key, key_len, f.value, f.timestamp);
+                seg.push(
+                    f.key,
+                    key_len,
+                    f.value,
+                    Headers::encoded(f.headers),
+                    f.timestamp,
+                );
             });
             drop(bytes);
             if let Some(damage) = damage {
@@ -193,18 +217,22 @@ impl PartitionLog {
         &mut self,
         key: Option<&[u8]>,
         value: &[u8],
+        headers: Headers<'_>,
         timestamp: i64,
     ) -> Result<i64> {
         let key_len = match key {
             Some(k) => u32::try_from(k.len()).ok().filter(|&n| n != NO_KEY),
             None => Some(NO_KEY),
         };
-        let (Some(key_len), Ok(_)) = (key_len, u32::try_from(value.len())) else {
+        let headers_len = encoded_len(headers).filter(|&n| u32::try_from(n).is_ok());
+        let (Some(key_len), Ok(_), Some(headers_len)) =
+            (key_len, u32::try_from(value.len()), headers_len)
+        else {
             return Err(Error::InvalidInput(
-                "record key or value is 4 GiB or larger".into(),
+                "record key, value or headers are 4 GiB or larger".into(),
             ));
         };
-        let size = key.map_or(0, <[u8]>::len) + value.len();
+        let size = key.map_or(0, <[u8]>::len) + value.len() + headers_len;
         let roll = match self.segments.last() {
             None => true,
             Some(s) => !s.index.is_empty() && s.data.len() + size > SEGMENT_BYTES,
@@ -216,13 +244,13 @@ impl PartitionLog {
             self.segments.push(Segment::new(self.high));
         }
         if let Some(files) = &mut self.files {
-            files.append(key, value, timestamp)?;
+            files.append(key, value, headers, timestamp)?;
         }
         let seg = self
             .segments
             .last_mut()
             .expect("a segment was just ensured");
-        seg.push(key, key_len, value, timestamp);
+        seg.push(key, key_len, value, headers, timestamp);
         let offset = self.high;
         self.high += 1;
         Ok(offset)
@@ -318,11 +346,13 @@ impl Batch {
         last - first
     }
 
-    /// Each record with its key, value and timestamp.
-    pub(super) fn iter(&self) -> impl Iterator<Item = (&BatchRecord, Option<&[u8]>, &[u8], i64)> {
+    /// Each record with its key, value, headers and timestamp.
+    pub(super) fn iter(
+        &self,
+    ) -> impl Iterator<Item = (&BatchRecord, Option<&[u8]>, &[u8], Headers<'_>, i64)> {
         self.records.iter().map(|r| {
-            let (key, value) = r.entry.split(&self.data);
-            (r, key, value, r.entry.timestamp)
+            let (key, value, headers) = r.entry.split(&self.data);
+            (r, key, value, headers, r.entry.timestamp)
         })
     }
 }

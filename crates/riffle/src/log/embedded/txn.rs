@@ -15,8 +15,9 @@ use super::group::Membership;
 use super::producer::{pick_partition, timestamp_now};
 use super::{Inner, State};
 use crate::error::{Error, Result};
+use crate::log::headers::{encode, encoded_len};
 use crate::log::{
-    DeliveryCallback, DeliveryReport, GroupToken, LogProducer, OutRecord, TopicPartition,
+    DeliveryCallback, DeliveryReport, GroupToken, Headers, LogProducer, OutRecord, TopicPartition,
     TxnProducer,
 };
 
@@ -29,6 +30,8 @@ struct Pending {
     partition: i32,
     key: Option<Vec<u8>>,
     value: Vec<u8>,
+    /// Encoded as the log stores them; empty for none.
+    headers: Vec<u8>,
     timestamp: i64,
 }
 
@@ -87,12 +90,21 @@ impl LogProducer for EmbeddedTxnProducer {
         let mut state = self.inner.lock();
         self.check_epoch(&state, &mut open)?;
         let records = open.as_mut().ok_or_else(no_transaction)?;
+        let headers_len = encoded_len(record.headers).filter(|&n| u32::try_from(n).is_ok());
         if u32::try_from(record.value.len()).is_err()
             || record.key.is_some_and(|k| k.len() >= u32::MAX as usize)
+            || headers_len.is_none()
         {
             return Err(Error::InvalidInput(
-                "record key or value is 4 GiB or larger".into(),
+                "record key, value or headers are 4 GiB or larger".into(),
             ));
+        }
+        // Kept encoded, as the log stores them: one buffer for all of a
+        // record's headers, and none for a record without.
+        let mut headers = Vec::new();
+        if !record.headers.is_empty() {
+            headers.reserve_exact(headers_len.unwrap_or(0));
+            encode(record.headers, &mut headers);
         }
         let topic = state
             .topics
@@ -107,6 +119,7 @@ impl LogProducer for EmbeddedTxnProducer {
             partition,
             key: record.key.map(<[u8]>::to_vec),
             value: record.value.to_vec(),
+            headers,
             timestamp: timestamp_now(),
         });
         Ok(())
@@ -175,6 +188,7 @@ impl TxnProducer for EmbeddedTxnProducer {
             let offset = topic.partitions[r.partition as usize].append(
                 r.key.as_deref(),
                 &r.value,
+                Headers::encoded(&r.headers),
                 r.timestamp,
             )?;
             reports.push(offset);

@@ -14,7 +14,8 @@ use super::context::{partitions, GroupContext, VisitorPtr};
 use super::KafkaLog;
 use crate::error::{Error, Result};
 use crate::log::{
-    ConsumerConfig, GroupToken, LogConsumer, OffsetReset, PollVisitor, RecordRef, TopicPartition,
+    ConsumerConfig, GroupToken, Headers, LogConsumer, OffsetReset, PollVisitor, RecordRef,
+    TopicPartition,
 };
 
 pub(super) struct KafkaConsumer {
@@ -184,6 +185,7 @@ impl LogConsumer for KafkaConsumer {
                         key: m.key(),
                         value: m.payload().unwrap_or(&[]),
                         timestamp: m.timestamp().to_millis(),
+                        headers: Headers::kafka(m.headers()),
                     });
                     if processed {
                         mark(

@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
-use rdkafka::message::{DeliveryResult, Message};
+use rdkafka::message::{DeliveryResult, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 
 use super::KafkaLog;
 use crate::error::{Error, Result};
-use crate::log::{DeliveryCallback, DeliveryReport, LogProducer, OutRecord};
+use crate::log::{DeliveryCallback, DeliveryReport, Headers, LogProducer, OutRecord, Undelivered};
 
 pub(super) struct KafkaProducer {
     pub(super) producer: ThreadedProducer<DeliveryContext>,
@@ -50,10 +50,11 @@ impl ProducerContext for DeliveryContext {
                     topic: m.topic().to_owned(),
                     partition: m.partition(),
                     result: Err(e.to_string()),
-                    undelivered: Some((
-                        m.key().map(<[u8]>::to_vec),
-                        m.payload().unwrap_or_default().to_vec(),
-                    )),
+                    undelivered: Some(Undelivered {
+                        key: m.key().map(<[u8]>::to_vec),
+                        value: m.payload().unwrap_or_default().to_vec(),
+                        headers: Headers::kafka(m.headers()).to_vec(),
+                    }),
                 }
             }
         };
@@ -106,8 +107,24 @@ impl KafkaProducer {
         if let Some(p) = r.partition {
             rec = rec.partition(p);
         }
+        if !r.headers.is_empty() {
+            rec = rec.headers(to_kafka(r.headers));
+        }
         self.producer.send(rec).map_err(|(e, _)| e)
     }
+}
+
+/// librdkafka's copy of headers to write; made only for records that have
+/// headers, so header-less records cost nothing extra.
+fn to_kafka(headers: Headers<'_>) -> OwnedHeaders {
+    headers
+        .iter()
+        .fold(OwnedHeaders::new_with_capacity(headers.len()), |out, h| {
+            out.insert(rdkafka::message::Header {
+                key: h.name,
+                value: h.value,
+            })
+        })
 }
 
 impl KafkaProducer {

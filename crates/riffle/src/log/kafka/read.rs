@@ -24,7 +24,7 @@ use super::admin::{isolation, metadata, wait_for, watermarks};
 use super::context::LoggingContext;
 use super::KafkaLog;
 use crate::error::{Error, Result};
-use crate::log::{validate_topic_name, ReadVisitor, RecordRef};
+use crate::log::{validate_topic_name, Headers, ReadVisitor, RecordRef};
 
 /// A consumer outside any group that reports the end of partitions.
 fn reader(log: &KafkaLog, read_committed: bool) -> Result<BaseConsumer<LoggingContext>> {
@@ -122,6 +122,7 @@ pub(super) fn read_partition(
                     key: m.key(),
                     value: m.payload().unwrap_or(&[]),
                     timestamp: m.timestamp().to_millis(),
+                        headers: Headers::kafka(m.headers()),
                 })?;
                 if m.offset() + 1 == end {
                     return Ok(end);

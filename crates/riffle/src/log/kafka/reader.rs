@@ -21,7 +21,7 @@ use super::admin::{isolation, metadata, watermarks};
 use super::context::LoggingContext;
 use super::KafkaLog;
 use crate::error::{Error, Result};
-use crate::log::{LogReader, ReadVisitor, ReaderConfig, RecordRef, TopicPartition};
+use crate::log::{Headers, LogReader, ReadVisitor, ReaderConfig, RecordRef, TopicPartition};
 
 /// How long looking up a topic and its watermarks may take when the reader
 /// is created.
@@ -107,6 +107,7 @@ impl LogReader for KafkaReader {
                         key: m.key(),
                         value: m.payload().unwrap_or(&[]),
                         timestamp: m.timestamp().to_millis(),
+                        headers: Headers::kafka(m.headers()),
                     })?;
                     n += 1;
                 }
