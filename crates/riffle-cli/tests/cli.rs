@@ -119,7 +119,15 @@ fn help_documents_every_command() {
     let out = riffle(&["--help"]);
     assert!(out.status.success());
     let help = text(&out.stdout);
-    for cmd in ["topics", "produce", "consume", "demo", "--brokers", "-X"] {
+    for cmd in [
+        "topics",
+        "produce",
+        "consume",
+        "groups",
+        "demo",
+        "--brokers",
+        "-X",
+    ] {
         assert!(help.contains(cmd), "--help mentions {cmd}");
     }
     let out = riffle(&["demo", "hello", "--help"]);
