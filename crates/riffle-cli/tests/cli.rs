@@ -1398,3 +1398,65 @@ fn sigterm_stops_consume_without_a_group() {
     );
     std::fs::remove_dir_all(&data).unwrap();
 }
+
+/// `produce -H` through `run` (on one log) puts the same headers, in order,
+/// on every record it sends; `consume` shows them after the value, a null
+/// value as the bare name; a record without headers shows none.
+fn headers_produced_show_in_consume(run: impl Fn(&[&str]) -> Output, topic: &str) {
+    let ok = |args: &[&str]| {
+        let out = run(args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    ok(&["topics", "create", topic, "-p", "1"]);
+    ok(&[
+        "produce",
+        "-t",
+        topic,
+        "-H",
+        "trace=abc",
+        "--header",
+        "dup=1",
+        "-H",
+        "dup=2=two",
+        "-H",
+        "null",
+        "-H",
+        "empty=",
+        "one",
+        "two",
+    ]);
+    ok(&["produce", "-t", topic, "three"]);
+    let s = ok(&[
+        "consume",
+        "-t",
+        topic,
+        "-g",
+        &format!("{topic}-g"),
+        "--raw",
+        "--max",
+        "3",
+        "--duration",
+        "20s",
+    ]);
+    let lines: Vec<&str> = s.lines().collect();
+    assert_eq!(lines.len(), 3, "{s}");
+    let headers = " headers=trace=abc,dup=1,dup=2=two,null,empty=";
+    for (line, value) in lines[..2].iter().zip(["one", "two"]) {
+        assert!(line.ends_with(&format!("value={value}{headers}")), "{line}");
+    }
+    assert!(lines[2].ends_with("value=three"), "{}", lines[2]);
+    ok(&["topics", "delete", topic]);
+}
+
+#[test]
+fn produce_headers_on_the_embedded_data_dir() {
+    let data = temp_dir("embedded-headers");
+    headers_produced_show_in_consume(|args| riffle_in(&data, args), "headers");
+    std::fs::remove_dir_all(&data).unwrap();
+}
+
+#[test]
+fn produce_headers_on_kafka() {
+    headers_produced_show_in_consume(kafka, &format!("cli-headers-{}", std::process::id()));
+}

@@ -8,7 +8,10 @@ use std::sync::Arc;
 
 use conformance::{eventually, unique, T};
 use riffle::log::kafka::KafkaLog;
-use riffle::log::{ConsumerConfig, Log, RecordRef, TopicSpec};
+use riffle::log::{
+    ConsumerConfig, Header, Headers, Log, OutRecord, OwnedHeader, RecordRef, TopicSpec,
+};
+use riffle::process::dead_letter;
 use riffle::process::{stateless, App, Style};
 use riffle::stream::{Consumer, Producer};
 use riffle::Result;
@@ -19,8 +22,9 @@ fn log() -> Arc<dyn Log> {
     Arc::new(KafkaLog::connect(brokers, vec![]).expect("test broker reachable"))
 }
 
-/// Every record of `topic` (keys and values as text) once `n` are there.
-fn read(log: &Arc<dyn Log>, topic: &str, n: usize) -> Vec<(String, String)> {
+/// Every record of `topic` (keys and values as text, and headers) once `n`
+/// are there.
+fn read(log: &Arc<dyn Log>, topic: &str, n: usize) -> Vec<(String, String, Vec<OwnedHeader>)> {
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     let s = seen.clone();
     let c = Consumer::spawn(
@@ -32,6 +36,7 @@ fn read(log: &Arc<dyn Log>, topic: &str, n: usize) -> Vec<(String, String)> {
                 s.lock().unwrap().push((
                     r.key_str().unwrap_or_default().to_owned(),
                     String::from_utf8_lossy(r.value).into_owned(),
+                    r.headers.to_vec(),
                 ));
                 Ok(())
             }
@@ -62,8 +67,14 @@ fn outputs_the_broker_refuses_become_dead_letters_and_nothing_stalls() {
         let p = Producer::new(&*log).unwrap();
         for i in 0..40 {
             let size = if i % 10 == 3 { 5000 } else { 10 };
-            p.send(&input, Some(format!("k{i}").as_bytes()), &vec![b'x'; size])
-                .unwrap();
+            let n = i.to_string();
+            let key = format!("k{i}");
+            let value = vec![b'x'; size];
+            let headers = [Header::new("n", Some(n.as_bytes()))];
+            p.send_record(
+                OutRecord::new(&input, Some(key.as_bytes()), &value).with_headers(&headers),
+            )
+            .unwrap();
         }
         p.flush(T).unwrap();
         let group = unique("big");
@@ -77,9 +88,31 @@ fn outputs_the_broker_refuses_become_dead_letters_and_nothing_stalls() {
         .start(log.clone())
         .unwrap();
         let outs = read(&log, &output, 36);
-        assert!(outs.iter().all(|(_, v)| v.len() == 10));
+        assert!(outs.iter().all(|(_, v, _)| v.len() == 10));
+        assert!(
+            outs.iter()
+                .all(|(k, _, h)| h == &[OwnedHeader::new("n", Some(&k[1..]))]),
+            "outputs keep the input's headers"
+        );
         let dead = read(&log, &dlq, 4);
-        for (key, v) in &dead {
+        for (key, v, headers) in &dead {
+            assert_eq!(
+                headers[0],
+                OwnedHeader::new("n", Some(&key[1..])),
+                "the refused output's headers are kept"
+            );
+            let h = Headers::from(headers);
+            let value = |name| h.last(name).and_then(|h| h.value_str());
+            assert_eq!(value(dead_letter::TOPIC_HEADER), Some(output.as_str()));
+            assert!(
+                value(dead_letter::REASON_HEADER).is_some_and(|r| r.contains("cannot deliver")),
+                "{headers:?}"
+            );
+            assert_eq!(
+                value(dead_letter::OFFSET_HEADER),
+                None,
+                "an output has no offset"
+            );
             let v: serde_json::Value = serde_json::from_str(v).unwrap();
             assert_eq!(v["topic"], output.as_str(), "{v}");
             assert!(

@@ -11,8 +11,10 @@ use std::time::Duration;
 
 use conformance::{eventually, unique, T};
 use riffle::log::embedded::EmbeddedLog;
-use riffle::log::{ConsumerConfig, Log, RecordRef, TopicSpec};
-use riffle::process::{stateless, App, Context, KeyedProcessor, Style};
+use riffle::log::{
+    ConsumerConfig, Header, Headers, Log, OutRecord, OwnedHeader, RecordRef, TopicSpec,
+};
+use riffle::process::{dead_letter, stateless, App, Context, KeyedProcessor, Style};
 use riffle::serve::{http, Endpoint};
 use riffle::stream::{Consumer, Producer};
 use riffle::{Error, Result};
@@ -403,4 +405,217 @@ fn actors_style_runs_one_partitions_keys_in_parallel_and_commits_safely() {
         );
     }
     app.stop().unwrap();
+}
+
+type WithHeaders = (Option<String>, String, Vec<OwnedHeader>);
+
+/// Like [`read_all`], keeping each record's headers.
+fn read_with_headers(log: &Arc<dyn Log>, topic: &str, n: usize) -> Vec<WithHeaders> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let c = Consumer::spawn(
+        log.clone(),
+        ConsumerConfig::new(unique("reader"), &[topic]),
+        move || {
+            let s = s.clone();
+            move |r: RecordRef<'_>| -> Result<()> {
+                s.lock().unwrap().push((
+                    r.key_str().map(str::to_owned),
+                    String::from_utf8_lossy(r.value).into_owned(),
+                    r.headers.to_vec(),
+                ));
+                Ok(())
+            }
+        },
+    )
+    .unwrap();
+    eventually(T, &format!("{n} records on {topic}"), || {
+        seen.lock().unwrap().len() >= n
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    c.stop();
+    c.join().unwrap();
+    let mut v = seen.lock().unwrap().clone();
+    v.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    v
+}
+
+fn hdr(name: &str, value: Option<&str>) -> OwnedHeader {
+    OwnedHeader::new(name, value)
+}
+
+/// Sends each number on with the input's headers plus `echo: <n>`, after
+/// reading them from its context; fails on negative numbers.
+#[derive(Clone)]
+struct Echo;
+
+impl KeyedProcessor for Echo {
+    type Input = i64;
+    type State = ();
+
+    fn decode(&self, r: &RecordRef<'_>) -> Result<(String, i64)> {
+        let n = std::str::from_utf8(r.value)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| Error::Decode("not a number".into()))?;
+        Ok((r.key_str().unwrap_or_default().to_owned(), n))
+    }
+
+    fn process(&mut self, key: &str, &n: &i64, _: &mut (), ctx: &mut Context<'_>) -> Result<()> {
+        if n < 0 {
+            return Err(Error::Decode(format!("negative: {n}")));
+        }
+        let echo = n.to_string();
+        let mut headers: Vec<Header<'_>> = ctx.headers().iter().collect();
+        headers.push(Header::new("echo", Some(echo.as_bytes())));
+        let trace = ctx.headers().last("trace").and_then(|h| h.value_str());
+        let value = format!("{n} trace={}", trace.unwrap_or("-"));
+        ctx.send_with_headers("echoed", Some(key), value.as_bytes(), &headers[..])
+    }
+}
+
+fn headers_reach_processors_outputs_and_dead_letters(style: Style) {
+    let log = log();
+    for t in ["in", "echoed", "mapped", "replaced", "in-dlq"] {
+        log.create_topic(&TopicSpec::new(t, 2), T).unwrap();
+    }
+    let p = Producer::new(&*log).unwrap();
+    let rich = [
+        Header::new("trace", Some(&b"t1"[..])),
+        Header::new("dup", Some(&b"x"[..])),
+        Header::new("dup", Some(&b"y"[..])),
+        Header::new("null", None),
+        Header::new("bin", Some(&[0xff, 0][..])),
+    ];
+    let send = |key: &str, value: &str, headers: &[Header<'_>]| {
+        p.send_record(
+            OutRecord::new("in", Some(key.as_bytes()), value.as_bytes()).with_headers(headers),
+        )
+        .unwrap()
+    };
+    send("a", "1", &rich);
+    send("b", "2", &[]);
+    send("c", "oops", &[Header::new("trace", Some(&b"t3"[..]))]);
+    send("d", "-4", &[Header::new("trace", Some(&b"t4"[..]))]);
+    let echo = App::new("echo", &["in"], Echo)
+        .style(style)
+        .retries(0)
+        .dead_letter("in-dlq")
+        .start(log.clone())
+        .unwrap();
+    let mapped = App::new(
+        "mapped",
+        &["in"],
+        stateless::map("mapped", |v| Ok(v.to_ascii_uppercase())),
+    )
+    .style(style)
+    .start(log.clone())
+    .unwrap();
+    let replaced = App::new(
+        "replaced",
+        &["in"],
+        stateless::flat_map("replaced", |r, out| {
+            let from = r.headers.len().to_string();
+            out.push(
+                stateless::Output::new(r.key.map(<[u8]>::to_vec), r.value.to_vec())
+                    .with_headers(vec![hdr("had", Some(&from))]),
+            );
+            Ok(())
+        }),
+    )
+    .style(style)
+    .start(log.clone())
+    .unwrap();
+
+    let rich_owned: Vec<OwnedHeader> = rich.iter().map(Header::to_owned).collect();
+    let with_echo = |n: &str| [rich_owned.clone(), vec![hdr("echo", Some(n))]].concat();
+    assert_eq!(
+        read_with_headers(&log, "echoed", 2),
+        [
+            (Some("a".into()), "1 trace=t1".into(), with_echo("1")),
+            (
+                Some("b".into()),
+                "2 trace=-".into(),
+                vec![hdr("echo", Some("2"))]
+            ),
+        ],
+        "the processor saw the input's headers and sent them on"
+    );
+    assert_eq!(
+        read_with_headers(&log, "mapped", 4),
+        [
+            (Some("a".into()), "1".into(), rich_owned.clone()),
+            (Some("b".into()), "2".into(), vec![]),
+            (
+                Some("c".into()),
+                "OOPS".into(),
+                vec![hdr("trace", Some("t3"))]
+            ),
+            (
+                Some("d".into()),
+                "-4".into(),
+                vec![hdr("trace", Some("t4"))]
+            ),
+        ],
+        "map keeps the input's headers"
+    );
+    let replaced_seen: Vec<_> = read_with_headers(&log, "replaced", 4)
+        .into_iter()
+        .map(|(_, _, h)| h)
+        .collect();
+    assert_eq!(
+        replaced_seen,
+        [
+            vec![hdr("had", Some("5"))],
+            vec![hdr("had", Some("0"))],
+            vec![hdr("had", Some("1"))],
+            vec![hdr("had", Some("1"))],
+        ],
+        "a step's own headers replace the input's"
+    );
+
+    let dlq = read_with_headers(&log, "in-dlq", 2);
+    for ((key, envelope, headers), (want_key, trace, reason)) in dlq
+        .iter()
+        .zip([("c", "t3", "not a number"), ("d", "t4", "negative: -4")])
+    {
+        assert_eq!(key.as_deref(), Some(want_key));
+        let env: serde_json::Value = serde_json::from_str(envelope).unwrap();
+        assert!(env["error"].as_str().unwrap().contains(reason), "{env}");
+        let h = Headers::from(headers);
+        let value = |name: &str| h.last(name).and_then(|h| h.value_str()).map(str::to_owned);
+        assert_eq!(
+            headers[0],
+            hdr("trace", Some(trace)),
+            "original headers first"
+        );
+        assert_eq!(value(dead_letter::TOPIC_HEADER).as_deref(), Some("in"));
+        assert_eq!(
+            value(dead_letter::PARTITION_HEADER),
+            env["partition"].as_i64().map(|p| p.to_string())
+        );
+        assert_eq!(
+            value(dead_letter::OFFSET_HEADER),
+            env["offset"].as_i64().map(|o| o.to_string())
+        );
+        assert_eq!(
+            value(dead_letter::REASON_HEADER).as_deref(),
+            env["error"].as_str(),
+            "the reason header is the envelope's error"
+        );
+        assert_eq!(headers.len(), 5);
+    }
+    for app in [echo, mapped, replaced] {
+        app.stop().unwrap();
+    }
+}
+
+#[test]
+fn keyed_style_passes_headers_on() {
+    headers_reach_processors_outputs_and_dead_letters(Style::Keyed);
+}
+
+#[test]
+fn actors_style_passes_headers_on() {
+    headers_reach_processors_outputs_and_dead_letters(Style::Actors { workers: 2 });
 }

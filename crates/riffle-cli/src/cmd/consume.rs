@@ -54,6 +54,10 @@ pub struct ConsumeArgs {
     /// offset, tstype, ts, headers, key and payload.
     #[arg(long = "json", short = 'J')]
     json: bool,
+    /// Accepted for scripts written when values had to be JSON: every
+    /// value is printed now.
+    #[arg(long, hide = true)]
+    raw: bool,
     /// Stop after this many records.
     #[arg(long)]
     max: Option<u64>,

@@ -170,3 +170,48 @@ impl Sink for LogSink {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::embedded::EmbeddedLog;
+    use crate::log::{Headers, TopicSpec};
+
+    /// Headers cross the log sink and source in order, repeats included; a
+    /// null value, which connector records cannot hold, arrives empty.
+    #[test]
+    fn headers_cross_the_log_sink_and_source() {
+        let log = EmbeddedLog::new();
+        log.create_topic(&TopicSpec::new("t", 1), Duration::from_secs(5))
+            .unwrap();
+        let mut sink = LogSink::new(&log, "t").unwrap();
+        let mut record = Record::new("t", Some(b"k"), "v");
+        record.headers = vec![
+            ("trace".into(), b"abc".to_vec()),
+            ("trace".into(), vec![0xff]),
+            ("empty".into(), Vec::new()),
+        ];
+        sink.send(&record).unwrap();
+        sink.send(&Record::new("t", None, "plain")).unwrap();
+        let null = [Header::new("null", None)];
+        Producer::new(&log)
+            .unwrap()
+            .send_record(OutRecord::new("t", None, b"null").with_headers(Headers::from(&null)))
+            .unwrap();
+        sink.flush(Duration::from_secs(5)).unwrap();
+
+        let mut source = LogSource::new(&log, &ConsumerConfig::new("g", &["t"])).unwrap();
+        let mut got = Vec::new();
+        let start = std::time::Instant::now();
+        while got.len() < 3 {
+            assert!(start.elapsed() < Duration::from_secs(10), "{got:?}");
+            source
+                .poll(&mut got, 10, Duration::from_millis(100))
+                .unwrap();
+        }
+        assert_eq!(got[0].headers, record.headers);
+        assert!(got[1].headers.is_empty());
+        assert_eq!(got[2].headers, [("null".to_owned(), Vec::new())]);
+        source.close().unwrap();
+    }
+}

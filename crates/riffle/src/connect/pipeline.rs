@@ -504,6 +504,22 @@ mod tests {
         assert_eq!(v["topic"], "in");
         assert!(v["error"].as_str().unwrap().contains("not JSON"), "{v}");
         assert_eq!(dead[0].key.as_deref(), Some(&b"k"[..]));
+        let headers: Vec<(&str, String)> = dead[0]
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), String::from_utf8_lossy(v).into_owned()))
+            .collect();
+        assert_eq!(
+            headers,
+            [
+                (dead_letter::TOPIC_HEADER, "in".to_owned()),
+                (
+                    dead_letter::REASON_HEADER,
+                    v["error"].as_str().unwrap().to_owned()
+                ),
+            ],
+            "a source's record has no partition or offset"
+        );
         assert_eq!(*acked.lock().unwrap(), 3);
         assert_eq!(stats.dead_letters, 1);
     }

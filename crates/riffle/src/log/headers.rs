@@ -11,7 +11,7 @@ use std::ffi::CStr;
 use std::fmt;
 
 use rdkafka::bindings as rd;
-use rdkafka::message::BorrowedHeaders;
+use rdkafka::message::{BorrowedHeaders, BorrowedMessage, Message};
 
 /// One header, borrowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -77,8 +77,9 @@ enum Repr<'a> {
     Owned(&'a [OwnedHeader]),
     /// The embedded log's encoding (see [`encode`]), checked when written.
     Encoded(&'a [u8]),
-    /// librdkafka's header list of a consumed message.
-    Kafka(&'a BorrowedHeaders),
+    /// A message from librdkafka, whose headers it parses (into a list it
+    /// allocates) only when first asked for them: so only when looked at.
+    Kafka(&'a BorrowedMessage<'a>),
 }
 
 impl Default for Headers<'_> {
@@ -120,12 +121,9 @@ impl<'a> Headers<'a> {
         Headers(Repr::Encoded(bytes))
     }
 
-    /// The headers of a message librdkafka consumed; `None` means none.
-    pub(crate) fn kafka(headers: Option<&'a BorrowedHeaders>) -> Self {
-        match headers {
-            Some(h) => Headers(Repr::Kafka(h)),
-            None => Self::EMPTY,
-        }
+    /// The headers of a message from librdkafka, left unparsed until used.
+    pub(crate) fn kafka(message: &'a BorrowedMessage<'a>) -> Self {
+        Headers(Repr::Kafka(message))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -133,7 +131,7 @@ impl<'a> Headers<'a> {
             Repr::Slice(s) => s.is_empty(),
             Repr::Owned(s) => s.is_empty(),
             Repr::Encoded(b) => b.is_empty(),
-            Repr::Kafka(h) => kafka_count(h) == 0,
+            Repr::Kafka(m) => m.headers().is_none_or(|h| kafka_count(h) == 0),
         }
     }
 
@@ -143,7 +141,7 @@ impl<'a> Headers<'a> {
             Repr::Slice(s) => s.len(),
             Repr::Owned(s) => s.len(),
             Repr::Encoded(_) => self.iter().count(),
-            Repr::Kafka(h) => kafka_count(h),
+            Repr::Kafka(m) => m.headers().map_or(0, kafka_count),
         }
     }
 
@@ -153,10 +151,13 @@ impl<'a> Headers<'a> {
             Repr::Slice(s) => IterRepr::Slice(s.iter()),
             Repr::Owned(s) => IterRepr::Owned(s.iter()),
             Repr::Encoded(b) => IterRepr::Encoded(b),
-            Repr::Kafka(h) => IterRepr::Kafka {
-                headers: h,
-                next: 0,
-                count: kafka_count(h),
+            Repr::Kafka(m) => match m.headers() {
+                Some(h) => IterRepr::Kafka {
+                    headers: h,
+                    next: 0,
+                    count: kafka_count(h),
+                },
+                None => IterRepr::Slice([].iter()),
             },
         })
     }

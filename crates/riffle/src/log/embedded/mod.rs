@@ -48,20 +48,24 @@
 //!   removed when the last clone of the log, and the last producer and
 //!   consumer made from it, is dropped.
 //! - Each partition is a sequence of segment files named by the offset of
-//!   their first record. A segment holds up to 64 MiB of keys and values (the
-//!   bound of the in-memory segments, so each maps to one file), written as
-//!   frames, little-endian:
+//!   their first record. A segment holds up to 64 MiB of keys, values and
+//!   headers (the bound of the in-memory segments, so each maps to one
+//!   file), written as frames, little-endian:
 //!
 //!   ```text
-//!   u32  length of the rest after the CRC (16 + key bytes + value bytes)
+//!   u32  length of the rest after the CRC (16 + key + value + header bytes)
 //!   u32  CRC-32/IEEE of those bytes
 //!   i64  timestamp, ms since the Unix epoch
 //!   u32  key length, 0xFFFF_FFFF for no key (an empty key is 0)
 //!   u32  value length
 //!        key, value
+//!        headers, to the end of the frame, each: u32 name length, name,
+//!        u32 value length (0xFFFF_FFFF for null), value
 //!   ```
 //!
-//!   Offsets are implicit: a segment's base plus the frame's position.
+//!   Offsets are implicit: a segment's base plus the frame's position. This
+//!   is format 2 (`topic.json`); format 1 had no headers, and its frames are
+//!   read as format 2 frames without them.
 //! - A topic's `id` is random, and a group's offsets name the topic id they
 //!   were committed in, so offsets of a deleted topic never apply to a new
 //!   topic of the same name. Group file names are the group id with bytes

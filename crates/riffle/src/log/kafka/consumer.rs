@@ -185,7 +185,7 @@ impl LogConsumer for KafkaConsumer {
                         key: m.key(),
                         value: m.payload().unwrap_or(&[]),
                         timestamp: m.timestamp().to_millis(),
-                        headers: Headers::kafka(m.headers()),
+                        headers: Headers::kafka(&m),
                     });
                     if processed {
                         mark(

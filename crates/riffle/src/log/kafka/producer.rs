@@ -53,7 +53,7 @@ impl ProducerContext for DeliveryContext {
                     undelivered: Some(Undelivered {
                         key: m.key().map(<[u8]>::to_vec),
                         value: m.payload().unwrap_or_default().to_vec(),
-                        headers: Headers::kafka(m.headers()).to_vec(),
+                        headers: Headers::kafka(m).to_vec(),
                     }),
                 }
             }

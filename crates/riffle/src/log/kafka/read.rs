@@ -122,7 +122,7 @@ pub(super) fn read_partition(
                     key: m.key(),
                     value: m.payload().unwrap_or(&[]),
                     timestamp: m.timestamp().to_millis(),
-                        headers: Headers::kafka(m.headers()),
+                        headers: Headers::kafka(&m),
                 })?;
                 if m.offset() + 1 == end {
                     return Ok(end);

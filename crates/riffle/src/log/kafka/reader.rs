@@ -107,7 +107,7 @@ impl LogReader for KafkaReader {
                         key: m.key(),
                         value: m.payload().unwrap_or(&[]),
                         timestamp: m.timestamp().to_millis(),
-                        headers: Headers::kafka(m.headers()),
+                        headers: Headers::kafka(&m),
                     })?;
                     n += 1;
                 }
