@@ -490,13 +490,13 @@ pub(super) fn watermarks<C: rdkafka::consumer::ConsumerContext>(
 
 fn with_watermarks(
     log: &KafkaLog,
+    probe: &BaseConsumer,
     name: &str,
     mut parts: Vec<PartitionInfo>,
     timeout: Duration,
 ) -> Result<TopicInfo> {
-    let probe = probe(log, "riffle-admin", false)?;
     for p in &mut parts {
-        (p.low, p.high) = watermarks(log, &probe, name, p.id, timeout)?;
+        (p.low, p.high) = watermarks(log, probe, name, p.id, timeout)?;
     }
     Ok(TopicInfo {
         name: name.to_owned(),
@@ -508,17 +508,30 @@ pub(super) fn describe_topic(log: &KafkaLog, name: &str, timeout: Duration) -> R
     crate::log::validate_topic_name(name)?;
     let parts =
         metadata(log, name, timeout)?.ok_or_else(|| Error::UnknownTopic(name.to_owned()))?;
-    with_watermarks(log, name, parts, timeout)
+    with_watermarks(
+        log,
+        &probe(log, "riffle-admin", false)?,
+        name,
+        parts,
+        timeout,
+    )
 }
 
 pub(super) fn list_topics(log: &KafkaLog, timeout: Duration) -> Result<Vec<TopicInfo>> {
+    /// A topic deleted since the listing has no watermarks: after this long
+    /// without them, metadata is asked whether it is still there.
+    const PATIENCE: Duration = Duration::from_secs(2);
     let all = all_metadata(log, timeout)?;
+    let probe = probe(log, "riffle-admin", false)?;
     let mut topics = Vec::with_capacity(all.len());
     for (name, parts) in all.into_iter().filter(|(n, _)| !n.starts_with("__")) {
-        match with_watermarks(log, &name, parts, timeout) {
+        match with_watermarks(log, &probe, &name, parts.clone(), PATIENCE.min(timeout)) {
             Ok(t) => topics.push(t),
-            // Deleted since the listing: its watermarks are not found.
-            Err(Error::Timeout(_)) if metadata(log, &name, timeout)?.is_none() => {}
+            Err(Error::Timeout(_)) => {
+                if metadata(log, &name, timeout)?.is_some() {
+                    topics.push(with_watermarks(log, &probe, &name, parts, timeout)?);
+                }
+            }
             Err(e) => return Err(e),
         }
     }
