@@ -7,6 +7,13 @@
 //! let step = stateless::map("shout", |value: &[u8]| Ok(value.to_ascii_uppercase()));
 //! // Keep only records whose key starts with "eu-".
 //! let eu = stateless::filter("eu", |r| r.key.is_some_and(|k| k.starts_with(b"eu-")));
+//! // Copy each record with a header naming its topic in place of its own.
+//! use riffle::log::OwnedHeader;
+//! let tagged = stateless::flat_map("tagged", |r, out| {
+//!     let copy = stateless::Output::new(r.key.map(<[u8]>::to_vec), r.value.to_vec());
+//!     out.push(copy.with_headers(vec![OwnedHeader::new("from", Some(r.topic))]));
+//!     Ok(())
+//! });
 //! ```
 //!
 //! Outputs keep the input record's headers unless the step sets others

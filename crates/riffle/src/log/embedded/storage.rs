@@ -25,39 +25,80 @@ use crate::log::Headers;
 /// A segment is closed once it holds this many bytes of keys and values.
 const SEGMENT_BYTES: usize = 64 << 20;
 
-/// Marks a record without a key (as opposed to an empty key).
-const NO_KEY: u32 = u32::MAX;
+/// Marks a record without a key (as opposed to an empty key) in
+/// [`Entry::key_len`]; keys are shorter.
+const NO_KEY: u32 = 0x7FFF_FFFF;
+/// Set in [`Entry::key_len`] for a record with headers: their length (u32,
+/// little-endian) follows the value in the buffer, then the headers. A flag
+/// rather than a length field keeps the entry at 24 bytes, as most records
+/// have no headers.
+const HAS_HEADERS: u32 = 1 << 31;
+
+/// Checks that a record fits the index: a key shorter than 2 GiB - 1, a
+/// value and headers shorter than 4 GiB. Returns the headers' encoded size.
+pub(super) fn check_sizes(key: Option<&[u8]>, value: &[u8], headers: Headers<'_>) -> Result<usize> {
+    let headers_len = encoded_len(headers).filter(|&n| u32::try_from(n).is_ok());
+    match headers_len {
+        Some(n)
+            if key.is_none_or(|k| k.len() < NO_KEY as usize) && value.len() < u32::MAX as usize =>
+        {
+            Ok(n)
+        }
+        _ => Err(Error::InvalidInput(
+            "record key is 2 GiB or larger, or its value or headers are 4 GiB or larger".into(),
+        )),
+    }
+}
 
 /// Where a record's bytes are in its buffer: the key (if any), the value,
-/// then its encoded headers (none for most records).
+/// then, for a record with headers, their length and encoding.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     start: usize,
+    /// The key's length or [`NO_KEY`], with [`HAS_HEADERS`].
     key_len: u32,
     value_len: u32,
-    headers_len: u32,
     timestamp: i64,
 }
 
 impl Entry {
+    fn key_field(&self) -> u32 {
+        self.key_len & !HAS_HEADERS
+    }
+
     fn key_bytes(&self) -> usize {
-        if self.key_len == NO_KEY {
-            0
-        } else {
-            self.key_len as usize
+        match self.key_field() {
+            NO_KEY => 0,
+            n => n as usize,
         }
     }
 
-    fn end(&self) -> usize {
-        self.start + self.key_bytes() + self.value_len as usize + self.headers_len as usize
+    fn value_end(&self) -> usize {
+        self.start + self.key_bytes() + self.value_len as usize
+    }
+
+    /// The encoded headers' bounds, if there are any.
+    fn headers(&self, data: &[u8]) -> Option<(usize, usize)> {
+        if self.key_len & HAS_HEADERS == 0 {
+            return None;
+        }
+        let at = self.value_end();
+        let len = u32::from_le_bytes(data[at..at + 4].try_into().expect("4 bytes"));
+        Some((at + 4, at + 4 + len as usize))
+    }
+
+    fn end(&self, data: &[u8]) -> usize {
+        self.headers(data).map_or(self.value_end(), |(_, end)| end)
     }
 
     fn split<'a>(&self, data: &'a [u8]) -> (Option<&'a [u8]>, &'a [u8], Headers<'a>) {
         let value_start = self.start + self.key_bytes();
-        let headers_start = value_start + self.value_len as usize;
-        let key = (self.key_len != NO_KEY).then(|| &data[self.start..value_start]);
-        let headers = Headers::encoded(&data[headers_start..self.end()]);
-        (key, &data[value_start..headers_start], headers)
+        let key = (self.key_field() != NO_KEY).then(|| &data[self.start..value_start]);
+        let headers = match self.headers(data) {
+            Some((from, to)) => Headers::encoded(&data[from..to]),
+            None => Headers::EMPTY,
+        };
+        (key, &data[value_start..self.value_end()], headers)
     }
 }
 
@@ -77,29 +118,32 @@ impl Segment {
         }
     }
 
-    /// Adds a record whose lengths have been checked.
+    /// Adds a record whose sizes have been checked with [`check_sizes`];
+    /// `headers_len` is the headers' encoded size.
     fn push(
         &mut self,
         key: Option<&[u8]>,
-        key_len: u32,
         value: &[u8],
         headers: Headers<'_>,
+        headers_len: usize,
         timestamp: i64,
     ) {
         let start = self.data.len();
+        let mut key_len = key.map_or(NO_KEY, |k| k.len() as u32);
         if let Some(k) = key {
             self.data.extend_from_slice(k);
         }
         self.data.extend_from_slice(value);
-        let headers_start = self.data.len();
-        if !headers.is_empty() {
+        if headers_len > 0 {
+            key_len |= HAS_HEADERS;
+            self.data
+                .extend_from_slice(&(headers_len as u32).to_le_bytes());
             encode(headers, &mut self.data);
         }
         self.index.push(Entry {
             start,
             key_len,
             value_len: value.len() as u32,
-            headers_len: (self.data.len() - headers_start) as u32,
             timestamp,
         });
     }
@@ -159,17 +203,25 @@ impl PartitionLog {
             let bytes = fs::read(&path).map_err(|e| io_error("read", &path, e))?;
             let mut seg = Segment::new(base);
             seg.data.reserve(bytes.len());
+            let mut too_large = None;
             let (valid, damage) = scan_segment(&bytes, |f| {
-                let key_len = f.key.map_or(NO_KEY, |k| k.len() as u32);
-                seg.push(
-                    f.key,
-                    key_len,
-                    f.value,
-                    Headers::encoded(f.headers),
-                    f.timestamp,
-                );
+                let headers = Headers::encoded(f.headers);
+                match check_sizes(f.key, f.value, headers) {
+                    Ok(n) => seg.push(f.key, f.value, headers, n, f.timestamp),
+                    // Only a key of 2 GiB or more, which the frame format
+                    // allows and the index does not.
+                    Err(e) => {
+                        too_large.get_or_insert(e);
+                    }
+                }
             });
             drop(bytes);
+            if let Some(e) = too_large {
+                return Err(Error::Backend(format!(
+                    "embedded log: segment {}: {e}",
+                    path.display()
+                )));
+            }
             if let Some(damage) = damage {
                 if !last {
                     return Err(Error::Backend(format!(
@@ -220,18 +272,7 @@ impl PartitionLog {
         headers: Headers<'_>,
         timestamp: i64,
     ) -> Result<i64> {
-        let key_len = match key {
-            Some(k) => u32::try_from(k.len()).ok().filter(|&n| n != NO_KEY),
-            None => Some(NO_KEY),
-        };
-        let headers_len = encoded_len(headers).filter(|&n| u32::try_from(n).is_ok());
-        let (Some(key_len), Ok(_), Some(headers_len)) =
-            (key_len, u32::try_from(value.len()), headers_len)
-        else {
-            return Err(Error::InvalidInput(
-                "record key, value or headers are 4 GiB or larger".into(),
-            ));
-        };
+        let headers_len = check_sizes(key, value, headers)?;
         let size = key.map_or(0, <[u8]>::len) + value.len() + headers_len;
         let roll = match self.segments.last() {
             None => true,
@@ -250,7 +291,7 @@ impl PartitionLog {
             .segments
             .last_mut()
             .expect("a segment was just ensured");
-        seg.push(key, key_len, value, headers, timestamp);
+        seg.push(key, value, headers, headers_len, timestamp);
         let offset = self.high;
         self.high += 1;
         Ok(offset)
@@ -327,7 +368,7 @@ impl Batch {
         slot: usize,
     ) -> usize {
         let from = seg.index[first].start;
-        let to = seg.index[last - 1].end();
+        let to = seg.index[last - 1].end(&seg.data);
         let shift = self.data.len() as isize - from as isize;
         self.data.extend_from_slice(&seg.data[from..to]);
         self.records.extend(
@@ -354,5 +395,53 @@ impl Batch {
             let (key, value, headers) = r.entry.split(&self.data);
             (r, key, value, headers, r.entry.timestamp)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::Header;
+
+    /// Records with and without headers, keys and values side by side in
+    /// one buffer, come out of any run of a batch as they went in; the
+    /// index entry stays the size it was before headers.
+    #[test]
+    fn runs_of_records_with_and_without_headers_read_back() {
+        assert_eq!(std::mem::size_of::<Entry>(), 24);
+        let rich = [
+            Header::new("a", Some(b"1")),
+            Header::new("a", None),
+            Header::new("", Some(b"")),
+        ];
+        let mut log = PartitionLog::default();
+        type In<'a> = (Option<&'a [u8]>, &'a [u8], Headers<'a>);
+        let records: Vec<In<'_>> = vec![
+            (Some(b"k0"), b"v0", Headers::EMPTY),
+            (None, b"v1", Headers::from(&rich)),
+            (Some(b""), b"", Headers::from(&rich[..1])),
+            (None, b"v3", Headers::EMPTY),
+            (Some(b"k4"), b"v4", Headers::from(&rich[1..])),
+        ];
+        for (i, (key, value, headers)) in records.iter().enumerate() {
+            assert_eq!(log.append(*key, value, *headers, i as i64), Ok(i as i64));
+        }
+        for (from, max) in [(0, 5), (1, 3), (2, 1), (4, 9)] {
+            let mut batch = Batch::default();
+            let n = log.read(from, max, &mut batch, 0);
+            let got: Vec<_> = batch
+                .iter()
+                .map(|(r, key, value, headers, ts)| (r.offset, key, value, headers, ts))
+                .collect();
+            let want: Vec<_> = records
+                .iter()
+                .enumerate()
+                .skip(from as usize)
+                .take(max)
+                .map(|(i, (key, value, headers))| (i as i64, *key, *value, *headers, i as i64))
+                .collect();
+            assert_eq!(n, want.len());
+            assert_eq!(got, want, "from {from}, at most {max}");
+        }
     }
 }

@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use super::group::Membership;
 use super::producer::{pick_partition, timestamp_now};
+use super::storage::check_sizes;
 use super::{Inner, State};
 use crate::error::{Error, Result};
-use crate::log::headers::{encode, encoded_len};
+use crate::log::headers::encode;
 use crate::log::{
     DeliveryCallback, DeliveryReport, GroupToken, Headers, LogProducer, OutRecord, TopicPartition,
     TxnProducer,
@@ -90,20 +91,12 @@ impl LogProducer for EmbeddedTxnProducer {
         let mut state = self.inner.lock();
         self.check_epoch(&state, &mut open)?;
         let records = open.as_mut().ok_or_else(no_transaction)?;
-        let headers_len = encoded_len(record.headers).filter(|&n| u32::try_from(n).is_ok());
-        if u32::try_from(record.value.len()).is_err()
-            || record.key.is_some_and(|k| k.len() >= u32::MAX as usize)
-            || headers_len.is_none()
-        {
-            return Err(Error::InvalidInput(
-                "record key, value or headers are 4 GiB or larger".into(),
-            ));
-        }
+        let headers_len = check_sizes(record.key, record.value, record.headers)?;
         // Kept encoded, as the log stores them: one buffer for all of a
         // record's headers, and none for a record without.
         let mut headers = Vec::new();
-        if !record.headers.is_empty() {
-            headers.reserve_exact(headers_len.unwrap_or(0));
+        if headers_len > 0 {
+            headers.reserve_exact(headers_len);
             encode(record.headers, &mut headers);
         }
         let topic = state
