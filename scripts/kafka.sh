@@ -151,19 +151,16 @@ ssl.truststore.location=$tls/ca.pem
 listener.name.ssl.ssl.client.auth=required
 inter.broker.listener.name=PLAINTEXT
 log.dirs=$data/log
-num.partitions=1
-auto.create.topics.enable=false
+# Everything else is at Apache Kafka's defaults (auto.create.topics.enable=true
+# among them), as users run it, except what follows.
+# One node: the internal topics cannot have three replicas.
 offsets.topic.replication.factor=1
-offsets.topic.num.partitions=10
 transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
-transaction.state.log.num.partitions=10
-group.initial.rebalance.delay.ms=${KAFKA_REBALANCE_DELAY_MS:-0}
-group.min.session.timeout.ms=1000
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
-log.segment.bytes=67108864
-log.retention.check.interval.ms=60000
+# Tests: a new group is assigned at once (see KAFKA_REBALANCE_DELAY_MS).
+group.initial.rebalance.delay.ms=${KAFKA_REBALANCE_DELAY_MS:-0}
 EOF
 }
 

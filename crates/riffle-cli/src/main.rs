@@ -42,13 +42,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Create, delete, list and describe topics.
+    /// Create, delete, list, describe and alter topics.
     #[command(subcommand)]
     Topics(cmd::topics::TopicsCommand),
     /// Send records to a topic, from arguments or one per line of stdin.
     Produce(cmd::produce::ProduceArgs),
-    /// Read a topic as a consumer group and print each record.
+    /// Print a topic's records: outside any group, or as a member of one (-g).
     Consume(cmd::consume::ConsumeArgs),
+    /// List, describe, reset the offsets of and delete consumer groups.
+    #[command(subcommand)]
+    Groups(cmd::groups::GroupsCommand),
     /// Show how far a consumer group is behind, per partition.
     Lag(cmd::lag::LagArgs),
     /// Move records between systems: MQTT, NATS, AMQP, Redis, HTTP, files, Kafka.
@@ -76,6 +79,7 @@ fn main() -> ExitCode {
         Command::Produce(a) => cmd::produce::run(&cli.log, a),
         Command::Consume(a) => cmd::consume::run(&cli.log, a),
         Command::Lag(a) => cmd::lag::run(&cli.log, a),
+        Command::Groups(g) => cmd::groups::run(&cli.log, g),
         Command::Connect(a) => cmd::connect::run(&cli.log, a),
         Command::Heater(h) => heater::run(&cli.log, h),
         Command::Demo(d) => demo::run(&cli.log, d),

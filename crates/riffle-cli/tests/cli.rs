@@ -90,7 +90,7 @@ fn records_and_committed(data: &Path, topic: &str, group: &str) -> (i64, i64) {
     let records = numbers(lines.next().unwrap())[1];
     let committed = lines
         .skip(1)
-        .filter_map(|l| l.split_whitespace().nth(5)?.parse::<i64>().ok())
+        .filter_map(|l| l.split_whitespace().nth(6)?.parse::<i64>().ok())
         .sum();
     (records, committed)
 }
@@ -119,7 +119,15 @@ fn help_documents_every_command() {
     let out = riffle(&["--help"]);
     assert!(out.status.success());
     let help = text(&out.stdout);
-    for cmd in ["topics", "produce", "consume", "demo", "--brokers", "-X"] {
+    for cmd in [
+        "topics",
+        "produce",
+        "consume",
+        "groups",
+        "demo",
+        "--brokers",
+        "-X",
+    ] {
         assert!(help.contains(cmd), "--help mentions {cmd}");
     }
     let out = riffle(&["demo", "hello", "--help"]);
@@ -582,15 +590,19 @@ fn produce_and_consume_on_kafka() {
         s.contains(r#"key=heater-1 value={"measurement": 45.2}"#),
         "{s}"
     );
-    assert!(s.contains(r#"value={"n": 2}"#), "{s}");
-    assert!(!s.contains("not json"), "{s}");
     assert!(
-        text(&out.stderr).contains("value is not JSON"),
-        "bad record reported: {}",
-        text(&out.stderr)
+        s.contains(r#"value={"n": 2}"#) || s.contains("value=not json"),
+        "{s}"
     );
-    // All three share the key, so one partition, offsets 0..3.
-    assert!(s.contains("offset=0") && s.contains("offset=2"), "{s}");
+    // All three share the key, so one partition, offsets 0..3; a value
+    // that is not JSON is printed like any other.
+    assert!(s.contains("offset=0") && s.contains("offset=1"), "{s}");
+    let out = kafka(&["consume", "-t", &topic, "-e"]);
+    let s = text(&out.stdout);
+    assert!(
+        s.contains("value=not json") && s.contains("offset=2"),
+        "{s}"
+    );
     assert!(kafka(&["topics", "delete", &topic]).status.success());
 }
 
@@ -908,6 +920,483 @@ fn two_processes_of_one_group_share_the_partitions_on_kafka() {
     expected.sort();
     assert_eq!(all, expected, "every record once, across the two processes");
     assert!(kafka(&["topics", "delete", &topic]).status.success());
+}
+
+/// Runs `riffle` on one log and expects success; returns stdout.
+fn ok_on(run: &impl Fn(&[&str]) -> Output, args: &[&str]) -> String {
+    let out = run(args);
+    assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+/// The topic names `riffle topics list` shows.
+fn listed(run: &impl Fn(&[&str]) -> Output) -> Vec<String> {
+    ok_on(run, &["topics", "list"])
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect()
+}
+
+/// Topic administration through `run`: delete then create at once,
+/// `--recreate` with another count, deleted topics stay deleted, several
+/// names at once, growing partitions, ISR and non-default configs.
+fn topic_admin(run: impl Fn(&[&str]) -> Output, prefix: &str) {
+    let [a, b, c, d] = ["a", "b", "c", "d"].map(|n| format!("{prefix}-{n}"));
+    ok_on(&run, &["topics", "create", &a, "-p", "2"]);
+    ok_on(&run, &["produce", "-t", &a, "-k", "k", "x", "y"]);
+    ok_on(&run, &["topics", "delete", &a]);
+    ok_on(&run, &["topics", "create", &a, "-p", "3"]);
+    let desc = ok_on(&run, &["topics", "describe", &a]);
+    assert!(desc.contains("3 partitions, 0 records"), "{desc}");
+    ok_on(&run, &["topics", "create", &a, "-p", "5", "--recreate"]);
+    let desc = ok_on(&run, &["topics", "describe", &a]);
+    assert!(desc.contains("5 partitions, 0 records"), "{desc}");
+
+    ok_on(&run, &["topics", "create", &b]);
+    ok_on(&run, &["topics", "create", &c, "-p", "2"]);
+    let out = ok_on(&run, &["topics", "delete", &b, &c]);
+    assert_eq!(
+        out,
+        format!("deleted topic {b}\ndeleted topic {c}\n"),
+        "{out}"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let names = listed(&run);
+    assert!(!names.contains(&b) && !names.contains(&c), "{names:?}");
+    assert!(names.contains(&a), "{names:?}");
+    let err = one_line_error(&run(&["topics", "describe", &b]));
+    assert!(err.contains("unknown topic"), "{err}");
+    // Producing to it or reading it does not bring it back.
+    let err = one_line_error(&run(&["produce", "-t", &b, "x"]));
+    assert!(err.contains("unknown topic"), "{err}");
+    let err = one_line_error(&run(&["consume", "-t", &c, "-e"]));
+    assert!(err.contains("unknown topic"), "{err}");
+    std::thread::sleep(Duration::from_secs(2));
+    let names = listed(&run);
+    assert!(!names.contains(&b) && !names.contains(&c), "{names:?}");
+    // A missing name among others: the others are deleted, the missing one
+    // reported.
+    ok_on(&run, &["topics", "create", &b]);
+    let out = run(&["topics", "delete", &b, &c]);
+    let err = one_line_error(&out);
+    assert!(err.contains(&format!("unknown topic '{c}'")), "{err}");
+    assert_eq!(text(&out.stdout), format!("deleted topic {b}\n"));
+    assert!(!listed(&run).contains(&b));
+
+    ok_on(
+        &run,
+        &["topics", "create", &d, "--config", "cleanup.policy=compact"],
+    );
+    let out = ok_on(&run, &["topics", "alter", &d, "--partitions", "3"]);
+    assert!(out.contains("now has 3 partitions"), "{out}");
+    let err = one_line_error(&run(&["topics", "alter", &d, "--partitions", "2"]));
+    assert!(err.contains("can only be increased"), "{err}");
+    let desc = ok_on(&run, &["topics", "describe", &d]);
+    let rows: Vec<Vec<&str>> = desc
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert!(desc.contains("3 partitions"), "{desc}");
+    assert_eq!(
+        rows[1],
+        ["PARTITION", "LEADER", "REPLICAS", "ISR", "FIRST", "NEXT"],
+        "{desc}"
+    );
+    for (i, row) in rows[2..5].iter().enumerate() {
+        assert_eq!(row[0], i.to_string(), "{desc}");
+        // One replica, in sync, the leader.
+        assert_eq!(row[2], row[1], "{desc}");
+        assert_eq!(row[3], row[1], "{desc}");
+    }
+    assert!(
+        desc.lines()
+            .any(|l| l == "config cleanup.policy=compact (topic)"),
+        "{desc}"
+    );
+    ok_on(&run, &["topics", "delete", &a, &d]);
+}
+
+#[test]
+fn topic_admin_on_the_embedded_data_dir() {
+    let data = temp_dir("topic-admin");
+    topic_admin(|args| riffle_in(&data, args), "t");
+    std::fs::remove_dir_all(&data).unwrap();
+}
+
+#[test]
+fn topic_admin_on_kafka() {
+    topic_admin(kafka, &format!("cli-admin-{}", std::process::id()));
+}
+
+/// The data rows of a table: lines split into words, header skipped.
+fn rows(table: &str) -> Vec<Vec<String>> {
+    table
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().map(str::to_owned).collect())
+        .collect()
+}
+
+/// The TOTAL lag `riffle groups describe` shows.
+fn total_lag(run: &impl Fn(&[&str]) -> Output, group: &str) -> i64 {
+    let s = ok_on(run, &["groups", "describe", group]);
+    let total = s
+        .lines()
+        .find(|l| l.starts_with("TOTAL"))
+        .unwrap_or_else(|| panic!("a total in {s}"));
+    numbers(total)[0]
+}
+
+/// `riffle groups` through `run`: list, describe, every reset mode (dry run
+/// first), delete.
+fn groups_commands(run: impl Fn(&[&str]) -> Output, topic: &str) {
+    let group = format!("{topic}-g");
+    ok_on(&run, &["topics", "create", topic, "-p", "2"]);
+    ok_on(&run, &["produce", "-t", topic, "-k", "a", "1", "2", "3"]);
+    ok_on(&run, &["produce", "-t", topic, "-k", "b", "4", "5", "6"]);
+    let g = ["-g", group.as_str()];
+    let consume = [
+        &["consume", "-t", topic][..],
+        &g,
+        &["--max", "6", "--duration", "20s"],
+    ]
+    .concat();
+    ok_on(&run, &consume);
+
+    let list = ok_on(&run, &["groups", "list"]);
+    let row = rows(&list)
+        .into_iter()
+        .find(|r| r[0] == group)
+        .unwrap_or_else(|| panic!("{group} in {list}"));
+    assert_eq!(row[1..], ["Empty", "0"], "{list}");
+    let desc = ok_on(&run, &["groups", "describe", &group]);
+    assert!(
+        desc.starts_with(&format!("group {group} (0 members)")),
+        "{desc}"
+    );
+    assert!(
+        desc.lines()
+            .any(|l| l.starts_with(topic) && numbers(l).len() >= 4),
+        "{desc}"
+    );
+    assert_eq!(total_lag(&run, &group), 0);
+
+    let reset = |mode: &[&str], execute: bool| {
+        let mut args = vec![
+            "groups",
+            "reset-offsets",
+            "--group",
+            &group,
+            "--topic",
+            topic,
+        ];
+        args.extend_from_slice(mode);
+        if execute {
+            args.push("--execute");
+        }
+        ok_on(&run, &args)
+    };
+    let plan = reset(&["--to-earliest"], false);
+    assert!(
+        plan.contains("NEW-OFFSET") && plan.contains("dry run"),
+        "{plan}"
+    );
+    let new: Vec<&str> = plan
+        .lines()
+        .filter(|l| l.starts_with(topic))
+        .map(|l| l.split_whitespace().last().unwrap())
+        .collect();
+    assert_eq!(new, ["0", "0"], "{plan}");
+    assert_eq!(total_lag(&run, &group), 0, "a dry run changes nothing");
+    reset(&["--to-earliest"], true);
+    assert_eq!(total_lag(&run, &group), 6);
+    reset(&["--to-latest"], true);
+    assert_eq!(total_lag(&run, &group), 0);
+    reset(&["--shift-by", "-2"], true);
+    let ends: Vec<i64> = rows(&ok_on(&run, &["topics", "describe", topic]))[1..]
+        .iter()
+        .filter(|r| r[0].parse::<i32>().is_ok())
+        .map(|r| r[5].parse().unwrap())
+        .collect();
+    let back: i64 = ends.iter().map(|e| e.min(&2)).sum();
+    assert_eq!(total_lag(&run, &group), back, "{ends:?}");
+    reset(&["--shift-by", "1"], true);
+    assert_eq!(
+        total_lag(&run, &group),
+        back - ends.iter().filter(|e| **e > 0).count() as i64
+    );
+    reset(&["--to-datetime", "2000-01-01T00:00:00Z"], true);
+    assert_eq!(total_lag(&run, &group), 6);
+    reset(&["--to-datetime", "2999-01-01T00:00:00Z"], true);
+    assert_eq!(total_lag(&run, &group), 0);
+
+    let err = one_line_error(&run(&[
+        "groups",
+        "reset-offsets",
+        "-g",
+        &group,
+        "-t",
+        topic,
+    ]));
+    assert!(err.contains("--to-earliest"), "{err}");
+    let err = one_line_error(&run(&[
+        "groups",
+        "reset-offsets",
+        "-g",
+        &group,
+        "-t",
+        topic,
+        "--to-datetime",
+        "yesterday",
+    ]));
+    assert!(err.contains("yesterday"), "{err}");
+
+    let out = ok_on(&run, &["groups", "delete", &group]);
+    assert_eq!(out, format!("deleted group {group}\n"));
+    let list = ok_on(&run, &["groups", "list"]);
+    assert!(!rows(&list).iter().any(|r| r[0] == group), "{list}");
+    let err = one_line_error(&run(&["groups", "delete", &group]));
+    assert!(err.contains(&format!("unknown group '{group}'")), "{err}");
+    let err = one_line_error(&run(&["groups", "describe", &group]));
+    assert!(err.contains("unknown group"), "{err}");
+    ok_on(&run, &["topics", "delete", topic]);
+}
+
+#[test]
+fn groups_on_the_embedded_data_dir() {
+    let data = temp_dir("groups");
+    groups_commands(|args| riffle_in(&data, args), "readings");
+    std::fs::remove_dir_all(&data).unwrap();
+}
+
+#[test]
+fn groups_on_kafka() {
+    let topic = format!("cli-groups-{}", std::process::id());
+    groups_commands(kafka, &topic);
+}
+
+/// A group with a member running cannot have its offsets reset nor be
+/// deleted: one line says so, and the member is shown.
+#[test]
+fn groups_with_members_are_left_alone_on_kafka() {
+    let brokers = std::env::var("RIFFLE_TEST_BROKERS")
+        .expect("RIFFLE_TEST_BROKERS is not set: run scripts/test.sh");
+    let topic = format!("cli-busy-{}", std::process::id());
+    let group = format!("{topic}-g");
+    assert!(kafka(&["topics", "create", &topic]).status.success());
+    assert!(kafka(&["produce", "-t", &topic, "x"]).status.success());
+    let data = temp_dir("busy");
+    let (mut child, _lines) = spawn_in(
+        &data,
+        &[
+            "--brokers",
+            &brokers,
+            "consume",
+            "-t",
+            &topic,
+            "-g",
+            &group,
+            "--duration",
+            "60s",
+        ],
+    );
+    let start = Instant::now();
+    loop {
+        let desc = text(&kafka(&["groups", "describe", &group]).stdout);
+        if desc.contains("(1 members)") && desc.contains("consumer") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "member shown: {desc}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let err = one_line_error(&kafka(&[
+        "groups",
+        "reset-offsets",
+        "-g",
+        &group,
+        "-t",
+        &topic,
+        "--to-earliest",
+    ]));
+    assert!(err.contains("active members"), "{err}");
+    let err = one_line_error(&kafka(&["groups", "delete", &group]));
+    assert!(err.contains("active members"), "{err}");
+    let list = text(&kafka(&["groups", "list"]).stdout);
+    assert!(
+        rows(&list).iter().any(|r| r[0] == group && r[2] == "1"),
+        "{list}"
+    );
+    sigterm(&child);
+    assert!(child.wait().unwrap().success());
+    assert!(kafka(&["groups", "delete", &group]).status.success());
+    assert!(kafka(&["topics", "delete", &topic]).status.success());
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+/// `riffle consume` without a group, as kcat reads: the same records every
+/// run, partitions and offsets chosen, the end, formats.
+fn consume_without_group(run: impl Fn(&[&str]) -> Output, topic: &str) {
+    ok_on(&run, &["topics", "create", topic]);
+    ok_on(
+        &run,
+        &[
+            "produce",
+            "-t",
+            topic,
+            "-k",
+            "k",
+            "{\"n\":0}",
+            "plain text",
+            "2",
+            "3",
+            "4",
+        ],
+    );
+    let all = |extra: &[&str]| {
+        let mut args = vec!["consume", "-t", topic];
+        args.extend_from_slice(extra);
+        ok_on(&run, &args)
+    };
+    let first = all(&["-e"]);
+    assert_eq!(first, all(&["-e"]), "a second run shows the same records");
+    let lines: Vec<&str> = first.lines().collect();
+    assert_eq!(lines.len(), 5, "{first}");
+    assert_eq!(
+        lines[1],
+        format!("topic={topic} partition=0 offset=1 key=k value=plain text")
+    );
+    let offsets = |s: &str| -> Vec<i64> {
+        s.lines()
+            .map(|l| numbers(l.rsplit("offset=").next().unwrap())[0])
+            .collect()
+    };
+    assert_eq!(offsets(&all(&["-o", "3", "-e"])), [3, 4]);
+    assert_eq!(offsets(&all(&["-o", "-2", "-e"])), [3, 4]);
+    assert_eq!(
+        offsets(&all(&["-o", "beginning", "-e", "--max", "2"])),
+        [0, 1]
+    );
+    assert_eq!(offsets(&all(&["-o", "end", "-e"])), Vec::<i64>::new());
+    assert_eq!(offsets(&all(&["-o", "s@0", "-e"])), [0, 1, 2, 3, 4]);
+    assert_eq!(
+        offsets(&all(&["-o", "s@32503680000000", "-e"])),
+        Vec::<i64>::new()
+    );
+    // Without -e it runs on until --max (or --duration).
+    assert_eq!(offsets(&all(&["-o", "1", "--max", "2"])), [1, 2]);
+    assert_eq!(offsets(&all(&["-o", "4", "--duration", "1s"])), [4]);
+
+    let formatted = all(&["-e", "-o", "3", "-f", r"%t|%p|%o|%k|%s|%%\t%T\n"]);
+    let mut parts = formatted.lines().next().unwrap().split('\t');
+    assert_eq!(parts.next().unwrap(), format!("{topic}|0|3|k|3|%"));
+    let ts: i64 = parts.next().unwrap().parse().unwrap();
+    assert!(ts > 1_600_000_000_000, "{formatted}");
+    let json = all(&["-e", "-J", "-o", "-4", "--max", "1"]);
+    let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(v["topic"], topic, "{v}");
+    assert_eq!(
+        (&v["partition"], &v["offset"], &v["key"], &v["payload"]),
+        (&0.into(), &1.into(), &"k".into(), &"plain text".into()),
+        "{v}"
+    );
+    assert!(
+        v["ts"].as_i64().unwrap() > 1_600_000_000_000 && v["tstype"] == "create",
+        "{v}"
+    );
+
+    // Headers: shown on the default line, by %h and in -J.
+    ok_on(
+        &run,
+        &["produce", "-t", topic, "-H", "trace=abc", "-H", "flag", "h"],
+    );
+    let line = all(&["-o", "5", "-e"]);
+    assert_eq!(
+        line,
+        format!("topic={topic} partition=0 offset=5 key=- value=h headers=trace=abc,flag\n")
+    );
+    assert_eq!(
+        all(&["-o", "5", "-e", "-f", "%h|%s\n"]),
+        "trace=abc,flag|h\n"
+    );
+    let v: serde_json::Value = serde_json::from_str(all(&["-o", "5", "-e", "-J"]).trim()).unwrap();
+    assert_eq!(
+        v["headers"],
+        serde_json::json!(["trace", "abc", "flag", null]),
+        "{v}"
+    );
+    assert_eq!(v["key"], serde_json::Value::Null, "{v}");
+
+    // -p: one partition of a topic with two.
+    let two = format!("{topic}-2");
+    ok_on(&run, &["topics", "create", &two, "-p", "2"]);
+    for key in ["a", "b", "c", "d", "e", "f"] {
+        ok_on(&run, &["produce", "-t", &two, "-k", key, key]);
+    }
+    let every = ok_on(&run, &["consume", "-t", &two, "-e"]);
+    let in_one: Vec<&str> = every
+        .lines()
+        .filter(|l| l.contains(" partition=1 "))
+        .collect();
+    let only = ok_on(&run, &["consume", "-t", &two, "-e", "-p", "1"]);
+    assert_eq!(only.lines().collect::<Vec<_>>(), in_one, "{every}");
+    let both = ok_on(&run, &["consume", "-t", &two, "-e", "-p", "0", "-p", "1"]);
+    assert_eq!(both.lines().count(), 6, "{both}");
+
+    let err = one_line_error(&run(&["consume", "-t", topic, "-g", "g", "-p", "0"]));
+    assert!(err.contains("without a group"), "{err}");
+    let err = one_line_error(&run(&["consume", "-t", topic, "-o", "soon"]));
+    assert!(err.contains("soon"), "{err}");
+    let err = one_line_error(&run(&["consume", "-t", topic, "-p", "7", "-e"]));
+    assert!(err.contains("partition 7"), "{err}");
+    let err = one_line_error(&run(&["consume", "-t", topic, "-e", "-f", "%x"]));
+    assert!(err.contains("%x"), "{err}");
+    // Nothing was joined: no group appears.
+    let groups = ok_on(&run, &["groups", "list"]);
+    assert!(
+        !groups.contains("riffle-reader") && !groups.contains("riffle-consume"),
+        "{groups}"
+    );
+    ok_on(&run, &["topics", "delete", topic, &two]);
+}
+
+#[test]
+fn consume_without_group_on_the_embedded_data_dir() {
+    let data = temp_dir("consume-nogroup");
+    consume_without_group(|args| riffle_in(&data, args), "readings");
+    std::fs::remove_dir_all(&data).unwrap();
+}
+
+#[test]
+fn consume_without_group_on_kafka() {
+    consume_without_group(kafka, &format!("cli-read-{}", std::process::id()));
+}
+
+#[test]
+fn sigterm_stops_consume_without_a_group() {
+    let data = temp_dir("sigterm-nogroup");
+    for args in [
+        &["topics", "create", "t"][..],
+        &["produce", "-t", "t", "a", "b"],
+    ] {
+        let out = riffle_in(&data, args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    // Without -e it follows the log until stopped.
+    let (child, mut lines) = spawn_in(&data, &["consume", "-t", "t"]);
+    assert!(lines.next().unwrap().unwrap().contains("value=b"));
+    sigterm(&child);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("consumed 2 records"),
+        "{}",
+        text(&out.stderr)
+    );
+    std::fs::remove_dir_all(&data).unwrap();
 }
 
 /// `produce -H` through `run` (on one log) puts the same headers, in order,

@@ -19,6 +19,11 @@ pub enum Error {
     UnknownTopic(String),
     /// The topic to create exists already.
     TopicExists(String),
+    /// The named consumer group has neither members nor committed offsets.
+    UnknownGroup(String),
+    /// The consumer group has active members, so its offsets cannot be
+    /// changed nor the group deleted: they would overwrite or need them.
+    GroupNotEmpty(String),
     /// No broker answered within the allowed time.
     Unreachable { brokers: String, detail: String },
     /// A broker refused the client's credentials (SASL): retrying with the
@@ -59,6 +64,11 @@ impl fmt::Display for Error {
             Error::InvalidInput(m) => write!(f, "invalid input: {m}"),
             Error::UnknownTopic(t) => write!(f, "unknown topic '{t}'"),
             Error::TopicExists(t) => write!(f, "topic '{t}' already exists"),
+            Error::UnknownGroup(g) => write!(f, "unknown group '{g}'"),
+            Error::GroupNotEmpty(g) => write!(
+                f,
+                "group '{g}' has active members: stop them first (only a group without members can be changed)"
+            ),
             Error::Unreachable { brokers, detail } => {
                 write!(f, "cannot reach Kafka at {brokers}: {detail}")
             }

@@ -58,7 +58,7 @@ pub fn run(args: &LogArgs, a: LagArgs) -> Result<()> {
 
 /// The table: one line per partition with the member that owns it, then
 /// the total.
-fn table(lags: &[PartitionLag], members: &[GroupMember]) -> String {
+pub(crate) fn table(lags: &[PartitionLag], members: &[GroupMember]) -> String {
     let width = lags
         .iter()
         .map(|l| l.partition.topic.len())

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use riffle::log::{TopicInfo, TopicSpec};
-use riffle::Result;
+use riffle::{Error, Result};
 
 use crate::backend::LogArgs;
 
@@ -12,9 +12,19 @@ use crate::backend::LogArgs;
 pub enum TopicsCommand {
     /// Create a topic and wait until the cluster serves it.
     Create(CreateArgs),
-    /// Delete a topic and wait until it is gone.
+    /// Delete topics and wait until they are gone.
     Delete {
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Raise a topic's partition count (it cannot be lowered).
+    Alter {
         name: String,
+        /// The new partition count, above the current one.
+        #[arg(long, short = 'p')]
+        partitions: i32,
         #[command(flatten)]
         wait: WaitArgs,
     },
@@ -23,7 +33,8 @@ pub enum TopicsCommand {
         #[command(flatten)]
         wait: WaitArgs,
     },
-    /// Show a topic's partitions: leader, replicas, first and next offset.
+    /// Show a topic's partitions (leader, replicas, in-sync replicas, first
+    /// and next offset) and its configs that differ from the defaults.
     Describe {
         name: String,
         /// Also show the offsets this consumer group has committed.
@@ -87,9 +98,33 @@ pub fn run(args: &LogArgs, command: TopicsCommand) -> Result<()> {
                 spec.name, spec.partitions, spec.replication
             );
         }
-        TopicsCommand::Delete { name, wait } => {
-            log.delete_topic(&name, wait.timeout)?;
-            println!("deleted topic {name}");
+        TopicsCommand::Delete { names, wait } => {
+            // Every name is tried; the first failure is reported at the end.
+            let mut failed = None;
+            for name in &names {
+                match log.delete_topic(name, wait.timeout) {
+                    Ok(()) => println!("deleted topic {name}"),
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                    }
+                }
+            }
+            if let Some(e) = failed {
+                return Err(e);
+            }
+        }
+        TopicsCommand::Alter {
+            name,
+            partitions,
+            wait,
+        } => {
+            if partitions < 1 {
+                return Err(Error::InvalidInput(format!(
+                    "partition count must be at least 1, not {partitions}"
+                )));
+            }
+            log.add_partitions(&name, partitions, wait.timeout)?;
+            println!("topic {name} now has {partitions} partitions");
         }
         TopicsCommand::List { wait } => {
             let topics = log.list_topics(wait.timeout)?;
@@ -114,6 +149,7 @@ pub fn run(args: &LogArgs, command: TopicsCommand) -> Result<()> {
         }
         TopicsCommand::Describe { name, group, wait } => {
             let t = log.describe_topic(&name, wait.timeout)?;
+            let configs = log.topic_configs(&name, wait.timeout)?;
             let committed = match &group {
                 Some(g) => log.committed_offsets(g, &name, wait.timeout)?,
                 None => Vec::new(),
@@ -132,20 +168,24 @@ pub fn run(args: &LogArgs, command: TopicsCommand) -> Result<()> {
                 records(&t)
             );
             print!(
-                "{:>9}  {:>6}  {:<12}  {:>12}  {:>12}",
-                "PARTITION", "LEADER", "REPLICAS", "FIRST", "NEXT"
+                "{:>9}  {:>6}  {:<12}  {:<12}  {:>12}  {:>12}",
+                "PARTITION", "LEADER", "REPLICAS", "ISR", "FIRST", "NEXT"
             );
             match &group {
                 Some(g) => println!("  COMMITTED ({g})"),
                 None => println!(),
             }
             for p in &t.partitions {
-                let replicas: Vec<String> = p.replicas.iter().map(ToString::to_string).collect();
+                let ids = |ids: &[i32]| -> String {
+                    let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+                    ids.join(",")
+                };
                 print!(
-                    "{:>9}  {:>6}  {:<12}  {:>12}  {:>12}",
+                    "{:>9}  {:>6}  {:<12}  {:<12}  {:>12}  {:>12}",
                     p.id,
                     p.leader,
-                    replicas.join(","),
+                    ids(&p.replicas),
+                    ids(&p.isr),
                     p.low,
                     p.high
                 );
@@ -153,6 +193,11 @@ pub fn run(args: &LogArgs, command: TopicsCommand) -> Result<()> {
                     Some(_) => println!("  {:>9}", committed_in(p.id)),
                     None => println!(),
                 }
+            }
+            // Configs that differ from the defaults, as kafka-topics shows
+            // them, with where each comes from (the topic or the broker).
+            for c in &configs {
+                println!("config {}={} ({})", c.name, c.value, c.source);
             }
         }
     }

@@ -450,6 +450,9 @@ pub struct PartitionInfo {
     pub id: i32,
     pub leader: i32,
     pub replicas: Vec<i32>,
+    /// The replicas in sync with the leader (all of them on the embedded
+    /// log, which does not replicate).
+    pub isr: Vec<i32>,
     /// Offset of the first record still in the log.
     pub low: i64,
     /// Offset the next record will get.
@@ -470,6 +473,27 @@ pub struct GroupOffset {
     pub committed: Option<i64>,
 }
 
+/// A config of a topic that differs from the default: set on the topic, or
+/// inherited from a broker setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicConfig {
+    pub name: String,
+    pub value: String,
+    /// Where the value comes from: `topic` for the topic's own setting,
+    /// `broker` for a broker-wide one.
+    pub source: String,
+}
+
+/// A consumer group as a listing shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupListing {
+    pub name: String,
+    /// `Stable` while it has members, `Empty` once it has none (Kafka's
+    /// other states, such as `PreparingRebalance`, show as Kafka names them).
+    pub state: String,
+    pub members: usize,
+}
+
 /// A member of a consumer group as the group sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupMember {
@@ -479,6 +503,31 @@ pub struct GroupMember {
     pub client_id: String,
     /// The partitions the member owns in the current generation.
     pub assignment: Vec<TopicPartition>,
+}
+
+/// Where a [`LogReader`] starts: a partition and the offset of the first
+/// record to read. An offset before the partition's first record starts at
+/// that record, one beyond its end at the end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReaderConfig {
+    pub start: Vec<(TopicPartition, i64)>,
+    /// As [`ConsumerConfig::read_committed`].
+    pub read_committed: bool,
+}
+
+/// Reads given partitions from given offsets outside any group: nothing is
+/// committed and no group is joined or created, so every reader sees the
+/// same records (as `kcat -C` or `kafka-console-consumer --partition` do).
+/// It follows the log: records appended later are read as they come. Used
+/// from a single thread.
+pub trait LogReader: Send {
+    /// Waits up to `timeout` for records and hands at most `max` of them to
+    /// `visit`. Returns the number of records.
+    fn poll(&mut self, timeout: Duration, max: usize, visit: ReadVisitor<'_>) -> Result<usize>;
+
+    /// Whether every partition has been read up to its end, as of the last
+    /// poll (the end moves on as records are appended).
+    fn at_end(&self) -> bool;
 }
 
 /// A log backend: a factory for producers and consumers, and topic
@@ -538,6 +587,54 @@ pub trait Log: Send + Sync {
     /// The members of a group and the partitions each owns, as of the
     /// group's current generation; empty for a group without members.
     fn group_members(&self, group: &str, timeout: Duration) -> Result<Vec<GroupMember>>;
+
+    /// A reader of the given partitions outside any group (see [`LogReader`]).
+    /// Fails with [`Error::UnknownTopic`] if a topic does not exist.
+    fn reader(&self, config: &ReaderConfig) -> Result<Box<dyn LogReader>>;
+
+    /// Raises a topic's partition count to `total` and returns once
+    /// metadata shows the new partitions. Partitions cannot be removed: a
+    /// `total` not above the current count is [`Error::InvalidInput`].
+    /// Keys map to partitions by the count, so keyed records written
+    /// afterwards may land in another partition than earlier ones.
+    fn add_partitions(&self, topic: &str, total: i32, timeout: Duration) -> Result<()>;
+
+    /// The topic's configs that differ from the defaults, sorted by name.
+    fn topic_configs(&self, topic: &str, timeout: Duration) -> Result<Vec<TopicConfig>>;
+
+    /// Per partition of `topic`, sorted: the offset of the first record
+    /// whose timestamp is at or after `timestamp` (ms since the Unix epoch),
+    /// `None` if there is none yet.
+    fn offsets_for_time(
+        &self,
+        topic: &str,
+        timestamp: i64,
+        timeout: Duration,
+    ) -> Result<Vec<(i32, Option<i64>)>>;
+
+    /// Every consumer group with members or committed offsets, sorted by
+    /// name.
+    fn list_groups(&self, timeout: Duration) -> Result<Vec<GroupListing>>;
+
+    /// Every offset a group has committed, on all topics, sorted (only
+    /// partitions with a committed offset).
+    fn group_offsets(&self, group: &str, timeout: Duration) -> Result<Vec<GroupOffset>>;
+
+    /// Sets a group's committed offsets (partition, next offset to read), as
+    /// if its members had committed them. Refused with
+    /// [`Error::GroupNotEmpty`] while the group has members, whose own
+    /// commits would overwrite them; partitions not named keep theirs.
+    fn set_group_offsets(
+        &self,
+        group: &str,
+        offsets: &[(TopicPartition, i64)],
+        timeout: Duration,
+    ) -> Result<()>;
+
+    /// Deletes a group and its committed offsets. Refused with
+    /// [`Error::GroupNotEmpty`] while it has members;
+    /// [`Error::UnknownGroup`] if there is no such group.
+    fn delete_group(&self, group: &str, timeout: Duration) -> Result<()>;
 
     /// Deletes the topic if it exists, then creates it anew.
     fn recreate_topic(&self, spec: &TopicSpec, timeout: Duration) -> Result<()> {

@@ -18,7 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use riffle::log::{
-    partition_for_key, ConsumerConfig, Log, OffsetReset, RecordRef, TopicPartition, TopicSpec,
+    partition_for_key, ConsumerConfig, GroupOffset, Header, Log, LogReader, OffsetReset, OutRecord,
+    OwnedHeader, ReaderConfig, RecordRef, TopicConfig, TopicPartition, TopicSpec,
 };
 use riffle::stream::{Consumer, ConsumerGroup, Producer};
 use riffle::{Error, Result};
@@ -34,7 +35,10 @@ macro_rules! conformance_tests {
             txn_commit_is_visible_with_offsets, txn_abort_is_invisible,
             txn_newer_producer_fences_older, txn_stale_generation_is_fenced,
             read_partition_to_end, read_partition_skips_aborted,
-            headers_round_trip, headers_in_transactions_and_passed_on);
+            headers_round_trip, headers_in_transactions_and_passed_on,
+            reader_reads_without_a_group, add_partitions_only_grows, topic_configs_and_isr,
+            offsets_for_time_finds_first_record_at_or_after, group_administration,
+            deleted_topic_stays_deleted);
     };
     ($log:expr; $($name:ident),*) => {
         $(
@@ -518,5 +522,411 @@ pub fn panicking_handler_is_restarted(log: Arc<dyn Log>) {
     });
     assert_eq!(consumer.stats().restarts.load(Ordering::Relaxed), 1);
     consumer.join_after_stop();
+    log.delete_topic(&topic, T).unwrap();
+}
+
+fn to_partition<'a>(topic: &'a str, partition: i32, value: &'a [u8]) -> OutRecord<'a> {
+    let mut r = OutRecord::new(topic, None, value);
+    r.partition = Some(partition);
+    r
+}
+
+/// Sends `values` keyed `k{i}` and waits for them to be delivered.
+fn produce_keyed(log: &dyn Log, topic: &str, values: impl IntoIterator<Item = String>) {
+    let producer = Producer::new(log).unwrap();
+    for (i, v) in values.into_iter().enumerate() {
+        producer
+            .send(topic, Some(format!("k{i}").as_bytes()), v.as_bytes())
+            .unwrap();
+    }
+    producer.flush(T).unwrap();
+}
+
+/// Polls `reader` until `want` records arrived or `limit` passes.
+fn read_some(
+    reader: &mut dyn LogReader,
+    want: usize,
+    limit: Duration,
+) -> Vec<(String, i32, i64, String)> {
+    let mut got = Vec::new();
+    let start = Instant::now();
+    while got.len() < want && start.elapsed() < limit {
+        reader
+            .poll(Duration::from_millis(100), 1000, &mut |r| {
+                got.push((
+                    r.topic.to_owned(),
+                    r.partition,
+                    r.offset,
+                    String::from_utf8_lossy(r.value).into_owned(),
+                ));
+                Ok(())
+            })
+            .unwrap();
+    }
+    got
+}
+
+/// Polls `reader` until it reports the end of every partition.
+fn read_to_end(reader: &mut dyn LogReader) -> Vec<(String, i32, i64, String)> {
+    let mut got = Vec::new();
+    let start = Instant::now();
+    loop {
+        reader
+            .poll(Duration::from_millis(100), 1000, &mut |r| {
+                got.push((
+                    r.topic.to_owned(),
+                    r.partition,
+                    r.offset,
+                    String::from_utf8_lossy(r.value).into_owned(),
+                ));
+                Ok(())
+            })
+            .unwrap();
+        if reader.at_end() {
+            return got;
+        }
+        assert!(start.elapsed() < T, "end not reached; read {got:?}");
+    }
+}
+
+/// A reader outside any group reads what it is pointed at, the same every
+/// time (nothing is committed and no group appears), reports the end of
+/// its partitions, and follows the log past it.
+pub fn reader_reads_without_a_group(log: Arc<dyn Log>) {
+    let topic = unique("reader");
+    log.create_topic(&TopicSpec::new(&topic, 2), T).unwrap();
+    produce_keyed(&*log, &topic, (0..10).map(|i| format!("v{i}")));
+    let info = log.describe_topic(&topic, T).unwrap();
+    let ends: Vec<i64> = info.partitions.iter().map(|p| p.high).collect();
+    assert_eq!(ends.iter().sum::<i64>(), 10);
+    let all = || ReaderConfig {
+        start: (0..2)
+            .map(|p| (TopicPartition::new(&topic, p), 0))
+            .collect(),
+        read_committed: false,
+    };
+    let groups_before = log.list_groups(T).unwrap();
+    let mut first = read_to_end(&mut *log.reader(&all()).unwrap());
+    let mut second = read_to_end(&mut *log.reader(&all()).unwrap());
+    first.sort();
+    second.sort();
+    assert_eq!(first.len(), 10, "{first:?}");
+    assert_eq!(first, second, "a second reader sees the same records");
+    assert_eq!(
+        log.list_groups(T).unwrap(),
+        groups_before,
+        "reading joined or created no group"
+    );
+
+    // One partition, from an offset; one beyond the end starts at the end.
+    let p = if ends[0] >= 2 { 0 } else { 1 };
+    let mut from_one = log
+        .reader(&ReaderConfig {
+            start: vec![(TopicPartition::new(&topic, p), 1)],
+            read_committed: false,
+        })
+        .unwrap();
+    let got = read_to_end(&mut *from_one);
+    let offsets: Vec<i64> = got.iter().map(|r| r.2).collect();
+    assert_eq!(offsets, (1..ends[p as usize]).collect::<Vec<_>>());
+    assert!(got.iter().all(|r| r.1 == p));
+    let mut beyond = log
+        .reader(&ReaderConfig {
+            start: vec![(TopicPartition::new(&topic, p), 1_000)],
+            read_committed: false,
+        })
+        .unwrap();
+    assert!(read_to_end(&mut *beyond).is_empty());
+
+    // Past the end it follows the log: a new record arrives, and the end
+    // moves on with it.
+    let producer = Producer::new(&*log).unwrap();
+    let headers = [Header::new("trace", Some(b"t1")), Header::new("none", None)];
+    producer
+        .send_record(to_partition(&topic, p, b"later").with_headers(&headers[..]))
+        .unwrap();
+    producer.flush(T).unwrap();
+    let later = read_some(&mut *beyond, 1, T);
+    assert_eq!(
+        later,
+        vec![(topic.clone(), p, ends[p as usize], "later".to_owned())]
+    );
+    let mut with_headers = Vec::new();
+    let start = Instant::now();
+    while with_headers.is_empty() && start.elapsed() < T {
+        from_one
+            .poll(Duration::from_millis(100), 10, &mut |r| {
+                with_headers.push(r.headers.to_vec());
+                Ok(())
+            })
+            .unwrap();
+    }
+    assert_eq!(
+        with_headers,
+        vec![vec![
+            OwnedHeader::new("trace", Some(b"t1".to_vec())),
+            OwnedHeader::new("none", None::<Vec<u8>>),
+        ]],
+        "headers are read"
+    );
+
+    let missing = unique("missing");
+    let err = log
+        .reader(&ReaderConfig {
+            start: vec![(TopicPartition::new(&missing, 0), 0)],
+            read_committed: false,
+        })
+        .err();
+    assert_eq!(err, Some(Error::UnknownTopic(missing)));
+    assert!(matches!(
+        log.reader(&ReaderConfig {
+            start: vec![(TopicPartition::new(&topic, 5), 0)],
+            read_committed: false,
+        })
+        .err(),
+        Some(Error::InvalidInput(m)) if m.contains("partition 5")
+    ));
+    log.delete_topic(&topic, T).unwrap();
+}
+
+/// Partitions can be added, never removed; the new ones are served at once.
+pub fn add_partitions_only_grows(log: Arc<dyn Log>) {
+    let topic = unique("grow");
+    log.create_topic(&TopicSpec::new(&topic, 1), T).unwrap();
+    log.add_partitions(&topic, 3, T).unwrap();
+    let info = log.describe_topic(&topic, T).unwrap();
+    assert_eq!(info.partitions.len(), 3, "{info:?}");
+    let producer = Producer::new(&*log).unwrap();
+    producer
+        .send_record(to_partition(&topic, 2, b"in the new one"))
+        .unwrap();
+    producer.flush(T).unwrap();
+    assert_eq!(log.describe_topic(&topic, T).unwrap().partitions[2].high, 1);
+    for total in [3, 2] {
+        match log.add_partitions(&topic, total, T) {
+            Err(Error::InvalidInput(m)) => {
+                assert!(
+                    m.contains("has 3 partitions") && m.contains("increased"),
+                    "{m}"
+                )
+            }
+            other => panic!("expected InvalidInput for {total}, got {other:?}"),
+        }
+    }
+    let missing = unique("missing");
+    assert_eq!(
+        log.add_partitions(&missing, 4, T),
+        Err(Error::UnknownTopic(missing))
+    );
+    log.delete_topic(&topic, T).unwrap();
+}
+
+/// A topic's own configs are reported (among any other non-default ones),
+/// and each partition's in-sync replicas are among its replicas.
+pub fn topic_configs_and_isr(log: Arc<dyn Log>) {
+    let topic = unique("configs");
+    let mut spec = TopicSpec::new(&topic, 2);
+    spec.configs = vec![("cleanup.policy".into(), "compact".into())];
+    log.create_topic(&spec, T).unwrap();
+    let configs = log.topic_configs(&topic, T).unwrap();
+    assert!(
+        configs.contains(&TopicConfig {
+            name: "cleanup.policy".into(),
+            value: "compact".into(),
+            source: "topic".into(),
+        }),
+        "{configs:?}"
+    );
+    assert!(
+        configs
+            .iter()
+            .all(|c| c.source == "topic" || c.source == "broker"),
+        "{configs:?}"
+    );
+    let plain = unique("plain");
+    log.create_topic(&TopicSpec::new(&plain, 1), T).unwrap();
+    assert!(
+        log.topic_configs(&plain, T)
+            .unwrap()
+            .iter()
+            .all(|c| c.source != "topic"),
+        "a topic created without configs has none of its own"
+    );
+    let info = log.describe_topic(&topic, T).unwrap();
+    for p in &info.partitions {
+        assert!(!p.isr.is_empty(), "{p:?}");
+        assert!(p.isr.iter().all(|r| p.replicas.contains(r)), "{p:?}");
+        assert!(p.isr.contains(&p.leader), "{p:?}");
+    }
+    let missing = unique("missing");
+    assert_eq!(
+        log.topic_configs(&missing, T),
+        Err(Error::UnknownTopic(missing))
+    );
+    log.delete_topic(&topic, T).unwrap();
+    log.delete_topic(&plain, T).unwrap();
+}
+
+/// The offset for a time is the first record at or after it.
+pub fn offsets_for_time_finds_first_record_at_or_after(log: Arc<dyn Log>) {
+    let topic = unique("time");
+    log.create_topic(&TopicSpec::new(&topic, 1), T).unwrap();
+    let producer = Producer::new(&*log).unwrap();
+    for i in 0..3 {
+        producer
+            .send(&topic, None, format!("early{i}").as_bytes())
+            .unwrap();
+    }
+    producer.flush(T).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let between = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    std::thread::sleep(Duration::from_millis(50));
+    for i in 0..2 {
+        producer
+            .send(&topic, None, format!("late{i}").as_bytes())
+            .unwrap();
+    }
+    producer.flush(T).unwrap();
+    assert_eq!(
+        log.offsets_for_time(&topic, between, T).unwrap(),
+        vec![(0, Some(3))]
+    );
+    assert_eq!(
+        log.offsets_for_time(&topic, 0, T).unwrap(),
+        vec![(0, Some(0))]
+    );
+    assert_eq!(
+        log.offsets_for_time(&topic, between + 3_600_000, T)
+            .unwrap(),
+        vec![(0, None)],
+        "nothing after the last record"
+    );
+    let missing = unique("missing");
+    assert_eq!(
+        log.offsets_for_time(&missing, 0, T),
+        Err(Error::UnknownTopic(missing))
+    );
+    log.delete_topic(&topic, T).unwrap();
+}
+
+/// Groups are listed with their members; their offsets can be set and the
+/// group deleted only while it has no members; a deleted group is gone.
+pub fn group_administration(log: Arc<dyn Log>) {
+    let topic = unique("groups");
+    log.create_topic(&TopicSpec::new(&topic, 2), T).unwrap();
+    produce_keyed(&*log, &topic, (0..6).map(|i| i.to_string()));
+    let group = unique("g");
+    let seen: Seen = Default::default();
+    let s = seen.clone();
+    let c = Consumer::spawn(log.clone(), config(&group, &topic), move || {
+        collector(s.clone())
+    })
+    .unwrap();
+    eventually(T, "all 6 read", || seen.lock().unwrap().len() == 6);
+    eventually(T, "the group listed with its member", || {
+        log.list_groups(T)
+            .unwrap()
+            .iter()
+            .any(|g| g.name == group && g.members == 1 && g.state == "Stable")
+    });
+    let offsets = [(TopicPartition::new(&topic, 0), 0)];
+    assert_eq!(
+        log.set_group_offsets(&group, &offsets, T),
+        Err(Error::GroupNotEmpty(group.clone()))
+    );
+    assert_eq!(
+        log.delete_group(&group, T),
+        Err(Error::GroupNotEmpty(group.clone()))
+    );
+    c.join_after_stop();
+
+    let listed = log.list_groups(T).unwrap();
+    let g = listed
+        .iter()
+        .find(|g| g.name == group)
+        .expect("still listed");
+    assert_eq!((g.members, g.state.as_str()), (0, "Empty"), "{g:?}");
+    let committed = log.group_offsets(&group, T).unwrap();
+    let ends = log.describe_topic(&topic, T).unwrap();
+    let expect: Vec<GroupOffset> = ends
+        .partitions
+        .iter()
+        .filter(|p| p.high > 0)
+        .map(|p| GroupOffset {
+            partition: TopicPartition::new(&topic, p.id),
+            committed: Some(p.high),
+        })
+        .collect();
+    assert_eq!(committed, expect, "every committed offset, on all topics");
+
+    // Back to the start of both partitions: a new member reads all again.
+    let to_start: Vec<(TopicPartition, i64)> = (0..2)
+        .map(|p| (TopicPartition::new(&topic, p), 0))
+        .collect();
+    log.set_group_offsets(&group, &to_start, T).unwrap();
+    let now: Vec<Option<i64>> = log
+        .committed_offsets(&group, &topic, T)
+        .unwrap()
+        .iter()
+        .map(|o| o.committed)
+        .collect();
+    assert_eq!(now, vec![Some(0), Some(0)]);
+    let s = seen.clone();
+    let c = Consumer::spawn(log.clone(), config(&group, &topic), move || {
+        collector(s.clone())
+    })
+    .unwrap();
+    eventually(T, "all 6 read again", || seen.lock().unwrap().len() == 12);
+    c.join_after_stop();
+
+    log.delete_group(&group, T).unwrap();
+    assert!(
+        !log.list_groups(T).unwrap().iter().any(|g| g.name == group),
+        "a deleted group is not listed"
+    );
+    assert!(log.group_offsets(&group, T).unwrap().is_empty());
+    assert_eq!(
+        log.delete_group(&group, T),
+        Err(Error::UnknownGroup(group.clone()))
+    );
+    log.delete_topic(&topic, T).unwrap();
+}
+
+/// A deleted topic stays deleted, whatever is asked about it afterwards
+/// (a broker at Kafka's defaults creates topics that clients look up), and
+/// can be created again at once with another partition count.
+pub fn deleted_topic_stays_deleted(log: Arc<dyn Log>) {
+    let topic = unique("gone");
+    log.create_topic(&TopicSpec::new(&topic, 2), T).unwrap();
+    produce_keyed(&*log, &topic, ["a".to_owned()]);
+    log.delete_topic(&topic, T).unwrap();
+    let unknown: Result<()> = Err(Error::UnknownTopic(topic.clone()));
+    assert_eq!(log.describe_topic(&topic, T).map(|_| ()), unknown);
+    assert_eq!(log.committed_offsets("g", &topic, T).map(|_| ()), unknown);
+    assert_eq!(log.offsets_for_time(&topic, 0, T).map(|_| ()), unknown);
+    assert_eq!(log.topic_configs(&topic, T).map(|_| ()), unknown);
+    assert_eq!(log.add_partitions(&topic, 5, T), unknown);
+    assert_eq!(
+        log.reader(&ReaderConfig {
+            start: vec![(TopicPartition::new(&topic, 0), 0)],
+            read_committed: false,
+        })
+        .map(|_| ())
+        .err(),
+        Some(Error::UnknownTopic(topic.clone()))
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !log.list_topics(T).unwrap().iter().any(|t| t.name == topic),
+        "still deleted a few seconds later"
+    );
+    assert_eq!(log.describe_topic(&topic, T).map(|_| ()), unknown);
+    log.create_topic(&TopicSpec::new(&topic, 3), T).unwrap();
+    let info = log.describe_topic(&topic, T).unwrap();
+    assert_eq!(info.partitions.len(), 3);
+    assert!(info.partitions.iter().all(|p| p.high == 0), "{info:?}");
     log.delete_topic(&topic, T).unwrap();
 }

@@ -131,6 +131,15 @@ impl Group {
             .collect()
     }
 
+    pub(super) fn member_count(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Whether the group has anything to show: members or offsets.
+    pub(super) fn exists(&self) -> bool {
+        !self.members.is_empty() || self.committed.values().any(|o| !o.is_empty())
+    }
+
     pub(super) fn member(&self, id: &str) -> Option<&Member> {
         self.members.get(id)
     }

@@ -101,6 +101,7 @@ mod persist;
 #[cfg(test)]
 mod persist_tests;
 mod producer;
+mod reader;
 mod storage;
 #[cfg(test)]
 mod tests;
@@ -114,8 +115,9 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::log::{
-    ConsumerConfig, DeliveryCallback, GroupMember, GroupOffset, Log, LogConsumer, LogProducer,
-    PartitionInfo, ReadVisitor, RecordRef, TopicInfo, TopicPartition, TopicSpec, TxnProducer,
+    ConsumerConfig, DeliveryCallback, GroupListing, GroupMember, GroupOffset, Log, LogConsumer,
+    LogProducer, LogReader, PartitionInfo, ReadVisitor, ReaderConfig, RecordRef, TopicConfig,
+    TopicInfo, TopicPartition, TopicSpec, TxnProducer,
 };
 
 use consumer::EmbeddedConsumer;
@@ -166,6 +168,7 @@ impl EmbeddedLog {
                 id: state.next_topic_id,
                 disk_id: topic.id,
                 partitions: topic.partitions,
+                configs: topic.configs,
                 spread: 0,
             };
             state.topics.insert(topic.name, t);
@@ -301,6 +304,8 @@ struct Topic {
     /// survives reopening.
     disk_id: u64,
     partitions: Vec<PartitionLog>,
+    /// As given when the topic was created; kept, not acted on.
+    configs: Vec<(String, String)>,
     /// Next partition for a key-less record.
     spread: usize,
 }
@@ -313,6 +318,7 @@ impl Topic {
                 id,
                 leader: 0,
                 replicas: vec![0],
+                isr: vec![0],
                 low: p.low(),
                 high: p.high(),
             })
@@ -468,6 +474,7 @@ impl Log for EmbeddedLog {
             id: state.next_topic_id,
             disk_id,
             partitions,
+            configs: spec.configs.clone(),
             spread: 0,
         };
         state.topics.insert(spec.name.clone(), topic);
@@ -546,5 +553,166 @@ impl Log for EmbeddedLog {
                 committed: group.and_then(|g| g.committed(topic, p)),
             })
             .collect())
+    }
+    fn reader(&self, config: &ReaderConfig) -> Result<Box<dyn LogReader>> {
+        Ok(Box::new(reader::EmbeddedReader::new(
+            Arc::clone(&self.inner),
+            config,
+        )?))
+    }
+
+    fn add_partitions(&self, topic: &str, total: i32, _timeout: Duration) -> Result<()> {
+        crate::log::validate_topic_name(topic)?;
+        let mut state = self.inner.lock();
+        let t = state
+            .topics
+            .get_mut(topic)
+            .ok_or_else(|| Error::UnknownTopic(topic.to_owned()))?;
+        let now = t.partitions.len();
+        if total <= now as i32 {
+            return Err(Error::InvalidInput(format!(
+                "topic '{topic}' has {now} partitions: the count can only be increased"
+            )));
+        }
+        let total = total as usize;
+        match &self.inner.disk {
+            Some(disk) => {
+                disk.add_partitions(topic, t.disk_id, now, total, &t.configs)?;
+                for p in now..total {
+                    t.partitions.push(PartitionLog::persistent(
+                        disk.partition_dir(topic, p),
+                        Arc::clone(disk.syncer()),
+                    ));
+                }
+            }
+            None => t.partitions.resize_with(total, PartitionLog::default),
+        }
+        state.rebalance_subscribers(topic);
+        self.inner.unlock_and_wake(state);
+        Ok(())
+    }
+
+    /// The configs given at creation: the embedded log has no defaults of
+    /// its own to differ from.
+    fn topic_configs(&self, topic: &str, _timeout: Duration) -> Result<Vec<TopicConfig>> {
+        let state = self.inner.lock();
+        let t = state
+            .topics
+            .get(topic)
+            .ok_or_else(|| Error::UnknownTopic(topic.to_owned()))?;
+        let mut out: Vec<TopicConfig> = t
+            .configs
+            .iter()
+            .map(|(k, v)| TopicConfig {
+                name: k.clone(),
+                value: v.clone(),
+                source: "topic".into(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn offsets_for_time(
+        &self,
+        topic: &str,
+        timestamp: i64,
+        _timeout: Duration,
+    ) -> Result<Vec<(i32, Option<i64>)>> {
+        let state = self.inner.lock();
+        let t = state
+            .topics
+            .get(topic)
+            .ok_or_else(|| Error::UnknownTopic(topic.to_owned()))?;
+        Ok((0..)
+            .zip(&t.partitions)
+            .map(|(id, p)| (id, p.offset_for_time(timestamp)))
+            .collect())
+    }
+
+    fn list_groups(&self, _timeout: Duration) -> Result<Vec<GroupListing>> {
+        let state = self.inner.lock();
+        let mut out: Vec<GroupListing> = state
+            .groups
+            .iter()
+            .filter(|(_, g)| g.exists())
+            .map(|(name, g)| GroupListing {
+                name: name.clone(),
+                state: if g.member_count() > 0 {
+                    "Stable"
+                } else {
+                    "Empty"
+                }
+                .into(),
+                members: g.member_count(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn group_offsets(&self, group: &str, _timeout: Duration) -> Result<Vec<GroupOffset>> {
+        let state = self.inner.lock();
+        let Some(g) = state.groups.get(group) else {
+            return Ok(Vec::new());
+        };
+        let mut out: Vec<GroupOffset> = g
+            .offsets()
+            .iter()
+            .filter(|(topic, _)| state.topics.contains_key(topic.as_str()))
+            .flat_map(|(topic, offsets)| {
+                offsets.iter().map(|(p, o)| GroupOffset {
+                    partition: TopicPartition::new(topic.clone(), *p),
+                    committed: Some(*o),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.partition.cmp(&b.partition));
+        Ok(out)
+    }
+
+    fn set_group_offsets(
+        &self,
+        group: &str,
+        offsets: &[(TopicPartition, i64)],
+        _timeout: Duration,
+    ) -> Result<()> {
+        let mut state = self.inner.lock();
+        for (tp, o) in offsets {
+            let t = state
+                .topics
+                .get(&tp.topic)
+                .ok_or_else(|| Error::UnknownTopic(tp.topic.clone()))?;
+            partition_of(t, &tp.topic, tp.partition)?;
+            if *o < 0 {
+                return Err(Error::InvalidInput(format!(
+                    "offset {o} for {tp} is negative"
+                )));
+            }
+        }
+        let State { topics, groups, .. } = &mut *state;
+        let g = groups.entry(group.to_owned()).or_default();
+        if g.member_count() > 0 {
+            return Err(Error::GroupNotEmpty(group.to_owned()));
+        }
+        for (tp, o) in offsets {
+            g.commit(&tp.topic, tp.partition, *o);
+        }
+        self.inner.save_group(group, g, topics)
+    }
+
+    fn delete_group(&self, group: &str, _timeout: Duration) -> Result<()> {
+        let mut state = self.inner.lock();
+        match state.groups.get(group) {
+            Some(g) if g.member_count() > 0 => Err(Error::GroupNotEmpty(group.to_owned())),
+            Some(g) if g.exists() => {
+                if let Some(disk) = &self.inner.disk {
+                    disk.delete_group(group)?;
+                }
+                state.groups.remove(group);
+                Ok(())
+            }
+            _ => Err(Error::UnknownGroup(group.to_owned())),
+        }
     }
 }

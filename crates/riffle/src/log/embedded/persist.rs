@@ -450,6 +450,7 @@ pub(super) struct LoadedTopic {
     pub(super) name: String,
     pub(super) id: u64,
     pub(super) partitions: Vec<PartitionLog>,
+    pub(super) configs: Vec<(String, String)>,
 }
 
 /// What a data directory holds.
@@ -600,6 +601,54 @@ impl Disk {
         Ok(())
     }
 
+    /// Adds the directories of partitions `from..to` to a topic and then
+    /// rewrites its `topic.json` with the new count (to a temporary file
+    /// renamed over the old one). A crash before the rename leaves empty
+    /// directories that the old count ignores and a later call reuses.
+    pub(super) fn add_partitions(
+        &self,
+        name: &str,
+        id: u64,
+        from: usize,
+        to: usize,
+        configs: &[(String, String)],
+    ) -> Result<()> {
+        for p in from..to {
+            let dir = self.partition_dir(name, p);
+            fs::create_dir_all(&dir).map_err(|e| io_error("create", &dir, e))?;
+        }
+        let meta = TopicMeta {
+            format: FORMAT,
+            id,
+            partitions: to as i32,
+            configs: configs.iter().cloned().collect(),
+        };
+        let json = serde_json::to_vec_pretty(&meta).expect("topic metadata serializes");
+        let dir = self.topic_dir(name);
+        let path = dir.join("topic.json");
+        let tmp = dir.join("topic.json.tmp");
+        File::create(&tmp)
+            .and_then(|mut f| {
+                f.write_all(&json)?;
+                self.sync.now_file(&f)
+            })
+            .map_err(|e| io_error("write", &tmp, e))?;
+        fs::rename(&tmp, &path).map_err(|e| io_error("write", &path, e))?;
+        self.sync.now(&dir).map_err(|e| io_error("fsync", &dir, e))
+    }
+
+    /// Removes a group's offsets file, if it has one.
+    pub(super) fn delete_group(&self, group: &str) -> Result<()> {
+        let dir = self.groups_dir();
+        let path = dir.join(group_file_name(group));
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_error("remove", &path, e)),
+        }
+        self.sync.now(&dir).map_err(|e| io_error("fsync", &dir, e))
+    }
+
     /// Replaces a group's offsets file: written to a temporary file, fsynced
     /// per policy, renamed over the old one. `topic_id` gives the id of each
     /// topic with offsets.
@@ -715,6 +764,7 @@ impl Disk {
                 name,
                 id: meta.id,
                 partitions,
+                configs: meta.configs.into_iter().collect(),
             });
         }
         Ok(topics)

@@ -674,6 +674,56 @@ fn a_committed_transaction_survives_reopening_and_an_aborted_one_leaves_nothing(
     assert_eq!(committed(&log, "g", "in"), vec![Some(1)]);
 }
 
+/// Added partitions, topic configs, offsets set from outside the group and
+/// the deletion of a group are all kept in the data directory.
+#[test]
+fn added_partitions_configs_set_offsets_and_deleted_groups_survive_reopening() {
+    use crate::log::{TopicConfig, TopicPartition};
+    let dir = TempDir::new("admin");
+    {
+        let log = EmbeddedLog::open(dir.path(), FsyncPolicy::Always).unwrap();
+        let mut spec = TopicSpec::new("t", 1);
+        spec.configs = vec![("cleanup.policy".into(), "compact".into())];
+        log.create_topic(&spec, T).unwrap();
+        log.add_partitions("t", 3, T).unwrap();
+        send_to(&log, "t", 2, None, b"in the third");
+        send_to(&log, "t", 0, None, b"in the first");
+        let offsets = [
+            (TopicPartition::new("t", 0), 1),
+            (TopicPartition::new("t", 2), 0),
+        ];
+        log.set_group_offsets("kept", &offsets, T).unwrap();
+        log.set_group_offsets("dropped", &offsets, T).unwrap();
+        log.delete_group("dropped", T).unwrap();
+    }
+    let log = EmbeddedLog::open(dir.path(), FsyncPolicy::Always).unwrap();
+    assert_eq!(highs(&log, "t"), [1, 0, 1]);
+    assert_eq!(
+        log.topic_configs("t", T).unwrap(),
+        [TopicConfig {
+            name: "cleanup.policy".into(),
+            value: "compact".into(),
+            source: "topic".into(),
+        }]
+    );
+    assert_eq!(committed(&log, "kept", "t"), [Some(1), None, Some(0)]);
+    let names: Vec<String> = log
+        .list_groups(T)
+        .unwrap()
+        .into_iter()
+        .map(|g| g.name)
+        .collect();
+    assert_eq!(names, ["kept"]);
+    assert_eq!(
+        log.delete_group("dropped", T),
+        Err(Error::UnknownGroup("dropped".into()))
+    );
+    // The partitions added before reopening take appends after it.
+    log.add_partitions("t", 4, T).unwrap();
+    send_to(&log, "t", 3, None, b"in the fourth");
+    assert_eq!(highs(&log, "t"), [1, 0, 1, 1]);
+}
+
 /// A data directory written before headers existed (format 1, made here
 /// byte by byte as that version wrote it) opens with its records intact and
 /// without headers; its topic is marked format 2 at once, so that a version

@@ -297,6 +297,18 @@ impl PartitionLog {
         Ok(offset)
     }
 
+    /// The offset of the first record with a timestamp at or after
+    /// `timestamp`, as Kafka's ListOffsets by time answers; a linear scan,
+    /// since it serves administration, not the hot path.
+    pub(super) fn offset_for_time(&self, timestamp: i64) -> Option<i64> {
+        self.segments.iter().find_map(|seg| {
+            seg.index
+                .iter()
+                .position(|e| e.timestamp >= timestamp)
+                .map(|i| seg.base + i as i64)
+        })
+    }
+
     /// Copies up to `max` records from `offset` on into `out`, tagged with
     /// `slot` (the consumer's index of this partition), and returns how many.
     pub(super) fn read(&self, offset: i64, max: usize, out: &mut Batch, slot: usize) -> usize {

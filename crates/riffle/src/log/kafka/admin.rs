@@ -4,15 +4,20 @@
 
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::admin::{
+    AdminOptions, ConfigSource, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication,
+};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::block_on::block_on;
 use super::KafkaLog;
 use crate::error::{Error, Result};
-use crate::log::{GroupMember, GroupOffset, PartitionInfo, TopicInfo, TopicPartition, TopicSpec};
+use crate::log::{
+    GroupListing, GroupMember, GroupOffset, PartitionInfo, TopicConfig, TopicInfo, TopicPartition,
+    TopicSpec,
+};
 
 const STEP: Duration = Duration::from_millis(50);
 
@@ -41,35 +46,53 @@ pub(super) fn wait_for<T>(
 }
 
 /// The topic's partitions as metadata shows them now; `None` if absent.
+///
+/// Always asks for the whole cluster's metadata, never for the one topic: a
+/// metadata request naming a topic lets a broker at Kafka's default
+/// `auto.create.topics.enable=true` create it, so checking that a deleted
+/// topic is gone would bring it back (with the broker's default partition
+/// count), and describing a missing topic would create it.
 pub(super) fn metadata(
     log: &KafkaLog,
     name: &str,
     timeout: Duration,
 ) -> Result<Option<Vec<PartitionInfo>>> {
+    Ok(all_metadata(log, timeout)?
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, p)| p))
+}
+
+/// Every topic (internal ones included) with its partitions, from one
+/// metadata request for the whole cluster; topics in error are left out.
+pub(super) fn all_metadata(
+    log: &KafkaLog,
+    timeout: Duration,
+) -> Result<Vec<(String, Vec<PartitionInfo>)>> {
     let admin = log.admin()?;
     let md = admin
         .inner()
-        .fetch_metadata(Some(name), timeout)
+        .fetch_metadata(None, timeout)
         .map_err(|e| log.unreachable(e))?;
-    let Some(t) = md.topics().iter().find(|t| t.name() == name) else {
-        return Ok(None);
-    };
-    if t.error().is_some() {
-        return Ok(None);
+    let mut out = Vec::new();
+    for t in md.topics().iter().filter(|t| t.error().is_none()) {
+        let mut parts: Vec<PartitionInfo> = t
+            .partitions()
+            .iter()
+            .map(|p| PartitionInfo {
+                id: p.id(),
+                leader: p.leader(),
+                replicas: p.replicas().to_vec(),
+                isr: p.isr().to_vec(),
+                low: 0,
+                high: 0,
+            })
+            .collect();
+        parts.sort_by_key(|p| p.id);
+        out.push((t.name().to_owned(), parts));
     }
-    let mut parts: Vec<PartitionInfo> = t
-        .partitions()
-        .iter()
-        .map(|p| PartitionInfo {
-            id: p.id(),
-            leader: p.leader(),
-            replicas: p.replicas().to_vec(),
-            low: 0,
-            high: 0,
-        })
-        .collect();
-    parts.sort_by_key(|p| p.id);
-    Ok(Some(parts))
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
 }
 
 pub(super) fn create_topic(log: &KafkaLog, spec: &TopicSpec, timeout: Duration) -> Result<()> {
@@ -162,6 +185,253 @@ pub(super) fn recreate_topic(log: &KafkaLog, spec: &TopicSpec, timeout: Duration
     )
 }
 
+/// Raises the partition count (CreatePartitions) and waits until metadata
+/// shows every partition with a leader.
+pub(super) fn add_partitions(
+    log: &KafkaLog,
+    topic: &str,
+    total: i32,
+    timeout: Duration,
+) -> Result<()> {
+    crate::log::validate_topic_name(topic)?;
+    let now = metadata(log, topic, timeout)?
+        .ok_or_else(|| Error::UnknownTopic(topic.to_owned()))?
+        .len();
+    if total <= now as i32 {
+        return Err(Error::InvalidInput(format!(
+            "topic '{topic}' has {now} partitions: the count can only be increased"
+        )));
+    }
+    let new = NewPartitions::new(topic, total as usize);
+    let results = block_on(log.admin()?.create_partitions([&new], &options(timeout)))
+        .map_err(|e| log.unreachable(e))?;
+    for r in results {
+        match r {
+            Ok(_) => {}
+            Err((name, RDKafkaErrorCode::UnknownTopicOrPartition)) => {
+                return Err(Error::UnknownTopic(name))
+            }
+            Err((name, code @ RDKafkaErrorCode::InvalidPartitions)) => {
+                return Err(Error::InvalidInput(format!(
+                    "cannot add partitions to '{name}': {code}"
+                )))
+            }
+            Err((name, code)) => {
+                return Err(Error::Backend(format!(
+                    "cannot add partitions to '{name}': {code}"
+                )))
+            }
+        }
+    }
+    wait_for(
+        timeout,
+        &format!("topic '{topic}' not shown with {total} partitions"),
+        || {
+            Ok(metadata(log, topic, timeout)?
+                .filter(|p| p.len() == total as usize && p.iter().all(|p| p.leader >= 0))
+                .map(|_| ()))
+        },
+    )
+}
+
+/// The topic's configs whose source is not Kafka's default (DescribeConfigs).
+pub(super) fn topic_configs(
+    log: &KafkaLog,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<TopicConfig>> {
+    crate::log::validate_topic_name(topic)?;
+    // DescribeConfigs answers for a topic that does not exist on some
+    // versions; metadata settles it (without creating it).
+    if metadata(log, topic, timeout)?.is_none() {
+        return Err(Error::UnknownTopic(topic.to_owned()));
+    }
+    let results = block_on(
+        log.admin()?
+            .describe_configs([&ResourceSpecifier::Topic(topic)], &options(timeout)),
+    )
+    .map_err(|e| log.unreachable(e))?;
+    let mut out = Vec::new();
+    for r in results {
+        let resource = match r {
+            Ok(r) => r,
+            Err(RDKafkaErrorCode::UnknownTopicOrPartition) => {
+                return Err(Error::UnknownTopic(topic.to_owned()))
+            }
+            Err(code) => {
+                return Err(Error::Backend(format!(
+                    "cannot describe the configs of topic '{topic}': {code}"
+                )))
+            }
+        };
+        for e in resource.entries {
+            let source = match e.source {
+                ConfigSource::Default => continue,
+                ConfigSource::DynamicTopic => "topic",
+                _ => "broker",
+            };
+            if e.is_default || e.is_sensitive {
+                continue;
+            }
+            out.push(TopicConfig {
+                name: e.name,
+                value: e.value.unwrap_or_default(),
+                source: source.into(),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// ListOffsets by timestamp for every partition of the topic.
+pub(super) fn offsets_for_time(
+    log: &KafkaLog,
+    topic: &str,
+    timestamp: i64,
+    timeout: Duration,
+) -> Result<Vec<(i32, Option<i64>)>> {
+    let parts =
+        metadata(log, topic, timeout)?.ok_or_else(|| Error::UnknownTopic(topic.to_owned()))?;
+    let mut tpl = TopicPartitionList::new();
+    for p in &parts {
+        tpl.add_partition_offset(topic, p.id, Offset::Offset(timestamp))?;
+    }
+    let got = probe(log, "riffle-admin", false)?
+        .offsets_for_times(tpl, timeout)
+        .map_err(|e| log.unreachable(e))?;
+    let mut out: Vec<(i32, Option<i64>)> = got
+        .elements()
+        .iter()
+        .map(|e| {
+            let found = match e.offset() {
+                Offset::Offset(o) if o >= 0 => Some(o),
+                _ => None,
+            };
+            (e.partition(), found)
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// Consumer groups from the coordinators (ListGroups and DescribeGroups).
+/// A group that only ever committed offsets (never joined) has an empty
+/// protocol type, so that is kept as well as `consumer`.
+pub(super) fn list_groups(log: &KafkaLog, timeout: Duration) -> Result<Vec<GroupListing>> {
+    let list = log
+        .admin()?
+        .inner()
+        .fetch_group_list(None, timeout)
+        .map_err(|e| log.unreachable(e))?;
+    let mut out: Vec<GroupListing> = list
+        .groups()
+        .iter()
+        .filter(|g| matches!(g.protocol_type(), "consumer" | ""))
+        .filter(|g| g.state() != "Dead")
+        .map(|g| GroupListing {
+            name: g.name().to_owned(),
+            state: g.state().to_owned(),
+            members: g.members().len(),
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Every committed offset of the group: one OffsetFetch for all the
+/// partitions of all topics in the cluster's metadata.
+pub(super) fn group_offsets(
+    log: &KafkaLog,
+    group: &str,
+    timeout: Duration,
+) -> Result<Vec<GroupOffset>> {
+    let mut tpl = TopicPartitionList::new();
+    for (name, parts) in all_metadata(log, timeout)? {
+        if name.starts_with("__") {
+            continue;
+        }
+        for p in parts {
+            tpl.add_partition(&name, p.id);
+        }
+    }
+    if tpl.count() == 0 {
+        return Ok(Vec::new());
+    }
+    let got = probe(log, group, true)?
+        .committed_offsets(tpl, timeout)
+        .map_err(|e| log.unreachable(e))?;
+    let mut out: Vec<GroupOffset> = got
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some(GroupOffset {
+                partition: TopicPartition::new(e.topic(), e.partition()),
+                committed: Some(o),
+            }),
+            _ => None,
+        })
+        .collect();
+    out.sort_by(|a, b| a.partition.cmp(&b.partition));
+    Ok(out)
+}
+
+/// Commits offsets in the group's name from outside it (an OffsetCommit
+/// without a member id), which the coordinator accepts only while the group
+/// has no members.
+pub(super) fn set_group_offsets(
+    log: &KafkaLog,
+    group: &str,
+    offsets: &[(TopicPartition, i64)],
+    timeout: Duration,
+) -> Result<()> {
+    if !group_members(log, group, timeout)?.is_empty() {
+        return Err(Error::GroupNotEmpty(group.to_owned()));
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (tp, o) in offsets {
+        tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*o))?;
+    }
+    let consumer = probe(log, group, false)?;
+    match consumer.commit(&tpl, CommitMode::Sync) {
+        Ok(()) => Ok(()),
+        Err(e)
+            if matches!(
+                e.rdkafka_error_code(),
+                Some(
+                    RDKafkaErrorCode::UnknownMemberId
+                        | RDKafkaErrorCode::IllegalGeneration
+                        | RDKafkaErrorCode::RebalanceInProgress
+                )
+            ) =>
+        {
+            Err(Error::GroupNotEmpty(group.to_owned()))
+        }
+        Err(e) => Err(log.unreachable(e)),
+    }
+}
+
+/// DeleteGroups.
+pub(super) fn delete_group(log: &KafkaLog, group: &str, timeout: Duration) -> Result<()> {
+    let results = block_on(log.admin()?.delete_groups(&[group], &options(timeout)))
+        .map_err(|e| log.unreachable(e))?;
+    for r in results {
+        match r {
+            Ok(_) => {}
+            Err((name, RDKafkaErrorCode::GroupIdNotFound)) => {
+                return Err(Error::UnknownGroup(name))
+            }
+            Err((name, RDKafkaErrorCode::NonEmptyGroup)) => return Err(Error::GroupNotEmpty(name)),
+            Err((name, code)) => {
+                return Err(Error::Backend(format!(
+                    "cannot delete group '{name}': {code}"
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A consumer that never joins a group: used for watermarks and for reading
 /// a group's committed offsets. `read_committed` makes offset requests wait
 /// for open transactions: committed offsets then include those of
@@ -220,13 +490,13 @@ pub(super) fn watermarks<C: rdkafka::consumer::ConsumerContext>(
 
 fn with_watermarks(
     log: &KafkaLog,
+    probe: &BaseConsumer,
     name: &str,
     mut parts: Vec<PartitionInfo>,
     timeout: Duration,
 ) -> Result<TopicInfo> {
-    let probe = probe(log, "riffle-admin", false)?;
     for p in &mut parts {
-        (p.low, p.high) = watermarks(log, &probe, name, p.id, timeout)?;
+        (p.low, p.high) = watermarks(log, probe, name, p.id, timeout)?;
     }
     Ok(TopicInfo {
         name: name.to_owned(),
@@ -238,28 +508,30 @@ pub(super) fn describe_topic(log: &KafkaLog, name: &str, timeout: Duration) -> R
     crate::log::validate_topic_name(name)?;
     let parts =
         metadata(log, name, timeout)?.ok_or_else(|| Error::UnknownTopic(name.to_owned()))?;
-    with_watermarks(log, name, parts, timeout)
+    with_watermarks(
+        log,
+        &probe(log, "riffle-admin", false)?,
+        name,
+        parts,
+        timeout,
+    )
 }
 
 pub(super) fn list_topics(log: &KafkaLog, timeout: Duration) -> Result<Vec<TopicInfo>> {
-    let md = log
-        .admin()?
-        .inner()
-        .fetch_metadata(None, timeout)
-        .map_err(|e| log.unreachable(e))?;
-    let mut names: Vec<String> = md
-        .topics()
-        .iter()
-        .filter(|t| !t.name().starts_with("__") && t.error().is_none())
-        .map(|t| t.name().to_owned())
-        .collect();
-    names.sort();
-    let mut topics = Vec::with_capacity(names.len());
-    for n in &names {
-        match describe_topic(log, n, timeout) {
+    /// A topic deleted since the listing has no watermarks: after this long
+    /// without them, metadata is asked whether it is still there.
+    const PATIENCE: Duration = Duration::from_secs(2);
+    let all = all_metadata(log, timeout)?;
+    let probe = probe(log, "riffle-admin", false)?;
+    let mut topics = Vec::with_capacity(all.len());
+    for (name, parts) in all.into_iter().filter(|(n, _)| !n.starts_with("__")) {
+        match with_watermarks(log, &probe, &name, parts.clone(), PATIENCE.min(timeout)) {
             Ok(t) => topics.push(t),
-            // Deleted since the listing.
-            Err(Error::UnknownTopic(_)) => {}
+            Err(Error::Timeout(_)) => {
+                if metadata(log, &name, timeout)?.is_some() {
+                    topics.push(with_watermarks(log, &probe, &name, parts, timeout)?);
+                }
+            }
             Err(e) => return Err(e),
         }
     }

@@ -15,6 +15,7 @@ mod consumer;
 mod context;
 mod producer;
 mod read;
+mod reader;
 mod txn;
 
 use std::sync::{Arc, OnceLock};
@@ -24,8 +25,9 @@ use rdkafka::admin::AdminClient;
 use rdkafka::config::ClientConfig;
 
 use super::{
-    ConsumerConfig, DeliveryCallback, GroupMember, GroupOffset, Log, LogConsumer, LogProducer,
-    ReadVisitor, TopicInfo, TopicSpec, TxnProducer,
+    ConsumerConfig, DeliveryCallback, GroupListing, GroupMember, GroupOffset, Log, LogConsumer,
+    LogProducer, LogReader, ReadVisitor, ReaderConfig, TopicConfig, TopicInfo, TopicPartition,
+    TopicSpec, TxnProducer,
 };
 use crate::error::{Error, Result};
 pub use config::{KafkaSettings, BOOTSTRAP_SERVERS};
@@ -155,6 +157,12 @@ impl KafkaLog {
         c.set("bootstrap.servers", &self.inner.brokers);
         // Fail fast on a dead address instead of retrying quietly forever.
         c.set("socket.connection.setup.timeout.ms", "5000");
+        // Topics are created explicitly, as on the embedded log. librdkafka's
+        // producers (the admin client is one) otherwise ask a broker at
+        // Kafka's default `auto.create.topics.enable=true` to create any
+        // topic they look up, so a topic just deleted would come back.
+        // `-X allow.auto.create.topics=true` restores it.
+        c.set("allow.auto.create.topics", "false");
         for (k, v) in &self.inner.properties {
             c.set(k, v);
         }
@@ -264,5 +272,47 @@ impl Log for KafkaLog {
 
     fn recreate_topic(&self, spec: &TopicSpec, timeout: Duration) -> Result<()> {
         admin::recreate_topic(self, spec, timeout)
+    }
+
+    fn reader(&self, config: &ReaderConfig) -> Result<Box<dyn LogReader>> {
+        Ok(Box::new(reader::KafkaReader::new(self, config)?))
+    }
+
+    fn add_partitions(&self, topic: &str, total: i32, timeout: Duration) -> Result<()> {
+        admin::add_partitions(self, topic, total, timeout)
+    }
+
+    fn topic_configs(&self, topic: &str, timeout: Duration) -> Result<Vec<TopicConfig>> {
+        admin::topic_configs(self, topic, timeout)
+    }
+
+    fn offsets_for_time(
+        &self,
+        topic: &str,
+        timestamp: i64,
+        timeout: Duration,
+    ) -> Result<Vec<(i32, Option<i64>)>> {
+        admin::offsets_for_time(self, topic, timestamp, timeout)
+    }
+
+    fn list_groups(&self, timeout: Duration) -> Result<Vec<GroupListing>> {
+        admin::list_groups(self, timeout)
+    }
+
+    fn group_offsets(&self, group: &str, timeout: Duration) -> Result<Vec<GroupOffset>> {
+        admin::group_offsets(self, group, timeout)
+    }
+
+    fn set_group_offsets(
+        &self,
+        group: &str,
+        offsets: &[(TopicPartition, i64)],
+        timeout: Duration,
+    ) -> Result<()> {
+        admin::set_group_offsets(self, group, offsets, timeout)
+    }
+
+    fn delete_group(&self, group: &str, timeout: Duration) -> Result<()> {
+        admin::delete_group(self, group, timeout)
     }
 }
