@@ -18,7 +18,7 @@
 # system's throughput phase 3 times, interleaved across the systems, and
 # reports the median run (--repeat N overrides; quick mode runs it once).
 # `target/release/riffle-bench run --help` lists the other flags
-# (--only, --records, --rate, --latency-secs, --repeat, ...).
+# (--only, --records, --rate, --latency, --repeat, ...).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

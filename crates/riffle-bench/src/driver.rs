@@ -50,12 +50,13 @@ pub struct RunArgs {
     /// full 3].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub repeat: Option<u32>,
-    /// Length of the latency phase, seconds [default: by mode].
-    #[arg(long)]
+    /// Length of the latency phase, whole seconds as a duration (`60s`,
+    /// `2m`, a bare number of seconds) [default: by mode].
+    #[arg(long = "latency", visible_alias = "latency-secs", value_name = "DURATION", value_parser = whole_seconds)]
     pub latency_secs: Option<u64>,
-    /// Seconds of offered load before the latency phase starts measuring
-    /// [default: by mode].
-    #[arg(long)]
+    /// Offered load before the latency phase starts measuring, whole
+    /// seconds as a duration [default: by mode].
+    #[arg(long = "warmup", visible_alias = "warmup-secs", value_name = "DURATION", value_parser = whole_seconds)]
     pub warmup_secs: Option<u64>,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -77,6 +78,16 @@ pub struct RunArgs {
 }
 
 const ADMIN: Duration = Duration::from_secs(30);
+
+/// A duration flag in `riffle::duration`'s grammar, in whole seconds: the
+/// phases count records as rate × seconds.
+fn whole_seconds(s: &str) -> std::result::Result<u64, String> {
+    let d = riffle::duration::parse(s)?;
+    if d.subsec_nanos() != 0 {
+        return Err(format!("'{s}' is not a whole number of seconds"));
+    }
+    Ok(d.as_secs())
+}
 
 /// Input records of a full run; a system's `prefix` is given for this many
 /// and scaled with the input size otherwise.

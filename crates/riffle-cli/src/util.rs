@@ -21,31 +21,11 @@ pub fn init_logging() {
         .init();
 }
 
-/// Parses `250ms`, `10s`, `5m`, `1h` or a bare number of seconds.
+/// A duration flag's value, in the one grammar of `riffle::duration`
+/// (`500ms`, `10s`, `1h30m`, a bare number of seconds), for clap's
+/// `value_parser`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration (try 500ms, 10s, 5m)"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "" | "s" => n,
-        "m" | "min" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => {
-            return Err(format!(
-                "unknown unit '{unit}' in '{s}' (use ms, s, m or h)"
-            ))
-        }
-    };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("'{s}' is not a duration"));
-    }
-    Ok(Duration::from_secs_f64(secs))
+    riffle::duration::parse(s)
 }
 
 /// A stopper that Ctrl-C (SIGINT) or SIGTERM triggers, so that a process

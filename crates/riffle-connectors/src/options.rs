@@ -74,7 +74,8 @@ impl Options {
         }
     }
 
-    /// A duration option (`250ms`, `5s`, `2m`) with a default.
+    /// A duration option with a default, in the grammar of
+    /// `riffle::duration` (`250ms`, `5s`, `1h30m`, `7d`).
     pub fn duration_or(
         &mut self,
         key: &str,
@@ -82,11 +83,8 @@ impl Options {
     ) -> Result<std::time::Duration> {
         match self.string(key) {
             None => Ok(default),
-            Some(v) => parse_duration(&v).ok_or_else(|| {
-                Error::InvalidInput(format!(
-                    "{}: option '{key}'='{v}': expected a duration such as 500ms, 5s or 2m",
-                    self.connector
-                ))
+            Some(v) => parse_duration(&v).map_err(|e| {
+                Error::InvalidInput(format!("{}: option '{key}': {e}", self.connector))
             }),
         }
     }
@@ -105,23 +103,10 @@ impl Options {
     }
 }
 
-/// `250ms`, `5s`, `2m`, `1h`; a bare number is seconds.
-pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
-    use std::time::Duration;
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: f64 = n.parse().ok()?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "" | "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return None,
-    };
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+/// A duration option's value: `riffle::duration`'s grammar, the one every
+/// flag reads too.
+pub fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, String> {
+    riffle::duration::parse(s)
 }
 
 #[cfg(test)]
@@ -152,10 +137,19 @@ mod tests {
 
     #[test]
     fn durations_parse() {
-        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2"), Some(Duration::from_secs(2)));
-        assert_eq!(parse_duration("1m"), Some(Duration::from_secs(60)));
-        assert_eq!(parse_duration("x"), None);
-        assert_eq!(parse_duration("5 parsecs"), None);
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert!(parse_duration("x").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+        let mut o = Options::from_pairs("mqtt", [("keepalive", "5 parsecs")]);
+        let e = o
+            .duration_or("keepalive", Duration::from_secs(1))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("mqtt: option 'keepalive': '5 parsecs' is not a duration"),
+            "{e}"
+        );
     }
 }

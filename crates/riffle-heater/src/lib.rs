@@ -11,4 +11,3 @@ pub mod controller;
 mod json;
 pub mod messages;
 pub mod simulator;
-pub mod view;

@@ -76,10 +76,15 @@ fn closed_loop(log: Arc<dyn Log>, style: Style, speedup: f64) {
         .unwrap();
     let dead = app.stats().dead_letters.load(Ordering::Relaxed);
     app.stop().unwrap();
+    // The figures for a reader of a failure; the CLI renders the full
+    // summary, which this crate leaves to it.
     eprintln!(
-        "{} {style:?}\n{}",
+        "{} {style:?}\n{:?}; violations {}, in band {:?}, max excursion {:.2} °C",
         log.describe(),
-        riffle_heater::view::summary(&report)
+        report.counters,
+        report.violations(),
+        report.in_band_fraction(),
+        report.max_excursion()
     );
 
     assert_eq!(report.heaters.len(), HEATERS);

@@ -158,7 +158,12 @@ fn two_hundred_heaters_stay_in_band_for_two_simulated_hours() {
     assert_eq!(seen.keyed, c.records_sent());
     assert_eq!(seen.keyless, 0);
 
-    eprintln!("{}", riffle_heater::view::summary(&report));
+    eprintln!(
+        "{:?}; violations {}, unsettled {}",
+        report.counters,
+        report.violations(),
+        report.unsettled()
+    );
     for h in &report.heaters {
         // A measurement every 10 s from a phase in [0, 10): 720 in 7200 s
         // (721 if the phase is exactly 0); the setting at the start and

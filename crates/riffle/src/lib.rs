@@ -19,6 +19,7 @@
 
 pub mod actor;
 pub mod connect;
+pub mod duration;
 pub mod error;
 pub mod log;
 pub mod metrics;

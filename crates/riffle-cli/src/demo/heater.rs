@@ -5,11 +5,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::heater::view;
 use clap::Args;
 use riffle::log::embedded::EmbeddedLog;
 use riffle::log::{Log, OffsetReset, TopicSpec};
 use riffle::{Error, Result};
-use riffle_heater::view;
 
 use super::mqtt;
 use crate::backend::LogArgs;

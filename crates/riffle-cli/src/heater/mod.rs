@@ -2,6 +2,7 @@
 
 pub mod controller;
 pub mod simulate;
+pub mod view;
 pub mod watch;
 
 use clap::Subcommand;

@@ -3,12 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::heater::view;
 use clap::Args;
 use riffle::log::{Log, TopicSpec};
 use riffle::Result;
 use riffle_heater::messages::{CONTROL_TOPIC, SENSOR_TOPIC};
 use riffle_heater::simulator::{SimConfig, SimHandle, Simulator};
-use riffle_heater::view;
 
 use super::watch::watch;
 use crate::backend::LogArgs;

@@ -5,10 +5,10 @@
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
+use crate::heater::view;
 use riffle::stream::Stopper;
 use riffle::Result;
 use riffle_heater::simulator::{SimHandle, SimReport};
-use riffle_heater::view;
 
 /// Redraws per second on a terminal.
 const FRAME: Duration = Duration::from_millis(150);

@@ -146,14 +146,9 @@ pub const MQTT: Connector = Connector {
                 "mqtt: option 'topic' names no topic filter".into(),
             ));
         }
-        let expiry = match o.string("session_expiry") {
-            None => Duration::from_secs(86_400),
-            Some(v) => parse_expiry(&v).ok_or_else(|| {
-                Error::InvalidInput(format!(
-                    "mqtt: option 'session_expiry'='{v}': expected a duration such as 30m, 12h or 7d"
-                ))
-            })?,
-        };
+        // Session lifetimes are often given in days (`7d`), which the
+        // common grammar reads.
+        let expiry = o.duration_or("session_expiry", Duration::from_secs(86_400))?;
         connect.session_expiry = expiry.as_secs().min(u32::MAX as u64) as u32;
         connect.clean = false;
         if connect.client_id.is_empty() {
@@ -213,18 +208,6 @@ fn common(o: &mut Options) -> Result<(String, ConnectOptions)> {
     Ok((url.address(), connect))
 }
 
-/// A duration that may also be in days (`7d`), as session lifetimes are.
-fn parse_expiry(v: &str) -> Option<Duration> {
-    match v.strip_suffix('d') {
-        Some(days) => days
-            .trim()
-            .parse::<u64>()
-            .ok()
-            .map(|d| Duration::from_secs(d * 86_400)),
-        None => crate::options::parse_duration(v),
-    }
-}
-
 /// `riffle-` and a hash of the filters: the same filters give the same id,
 /// so a restarted pipeline resumes its session and receives what was
 /// queued meanwhile. 23 characters, the length every broker must accept.
@@ -269,8 +252,9 @@ mod tests {
 
     #[test]
     fn expiries_take_days() {
-        assert_eq!(parse_expiry("7d"), Some(Duration::from_secs(604_800)));
-        assert_eq!(parse_expiry("90s"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_expiry("d"), None);
+        use crate::options::parse_duration;
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration("d").is_err());
     }
 }

@@ -12,8 +12,8 @@ use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::messages::{Command, Setting};
-use crate::simulator::{HeaterView, Phase, Sample, SimReport, Snapshot};
+use riffle_heater::messages::{Command, Setting};
+use riffle_heater::simulator::{HeaterView, Phase, Sample, SimReport, Snapshot};
 
 /// Eight heights of a sparkline cell.
 const BLOCKS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
@@ -549,7 +549,7 @@ fn few(names: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::simulator::{Counters, HeaterHistory, HeaterReport};
+    use riffle_heater::simulator::{Counters, HeaterHistory, HeaterReport};
 
     /// The text a terminal shows: escapes removed.
     fn visible(s: &str) -> String {
