@@ -48,7 +48,7 @@ impl KafkaReader {
             c.set(k, v);
         }
         let consumer: BaseConsumer<LoggingContext> =
-            c.create_with_context(LoggingContext::new("reader"))?;
+            c.create_with_context(LoggingContext::new("reader", log.inner.faults.clone()))?;
         let mut tpl = TopicPartitionList::with_capacity(config.start.len());
         let mut partitions = HashSet::new();
         let mut known: Vec<(String, usize)> = Vec::new();
