@@ -19,11 +19,10 @@
 
 pub mod actor;
 pub mod connect;
-pub mod error;
 pub mod log;
-pub mod metrics;
 pub mod process;
 pub mod serve;
 pub mod stream;
 
+pub use riffle_base::{error, metrics};
 pub use error::{Error, Result};

@@ -30,7 +30,7 @@ use serde::Serialize;
 use super::key::Key;
 use super::AppStats;
 use crate::error::{Error, Result};
-use crate::log::embedded::crc32;
+use riffle_base::crc32;
 use crate::log::{Headers, Log, OutRecord, RecordRef};
 use crate::stream::Producer;
 

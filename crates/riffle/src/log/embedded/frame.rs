@@ -21,7 +21,7 @@
 
 use std::fmt;
 
-use super::crc32::crc32;
+use riffle_base::crc32::crc32;
 use crate::log::headers::{encode, encoded_len, valid_encoding};
 use crate::log::Headers;
 

@@ -93,7 +93,6 @@
 //! partitions.
 
 mod consumer;
-pub(crate) mod crc32;
 mod frame;
 mod group;
 mod lock;
