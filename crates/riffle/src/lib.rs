@@ -19,10 +19,10 @@
 
 pub mod actor;
 pub mod connect;
-pub mod log;
 pub mod process;
 pub mod serve;
 pub mod stream;
 
-pub use riffle_base::{error, metrics};
 pub use error::{Error, Result};
+pub use riffle_base::{error, metrics};
+pub use riffle_log as log;
