@@ -24,6 +24,8 @@ mod transform;
 pub use self::log::{LogSink, LogSource};
 /// Kept here too, where sinks are: the payload of [`Error::Unconfirmed`](crate::Error::Unconfirmed).
 pub use crate::error::Unconfirmed;
+pub(crate) use crate::process::connect_headers;
+pub use crate::process::Record;
 pub use pipeline::{NoDeadLetter, Pipeline, PipelineStats, Processor, Stage};
 pub use transform::{Condition, Transform};
 
@@ -31,49 +33,6 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::error::Result;
-use crate::log::Headers;
-
-/// One record crossing a connector.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Record {
-    /// Where the record came from: the topic, subject, queue, stream or path
-    /// the source read it on. For a sink, where the processor sent it (a
-    /// sink configured with a fixed destination, or a template such as
-    /// `heaters/{key}/command`, uses that instead).
-    pub topic: String,
-    pub key: Option<Vec<u8>>,
-    pub value: Vec<u8>,
-    /// Name and value pairs, for systems that carry them (MQTT 5 user
-    /// properties, NATS and HTTP headers, AMQP headers, Redis stream fields).
-    pub headers: Vec<(String, Vec<u8>)>,
-}
-
-impl Record {
-    pub fn new(topic: impl Into<String>, key: Option<&[u8]>, value: impl Into<Vec<u8>>) -> Self {
-        Self {
-            topic: topic.into(),
-            key: key.map(<[u8]>::to_vec),
-            value: value.into(),
-            headers: Vec::new(),
-        }
-    }
-
-    /// The key as UTF-8, if there is a key and it is valid UTF-8.
-    pub fn key_str(&self) -> Option<&str> {
-        self.key
-            .as_deref()
-            .and_then(|k| std::str::from_utf8(k).ok())
-    }
-}
-
-/// Headers as a connector record holds them: a null value (which connector
-/// systems have no notion of) becomes an empty one.
-pub(crate) fn connect_headers(headers: Headers<'_>) -> Vec<(String, Vec<u8>)> {
-    headers
-        .iter()
-        .map(|h| (h.name.to_owned(), h.value.unwrap_or_default().to_vec()))
-        .collect()
-}
 
 /// What a connector can promise about the records that cross it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
