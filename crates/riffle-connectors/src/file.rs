@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 use riffle::connect::{Delivery, Record, Sink, Source};
 use riffle::{Error, Result};
 
+use crate::connector::{Connector, Opt, Role};
 pub use crate::lines::Format;
 use crate::lines::{self, FORMAT_OPT};
-use crate::registry::{Connector, Opt, Role};
 
 pub const FILE: Connector = Connector {
     name: "file",

@@ -9,7 +9,8 @@
 //! [`riffle::connect::Source`] and [`riffle::connect::Sink`]. Its
 //! integration test, against the real server, is `tests/<name>.rs`.
 //!
-//! - [`registry`]: every connector by name, its options and guarantees.
+//! - [`connector`]: what a connector is: name, options, guarantees, builders.
+//! - [`registry`]: every connector by name.
 //! - [`options`]: `key=value` options, unknown keys refused.
 //! - [`net`]: URLs, connecting within a deadline, backoff.
 //! - `log`: Kafka and the embedded log (the library's own source and sink).
@@ -27,6 +28,7 @@
 //! dependency trees of their async clients.
 
 pub mod amqp;
+pub mod connector;
 pub mod file;
 pub mod http;
 mod lines;
@@ -39,5 +41,5 @@ pub mod redis;
 pub mod registry;
 pub mod stdio;
 
+pub use connector::{Connector, Env, LogChoice, Opt, Role};
 pub use options::Options;
-pub use registry::{Connector, Env, LogChoice, Opt, Role};

@@ -6,7 +6,7 @@ use riffle::{Error, Result};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::registry::{Opt, Role};
+use crate::connector::{Opt, Role};
 
 /// How a record is written on one line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,7 +4,7 @@ use riffle::connect::{Delivery, LogSink, LogSource};
 use riffle::log::{ConsumerConfig, OffsetReset};
 use riffle::Result;
 
-use crate::registry::{Connector, Env, LogChoice, Opt, Role};
+use crate::connector::{Connector, Env, LogChoice, Opt, Role};
 use crate::Options;
 
 const TOPIC_OPTS: [Opt; 3] = [

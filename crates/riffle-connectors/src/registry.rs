@@ -1,84 +1,11 @@
 //! Every connector by name, with its options, for `riffle connect` and its
 //! `--list`.
 
-use std::sync::Arc;
-
 use riffle::connect::{Delivery, Sink, Source};
-use riffle::log::Log;
 use riffle::{Error, Result};
 
+pub use crate::connector::{Connector, Env, LogChoice, OpenLog, Opt, Role};
 use crate::options::Options;
-
-/// Which end of a pipeline an option applies to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Source,
-    Sink,
-    Both,
-}
-
-/// One option of a connector, for `--list` and for refusing unknown keys.
-#[derive(Debug, Clone, Copy)]
-pub struct Opt {
-    pub name: &'static str,
-    pub role: Role,
-    /// The default as text; `None` when the option is required (or has no
-    /// default, like a password).
-    pub default: Option<&'static str>,
-    pub help: &'static str,
-}
-
-/// Which log a `kafka` or `embedded` connector wants.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogChoice<'a> {
-    /// A Kafka cluster: these bootstrap servers, or the process's own.
-    Kafka(Option<&'a str>),
-    /// The embedded log of the process's data directory.
-    Embedded,
-}
-
-/// What the process around a pipeline provides: its logs (the process
-/// decides where the embedded log lives and which brokers are the
-/// default).
-pub struct Env {
-    pub log: Box<OpenLog>,
-}
-
-/// Opens the log a connector asks for.
-pub type OpenLog = dyn Fn(LogChoice<'_>) -> Result<Arc<dyn Log>>;
-
-type BuildSource = fn(Options, &Env) -> Result<Box<dyn Source>>;
-type BuildSink = fn(Options, &Env) -> Result<Box<dyn Sink>>;
-
-/// A kind of source and/or sink.
-pub struct Connector {
-    pub name: &'static str,
-    pub summary: &'static str,
-    /// What it promises as a source; `None` if it cannot be one.
-    pub source: Option<Delivery>,
-    /// What it promises as a sink; `None` if it cannot be one.
-    pub sink: Option<Delivery>,
-    pub options: &'static [Opt],
-    pub build_source: Option<BuildSource>,
-    pub build_sink: Option<BuildSink>,
-}
-
-impl Connector {
-    /// The option names valid for `role`, for error messages.
-    pub fn option_names(&self, role: Role) -> Vec<&'static str> {
-        self.options
-            .iter()
-            .filter(|o| o.role == role || o.role == Role::Both)
-            .map(|o| o.name)
-            .collect()
-    }
-
-    /// Fails on options not meant for `role`; call after reading every
-    /// option and before connecting.
-    pub fn finish(&self, options: Options, role: Role) -> Result<()> {
-        options.finish(&self.option_names(role))
-    }
-}
 
 /// Every connector, in the order `--list` shows them.
 pub fn all() -> &'static [Connector] {

@@ -11,8 +11,8 @@ use std::time::Duration;
 use riffle::connect::{Delivery, Record, Sink, Source};
 use riffle::{Error, Result};
 
+use crate::connector::{Connector, Role};
 use crate::lines::{self, Format, FORMAT_OPT};
-use crate::registry::{Connector, Role};
 
 pub const STDIO: Connector = Connector {
     name: "stdio",

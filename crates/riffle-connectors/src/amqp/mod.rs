@@ -47,9 +47,9 @@ use std::time::Duration;
 use riffle::connect::Delivery;
 use riffle::{Error, Result};
 
+use crate::connector::{Connector, Opt, Role};
 use crate::net::Url;
 use crate::options::Options;
-use crate::registry::{Connector, Opt, Role};
 
 use client::Params;
 

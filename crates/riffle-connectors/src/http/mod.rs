@@ -75,7 +75,7 @@ use std::time::Duration;
 use riffle::connect::Delivery;
 use riffle::Error;
 
-use crate::registry::{Connector, Opt, Role};
+use crate::connector::{Connector, Opt, Role};
 
 pub const HTTP: Connector = Connector {
     name: "http",

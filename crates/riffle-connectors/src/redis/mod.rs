@@ -67,7 +67,7 @@ pub use source::{RedisSource, Start};
 
 use riffle::connect::Delivery;
 
-use crate::registry::{Connector, Opt, Role};
+use crate::connector::{Connector, Opt, Role};
 use client::{Target, DEFAULT_URL};
 
 pub const REDIS: Connector = Connector {

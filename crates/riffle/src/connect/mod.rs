@@ -22,6 +22,10 @@ mod pipeline;
 mod transform;
 
 pub use self::log::{LogSink, LogSource};
+/// Kept here too, where sinks are: the payload of [`Error::Unconfirmed`](crate::Error::Unconfirmed).
+pub use crate::error::Unconfirmed;
+pub(crate) use crate::process::connect_headers;
+pub use crate::process::Record;
 pub use pipeline::{NoDeadLetter, Pipeline, PipelineStats, Processor, Stage};
 pub use transform::{Condition, Transform};
 
@@ -29,49 +33,6 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::error::Result;
-use crate::log::Headers;
-
-/// One record crossing a connector.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Record {
-    /// Where the record came from: the topic, subject, queue, stream or path
-    /// the source read it on. For a sink, where the processor sent it (a
-    /// sink configured with a fixed destination, or a template such as
-    /// `heaters/{key}/command`, uses that instead).
-    pub topic: String,
-    pub key: Option<Vec<u8>>,
-    pub value: Vec<u8>,
-    /// Name and value pairs, for systems that carry them (MQTT 5 user
-    /// properties, NATS and HTTP headers, AMQP headers, Redis stream fields).
-    pub headers: Vec<(String, Vec<u8>)>,
-}
-
-impl Record {
-    pub fn new(topic: impl Into<String>, key: Option<&[u8]>, value: impl Into<Vec<u8>>) -> Self {
-        Self {
-            topic: topic.into(),
-            key: key.map(<[u8]>::to_vec),
-            value: value.into(),
-            headers: Vec::new(),
-        }
-    }
-
-    /// The key as UTF-8, if there is a key and it is valid UTF-8.
-    pub fn key_str(&self) -> Option<&str> {
-        self.key
-            .as_deref()
-            .and_then(|k| std::str::from_utf8(k).ok())
-    }
-}
-
-/// Headers as a connector record holds them: a null value (which connector
-/// systems have no notion of) becomes an empty one.
-pub(crate) fn connect_headers(headers: Headers<'_>) -> Vec<(String, Vec<u8>)> {
-    headers
-        .iter()
-        .map(|h| (h.name.to_owned(), h.value.unwrap_or_default().to_vec()))
-        .collect()
-}
 
 /// What a connector can promise about the records that cross it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -165,78 +126,6 @@ pub trait Sink: Send {
     /// Flushes what is left and releases the connection.
     fn close(&mut self) -> Result<()> {
         self.flush(Duration::from_secs(10))
-    }
-}
-
-/// What a sink's [`flush`](Sink::flush) came to when it could not confirm
-/// everything sent since its last successful flush, as the payload of
-/// [`Error::Unconfirmed`](crate::Error::Unconfirmed).
-///
-/// Positions count the records sent since the last successful flush, the
-/// first being 0. The records before `settled` are done with: confirmed,
-/// or refused for good if listed in `refused`. Those from `settled` on
-/// (unless listed in `refused`) may or may not have arrived, and are sent
-/// again after `retry_after` or a backoff. A sink that confirms out of
-/// order reports its first unconfirmed position: the confirmed ones after
-/// it come again, which at-least-once allows.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Unconfirmed {
-    /// How many records, from the first, are confirmed or refused.
-    pub settled: usize,
-    /// Records the system refused for good, with its reason (the status
-    /// and the start of the body, the reason code, the error reply).
-    /// Sending them again is not expected to help.
-    pub refused: Vec<(usize, String)>,
-    /// Why the records from `settled` on were not confirmed (empty when
-    /// everything is settled).
-    pub reason: String,
-    /// How long the system asked to be left alone (HTTP `Retry-After`).
-    pub retry_after: Option<Duration>,
-}
-
-impl Unconfirmed {
-    /// Everything of `sent` records settled, those in `refused` refused.
-    /// `Ok` when none was refused.
-    pub fn refused(sent: usize, refused: Vec<(usize, String)>) -> Result<()> {
-        if refused.is_empty() {
-            return Ok(());
-        }
-        Err(crate::Error::Unconfirmed(Box::new(Self {
-            settled: sent,
-            refused,
-            ..Self::default()
-        })))
-    }
-
-    /// Records from `settled` on not confirmed because of `error` (a
-    /// transient failure); those in `refused` refused for good.
-    pub fn transient(
-        settled: usize,
-        refused: Vec<(usize, String)>,
-        error: &crate::Error,
-        retry_after: Option<Duration>,
-    ) -> crate::Error {
-        crate::Error::Unconfirmed(Box::new(Self {
-            settled,
-            refused,
-            reason: error.to_string(),
-            retry_after,
-        }))
-    }
-}
-
-impl fmt::Display for Unconfirmed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if !self.reason.is_empty() {
-            f.write_str(&self.reason)?;
-        }
-        if let Some((at, why)) = self.refused.first() {
-            if !self.reason.is_empty() {
-                f.write_str("; ")?;
-            }
-            write!(f, "{} refused, record {at}: {why}", self.refused.len())?;
-        }
-        Ok(())
     }
 }
 

@@ -12,10 +12,10 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::app::Shared;
 use super::commit::{Commits, MAX_HOLD};
 use super::handoff::Handoff;
 use super::query::{to_json, Question};
+use super::shared::Shared;
 use super::store::{
     restore_point, send_changes, Changes, Durability, Encoded, SnapshotWriter, Store,
 };

@@ -19,8 +19,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::app::Shared;
 use super::outlet::Outlet;
+use super::shared::Shared;
 use crate::error::{Error, Result};
 use crate::log::{GroupToken, Progress, TopicPartition};
 use crate::stream::Producer;

@@ -1,6 +1,6 @@
 use serde::Serialize;
 
-use crate::connect::{connect_headers, Record};
+use super::record::{connect_headers, Record};
 use crate::error::{Error, Result};
 use crate::log::{Headers, OutRecord};
 use crate::stream::Producer;

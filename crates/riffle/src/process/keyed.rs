@@ -6,10 +6,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::app::Shared;
 use super::commit::Commits;
 use super::handoff::Handoff;
 use super::query::to_json;
+use super::shared::Shared;
 use super::store::{restore_point, Durability, Store};
 use super::{run_processor, Context, KeyedProcessor};
 use crate::error::{Error, Result};

@@ -40,16 +40,22 @@ mod lag;
 mod offsets;
 mod outlet;
 mod query;
+mod record;
 mod scale;
+mod shared;
 pub mod stateless;
 mod store;
 
-pub use app::{App, AppStats, Guarantee, Running, Style};
+pub use app::{App, Guarantee, Running, Style};
 pub use context::Context;
 pub use lag::{group_lag, PartitionLag};
 pub use offsets::OffsetTracker;
 pub use query::StateQueries;
+pub(crate) use query::REMOTE_WAIT as STATE_QUERY_WAIT;
+pub(crate) use record::connect_headers;
+pub use record::Record;
 pub use scale::Scaling;
+pub use shared::AppStats;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 

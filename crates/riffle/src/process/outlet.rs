@@ -6,8 +6,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::app::Shared;
 use super::dead_letter;
+use super::shared::Shared;
 use crate::error::Result;
 use crate::log::{DeliveryReport, Headers, Log, OutRecord, OwnedHeader};
 use crate::stream::Producer;

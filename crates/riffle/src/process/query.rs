@@ -22,14 +22,13 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::log::{partition_for_key, Log};
-use crate::serve::{http, Response};
 
 /// How long a question may wait for the consumer that owns its partition
 /// (a consumer checks between two polls, every 100 ms at most, but may be
 /// restoring state).
 const LOCAL_WAIT: Duration = Duration::from_secs(3);
 /// How long asking the group or a peer may take.
-const REMOTE_WAIT: Duration = Duration::from_secs(5);
+pub(crate) const REMOTE_WAIT: Duration = Duration::from_secs(5);
 
 /// One question: a key and where to send its state as JSON (`None`: the
 /// partition is owned here but the key has no state).
@@ -109,16 +108,6 @@ struct Inner {
     me: Option<String>,
 }
 
-/// The answer to a query, as served on every process.
-#[derive(Serialize)]
-struct Answer<'a> {
-    key: &'a str,
-    partition: i32,
-    /// The endpoint of the process that owns the key.
-    owner: &'a str,
-    state: Option<serde_json::Value>,
-}
-
 impl StateQueries {
     pub(super) fn new(
         board: Arc<Board>,
@@ -176,63 +165,10 @@ impl StateQueries {
             .map(|m| endpoint_of(&m.client_id).unwrap_or_default().to_owned()))
     }
 
-    /// The HTTP answer to `GET /state/{key}`: from this process if it owns
-    /// the key, else relayed from the owner. `local_only` (a peer asking)
-    /// never relays further.
-    pub fn answer(&self, key: &str, local_only: bool) -> Response {
-        let me = self.inner.me.as_deref().unwrap_or("");
-        if !local_only {
-            match self.owner(key) {
-                Err(e) => return error(502, key, &format!("cannot read the group: {e}")),
-                Ok(None) => {
-                    return error(
-                        503,
-                        key,
-                        &format!(
-                            "partition {} has no owner now (the group is rebalancing)",
-                            self.partition(key)
-                        ),
-                    )
-                }
-                Ok(Some(owner)) if owner != me && !owner.is_empty() => {
-                    let path = format!("/state/{}?local=1", http::encode(key));
-                    return match http::get(&owner, &path, REMOTE_WAIT) {
-                        Ok((status, body)) => Response::new(status, "application/json", body),
-                        Err(e) => error(502, key, &format!("owner {owner} did not answer: {e}")),
-                    };
-                }
-                Ok(Some(_)) => {}
-            }
-        }
-        match self.local(key) {
-            Some(state) => {
-                let state = state.and_then(|s| serde_json::from_str(&s).ok());
-                let status = if state.is_some() { 200 } else { 404 };
-                let answer = Answer {
-                    key,
-                    partition: self.partition(key),
-                    owner: me,
-                    state,
-                };
-                Response::json(status, serde_json::to_string(&answer).unwrap_or_default())
-            }
-            None => error(
-                503,
-                key,
-                &format!(
-                    "partition {} is not owned by this process now",
-                    self.partition(key)
-                ),
-            ),
-        }
+    /// This process's endpoint (`host:port`), empty if it advertises none.
+    pub fn me(&self) -> &str {
+        self.inner.me.as_deref().unwrap_or("")
     }
-}
-
-fn error(status: u16, key: &str, reason: &str) -> Response {
-    Response::json(
-        status,
-        serde_json::json!({"key": key, "error": reason}).to_string(),
-    )
 }
 
 /// The client id of the consumers of an app advertising `endpoint`.

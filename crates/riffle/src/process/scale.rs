@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::app::Shared;
 use super::lag::group_lag;
+use super::shared::Shared;
 use crate::log::{Log, TopicPartition};
 use crate::stream::{ConsumerGroup, Stopper};
 

@@ -30,9 +30,9 @@ use serde::Serialize;
 use super::key::Key;
 use super::AppStats;
 use crate::error::{Error, Result};
-use crate::log::embedded::crc32;
 use crate::log::{Headers, Log, OutRecord, RecordRef};
 use crate::stream::Producer;
+use riffle_base::crc32;
 
 const MAGIC: &[u8; 8] = b"RFLSNAP1";
 /// Changed keys a store lists however small it is.

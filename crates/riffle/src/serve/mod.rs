@@ -13,6 +13,8 @@ use std::sync::{Arc, OnceLock};
 
 pub use http::{HttpServer, Request, Response, Routes};
 
+mod state;
+
 use crate::error::Result;
 use crate::process::StateQueries;
 

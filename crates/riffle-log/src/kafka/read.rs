@@ -24,7 +24,7 @@ use super::admin::{isolation, metadata, wait_for, watermarks};
 use super::context::LoggingContext;
 use super::KafkaLog;
 use crate::error::{Error, Result};
-use crate::log::{validate_topic_name, Headers, ReadVisitor, RecordRef};
+use crate::{validate_topic_name, Headers, ReadVisitor, RecordRef};
 
 /// A consumer outside any group that reports the end of partitions.
 fn reader(log: &KafkaLog, read_committed: bool) -> Result<BaseConsumer<LoggingContext>> {

@@ -11,7 +11,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::error::{Error, Result};
-use crate::log::{GroupEvent, GroupToken, PollVisitor, Progress, TopicPartition};
+use crate::{GroupEvent, GroupToken, PollVisitor, Progress, TopicPartition};
 
 /// The first authentication or TLS failure that any client of one
 /// `KafkaLog` met.
@@ -255,6 +255,26 @@ pub(crate) fn partitions(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
     v
 }
 
+/// Records `next_offset` as processed; the highest mark per partition wins.
+pub(super) fn mark(ctx: &GroupContext, topic: &str, partition: i32, next_offset: i64) {
+    let mut pending = ctx.pending.lock().unwrap();
+    match pending
+        .iter_mut()
+        .find(|(t, p, _)| *p == partition && t == topic)
+    {
+        Some(entry) => entry.2 = entry.2.max(next_offset),
+        None => pending.push((topic.to_owned(), partition, next_offset)),
+    }
+}
+
+/// The consumer's group metadata (group id, generation, member id).
+pub(super) fn group_token(consumer: &BaseConsumer<GroupContext>) -> Result<GroupToken> {
+    consumer
+        .group_metadata()
+        .map(|m| GroupToken(std::sync::Arc::new(m)))
+        .ok_or_else(|| Error::Backend("the consumer is not in a group".into()))
+}
+
 /// Progress reported from inside a revocation.
 struct Revoking<'a> {
     ctx: &'a GroupContext,
@@ -263,11 +283,11 @@ struct Revoking<'a> {
 
 impl Progress for Revoking<'_> {
     fn store(&mut self, topic: &str, partition: i32, next: i64) {
-        super::consumer::mark(self.ctx, topic, partition, next)
+        mark(self.ctx, topic, partition, next)
     }
 
     fn group(&self) -> Result<GroupToken> {
-        super::consumer::group_token(self.consumer)
+        group_token(self.consumer)
     }
 }
 

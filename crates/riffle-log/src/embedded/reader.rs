@@ -1,4 +1,4 @@
-//! Reading given partitions outside any group (see [`crate::log::LogReader`]):
+//! Reading given partitions outside any group (see [`crate::LogReader`]):
 //! a position per partition, records copied out under the lock and visited
 //! after it is released, waiting on the log's condition variable for
 //! appends.
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::storage::Batch;
 use super::{partition_of, Inner};
 use crate::error::{Error, Result};
-use crate::log::{LogReader, ReadVisitor, ReaderConfig, RecordRef, TopicPartition};
+use crate::{LogReader, ReadVisitor, ReaderConfig, RecordRef, TopicPartition};
 
 struct Position {
     tp: TopicPartition,

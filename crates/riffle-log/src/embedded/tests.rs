@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::EmbeddedLog;
 use crate::error::Error;
-use crate::log::{
+use crate::{
     partition_for_key, ConsumerConfig, DeliveryReport, GroupEvent, GroupToken, Log, LogConsumer,
     LogProducer, OffsetReset, OutRecord, PollVisitor, Progress, Record, RecordRef, TopicPartition,
     TopicSpec, TxnProducer,

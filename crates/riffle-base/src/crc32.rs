@@ -43,13 +43,13 @@ const fn tables() -> [[u32; 256]; 8] {
 }
 
 /// The CRC-32/IEEE of `data`.
-pub(crate) fn crc32(data: &[u8]) -> u32 {
+pub fn crc32(data: &[u8]) -> u32 {
     update(0, data)
 }
 
 /// The CRC-32/IEEE of `a` followed by `data`, given `crc`, the CRC of `a`:
 /// checksums a stream piece by piece.
-pub(crate) fn update(crc: u32, data: &[u8]) -> u32 {
+pub fn update(crc: u32, data: &[u8]) -> u32 {
     let t = &TABLES;
     let mut crc = !crc;
     let mut chunks = data.chunks_exact(8);

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::{Inner, Topic};
 use crate::error::{Error, Result};
-use crate::log::{partition_for_key, DeliveryCallback, DeliveryReport, LogProducer, OutRecord};
+use crate::{partition_for_key, DeliveryCallback, DeliveryReport, LogProducer, OutRecord};
 
 pub(super) struct EmbeddedProducer {
     inner: Arc<Inner>,

@@ -15,7 +15,7 @@ use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer}
 use super::context::Faults;
 use super::KafkaLog;
 use crate::error::{Error, Result};
-use crate::log::{DeliveryCallback, DeliveryReport, Headers, LogProducer, OutRecord, Undelivered};
+use crate::{DeliveryCallback, DeliveryReport, Headers, LogProducer, OutRecord, Undelivered};
 
 pub(super) struct KafkaProducer {
     pub(super) producer: ThreadedProducer<DeliveryContext>,

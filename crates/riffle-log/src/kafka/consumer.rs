@@ -10,10 +10,10 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::types::RDKafkaErrorCode;
 
-use super::context::{partitions, GroupContext, VisitorPtr};
+use super::context::{group_token, mark, partitions, GroupContext, VisitorPtr};
 use super::KafkaLog;
 use crate::error::{Error, Result};
-use crate::log::{
+use crate::{
     ConsumerConfig, GroupToken, Headers, LogConsumer, OffsetReset, PollVisitor, RecordRef,
     TopicPartition,
 };
@@ -29,7 +29,7 @@ impl KafkaConsumer {
             return Err(Error::InvalidInput("a consumer needs a group id".into()));
         }
         for t in &cfg.topics {
-            crate::log::validate_topic_name(t)?;
+            crate::validate_topic_name(t)?;
         }
         let mut c = log.client_config();
         c.set("group.id", &cfg.group_id)
@@ -109,26 +109,6 @@ impl Drop for Lent<'_> {
     fn drop(&mut self) {
         *self.0.visitor.lock().unwrap() = None;
     }
-}
-
-/// Records `next_offset` as processed; the highest mark per partition wins.
-pub(super) fn mark(ctx: &GroupContext, topic: &str, partition: i32, next_offset: i64) {
-    let mut pending = ctx.pending.lock().unwrap();
-    match pending
-        .iter_mut()
-        .find(|(t, p, _)| *p == partition && t == topic)
-    {
-        Some(entry) => entry.2 = entry.2.max(next_offset),
-        None => pending.push((topic.to_owned(), partition, next_offset)),
-    }
-}
-
-/// The consumer's group metadata (group id, generation, member id).
-pub(super) fn group_token(consumer: &BaseConsumer<GroupContext>) -> Result<GroupToken> {
-    consumer
-        .group_metadata()
-        .map(|m| GroupToken(std::sync::Arc::new(m)))
-        .ok_or_else(|| Error::Backend("the consumer is not in a group".into()))
 }
 
 /// Errors a poll can report that librdkafka recovers from by itself.

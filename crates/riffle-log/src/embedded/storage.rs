@@ -17,10 +17,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::frame::scan_segment;
-use super::persist::{io_error, segment_base, truncate_segment, SegmentWriter, Syncer};
+use super::segment::{io_error, segment_base, truncate_segment, SegmentWriter, Syncer};
 use crate::error::{Error, Result};
-use crate::log::headers::{encode, encoded_len};
-use crate::log::Headers;
+use crate::headers::{encode, encoded_len};
+use crate::Headers;
 
 /// A segment is closed once it holds this many bytes of keys and values.
 const SEGMENT_BYTES: usize = 64 << 20;
@@ -401,7 +401,7 @@ impl Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::Header;
+    use crate::Header;
 
     /// Records with and without headers, keys and values side by side in
     /// one buffer, come out of any run of a batch as they went in; the

@@ -14,7 +14,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::block_on::block_on;
 use super::KafkaLog;
 use crate::error::{Error, Result};
-use crate::log::{
+use crate::{
     GroupListing, GroupMember, GroupOffset, PartitionInfo, TopicConfig, TopicInfo, TopicPartition,
     TopicSpec,
 };
@@ -143,7 +143,7 @@ pub(super) fn create_topic(log: &KafkaLog, spec: &TopicSpec, timeout: Duration) 
 }
 
 pub(super) fn delete_topic(log: &KafkaLog, name: &str, timeout: Duration) -> Result<()> {
-    crate::log::validate_topic_name(name)?;
+    crate::validate_topic_name(name)?;
     let results = block_on(log.admin()?.delete_topics(&[name], &options(timeout)))
         .map_err(|e| log.unreachable(e))?;
     for r in results {
@@ -193,7 +193,7 @@ pub(super) fn add_partitions(
     total: i32,
     timeout: Duration,
 ) -> Result<()> {
-    crate::log::validate_topic_name(topic)?;
+    crate::validate_topic_name(topic)?;
     let now = metadata(log, topic, timeout)?
         .ok_or_else(|| Error::UnknownTopic(topic.to_owned()))?
         .len();
@@ -240,7 +240,7 @@ pub(super) fn topic_configs(
     topic: &str,
     timeout: Duration,
 ) -> Result<Vec<TopicConfig>> {
-    crate::log::validate_topic_name(topic)?;
+    crate::validate_topic_name(topic)?;
     // DescribeConfigs answers for a topic that does not exist on some
     // versions; metadata settles it (without creating it).
     if metadata(log, topic, timeout)?.is_none() {
@@ -505,7 +505,7 @@ fn with_watermarks(
 }
 
 pub(super) fn describe_topic(log: &KafkaLog, name: &str, timeout: Duration) -> Result<TopicInfo> {
-    crate::log::validate_topic_name(name)?;
+    crate::validate_topic_name(name)?;
     let parts =
         metadata(log, name, timeout)?.ok_or_else(|| Error::UnknownTopic(name.to_owned()))?;
     with_watermarks(

@@ -21,7 +21,7 @@ use super::admin::{isolation, metadata, watermarks};
 use super::context::LoggingContext;
 use super::KafkaLog;
 use crate::error::{Error, Result};
-use crate::log::{Headers, LogReader, ReadVisitor, ReaderConfig, RecordRef, TopicPartition};
+use crate::{Headers, LogReader, ReadVisitor, ReaderConfig, RecordRef, TopicPartition};
 
 /// How long looking up a topic and its watermarks may take when the reader
 /// is created.
@@ -56,7 +56,7 @@ impl KafkaReader {
             let count = match known.iter().find(|(t, _)| t == topic) {
                 Some((_, n)) => *n,
                 None => {
-                    crate::log::validate_topic_name(topic)?;
+                    crate::validate_topic_name(topic)?;
                     let n = metadata(log, topic, SETUP_TIMEOUT)?
                         .ok_or_else(|| Error::UnknownTopic(topic.clone()))?
                         .len();

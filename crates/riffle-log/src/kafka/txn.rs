@@ -19,9 +19,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::producer::KafkaProducer;
 use super::{KafkaLog, CONNECT_TIMEOUT};
 use crate::error::{Error, Result};
-use crate::log::{
-    DeliveryCallback, GroupToken, LogProducer, OutRecord, TopicPartition, TxnProducer,
-};
+use crate::{DeliveryCallback, GroupToken, LogProducer, OutRecord, TopicPartition, TxnProducer};
 
 /// How long creating a producer waits for the transaction coordinator to
 /// fence older producers of the same id (and abort their transactions).

@@ -10,10 +10,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::frame::{encode_frame, format1_frame, FRAME_HEADER};
-use super::persist::segment_path;
+use super::segment::segment_path;
 use super::{EmbeddedLog, FsyncPolicy};
 use crate::error::Error;
-use crate::log::{
+use crate::{
     ConsumerConfig, GroupEvent, Header, Headers, Log, LogConsumer, OutRecord, PollVisitor, Record,
     RecordRef, TopicSpec,
 };
@@ -612,7 +612,7 @@ fn a_killed_process_loses_nothing_acknowledged() {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "log::embedded::persist_tests::a_killed_process_loses_nothing_acknowledged",
+            "embedded::persist_tests::a_killed_process_loses_nothing_acknowledged",
             "--nocapture",
             "--test-threads=1",
         ])
@@ -648,7 +648,7 @@ fn a_killed_process_loses_nothing_acknowledged() {
 
 #[test]
 fn a_committed_transaction_survives_reopening_and_an_aborted_one_leaves_nothing() {
-    use crate::log::TopicPartition;
+    use crate::TopicPartition;
     let dir = TempDir::new("txn");
     {
         let log = EmbeddedLog::open(dir.path(), FsyncPolicy::default()).unwrap();
@@ -678,7 +678,7 @@ fn a_committed_transaction_survives_reopening_and_an_aborted_one_leaves_nothing(
 /// the deletion of a group are all kept in the data directory.
 #[test]
 fn added_partitions_configs_set_offsets_and_deleted_groups_survive_reopening() {
-    use crate::log::{TopicConfig, TopicPartition};
+    use crate::{TopicConfig, TopicPartition};
     let dir = TempDir::new("admin");
     {
         let log = EmbeddedLog::open(dir.path(), FsyncPolicy::Always).unwrap();

@@ -1,4 +1,6 @@
-//! Layer 1: log backends.
+//! Layer 1 of Riffle: the log contract and its backends, in a crate of its
+//! own so that nothing here can reach up into the stream runtime, state or
+//! operations (Riffle re-exports it as `riffle::log`).
 //!
 //! A *log* is a set of named topics, each split into partitions, each
 //! partition an append-only sequence of keyed records addressed by offset.
@@ -15,6 +17,20 @@
 //! itself: a consumer is polled from one thread and hands records to a visitor
 //! by reference, so the hot path neither copies payloads nor allocates per
 //! record.
+//!
+//! # Layout
+//!
+//! - this file: the contract ([`Log`], [`LogConsumer`], [`LogProducer`],
+//!   [`TxnProducer`], [`LogReader`]) and the records it moves.
+//! - [`kafka`]: Apache Kafka through librdkafka: consumer, producer,
+//!   transactions, admin, readers; client settings from a properties file.
+//! - [`embedded`]: the in-process log with the same semantics, on disk or
+//!   in memory.
+//! - `headers`: record headers: a lazy view, owned copies, their encoding.
+//! - `partition`: murmur2 key partitioning, as the Java client does it.
+
+/// The error type of every layer, from the base crate.
+use riffle_base::error;
 
 pub mod embedded;
 pub(crate) mod headers;

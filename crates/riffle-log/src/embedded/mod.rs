@@ -93,7 +93,6 @@
 //! partitions.
 
 mod consumer;
-pub(crate) mod crc32;
 mod frame;
 mod group;
 mod lock;
@@ -102,6 +101,7 @@ mod persist;
 mod persist_tests;
 mod producer;
 mod reader;
+mod segment;
 mod storage;
 #[cfg(test)]
 mod tests;
@@ -114,7 +114,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::log::{
+use crate::{
     ConsumerConfig, DeliveryCallback, GroupListing, GroupMember, GroupOffset, Log, LogConsumer,
     LogProducer, LogReader, PartitionInfo, ReadVisitor, ReaderConfig, RecordRef, TopicConfig,
     TopicInfo, TopicPartition, TopicSpec, TxnProducer,
@@ -123,8 +123,8 @@ use crate::log::{
 use consumer::EmbeddedConsumer;
 use group::Group;
 use persist::Disk;
-pub use persist::FsyncPolicy;
 use producer::EmbeddedProducer;
+pub use segment::FsyncPolicy;
 use storage::{Batch, PartitionLog};
 use txn::EmbeddedTxnProducer;
 
@@ -152,12 +152,12 @@ impl EmbeddedLog {
     ///
     /// ```no_run
     /// # use std::sync::Arc;
-    /// # use riffle::log::Log;
-    /// use riffle::log::embedded::{EmbeddedLog, FsyncPolicy};
+    /// # use riffle_log::Log;
+    /// use riffle_log::embedded::{EmbeddedLog, FsyncPolicy};
     ///
     /// let log: Arc<dyn Log> = Arc::new(EmbeddedLog::open("data", FsyncPolicy::default())?);
     /// assert_eq!(log.describe(), "embedded data");
-    /// # Ok::<(), riffle::error::Error>(())
+    /// # Ok::<(), riffle_base::Error>(())
     /// ```
     pub fn open(dir: impl AsRef<Path>, fsync: FsyncPolicy) -> Result<EmbeddedLog> {
         let (disk, loaded) = Disk::open(dir.as_ref(), fsync)?;
@@ -562,7 +562,7 @@ impl Log for EmbeddedLog {
     }
 
     fn add_partitions(&self, topic: &str, total: i32, _timeout: Duration) -> Result<()> {
-        crate::log::validate_topic_name(topic)?;
+        crate::validate_topic_name(topic)?;
         let mut state = self.inner.lock();
         let t = state
             .topics

@@ -5,6 +5,7 @@
 //! such as a full queue, and so that callers can match on what went wrong.
 
 use std::fmt;
+use std::time::Duration;
 
 /// The result type used throughout Riffle.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -53,9 +54,9 @@ pub enum Error {
     Fenced(String),
     /// A sink's flush settled only part of what was sent to it: some
     /// records refused for good, the rest possibly not confirmed (see
-    /// [`Unconfirmed`](crate::connect::Unconfirmed)). Boxed: it is rare and
+    /// [`Unconfirmed`]). Boxed: it is rare and
     /// large, and every other result stays small.
-    Unconfirmed(Box<crate::connect::Unconfirmed>),
+    Unconfirmed(Box<Unconfirmed>),
 }
 
 impl fmt::Display for Error {
@@ -106,5 +107,77 @@ impl From<rdkafka::error::KafkaError> for Error {
                 other => Error::Backend(other.to_string()),
             },
         }
+    }
+}
+
+/// What a sink's `flush` (of a sink in `riffle::connect`) came to when it could not confirm
+/// everything sent since its last successful flush, as the payload of
+/// [`Error::Unconfirmed`](Error::Unconfirmed).
+///
+/// Positions count the records sent since the last successful flush, the
+/// first being 0. The records before `settled` are done with: confirmed,
+/// or refused for good if listed in `refused`. Those from `settled` on
+/// (unless listed in `refused`) may or may not have arrived, and are sent
+/// again after `retry_after` or a backoff. A sink that confirms out of
+/// order reports its first unconfirmed position: the confirmed ones after
+/// it come again, which at-least-once allows.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Unconfirmed {
+    /// How many records, from the first, are confirmed or refused.
+    pub settled: usize,
+    /// Records the system refused for good, with its reason (the status
+    /// and the start of the body, the reason code, the error reply).
+    /// Sending them again is not expected to help.
+    pub refused: Vec<(usize, String)>,
+    /// Why the records from `settled` on were not confirmed (empty when
+    /// everything is settled).
+    pub reason: String,
+    /// How long the system asked to be left alone (HTTP `Retry-After`).
+    pub retry_after: Option<Duration>,
+}
+
+impl Unconfirmed {
+    /// Everything of `sent` records settled, those in `refused` refused.
+    /// `Ok` when none was refused.
+    pub fn refused(sent: usize, refused: Vec<(usize, String)>) -> Result<()> {
+        if refused.is_empty() {
+            return Ok(());
+        }
+        Err(Error::Unconfirmed(Box::new(Self {
+            settled: sent,
+            refused,
+            ..Self::default()
+        })))
+    }
+
+    /// Records from `settled` on not confirmed because of `error` (a
+    /// transient failure); those in `refused` refused for good.
+    pub fn transient(
+        settled: usize,
+        refused: Vec<(usize, String)>,
+        error: &Error,
+        retry_after: Option<Duration>,
+    ) -> Error {
+        Error::Unconfirmed(Box::new(Self {
+            settled,
+            refused,
+            reason: error.to_string(),
+            retry_after,
+        }))
+    }
+}
+
+impl fmt::Display for Unconfirmed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.reason.is_empty() {
+            f.write_str(&self.reason)?;
+        }
+        if let Some((at, why)) = self.refused.first() {
+            if !self.reason.is_empty() {
+                f.write_str("; ")?;
+            }
+            write!(f, "{} refused, record {at}: {why}", self.refused.len())?;
+        }
+        Ok(())
     }
 }

@@ -13,7 +13,7 @@ use super::group::{Group, Membership};
 use super::storage::Batch;
 use super::{Inner, State, Topic};
 use crate::error::{Error, Result};
-use crate::log::{
+use crate::{
     validate_topic_name, ConsumerConfig, GroupEvent, GroupToken, LogConsumer, OffsetReset,
     PollVisitor, Progress, RecordRef, TopicPartition,
 };

@@ -12,12 +12,12 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use crate::log::{GroupMember, TopicPartition};
+use crate::{GroupMember, TopicPartition};
 
 /// Committed offsets: topic -> partition -> next offset to consume.
 pub(super) type Offsets = HashMap<String, BTreeMap<i32, i64>>;
 
-/// A member's standing at one moment: what a [`crate::log::GroupToken`]
+/// A member's standing at one moment: what a [`crate::GroupToken`]
 /// carries on the embedded log.
 #[derive(Debug)]
 pub(super) struct Membership {

@@ -21,9 +21,9 @@
 
 use std::fmt;
 
-use super::crc32::crc32;
-use crate::log::headers::{encode, encoded_len, valid_encoding};
-use crate::log::Headers;
+use crate::headers::{encode, encoded_len, valid_encoding};
+use crate::Headers;
+use riffle_base::crc32::crc32;
 
 /// Bytes before the key: length, CRC, timestamp, key length, value length.
 pub(super) const FRAME_HEADER: usize = 24;
@@ -201,7 +201,7 @@ pub(super) fn format1_frame(key: Option<&[u8]>, value: &[u8], timestamp: i64) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::Header;
+    use crate::Header;
 
     #[test]
     fn frames_round_trip_and_damage_is_classified() {

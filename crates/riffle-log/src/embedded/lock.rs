@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use super::persist::io_error;
+use super::segment::io_error;
 use crate::error::{Error, Result};
 
 /// Data directories opened by this process, so that a lock file holding this

@@ -16,8 +16,8 @@ use super::producer::{pick_partition, timestamp_now};
 use super::storage::check_sizes;
 use super::{Inner, State};
 use crate::error::{Error, Result};
-use crate::log::headers::encode;
-use crate::log::{
+use crate::headers::encode;
+use crate::{
     DeliveryCallback, DeliveryReport, GroupToken, Headers, LogProducer, OutRecord, TopicPartition,
     TxnProducer,
 };
