@@ -220,7 +220,7 @@ impl Bench {
         let mut resumed = None;
         wait_until("the probe's command", || {
             if restored.is_none()
-                && app.stats().restores.load(Ordering::Relaxed) >= self.partitions as u64
+                && app.stats().state.restores.load(Ordering::Relaxed) >= self.partitions as u64
             {
                 restored = Some(t0.elapsed());
             }
@@ -234,9 +234,9 @@ impl Bench {
             start,
             restored: restored.unwrap(),
             resumed: resumed.unwrap(),
-            restored_keys: stats.restored_keys.load(Ordering::Relaxed),
-            changelog_replayed: stats.changelog_replayed.load(Ordering::Relaxed),
-            restores: stats.restores.load(Ordering::Relaxed),
+            restored_keys: stats.state.restored_keys.load(Ordering::Relaxed),
+            changelog_replayed: stats.state.changelog_replayed.load(Ordering::Relaxed),
+            restores: stats.state.restores.load(Ordering::Relaxed),
         };
         app.stop().unwrap();
 

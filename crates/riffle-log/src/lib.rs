@@ -1,4 +1,4 @@
-//! Layer 1 of Riffle: the log contract and its backends, in a crate of its
+//! The log layer of Riffle: the log contract and its backends, in a crate of its
 //! own so that nothing here can reach up into the stream runtime, state or
 //! operations (Riffle re-exports it as `riffle::log`).
 //!

@@ -1,11 +1,8 @@
 //! Riffle: actor-based stream processing on Apache Kafka, with an embedded
 //! log so that everything also runs with nothing installed.
 //!
-//! # Layout
-//!
-//! Each layer uses only the ones before it in this list. The first three
-//! are crates of their own, re-exported here under their usual paths, so
-//! the compiler refuses an import from them into anything above:
+//! This crate gathers the layers under their usual paths; each is a crate
+//! of its own, so the compiler refuses an import that runs up the list:
 //!
 //! - [`error`], [`metrics`], [`duration`] (crate `riffle-base`): the one
 //!   error type, the counters every layer keeps, for `/metrics`, and the
@@ -13,22 +10,24 @@
 //! - [`log`] (crate `riffle-log`): log backends behind one trait: Kafka
 //!   (librdkafka) and the embedded in-process log; topic administration;
 //!   key partitioning.
-//! - [`actor`]: a small actor runtime: bounded mailboxes, cloneable handles,
-//!   supervision that restarts a panicking actor with backoff.
-//! - [`stream`]: the producer and consumer actors and consumer groups.
-//! - [`process`]: processors, stateless and keyed, in apps over topics:
-//!   the two styles, state stores, delivery guarantees, lag, autoscaling,
-//!   and routing state queries to the key's owner.
-//! - [`connect`]: sources and sinks beyond the log, and pipelines that
-//!   move records between them through a processor.
-//! - [`serve`]: operating a process over HTTP: metrics, state queries.
-
-pub mod actor;
-pub mod connect;
-pub mod process;
-pub mod serve;
-pub mod stream;
+//! - [`state`] (crate `riffle-state`): keyed stores, their changelog and
+//!   snapshots, restoring them and handing them over between consumers.
+//! - [`actor`], [`stream`], [`process`] (crate `riffle-runtime`): the actor
+//!   runtime; producer and consumer actors and consumer groups; processors,
+//!   stateless and keyed, in apps over topics, in the chapter's two styles,
+//!   under either delivery guarantee, with lag and autoscaling.
+//! - [`connect`] (crate `riffle-connect`): sources and sinks beyond the log,
+//!   and pipelines that move records between them through a processor.
+//! - [`serve`] (crate `riffle-ops`): operating a process over HTTP:
+//!   metrics, state queries.
+//!
+//! The connectors themselves (MQTT, NATS, AMQP, Redis, HTTP, files) are the
+//! `riffle-connectors` crate; the heater example is `riffle-heater`.
 
 pub use error::{Error, Result};
 pub use riffle_base::{duration, error, metrics};
+pub use riffle_connect as connect;
 pub use riffle_log as log;
+pub use riffle_ops as serve;
+pub use riffle_runtime::{actor, process, stream};
+pub use riffle_state as state;

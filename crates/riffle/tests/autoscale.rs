@@ -311,7 +311,7 @@ fn a_consumer_removed_hands_its_state_over_in_memory() {
     });
     // Each partition was restored once, on its first assignment; the
     // remaining consumer took the others' state in memory.
-    assert_eq!(app.stats().restores.load(Ordering::Relaxed), 4);
+    assert_eq!(app.stats().state.restores.load(Ordering::Relaxed), 4);
     send(400);
     eventually(T, "800 records processed", || {
         app.stats().processed.load(Ordering::Relaxed) == 800

@@ -177,8 +177,8 @@ fn state_survives_restart(style: Style, guarantee: Guarantee) {
         .unwrap();
     s.feed(20, 5);
     s.wait_processed(&app, 100);
-    assert_eq!(app.stats().restores.load(Ordering::Relaxed), 4);
-    assert_eq!(app.stats().restored_keys.load(Ordering::Relaxed), 20);
+    assert_eq!(app.stats().state.restores.load(Ordering::Relaxed), 4);
+    assert_eq!(app.stats().state.restored_keys.load(Ordering::Relaxed), 20);
     app.stop().unwrap();
     assert_counts_exactly(&s.outputs(200), 20, 10);
 }
@@ -226,9 +226,9 @@ fn a_snapshot_spares_the_changelog_replay() {
     s.feed(50, 1);
     s.wait_processed(&app, 50);
     let stats = app.stats();
-    assert_eq!(stats.restored_keys.load(Ordering::Relaxed), 50);
+    assert_eq!(stats.state.restored_keys.load(Ordering::Relaxed), 50);
     assert_eq!(
-        stats.changelog_replayed.load(Ordering::Relaxed),
+        stats.state.changelog_replayed.load(Ordering::Relaxed),
         0,
         "everything came from the snapshots"
     );
@@ -239,7 +239,7 @@ fn a_snapshot_spares_the_changelog_replay() {
     let app = s.app(Style::Keyed).start(s.log.clone()).unwrap();
     s.feed(50, 1);
     s.wait_processed(&app, 50);
-    assert!(app.stats().changelog_replayed.load(Ordering::Relaxed) >= 50);
+    assert!(app.stats().state.changelog_replayed.load(Ordering::Relaxed) >= 50);
     app.stop().unwrap();
     assert_counts_exactly(&s.outputs(300), 50, 6);
     std::fs::remove_dir_all(&dir).unwrap();
@@ -260,7 +260,7 @@ fn state_moves_with_partitions_between_apps_of_a_group() {
     });
     s.feed(30, 2);
     s.wait_committed();
-    assert!(second.stats().restores.load(Ordering::Relaxed) > 0);
+    assert!(second.stats().state.restores.load(Ordering::Relaxed) > 0);
     // The first leaves: all partitions and their state go to the second.
     first.stop().unwrap();
     s.feed(30, 1);

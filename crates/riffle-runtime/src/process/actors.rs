@@ -1,0 +1,806 @@
+//! The key-independent style: per-key actors on a pool of workers.
+//!
+//! Consumer threads decode records and route each by key to one of M worker
+//! actors (the same key always to the same worker, so per-key order holds).
+//! A worker hosts the state of every key routed to it: each key is a small
+//! virtual actor whose mailbox is the worker's. Records travel in batches,
+//! one mailbox message per worker per poll, and come back as completions;
+//! each partition's offset advances only past records that are finished.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::commit::{Commits, MAX_HOLD};
+use super::query::{to_json, Question};
+use super::shared::Shared;
+use super::{run_processor, Context, KeyedProcessor, OffsetTracker};
+use crate::actor::{self, Actor, Addr, Supervision};
+use crate::error::{Error, Result};
+use crate::log::{partition_for_key, Headers, OwnedHeader, Progress, RecordRef, TopicPartition};
+use crate::stream::{Handler, Producer};
+use riffle_state::Handoff;
+use riffle_state::{
+    restore_point, send_changes, Changes, Durability, Encoded, SnapshotWriter, Store,
+};
+
+/// Records handed to a worker at once, at most.
+const BATCH: usize = 512;
+/// Batches waiting in a worker's mailbox before dispatchers wait.
+const MAILBOX: usize = 8;
+/// How long stopping waits for records in flight.
+const DRAIN_WAIT: Duration = Duration::from_secs(30);
+/// How often partition states are saved as local snapshots.
+const SNAPSHOT_EVERY: Duration = Duration::from_secs(30);
+
+pub(super) struct Job<I> {
+    key: String,
+    input: I,
+    topic: Arc<str>,
+    partition: i32,
+    offset: i64,
+    timestamp: Option<i64>,
+    /// The record's headers, copied only if it has any: the consumer's
+    /// buffer is gone by the time a worker runs the job.
+    headers: Vec<OwnedHeader>,
+}
+
+/// A finished record.
+pub(super) type Done = (Arc<str>, i32, i64);
+
+/// What a worker is asked to do.
+pub(super) enum Msg<I, S> {
+    /// Process records.
+    Batch {
+        jobs: Vec<Job<I>>,
+        reply: Sender<Vec<Done>>,
+        /// The producer of the dispatching consumer (its own under
+        /// exactly-once, so that outputs join its transaction).
+        producer: Producer,
+    },
+    /// Host these states of a partition's keys, replacing any held.
+    Load { partition: i32, store: Store<S> },
+    /// Hand over the changed states of these partitions, encoded, and
+    /// count them as written: the dispatcher sends them to the changelog.
+    Changes {
+        partitions: Vec<i32>,
+        reply: Sender<Result<Changes>>,
+    },
+    /// Answer with a key's state.
+    Query(Question),
+    /// Encode a partition's states, for a snapshot.
+    Dump {
+        partition: i32,
+        reply: Sender<Result<Encoded>>,
+    },
+}
+
+/// Hosts the per-key actors routed to it, grouped by partition so that
+/// their state can be written, restored and moved per partition.
+struct Worker<P: KeyedProcessor> {
+    processor: P,
+    stores: HashMap<i32, Store<P::State>>,
+    shared: Arc<Shared>,
+}
+
+impl<P: KeyedProcessor> Worker<P> {
+    fn process(&mut self, jobs: Vec<Job<P::Input>>, producer: &Producer) -> Vec<Done> {
+        let mut done = Vec::with_capacity(jobs.len());
+        let mut scratch = P::State::default();
+        for job in jobs {
+            let Job {
+                key,
+                input,
+                topic,
+                partition,
+                offset,
+                timestamp,
+                headers,
+            } = job;
+            let state = if P::STATEFUL {
+                self.stores.entry(partition).or_default().get_mut(&key)
+            } else {
+                &mut scratch
+            };
+            let mut ctx = Context::new(
+                producer,
+                &topic,
+                partition,
+                offset,
+                timestamp,
+                Headers::from(&headers),
+            );
+            // A failure is this record's, not the worker's: the other keys'
+            // state stays, and the record goes to the dead letters.
+            let result = run_processor(
+                &mut self.processor,
+                &key,
+                &input,
+                state,
+                &mut ctx,
+                self.shared.retries,
+            );
+            self.shared.processed(ctx.sent);
+            if let Err(e) = result {
+                let r = RecordRef {
+                    topic: &topic,
+                    partition,
+                    offset,
+                    key: Some(key.as_bytes()),
+                    value: &[],
+                    timestamp,
+                    headers: Headers::from(&headers),
+                };
+                if let Err(e) = self.shared.dead_letter_without_value(producer, &r, &e) {
+                    tracing::warn!("{topic}/{partition}@{offset}: {e}");
+                }
+            }
+            done.push((topic, partition, offset));
+        }
+        done
+    }
+}
+
+impl<P: KeyedProcessor> Worker<P> {
+    fn changes(&mut self, partitions: &[i32]) -> Result<Changes> {
+        let mut out = Vec::new();
+        for p in partitions {
+            if let Some(store) = self.stores.get_mut(p) {
+                if store.has_changes() {
+                    out.push((*p, store.take_changes()?));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl<P: KeyedProcessor> Actor for Worker<P> {
+    type Msg = Msg<P::Input, P::State>;
+
+    fn handle(&mut self, msg: Self::Msg) {
+        // Replies go to dispatchers that may have stopped meanwhile; their
+        // records are then replayed by the next owner.
+        match msg {
+            Msg::Batch {
+                jobs,
+                reply,
+                producer,
+            } => {
+                let done = self.process(jobs, &producer);
+                let _ = reply.send(done);
+            }
+            Msg::Query(q) => {
+                let state = self.stores.get(&q.partition).and_then(|s| s.get(&q.key));
+                let _ = q.reply.send(to_json(state));
+            }
+            Msg::Load { partition, store } => {
+                self.stores.insert(partition, store);
+            }
+            Msg::Changes { partitions, reply } => {
+                let _ = reply.send(self.changes(&partitions));
+            }
+            Msg::Dump { partition, reply } => {
+                let dump = self
+                    .stores
+                    .get(&partition)
+                    .map_or_else(|| Ok(Encoded::default()), Store::encoded);
+                let _ = reply.send(dump);
+            }
+        }
+    }
+}
+
+/// The worker pool of one process, shared by its consumers, and what the
+/// pool knows of the partition states its workers host.
+pub(super) struct Pool<P: KeyedProcessor> {
+    workers: Vec<Addr<Msg<P::Input, P::State>>>,
+    /// Per partition, the changelog offset the workers' states of it
+    /// reflect, when the consumer that owned it let go cleanly.
+    handoff: Handoff<i64>,
+}
+
+impl<P: KeyedProcessor> Pool<P> {
+    pub(super) fn start(
+        n: usize,
+        processor: &P,
+        shared: &Arc<Shared>,
+    ) -> (Arc<Self>, Vec<std::thread::JoinHandle<actor::Exit>>) {
+        let mut workers = Vec::with_capacity(n);
+        let mut threads = Vec::with_capacity(n);
+        for i in 0..n {
+            let (p, s) = (processor.clone(), shared.clone());
+            let (addr, thread) = actor::spawn(
+                &format!("worker-{i}"),
+                MAILBOX,
+                Supervision::default(),
+                move || Worker {
+                    processor: p.clone(),
+                    stores: HashMap::new(),
+                    shared: s.clone(),
+                },
+            );
+            workers.push(addr);
+            threads.push(thread);
+        }
+        let pool = Self {
+            workers,
+            handoff: Handoff::default(),
+        };
+        (Arc::new(pool), threads)
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.workers.len()
+    }
+
+    fn worker_of(&self, key: &str) -> usize {
+        partition_for_key(key.as_bytes(), self.workers.len() as i32) as usize
+    }
+
+    /// Asks every worker for the changed states of `partitions`; each
+    /// answers on the returned channel.
+    fn changes(&self, partitions: &[i32]) -> Result<Receiver<Result<Changes>>> {
+        let (tx, rx) = mpsc::channel();
+        for w in &self.workers {
+            w.send(Msg::Changes {
+                partitions: partitions.to_vec(),
+                reply: tx.clone(),
+            })
+            .map_err(|_| Error::Backend("a worker has stopped".into()))?;
+        }
+        Ok(rx)
+    }
+
+    /// Asks every worker and collects the answers.
+    fn ask<T>(&self, msg: impl Fn(Sender<T>) -> Msg<P::Input, P::State>) -> Result<Vec<T>> {
+        let (tx, rx) = mpsc::channel();
+        for w in &self.workers {
+            w.send(msg(tx.clone()))
+                .map_err(|_| Error::Backend("a worker has stopped".into()))?;
+        }
+        drop(tx);
+        let answers: Vec<T> = rx.iter().collect();
+        if answers.len() < self.workers.len() {
+            return Err(Error::Backend("a worker has stopped".into()));
+        }
+        Ok(answers)
+    }
+}
+
+/// The consumer-side half: decodes, routes, tracks offsets, and moves the
+/// state of its partitions in and out of the workers.
+pub(super) struct Dispatcher<P: KeyedProcessor> {
+    processor: P,
+    pool: Arc<Pool<P>>,
+    shared: Arc<Shared>,
+    /// Where state is made durable; `None` for stateless processors.
+    durability: Option<Arc<Durability>>,
+    /// Partition numbers owned (co-partitioned inputs share state).
+    owned: Vec<i32>,
+    pending: Vec<Vec<Job<P::Input>>>,
+    trackers: HashMap<(Arc<str>, i32), OffsetTracker>,
+    topics: Vec<Arc<str>>,
+    in_flight: usize,
+    commits: Commits,
+    reply: Sender<Vec<Done>>,
+    replies: Receiver<Vec<Done>>,
+    /// At-least-once with state: the write of state under way, and when
+    /// the last one started.
+    round: Option<Round>,
+    last_round: Instant,
+    /// State changes a failed round could not send.
+    unsent: Changes,
+    /// The offsets the last round stored.
+    stored: Vec<(Arc<str>, i32, i64)>,
+    last_snapshot: Instant,
+    stopping: bool,
+}
+
+/// At-least-once with state: a round collects the states changed by the
+/// records finished when it started, sends them to the changelog once the
+/// outputs of those records are acknowledged, and stores the records'
+/// offsets once the states are acknowledged in turn. Each step waits for the
+/// producer to be idle (or for a flush, after [`MAX_HOLD`]), never blocking
+/// the workers.
+struct Round {
+    offsets: Vec<(Arc<str>, i32, i64)>,
+    answers: Receiver<Result<Changes>>,
+    waiting: usize,
+    changes: Changes,
+    sent: bool,
+    /// When the current step began waiting for the producer.
+    since: Instant,
+    failed: Option<Error>,
+}
+
+/// Least time between two at-least-once state writes.
+const ROUND_GAP: Duration = Duration::from_millis(100);
+
+impl<P: KeyedProcessor> Dispatcher<P> {
+    pub(super) fn new(
+        processor: P,
+        pool: Arc<Pool<P>>,
+        shared: Arc<Shared>,
+        durability: Option<Arc<Durability>>,
+        commits: Commits,
+    ) -> Self {
+        let (reply, replies) = mpsc::channel();
+        let pending = (0..pool.len()).map(|_| Vec::new()).collect();
+        Self {
+            processor,
+            pool,
+            shared,
+            durability,
+            owned: Vec::new(),
+            pending,
+            trackers: HashMap::new(),
+            topics: Vec::new(),
+            in_flight: 0,
+            commits,
+            reply,
+            replies,
+            round: None,
+            last_round: Instant::now(),
+            unsent: Vec::new(),
+            stored: Vec::new(),
+            last_snapshot: Instant::now(),
+            stopping: false,
+        }
+    }
+
+    fn intern(&mut self, topic: &str) -> Arc<str> {
+        if let Some(t) = self.topics.iter().find(|t| &***t == topic) {
+            return t.clone();
+        }
+        let t: Arc<str> = topic.into();
+        self.topics.push(t.clone());
+        t
+    }
+
+    fn flush(&mut self, worker: usize) {
+        if self.pending[worker].is_empty() {
+            return;
+        }
+        let jobs = std::mem::replace(&mut self.pending[worker], Vec::with_capacity(BATCH));
+        self.in_flight += jobs.len();
+        // Waits while the worker's mailbox is full: backpressure.
+        if self.pool.workers[worker]
+            .send(Msg::Batch {
+                jobs,
+                reply: self.reply.clone(),
+                producer: self.commits.producer().clone(),
+            })
+            .is_err()
+        {
+            tracing::error!("worker-{worker} has stopped; its records will be replayed");
+        }
+    }
+
+    fn finish(&mut self, done: Vec<Done>) {
+        self.in_flight -= done.len();
+        for (topic, partition, offset) in done {
+            if let Some(t) = self.trackers.get_mut(&(topic, partition)) {
+                t.finished(offset);
+            }
+        }
+    }
+
+    /// Each partition's offset below which every record is finished.
+    fn finished(&self) -> Vec<(Arc<str>, i32, i64)> {
+        let mut v: Vec<_> = self
+            .trackers
+            .iter()
+            .map(|((t, p), tr)| (t.clone(), *p, tr.committable()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Offers finished offsets for commit; returns whether everything
+    /// finished is committed.
+    fn release(&mut self, progress: &mut dyn Progress, force: bool) -> bool {
+        match (&self.commits, self.durability.is_some()) {
+            (Commits::ExactlyOnce(t), stateful) => {
+                // A transaction may only hold records whose processing is
+                // over, so when one is due the records in flight finish.
+                if self.in_flight > 0 && (force || t.is_due(progress.behind())) {
+                    self.wait_in_flight();
+                }
+                for (t, p, o) in self.finished() {
+                    self.commits.processed(&t, p, o);
+                }
+                let (pool, owned) = (&self.pool, &self.owned);
+                let changelog = self.durability.as_ref().map(|d| d.changelog.as_str());
+                let mut write = |producer: &Producer| -> Result<usize> {
+                    match (stateful, changelog) {
+                        (true, Some(changelog)) => {
+                            let mut changes: Changes = Vec::new();
+                            for answer in pool.changes(owned)?.iter().take(pool.len()) {
+                                changes.extend(answer?);
+                            }
+                            send_changes(producer, changelog, &mut changes)
+                        }
+                        _ => Ok(0),
+                    }
+                };
+                self.commits
+                    .release(&self.shared, progress, force, &mut write);
+                self.commits.is_settled()
+            }
+            (Commits::AtLeastOnce(_), false) => {
+                for (t, p, o) in self.finished() {
+                    self.commits.processed(&t, p, o);
+                }
+                self.commits
+                    .release(&self.shared, progress, force, &mut |_| Ok(0));
+                self.commits.is_settled()
+            }
+            (Commits::AtLeastOnce(_), true) => self.release_rounds(progress, force),
+        }
+    }
+
+    /// At-least-once with state (see [`Round`]); a forced release finishes
+    /// what is in flight and runs a round to its end.
+    fn release_rounds(&mut self, progress: &mut dyn Progress, force: bool) -> bool {
+        if force {
+            self.wait_in_flight();
+            // The round under way covers less than everything: finish it,
+            // then run one that covers the rest.
+            if self.advance_round(progress, true) == Some(false) {
+                return false;
+            }
+            return self.start_round() && self.advance_round(progress, true) == Some(true);
+        }
+        if self.round.is_some() {
+            self.advance_round(progress, false);
+        } else if self.last_round.elapsed() >= ROUND_GAP && self.finished() != self.stored {
+            self.start_round();
+        }
+        false
+    }
+
+    /// Starts a round covering the records finished now.
+    fn start_round(&mut self) -> bool {
+        self.last_round = Instant::now();
+        let offsets = self.finished();
+        match self.pool.changes(&self.owned) {
+            Ok(answers) => {
+                self.round = Some(Round {
+                    offsets,
+                    answers,
+                    waiting: self.pool.len(),
+                    // Changes a failed round could not send go first.
+                    changes: std::mem::take(&mut self.unsent),
+                    sent: false,
+                    since: Instant::now(),
+                    failed: None,
+                });
+                true
+            }
+            Err(e) => {
+                tracing::warn!("cannot collect state: {e}");
+                false
+            }
+        }
+    }
+
+    /// Moves the round under way on as far as it can go now (to its end,
+    /// if `wait`). `None` while it is under way, else whether it stored
+    /// its offsets.
+    fn advance_round(&mut self, progress: &mut dyn Progress, wait: bool) -> Option<bool> {
+        let shared = &self.shared;
+        let outlet = self.commits.outlet();
+        let round = self.round.as_mut()?;
+        while round.waiting > 0 {
+            let answer = if wait {
+                round.answers.recv_timeout(DRAIN_WAIT).ok()
+            } else {
+                round.answers.try_recv().ok()
+            };
+            match answer {
+                Some(Ok(changes)) => {
+                    round.changes.extend(changes);
+                    round.waiting -= 1;
+                }
+                Some(Err(e)) => {
+                    round.failed = Some(e);
+                    round.waiting -= 1;
+                }
+                None if wait => {
+                    round.failed = Some(Error::Timeout(format!(
+                        "workers did not hand over state within {DRAIN_WAIT:?}"
+                    )));
+                    break;
+                }
+                None => return None,
+            }
+        }
+        // Each step needs everything sent before it acknowledged.
+        let acknowledged = |round: &mut Round| -> Option<Result<()>> {
+            let p = &outlet.producer;
+            if p.in_flight() == 0 {
+                return Some(Ok(()));
+            }
+            (wait || round.since.elapsed() >= MAX_HOLD).then(|| p.flush(Producer::CLOSE_TIMEOUT))
+        };
+        if round.failed.is_none() && !round.sent {
+            match acknowledged(round)? {
+                Ok(()) => {
+                    let changelog = &self.durability.as_ref().expect("stateful").changelog;
+                    match send_changes(&outlet.producer, changelog, &mut round.changes) {
+                        Ok(_) => {
+                            round.sent = true;
+                            round.since = Instant::now();
+                        }
+                        Err(e) => round.failed = Some(e),
+                    }
+                }
+                Err(e) => round.failed = Some(e),
+            }
+        }
+        if round.failed.is_none() {
+            // Outputs the log refused go again, then to the dead letters,
+            // before the offsets move past their records.
+            let mut ready = acknowledged(round)?;
+            while ready.is_ok() && outlet.dead_letter_refused(shared) > 0 {
+                ready = outlet.producer.flush(Producer::CLOSE_TIMEOUT);
+            }
+            round.failed = ready.err();
+        }
+        let round = self.round.take().expect("present");
+        match round.failed {
+            None => {
+                for (t, p, o) in &round.offsets {
+                    progress.store(t, *p, *o);
+                }
+                self.stored = round.offsets;
+                Some(true)
+            }
+            Some(e) => {
+                tracing::warn!("cannot write state, holding offsets back: {e}");
+                self.unsent = round.changes;
+                Some(false)
+            }
+        }
+    }
+
+    fn changelog_ends(&self) -> Option<HashMap<i32, i64>> {
+        self.durability.as_ref()?.ends_or_warn()
+    }
+
+    /// Saves a snapshot of each owned partition, its states gathered from
+    /// every worker.
+    fn snapshot(&mut self, progress: &mut dyn Progress) {
+        self.last_snapshot = Instant::now();
+        let Some(d) = self.durability.clone() else {
+            return;
+        };
+        if d.snapshots.is_none() || self.owned.is_empty() || !self.release(progress, true) {
+            return;
+        }
+        let Some(ends) = self.changelog_ends() else {
+            return;
+        };
+        for &p in &self.owned {
+            if let Some(&end) = ends.get(&p) {
+                self.snapshot_partition(&d, p, end);
+            }
+        }
+    }
+
+    /// Saves partition `p`'s states, gathered from every worker, as the
+    /// snapshot of the changelog up to `end`.
+    fn snapshot_partition(&self, d: &Durability, p: i32, end: i64) {
+        let Some(path) = d.snapshot_path(p) else {
+            return;
+        };
+        let saved = self
+            .pool
+            .ask(|reply| Msg::Dump {
+                partition: p,
+                reply,
+            })
+            .and_then(|parts| {
+                let parts = parts.into_iter().collect::<Result<Vec<_>>>()?;
+                let n = parts.iter().map(Encoded::len).sum();
+                let mut w = SnapshotWriter::create(&path, end, n)?;
+                for (k, v) in parts.iter().flat_map(Encoded::iter) {
+                    w.entry(k, v)?;
+                }
+                w.finish()
+            });
+        if let Err(e) = saved {
+            tracing::warn!("{e}");
+        }
+    }
+}
+
+impl<P: KeyedProcessor> Handler for Dispatcher<P> {
+    fn handle(&mut self, record: RecordRef<'_>) -> Result<()> {
+        if self.commits.failure().is_some() {
+            // The consumer starts over from the last commit after this poll.
+            return Ok(());
+        }
+        let topic = self.intern(record.topic);
+        self.trackers
+            .entry((topic.clone(), record.partition))
+            .or_default()
+            .dispatched(record.offset);
+        let (key, input) = match self.processor.decode(&record) {
+            Ok(d) => d,
+            Err(e) => {
+                let producer = self.commits.producer();
+                let result = self.shared.dead_letter(producer, &record, &e);
+                if let Some(t) = self.trackers.get_mut(&(topic, record.partition)) {
+                    t.finished(record.offset);
+                }
+                return result;
+            }
+        };
+        let w = self.pool.worker_of(&key);
+        let (partition, offset, timestamp) = (record.partition, record.offset, record.timestamp);
+        self.pending[w].push(Job {
+            key,
+            input,
+            topic,
+            partition,
+            offset,
+            timestamp,
+            headers: record.headers.to_vec(),
+        });
+        if self.pending[w].len() >= BATCH {
+            self.flush(w);
+        }
+        Ok(())
+    }
+
+    fn defers(&self) -> bool {
+        true
+    }
+
+    fn completed(&mut self, progress: &mut dyn Progress) {
+        let owned = &self.owned;
+        for q in self.shared.board.take(|p| owned.contains(&p)) {
+            let worker = self.pool.worker_of(&q.key);
+            let _ = self.pool.workers[worker].send(Msg::Query(q));
+        }
+        for w in 0..self.pending.len() {
+            self.flush(w);
+        }
+        while let Ok(done) = self.replies.try_recv() {
+            self.finish(done);
+        }
+        self.release(progress, self.stopping);
+        if self.stopping || self.last_snapshot.elapsed() >= SNAPSHOT_EVERY {
+            self.snapshot(progress);
+        }
+    }
+
+    fn revoking(&mut self, _: &[TopicPartition], progress: &mut dyn Progress) {
+        // Finish what is in flight so the next owner starts after it.
+        // Runs inside the backend's rebalance callback: nothing here may
+        // panic; a failed commit shows in `failure` after the poll.
+        self.wait_in_flight();
+        self.release(progress, true);
+    }
+
+    fn failure(&mut self) -> Option<Error> {
+        self.commits.failure().cloned()
+    }
+
+    fn drain(&mut self) {
+        self.stopping = true;
+        self.wait_in_flight();
+        // The release that follows waits for everything to be committed.
+        self.commits.release_next();
+    }
+
+    fn assigned(&mut self, partitions: &[TopicPartition]) {
+        let mut ends = None;
+        for tp in partitions {
+            if self.owned.contains(&tp.partition) {
+                continue;
+            }
+            self.owned.push(tp.partition);
+            let Some(d) = self.durability.clone() else {
+                continue;
+            };
+            let held = self.pool.handoff.take(tp.partition);
+            let ends = ends.get_or_insert_with(|| restore_point(&d));
+            let end = ends.get(&tp.partition).copied().unwrap_or(0);
+            if held == Some(end) {
+                // The workers hold this partition's state, and nobody wrote
+                // the changelog since.
+                continue;
+            }
+            let store = d
+                .restore::<P::State>(tp.partition, end, &self.shared.stats.state)
+                // Processing without the partition's state would be wrong:
+                // let the consumer restart and try again.
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "cannot restore the state of partition {}: {e}",
+                        tp.partition
+                    )
+                });
+            let parts = store.split(self.pool.len(), |k| self.pool.worker_of(k));
+            for (w, part) in self.pool.workers.iter().zip(parts) {
+                let load = Msg::Load {
+                    partition: tp.partition,
+                    store: part,
+                };
+                if w.send(load).is_err() {
+                    panic!("a worker has stopped");
+                }
+            }
+        }
+    }
+
+    fn revoked(&mut self, partitions: &[TopicPartition]) {
+        // `revoking` committed everything unless this fails.
+        let settled = self.in_flight == 0 && self.round.is_none() && self.commits.is_settled();
+        self.commits.forget(partitions);
+        // Completions of these partitions no longer move any offset here:
+        // the next owner starts from the last commit.
+        self.trackers.retain(|(t, p), _| {
+            !partitions
+                .iter()
+                .any(|tp| tp.partition == *p && *tp.topic == **t)
+        });
+        let ends = if settled { self.changelog_ends() } else { None };
+        for tp in partitions {
+            if let Some(i) = self.owned.iter().position(|p| *p == tp.partition) {
+                self.owned.swap_remove(i);
+                if let Some(d) = &self.durability {
+                    let end = ends.as_ref().and_then(|e| e.get(&tp.partition)).copied();
+                    // The partition may be leaving this process: save it, so
+                    // that its next owner here starts from the snapshot.
+                    if let Some(end) = end {
+                        self.snapshot_partition(d, tp.partition, end);
+                    }
+                    self.pool.handoff.park(tp.partition, end);
+                }
+            }
+        }
+    }
+}
+
+impl<P: KeyedProcessor> Drop for Dispatcher<P> {
+    fn drop(&mut self) {
+        // Rebuilt after a failure, or stopped: the workers' states of these
+        // partitions may be ahead of what is committed; their next owner
+        // restores them.
+        if self.durability.is_some() {
+            for p in self.owned.drain(..) {
+                self.pool.handoff.park(p, None);
+            }
+        }
+    }
+}
+
+impl<P: KeyedProcessor> Dispatcher<P> {
+    /// Hands out pending batches and waits until every record is finished.
+    fn wait_in_flight(&mut self) {
+        for w in 0..self.pending.len() {
+            self.flush(w);
+        }
+        let deadline = Instant::now() + DRAIN_WAIT;
+        while self.in_flight > 0 {
+            match self
+                .replies
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(done) => self.finish(done),
+                Err(_) => {
+                    tracing::warn!(
+                        "{} records still in flight after {DRAIN_WAIT:?}; they will be replayed",
+                        self.in_flight
+                    );
+                    break;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! The key-based style: state lives in the consumer actor that owns the
+//! partition (the chapter's `TemperatureControllerManager`, one state per
+//! key, grouped by partition so it can move with the partition).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::commit::Commits;
+use super::query::to_json;
+use super::shared::Shared;
+use super::{run_processor, Context, KeyedProcessor};
+use crate::error::{Error, Result};
+use crate::log::{Progress, RecordRef, TopicPartition};
+use crate::stream::{Handler, Producer};
+use riffle_state::Handoff;
+use riffle_state::{restore_point, Durability, Store};
+
+/// How often partition states are saved as local snapshots.
+const SNAPSHOT_EVERY: Duration = Duration::from_secs(30);
+
+/// A partition's state as one consumer left it for the next, with the
+/// changelog offset it reflects: a newer owner elsewhere may have written
+/// the changelog since, and the next owner here reads what it missed.
+pub(super) struct Parked<S> {
+    store: Store<S>,
+    offset: i64,
+}
+
+pub(super) struct KeyedHandler<P: KeyedProcessor> {
+    processor: P,
+    shared: Arc<Shared>,
+    handoff: Arc<Handoff<Parked<P::State>>>,
+    /// Where state is made durable; `None` for stateless processors.
+    durability: Option<Arc<Durability>>,
+    /// Keyed by partition number: co-partitioned input topics share state.
+    owned: HashMap<i32, Store<P::State>>,
+    commits: Commits,
+    last_snapshot: Instant,
+    /// Set when the consumer stops: the last release also saves snapshots.
+    stopping: bool,
+}
+
+impl<P: KeyedProcessor> KeyedHandler<P> {
+    pub(super) fn new(
+        processor: P,
+        shared: Arc<Shared>,
+        handoff: Arc<Handoff<Parked<P::State>>>,
+        durability: Option<Arc<Durability>>,
+        commits: Commits,
+    ) -> Self {
+        Self {
+            processor,
+            shared,
+            handoff,
+            durability,
+            owned: HashMap::new(),
+            commits,
+            last_snapshot: Instant::now(),
+            stopping: false,
+        }
+    }
+
+    /// Makes progress permanent if due (now, when `force`), writing the
+    /// changed states with it; returns whether everything is committed.
+    fn release(&mut self, progress: &mut dyn Progress, force: bool) -> bool {
+        let Self {
+            shared,
+            owned,
+            commits,
+            durability,
+            ..
+        } = self;
+        commits.release(shared, progress, force, &mut |producer| {
+            write_changes(owned, durability.as_deref(), producer)
+        });
+        commits.is_settled()
+    }
+
+    /// Commits now, so that stores and the changelog agree.
+    fn settle(&mut self, progress: &mut dyn Progress) -> bool {
+        self.release(progress, true)
+    }
+
+    fn changelog_ends(&self) -> Option<HashMap<i32, i64>> {
+        self.durability.as_ref()?.ends_or_warn()
+    }
+
+    /// Saves a snapshot of every owned partition that changed since its last.
+    fn snapshot(&mut self, progress: &mut dyn Progress) {
+        self.last_snapshot = Instant::now();
+        let Some(d) = self.durability.clone() else {
+            return;
+        };
+        if d.snapshots.is_none()
+            || !self.owned.values().any(|s| s.changed_since_snapshot() > 0)
+            || !self.settle(progress)
+        {
+            return;
+        }
+        let Some(ends) = self.changelog_ends() else {
+            return;
+        };
+        for (p, store) in &mut self.owned {
+            if store.changed_since_snapshot() == 0 {
+                continue;
+            }
+            if let (Some(path), Some(&end)) = (d.snapshot_path(*p), ends.get(p)) {
+                if let Err(e) = store.save_snapshot(&path, end) {
+                    tracing::warn!("{e}");
+                }
+            }
+        }
+    }
+}
+
+/// Writes the changed states of every owned partition to the changelog.
+fn write_changes<S: Default + serde::Serialize + serde::de::DeserializeOwned>(
+    owned: &mut HashMap<i32, Store<S>>,
+    durability: Option<&Durability>,
+    producer: &Producer,
+) -> Result<usize> {
+    let Some(d) = durability else {
+        return Ok(0);
+    };
+    let mut sent = 0;
+    for (p, store) in owned.iter_mut() {
+        if store.has_changes() {
+            sent += store.write_changes(producer, &d.changelog, *p)?;
+        }
+    }
+    Ok(sent)
+}
+
+impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
+    fn handle(&mut self, record: RecordRef<'_>) -> Result<()> {
+        if self.commits.failure().is_some() {
+            // The consumer starts over from the last commit after this poll.
+            return Ok(());
+        }
+        // Whatever the outcome (processed, dead letter, skipped), the record
+        // is done once what it sent is acknowledged.
+        self.commits
+            .processed(record.topic, record.partition, record.offset + 1);
+        let producer = self.commits.producer();
+        let (key, input) = match self.processor.decode(&record) {
+            Ok(d) => d,
+            Err(e) => return self.shared.dead_letter(producer, &record, &e),
+        };
+        let mut ctx = Context::new(
+            producer,
+            record.topic,
+            record.partition,
+            record.offset,
+            record.timestamp,
+            record.headers,
+        );
+        let retries = self.shared.retries;
+        let result = if P::STATEFUL {
+            let state = self
+                .owned
+                .entry(record.partition)
+                .or_default()
+                .get_mut(&key);
+            run_processor(&mut self.processor, &key, &input, state, &mut ctx, retries)
+        } else {
+            let mut state = P::State::default();
+            run_processor(
+                &mut self.processor,
+                &key,
+                &input,
+                &mut state,
+                &mut ctx,
+                retries,
+            )
+        };
+        self.shared.processed(ctx.sent);
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) => self.shared.dead_letter(producer, &record, &e),
+        }
+    }
+
+    fn defers(&self) -> bool {
+        true
+    }
+
+    fn completed(&mut self, progress: &mut dyn Progress) {
+        let owned = &self.owned;
+        for q in self.shared.board.take(|p| owned.contains_key(&p)) {
+            let state = owned.get(&q.partition).and_then(|s| s.get(&q.key));
+            let _ = q.reply.send(to_json(state));
+        }
+        self.release(progress, false);
+        if self.stopping || self.last_snapshot.elapsed() >= SNAPSHOT_EVERY {
+            self.snapshot(progress);
+        }
+    }
+
+    fn revoking(&mut self, _: &[TopicPartition], progress: &mut dyn Progress) {
+        // Runs inside the backend's rebalance callback: nothing here may
+        // panic. A failed commit shows in `failure` after the poll.
+        self.settle(progress);
+    }
+
+    fn drain(&mut self) {
+        self.stopping = true;
+        self.commits.release_next();
+    }
+
+    fn failure(&mut self) -> Option<Error> {
+        self.commits.failure().cloned()
+    }
+
+    fn assigned(&mut self, partitions: &[TopicPartition]) {
+        let mut ends = None;
+        for tp in partitions {
+            if !P::STATEFUL || self.owned.contains_key(&tp.partition) {
+                continue;
+            }
+            let parked = self.handoff.take(tp.partition);
+            let Some(d) = self.durability.clone() else {
+                continue;
+            };
+            let ends = ends.get_or_insert_with(|| restore_point(&d));
+            let end = ends.get(&tp.partition).copied().unwrap_or(0);
+            let stats = &self.shared.stats.state;
+            let store = match parked {
+                // Nobody wrote the changelog since it was parked here.
+                Some(p) if p.offset == end => Ok(p.store),
+                Some(p) => d.restore_from(tp.partition, p.store, p.offset, end, stats),
+                None => d.restore(tp.partition, end, stats),
+            }
+            // Processing without the partition's state would be wrong:
+            // let the consumer restart and try again.
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot restore the state of partition {}: {e}",
+                    tp.partition
+                )
+            });
+            self.owned.insert(tp.partition, store);
+        }
+    }
+
+    fn revoked(&mut self, partitions: &[TopicPartition]) {
+        let settled = self.commits.is_settled() && self.owned.values().all(|s| !s.has_changes());
+        self.commits.forget(partitions);
+        let ends = if settled && P::STATEFUL {
+            self.changelog_ends()
+        } else {
+            None
+        };
+        for tp in partitions {
+            if let Some(mut store) = self.owned.remove(&tp.partition) {
+                let end = ends.as_ref().and_then(|e| e.get(&tp.partition)).copied();
+                // The partition may be leaving this process: save what
+                // changed, so that its next owner here starts from it.
+                let path = self
+                    .durability
+                    .as_ref()
+                    .and_then(|d| d.snapshot_path(tp.partition));
+                if let (Some(path), Some(end)) = (path, end) {
+                    if store.changed_since_snapshot() > 0 {
+                        if let Err(e) = store.save_snapshot(&path, end) {
+                            tracing::warn!("{e}");
+                        }
+                    }
+                }
+                let parked = end.map(|offset| Parked { store, offset });
+                self.handoff.park(tp.partition, parked);
+            }
+        }
+    }
+}
+
+impl<P: KeyedProcessor> Drop for KeyedHandler<P> {
+    fn drop(&mut self) {
+        // Stopped with everything committed (a consumer removed from a
+        // running app, say): memory holds exactly the committed state, so
+        // the partitions' next owners in this process take it as they would
+        // after a revocation, with no restore.
+        let settled = self.stopping
+            && P::STATEFUL
+            && self.commits.is_settled()
+            && self.owned.values().all(|s| !s.has_changes());
+        let ends = if settled { self.changelog_ends() } else { None };
+        // Otherwise (rebuilt after a failure, or stopped with work
+        // uncommitted) what is in memory may be ahead of what is committed:
+        // the next owner restores from snapshots and the changelog.
+        for (p, store) in self.owned.drain() {
+            let parked = ends
+                .as_ref()
+                .and_then(|e| e.get(&p))
+                .map(|&offset| Parked { store, offset });
+            self.handoff.park(p, parked);
+        }
+    }
+}

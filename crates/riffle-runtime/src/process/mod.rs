@@ -1,0 +1,139 @@
+//! Processing records, statelessly or with state per key.
+//!
+//! A [`KeyedProcessor`] decodes each record into a key and an input, and
+//! handles it with `&mut` access to that key's state and a [`Context`] for
+//! sending records to any topic. Stateless steps ([`stateless::map`],
+//! [`stateless::filter`], [`stateless::flat_map`]) are keyed processors with
+//! no state. An [`App`] runs a processor over input topics in one of two
+//! [`Style`]s:
+//!
+//! - [`Style::Keyed`]: the chapter's key-based approach. State lives in the
+//!   consumer actor that owns the partition; a manager there keeps one state
+//!   per key. Parallelism is the number of partitions.
+//! - [`Style::Actors`]: the key-independent approach. Each key's state lives
+//!   in a per-key actor hosted on a pool of workers, so the keys of one
+//!   partition progress in parallel. Per-key order is kept (a key always goes
+//!   to the same worker) and a partition's offset is committed only below its
+//!   lowest unfinished record.
+//!
+//! In both styles state is durable: each partition's states are written to
+//! a compacted changelog topic and saved in local snapshots, and restored
+//! wherever the partition is assigned next, before its records are
+//! processed. What a failure may repeat depends on the [`Guarantee`]: under
+//! at-least-once, records since the last commit; under exactly-once,
+//! nothing, because outputs, state changes and offsets are committed in one
+//! transaction.
+//!
+//! Records that cannot be decoded or processed (after a few attempts), and
+//! outputs the log refuses, go to a dead-letter topic with the reason and
+//! the original bytes ([`dead_letter`]); processing goes on.
+
+mod actors;
+mod app;
+mod commit;
+mod context;
+pub mod dead_letter;
+mod keyed;
+mod lag;
+mod offsets;
+mod outlet;
+mod query;
+mod record;
+mod scale;
+mod shared;
+pub mod stateless;
+
+pub use app::{App, Guarantee, Running, Style};
+pub use context::Context;
+pub use lag::{group_lag, PartitionLag};
+pub use offsets::OffsetTracker;
+pub use query::StateQueries;
+/// How long a state query waits for the process that owns its key.
+pub use query::REMOTE_WAIT as STATE_QUERY_WAIT;
+pub use record::connect_headers;
+pub use record::Record;
+pub use scale::Scaling;
+pub use shared::AppStats;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::actor::panic_text;
+use crate::error::{Error, Result};
+use crate::log::RecordRef;
+
+/// Application logic with state per key.
+///
+/// `Clone` because the key-independent style runs one copy per worker and
+/// decodes on the consumer threads with another.
+pub trait KeyedProcessor: Clone + Send + 'static {
+    /// What a record decodes to, once, on the consumer thread.
+    type Input: Send + 'static;
+    /// Per-key state, created with `Default` on a key's first record.
+    /// Serializable because it is written to a changelog topic and to local
+    /// snapshots, from which it is restored wherever the key's partition
+    /// goes next.
+    type State: Default + Serialize + DeserializeOwned + Send + 'static;
+
+    /// `false` for processors without state (stateless steps): their apps
+    /// keep no state stores and no changelog.
+    const STATEFUL: bool = true;
+
+    /// The record's key and input. An error sends the record to the
+    /// dead-letter topic.
+    fn decode(&self, record: &RecordRef<'_>) -> Result<(String, Self::Input)>;
+
+    /// Handles one input of `key`. An error (or a panic) is retried a few
+    /// times (see [`App::retries`]), then sends the record to the
+    /// dead-letter topic; the state keeps whatever changes were made, so a
+    /// processor should fail before changing it.
+    fn process(
+        &mut self,
+        key: &str,
+        input: &Self::Input,
+        state: &mut Self::State,
+        ctx: &mut Context<'_>,
+    ) -> Result<()>;
+}
+
+/// Runs the processor on one input, retrying a failure up to `retries`
+/// times without waiting, so that a poison record costs a few attempts and
+/// never stalls its partition. A panic counts as a failure. Apps run their
+/// processors through it; so can anything else that runs one.
+pub fn run_processor<P: KeyedProcessor>(
+    processor: &mut P,
+    key: &str,
+    input: &P::Input,
+    state: &mut P::State,
+    ctx: &mut Context<'_>,
+    retries: u32,
+) -> Result<()> {
+    let mut attempt = 0;
+    loop {
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            processor.process(key, input, state, ctx)
+        }))
+        .unwrap_or_else(|p| {
+            Err(Error::Backend(format!(
+                "processor panicked: {}",
+                panic_text(&*p)
+            )))
+        });
+        match result {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < retries => {
+                attempt += 1;
+                tracing::debug!("key '{key}': {e}; retrying ({attempt} of {retries})");
+            }
+            Err(e) if retries > 0 => {
+                return Err(Error::Backend(format!(
+                    "failed {} times, last: {e}",
+                    retries + 1
+                )))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! What the handlers, workers, committers and the autoscaler of one app
+//! share: its counters, its dead-letter topic and its board of state
+//! queries. In a file of its own, below all of them, so that none of them
+//! has to reach into `app` (which starts them all) for it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use super::dead_letter;
+use super::query::Board;
+use crate::error::{Error, Result};
+use crate::log::RecordRef;
+use crate::metrics::{self, Counter};
+use crate::stream::Producer;
+use riffle_state::RestoreStats;
+
+/// Counters of a running app.
+///
+/// A record's sends are counted before the record itself, so a reader that
+/// loads `processed` (with `Acquire`) and then `sent` sees at least every
+/// send of the records it counted: it can tell when everything those records
+/// caused has been sent.
+#[derive(Debug, Default)]
+pub struct AppStats {
+    /// Records the processor finished with.
+    pub processed: AtomicU64,
+    /// Records the processor sent.
+    pub sent: AtomicU64,
+    /// Records sent to the dead-letter topic (or skipped without one).
+    pub dead_letters: AtomicU64,
+    /// What restoring state did.
+    pub state: RestoreStats,
+}
+
+/// What handlers and workers of one app share.
+pub(super) struct Shared {
+    pub(super) dead_letter: Option<String>,
+    /// State queries waiting for the consumer that owns their partition.
+    pub(super) board: Arc<Board>,
+    pub(super) stats: Arc<AppStats>,
+    /// Extra attempts at a record the processor fails on.
+    pub(super) retries: u32,
+    pub(super) metrics: AppMetrics,
+}
+
+/// What an app counts in [`crate::metrics::global`] besides [`AppStats`].
+pub(super) struct AppMetrics {
+    pub(super) commits: Counter,
+}
+
+impl AppMetrics {
+    pub(super) fn new(group: &str) -> Self {
+        Self {
+            commits: metrics::global().counter(
+                "riffle_commits_total",
+                "Commits of offsets (at-least-once) or transactions (exactly-once).",
+                vec![("group", group.to_owned())],
+            ),
+        }
+    }
+}
+
+/// Reports an app's [`AppStats`] at every scrape, while the app runs.
+pub(super) fn collect_stats(group: &str, shared: &Arc<Shared>) {
+    type Read = fn(&AppStats) -> &AtomicU64;
+    #[rustfmt::skip]
+    const COUNTERS: [(&str, &str, Read); 6] = [
+        ("riffle_processed_total", "Records handed to the processor.", |s| &s.processed),
+        ("riffle_processor_sent_total", "Records the processor sent.", |s| &s.sent),
+        ("riffle_dead_letters_total", "Records sent to the dead-letter topic.", |s| &s.dead_letters),
+        ("riffle_restores_total", "Partition states restored from snapshots and the changelog.", |s| &s.state.restores),
+        ("riffle_restored_keys_total", "Keys whose state was restored.", |s| &s.state.restored_keys),
+        ("riffle_changelog_replayed_total", "Changelog records read while restoring.", |s| &s.state.changelog_replayed),
+    ];
+    let labels = vec![("group", group.to_owned())];
+    metrics::global().collect(shared, move |shared, s| {
+        for (name, help, read) in COUNTERS {
+            s.counter(
+                name,
+                help,
+                &labels,
+                read(&shared.stats).load(Ordering::Relaxed),
+            );
+        }
+        s.gauge(
+            "riffle_restoring_partitions",
+            "Partition states being restored now.",
+            &labels,
+            shared.stats.state.restoring.load(Ordering::Relaxed) as f64,
+        );
+    });
+}
+
+impl Shared {
+    pub(super) fn processed(&self, sent: u64) {
+        if sent > 0 {
+            self.stats.sent.fetch_add(sent, Ordering::Relaxed);
+        }
+        self.stats.processed.fetch_add(1, Ordering::Release);
+    }
+
+    pub(super) fn dead_letter_topic(&self) -> Option<&str> {
+        self.dead_letter.as_deref()
+    }
+
+    pub(super) fn count_dead_letter(&self) {
+        self.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Sends a failed record to the dead-letter topic through `producer`;
+    /// without one, returns the error so the consumer reports and skips it.
+    pub(super) fn dead_letter(
+        &self,
+        producer: &Producer,
+        record: &RecordRef<'_>,
+        error: &Error,
+    ) -> Result<()> {
+        self.count_dead_letter();
+        match &self.dead_letter {
+            Some(topic) => dead_letter::send(producer, topic, record, &error.to_string()),
+            None => Err(error.clone()),
+        }
+    }
+
+    /// Like [`Shared::dead_letter`], for a record whose bytes are no longer
+    /// at hand (only its coordinates and key).
+    pub(super) fn dead_letter_without_value(
+        &self,
+        producer: &Producer,
+        record: &RecordRef<'_>,
+        error: &Error,
+    ) -> Result<()> {
+        self.count_dead_letter();
+        match &self.dead_letter {
+            Some(topic) => {
+                let error = error.to_string();
+                let envelope = dead_letter::envelope_without_value(record, &error);
+                dead_letter::send_envelope(producer, topic, record, &envelope, &error)
+            }
+            None => Err(error.clone()),
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! Riffle's state layer: what a processor keeps per key, kept where it
+//! survives the process.
+//!
+//! A partition's state is a [`Store`] of keys and their states, in memory.
+//! It is made durable two ways, and moves with its partition:
+//!
+//! - [`key`]: keys, inline when short, so that a million small keys cost no
+//!   million heap blocks.
+//! - [`store`]: the store itself, which flags what changed so that only
+//!   that is written, and its encoding (JSON per state).
+//! - [`changelog`]: writing changes to a compacted changelog topic through a
+//!   [`ChangelogSink`] the runtime provides (its producer, inside its
+//!   commit), and restoring a store from it ([`Durability`]).
+//! - [`snapshot`]: a store's whole content in a local file with the
+//!   changelog offset it reflects, so a restart reads only the changelog's
+//!   tail.
+//! - [`handoff`]: handing a partition's store from one consumer of a
+//!   process to the next when a rebalance moves it inside the process, so
+//!   that it is not restored at all.
+//!
+//! The layer knows the log contract ([`riffle_log`]) and nothing above it:
+//! the runtime decides when changes are written, snapshots taken and
+//! stores restored. What has state per key and partition (the processors'
+//! states today; timers, windows and tables likewise) is a store here with
+//! its own changelog topic.
+
+pub mod changelog;
+pub mod handoff;
+pub mod key;
+pub mod snapshot;
+pub mod store;
+
+pub use changelog::{restore_point, send_changes, Changes, Durability, RestoreStats};
+pub use handoff::Handoff;
+pub use key::Key;
+pub use snapshot::SnapshotWriter;
+pub use store::{ChangelogSink, Encoded, Store};

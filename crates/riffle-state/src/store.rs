@@ -1,0 +1,396 @@
+//! Stores: the states of one partition's keys, in memory for speed, each
+//! flagged when it changes so that the changelog gets only what changed
+//! ([`crate::changelog`]), and the whole written now and then as a
+//! snapshot ([`crate::snapshot`]).
+//!
+//! States are JSON in the changelog and in snapshots: readable with any
+//! Kafka tool, and a state type may gain fields (with serde defaults)
+//! without losing what was stored.
+
+use std::collections::HashMap;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::key::Key;
+use riffle_base::error::{Error, Result};
+use riffle_log::{Headers, OutRecord};
+
+/// Where changelog records go: the runtime's producer, which sends them
+/// inside the open transaction (exactly-once) or before the offsets they
+/// cover are committed (at-least-once). A trait so that this layer does
+/// not know the runtime above it.
+pub trait ChangelogSink {
+    fn send(&self, record: OutRecord<'_>) -> Result<()>;
+}
+
+/// Changed keys a store lists however small it is.
+const LISTED_MIN: usize = 1024;
+
+/// Keys and their states as JSON, packed: a burst of a million changed
+/// keys handed from a worker to its dispatcher costs a few large blocks
+/// rather than two small ones per key, and large blocks go back to the
+/// system once sent (small ones stay in the allocator's arenas, so the
+/// process would keep the peak of such a burst).
+#[derive(Default)]
+pub struct Encoded {
+    keys: String,
+    states: Vec<u8>,
+    /// Per entry, where its key and its state end.
+    ends: Vec<(usize, usize)>,
+}
+
+impl Encoded {
+    pub(crate) fn push(&mut self, key: &str, state: &[u8]) {
+        self.keys.push_str(key);
+        self.states.extend_from_slice(state);
+        self.ends.push((self.keys.len(), self.states.len()));
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    fn starts(&self, i: usize) -> (usize, usize) {
+        match i {
+            0 => (0, 0),
+            i => self.ends[i - 1],
+        }
+    }
+
+    fn entry(&self, i: usize) -> (&str, &[u8]) {
+        let ((k0, s0), (k1, s1)) = (self.starts(i), self.ends[i]);
+        (&self.keys[k0..k1], &self.states[s0..s1])
+    }
+
+    /// The last entry.
+    pub fn last(&self) -> Option<(&str, &[u8])> {
+        self.len().checked_sub(1).map(|i| self.entry(i))
+    }
+
+    /// Drops the last entry.
+    pub fn pop(&mut self) {
+        if let Some(i) = self.len().checked_sub(1) {
+            let (k, s) = self.starts(i);
+            self.keys.truncate(k);
+            self.states.truncate(s);
+            self.ends.pop();
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        (0..self.len()).map(|i| self.entry(i))
+    }
+}
+
+/// One key's state and whether it changed since its last changelog write.
+/// One key's state and whether it changed since its last changelog write.
+pub(crate) struct Entry<S> {
+    pub(crate) state: S,
+    pub(crate) dirty: bool,
+}
+
+/// The states of one partition's keys.
+pub struct Store<S> {
+    pub(crate) entries: HashMap<Key, Entry<S>>,
+    /// Keys changed since their last changelog write, listed while they
+    /// are few; `None` once more than an eighth of the keys changed, and
+    /// the next write finds them by their flags. (A list of every key after
+    /// a burst of new keys would cost a third of the table again.)
+    dirty: Option<Vec<Key>>,
+    /// Keys flagged changed.
+    changed: usize,
+    /// Keys changed since the last snapshot, roughly (a hint for when one
+    /// is worth writing).
+    pub(crate) changed_since_snapshot: usize,
+}
+
+impl<S> Default for Store<S> {
+    fn default() -> Self {
+        Self {
+            entries: HashMap::new(),
+            dirty: Some(Vec::new()),
+            changed: 0,
+            changed_since_snapshot: 0,
+        }
+    }
+}
+
+impl<S: Default + Serialize + DeserializeOwned> Store<S> {
+    /// The state of `key`, created with `Default` if new, marked changed.
+    pub fn get_mut(&mut self, key: &str) -> &mut S {
+        let newly_changed = match self.entries.get_mut(key) {
+            Some(entry) => !std::mem::replace(&mut entry.dirty, true),
+            None => {
+                let entry = Entry {
+                    state: S::default(),
+                    dirty: true,
+                };
+                self.entries.insert(Key::new(key), entry);
+                true
+            }
+        };
+        if newly_changed {
+            self.changed_since_snapshot += 1;
+            self.list_changed(key);
+        }
+        &mut self.entries.get_mut(key).expect("present").state
+    }
+
+    /// Counts a newly flagged key, and lists it while the list is short.
+    fn list_changed(&mut self, key: &str) {
+        self.changed += 1;
+        let room = LISTED_MIN.max(self.entries.len() / 8);
+        if let Some(list) = &mut self.dirty {
+            if list.len() < room {
+                list.push(Key::new(key));
+            } else {
+                self.dirty = None;
+            }
+        }
+    }
+
+    /// Hands every changed key's state, encoded, to `out` and marks it
+    /// unchanged; at the first error, stops with the rest still marked.
+    fn drain_changes(&mut self, mut out: impl FnMut(&Key, &[u8]) -> Result<()>) -> Result<usize> {
+        let mut buf = Vec::new();
+        let mut sent = 0;
+        match &mut self.dirty {
+            Some(list) => {
+                while let Some(key) = list.pop() {
+                    let Some(entry) = self.entries.get_mut(key.as_str()) else {
+                        continue;
+                    };
+                    if let Err(e) =
+                        encode(&key, &entry.state, &mut buf).and_then(|()| out(&key, &buf))
+                    {
+                        list.push(key);
+                        return Err(e);
+                    }
+                    entry.dirty = false;
+                    self.changed -= 1;
+                    sent += 1;
+                }
+                list.shrink_to(LISTED_MIN);
+            }
+            None => {
+                for (key, entry) in self.entries.iter_mut().filter(|(_, e)| e.dirty) {
+                    encode(key, &entry.state, &mut buf)?;
+                    out(key, &buf)?;
+                    entry.dirty = false;
+                    self.changed -= 1;
+                    sent += 1;
+                }
+                self.dirty = Some(Vec::new());
+            }
+        }
+        Ok(sent)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The state of `key`, if it has one.
+    pub fn get(&self, key: &str) -> Option<&S> {
+        self.entries.get(key).map(|e| &e.state)
+    }
+
+    pub fn has_changes(&self) -> bool {
+        self.changed > 0
+    }
+
+    pub fn changed_since_snapshot(&self) -> usize {
+        self.changed_since_snapshot
+    }
+
+    /// Sends every changed key's state to `partition` of the changelog and
+    /// marks them unchanged; returns how many were sent.
+    pub fn write_changes(
+        &mut self,
+        producer: &dyn ChangelogSink,
+        changelog: &str,
+        partition: i32,
+    ) -> Result<usize> {
+        self.drain_changes(|key, value| {
+            producer.send(OutRecord {
+                topic: changelog,
+                key: Some(key.as_bytes()),
+                value,
+                partition: Some(partition),
+                headers: Headers::EMPTY,
+            })
+        })
+    }
+
+    /// Every changed key's state, encoded, the keys marked unchanged: for
+    /// sending elsewhere (the key-independent style's workers hand them to
+    /// their dispatcher, which sends them when the outputs are safe).
+    pub fn take_changes(&mut self) -> Result<Encoded> {
+        let mut out = Encoded::default();
+        self.drain_changes(|key, value| {
+            out.push(key, value);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Applies one changelog record.
+    pub(crate) fn apply(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        let (key, state) = decode::<S>(key, value)?;
+        match self.entries.get_mut(key) {
+            Some(e) => e.state = state,
+            None => {
+                self.entries.insert(
+                    Key::new(key),
+                    Entry {
+                        state,
+                        dirty: false,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Every key's state, encoded as in the changelog.
+    pub fn encoded(&self) -> Result<Encoded> {
+        let mut out = Encoded::default();
+        let mut buf = Vec::new();
+        for (k, e) in &self.entries {
+            encode(k, &e.state, &mut buf)?;
+            out.push(k, &buf);
+        }
+        Ok(out)
+    }
+
+    /// Splits the store by `which(key)`, into `n` stores.
+    pub fn split(self, n: usize, which: impl Fn(&str) -> usize) -> Vec<Self> {
+        let mut parts: Vec<Self> = (0..n).map(|_| Self::default()).collect();
+        for (k, e) in self.entries {
+            let part = &mut parts[which(&k)];
+            let dirty = e.dirty;
+            part.entries.insert(k.clone(), e);
+            if dirty {
+                part.list_changed(&k);
+            }
+        }
+        parts
+    }
+}
+
+/// A key and its state as stored in the changelog and in snapshots.
+pub(crate) fn decode<'a, S: DeserializeOwned>(key: &'a [u8], value: &[u8]) -> Result<(&'a str, S)> {
+    let key =
+        std::str::from_utf8(key).map_err(|_| Error::Decode("changelog key is not UTF-8".into()))?;
+    let state = serde_json::from_slice(value)
+        .map_err(|e| Error::Decode(format!("state of '{key}': {e}")))?;
+    Ok((key, state))
+}
+
+/// A state as JSON, into `buf`.
+pub(crate) fn encode<S: Serialize>(key: &str, state: &S, buf: &mut Vec<u8>) -> Result<()> {
+    buf.clear();
+    serde_json::to_writer(&mut *buf, state)
+        .map_err(|e| Error::InvalidInput(format!("cannot encode state of '{key}': {e}")))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn store(n: usize) -> Store<Vec<u32>> {
+        let mut s: Store<Vec<u32>> = Store::default();
+        for i in 0..n {
+            s.get_mut(&format!("key-{i}")).push(i as u32);
+        }
+        s
+    }
+
+    #[test]
+    fn encoded_entries_are_packed_and_popped_from_the_end() {
+        let mut e = Encoded::default();
+        e.push("a", b"1");
+        e.push("", b"");
+        e.push("k\u{e9}y", br#"{"x":2}"#);
+        assert_eq!(e.len(), 3);
+        let all: Vec<(&str, &[u8])> = e.iter().collect();
+        assert_eq!(
+            all,
+            [("a", &b"1"[..]), ("", b""), ("k\u{e9}y", br#"{"x":2}"#)]
+        );
+        assert_eq!(e.last(), Some(("k\u{e9}y", &br#"{"x":2}"#[..])));
+        e.pop();
+        assert_eq!(e.last(), Some(("", &b""[..])));
+        e.pop();
+        e.pop();
+        assert_eq!((e.len(), e.last()), (0, None));
+        e.pop();
+        assert_eq!(e.keys.len() + e.states.len(), 0);
+    }
+
+    /// Past the listed share, changes are found by their flags: each is
+    /// still taken once, and the list serves the next few again.
+    #[test]
+    fn many_changes_are_taken_once_each_listed_or_not() {
+        for n in [10, LISTED_MIN + 10, 20_000] {
+            let mut s = store(n);
+            let taken = s.take_changes().unwrap();
+            let mut keys: Vec<&str> = taken.iter().map(|(k, _)| k).collect();
+            keys.sort_unstable();
+            keys.dedup();
+            assert_eq!(keys.len(), n, "{n} keys");
+            assert_eq!(taken.len(), n, "{n} keys");
+            assert!(!s.has_changes());
+            assert_eq!(s.take_changes().unwrap().len(), 0);
+            assert!(s.dirty.is_some(), "listing again after a write");
+
+            s.get_mut("key-3").push(7);
+            s.get_mut("key-3").push(8);
+            s.get_mut("key-new").push(9);
+            let taken = s.take_changes().unwrap();
+            let mut keys: Vec<&str> = taken.iter().map(|(k, _)| k).collect();
+            keys.sort_unstable();
+            assert_eq!(keys, ["key-3", "key-new"]);
+            assert!(!s.has_changes());
+        }
+    }
+
+    #[test]
+    fn changes_are_written_once_per_key_until_changed_again() {
+        use riffle_log::embedded::EmbeddedLog;
+        use riffle_log::{Log, LogProducer, TopicSpec};
+        use std::time::Duration;
+        struct Direct(Box<dyn LogProducer>);
+        impl ChangelogSink for Direct {
+            fn send(&self, record: OutRecord<'_>) -> Result<()> {
+                self.0.send(record)
+            }
+        }
+        let log = EmbeddedLog::new();
+        log.create_topic(&TopicSpec::new("cl", 2), Duration::from_secs(1))
+            .unwrap();
+        let producer = Direct(log.producer(None).unwrap());
+        let mut s: Store<u32> = Store::default();
+        for _ in 0..5 {
+            *s.get_mut("a") += 1;
+            *s.get_mut("b") += 1;
+        }
+        assert_eq!(s.write_changes(&producer, "cl", 1).unwrap(), 2);
+        assert!(!s.has_changes());
+        assert_eq!(s.write_changes(&producer, "cl", 1).unwrap(), 0);
+        *s.get_mut("a") += 1;
+        assert_eq!(s.write_changes(&producer, "cl", 1).unwrap(), 1);
+        let info = log.describe_topic("cl", Duration::from_secs(1)).unwrap();
+        assert_eq!(info.partitions[1].high, 3, "written to the given partition");
+        assert_eq!(info.partitions[0].high, 0);
+    }
+}
