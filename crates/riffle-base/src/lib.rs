@@ -10,7 +10,9 @@
 //! - [`metrics`]: the process-wide registry every layer counts in.
 //! - [`crc32`]: the checksum guarding segment files and state snapshots.
 //! - [`duration`]: the one duration grammar of flags and pipeline files.
+//! - [`backoff`]: the one backoff between attempts, for every retry loop.
 
+pub mod backoff;
 pub mod crc32;
 pub mod duration;
 pub mod error;

@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::log::{Header, Headers, RecordRef};
 use crate::process::dead_letter;
 use crate::process::{run_processor, Context, KeyedProcessor};
+use riffle_base::backoff::Backoff;
 
 /// What a pipeline does to each record between its source and its sink.
 pub trait Stage: Send {
@@ -362,7 +363,7 @@ impl Pipeline {
         let mut pending: Vec<usize> = (0..outputs.len()).collect();
         let mut refusals = vec![0u32; outputs.len()];
         let mut given_up = 0;
-        let mut backoff = Backoff::new();
+        let mut backoff = backoff();
         while !pending.is_empty() {
             let failure = match self.send_and_flush(outputs, &pending) {
                 Ok(()) => break,
@@ -402,7 +403,7 @@ impl Pipeline {
                 break;
             }
             self.stats.retries += 1;
-            let wait = backoff.next(failure.retry_after);
+            let wait = next_wait(&mut backoff, failure.retry_after);
             if transient {
                 tracing::warn!(
                     "{} records not confirmed by {}, sending them again in {wait:?}: {failure}",
@@ -450,7 +451,7 @@ impl Pipeline {
             return Ok(true);
         };
         let mut pending: Vec<&Record> = dead.iter().collect();
-        let mut backoff = Backoff::new();
+        let mut backoff = backoff();
         loop {
             let result = pending
                 .iter()
@@ -487,7 +488,7 @@ impl Pipeline {
                 return Ok(true);
             }
             self.stats.retries += 1;
-            let wait = backoff.next(failure.retry_after);
+            let wait = next_wait(&mut backoff, failure.retry_after);
             tracing::warn!(
                 "{} dead letters not confirmed by {describe}, sending them again in {wait:?}: {failure}",
                 pending.len()
@@ -529,29 +530,19 @@ impl Pipeline {
     }
 }
 
-/// Waits between attempts: jittered exponential backoff, or what the
-/// system asked for.
-struct Backoff {
-    next: Duration,
+/// The backoff between attempts at a failing sink, jittered so that
+/// pipelines failing together do not come back together.
+fn backoff() -> Backoff {
+    Backoff::new(MIN_BACKOFF, MAX_BACKOFF).jittered()
 }
 
-impl Backoff {
-    fn new() -> Self {
-        Self { next: MIN_BACKOFF }
-    }
-
-    /// The wait before the next attempt: the current step with up to half
-    /// of it taken off at random (so that pipelines failing together do
-    /// not come back together), or `retry_after` if the system asked for
-    /// longer.
-    fn next(&mut self, retry_after: Option<Duration>) -> Duration {
-        let step = self.next;
-        self.next = (self.next * 2).min(MAX_BACKOFF);
-        let jittered = step.mul_f64(1.0 - fastrand::f64() / 2.0);
-        match retry_after {
-            Some(r) => jittered.max(r.min(MAX_RETRY_AFTER)),
-            None => jittered,
-        }
+/// The wait before the next attempt: the backoff's, or `retry_after` if
+/// the system asked for longer.
+fn next_wait(backoff: &mut Backoff, retry_after: Option<Duration>) -> Duration {
+    let wait = backoff.next_delay();
+    match retry_after {
+        Some(r) => wait.max(r.min(MAX_RETRY_AFTER)),
+        None => wait,
     }
 }
 
@@ -1002,22 +993,28 @@ mod tests {
 
     #[test]
     fn backoff_doubles_with_jitter_and_honours_retry_after() {
-        let mut b = Backoff::new();
-        let first = b.next(None);
+        let mut b = backoff();
+        let first = next_wait(&mut b, None);
         assert!(
             first <= MIN_BACKOFF && first >= MIN_BACKOFF / 2,
             "{first:?}"
         );
-        let second = b.next(None);
+        let second = next_wait(&mut b, None);
         assert!(
             second <= MIN_BACKOFF * 2 && second >= MIN_BACKOFF,
             "{second:?}"
         );
-        assert_eq!(b.next(Some(Duration::from_secs(2))), Duration::from_secs(2));
+        assert_eq!(
+            next_wait(&mut b, Some(Duration::from_secs(2))),
+            Duration::from_secs(2)
+        );
         for _ in 0..10 {
-            assert!(b.next(None) <= MAX_BACKOFF);
+            assert!(next_wait(&mut b, None) <= MAX_BACKOFF);
         }
-        assert_eq!(b.next(Some(Duration::from_secs(86_400))), MAX_RETRY_AFTER);
+        assert_eq!(
+            next_wait(&mut b, Some(Duration::from_secs(86_400))),
+            MAX_RETRY_AFTER
+        );
     }
 
     #[test]

@@ -103,39 +103,8 @@ pub fn connect(server: &str, address: &str) -> Result<TcpStream> {
     Err(unreachable(last))
 }
 
-/// Exponential backoff between reconnection attempts: 100 ms, doubling,
-/// at most 5 s; reset after a success.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    next: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self { next: Self::FIRST }
-    }
-}
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(100);
-    const MAX: Duration = Duration::from_secs(5);
-
-    /// The wait before the next attempt; each call doubles the one after.
-    pub fn next_delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(Self::MAX);
-        d
-    }
-
-    /// Sleeps for the next delay.
-    pub fn wait(&mut self) {
-        std::thread::sleep(self.next_delay());
-    }
-
-    pub fn reset(&mut self) {
-        self.next = Self::FIRST;
-    }
-}
+/// Reconnects wait as every retry loop of Riffle does.
+pub use riffle::backoff::Backoff;
 
 #[cfg(test)]
 mod tests {
@@ -178,14 +147,5 @@ mod tests {
             text.starts_with(&format!("cannot reach MQTT broker at 127.0.0.1:{port}")),
             "{text}"
         );
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_a_cap() {
-        let mut b = Backoff::default();
-        let d: Vec<_> = (0..8).map(|_| b.next_delay().as_millis()).collect();
-        assert_eq!(d, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
-        b.reset();
-        assert_eq!(b.next_delay().as_millis(), 100);
     }
 }

@@ -4,7 +4,7 @@
 //! This crate gathers the layers under their usual paths; each is a crate
 //! of its own, so the compiler refuses an import that runs up the list:
 //!
-//! - [`error`], [`metrics`], [`duration`] (crate `riffle-base`): the one
+//! - [`error`], [`metrics`], [`duration`], [`backoff`] (crate `riffle-base`): the one
 //!   error type, the counters every layer keeps, for `/metrics`, and the
 //!   one duration grammar of flags and pipeline files.
 //! - [`log`] (crate `riffle-log`): log backends behind one trait: Kafka
@@ -25,7 +25,7 @@
 //! `riffle-connectors` crate; the heater example is `riffle-heater`.
 
 pub use error::{Error, Result};
-pub use riffle_base::{duration, error, metrics};
+pub use riffle_base::{backoff, duration, error, metrics};
 pub use riffle_connect as connect;
 pub use riffle_log as log;
 pub use riffle_ops as serve;

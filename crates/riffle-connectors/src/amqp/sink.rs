@@ -82,7 +82,7 @@ impl AmqpSink {
     /// stays away.
     fn reconnect(&mut self) -> Result<()> {
         if self.failing {
-            self.backoff.wait();
+            std::thread::sleep(self.backoff.next_delay());
         }
         match self.connect() {
             Ok(()) => {

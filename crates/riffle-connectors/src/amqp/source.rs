@@ -106,7 +106,7 @@ impl Source for AmqpSource {
 
     fn poll(&mut self, out: &mut Vec<Record>, max: usize, timeout: Duration) -> Result<usize> {
         if self.conn.is_none() {
-            self.backoff.wait();
+            std::thread::sleep(self.backoff.next_delay());
             match self.connect() {
                 Ok(c) => {
                     tracing::info!("AMQP source reconnected to {}", self.params.address);

@@ -74,7 +74,7 @@ impl NatsSink {
     /// Failing here is failing the call: the pipeline sends again later.
     fn client(&mut self) -> Result<&mut Client> {
         if self.client.is_none() {
-            self.backoff.wait();
+            std::thread::sleep(self.backoff.next_delay());
             match self.connect() {
                 Ok(c) => {
                     tracing::info!("reconnected to NATS server at {}", self.url.address());

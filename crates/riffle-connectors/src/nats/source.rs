@@ -105,7 +105,7 @@ impl NatsSource {
     /// Reconnects after a lost connection, waiting the backoff first;
     /// `false` (with a warning) if the server is still not back.
     fn reconnect(&mut self) -> bool {
-        self.backoff.wait();
+        std::thread::sleep(self.backoff.next_delay());
         match self.connect() {
             Ok(()) => {
                 tracing::info!("reconnected to NATS server at {}", self.url.address());

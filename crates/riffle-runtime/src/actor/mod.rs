@@ -18,6 +18,12 @@
 //! backoff that doubles with each consecutive panic. The mailbox survives the
 //! restart, so only the message that caused the panic is lost.
 //!
+//! Not every actor of the runtime reads a mailbox. A consumer's loop is its
+//! poll (librdkafka's queue is its mailbox), and a producer is a handle on
+//! librdkafka's own sending thread. The consumer restarts the way a mailbox
+//! actor does, though: one [`Supervision`] policy, counted by [`Restarts`],
+//! waits from `riffle_base`'s one [`Backoff`].
+//!
 //! A message costs a channel hop (a few hundred nanoseconds): send batches,
 //! not single records, across actors on hot paths.
 
@@ -29,6 +35,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::error::Error;
+use riffle_base::backoff::Backoff;
 
 /// A unit of state and behaviour that handles messages one at a time.
 pub trait Actor: Send + 'static {
@@ -62,14 +69,54 @@ impl Default for Supervision {
     }
 }
 
-impl Supervision {
-    /// The wait before restart number `attempt` (1-based) of a run of panics.
-    pub fn delay(&self, attempt: u32) -> Duration {
-        let factor = 1u32
-            .checked_shl(attempt.saturating_sub(1))
-            .unwrap_or(u32::MAX);
-        self.backoff.saturating_mul(factor).min(self.max_backoff)
+/// A run of consecutive failures of one supervised actor, and what to do
+/// after the next: the one way anything in the runtime restarts.
+pub struct Restarts {
+    policy: Supervision,
+    backoff: Backoff,
+    consecutive: u32,
+}
+
+impl Restarts {
+    pub fn new(policy: Supervision) -> Self {
+        Self {
+            policy,
+            backoff: Backoff::new(policy.backoff, policy.max_backoff),
+            consecutive: 0,
+        }
     }
+
+    /// A success ends the run of failures.
+    pub fn succeeded(&mut self) {
+        if self.consecutive > 0 {
+            self.consecutive = 0;
+            self.backoff.reset();
+        }
+    }
+
+    /// After a failure of `actor` (`why`, for the log): the wait before
+    /// restarting it, or `None` when the policy gives up. `restarts` is the
+    /// actor's count of restarts so far, this one included.
+    pub fn failed(&mut self, actor: &str, restarts: u64, why: &str) -> Option<Duration> {
+        self.consecutive += 1;
+        if self
+            .policy
+            .max_restarts
+            .is_some_and(|max| self.consecutive > max)
+        {
+            tracing::error!(actor, restarts, "{why}; giving up");
+            return None;
+        }
+        let delay = self.backoff.next_delay();
+        tracing::warn!(actor, restarts, "{why}; restarting in {delay:?}");
+        Some(delay)
+    }
+}
+
+/// Runs `f`, turning a panic into its message: how a supervisor watches
+/// what it supervises.
+pub fn catch<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|p| panic_text(&*p).to_owned())
 }
 
 /// Counters an actor's supervisor keeps, readable through any [`Addr`].
@@ -191,26 +238,20 @@ fn supervise<A: Actor>(
 ) -> Exit {
     let name = std::thread::current().name().unwrap_or("actor").to_owned();
     let mut actor = factory();
-    let mut consecutive = 0u32;
+    let mut run = Restarts::new(supervision);
     while let Ok(msg) = rx.recv() {
         stats.queued.fetch_sub(1, Ordering::Relaxed);
-        match catch_unwind(AssertUnwindSafe(|| actor.handle(msg))) {
+        match catch(|| actor.handle(msg)) {
             Ok(()) => {
-                consecutive = 0;
+                run.succeeded();
                 stats.handled.fetch_add(1, Ordering::Relaxed);
             }
             Err(panic) => {
-                consecutive += 1;
                 let restarts = stats.restarts.fetch_add(1, Ordering::Relaxed) + 1;
-                if supervision
-                    .max_restarts
-                    .is_some_and(|max| consecutive > max)
-                {
-                    tracing::error!(actor = %name, restarts, "actor panicked again ({}); giving up", panic_text(&*panic));
+                let why = format!("actor panicked ({panic})");
+                let Some(delay) = run.failed(&name, restarts, &why) else {
                     return Exit::GaveUp { restarts };
-                }
-                let delay = supervision.delay(consecutive);
-                tracing::warn!(actor = %name, restarts, "actor panicked ({}); restarting in {delay:?}", panic_text(&*panic));
+                };
                 std::thread::sleep(delay);
                 actor = factory();
             }
@@ -330,14 +371,18 @@ mod tests {
     }
 
     #[test]
-    fn backoff_doubles_up_to_the_cap() {
-        let s = Supervision {
+    fn restarts_back_off_up_to_the_cap_until_a_success() {
+        let mut r = Restarts::new(Supervision {
             backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(1),
-            max_restarts: None,
-        };
-        let d: Vec<_> = (1..=6).map(|a| s.delay(a).as_millis()).collect();
+            max_restarts: Some(6),
+        });
+        let d: Vec<_> = (1..=6)
+            .map(|n| r.failed("a", n, "test").unwrap().as_millis())
+            .collect();
         assert_eq!(d, [100, 200, 400, 800, 1000, 1000]);
-        assert_eq!(s.delay(100), Duration::from_secs(1));
+        assert_eq!(r.failed("a", 7, "test"), None, "gives up after 6");
+        r.succeeded();
+        assert_eq!(r.failed("a", 8, "test"), Some(Duration::from_millis(100)));
     }
 }

@@ -1,11 +1,10 @@
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::memory::Release;
-use crate::actor::{panic_text, Supervision};
+use crate::actor::{catch, Restarts, Supervision};
 use crate::error::{Error, Result};
 use crate::log::{
     ConsumerConfig, GroupEvent, GroupToken, Log, LogConsumer, PollVisitor, Progress, RecordRef,
@@ -182,16 +181,14 @@ impl Consumer {
             .spawn(move || {
                 let mut metrics = ConsumerMetrics::new(&config.group_id);
                 let mut backend = Some(first);
-                let mut consecutive = 0;
+                let mut restarts = Restarts::new(supervision);
                 loop {
                     let mut consumer = match backend.take() {
                         Some(c) => c,
                         None => log.consumer(&config)?,
                     };
                     let mut handler = factory();
-                    let run = catch_unwind(AssertUnwindSafe(|| {
-                        run(&mut *consumer, &mut handler, &stop, &st, &mut metrics)
-                    }));
+                    let run = catch(|| run(&mut *consumer, &mut handler, &stop, &st, &mut metrics));
                     let failure = match run {
                         Ok(Err(e @ Error::Fenced(_))) => e.to_string(),
                         Ok(result) => {
@@ -199,11 +196,10 @@ impl Consumer {
                             st.assignment.lock().unwrap().clear();
                             return result.and(closed);
                         }
-                        Err(panic) => format!("handler panicked: {}", panic_text(&*panic)),
+                        Err(panic) => format!("handler panicked: {panic}"),
                     };
-                    consecutive += 1;
                     metrics.restarts.inc();
-                    let restarts = st.restarts.fetch_add(1, Ordering::Relaxed) + 1;
+                    let count = st.restarts.fetch_add(1, Ordering::Relaxed) + 1;
                     // Leave without committing: the work since the last
                     // commit is done again by whoever owns the partitions
                     // next. The handler goes first, so that what it hands
@@ -211,12 +207,9 @@ impl Consumer {
                     drop(handler);
                     drop(consumer);
                     st.assignment.lock().unwrap().clear();
-                    if supervision.max_restarts.is_some_and(|m| consecutive > m) {
-                        tracing::error!(consumer = %config.client_id, restarts, "{failure}; giving up");
+                    let Some(delay) = restarts.failed(&config.client_id, count, &failure) else {
                         return Err(Error::Backend(failure));
-                    }
-                    let delay = supervision.delay(consecutive);
-                    tracing::warn!(consumer = %config.client_id, restarts, "{failure}; restarting in {delay:?}");
+                    };
                     sleep_unless_stopped(delay, &stop);
                     if stop.is_stopped() {
                         return Ok(());
