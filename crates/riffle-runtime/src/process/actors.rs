@@ -19,7 +19,7 @@ use super::{run_processor, Context, KeyedProcessor, OffsetTracker};
 use crate::actor::{self, Actor, Addr, Supervision};
 use crate::error::{Error, Result};
 use crate::log::{partition_for_key, Headers, OwnedHeader, Progress, RecordRef, TopicPartition};
-use crate::stream::{Handler, Producer};
+use crate::stream::{Deferring, Handler, Producer};
 use riffle_state::Handoff;
 use riffle_state::{
     restore_point, send_changes, Changes, Durability, Encoded, SnapshotWriter, Store,
@@ -656,47 +656,6 @@ impl<P: KeyedProcessor> Handler for Dispatcher<P> {
         Ok(())
     }
 
-    fn defers(&self) -> bool {
-        true
-    }
-
-    fn completed(&mut self, progress: &mut dyn Progress) {
-        let owned = &self.owned;
-        for q in self.shared.board.take(|p| owned.contains(&p)) {
-            let worker = self.pool.worker_of(&q.key);
-            let _ = self.pool.workers[worker].send(Msg::Query(q));
-        }
-        for w in 0..self.pending.len() {
-            self.flush(w);
-        }
-        while let Ok(done) = self.replies.try_recv() {
-            self.finish(done);
-        }
-        self.release(progress, self.stopping);
-        if self.stopping || self.last_snapshot.elapsed() >= SNAPSHOT_EVERY {
-            self.snapshot(progress);
-        }
-    }
-
-    fn revoking(&mut self, _: &[TopicPartition], progress: &mut dyn Progress) {
-        // Finish what is in flight so the next owner starts after it.
-        // Runs inside the backend's rebalance callback: nothing here may
-        // panic; a failed commit shows in `failure` after the poll.
-        self.wait_in_flight();
-        self.release(progress, true);
-    }
-
-    fn failure(&mut self) -> Option<Error> {
-        self.commits.failure().cloned()
-    }
-
-    fn drain(&mut self) {
-        self.stopping = true;
-        self.wait_in_flight();
-        // The release that follows waits for everything to be committed.
-        self.commits.release_next();
-    }
-
     fn assigned(&mut self, partitions: &[TopicPartition]) {
         let mut ends = None;
         for tp in partitions {
@@ -764,6 +723,45 @@ impl<P: KeyedProcessor> Handler for Dispatcher<P> {
                 }
             }
         }
+    }
+}
+
+impl<P: KeyedProcessor> Deferring for Dispatcher<P> {
+    fn completed(&mut self, progress: &mut dyn Progress) {
+        let owned = &self.owned;
+        for q in self.shared.board.take(|p| owned.contains(&p)) {
+            let worker = self.pool.worker_of(&q.key);
+            let _ = self.pool.workers[worker].send(Msg::Query(q));
+        }
+        for w in 0..self.pending.len() {
+            self.flush(w);
+        }
+        while let Ok(done) = self.replies.try_recv() {
+            self.finish(done);
+        }
+        self.release(progress, self.stopping);
+        if self.stopping || self.last_snapshot.elapsed() >= SNAPSHOT_EVERY {
+            self.snapshot(progress);
+        }
+    }
+
+    fn revoking(&mut self, _: &[TopicPartition], progress: &mut dyn Progress) {
+        // Finish what is in flight so the next owner starts after it.
+        // Runs inside the backend's rebalance callback: nothing here may
+        // panic; a failed commit shows in `failure` after the poll.
+        self.wait_in_flight();
+        self.release(progress, true);
+    }
+
+    fn failure(&mut self) -> Option<Error> {
+        self.commits.failure().cloned()
+    }
+
+    fn drain(&mut self) {
+        self.stopping = true;
+        self.wait_in_flight();
+        // The release that follows waits for everything to be committed.
+        self.commits.release_next();
     }
 }
 

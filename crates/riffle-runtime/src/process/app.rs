@@ -358,7 +358,7 @@ impl<P: KeyedProcessor> App<P> {
                 shared.clone(),
                 Arc::<str>::from(topic.as_str()),
             );
-            stages.push(Arc::new(ConsumerGroup::spawn(
+            stages.push(Arc::new(ConsumerGroup::spawn_deferring(
                 log.clone(),
                 &cfg,
                 self.consumers,
@@ -387,7 +387,7 @@ impl<P: KeyedProcessor> App<P> {
             Style::Keyed => {
                 let handoff: Arc<Handoff<_>> = Arc::default();
                 let (p, s) = (self.processor, shared.clone());
-                let group = ConsumerGroup::spawn(log, &cfg, self.consumers, move |i| {
+                let group = ConsumerGroup::spawn_deferring(log, &cfg, self.consumers, move |i| {
                     KeyedHandler::new(
                         p.clone(),
                         s.clone(),
@@ -401,7 +401,7 @@ impl<P: KeyedProcessor> App<P> {
             Style::Actors { workers } => {
                 let (pool, threads) = Pool::start(workers, &self.processor, &shared);
                 let (p, s) = (self.processor, shared.clone());
-                let group = ConsumerGroup::spawn(log, &cfg, self.consumers, move |i| {
+                let group = ConsumerGroup::spawn_deferring(log, &cfg, self.consumers, move |i| {
                     Dispatcher::new(
                         p.clone(),
                         pool.clone(),
@@ -540,10 +540,25 @@ struct Rekey<P> {
 }
 
 impl<P: KeyedProcessor> crate::stream::Handler for Rekey<P> {
-    fn defers(&self) -> bool {
-        true
+    fn revoked(&mut self, partitions: &[TopicPartition]) {
+        self.commits.forget(partitions);
     }
 
+    fn handle(&mut self, record: RecordRef<'_>) -> Result<()> {
+        if self.commits.failure().is_some() {
+            return Ok(());
+        }
+        self.commits
+            .processed(record.topic, record.partition, record.offset + 1);
+        let producer = self.commits.producer();
+        match self.processor.decode(&record) {
+            Ok((key, _)) => producer.send(&self.to, Some(key.as_bytes()), record.value),
+            Err(e) => self.shared.dead_letter(producer, &record, &e),
+        }
+    }
+}
+
+impl<P: KeyedProcessor> crate::stream::Deferring for Rekey<P> {
     fn completed(&mut self, progress: &mut dyn Progress) {
         self.commits
             .release(&self.shared, progress, false, &mut |_| Ok(0));
@@ -558,25 +573,8 @@ impl<P: KeyedProcessor> crate::stream::Handler for Rekey<P> {
         self.commits.release_next();
     }
 
-    fn revoked(&mut self, partitions: &[TopicPartition]) {
-        self.commits.forget(partitions);
-    }
-
     fn failure(&mut self) -> Option<Error> {
         self.commits.failure().cloned()
-    }
-
-    fn handle(&mut self, record: RecordRef<'_>) -> Result<()> {
-        if self.commits.failure().is_some() {
-            return Ok(());
-        }
-        self.commits
-            .processed(record.topic, record.partition, record.offset + 1);
-        let producer = self.commits.producer();
-        match self.processor.decode(&record) {
-            Ok((key, _)) => producer.send(&self.to, Some(key.as_bytes()), record.value),
-            Err(e) => self.shared.dead_letter(producer, &record, &e),
-        }
     }
 }
 

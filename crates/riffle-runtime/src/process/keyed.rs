@@ -12,7 +12,7 @@ use super::shared::Shared;
 use super::{run_processor, Context, KeyedProcessor};
 use crate::error::{Error, Result};
 use crate::log::{Progress, RecordRef, TopicPartition};
-use crate::stream::{Handler, Producer};
+use crate::stream::{Deferring, Handler, Producer};
 use riffle_state::Handoff;
 use riffle_state::{restore_point, Durability, Store};
 
@@ -181,37 +181,6 @@ impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
         }
     }
 
-    fn defers(&self) -> bool {
-        true
-    }
-
-    fn completed(&mut self, progress: &mut dyn Progress) {
-        let owned = &self.owned;
-        for q in self.shared.board.take(|p| owned.contains_key(&p)) {
-            let state = owned.get(&q.partition).and_then(|s| s.get(&q.key));
-            let _ = q.reply.send(to_json(state));
-        }
-        self.release(progress, false);
-        if self.stopping || self.last_snapshot.elapsed() >= SNAPSHOT_EVERY {
-            self.snapshot(progress);
-        }
-    }
-
-    fn revoking(&mut self, _: &[TopicPartition], progress: &mut dyn Progress) {
-        // Runs inside the backend's rebalance callback: nothing here may
-        // panic. A failed commit shows in `failure` after the poll.
-        self.settle(progress);
-    }
-
-    fn drain(&mut self) {
-        self.stopping = true;
-        self.commits.release_next();
-    }
-
-    fn failure(&mut self) -> Option<Error> {
-        self.commits.failure().cloned()
-    }
-
     fn assigned(&mut self, partitions: &[TopicPartition]) {
         let mut ends = None;
         for tp in partitions {
@@ -271,6 +240,35 @@ impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
                 self.handoff.park(tp.partition, parked);
             }
         }
+    }
+}
+
+impl<P: KeyedProcessor> Deferring for KeyedHandler<P> {
+    fn completed(&mut self, progress: &mut dyn Progress) {
+        let owned = &self.owned;
+        for q in self.shared.board.take(|p| owned.contains_key(&p)) {
+            let state = owned.get(&q.partition).and_then(|s| s.get(&q.key));
+            let _ = q.reply.send(to_json(state));
+        }
+        self.release(progress, false);
+        if self.stopping || self.last_snapshot.elapsed() >= SNAPSHOT_EVERY {
+            self.snapshot(progress);
+        }
+    }
+
+    fn revoking(&mut self, _: &[TopicPartition], progress: &mut dyn Progress) {
+        // Runs inside the backend's rebalance callback: nothing here may
+        // panic. A failed commit shows in `failure` after the poll.
+        self.settle(progress);
+    }
+
+    fn drain(&mut self) {
+        self.stopping = true;
+        self.commits.release_next();
+    }
+
+    fn failure(&mut self) -> Option<Error> {
+        self.commits.failure().cloned()
     }
 }
 

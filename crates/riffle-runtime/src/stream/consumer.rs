@@ -20,9 +20,10 @@ const POLL_BATCH: usize = 1024;
 /// What a consumer actor does with what it receives.
 ///
 /// A handler runs on its consumer's thread and sees records one at a time,
-/// in offset order per partition. Returning an error reports the record
-/// (topic, partition, offset and the error, at warn level), counts it, and
-/// moves on: one bad record does not stop the partition.
+/// in offset order per partition. A record counts as done when `handle`
+/// returns; returning an error reports the record (topic, partition, offset
+/// and the error, at warn level), counts it, and moves on: one bad record
+/// does not stop the partition. Closures taking a record are handlers.
 pub trait Handler: Send + 'static {
     fn handle(&mut self, record: RecordRef<'_>) -> Result<()>;
 
@@ -32,27 +33,28 @@ pub trait Handler: Send + 'static {
     /// The consumer no longer owns these partitions; their offsets are
     /// committed.
     fn revoked(&mut self, _partitions: &[TopicPartition]) {}
+}
 
-    /// `true` for handlers that hand records on to other actors and finish
-    /// them later. Their records are not marked processed when `handle`
-    /// returns; the handler reports progress through [`Handler::completed`].
-    fn defers(&self) -> bool {
-        false
-    }
-
+/// A handler that finishes records after `handle` returns: it hands them
+/// on to other actors, or holds their offsets until their outputs are
+/// acknowledged or their transaction commits. It says itself, between
+/// polls, how far each partition is done. The runtime's apps are built on
+/// it ([`Consumer::spawn_deferring`]); a handler that is done when `handle`
+/// returns needs none of this.
+pub trait Deferring: Handler {
     /// Called after every poll (and before stopping): reports, through
     /// `progress`, each partition's next offset that is now safe to commit,
     /// i.e. every record below it is finished.
-    fn completed(&mut self, _progress: &mut dyn Progress) {}
+    fn completed(&mut self, progress: &mut dyn Progress);
+
+    /// These partitions are about to be revoked. Finish their work and
+    /// report their final offsets through `progress`, so the next owner
+    /// repeats nothing.
+    fn revoking(&mut self, partitions: &[TopicPartition], progress: &mut dyn Progress);
 
     /// Waits until work handed on is finished; called before the consumer
     /// stops so that its last offsets can be committed.
     fn drain(&mut self) {}
-
-    /// For deferring handlers: these partitions are about to be revoked.
-    /// Finish their work and report their final offsets through `progress`,
-    /// so the next owner repeats nothing.
-    fn revoking(&mut self, _partitions: &[TopicPartition], _progress: &mut dyn Progress) {}
 
     /// A failure that spoils the handler's work since its last commit, such
     /// as a transaction fenced by a newer owner. Checked after every poll:
@@ -60,6 +62,66 @@ pub trait Handler: Send + 'static {
     /// over with a new handler, as after a panic.
     fn failure(&mut self) -> Option<Error> {
         None
+    }
+}
+
+/// How the consumer's loop drives a handler: a plain one has each record
+/// marked done when `handle` returns; a deferring one reports progress
+/// itself.
+trait Drive: Handler {
+    const DEFERS: bool;
+    fn completed(&mut self, _progress: &mut dyn Progress) {}
+    fn revoking(&mut self, _partitions: &[TopicPartition], _progress: &mut dyn Progress) {}
+    fn drain(&mut self) {}
+    fn failure(&mut self) -> Option<Error> {
+        None
+    }
+}
+
+struct Plain<H>(H);
+struct Deferred<H>(H);
+
+impl<H: Handler> Handler for Plain<H> {
+    fn handle(&mut self, record: RecordRef<'_>) -> Result<()> {
+        self.0.handle(record)
+    }
+    fn assigned(&mut self, partitions: &[TopicPartition]) {
+        self.0.assigned(partitions)
+    }
+    fn revoked(&mut self, partitions: &[TopicPartition]) {
+        self.0.revoked(partitions)
+    }
+}
+
+impl<H: Handler> Drive for Plain<H> {
+    const DEFERS: bool = false;
+}
+
+impl<H: Deferring> Handler for Deferred<H> {
+    fn handle(&mut self, record: RecordRef<'_>) -> Result<()> {
+        self.0.handle(record)
+    }
+    fn assigned(&mut self, partitions: &[TopicPartition]) {
+        self.0.assigned(partitions)
+    }
+    fn revoked(&mut self, partitions: &[TopicPartition]) {
+        self.0.revoked(partitions)
+    }
+}
+
+impl<H: Deferring> Drive for Deferred<H> {
+    const DEFERS: bool = true;
+    fn completed(&mut self, progress: &mut dyn Progress) {
+        self.0.completed(progress)
+    }
+    fn revoking(&mut self, partitions: &[TopicPartition], progress: &mut dyn Progress) {
+        self.0.revoking(partitions, progress)
+    }
+    fn drain(&mut self) {
+        self.0.drain()
+    }
+    fn failure(&mut self) -> Option<Error> {
+        self.0.failure()
     }
 }
 
@@ -170,6 +232,38 @@ impl Consumer {
     where
         H: Handler,
         F: FnMut() -> H + Send + 'static,
+    {
+        Self::start(log, config, stopper, supervision, move || Plain(factory()))
+    }
+
+    /// [`Consumer::spawn_with`] for a handler that finishes records later
+    /// and reports its progress itself.
+    pub fn spawn_deferring<H, F>(
+        log: Arc<dyn Log>,
+        config: ConsumerConfig,
+        stopper: Stopper,
+        supervision: Supervision,
+        mut factory: F,
+    ) -> Result<Self>
+    where
+        H: Deferring,
+        F: FnMut() -> H + Send + 'static,
+    {
+        Self::start(log, config, stopper, supervision, move || {
+            Deferred(factory())
+        })
+    }
+
+    fn start<D, F>(
+        log: Arc<dyn Log>,
+        config: ConsumerConfig,
+        stopper: Stopper,
+        supervision: Supervision,
+        mut factory: F,
+    ) -> Result<Self>
+    where
+        D: Drive,
+        F: FnMut() -> D + Send + 'static,
     {
         let first = log.consumer(&config)?;
         let stats = Arc::new(ConsumerStats::default());
@@ -394,7 +488,7 @@ struct Visit<'a, H> {
     name: &'a str,
 }
 
-impl<H: Handler> PollVisitor for Visit<'_, H> {
+impl<H: Drive> PollVisitor for Visit<'_, H> {
     fn record(&mut self, record: RecordRef<'_>) -> bool {
         // Stopping takes effect between two records: the rest of the batch
         // is left unprocessed and uncommitted for the next owner.
@@ -459,7 +553,7 @@ pub(crate) fn list(tps: &[TopicPartition]) -> String {
     format!("[{}]", items.join(", "))
 }
 
-fn run<H: Handler>(
+fn run<H: Drive>(
     consumer: &mut dyn LogConsumer,
     handler: &mut H,
     stop: &Stopper,
@@ -470,7 +564,7 @@ fn run<H: Handler>(
         .name()
         .unwrap_or("consumer")
         .to_owned();
-    let defers = handler.defers();
+    let defers = H::DEFERS;
     let mut visit = Visit {
         metrics,
         handler,
@@ -503,7 +597,7 @@ fn run<H: Handler>(
 }
 
 /// Stores the offsets a deferring handler reports finished.
-fn store_completed<H: Handler>(consumer: &mut dyn LogConsumer, handler: &mut H, behind: bool) {
+fn store_completed<H: Drive>(consumer: &mut dyn LogConsumer, handler: &mut H, behind: bool) {
     handler.completed(&mut Store(consumer, behind));
 }
 

@@ -1,6 +1,6 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::consumer::{Consumer, Handler, Stopper};
+use super::consumer::{Consumer, Deferring, Handler, Stopper};
 use crate::actor::Supervision;
 use crate::error::Result;
 use crate::log::{ConsumerConfig, Log, TopicPartition};
@@ -35,10 +35,7 @@ impl ConsumerGroup {
         H: Handler,
         F: FnMut(usize) -> H + Send + Clone + 'static,
     {
-        let config = config.clone();
-        let spawn: Spawn = Box::new(move |i, stopper| {
-            let mut cfg = config.clone();
-            cfg.client_id = format!("{}-{i}", config.client_id);
+        Self::start(config, n, move |cfg, stopper, i| {
             let mut f = factory.clone();
             Consumer::spawn_with(
                 log.clone(),
@@ -47,6 +44,44 @@ impl ConsumerGroup {
                 Supervision::default(),
                 move || f(i),
             )
+        })
+    }
+
+    /// [`ConsumerGroup::spawn`] for handlers that finish records later and
+    /// report their progress themselves (the runtime's apps).
+    pub fn spawn_deferring<H, F>(
+        log: Arc<dyn Log>,
+        config: &ConsumerConfig,
+        n: usize,
+        factory: F,
+    ) -> Result<Self>
+    where
+        H: Deferring,
+        F: FnMut(usize) -> H + Send + Clone + 'static,
+    {
+        Self::start(config, n, move |cfg, stopper, i| {
+            let mut f = factory.clone();
+            Consumer::spawn_deferring(
+                log.clone(),
+                cfg,
+                stopper,
+                Supervision::default(),
+                move || f(i),
+            )
+        })
+    }
+
+    /// Starts `n` members with `spawn(config, stopper, i)`.
+    fn start(
+        config: &ConsumerConfig,
+        n: usize,
+        mut spawn: impl FnMut(ConsumerConfig, Stopper, usize) -> Result<Consumer> + Send + 'static,
+    ) -> Result<Self> {
+        let config = config.clone();
+        let spawn: Spawn = Box::new(move |i, stopper| {
+            let mut cfg = config.clone();
+            cfg.client_id = format!("{}-{i}", config.client_id);
+            spawn(cfg, stopper, i)
         });
         let group = Self {
             stopper: Stopper::new(),

@@ -13,6 +13,6 @@ mod group;
 mod memory;
 mod producer;
 
-pub use consumer::{Consumer, ConsumerStats, Handler, Stopper};
+pub use consumer::{Consumer, ConsumerStats, Deferring, Handler, Stopper};
 pub use group::ConsumerGroup;
 pub use producer::{DeliveryStats, Producer};
