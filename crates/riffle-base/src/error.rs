@@ -130,9 +130,6 @@ pub enum Error {
     /// `LOCK` file is locked).
     #[error("data directory {} is in use by another process", dir.display())]
     Locked { dir: PathBuf },
-    /// Text from a place not yet given a variant of its own; going away.
-    #[error("{0}")]
-    Backend(String),
     /// A record could not be decoded (not JSON, wrong fields, ...).
     #[error("cannot decode record: {0}")]
     Decode(String),

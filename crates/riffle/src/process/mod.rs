@@ -117,10 +117,10 @@ pub(crate) fn run_processor<P: KeyedProcessor>(
             processor.process(key, input, state, ctx)
         }))
         .unwrap_or_else(|p| {
-            Err(Error::Backend(format!(
-                "processor panicked: {}",
-                panic_text(&*p)
-            )))
+            Err(Error::Panicked {
+                what: "processor".into(),
+                message: Some(panic_text(&*p).into()),
+            })
         });
         match result {
             Ok(()) => return Ok(()),
@@ -129,10 +129,11 @@ pub(crate) fn run_processor<P: KeyedProcessor>(
                 tracing::debug!("key '{key}': {e}; retrying ({attempt} of {retries})");
             }
             Err(e) if retries > 0 => {
-                return Err(Error::Backend(format!(
-                    "failed {} times, last: {e}",
-                    retries + 1
-                )))
+                return Err(Error::Processor {
+                    key: key.into(),
+                    attempts: retries + 1,
+                    reason: e.to_string(),
+                })
             }
             Err(e) => return Err(e),
         }

@@ -193,13 +193,16 @@ impl Consumer {
                         run(&mut *consumer, &mut handler, &stop, &st, &mut metrics)
                     }));
                     let failure = match run {
-                        Ok(Err(e @ Error::Fenced(_))) => e.to_string(),
+                        Ok(Err(e @ Error::Fenced(_))) => e,
                         Ok(result) => {
                             let closed = consumer.close();
                             st.assignment.lock().unwrap().clear();
                             return result.and(closed);
                         }
-                        Err(panic) => format!("handler panicked: {}", panic_text(&*panic)),
+                        Err(panic) => Error::Panicked {
+                            what: "handler".into(),
+                            message: Some(panic_text(&*panic).into()),
+                        },
                     };
                     consecutive += 1;
                     metrics.restarts.inc();
@@ -213,7 +216,7 @@ impl Consumer {
                     st.assignment.lock().unwrap().clear();
                     if supervision.max_restarts.is_some_and(|m| consecutive > m) {
                         tracing::error!(consumer = %config.client_id, restarts, "{failure}; giving up");
-                        return Err(Error::Backend(failure));
+                        return Err(failure);
                     }
                     let delay = supervision.delay(consecutive);
                     tracing::warn!(consumer = %config.client_id, restarts, "{failure}; restarting in {delay:?}");
@@ -223,7 +226,7 @@ impl Consumer {
                     }
                 }
             })
-            .map_err(|e| Error::Backend(format!("cannot start consumer thread: {e}")))?;
+            .map_err(|e| Error::io("cannot start consumer thread", &e))?;
         Ok(Self {
             name,
             stopper,
@@ -257,9 +260,12 @@ impl Consumer {
 
     fn join_inner(&mut self) -> Result<()> {
         match self.thread.take() {
-            Some(t) => t
-                .join()
-                .unwrap_or_else(|_| Err(Error::Backend("consumer thread panicked".into()))),
+            Some(t) => t.join().unwrap_or_else(|_| {
+                Err(Error::Panicked {
+                    what: "consumer thread".into(),
+                    message: None,
+                })
+            }),
             None => Ok(()),
         }
     }
