@@ -32,8 +32,11 @@
 //! | [`Undeliverable`](Error::Undeliverable) | a record that could go nowhere, under a policy that stops | look at the record and its reason, then skip it or fix the sink |
 //! | [`Panicked`](Error::Panicked), [`Stopped`](Error::Stopped) | code of ours or the caller's panicked, or a thread ended early | a bug: report it; restarting the component may get past it |
 //! | [`Closed`](Error::Closed) | the component was stopped | stop using it |
-//! | [`Fenced`](Error::Fenced) | another writer or member took over | stop writing; drop what was not committed and rejoin |
+//! | [`Fenced`](Error::Fenced) | another writer took over, or the consumer lost its partitions (evicted from its group) | stop writing; drop what was not committed and rejoin |
 //! | [`Unconfirmed`](Error::Unconfirmed) | a sink settled part of a flush | resend from `settled`, minus what was refused |
+//!
+//! [`Error::is_transient`] sums the last column up for code that only needs
+//! to know whether waiting and trying again can help.
 
 use std::io;
 use std::path::PathBuf;
@@ -162,7 +165,9 @@ pub enum Error {
     #[error("closed")]
     Closed,
     /// A transactional producer was superseded by a newer one with the same
-    /// id, or its consumer lost its partitions: it must stop writing.
+    /// id, or its consumer lost its partitions (a member of the embedded
+    /// log's group evicted after its session timeout, too): it must stop
+    /// writing.
     #[error("fenced: {0}")]
     Fenced(String),
     /// A sink's flush settled only part of what was sent to it: some
@@ -285,5 +290,123 @@ impl std::fmt::Display for Unconfirmed {
             write!(f, "{} refused, record {at}: {why}", self.refused.len())?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_read_as_they_always_did() {
+        let cases = [
+            (Error::InvalidInput("x".into()), "invalid input: x"),
+            (Error::UnknownTopic("t".into()), "unknown topic 't'"),
+            (
+                Error::GroupNotEmpty("g".into()),
+                "group 'g' has active members: stop them first (only a group without members can be changed)",
+            ),
+            (
+                Error::Unreachable {
+                    brokers: "b:9092".into(),
+                    detail: "down".into(),
+                },
+                "cannot reach Kafka at b:9092: down",
+            ),
+            (Error::QueueFull, "local send queue is full"),
+            (Error::Closed, "closed"),
+            (Error::Fenced("newer".into()), "fenced: newer"),
+            (
+                Error::Locked {
+                    dir: PathBuf::from("/d"),
+                },
+                "data directory /d is in use by another process",
+            ),
+            (
+                Error::Processor {
+                    key: "k".into(),
+                    attempts: 3,
+                    reason: "no".into(),
+                },
+                "failed 3 times, last: no",
+            ),
+            (
+                Error::Panicked {
+                    what: "processor".into(),
+                    message: Some("boom".into()),
+                },
+                "processor panicked: boom",
+            ),
+            (
+                Error::Panicked {
+                    what: "consumer thread".into(),
+                    message: None,
+                },
+                "consumer thread panicked",
+            ),
+            (Error::Stopped("a worker".into()), "a worker has stopped"),
+            (
+                Error::Undeliverable {
+                    record: "t/0@5".into(),
+                    reason: "bad".into(),
+                },
+                "t/0@5: bad",
+            ),
+        ];
+        for (e, text) in cases {
+            assert_eq!(e.to_string(), text, "{e:?}");
+        }
+    }
+
+    #[test]
+    fn io_errors_keep_their_kind_and_read_as_context_then_message() {
+        let e = Error::io(
+            "cannot read /x",
+            &io::Error::new(io::ErrorKind::NotFound, "gone"),
+        );
+        assert!(
+            matches!(
+                &e,
+                Error::Io {
+                    kind: io::ErrorKind::NotFound,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(e.to_string(), "cannot read /x: gone");
+        assert!(!e.is_transient(), "a missing file stays missing");
+        let reset = Error::io("socket", &io::Error::from(io::ErrorKind::ConnectionReset));
+        assert!(reset.is_transient());
+    }
+
+    #[test]
+    fn only_what_may_pass_is_transient() {
+        let server = || "s".to_owned();
+        let message = || "m".to_owned();
+        assert!(Error::Protocol {
+            server: server(),
+            message: message()
+        }
+        .is_transient());
+        assert!(Error::Timeout("t".into()).is_transient());
+        assert!(!Error::Refused {
+            server: server(),
+            message: message()
+        }
+        .is_transient());
+        assert!(!Error::Corrupt {
+            path: PathBuf::from("/seg"),
+            message: message()
+        }
+        .is_transient());
+        assert!(!Error::Authentication {
+            broker: server(),
+            detail: message()
+        }
+        .is_transient());
+        assert!(!Unconfirmed::refused(2, vec![(1, "no".into())])
+            .unwrap_err()
+            .is_transient());
     }
 }
