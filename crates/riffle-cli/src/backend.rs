@@ -92,10 +92,6 @@ fn parse_fsync(s: &str) -> std::result::Result<FsyncPolicy, String> {
     }
 }
 
-/// The suffix of the library's error for a data directory locked by another
-/// opener.
-const IN_USE: &str = "is in use by another process";
-
 impl LogArgs {
     /// Reads the `--command-config` file, once, before any command runs: a
     /// malformed file is refused before anything is contacted. Its
@@ -196,13 +192,9 @@ impl LogArgs {
         }
         match self.data_dir()? {
             None => Ok(Arc::new(EmbeddedLog::new())),
-            Some(dir) => match EmbeddedLog::open(&dir, self.fsync) {
-                Ok(log) => Ok(Arc::new(log)),
-                Err(Error::Backend(m)) if m.contains(IN_USE) => Err(Error::Backend(format!(
-                    "{m}; pass --in-memory, or another --data-dir"
-                ))),
-                Err(e) => Err(e),
-            },
+            // A locked directory (`Error::Locked`) gets its hint where it
+            // is printed, in `main`.
+            Some(dir) => Ok(Arc::new(EmbeddedLog::open(&dir, self.fsync)?)),
         }
     }
 

@@ -87,9 +87,17 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("riffle: {e}");
+            eprintln!("riffle: {e}{}", hint(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// What the user can do about `e`, when the command line can help.
+fn hint(e: &riffle::Error) -> &'static str {
+    match e {
+        riffle::Error::Locked { .. } => "; pass --in-memory, or another --data-dir",
+        _ => "",
     }
 }
 

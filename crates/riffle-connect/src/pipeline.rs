@@ -521,10 +521,12 @@ impl Pipeline {
                     .find(|(name, _)| name == dead_letter::REASON_HEADER)
                     .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
                     .unwrap_or_default();
-                Err(Error::Backend(one_line(&format!(
-                    "{}: {reason} ({why}; the pipeline stops: policy 'stop')",
-                    record_text(dead)
-                ))))
+                Err(Error::Undeliverable {
+                    record: one_line(&record_text(dead)),
+                    reason: one_line(&format!(
+                        "{reason} ({why}; the pipeline stops: policy 'stop')"
+                    )),
+                })
             }
         }
     }
@@ -682,7 +684,10 @@ mod tests {
             let sent = std::mem::take(&mut *self.pending.lock().unwrap());
             if *f > 0 {
                 *f -= 1;
-                return Err(Error::Backend("server restarting".into()));
+                return Err(Error::Protocol {
+                    server: "flaky".into(),
+                    message: "server restarting".into(),
+                });
             }
             self.confirmed.lock().unwrap().extend(sent);
             Ok(())
@@ -810,7 +815,10 @@ mod tests {
                 }
             }
             if cut < sent.len() {
-                let e = Error::Backend("connection reset".into());
+                let e = Error::Protocol {
+                    server: "picky".into(),
+                    message: "connection reset".into(),
+                };
                 return Err(Unconfirmed::transient(cut, refused, &e, self.retry_after));
             }
             Unconfirmed::refused(sent.len(), refused)

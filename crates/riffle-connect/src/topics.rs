@@ -163,10 +163,10 @@ impl Sink for LogSink {
         self.failed_seen = failed;
         match new {
             0 => Ok(()),
-            n => Err(Error::Backend(format!(
-                "{n} records refused by {}",
-                self.describe
-            ))),
+            n => Err(Error::Refused {
+                server: self.describe.clone(),
+                message: format!("{n} records refused by {}", self.describe),
+            }),
         }
     }
 }

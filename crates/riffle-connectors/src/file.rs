@@ -65,7 +65,7 @@ pub const FILE: Connector = Connector {
 };
 
 fn io_error(what: &str, path: &Path, e: std::io::Error) -> Error {
-    Error::Backend(format!("{what} {}: {e}", path.display()))
+    Error::io(format!("{what} {}", path.display()), &e)
 }
 
 /// Reads a file a line at a time from the last acknowledged position.

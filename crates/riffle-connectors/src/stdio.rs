@@ -103,7 +103,7 @@ impl Source for Stdin {
                     );
                     n += 1;
                 }
-                Ok(Err(e)) => return Err(Error::Backend(format!("cannot read stdin: {e}"))),
+                Ok(Err(e)) => return Err(Error::io("cannot read stdin", &e)),
                 Err(RecvTimeoutError::Timeout) => break,
                 Err(RecvTimeoutError::Disconnected) => self.done = true,
             }
@@ -138,12 +138,12 @@ impl Sink for Stdout {
         std::io::stdout()
             .lock()
             .write_all(&lines::encode(record, self.format))
-            .map_err(|e| Error::Backend(format!("cannot write stdout: {e}")))
+            .map_err(|e| Error::io("cannot write stdout", &e))
     }
 
     fn flush(&mut self, _timeout: Duration) -> Result<()> {
         std::io::stdout()
             .flush()
-            .map_err(|e| Error::Backend(format!("cannot write stdout: {e}")))
+            .map_err(|e| Error::io("cannot write stdout", &e))
     }
 }

@@ -84,7 +84,7 @@ impl HttpServer {
             .map_err(|e| Error::InvalidInput(format!("cannot listen on {bind}: {e}")))?;
         let addr = listener
             .local_addr()
-            .map_err(|e| Error::Backend(format!("listening on {bind}: {e}")))?;
+            .map_err(|e| Error::io(format!("listening on {bind}"), &e))?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -101,7 +101,7 @@ impl HttpServer {
                         .spawn(move || serve(conn, &*routes));
                 }
             })
-            .map_err(|e| Error::Backend(format!("cannot start the HTTP thread: {e}")))?;
+            .map_err(|e| Error::io("cannot start the HTTP thread", &e))?;
         Ok(Self {
             addr,
             stop,

@@ -42,7 +42,7 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::Backend(format!("snapshot {}: {e}", path.display()))),
+            Err(e) => return Err(Error::io(format!("snapshot {}", path.display()), &e)),
         };
         let bad = |why: &str| Error::Decode(format!("snapshot {}: {why}", path.display()));
         if bytes.len() < 28 || &bytes[..8] != MAGIC {
@@ -135,7 +135,7 @@ impl SnapshotWriter {
 }
 
 fn io_error(path: &Path, e: std::io::Error) -> Error {
-    Error::Backend(format!("snapshot {}: {e}", path.display()))
+    Error::io(format!("snapshot {}", path.display()), &e)
 }
 
 /// Computes the CRC-32 of what passes through.

@@ -274,7 +274,7 @@ fn print(s: &str) -> Result<()> {
     let mut out = std::io::stdout().lock();
     out.write_all(s.as_bytes())
         .and_then(|()| out.flush())
-        .map_err(|e| Error::Backend(format!("cannot write to stdout: {e}")))
+        .map_err(|e| Error::io("cannot write to stdout", &e))
 }
 
 fn read_without_group(log: &dyn Log, a: ConsumeArgs, output: Output) -> Result<()> {

@@ -46,7 +46,7 @@ pub fn run(args: &LogArgs, a: LagArgs) -> Result<()> {
     // A group that committed nothing here is most likely a misspelt one:
     // every partition would show its whole content as lag.
     if lags.iter().all(|l| l.committed.is_none()) {
-        return Err(Error::Backend(format!(
+        return Err(Error::InvalidInput(format!(
             "group '{}' has no committed offsets on {}",
             a.group,
             topics.join(", ")

@@ -58,7 +58,7 @@ pub fn run(args: &LogArgs, a: ProduceArgs) -> Result<()> {
     };
     if a.values.is_empty() {
         for line in std::io::stdin().lock().lines() {
-            let line = line.map_err(|e| Error::Backend(format!("reading stdin: {e}")))?;
+            let line = line.map_err(|e| Error::io("reading stdin", &e))?;
             if !line.is_empty() {
                 send(&line)?;
             }
@@ -80,9 +80,10 @@ pub fn run(args: &LogArgs, a: ProduceArgs) -> Result<()> {
         a.topic
     );
     if failed > 0 {
-        return Err(Error::Backend(format!(
-            "{failed} records were not delivered"
-        )));
+        return Err(Error::Refused {
+            server: format!("topic '{}'", a.topic),
+            message: format!("{failed} records were not delivered"),
+        });
     }
     Ok(())
 }

@@ -87,7 +87,7 @@ impl Dashboard {
         // Once the slot is empty no request can upgrade it again, and none
         // still holds it: requests upgrade only under the lock.
         *self.app.lock().unwrap() = None;
-        Arc::try_unwrap(app).map_err(|_| Error::Backend("the app is still shared".into()))
+        Arc::try_unwrap(app).map_err(|_| Error::InvalidInput("the app is still shared".into()))
     }
 
     fn app_json(&self) -> Value {

@@ -124,7 +124,7 @@ impl Bridges {
             let t = std::thread::Builder::new()
                 .name(name.into())
                 .spawn(move || p.run(&s))
-                .map_err(|e| Error::Backend(format!("cannot start a thread: {e}")))?;
+                .map_err(|e| Error::io("cannot start a thread", &e))?;
             threads.push((name.to_owned(), t));
         }
         Ok(Self { stop, threads })
@@ -135,9 +135,10 @@ impl Bridges {
         self.stop.store(true, Ordering::Relaxed);
         let mut moved = Vec::new();
         for (name, t) in self.threads {
-            let stats = t
-                .join()
-                .map_err(|_| Error::Backend(format!("the {name} pipeline panicked")))??;
+            let stats = t.join().map_err(|_| Error::Panicked {
+                what: format!("the {name} pipeline"),
+                message: None,
+            })??;
             moved.push((name, stats.records_out));
         }
         Ok(moved)

@@ -216,7 +216,10 @@ fn method(class: u16, method: u16) -> Vec<u8> {
 // ---- Decoding ----
 
 fn malformed(what: &str) -> Error {
-    Error::Backend(format!("malformed AMQP data: {what}"))
+    Error::Protocol {
+        server: "AMQP server".into(),
+        message: format!("malformed AMQP data: {what}"),
+    }
 }
 
 /// Reads the fields of a payload in order.
@@ -452,9 +455,10 @@ impl Connection {
         };
         c.handshake(p).map_err(|e| match e {
             // Name the server in errors that do not already.
-            Error::Backend(m) if !m.starts_with("AMQP") => {
-                Error::Backend(format!("AMQP server at {}: {m}", p.address))
-            }
+            Error::Protocol { server, message } if server == "AMQP server" => Error::Protocol {
+                server: format!("AMQP server at {}", p.address),
+                message: format!("AMQP server at {}: {message}", p.address),
+            },
             other => other,
         })?;
         Ok(c)
@@ -469,13 +473,11 @@ impl Connection {
         let _server_properties = d.table()?;
         let mechanisms = String::from_utf8_lossy(d.long_str()?).into_owned();
         if (major, minor) != (0, 9) {
-            return Err(Error::Backend(format!(
-                "speaks AMQP {major}-{minor}, not 0-9-1"
-            )));
+            return Err(self.refused(format!(": speaks AMQP {major}-{minor}, not 0-9-1")));
         }
         if !mechanisms.split(' ').any(|m| m == "PLAIN") {
-            return Err(Error::Backend(format!(
-                "does not offer PLAIN authentication (offers {mechanisms})"
+            return Err(self.refused(format!(
+                ": does not offer PLAIN authentication (offers {mechanisms})"
             )));
         }
 
@@ -535,7 +537,26 @@ impl Connection {
     }
 
     fn io_error(&self, e: std::io::Error) -> Error {
-        Error::Backend(format!("AMQP connection to {}: {e}", self.address))
+        Error::io(format!("AMQP connection to {}", self.address), &e)
+    }
+
+    /// The server breaking the protocol, closing the connection or not
+    /// answering: `what` says which, after the server's name.
+    fn broken(&self, what: String) -> Error {
+        let server = format!("AMQP server at {}", self.address);
+        Error::Protocol {
+            message: format!("{server}{what}"),
+            server,
+        }
+    }
+
+    /// The server saying no: `what` says to what, after the server's name.
+    fn refused(&self, what: String) -> Error {
+        let server = format!("AMQP server at {}", self.address);
+        Error::Refused {
+            message: format!("{server}{what}"),
+            server,
+        }
     }
 
     /// Writes whatever is buffered.
@@ -567,11 +588,7 @@ impl Connection {
             self.write_out()?;
         }
         if self.last_read.elapsed() > hb * 2 {
-            return Err(Error::Backend(format!(
-                "AMQP server at {} missed its heartbeats for {:?}",
-                self.address,
-                hb * 2
-            )));
+            return Err(self.broken(format!(" missed its heartbeats for {:?}", hb * 2)));
         }
         Ok(())
     }
@@ -596,10 +613,7 @@ impl Connection {
             self.stream.read(&mut buf)
         };
         match r {
-            Ok(0) => Err(Error::Backend(format!(
-                "AMQP server at {} closed the connection",
-                self.address
-            ))),
+            Ok(0) => Err(self.broken(" closed the connection".into())),
             Ok(n) => {
                 self.input.extend_from_slice(&buf[..n]);
                 self.last_read = Instant::now();
@@ -636,12 +650,7 @@ impl Connection {
     /// A frame that must come within the RPC timeout.
     fn read_frame_soon(&mut self) -> Result<Frame> {
         self.read_frame(Instant::now() + RPC_TIMEOUT)?
-            .ok_or_else(|| {
-                Error::Backend(format!(
-                    "AMQP server at {} did not answer within {RPC_TIMEOUT:?}",
-                    self.address
-                ))
-            })
+            .ok_or_else(|| self.broken(format!(" did not answer within {RPC_TIMEOUT:?}")))
     }
 
     /// Answers a Connection.Close or Channel.Close from the server and
@@ -659,10 +668,7 @@ impl Connection {
             channel,
             &method(class, if class == CONNECTION { 51 } else { 41 }),
         );
-        Error::Backend(format!(
-            "AMQP server at {} closed the {what}: {code} {text}",
-            self.address
-        ))
+        self.refused(format!(" closed the {what}: {code} {text}"))
     }
 
     /// Splits a method frame into (class, method, arguments), handling a
@@ -840,10 +846,7 @@ impl Connection {
                     }));
                 }
                 (BASIC, 30) => {
-                    return Err(Error::Backend(format!(
-                        "AMQP server at {} cancelled the consumer (queue deleted?)",
-                        self.address
-                    )))
+                    return Err(self.broken(" cancelled the consumer (queue deleted?)".into()))
                 }
                 other => tracing::debug!("AMQP: ignoring method {other:?}"),
             }

@@ -97,11 +97,11 @@ impl HttpSink {
             headers.push(("X-Riffle-Key", k));
         }
         let what = |detail: String| {
-            Error::Backend(format!(
-                "http {} {}: {detail}",
-                self.config.method,
-                url_text(url)
-            ))
+            let server = format!("http {} {}", self.config.method, url_text(url));
+            Error::Protocol {
+                message: format!("{server}: {detail}"),
+                server,
+            }
         };
         if let Err(e) =
             client::write_request(&mut conn, &self.config.method, url, &headers, &q.body)

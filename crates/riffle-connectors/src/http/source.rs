@@ -56,12 +56,9 @@ pub struct WebhookSource {
 impl WebhookSource {
     /// Starts listening; fails if the address cannot be bound.
     pub fn start(config: WebhookConfig) -> Result<Self> {
-        let listener = TcpListener::bind(&config.listen).map_err(|e| {
-            Error::Backend(format!("http: cannot listen on {}: {e}", config.listen))
-        })?;
-        let address = listener
-            .local_addr()
-            .map_err(|e| Error::Backend(format!("http: {e}")))?;
+        let listener = TcpListener::bind(&config.listen)
+            .map_err(|e| Error::io(format!("http: cannot listen on {}", config.listen), &e))?;
+        let address = listener.local_addr().map_err(|e| Error::io("http", &e))?;
         let (tx, queue) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
         let path = config.path.clone();
@@ -70,7 +67,7 @@ impl WebhookSource {
             std::thread::Builder::new()
                 .name(format!("webhook {address}"))
                 .spawn(move || serve(listener, Arc::new(config), tx, &stop))
-                .map_err(|e| Error::Backend(format!("http: cannot start a thread: {e}")))?
+                .map_err(|e| Error::io("http: cannot start a thread", &e))?
         };
         Ok(Self {
             address,

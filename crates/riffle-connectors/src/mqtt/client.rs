@@ -298,7 +298,10 @@ pub fn encode_disconnect(version: Version) -> Vec<u8> {
 // ---- decoding ----
 
 fn malformed(what: &str) -> Error {
-    Error::Backend(format!("malformed MQTT packet: {what}"))
+    Error::Protocol {
+        server: "MQTT broker".into(),
+        message: format!("malformed MQTT packet: {what}"),
+    }
 }
 
 /// Reads the fields of a packet body in order.
@@ -574,13 +577,16 @@ impl Connection {
             }
             Some(Packet::ConnAck {
                 code, properties, ..
-            }) => Err(Error::Backend(format!(
-                "MQTT broker at {address} refused the connection: {} (code 0x{code:02x}){}",
-                refusal(code),
-                properties
-                    .reason
-                    .map_or_else(String::new, |r| format!(": {r}"))
-            ))),
+            }) => Err(Error::Refused {
+                server: format!("MQTT broker at {address}"),
+                message: format!(
+                    "MQTT broker at {address} refused the connection: {} (code 0x{code:02x}){}",
+                    refusal(code),
+                    properties
+                        .reason
+                        .map_or_else(String::new, |r| format!(": {r}"))
+                ),
+            }),
             Some(other) => Err(c.lost(format!("expected CONNACK, got {other:?}"))),
             None => Err(c.lost("no CONNACK within 5 s".into())),
         }
@@ -592,10 +598,10 @@ impl Connection {
 
     /// An error for this connection, naming the broker.
     pub fn lost(&self, detail: String) -> Error {
-        Error::Backend(format!(
-            "MQTT broker at {}: connection lost: {detail}",
-            self.address
-        ))
+        Error::Protocol {
+            server: format!("MQTT broker at {}", self.address),
+            message: format!("MQTT broker at {}: connection lost: {detail}", self.address),
+        }
     }
 
     /// Adds a packet to what [`Connection::send`] writes.

@@ -172,10 +172,13 @@ impl MqttSink {
             while self.in_flight.len() >= window {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    return Err(Error::Backend(format!(
-                        "MQTT broker at {}: no PUBACK within {SEND_TIMEOUT:?}",
-                        self.address
-                    )));
+                    return Err(Error::Protocol {
+                        server: format!("MQTT broker at {}", self.address),
+                        message: format!(
+                            "MQTT broker at {}: no PUBACK within {SEND_TIMEOUT:?}",
+                            self.address
+                        ),
+                    });
                 }
                 self.read_one(left)?;
             }
@@ -212,11 +215,14 @@ impl MqttSink {
         while self.qos > 0 && !self.in_flight.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(Error::Backend(format!(
-                    "MQTT broker at {}: {} messages not confirmed within {timeout:?}",
-                    self.address,
-                    self.in_flight.len()
-                )));
+                return Err(Error::Protocol {
+                    server: format!("MQTT broker at {}", self.address),
+                    message: format!(
+                        "MQTT broker at {}: {} messages not confirmed within {timeout:?}",
+                        self.address,
+                        self.in_flight.len()
+                    ),
+                });
             }
             self.read_one(left)?;
         }

@@ -73,11 +73,14 @@ impl MqttSource {
                     if let Some((f, &code)) =
                         self.filters.iter().zip(&codes).find(|(_, &c)| c >= 0x80)
                     {
-                        return Err(Error::Backend(format!(
-                            "MQTT broker at {} refused the subscription to '{f}': {} (code 0x{code:02x})",
-                            self.address,
-                            refusal(code)
-                        )));
+                        return Err(Error::Refused {
+                            server: format!("MQTT broker at {}", self.address),
+                            message: format!(
+                                "MQTT broker at {} refused the subscription to '{f}': {} (code 0x{code:02x})",
+                                self.address,
+                                refusal(code)
+                            ),
+                        });
                     }
                     break;
                 }

@@ -58,7 +58,10 @@ pub enum Op {
 }
 
 fn protocol(what: impl std::fmt::Display) -> Error {
-    Error::Backend(format!("NATS protocol error: {what}"))
+    Error::Protocol {
+        server: "NATS server".into(),
+        message: format!("NATS protocol error: {what}"),
+    }
 }
 
 fn find_crlf(buf: &[u8]) -> Option<usize> {
@@ -312,7 +315,7 @@ impl Client {
         let stream = net::connect("NATS server", &address)?;
         stream
             .set_write_timeout(Some(Duration::from_secs(10)))
-            .map_err(|e| Error::Backend(format!("NATS server at {address}: {e}")))?;
+            .map_err(|e| Error::io(format!("NATS server at {address}"), &e))?;
         let mut client = Self {
             stream,
             address,
@@ -368,11 +371,20 @@ impl Client {
     }
 
     fn fail(&self, what: impl std::fmt::Display) -> Error {
-        Error::Backend(format!("NATS server at {}: {what}", self.address))
+        Error::Protocol {
+            server: format!("NATS server at {}", self.address),
+            message: format!("NATS server at {}: {what}", self.address),
+        }
     }
 
     fn refused(&self, e: &str) -> Error {
-        self.fail(format_args!("refused the connection: {e}"))
+        Error::Refused {
+            server: format!("NATS server at {}", self.address),
+            message: format!(
+                "NATS server at {}: refused the connection: {e}",
+                self.address
+            ),
+        }
     }
 
     /// Reads until one operation is complete or `deadline` passes (one

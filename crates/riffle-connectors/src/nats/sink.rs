@@ -146,7 +146,10 @@ impl NatsSink {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) if e.code == 503 => {
                     let why = "no JetStream stream stores this subject (no responders)";
-                    let e = Error::Backend(what(why.into()));
+                    let e = Error::Refused {
+                        server: format!("NATS server at {}", self.url.address()),
+                        message: what(why.into()),
+                    };
                     self.awaiting.clear();
                     return Err((first, e));
                 }
@@ -155,7 +158,10 @@ impl NatsSink {
                     self.refused.push((at, why));
                 }
                 Err(e) => {
-                    let e = Error::Backend(what(e.to_string()));
+                    let e = Error::Protocol {
+                        server: format!("NATS server at {}", self.url.address()),
+                        message: what(e.to_string()),
+                    };
                     self.awaiting.clear();
                     return Err((first, e));
                 }
@@ -220,10 +226,10 @@ impl NatsSink {
             if self.dirty {
                 return Err((
                     0,
-                    Error::Backend(format!(
-                        "the connection to NATS server at {} was lost; send again",
-                        self.url.address()
-                    )),
+                    Error::Connect {
+                        server: format!("NATS server at {}", self.url.address()),
+                        detail: "the connection was lost; send again".into(),
+                    },
                 ));
             }
             return Ok(());

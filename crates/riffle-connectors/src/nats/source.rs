@@ -263,10 +263,10 @@ impl Source for NatsSource {
             return Ok(());
         }
         let Some(client) = self.client.as_mut() else {
-            return Err(riffle::Error::Backend(format!(
-                "not connected to NATS server at {}; acknowledging after reconnecting",
-                self.url.address()
-            )));
+            return Err(riffle::Error::Connect {
+                server: format!("NATS server at {}", self.url.address()),
+                detail: "not connected; acknowledging after reconnecting".into(),
+            });
         };
         let result = self
             .unacked

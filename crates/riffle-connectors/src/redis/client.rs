@@ -69,6 +69,23 @@ fn lost(address: &str, e: io::Error) -> Error {
     }
 }
 
+/// `e` with its message rewritten by `say` (which puts what was being done
+/// before it), when it is the server's refusal or breach of protocol; other
+/// errors as they are, their kind being what a caller decides on.
+pub fn in_context(e: Error, say: impl FnOnce(&str) -> String) -> Error {
+    match e {
+        Error::Refused { server, message } => Error::Refused {
+            message: say(&message),
+            server,
+        },
+        Error::Protocol { server, message } => Error::Protocol {
+            message: say(&message),
+            server,
+        },
+        other => other,
+    }
+}
+
 fn bad(what: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.into())
 }
@@ -228,11 +245,14 @@ impl Conn {
         self.writer.write_all(&out).map_err(|e| self.io(e))
     }
 
-    /// Reads the next reply; an error reply is `Error::Backend` with the
-    /// server's text.
+    /// Reads the next reply; an error reply is [`Error::Refused`] with the
+    /// server's text as its `message`.
     pub fn reply(&mut self) -> Result<Value> {
         match read_value(&mut self.reader) {
-            Ok(Value::Error(text)) => Err(Error::Backend(text)),
+            Ok(Value::Error(text)) => Err(Error::Refused {
+                server: format!("redis {}", self.address),
+                message: text,
+            }),
             Ok(v) => Ok(v),
             Err(e) => Err(self.io(e)),
         }
@@ -242,7 +262,7 @@ impl Conn {
     /// its reply.
     pub fn command(&mut self, args: &[&[u8]]) -> Result<Value> {
         if !self.out.is_empty() {
-            return Err(Error::Backend(
+            return Err(Error::InvalidInput(
                 "redis: a command while pipelined replies are pending".into(),
             ));
         }

@@ -89,17 +89,20 @@ impl RedisSink {
                 Ok(Value::Bulk(Some(_))) => continue,
                 // An error reply: this XADD was refused, the connection is
                 // fine and the next reply is the next XADD's.
-                Err(Error::Backend(text)) => {
+                Err(Error::Refused { message: text, .. }) => {
                     refused.push((
                         at,
                         format!("redis {}: XADD refused: {text}", conn.address()),
                     ));
                     continue;
                 }
-                Ok(other) => Error::Backend(format!(
-                    "redis {}: XADD answered {other:?} instead of an id",
-                    conn.address()
-                )),
+                Ok(other) => Error::Protocol {
+                    server: format!("redis {}", conn.address()),
+                    message: format!(
+                        "redis {}: XADD answered {other:?} instead of an id",
+                        conn.address()
+                    ),
+                },
                 Err(e) => e,
             };
             return Err(Unconfirmed::transient(

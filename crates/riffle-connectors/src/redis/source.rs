@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use riffle::connect::{Delivery, Record, Source};
 use riffle::{Error, Result};
 
-use super::client::{Conn, Target, Value};
+use super::client::{in_context, Conn, Target, Value};
 use crate::net::Backoff;
 
 /// Where a new group starts reading.
@@ -88,14 +88,16 @@ impl RedisSource {
             b"MKSTREAM",
         ]) {
             Ok(_) => {}
-            Err(Error::Backend(text)) if text.starts_with("BUSYGROUP") => {}
+            Err(e) if refused_for(&e, "BUSYGROUP") => {}
             Err(e) => {
-                return Err(Error::Backend(format!(
-                    "redis {}: cannot create group '{}' on stream '{}': {e}",
-                    self.target.address(),
-                    self.group,
-                    self.stream
-                )))
+                return Err(in_context(e, |m| {
+                    format!(
+                        "redis {}: cannot create group '{}' on stream '{}': {m}",
+                        self.target.address(),
+                        self.group,
+                        self.stream
+                    )
+                }))
             }
         }
         self.conn = Some(conn);
@@ -191,8 +193,16 @@ impl RedisSource {
 /// field and value pairs (`None` for an entry deleted while pending).
 type Entry = (String, Option<Vec<(Vec<u8>, Vec<u8>)>>);
 
+/// Whether `e` is the server's error reply starting with `code`.
+fn refused_for(e: &Error, code: &str) -> bool {
+    matches!(e, Error::Refused { message, .. } if message.starts_with(code))
+}
+
 fn parse_entries(reply: &Value) -> Result<Vec<Entry>> {
-    let bad = || Error::Backend(format!("redis: unexpected XREADGROUP reply {reply:?}"));
+    let bad = || Error::Protocol {
+        server: "redis".into(),
+        message: format!("redis: unexpected XREADGROUP reply {reply:?}"),
+    };
     let mut entries = Vec::new();
     for stream in reply.items().ok_or_else(bad)? {
         let [_name, list] = stream.items().ok_or_else(bad)? else {
@@ -273,15 +283,15 @@ impl Source for RedisSource {
                 // The connection is lost, or the group was deleted under
                 // us: connect again, which re-creates the group.
                 Err(e @ Error::Connect { .. }) => self.lost(e),
-                Err(Error::Backend(text)) if text.starts_with("NOGROUP") => {
-                    self.lost(Error::Backend(text))
-                }
+                Err(e) if refused_for(&e, "NOGROUP") => self.lost(e),
                 Err(e) => {
-                    return Err(Error::Backend(format!(
-                        "redis {} stream '{}': {e}",
-                        self.target.address(),
-                        self.stream
-                    )))
+                    return Err(in_context(e, |m| {
+                        format!(
+                            "redis {} stream '{}': {m}",
+                            self.target.address(),
+                            self.stream
+                        )
+                    }))
                 }
             }
         }
@@ -295,10 +305,10 @@ impl Source for RedisSource {
         let Some(conn) = self.conn.as_mut() else {
             // Lost since the poll: the entries come again from the pending
             // list after the reconnect.
-            return Err(Error::Backend(format!(
-                "redis {}: not connected",
-                self.target.address()
-            )));
+            return Err(Error::Connect {
+                server: format!("Redis server at {}", self.target.address()),
+                detail: "not connected".into(),
+            });
         };
         let mut args: Vec<&[u8]> = vec![b"XACK", self.stream.as_bytes(), self.group.as_bytes()];
         args.extend(ids.iter().map(|id| id.as_bytes()));

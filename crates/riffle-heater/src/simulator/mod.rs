@@ -160,7 +160,7 @@ impl Simulator {
                 }
                 result
             })
-            .map_err(|e| Error::Backend(format!("cannot start simulator thread: {e}")))?;
+            .map_err(|e| Error::io("cannot start simulator thread", &e))?;
         Ok(SimHandle {
             stopper,
             shared,
@@ -251,9 +251,12 @@ impl SimHandle {
 
     fn join_inner(&mut self) -> Result<SimReport> {
         match self.thread.take() {
-            Some(t) => t
-                .join()
-                .unwrap_or_else(|_| Err(Error::Backend("simulator thread panicked".into()))),
+            Some(t) => t.join().unwrap_or_else(|_| {
+                Err(Error::Panicked {
+                    what: "simulator thread".into(),
+                    message: None,
+                })
+            }),
             None => Err(Error::Closed),
         }
     }

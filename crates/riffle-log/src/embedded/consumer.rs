@@ -212,7 +212,7 @@ impl EmbeddedConsumer {
         let State { topics, groups, .. } = state;
         let group = group_of_mut(groups, &self.config.group_id);
         if group.member(&self.member_id).is_none() {
-            return Err(Error::Backend(format!(
+            return Err(Error::Fenced(format!(
                 "member {} of group '{}' was evicted after its session timeout; offsets not committed",
                 self.member_id, self.config.group_id
             )));

@@ -30,11 +30,8 @@ impl DirLock {
     pub(super) fn acquire(dir: &Path) -> Result<Self> {
         let canonical = fs::canonicalize(dir).map_err(|e| io_error("resolve", dir, e))?;
         let path = dir.join("LOCK");
-        let in_use = || {
-            Error::Backend(format!(
-                "data directory {} is in use by another process",
-                dir.display()
-            ))
+        let in_use = || Error::Locked {
+            dir: dir.to_path_buf(),
         };
         let mut open_dirs = OPEN_DIRS.lock().unwrap_or_else(PoisonError::into_inner);
         if open_dirs.contains(&canonical) {

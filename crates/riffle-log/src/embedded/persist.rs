@@ -154,7 +154,7 @@ impl Disk {
                         sync.flush();
                     }
                 })
-                .map_err(|e| Error::Backend(format!("cannot start the fsync thread: {e}")))?;
+                .map_err(|e| Error::io("cannot start the fsync thread", &e))?;
             disk.flusher = Some(Flusher { stop, thread });
         }
         Ok((disk, Loaded { topics, groups }))
@@ -382,19 +382,23 @@ impl Disk {
             }
             let meta_path = path.join("topic.json");
             let bytes = fs::read(&meta_path).map_err(|e| io_error("read", &meta_path, e))?;
-            let meta: TopicMeta = serde_json::from_slice(&bytes).map_err(|e| {
-                Error::Backend(format!(
+            let meta: TopicMeta = serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
+                message: format!(
                     "embedded log: {} is not valid topic metadata: {e}",
                     meta_path.display()
-                ))
+                ),
+                path: meta_path.clone(),
             })?;
             if !(OLDEST_FORMAT..=FORMAT).contains(&meta.format) || meta.partitions < 1 {
-                return Err(Error::Backend(format!(
-                    "embedded log: {} has format {} and {} partitions; this version reads formats {OLDEST_FORMAT} to {FORMAT}",
-                    meta_path.display(),
-                    meta.format,
-                    meta.partitions
-                )));
+                return Err(Error::Corrupt {
+                    message: format!(
+                        "embedded log: {} has format {} and {} partitions; this version reads formats {OLDEST_FORMAT} to {FORMAT}",
+                        meta_path.display(),
+                        meta.format,
+                        meta.partitions
+                    ),
+                    path: meta_path,
+                });
             }
             if meta.format < FORMAT {
                 self.upgrade_topic(&path, &meta)?;
@@ -432,10 +436,13 @@ impl Disk {
             }
             let bytes = fs::read(&path).map_err(|e| io_error("read", &path, e))?;
             let meta: GroupMeta = serde_json::from_slice(&bytes).map_err(|e| {
-                Error::Backend(format!(
-                    "embedded log: {} is not valid group offsets ({e}); delete it to forget the group's offsets",
-                    path.display()
-                ))
+                Error::Corrupt {
+                    message: format!(
+                        "embedded log: {} is not valid group offsets ({e}); delete it to forget the group's offsets",
+                        path.display()
+                    ),
+                    path: path.clone(),
+                }
             })?;
             let offsets = meta
                 .topics

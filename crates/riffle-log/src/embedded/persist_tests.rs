@@ -327,7 +327,7 @@ fn segments_follow_on_and_damage_before_the_last_is_an_error() {
     fs::rename(segment_path(&partition, 3), segment_path(&partition, 5)).unwrap();
     let err = EmbeddedLog::open(dir.path(), FsyncPolicy::Never).unwrap_err();
     assert!(
-        matches!(&err, Error::Backend(m) if m.contains("starts at offset 5")),
+        matches!(&err, Error::Corrupt { message: m, .. } if m.contains("starts at offset 5")),
         "{err}"
     );
     fs::rename(segment_path(&partition, 5), segment_path(&partition, 3)).unwrap();
@@ -339,7 +339,7 @@ fn segments_follow_on_and_damage_before_the_last_is_an_error() {
     bytes[at] ^= 0x40;
     fs::write(&first, &bytes).unwrap();
     let err = EmbeddedLog::open(dir.path(), FsyncPolicy::Never).unwrap_err();
-    let Error::Backend(message) = &err else {
+    let Error::Corrupt { message, .. } = &err else {
         panic!("{err:?}")
     };
     assert!(
@@ -394,10 +394,16 @@ fn segments_roll_at_the_in_memory_bound_of_64_mib() {
 #[test]
 fn a_second_open_is_refused_while_the_first_is_alive() {
     let dir = TempDir::new("lock");
-    let in_use = Error::Backend(format!(
-        "data directory {} is in use by another process",
-        dir.path().display()
-    ));
+    let in_use = Error::Locked {
+        dir: dir.path().to_path_buf(),
+    };
+    assert_eq!(
+        in_use.to_string(),
+        format!(
+            "data directory {} is in use by another process",
+            dir.path().display()
+        )
+    );
     let first = EmbeddedLog::open(dir.path(), FsyncPolicy::default()).unwrap();
     let lock = dir.path().join("LOCK");
     assert_eq!(
@@ -810,7 +816,7 @@ fn a_newer_format_is_refused() {
     .unwrap();
     let err = EmbeddedLog::open(dir.path(), FsyncPolicy::Never).unwrap_err();
     assert!(
-        matches!(&err, Error::Backend(m) if m.contains("format 9") && m.contains("formats 1 to 2")),
+        matches!(&err, Error::Corrupt { message: m, .. } if m.contains("format 9") && m.contains("formats 1 to 2")),
         "{err}"
     );
 }

@@ -69,10 +69,10 @@ pub(super) const OFFSET_DIGITS: usize = 20;
 // Errors and small file helpers
 
 pub(super) fn io_error(what: &str, path: &Path, e: io::Error) -> Error {
-    Error::Backend(format!(
-        "embedded log: cannot {what} {}: {e}",
-        path.display()
-    ))
+    Error::io(
+        format!("embedded log: cannot {what} {}", path.display()),
+        &e,
+    )
 }
 
 /// fsyncs a file or directory by path.
@@ -231,7 +231,7 @@ pub(super) struct SegmentWriter {
     /// The frame being written, reused across appends.
     frame: Vec<u8>,
     /// Set when the file may no longer match the log in memory.
-    broken: Option<String>,
+    broken: Option<Error>,
 }
 
 impl fmt::Debug for SegmentWriter {
@@ -278,7 +278,7 @@ impl SegmentWriter {
 
     fn check(&self) -> Result<()> {
         match &self.broken {
-            Some(why) => Err(Error::Backend(why.clone())),
+            Some(why) => Err(why.clone()),
             None => Ok(()),
         }
     }
@@ -313,10 +313,13 @@ impl SegmentWriter {
 
     /// Refuses further appends after an error that leaves the files in doubt.
     fn fail(&mut self, path: &Path, what: &str, e: io::Error) -> Error {
-        self.broken = Some(format!(
-            "embedded log: cannot {what} {} ({e}); its partition accepts no more records until the log is reopened",
-            path.display()
-        ));
+        self.broken = Some(Error::Corrupt {
+            path: path.to_path_buf(),
+            message: format!(
+                "embedded log: cannot {what} {} ({e}); its partition accepts no more records until the log is reopened",
+                path.display()
+            ),
+        });
         io_error(what, path, e)
     }
 

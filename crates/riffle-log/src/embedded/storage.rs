@@ -194,11 +194,14 @@ impl PartitionLog {
             if i == 0 {
                 log.high = base;
             } else if base != log.high {
-                return Err(Error::Backend(format!(
-                    "embedded log: segment {} starts at offset {base}, but the segment before it ends at {}",
-                    path.display(),
-                    log.high
-                )));
+                return Err(Error::Corrupt {
+                    message: format!(
+                        "embedded log: segment {} starts at offset {base}, but the segment before it ends at {}",
+                        path.display(),
+                        log.high
+                    ),
+                    path,
+                });
             }
             let bytes = fs::read(&path).map_err(|e| io_error("read", &path, e))?;
             let mut seg = Segment::new(base);
@@ -217,17 +220,20 @@ impl PartitionLog {
             });
             drop(bytes);
             if let Some(e) = too_large {
-                return Err(Error::Backend(format!(
-                    "embedded log: segment {}: {e}",
-                    path.display()
-                )));
+                return Err(Error::Corrupt {
+                    message: format!("embedded log: segment {}: {e}", path.display()),
+                    path,
+                });
             }
             if let Some(damage) = damage {
                 if !last {
-                    return Err(Error::Backend(format!(
-                        "embedded log: segment {} is damaged at byte {valid} ({damage}), and it is not the last segment of its partition",
-                        path.display()
-                    )));
+                    return Err(Error::Corrupt {
+                        message: format!(
+                            "embedded log: segment {} is damaged at byte {valid} ({damage}), and it is not the last segment of its partition",
+                            path.display()
+                        ),
+                        path,
+                    });
                 }
                 tracing::warn!(file = %path.display(), offset = valid, %damage,
                     "embedded log: truncating a torn or corrupt tail left by a crash");

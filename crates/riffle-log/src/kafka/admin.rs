@@ -12,6 +12,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::block_on::block_on;
+use super::error::{kafka_code_error, kafka_error};
 use super::KafkaLog;
 use crate::error::{Error, Result};
 use crate::{
@@ -125,9 +126,10 @@ pub(super) fn create_topic(log: &KafkaLog, spec: &TopicSpec, timeout: Duration) 
                 )))
             }
             Err((name, code)) => {
-                return Err(Error::Backend(format!(
-                    "cannot create topic '{name}': {code}"
-                )))
+                return Err(kafka_code_error(
+                    format!("cannot create topic '{name}'"),
+                    code,
+                ))
             }
         }
     }
@@ -153,9 +155,10 @@ pub(super) fn delete_topic(log: &KafkaLog, name: &str, timeout: Duration) -> Res
                 return Err(Error::UnknownTopic(name))
             }
             Err((name, code)) => {
-                return Err(Error::Backend(format!(
-                    "cannot delete topic '{name}': {code}"
-                )))
+                return Err(kafka_code_error(
+                    format!("cannot delete topic '{name}'"),
+                    code,
+                ))
             }
         }
     }
@@ -217,9 +220,10 @@ pub(super) fn add_partitions(
                 )))
             }
             Err((name, code)) => {
-                return Err(Error::Backend(format!(
-                    "cannot add partitions to '{name}': {code}"
-                )))
+                return Err(kafka_code_error(
+                    format!("cannot add partitions to '{name}'"),
+                    code,
+                ))
             }
         }
     }
@@ -259,9 +263,10 @@ pub(super) fn topic_configs(
                 return Err(Error::UnknownTopic(topic.to_owned()))
             }
             Err(code) => {
-                return Err(Error::Backend(format!(
-                    "cannot describe the configs of topic '{topic}': {code}"
-                )))
+                return Err(kafka_code_error(
+                    format!("cannot describe the configs of topic '{topic}'"),
+                    code,
+                ))
             }
         };
         for e in resource.entries {
@@ -295,7 +300,8 @@ pub(super) fn offsets_for_time(
         metadata(log, topic, timeout)?.ok_or_else(|| Error::UnknownTopic(topic.to_owned()))?;
     let mut tpl = TopicPartitionList::new();
     for p in &parts {
-        tpl.add_partition_offset(topic, p.id, Offset::Offset(timestamp))?;
+        tpl.add_partition_offset(topic, p.id, Offset::Offset(timestamp))
+            .map_err(kafka_error)?;
     }
     let got = probe(log, "riffle-admin", false)?
         .offsets_for_times(tpl, timeout)
@@ -390,7 +396,8 @@ pub(super) fn set_group_offsets(
     }
     let mut tpl = TopicPartitionList::new();
     for (tp, o) in offsets {
-        tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*o))?;
+        tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*o))
+            .map_err(kafka_error)?;
     }
     let consumer = probe(log, group, false)?;
     match consumer.commit(&tpl, CommitMode::Sync) {
@@ -423,9 +430,10 @@ pub(super) fn delete_group(log: &KafkaLog, group: &str, timeout: Duration) -> Re
             }
             Err((name, RDKafkaErrorCode::NonEmptyGroup)) => return Err(Error::GroupNotEmpty(name)),
             Err((name, code)) => {
-                return Err(Error::Backend(format!(
-                    "cannot delete group '{name}': {code}"
-                )))
+                return Err(kafka_code_error(
+                    format!("cannot delete group '{name}'"),
+                    code,
+                ))
             }
         }
     }
@@ -445,7 +453,7 @@ fn probe(log: &KafkaLog, group: &str, read_committed: bool) -> Result<BaseConsum
     for (k, v) in &log.inner.properties {
         c.set(k, v);
     }
-    Ok(c.create()?)
+    c.create().map_err(kafka_error)
 }
 
 pub(super) fn isolation(read_committed: bool) -> &'static str {

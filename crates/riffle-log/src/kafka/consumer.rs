@@ -11,6 +11,7 @@ use rdkafka::message::Message;
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::context::{group_token, mark, partitions, GroupContext, VisitorPtr};
+use super::error::kafka_error;
 use super::KafkaLog;
 use crate::error::{Error, Result};
 use crate::{
@@ -78,9 +79,10 @@ impl KafkaConsumer {
             matches!(cfg.offset_reset, OffsetReset::Latest),
             log.inner.faults.clone(),
         );
-        let consumer: BaseConsumer<GroupContext> = c.create_with_context(ctx)?;
+        let consumer: BaseConsumer<GroupContext> =
+            c.create_with_context(ctx).map_err(kafka_error)?;
         let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
-        consumer.subscribe(&topics)?;
+        consumer.subscribe(&topics).map_err(kafka_error)?;
         Ok(Self {
             consumer,
             closed: false,
@@ -183,7 +185,12 @@ impl LogConsumer for KafkaConsumer {
                 }
                 // A refused password or certificate, named as such.
                 Some(Err(e)) => {
-                    return Err(self.consumer.context().faults.get().unwrap_or(e.into()))
+                    return Err(self
+                        .consumer
+                        .context()
+                        .faults
+                        .get()
+                        .unwrap_or_else(|| kafka_error(e)))
                 }
                 // `None` also follows a rebalance event: it does not mean the
                 // queue is drained, so keep waiting until the deadline.
@@ -206,12 +213,14 @@ impl LogConsumer for KafkaConsumer {
             Ok(()) => Ok(()),
             // Nothing stored since the last commit.
             Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::NoOffset) => Ok(()),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(kafka_error(e)),
         }
     }
 
     fn assignment(&self) -> Result<Vec<TopicPartition>> {
-        Ok(partitions(&self.consumer.assignment()?))
+        Ok(partitions(
+            &self.consumer.assignment().map_err(kafka_error)?,
+        ))
     }
 
     fn group(&self) -> Result<GroupToken> {

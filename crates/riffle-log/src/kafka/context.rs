@@ -272,7 +272,10 @@ pub(super) fn group_token(consumer: &BaseConsumer<GroupContext>) -> Result<Group
     consumer
         .group_metadata()
         .map(|m| GroupToken(std::sync::Arc::new(m)))
-        .ok_or_else(|| Error::Backend("the consumer is not in a group".into()))
+        .ok_or_else(|| Error::Kafka {
+            code: None,
+            message: "the consumer is not in a group".into(),
+        })
 }
 
 /// Progress reported from inside a revocation.

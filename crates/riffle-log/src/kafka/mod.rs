@@ -13,6 +13,7 @@ mod block_on;
 mod config;
 mod consumer;
 mod context;
+mod error;
 mod producer;
 mod read;
 mod reader;
@@ -32,6 +33,7 @@ use super::{
 use crate::error::{Error, Result};
 pub use config::{KafkaSettings, BOOTSTRAP_SERVERS};
 use context::{Faults, LoggingContext};
+pub use error::{code_number, kafka_error};
 
 /// How long [`KafkaLog::connect`] waits for a broker to answer.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -84,7 +86,8 @@ impl KafkaLog {
         };
         // Surface malformed properties now, as one line, rather than at first use.
         log.client_config()
-            .create::<rdkafka::producer::BaseProducer>()?;
+            .create::<rdkafka::producer::BaseProducer>()
+            .map_err(kafka_error)?;
         Ok(log)
     }
 
@@ -175,7 +178,8 @@ impl KafkaLog {
         }
         let admin = self
             .client_config()
-            .create_with_context(LoggingContext::new("admin", self.inner.faults.clone()))?;
+            .create_with_context(LoggingContext::new("admin", self.inner.faults.clone()))
+            .map_err(kafka_error)?;
         Ok(self.inner.admin.get_or_init(|| admin))
     }
 
@@ -195,7 +199,7 @@ impl KafkaLog {
                     detail: e.to_string(),
                 })
             }
-            _ => Error::from(e),
+            _ => kafka_error(e),
         }
     }
 }

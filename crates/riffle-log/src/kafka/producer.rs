@@ -13,6 +13,7 @@ use rdkafka::message::{DeliveryResult, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 
 use super::context::Faults;
+use super::error::kafka_error;
 use super::KafkaLog;
 use crate::error::{Error, Result};
 use crate::{DeliveryCallback, DeliveryReport, Headers, LogProducer, OutRecord, Undelivered};
@@ -96,7 +97,7 @@ impl KafkaProducer {
             faults: log.inner.faults.clone(),
         };
         Ok(Self {
-            producer: c.create_with_context(ctx)?,
+            producer: c.create_with_context(ctx).map_err(kafka_error)?,
         })
     }
 }
@@ -160,7 +161,7 @@ impl KafkaProducer {
                         self.producer.in_flight_count(),
                     )));
                 }
-                Err(other) => return Err(other.into()),
+                Err(other) => return Err(kafka_error(other)),
             }
         }
     }
@@ -168,7 +169,7 @@ impl KafkaProducer {
 
 impl LogProducer for KafkaProducer {
     fn send(&self, r: OutRecord<'_>) -> Result<()> {
-        self.produce(r).map_err(Error::from)
+        self.produce(r).map_err(kafka_error)
     }
 
     fn poll(&self, timeout: Duration) {

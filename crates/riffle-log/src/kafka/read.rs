@@ -22,6 +22,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::admin::{isolation, metadata, wait_for, watermarks};
 use super::context::LoggingContext;
+use super::error::kafka_error;
 use super::KafkaLog;
 use crate::error::{Error, Result};
 use crate::{validate_topic_name, Headers, ReadVisitor, RecordRef};
@@ -48,7 +49,8 @@ fn reader(log: &KafkaLog, read_committed: bool) -> Result<BaseConsumer<LoggingCo
     for (k, v) in &log.inner.properties {
         c.set(k, v);
     }
-    Ok(c.create_with_context(LoggingContext::new("reader", log.inner.faults.clone()))?)
+    c.create_with_context(LoggingContext::new("reader", log.inner.faults.clone()))
+        .map_err(kafka_error)
 }
 
 pub(super) fn read_partition(
@@ -104,8 +106,9 @@ pub(super) fn read_partition(
         consumer
     };
     let mut tpl = TopicPartitionList::with_capacity(1);
-    tpl.add_partition_offset(topic, partition, Offset::Offset(start))?;
-    consumer.assign(&tpl)?;
+    tpl.add_partition_offset(topic, partition, Offset::Offset(start))
+        .map_err(kafka_error)?;
+    consumer.assign(&tpl).map_err(kafka_error)?;
 
     let mut last_progress = Instant::now();
     loop {

@@ -19,6 +19,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::admin::{isolation, metadata, watermarks};
 use super::context::LoggingContext;
+use super::error::kafka_error;
 use super::KafkaLog;
 use crate::error::{Error, Result};
 use crate::{Headers, LogReader, ReadVisitor, ReaderConfig, RecordRef, TopicPartition};
@@ -47,8 +48,9 @@ impl KafkaReader {
         for (k, v) in &log.inner.properties {
             c.set(k, v);
         }
-        let consumer: BaseConsumer<LoggingContext> =
-            c.create_with_context(LoggingContext::new("reader", log.inner.faults.clone()))?;
+        let consumer: BaseConsumer<LoggingContext> = c
+            .create_with_context(LoggingContext::new("reader", log.inner.faults.clone()))
+            .map_err(kafka_error)?;
         let mut tpl = TopicPartitionList::with_capacity(config.start.len());
         let mut partitions = HashSet::new();
         let mut known: Vec<(String, usize)> = Vec::new();
@@ -73,10 +75,11 @@ impl KafkaReader {
             // would send an offset beyond the end to the start.
             let (low, high) = watermarks(log, &consumer, topic, *partition, SETUP_TIMEOUT)?;
             let from = (*from).clamp(low, high);
-            tpl.add_partition_offset(topic, *partition, Offset::Offset(from))?;
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(from))
+                .map_err(kafka_error)?;
             partitions.insert((topic.clone(), *partition));
         }
-        consumer.assign(&tpl)?;
+        consumer.assign(&tpl).map_err(kafka_error)?;
         Ok(Self {
             log: log.clone(),
             consumer,
@@ -154,7 +157,7 @@ impl KafkaReader {
     /// `PartitionEOF` does not say which one ended: compare each position
     /// with the end instead.
     fn mark_ends_by_position(&mut self) -> Result<()> {
-        let positions = self.consumer.position()?;
+        let positions = self.consumer.position().map_err(kafka_error)?;
         for e in positions.elements() {
             let key = (e.topic().to_owned(), e.partition());
             let Ok((_, high)) =

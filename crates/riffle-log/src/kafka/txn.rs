@@ -16,6 +16,7 @@ use rdkafka::producer::Producer;
 use rdkafka::types::RDKafkaErrorCode as C;
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::error::kafka_error;
 use super::producer::KafkaProducer;
 use super::{KafkaLog, CONNECT_TIMEOUT};
 use crate::error::{Error, Result};
@@ -91,7 +92,7 @@ impl KafkaTxnProducer {
                 "producer '{}': not possible in the transaction's state: {e}",
                 self.id
             )),
-            _ => Error::from(e),
+            _ => kafka_error(e),
         }
     }
 
@@ -150,7 +151,8 @@ impl TxnProducer for KafkaTxnProducer {
         if !offsets.is_empty() {
             let mut tpl = TopicPartitionList::with_capacity(offsets.len());
             for (tp, next) in offsets {
-                tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*next))?;
+                tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*next))
+                    .map_err(kafka_error)?;
             }
             producer
                 .send_offsets_to_transaction(&tpl, metadata, timeout)

@@ -248,7 +248,7 @@ impl<P: KeyedProcessor> Pool<P> {
                 partitions: partitions.to_vec(),
                 reply: tx.clone(),
             })
-            .map_err(|_| Error::Backend("a worker has stopped".into()))?;
+            .map_err(|_| Error::Stopped("a worker".into()))?;
         }
         Ok(rx)
     }
@@ -258,12 +258,12 @@ impl<P: KeyedProcessor> Pool<P> {
         let (tx, rx) = mpsc::channel();
         for w in &self.workers {
             w.send(msg(tx.clone()))
-                .map_err(|_| Error::Backend("a worker has stopped".into()))?;
+                .map_err(|_| Error::Stopped("a worker".into()))?;
         }
         drop(tx);
         let answers: Vec<T> = rx.iter().collect();
         if answers.len() < self.workers.len() {
-            return Err(Error::Backend("a worker has stopped".into()));
+            return Err(Error::Stopped("a worker".into()));
         }
         Ok(answers)
     }

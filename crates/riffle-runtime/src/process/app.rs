@@ -425,7 +425,7 @@ impl<P: KeyedProcessor> App<P> {
                     shared.clone(),
                     d,
                 )
-                .map_err(|e| Error::Backend(format!("cannot start the autoscaler: {e}")))?,
+                .map_err(|e| Error::io("cannot start the autoscaler", &e))?,
             ),
             None => None,
         };

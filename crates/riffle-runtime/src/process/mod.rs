@@ -55,12 +55,10 @@ pub use record::Record;
 pub use scale::Scaling;
 pub use shared::AppStats;
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
-
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::actor::panic_text;
+use crate::actor::catch;
 use crate::error::{Error, Result};
 use crate::log::RecordRef;
 
@@ -112,14 +110,11 @@ pub fn run_processor<P: KeyedProcessor>(
 ) -> Result<()> {
     let mut attempt = 0;
     loop {
-        let result = catch_unwind(AssertUnwindSafe(|| {
-            processor.process(key, input, state, ctx)
-        }))
-        .unwrap_or_else(|p| {
-            Err(Error::Backend(format!(
-                "processor panicked: {}",
-                panic_text(&*p)
-            )))
+        let result = catch(|| processor.process(key, input, state, ctx)).unwrap_or_else(|panic| {
+            Err(Error::Panicked {
+                what: "processor".into(),
+                message: Some(panic),
+            })
         });
         match result {
             Ok(()) => return Ok(()),
@@ -128,10 +123,11 @@ pub fn run_processor<P: KeyedProcessor>(
                 tracing::debug!("key '{key}': {e}; retrying ({attempt} of {retries})");
             }
             Err(e) if retries > 0 => {
-                return Err(Error::Backend(format!(
-                    "failed {} times, last: {e}",
-                    retries + 1
-                )))
+                return Err(Error::Processor {
+                    key: key.into(),
+                    attempts: retries + 1,
+                    reason: e.to_string(),
+                })
             }
             Err(e) => return Err(e),
         }

@@ -284,13 +284,16 @@ impl Consumer {
                     let mut handler = factory();
                     let run = catch(|| run(&mut *consumer, &mut handler, &stop, &st, &mut metrics));
                     let failure = match run {
-                        Ok(Err(e @ Error::Fenced(_))) => e.to_string(),
+                        Ok(Err(e @ Error::Fenced(_))) => e,
                         Ok(result) => {
                             let closed = consumer.close();
                             st.assignment.lock().unwrap().clear();
                             return result.and(closed);
                         }
-                        Err(panic) => format!("handler panicked: {panic}"),
+                        Err(panic) => Error::Panicked {
+                            what: "handler".into(),
+                            message: Some(panic),
+                        },
                     };
                     metrics.restarts.inc();
                     let count = st.restarts.fetch_add(1, Ordering::Relaxed) + 1;
@@ -301,8 +304,9 @@ impl Consumer {
                     drop(handler);
                     drop(consumer);
                     st.assignment.lock().unwrap().clear();
-                    let Some(delay) = restarts.failed(&config.client_id, count, &failure) else {
-                        return Err(Error::Backend(failure));
+                    let why = failure.to_string();
+                    let Some(delay) = restarts.failed(&config.client_id, count, &why) else {
+                        return Err(failure);
                     };
                     sleep_unless_stopped(delay, &stop);
                     if stop.is_stopped() {
@@ -310,7 +314,7 @@ impl Consumer {
                     }
                 }
             })
-            .map_err(|e| Error::Backend(format!("cannot start consumer thread: {e}")))?;
+            .map_err(|e| Error::io("cannot start consumer thread", &e))?;
         Ok(Self {
             name,
             stopper,
@@ -344,9 +348,12 @@ impl Consumer {
 
     fn join_inner(&mut self) -> Result<()> {
         match self.thread.take() {
-            Some(t) => t
-                .join()
-                .unwrap_or_else(|_| Err(Error::Backend("consumer thread panicked".into()))),
+            Some(t) => t.join().unwrap_or_else(|_| {
+                Err(Error::Panicked {
+                    what: "consumer thread".into(),
+                    message: None,
+                })
+            }),
             None => Ok(()),
         }
     }
