@@ -15,6 +15,9 @@
 //!   two styles, the commit protocols of the two guarantees, dead letters,
 //!   routing state queries to the key's owner, a group's lag and the
 //!   autoscaler that changes an app's consumer count with it.
+//!
+//! `docs/data-path.md` follows one record from the poll that fetches it to
+//! the commit that makes it permanent, file by file.
 
 pub mod actor;
 pub mod process;
