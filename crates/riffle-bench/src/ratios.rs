@@ -12,7 +12,7 @@
 
 use serde_json::Value;
 
-use crate::report::{count, latency_ms, successful_runs};
+use crate::figures::{count, latency_ms, successful_runs};
 
 /// A latency percentile: known, or only known to exceed a bound.
 #[derive(Clone, Copy, Debug, PartialEq)]
