@@ -10,6 +10,7 @@
 //!
 //! `bench/run.sh` builds it, starts a broker and runs the suite.
 
+mod bare;
 mod child;
 mod data;
 mod driver;
@@ -19,6 +20,7 @@ mod latency;
 mod proctree;
 mod ratios;
 mod report;
+mod stop;
 mod suite;
 mod systems;
 mod throughput;
