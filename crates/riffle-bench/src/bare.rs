@@ -16,9 +16,14 @@
 //!   newest epoch whose outputs are all delivered are committed
 //!   (asynchronously), without ever waiting for a delivery in the loop;
 //! - exactly-once: a transactional producer per thread, reading
-//!   `read_committed`; every 100 ms (if anything was consumed) the outputs
-//!   are delivered, the input positions added with
-//!   `send_offsets_to_transaction` and the transaction committed.
+//!   `read_committed`; every 100 ms (if anything was consumed) the input
+//!   positions are added with `send_offsets_to_transaction`, the outputs
+//!   delivered and the transaction committed.
+//!
+//! The producers are set as the ceiling's and riffle's are (idempotent,
+//! keys placed by murmur2, 5 ms linger); everything else keeps librdkafka's
+//! defaults, as riffle's clients do (the retry back-off included), so that
+//! the comparison is of the code around the clients.
 //!
 //! Partitions moved by a rebalance keep their state within the process: a
 //! thread commits before it gives partitions up (in the revoke callback)
@@ -425,14 +430,18 @@ impl Worker {
     }
 
     fn commit_transaction(&mut self, c: &BaseConsumer<Ctx>) -> Result<()> {
-        self.wait_delivered()?;
+        // The offsets first, as riffle's transactions do: their request
+        // overlaps the outputs' deliveries.
         let offsets = self.offsets(&self.positions())?;
         let group = c
             .group_metadata()
             .ok_or("the consumer has no group metadata")?;
+        self.producer
+            .send_offsets_to_transaction(&offsets, &group, TIMEOUT)
+            .map_err(|e| format!("transaction failed: {e}"))?;
+        self.wait_delivered()?;
         let p = &self.producer;
-        p.send_offsets_to_transaction(&offsets, &group, TIMEOUT)
-            .and_then(|()| p.commit_transaction(TIMEOUT))
+        p.commit_transaction(TIMEOUT)
             .and_then(|()| p.begin_transaction())
             .map_err(|e| format!("transaction failed: {e}"))?;
         self.dirty = false;
