@@ -10,14 +10,18 @@
 //!
 //! `bench/run.sh` builds it, starts a broker and runs the suite.
 
+mod bare;
 mod child;
 mod data;
 mod driver;
+mod figures;
 mod kafka;
 mod latency;
 mod proctree;
 mod ratios;
 mod report;
+mod stop;
+mod suite;
 mod systems;
 mod throughput;
 mod window;
@@ -49,7 +53,7 @@ enum Cmd {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Cmd::Run(a) => driver::run(a),
+        Cmd::Run(a) => suite::run(a),
         Cmd::Worker(a) => worker::run(a),
         Cmd::Systems => {
             for s in systems::SYSTEMS {

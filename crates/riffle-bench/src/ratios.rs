@@ -12,7 +12,7 @@
 
 use serde_json::Value;
 
-use crate::report::{count, latency_ms, successful_runs};
+use crate::figures::{count, latency_ms, successful_runs};
 
 /// A latency percentile: known, or only known to exceed a bound.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -115,7 +115,11 @@ pub fn markdown(results: &[Value]) -> String {
     let mut rows: Vec<[String; 4]> = Vec::new();
 
     // Each riffle system against the librdkafka ceiling.
-    let goals = [("riffle-keyed-alo", 0.85), ("riffle-actors-alo", 0.70)];
+    let goals = [
+        ("riffle-stateless", 0.90),
+        ("riffle-keyed-alo", 0.85),
+        ("riffle-actors-alo", 0.70),
+    ];
     for res in results {
         let Some(name) = res["name"].as_str().filter(|n| n.starts_with("riffle-")) else {
             continue;
@@ -133,10 +137,28 @@ pub fn markdown(results: &[Value]) -> String {
         ]);
     }
 
-    // What exactly-once costs against at-least-once.
+    // The key-based controller against the same controller written by hand
+    // on librdkafka, at the same guarantee: the framework should cost
+    // nothing.
+    for (ours, theirs) in [
+        ("riffle-keyed-alo", "bare-keyed-alo"),
+        ("riffle-keyed-eos", "bare-keyed-eos"),
+    ] {
+        let x = ratio(r.rps(ours), r.rps(theirs));
+        rows.push([
+            format!("{ours} / {theirs}, records/s"),
+            times(x),
+            ">= 1.00x".into(),
+            holds(x.map(|x| x >= 1.0)).into(),
+        ]);
+    }
+
+    // What exactly-once costs against at-least-once; the goal is the
+    // key-based style's, in every mode.
     for (what, alo, eos, goal) in [
         ("keyed", "riffle-keyed-alo", "riffle-keyed-eos", true),
         ("actors", "riffle-actors-alo", "riffle-actors-eos", true),
+        ("bare", "bare-keyed-alo", "bare-keyed-eos", false),
         (
             "Kafka Streams",
             "kafka-streams-alo",
@@ -250,6 +272,35 @@ mod tests {
             "{md}"
         );
         assert!(!md.contains("**no**"), "{md}");
+    }
+
+    #[test]
+    fn riffle_is_held_to_the_bare_controller_and_the_ceiling() {
+        let rps = |name: &str, x: f64| json!({"name": name, "throughput": {"records_per_s": x}});
+        let results = vec![
+            rps("ceiling", 100.0),
+            rps("riffle-stateless", 89.0),
+            rps("bare-keyed-alo", 200.0),
+            rps("bare-keyed-eos", 150.0),
+            rps("riffle-keyed-alo", 210.0),
+            rps("riffle-keyed-eos", 120.0),
+        ];
+        let md = markdown(&results);
+        for row in [
+            "| riffle-stateless / ceiling, records/s | 0.89x | >= 0.90x | **no** |",
+            "| riffle-keyed-alo / bare-keyed-alo, records/s | 1.05x | >= 1.00x | yes |",
+            "| riffle-keyed-eos / bare-keyed-eos, records/s | 0.80x | >= 1.00x | **no** |",
+            "| exactly-once cost, keyed (1 - riffle-keyed-eos / riffle-keyed-alo) | 43 % | <= 20 % | **no** |",
+            "| exactly-once cost, bare (1 - bare-keyed-eos / bare-keyed-alo) | 25 % | – | – |",
+        ] {
+            assert!(md.contains(row), "{row}\n{md}");
+        }
+        // Without the bare controller, its comparisons are open.
+        let md = markdown(&results[..2]);
+        assert!(
+            md.contains("| riffle-keyed-alo / bare-keyed-alo, records/s | n/a | >= 1.00x | n/a |"),
+            "{md}"
+        );
     }
 
     #[test]

@@ -6,9 +6,9 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
+use crate::figures::{count, latency_ms, median_run, successful_runs};
 use crate::kafka::Result;
 use crate::ratios;
-use crate::throughput::median_run;
 
 /// `YYYYMMDD-HHMMSS` (UTC) of now.
 pub fn timestamp() -> String {
@@ -68,22 +68,6 @@ pub(crate) fn num(v: &Value, digits: usize) -> String {
     }
 }
 
-/// Thousands separated with commas.
-pub(crate) fn count(x: f64) -> String {
-    if !x.is_finite() {
-        return "–".into();
-    }
-    let s = format!("{:.0}", x);
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 /// Two rates in the unit of the larger, to its three significant figures:
 /// "1.10-1.26 M", "289-375 k", "60.2-71.0 k".
 pub(crate) fn rate_range(lo: f64, hi: f64) -> String {
@@ -98,18 +82,6 @@ pub(crate) fn rate_range(lo: f64, hi: f64) -> String {
         _ => 2,
     };
     format!("{:.digits$}-{:.digits$}{unit}", lo / div, hi / div)
-}
-
-/// A system's successful throughput runs: those of `throughput_runs`
-/// without an error, or else its one `throughput`.
-pub(crate) fn successful_runs(r: &Value) -> Vec<&Value> {
-    match r["throughput_runs"].as_array() {
-        Some(runs) => runs.iter().filter(|t| t.get("error").is_none()).collect(),
-        None => Some(&r["throughput"])
-            .filter(|t| !t.is_null())
-            .into_iter()
-            .collect(),
-    }
 }
 
 /// The records/s cell: the median run's rate, then the range over the
@@ -288,18 +260,6 @@ pub fn markdown(doc: &Value) -> String {
     s
 }
 
-/// A latency percentile in ms, or "> N s" where it is censored.
-pub(crate) fn latency_ms(lat: &Value, name: &str) -> String {
-    match (
-        lat[format!("{name}_ms")].as_f64(),
-        lat[format!("{name}_censored_above_ms")].as_f64(),
-    ) {
-        (Some(ms), _) => format!("{ms:.1}"),
-        (None, Some(above)) => format!("> {:.1} s", above / 1e3),
-        (None, None) => "–".into(),
-    }
-}
-
 /// Writes `<base>.json` and `<base>.md`.
 pub fn write(base: &Path, doc: &Value) -> Result<()> {
     if let Some(dir) = base.parent() {
@@ -321,9 +281,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn counts_have_separators() {
-        assert_eq!(count(1234567.0), "1,234,567");
-        assert_eq!(count(999.0), "999");
+    fn timestamps_have_date_and_time() {
         assert_eq!(timestamp().len(), 15);
     }
 

@@ -25,14 +25,15 @@
 //!
 //! With `--repeat N` each system runs N times, each run on its own output
 //! topic and group; the report keeps the run with the median records/s
-//! (`median_run`).
+//! (`figures::median_run`).
 
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use crate::child::Child;
-use crate::driver::{rate, Driver, Filled};
+use crate::driver::{Driver, Filled};
+use crate::figures::rate;
 use crate::kafka::{self, Result};
 use crate::progress;
 use crate::systems::{Output, Placement, System};
@@ -268,53 +269,5 @@ impl Driver {
             "output_records": v["output"],
             "expected_output": expected_output,
         }))
-    }
-}
-
-/// The index of the successful run (one without `"error"`) with the median
-/// records/s; of the two middle ones, the slower. A whole run rather than a
-/// median per figure, so that the CPU, memory and outputs reported with the
-/// rate come from the run that had it.
-pub(crate) fn median_run(runs: &[Value]) -> Option<usize> {
-    let mut ok: Vec<usize> = (0..runs.len())
-        .filter(|&i| runs[i].get("error").is_none())
-        .collect();
-    // A run without a rate (NaN is written as null) counts as the slowest.
-    let rps = |i: usize| {
-        runs[i]["records_per_s"]
-            .as_f64()
-            .unwrap_or(f64::NEG_INFINITY)
-    };
-    ok.sort_by(|&a, &b| rps(a).total_cmp(&rps(b)));
-    ok.get(ok.len().checked_sub(1)? / 2).copied()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::median_run;
-    use serde_json::json;
-
-    #[test]
-    fn the_median_run_is_the_middle_one_or_the_slower_middle_one() {
-        let run = |rps: f64| json!({ "records_per_s": rps });
-        let odd = [run(3.0), run(1.0), run(2.0)];
-        assert_eq!(median_run(&odd), Some(2));
-        let even = [run(4.0), run(1.0), run(3.0), run(2.0)];
-        assert_eq!(median_run(&even), Some(3));
-        assert_eq!(median_run(&[run(5.0)]), Some(0));
-        assert_eq!(median_run(&[]), None);
-    }
-
-    #[test]
-    fn failed_runs_are_left_out_of_the_median() {
-        let failed = json!({ "error": "exited early with status 1" });
-        let runs = [
-            json!({ "records_per_s": 3.0 }),
-            failed.clone(),
-            json!({ "records_per_s": 1.0 }),
-        ];
-        // Of 1.0 and 3.0 the slower.
-        assert_eq!(median_run(&runs), Some(2));
-        assert_eq!(median_run(&[failed.clone(), failed]), None);
     }
 }

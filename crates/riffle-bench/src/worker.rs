@@ -1,9 +1,8 @@
 //! `riffle-bench worker NAME`: the systems under test that this program
-//! provides. Each reads `--input` as `--group`, writes to `--output` and
+//! provides (the bare heater controller in `bare.rs`). Each reads `--input` as `--group`, writes to `--output` and
 //! runs until SIGTERM (the in-process one runs to the end of its input and
 //! prints its measurement).
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,12 +17,16 @@ use riffle::log::{Log, OutRecord, TopicSpec};
 use riffle::process::{stateless, App, Guarantee, Running, Style};
 use riffle_heater::controller::Controller;
 
+use crate::bare;
 use crate::kafka::{config, Result};
+use crate::stop::{catch_signals, stopped, wait_for_signal};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Kind {
     /// librdkafka consume -> produce, no framework.
     Ceiling,
+    /// The heater controller by hand on librdkafka, no framework.
+    BareKeyed,
     /// A riffle App with a stateless identity map.
     RiffleStateless,
     /// The heater controller, key-based style.
@@ -56,31 +59,6 @@ pub struct WorkerArgs {
     pub workers: usize,
 }
 
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
-
-fn catch_signals() {
-    let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-    // SAFETY: the handler only stores to an atomic.
-    unsafe {
-        libc::signal(libc::SIGTERM, handler);
-        libc::signal(libc::SIGINT, handler);
-    }
-}
-
-fn stopped() -> bool {
-    STOP.load(Ordering::SeqCst)
-}
-
-fn wait_for_signal() {
-    while !stopped() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 pub fn run(a: WorkerArgs) -> Result<()> {
     catch_signals();
     // Riffle's warnings (a failed transaction, a record replayed) belong in
@@ -93,6 +71,14 @@ pub fn run(a: WorkerArgs) -> Result<()> {
     let guarantee: Guarantee = a.guarantee.parse().map_err(|e| format!("{e}"))?;
     match a.kind {
         Kind::Ceiling => ceiling(&a),
+        Kind::BareKeyed => bare::run(&bare::Config {
+            brokers: &a.brokers,
+            input: &a.input,
+            output: &a.output,
+            group: &a.group,
+            consumers: a.consumers,
+            exactly_once: guarantee == Guarantee::ExactlyOnce,
+        }),
         Kind::RiffleEmbedded => embedded(&a, guarantee),
         Kind::RiffleStateless | Kind::RiffleKeyed | Kind::RiffleActors => {
             let log: Arc<dyn Log> =
@@ -149,7 +135,7 @@ fn start_app(a: &WorkerArgs, guarantee: Guarantee, log: Arc<dyn Log>) -> Result<
             .consumers(a.consumers)
             .guarantee(guarantee)
             .start(log),
-        Kind::Ceiling => unreachable!("the ceiling is no riffle app"),
+        Kind::Ceiling | Kind::BareKeyed => unreachable!("{:?} is no riffle app", a.kind),
     };
     started.map_err(|e| e.to_string())
 }
