@@ -96,6 +96,38 @@ pub(super) fn all_metadata(
     Ok(out)
 }
 
+/// The first failure among the per-topic results of an admin request
+/// (`what` the request did, for the message): the codes a caller acts on
+/// become their own errors, the rest keep their code.
+fn check_topics(
+    what: &str,
+    results: Vec<std::result::Result<String, (String, RDKafkaErrorCode)>>,
+) -> Result<()> {
+    use RDKafkaErrorCode as C;
+    for r in results {
+        match r {
+            Ok(_) => {}
+            Err((name, C::TopicAlreadyExists)) => return Err(Error::TopicExists(name)),
+            Err((name, C::UnknownTopicOrPartition)) => return Err(Error::UnknownTopic(name)),
+            Err((
+                name,
+                code @ (C::InvalidTopic
+                | C::InvalidPartitions
+                | C::InvalidReplicationFactor
+                | C::InvalidConfig),
+            )) => {
+                return Err(Error::InvalidInput(format!(
+                    "cannot {what} '{name}': {code}"
+                )))
+            }
+            Err((name, code)) => {
+                return Err(kafka_code_error(format!("cannot {what} '{name}'"), code))
+            }
+        }
+    }
+    Ok(())
+}
+
 pub(super) fn create_topic(log: &KafkaLog, spec: &TopicSpec, timeout: Duration) -> Result<()> {
     spec.validate()?;
     let mut topic = NewTopic::new(
@@ -108,31 +140,7 @@ pub(super) fn create_topic(log: &KafkaLog, spec: &TopicSpec, timeout: Duration) 
     }
     let results = block_on(log.admin()?.create_topics([&topic], &options(timeout)))
         .map_err(|e| log.unreachable(e))?;
-    for r in results {
-        match r {
-            Ok(_) => {}
-            Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => {
-                return Err(Error::TopicExists(name))
-            }
-            Err((
-                name,
-                code @ (RDKafkaErrorCode::InvalidTopic
-                | RDKafkaErrorCode::InvalidPartitions
-                | RDKafkaErrorCode::InvalidReplicationFactor
-                | RDKafkaErrorCode::InvalidConfig),
-            )) => {
-                return Err(Error::InvalidInput(format!(
-                    "cannot create topic '{name}': {code}"
-                )))
-            }
-            Err((name, code)) => {
-                return Err(kafka_code_error(
-                    format!("cannot create topic '{name}'"),
-                    code,
-                ))
-            }
-        }
-    }
+    check_topics("create topic", results)?;
     wait_for(
         timeout,
         &format!("topic '{}' not visible in metadata", spec.name),
@@ -148,20 +156,7 @@ pub(super) fn delete_topic(log: &KafkaLog, name: &str, timeout: Duration) -> Res
     crate::validate_topic_name(name)?;
     let results = block_on(log.admin()?.delete_topics(&[name], &options(timeout)))
         .map_err(|e| log.unreachable(e))?;
-    for r in results {
-        match r {
-            Ok(_) => {}
-            Err((name, RDKafkaErrorCode::UnknownTopicOrPartition)) => {
-                return Err(Error::UnknownTopic(name))
-            }
-            Err((name, code)) => {
-                return Err(kafka_code_error(
-                    format!("cannot delete topic '{name}'"),
-                    code,
-                ))
-            }
-        }
-    }
+    check_topics("delete topic", results)?;
     wait_for(
         timeout,
         &format!("topic '{name}' still in metadata"),
@@ -208,25 +203,7 @@ pub(super) fn add_partitions(
     let new = NewPartitions::new(topic, total as usize);
     let results = block_on(log.admin()?.create_partitions([&new], &options(timeout)))
         .map_err(|e| log.unreachable(e))?;
-    for r in results {
-        match r {
-            Ok(_) => {}
-            Err((name, RDKafkaErrorCode::UnknownTopicOrPartition)) => {
-                return Err(Error::UnknownTopic(name))
-            }
-            Err((name, code @ RDKafkaErrorCode::InvalidPartitions)) => {
-                return Err(Error::InvalidInput(format!(
-                    "cannot add partitions to '{name}': {code}"
-                )))
-            }
-            Err((name, code)) => {
-                return Err(kafka_code_error(
-                    format!("cannot add partitions to '{name}'"),
-                    code,
-                ))
-            }
-        }
-    }
+    check_topics("add partitions to", results)?;
     wait_for(
         timeout,
         &format!("topic '{topic}' not shown with {total} partitions"),
