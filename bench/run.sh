@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Throughput and latency of Riffle on Apache Kafka, next to a librdkafka
-# pass-through (the physical limit) and the peers: Kafka Streams and the
+# pass-through (the physical limit), the heater controller written by hand
+# on librdkafka (the bare baseline) and the peers: Kafka Streams and the
 # book's Python/Ray controller.
 #
 #   bench/run.sh [--quick|--full] [riffle-bench run flags...]

@@ -1,5 +1,6 @@
 //! `riffle-bench`: throughput and latency of Riffle's apps on Apache Kafka,
-//! next to a librdkafka pass-through that marks the physical limit and to
+//! next to a librdkafka pass-through that marks the physical limit, the
+//! heater controller written by hand on librdkafka (the bare baseline) and
 //! the peers (Kafka Streams, the book's Python/Ray controller).
 //!
 //! ```text
