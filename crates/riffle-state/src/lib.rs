@@ -35,3 +35,8 @@ pub use handoff::Handoff;
 pub use key::Key;
 pub use snapshot::SnapshotWriter;
 pub use store::{ChangelogSink, Encoded, Store};
+
+/// The stores of the partitions one consumer (or worker) owns, by
+/// partition number: looked up once per record, so hashed as the stores'
+/// keys are (see [`store`]).
+pub type PartitionStores<S> = hashbrown::HashMap<i32, Store<S>>;

@@ -7,7 +7,12 @@
 //! Kafka tool, and a state type may gain fields (with serde defaults)
 //! without losing what was stored.
 
-use std::collections::HashMap;
+/// hashbrown rather than std's map: its default hasher (foldhash, seeded
+/// per map) costs a fraction of SipHash per short key, and `entry_ref`
+/// finds or inserts a key with one hash, building the owned key only when
+/// it is new. A store is looked up once per record.
+use hashbrown::hash_map::EntryRef;
+use hashbrown::HashMap;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -87,6 +92,29 @@ impl Encoded {
     }
 }
 
+/// A store's record of changed keys, borrowed apart from its entries so
+/// that a key can be noted while its entry is in hand.
+struct Changed<'a> {
+    list: &'a mut Option<Vec<Key>>,
+    count: &'a mut usize,
+}
+
+impl Changed<'_> {
+    /// Counts a newly flagged key of a store of `len` keys, and lists it
+    /// while the list is short.
+    fn note(self, key: &str, len: usize) {
+        *self.count += 1;
+        let room = LISTED_MIN.max(len / 8);
+        if let Some(list) = self.list {
+            if list.len() < room {
+                list.push(Key::new(key));
+            } else {
+                *self.list = None;
+            }
+        }
+    }
+}
+
 /// One key's state and whether it changed since its last changelog write.
 /// One key's state and whether it changed since its last changelog write.
 pub(crate) struct Entry<S> {
@@ -123,35 +151,36 @@ impl<S> Default for Store<S> {
 impl<S: Default + Serialize + DeserializeOwned> Store<S> {
     /// The state of `key`, created with `Default` if new, marked changed.
     pub fn get_mut(&mut self, key: &str) -> &mut S {
-        let newly_changed = match self.entries.get_mut(key) {
-            Some(entry) => !std::mem::replace(&mut entry.dirty, true),
-            None => {
-                let entry = Entry {
+        let len = self.entries.len();
+        let entry = match self.entries.entry_ref(key) {
+            EntryRef::Occupied(e) => e.into_mut(),
+            EntryRef::Vacant(e) => e.insert_with_key(
+                Key::new(key),
+                Entry {
                     state: S::default(),
-                    dirty: true,
-                };
-                self.entries.insert(Key::new(key), entry);
-                true
-            }
+                    dirty: false,
+                },
+            ),
         };
-        if newly_changed {
+        if !std::mem::replace(&mut entry.dirty, true) {
             self.changed_since_snapshot += 1;
-            self.list_changed(key);
+            Changed {
+                list: &mut self.dirty,
+                count: &mut self.changed,
+            }
+            .note(key, len);
         }
-        &mut self.entries.get_mut(key).expect("present").state
+        &mut entry.state
     }
 
     /// Counts a newly flagged key, and lists it while the list is short.
     fn list_changed(&mut self, key: &str) {
-        self.changed += 1;
-        let room = LISTED_MIN.max(self.entries.len() / 8);
-        if let Some(list) = &mut self.dirty {
-            if list.len() < room {
-                list.push(Key::new(key));
-            } else {
-                self.dirty = None;
-            }
+        let len = self.entries.len();
+        Changed {
+            list: &mut self.dirty,
+            count: &mut self.changed,
         }
+        .note(key, len);
     }
 
     /// Hands every changed key's state, encoded, to `out` and marks it

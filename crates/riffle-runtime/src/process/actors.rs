@@ -22,7 +22,8 @@ use crate::log::{partition_for_key, Headers, OwnedHeader, Progress, RecordRef, T
 use crate::stream::{Deferring, Handler, Producer};
 use riffle_state::Handoff;
 use riffle_state::{
-    restore_point, send_changes, Changes, Durability, Encoded, SnapshotWriter, Store,
+    restore_point, send_changes, Changes, Durability, Encoded, PartitionStores, SnapshotWriter,
+    Store,
 };
 
 /// Records handed to a worker at once, at most.
@@ -80,7 +81,7 @@ pub(super) enum Msg<I, S> {
 /// their state can be written, restored and moved per partition.
 struct Worker<P: KeyedProcessor> {
     processor: P,
-    stores: HashMap<i32, Store<P::State>>,
+    stores: PartitionStores<P::State>,
     shared: Arc<Shared>,
 }
 
@@ -217,7 +218,7 @@ impl<P: KeyedProcessor> Pool<P> {
                 Supervision::default(),
                 move || Worker {
                     processor: p.clone(),
-                    stores: HashMap::new(),
+                    stores: PartitionStores::new(),
                     shared: s.clone(),
                 },
             );

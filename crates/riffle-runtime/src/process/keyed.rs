@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::log::{Progress, RecordRef, TopicPartition};
 use crate::stream::{Deferring, Handler, Producer};
 use riffle_state::Handoff;
-use riffle_state::{restore_point, Durability, Store};
+use riffle_state::{restore_point, Durability, PartitionStores, Store};
 
 /// How often partition states are saved as local snapshots.
 const SNAPSHOT_EVERY: Duration = Duration::from_secs(30);
@@ -34,7 +34,7 @@ pub(super) struct KeyedHandler<P: KeyedProcessor> {
     /// Where state is made durable; `None` for stateless processors.
     durability: Option<Arc<Durability>>,
     /// Keyed by partition number: co-partitioned input topics share state.
-    owned: HashMap<i32, Store<P::State>>,
+    owned: PartitionStores<P::State>,
     commits: Commits,
     last_snapshot: Instant,
     /// Set when the consumer stops: the last release also saves snapshots.
@@ -54,7 +54,7 @@ impl<P: KeyedProcessor> KeyedHandler<P> {
             shared,
             handoff,
             durability,
-            owned: HashMap::new(),
+            owned: PartitionStores::new(),
             commits,
             last_snapshot: Instant::now(),
             stopping: false,
@@ -116,7 +116,7 @@ impl<P: KeyedProcessor> KeyedHandler<P> {
 
 /// Writes the changed states of every owned partition to the changelog.
 fn write_changes<S: Default + serde::Serialize + serde::de::DeserializeOwned>(
-    owned: &mut HashMap<i32, Store<S>>,
+    owned: &mut PartitionStores<S>,
     durability: Option<&Durability>,
     producer: &Producer,
 ) -> Result<usize> {
