@@ -79,7 +79,7 @@ const fn kafka_streams(name: &'static str, guarantee: &'static str) -> System {
 pub const SYSTEMS: &[System] = &[
     System {
         name: "ceiling",
-        description: "librdkafka consume -> produce pass-through, no framework, 2 threads",
+        description: "librdkafka consume -> produce pass-through, no framework, 2 threads, riffle's client settings",
         guarantee: ALO,
         output: Output::Echo,
         placement: Placement::Kafka,

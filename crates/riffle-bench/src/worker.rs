@@ -143,7 +143,7 @@ fn start_app(a: &WorkerArgs, guarantee: Guarantee, log: Arc<dyn Log>) -> Result<
 /// The physical limit: `--consumers` threads, each one librdkafka consumer
 /// of the group and one producer in a loop, each record forwarded to the
 /// same partition of the output (the riffle apps run as many consumers,
-/// each with its own producer). Consumed positions are committed every
+/// each with its own producer, configured as here). Consumed positions are committed every
 /// 100 ms by librdkafka without waiting for the outputs' acknowledgements
 /// (the riffle apps wait), and the producers are flushed on stop.
 fn ceiling(a: &WorkerArgs) -> Result<()> {
@@ -178,10 +178,14 @@ fn pass_through(a: &WorkerArgs) -> Result<()> {
     consumer
         .subscribe(&[&a.input])
         .map_err(|e| format!("cannot subscribe to {}: {e}", a.input))?;
+    // Riffle's producer settings (riffle-log's `KafkaProducer`): idempotent,
+    // as the apps' producers are so that a retried batch is neither
+    // duplicated nor reordered, which caps its requests in flight at 5 per
+    // broker; 5 ms of linger; librdkafka's defaults otherwise (batches of up
+    // to 1 MB, 100,000 records queued).
     let producer: BaseProducer = config(&a.brokers)
+        .set("enable.idempotence", "true")
         .set("linger.ms", "5")
-        .set("batch.size", "1000000")
-        .set("queue.buffering.max.messages", "1000000")
         .create()
         .map_err(|e| format!("cannot create a producer: {e}"))?;
     let mut n = 0u64;

@@ -188,8 +188,10 @@ pub struct Undelivered {
     pub headers: Vec<OwnedHeader>,
 }
 
-/// Called once per produced record, from the backend's own thread. Keep it
-/// short: it runs on the delivery path.
+/// Called once per produced record, on whichever thread serves delivery
+/// reports (Kafka: a thread that sends or flushes, or the producer's own;
+/// the embedded log: the sender, within `send`). Keep it short: it runs on
+/// the delivery path.
 pub type DeliveryCallback = Arc<dyn Fn(&DeliveryReport) + Send + Sync>;
 
 /// Where a consumer starts in a partition for which its group has no

@@ -1,16 +1,29 @@
-//! Appends to Kafka through librdkafka's `ThreadedProducer`: a send copies
-//! the record into librdkafka's queue and returns; a background thread serves
-//! delivery reports through a callback rather than one future per record.
+//! Appends to Kafka through librdkafka's `BaseProducer`: a send copies the
+//! record into librdkafka's queue and returns. Delivery reports are served
+//! through a callback rather than one future per record, mostly by the
+//! threads that send, as part of every [`SERVE_EVERY`]th send, and by a
+//! background thread every [`BACKGROUND_EVERY`] for what a sender left.
+//!
+//! Serving reports on the sending thread matters at full speed: a report
+//! frees the records it covers, which the sending thread allocated. When
+//! another thread frees them (rdkafka's `ThreadedProducer`, whose thread
+//! takes every report as soon as it arrives), each free takes the lock of
+//! the sender's malloc arena while the sender allocates the next records
+//! from it, and both threads spend their time waking each other (futex
+//! calls by the thousand per second in a pass-through).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::ffi::CStr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use rdkafka::bindings as rd;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{DeliveryResult, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 
 use super::context::Faults;
 use super::error::kafka_error;
@@ -18,12 +31,93 @@ use super::KafkaLog;
 use crate::error::{Error, Result};
 use crate::{DeliveryCallback, DeliveryReport, Headers, LogProducer, OutRecord, Undelivered};
 
+/// A sender serves the delivery reports waiting, if any, once per this many
+/// sends.
+const SERVE_EVERY: u32 = 64;
+/// How often the background thread serves the reports no sender served
+/// (after the last send of a burst, say).
+const BACKGROUND_EVERY: Duration = Duration::from_millis(10);
+/// The most reports one serving takes, so that a sender goes back to its
+/// records soon; the rest wait for the next.
+const SERVE_AT_MOST: usize = 64;
+
 pub(super) struct KafkaProducer {
-    pub(super) producer: ThreadedProducer<DeliveryContext>,
+    /// Who serves the reports; dropped before the producer (it holds a
+    /// handle on the producer's queue).
+    reports: Arc<Reports>,
+    pub(super) producer: Arc<BaseProducer<DeliveryContext>>,
+    background: Option<JoinHandle<()>>,
+}
+
+/// Where delivery reports wait, and the right to serve them: one thread at
+/// a time, so that callbacks see a partition's reports in order.
+struct Reports {
+    queue: MainQueue,
+    serving: Mutex<()>,
+    /// Sends since a sender last served reports.
+    sends: AtomicU32,
+    stop: AtomicBool,
+}
+
+/// librdkafka's main queue of a producer, where its delivery reports wait,
+/// to see whether any do without taking one.
+struct MainQueue(*mut rd::rd_kafka_queue_t);
+
+// SAFETY: librdkafka's queues are thread-safe; the handle is only read
+// (`rd_kafka_queue_length`) and destroyed once.
+unsafe impl Send for MainQueue {}
+unsafe impl Sync for MainQueue {}
+
+impl MainQueue {
+    fn of(producer: &BaseProducer<DeliveryContext>) -> Self {
+        // SAFETY: the client is alive; the handle is destroyed on drop,
+        // before the client (see `KafkaProducer`'s field order).
+        Self(unsafe { rd::rd_kafka_queue_get_main(producer.client().native_ptr()) })
+    }
+
+    fn len(&self) -> usize {
+        // SAFETY: a live queue handle.
+        unsafe { rd::rd_kafka_queue_length(self.0) }
+    }
+}
+
+impl Drop for MainQueue {
+    fn drop(&mut self) {
+        // SAFETY: ours, destroyed once.
+        unsafe { rd::rd_kafka_queue_destroy(self.0) }
+    }
+}
+
+impl Reports {
+    /// Serves the reports waiting now, unless another thread is serving.
+    fn serve_waiting(&self, producer: &BaseProducer<DeliveryContext>) {
+        let Ok(_serving) = self.serving.try_lock() else {
+            return;
+        };
+        for _ in 0..SERVE_AT_MOST {
+            if self.queue.len() == 0 {
+                break;
+            }
+            producer.poll(Duration::ZERO);
+        }
+    }
+
+    /// Serves reports as they arrive for `wait`, or only waits while
+    /// another thread serves them.
+    fn serve_for(&self, producer: &BaseProducer<DeliveryContext>, wait: Duration) {
+        match self.serving.try_lock() {
+            Ok(_serving) => producer.poll(wait),
+            Err(_) => std::thread::sleep(wait),
+        }
+    }
 }
 
 pub(super) struct DeliveryContext {
     on_delivery: Option<DeliveryCallback>,
+    /// The report handed to the callback for each delivered record, reused
+    /// so that a record costs no allocation: its topic is rewritten only
+    /// when it changes.
+    delivered: Mutex<DeliveryReport>,
     failures: AtomicU64,
     faults: Arc<Faults>,
 }
@@ -43,12 +137,28 @@ impl ProducerContext for DeliveryContext {
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         let report = match result {
-            Ok(m) => DeliveryReport {
-                topic: m.topic().to_owned(),
-                partition: m.partition(),
-                result: Ok(m.offset()),
-                undelivered: None,
-            },
+            Ok(m) => {
+                let Some(cb) = &self.on_delivery else {
+                    return;
+                };
+                // Taken unless a callback delivers inside a callback.
+                if let Ok(mut report) = self.delivered.try_lock() {
+                    // SAFETY: the message's topic handle outlives the message.
+                    let topic = unsafe { CStr::from_ptr(rd::rd_kafka_topic_name(m.topic_ptr())) };
+                    if report.topic.as_bytes() != topic.to_bytes() {
+                        report.topic = m.topic().to_owned();
+                    }
+                    report.partition = m.partition();
+                    report.result = Ok(m.offset());
+                    return cb(&report);
+                }
+                DeliveryReport {
+                    topic: m.topic().to_owned(),
+                    partition: m.partition(),
+                    result: Ok(m.offset()),
+                    undelivered: None,
+                }
+            }
             Err((e, m)) => {
                 self.failures.fetch_add(1, Ordering::Relaxed);
                 DeliveryReport {
@@ -93,12 +203,50 @@ impl KafkaProducer {
         }
         let ctx = DeliveryContext {
             on_delivery,
+            delivered: Mutex::new(DeliveryReport {
+                topic: String::new(),
+                partition: 0,
+                result: Ok(0),
+                undelivered: None,
+            }),
             failures: AtomicU64::new(0),
             faults: log.inner.faults.clone(),
         };
+        let producer: Arc<BaseProducer<DeliveryContext>> =
+            Arc::new(c.create_with_context(ctx).map_err(kafka_error)?);
+        let reports = Arc::new(Reports {
+            queue: MainQueue::of(&producer),
+            serving: Mutex::new(()),
+            sends: AtomicU32::new(0),
+            stop: AtomicBool::new(false),
+        });
+        let background = {
+            let (producer, reports) = (producer.clone(), reports.clone());
+            std::thread::Builder::new()
+                .name("riffle producer reports".into())
+                .spawn(move || {
+                    while !reports.stop.load(Ordering::Acquire) {
+                        std::thread::park_timeout(BACKGROUND_EVERY);
+                        reports.serve_waiting(&producer);
+                    }
+                })
+                .map_err(|e| Error::io("cannot start a producer thread", &e))?
+        };
         Ok(Self {
-            producer: c.create_with_context(ctx).map_err(kafka_error)?,
+            reports,
+            producer,
+            background: Some(background),
         })
+    }
+}
+
+impl Drop for KafkaProducer {
+    fn drop(&mut self) {
+        self.reports.stop.store(true, Ordering::Release);
+        if let Some(t) = self.background.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
     }
 }
 
@@ -116,7 +264,12 @@ impl KafkaProducer {
         if !r.headers.is_empty() {
             rec = rec.headers(to_kafka(r.headers));
         }
-        self.producer.send(rec).map_err(|(e, _)| e)
+        self.producer.send(rec).map_err(|(e, _)| e)?;
+        if self.reports.sends.fetch_add(1, Ordering::Relaxed) + 1 >= SERVE_EVERY {
+            self.reports.sends.store(0, Ordering::Relaxed);
+            self.reports.serve_waiting(&self.producer);
+        }
+        Ok(())
     }
 }
 
@@ -137,18 +290,19 @@ impl KafkaProducer {
     /// Sends what is queued now and waits until every record is delivered
     /// or refused (its report handed to the callback).
     ///
-    /// Not rdkafka's `flush`: that serves delivery reports itself, waiting
-    /// up to 100 ms at a time for one, while our background thread takes
-    /// them first, so every flush (and every transaction commit, which
-    /// flushes) took 100 ms. Here a zero-timeout flush marks the queue as
-    /// due (linger cut short) and this thread checks every millisecond.
+    /// Not rdkafka's `flush`: that serves delivery reports for 100 ms at a
+    /// time, however soon they come, so every flush (and every transaction
+    /// commit, which flushes) took 100 ms. Here a zero-timeout flush marks
+    /// the queue as due (linger cut short) and this thread serves reports
+    /// for a millisecond at a time until none is missing.
     pub(super) fn wait_delivered(&self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
             match self.producer.flush(Duration::ZERO) {
                 Ok(()) => return Ok(()),
                 Err(KafkaError::Flush(_)) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(1));
+                    self.reports
+                        .serve_for(&self.producer, Duration::from_millis(1));
                 }
                 Err(KafkaError::Flush(_)) => {
                     // Undelivered because the broker refused our password
@@ -173,9 +327,8 @@ impl LogProducer for KafkaProducer {
     }
 
     fn poll(&self, timeout: Duration) {
-        // The background thread serves delivery reports; waiting here gives
-        // it time to drain the queue.
-        std::thread::sleep(timeout.min(Duration::from_millis(10)));
+        self.reports
+            .serve_for(&self.producer, timeout.min(Duration::from_millis(10)));
     }
 
     fn flush(&self, timeout: Duration) -> Result<()> {

@@ -103,12 +103,15 @@ impl KeyedProcessor for Stateless {
     const STATEFUL: bool = false;
 
     fn decode(&self, record: &RecordRef<'_>) -> Result<(String, Vec<Output>)> {
-        let mut out = Vec::new();
+        // Most steps emit one record: room for one, not the four of a
+        // first push.
+        let mut out = Vec::with_capacity(1);
         (self.step)(record, &mut out)?;
-        let key = record
-            .key
-            .map(|k| String::from_utf8_lossy(k).into_owned())
-            .unwrap_or_default();
+        let key = match record.key.map(std::str::from_utf8) {
+            Some(Ok(k)) => k.to_owned(),
+            Some(Err(_)) => String::from_utf8_lossy(record.key.unwrap_or_default()).into_owned(),
+            None => String::new(),
+        };
         Ok((key, out))
     }
 

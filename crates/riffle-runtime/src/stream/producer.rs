@@ -135,7 +135,8 @@ impl Producer {
     }
 
     /// Like [`Producer::new`], also calling `on_delivery` with every delivery
-    /// report (from the backend's thread: keep it short).
+    /// report (on whichever thread serves it: one that sends or flushes, or
+    /// the backend's; keep it short).
     pub fn with_reports(
         log: &dyn Log,
         on_delivery: impl Fn(&DeliveryReport) + Send + Sync + 'static,

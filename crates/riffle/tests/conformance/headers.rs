@@ -80,15 +80,33 @@ pub fn headers_round_trip(log: Arc<dyn Log>) {
     producer
         .send_record(OutRecord::new(&topic, None, b"one").with_headers(&one))
         .unwrap();
+    // Keyed records with and without headers, empty keys and values, and
+    // values whose length takes one byte to write and two: how a reader
+    // tells a record without headers from its bytes.
+    let long = "v".repeat(300);
+    let keyed: Vec<(&[u8], &str, &[Header<'_>])> = vec![
+        (b"k", "", &[]),
+        (b"", "", &one),
+        (b"", "e", &[]),
+        (b"key", &long, &[]),
+        (b"key", &long, &one),
+        (b"key", "short", &list),
+    ];
+    for (key, value, headers) in &keyed {
+        producer
+            .send_record(OutRecord::new(&topic, Some(key), value.as_bytes()).with_headers(*headers))
+            .unwrap();
+    }
     producer.flush(T).unwrap();
 
-    let expected = vec![
+    let mut expected = vec![
         ("plain".to_owned(), Vec::new()),
         ("tricky".to_owned(), owned(&list)),
         ("one".to_owned(), owned(&one)),
     ];
+    expected.extend(keyed.iter().map(|(_, v, h)| (v.to_string(), owned(h))));
     assert_eq!(
-        consume(&log, &topic, 3),
+        consume(&log, &topic, expected.len()),
         expected,
         "through a group consumer"
     );
@@ -106,6 +124,13 @@ pub fn headers_round_trip(log: Arc<dyn Log>) {
         Ok(())
     })
     .unwrap();
+    let counts: Vec<(usize, bool)> = views.iter().skip(2).map(|v| (v.0, v.3)).collect();
+    let sent: Vec<(usize, bool)> = keyed
+        .iter()
+        .map(|(_, _, h)| (h.len(), h.is_empty()))
+        .collect();
+    assert_eq!(counts, sent, "the view counts the keyed records' headers");
+    views.truncate(2);
     assert_eq!(
         views,
         [
