@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{free_port, scratch_dir, Server};
+use common::{free_port, scratch_dir, ClosedPort, Server};
 use riffle::connect::{Delivery, Pipeline, Record, Sink, Source, Stage};
 use riffle::{Error, Result};
 use riffle_connectors::{registry, Env, Options};
@@ -486,7 +486,8 @@ fn rabbitmq_carries_records_both_ways_and_loses_none_across_restarts() {
 
 #[test]
 fn an_unreachable_broker_is_named_within_seconds() {
-    let port = free_port();
+    let closed = ClosedPort::new();
+    let port = closed.port;
     let url = format!("amqp://guest:guest@127.0.0.1:{port}/%2f");
     let started = Instant::now();
     let e = source(&url, &[("queue", "q")]).err().unwrap();

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{free_port, scratch_dir};
+use common::{scratch_dir, ClosedPort};
 use riffle::connect::{Pipeline, PipelineStats, Record, Sink, Source};
 use riffle_connectors::http::{self, HttpSink, RequestConfig, WebhookConfig, WebhookSource};
 use riffle_connectors::{registry, Env, Options};
@@ -656,7 +656,8 @@ fn the_sink_posts_through_a_webhook_pipeline_into_a_file() {
 
 #[test]
 fn an_unreachable_endpoint_is_named_within_seconds() {
-    let port = free_port();
+    let closed = ClosedPort::new();
+    let port = closed.port;
     let started = Instant::now();
     let e = sink(format!("http://127.0.0.1:{port}/x"), "a/b")
         .err()

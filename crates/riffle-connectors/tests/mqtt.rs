@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{free_port, program, scratch_dir, Server};
+use common::{free_port, program, scratch_dir, ClosedPort, Server};
 use riffle::connect::{Delivery, Pipeline, Record, Sink, Source};
 use riffle::{Error, Result};
 use riffle_connectors::{registry, Env, Options};
@@ -376,7 +376,8 @@ fn nothing_is_lost_across_a_broker_restart_mqtt_5() {
 
 #[test]
 fn an_unreachable_broker_is_named_within_seconds() {
-    let port = free_port();
+    let closed = ClosedPort::new();
+    let port = closed.port;
     let url = format!("mqtt://127.0.0.1:{port}");
     for version in ["3.1.1", "5"] {
         let started = Instant::now();

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{free_port, program, scratch_dir, Server};
+use common::{free_port, program, scratch_dir, ClosedPort, Server};
 use riffle::connect::{Delivery, Pipeline, PipelineStats, Record, Sink, Source, Stage};
 use riffle::Result;
 use riffle_connectors::registry::{self, Env};
@@ -388,7 +388,8 @@ fn nothing_is_lost_across_server_restarts() {
 
 #[test]
 fn an_unreachable_server_is_named_within_seconds() {
-    let port = free_port();
+    let closed = ClosedPort::new();
+    let port = closed.port;
     let url = format!("nats://127.0.0.1:{port}");
     for jetstream in [false, true] {
         let mut pairs = vec![("url", url.as_str()), ("subject", "a.b")];

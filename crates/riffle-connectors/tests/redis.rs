@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{free_port, program, scratch_dir, Server};
+use common::{free_port, program, scratch_dir, ClosedPort, Server};
 use riffle::connect::{Pipeline, Record, Sink, Source};
 use riffle_connectors::redis::{self, RedisSource};
 
@@ -317,7 +317,8 @@ fn a_pipeline_dead_letters_the_record_redis_refuses_and_copies_the_rest_once() {
 
 #[test]
 fn an_unreachable_server_is_named_within_seconds() {
-    let port = free_port();
+    let closed = ClosedPort::new();
+    let port = closed.port;
     let url = format!("redis://127.0.0.1:{port}");
     let started = Instant::now();
     let e = redis::sink(&url, "s").err().unwrap().to_string();

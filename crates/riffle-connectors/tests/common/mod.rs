@@ -29,6 +29,44 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A port held closed: bound to a socket that does not listen, so that a
+/// connection to it is refused for as long as this lives, and no server
+/// started meanwhile (by a test running alongside) can take it.
+pub struct ClosedPort {
+    fd: i32,
+    pub port: u16,
+}
+
+impl ClosedPort {
+    pub fn new() -> Self {
+        // SAFETY: plain socket calls on a socket owned here, with a
+        // zeroed sockaddr_in of the right size.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+            assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+            let mut addr: libc::sockaddr_in = std::mem::zeroed();
+            addr.sin_family = libc::AF_INET as libc::sa_family_t;
+            addr.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+            let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            let bound = libc::bind(fd, &addr as *const _ as *const libc::sockaddr, len);
+            assert_eq!(bound, 0, "bind: {}", std::io::Error::last_os_error());
+            let mut len = len;
+            libc::getsockname(fd, &mut addr as *mut _ as *mut libc::sockaddr, &mut len);
+            Self {
+                fd,
+                port: u16::from_be(addr.sin_port),
+            }
+        }
+    }
+}
+
+impl Drop for ClosedPort {
+    fn drop(&mut self) {
+        // SAFETY: the socket opened in `new`, closed once.
+        unsafe { libc::close(self.fd) };
+    }
+}
+
 /// A fresh directory under the target directory, named for the test.
 pub fn scratch_dir(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
