@@ -13,6 +13,9 @@
 //! - [`registry`]: every connector by name.
 //! - [`options`]: `key=value` options, unknown keys refused.
 //! - [`net`]: URLs, connecting within a deadline, backoff.
+//! - [`tls`]: the TLS options every network connector takes, and the
+//!   client configuration built from them.
+//! - [`runtime`]: the one async runtime the async clients share.
 //! - `log`: Kafka and the embedded log (the library's own source and sink).
 //! - [`file`]: JSON lines files, followed like `tail -f`, appended to.
 //! - [`stdio`]: stdin and stdout.
@@ -39,7 +42,9 @@ pub mod net;
 pub mod options;
 pub mod redis;
 pub mod registry;
+pub mod runtime;
 pub mod stdio;
+pub mod tls;
 
 pub use connector::{Connector, Env, LogChoice, Opt, Role};
 pub use options::Options;

@@ -1,5 +1,11 @@
 //! A connector's options: `key=value` pairs from flags or a pipeline file,
 //! read once each, with unknown keys refused.
+//!
+//! A value may name a secret rather than hold it, so that passwords and
+//! tokens need not be written into a pipeline file or a command line:
+//! `${NAME}` is replaced by the environment variable `NAME`, and
+//! `${file:PATH}` by the contents of the file at `PATH` (without its
+//! trailing newline). `$${` stands for a literal `${`.
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -36,6 +42,18 @@ impl Options {
 
     pub fn set(&mut self, key: impl Into<String>, value: impl Into<String>) {
         self.values.insert(key.into(), value.into());
+    }
+
+    /// The options with every `${NAME}` and `${file:PATH}` replaced by the
+    /// secret it names; an unset variable or unreadable file is an error
+    /// naming the option (never the secret).
+    pub fn resolve_secrets(mut self) -> Result<Self> {
+        for (key, value) in self.values.iter_mut() {
+            *value = expand(value).map_err(|why| {
+                Error::InvalidInput(format!("{}: option '{key}': {why}", self.connector))
+            })?;
+        }
+        Ok(self)
     }
 
     /// The connector these options are for.
@@ -103,6 +121,40 @@ impl Options {
     }
 }
 
+/// `value` with its `${NAME}` and `${file:PATH}` references replaced.
+fn expand(value: &str) -> std::result::Result<String, String> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(i) = rest.find("${") {
+        if rest[..i].ends_with('$') {
+            out.push_str(&rest[..i - 1]);
+            out.push_str("${");
+            rest = &rest[i + 2..];
+            continue;
+        }
+        out.push_str(&rest[..i]);
+        let end = rest[i..]
+            .find('}')
+            .ok_or_else(|| format!("'{}' has no closing brace", &rest[i..]))?;
+        let name = &rest[i + 2..i + end];
+        match name.strip_prefix("file:") {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read secret file {path}: {e}"))?;
+                out.push_str(text.strip_suffix('\n').unwrap_or(&text));
+            }
+            None if name.is_empty() => return Err("'${}' names no variable".into()),
+            None => out.push_str(
+                &std::env::var(name)
+                    .map_err(|_| format!("environment variable {name} is not set"))?,
+            ),
+        }
+        rest = &rest[i + end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
 /// A duration option's value: `riffle::duration`'s grammar, the one every
 /// flag reads too.
 pub fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, String> {
@@ -133,6 +185,40 @@ mod tests {
             e.contains("unknown option 'tpoic'") && e.contains("topic"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment_and_files() {
+        let dir = std::env::temp_dir().join(format!("riffle-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("password");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        std::env::set_var("RIFFLE_TEST_SECRET_USER", "alice");
+        let url = format!(
+            "mqtt://${{RIFFLE_TEST_SECRET_USER}}:${{file:{}}}@host",
+            file.display()
+        );
+        let mut o = Options::from_pairs("mqtt", [("url", url.as_str()), ("topic", "$${x}")])
+            .resolve_secrets()
+            .unwrap();
+        assert_eq!(o.string("url").unwrap(), "mqtt://alice:s3cret@host");
+        assert_eq!(o.string("topic").unwrap(), "${x}");
+        let e = Options::from_pairs("nats", [("token", "${RIFFLE_TEST_SECRET_UNSET}")])
+            .resolve_secrets()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(
+                "nats: option 'token': environment variable RIFFLE_TEST_SECRET_UNSET is not set"
+            ),
+            "{e}"
+        );
+        let e = Options::from_pairs("nats", [("token", "${file:/nonexistent/x}")])
+            .resolve_secrets()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot read secret file /nonexistent/x"), "{e}");
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

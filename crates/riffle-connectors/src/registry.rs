@@ -39,6 +39,7 @@ pub fn find(name: &str) -> Result<&'static Connector> {
 /// options).
 pub fn source(options: Options, env: &Env) -> Result<Box<dyn Source>> {
     let c = find(options.connector())?;
+    let options = options.resolve_secrets()?;
     let build = c
         .build_source
         .ok_or_else(|| Error::InvalidInput(format!("connector '{}' cannot be a source", c.name)))?;
@@ -48,6 +49,7 @@ pub fn source(options: Options, env: &Env) -> Result<Box<dyn Source>> {
 /// Builds the sink `options` describe.
 pub fn sink(options: Options, env: &Env) -> Result<Box<dyn Sink>> {
     let c = find(options.connector())?;
+    let options = options.resolve_secrets()?;
     let build = c
         .build_sink
         .ok_or_else(|| Error::InvalidInput(format!("connector '{}' cannot be a sink", c.name)))?;

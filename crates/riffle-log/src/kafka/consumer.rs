@@ -21,6 +21,8 @@ use crate::{
 
 pub(super) struct KafkaConsumer {
     consumer: BaseConsumer<GroupContext>,
+    /// The topics to subscribe to at the first poll, until then.
+    pending: Option<Vec<String>>,
     closed: bool,
 }
 
@@ -81,12 +83,25 @@ impl KafkaConsumer {
         );
         let consumer: BaseConsumer<GroupContext> =
             c.create_with_context(ctx).map_err(kafka_error)?;
-        let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
-        consumer.subscribe(&topics).map_err(kafka_error)?;
         Ok(Self {
             consumer,
+            pending: Some(cfg.topics.clone()),
             closed: false,
         })
+    }
+
+    /// Joins the group, at the first poll rather than at creation: a member
+    /// is in the group only once it can take partitions. A member that
+    /// joined at creation would, while its owner still prepared to process
+    /// (a transactional producer's initialisation takes up to seconds), be
+    /// given partitions, hold up the rebalance of the members that can
+    /// process, and move them again when the next member joins.
+    fn subscribe(&mut self) -> Result<()> {
+        if let Some(topics) = self.pending.take() {
+            let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+            self.consumer.subscribe(&topics).map_err(kafka_error)?;
+        }
+        Ok(())
     }
 
     fn drain_events(&self, visitor: &mut dyn PollVisitor) {
@@ -136,6 +151,7 @@ impl LogConsumer for KafkaConsumer {
         max: usize,
         visitor: &mut dyn PollVisitor,
     ) -> Result<usize> {
+        self.subscribe()?;
         // Lend the visitor to the rebalance callback for this poll; from
         // here on it is only reached through this pointer.
         let ptr: *mut (dyn PollVisitor + '_) = visitor;
