@@ -30,16 +30,21 @@
 //! protocols are small enough that owning them costs less than the
 //! dependency trees of their async clients.
 
+#[cfg(feature = "amqp")]
 pub mod amqp;
 pub mod connector;
 pub mod file;
+#[cfg(feature = "http")]
 pub mod http;
 mod lines;
 mod log;
+#[cfg(feature = "mqtt")]
 pub mod mqtt;
+#[cfg(feature = "nats")]
 pub mod nats;
 pub mod net;
 pub mod options;
+#[cfg(feature = "redis")]
 pub mod redis;
 pub mod registry;
 pub mod runtime;

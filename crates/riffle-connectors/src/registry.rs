@@ -9,18 +9,24 @@ use crate::options::Options;
 
 /// Every connector, in the order `--list` shows them.
 pub fn all() -> &'static [Connector] {
-    &ALL
+    ALL
 }
 
-static ALL: [Connector; 9] = [
+/// The network connectors are each behind the cargo feature of their name.
+static ALL: &[Connector] = &[
     crate::log::KAFKA,
     crate::log::EMBEDDED,
     crate::file::FILE,
     crate::stdio::STDIO,
+    #[cfg(feature = "mqtt")]
     crate::mqtt::MQTT,
+    #[cfg(feature = "nats")]
     crate::nats::NATS,
+    #[cfg(feature = "amqp")]
     crate::amqp::AMQP,
+    #[cfg(feature = "redis")]
     crate::redis::REDIS,
+    #[cfg(feature = "http")]
     crate::http::HTTP,
 ];
 

@@ -1,5 +1,6 @@
 //! The AMQP connector against a real RabbitMQ, started once for the file
 //! (it takes several seconds to boot) in a scratch directory.
+#![cfg(feature = "amqp")]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! The HTTP connector: the webhook source with real clients, the sink
 //! against a small server in the test.
+#![cfg(feature = "http")]
 
 mod common;
 

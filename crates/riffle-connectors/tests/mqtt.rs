@@ -2,6 +2,7 @@
 //! versions: records both ways, a persistent session that keeps and
 //! redelivers, nothing lost across a broker restart, and an unreachable
 //! broker named at once.
+#![cfg(feature = "mqtt")]
 
 mod common;
 

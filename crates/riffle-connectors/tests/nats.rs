@@ -1,4 +1,5 @@
 //! The NATS connector against a real nats-server with JetStream enabled.
+#![cfg(feature = "nats")]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! The Redis Streams connector against a real redis-server.
+#![cfg(feature = "redis")]
 
 mod common;
 
