@@ -62,6 +62,9 @@ pub struct Connector {
     /// What it promises as a sink; `None` if it cannot be one.
     pub sink: Option<Delivery>,
     pub options: &'static [Opt],
+    /// Whether it also takes the common TLS options,
+    /// [`tls::OPTIONS`](crate::tls::OPTIONS).
+    pub tls: bool,
     pub build_source: Option<BuildSource>,
     pub build_sink: Option<BuildSink>,
 }
@@ -69,11 +72,16 @@ pub struct Connector {
 impl Connector {
     /// The option names valid for `role`, for error messages.
     pub fn option_names(&self, role: Role) -> Vec<&'static str> {
-        self.options
-            .iter()
+        self.all_options()
             .filter(|o| o.role == role || o.role == Role::Both)
             .map(|o| o.name)
             .collect()
+    }
+
+    /// Its own options, then the TLS options if it takes them.
+    pub fn all_options(&self) -> impl Iterator<Item = &'static Opt> {
+        let tls: &'static [Opt] = if self.tls { &crate::tls::OPTIONS } else { &[] };
+        self.options.iter().chain(tls)
     }
 
     /// Fails on options not meant for `role`; call after reading every

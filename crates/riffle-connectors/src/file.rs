@@ -48,6 +48,7 @@ pub const FILE: Connector = Connector {
             help: "where the position of the last acknowledged line is kept",
         },
     ],
+    tls: false,
     build_source: Some(|mut o, _| {
         let path = PathBuf::from(o.required("path")?);
         let format = o.parse_or("format", Format::Value)?;

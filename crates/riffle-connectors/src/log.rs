@@ -44,6 +44,7 @@ pub const KAFKA: Connector = Connector {
             help: "bootstrap servers, host:port,...",
         },
     ],
+    tls: false,
     build_source: Some(|o, env| Ok(Box::new(source(o, env, &KAFKA)?))),
     build_sink: Some(|o, env| Ok(Box::new(sink(o, env, &KAFKA)?))),
 };
@@ -54,6 +55,7 @@ pub const EMBEDDED: Connector = Connector {
     source: Some(Delivery::AtLeastOnce),
     sink: Some(Delivery::AtLeastOnce),
     options: &TOPIC_OPTS,
+    tls: false,
     build_source: Some(|o, env| Ok(Box::new(source(o, env, &EMBEDDED)?))),
     build_sink: Some(|o, env| Ok(Box::new(sink(o, env, &EMBEDDED)?))),
 };

@@ -77,7 +77,7 @@ pub fn describe_all() -> String {
             ends(c.source),
             ends(c.sink)
         );
-        for o in c.options {
+        for o in c.all_options() {
             let role = match o.role {
                 Role::Source => " (source)",
                 Role::Sink => " (sink)",
@@ -103,7 +103,7 @@ mod tests {
             assert!(text.contains(&format!("{}: ", c.name)), "{text}");
             assert!(c.build_source.is_some() == c.source.is_some(), "{}", c.name);
             assert!(c.build_sink.is_some() == c.sink.is_some(), "{}", c.name);
-            for o in c.options {
+            for o in c.all_options() {
                 assert!(text.contains(&format!("    {}", o.name)), "{}", o.name);
             }
         }

@@ -20,6 +20,7 @@ pub const STDIO: Connector = Connector {
     source: Some(Delivery::AtMostOnce),
     sink: Some(Delivery::AtMostOnce),
     options: &[FORMAT_OPT],
+    tls: false,
     build_source: Some(|mut o, _| {
         let format = o.parse_or("format", Format::Value)?;
         STDIO.finish(o, Role::Source)?;

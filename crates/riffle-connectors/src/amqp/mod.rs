@@ -122,6 +122,7 @@ pub const AMQP: Connector = Connector {
             help: "refuse a message no queue takes (returned by the broker; dead-lettered after the pipeline's attempts) instead of letting the broker drop it",
         },
     ],
+    tls: false,
     build_source: Some(|mut o, _| {
         let params = params(&mut o)?;
         let queue = o.required("queue")?;

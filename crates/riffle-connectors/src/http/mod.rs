@@ -144,6 +144,7 @@ pub const HTTP: Connector = Connector {
             help: "how long each read or write of a request may take",
         },
     ],
+    tls: false,
     build_source: Some(|mut o, _| {
         let config = WebhookConfig {
             listen: o.string_or("listen", "127.0.0.1:8080"),

@@ -133,6 +133,7 @@ pub const MQTT: Connector = Connector {
             help: "publish as retained messages (the broker keeps the last one per topic)",
         },
     ],
+    tls: false,
     build_source: Some(|mut o, _| {
         let (address, mut connect) = common(&mut o)?;
         let topics = o.required("topic")?;

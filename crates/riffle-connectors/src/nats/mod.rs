@@ -140,6 +140,7 @@ pub const NATS: Connector = Connector {
             help: "jetstream mode: how long a message may stay unacknowledged before it is delivered again",
         },
     ],
+    tls: false,
     build_source: Some(|mut o, _| {
         let common = Common::read(&mut o)?;
         let subject = o.required("subject")?;

@@ -119,6 +119,7 @@ pub const REDIS: Connector = Connector {
             help: "trim the stream to about this many entries (MAXLEN ~)",
         },
     ],
+    tls: false,
     build_source: Some(|mut o, _| {
         let target = Target::parse(&o.string_or("url", DEFAULT_URL))?;
         let stream = o.required("stream")?;
