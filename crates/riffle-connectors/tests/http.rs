@@ -1,22 +1,94 @@
 //! The HTTP connector: the webhook source with real clients, the sink
-//! against a small server in the test.
+//! against a small server in the test and against the webhook, plain and
+//! over TLS.
 #![cfg(feature = "http")]
 
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{scratch_dir, ClosedPort};
+use common::{scratch_dir, Certs, ClosedPort};
 use riffle::connect::{Pipeline, PipelineStats, Record, Sink, Source};
-use riffle_connectors::http::{self, HttpSink, RequestConfig, WebhookConfig, WebhookSource};
+use riffle_connectors::http::{HttpSink, RequestConfig, WebhookConfig, WebhookSource};
 use riffle_connectors::{registry, Env, Options};
+
+/// One HTTP/1.1 message as the test's own clients and servers read it.
+struct Message {
+    /// The request or status line.
+    start: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Message {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn status(&self) -> u16 {
+        self.start.split(' ').nth(1).unwrap().parse().unwrap()
+    }
+}
+
+/// Reads one message; None when the connection ends before one starts.
+/// A response without a length runs to the end of the connection.
+fn read_message(r: &mut impl BufRead, response: bool) -> std::io::Result<Option<Message>> {
+    let mut start = String::new();
+    if r.read_line(&mut start)? == 0 {
+        return Ok(None);
+    }
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line)?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let (n, v) = line.split_once(':').unwrap();
+        headers.push((n.trim().to_owned(), v.trim().to_owned()));
+    }
+    let mut m = Message {
+        start: start.trim_end().to_owned(),
+        headers,
+        body: Vec::new(),
+    };
+    if response && matches!(m.status(), 100..=199 | 204 | 304) {
+        if m.status() == 100 {
+            return read_message(r, response);
+        }
+        return Ok(Some(m));
+    }
+    if let Some(n) = m.header("content-length") {
+        m.body = vec![0; n.parse().unwrap()];
+        r.read_exact(&mut m.body)?;
+    } else if m.header("transfer-encoding").is_some() {
+        loop {
+            let mut size = String::new();
+            r.read_line(&mut size)?;
+            let size = usize::from_str_radix(size.trim(), 16).unwrap();
+            let mut chunk = vec![0; size + 2];
+            r.read_exact(&mut chunk)?;
+            if size == 0 {
+                break;
+            }
+            m.body.extend_from_slice(&chunk[..size]);
+        }
+    } else if response {
+        r.read_to_end(&mut m.body)?;
+    }
+    Ok(Some(m))
+}
 
 fn webhook(timeout: Duration, max_body: u64) -> WebhookSource {
     WebhookSource::start(WebhookConfig {
@@ -25,6 +97,7 @@ fn webhook(timeout: Duration, max_body: u64) -> WebhookSource {
         max_body,
         timeout,
         headers: vec!["x-origin".into()],
+        ..WebhookConfig::default()
     })
     .unwrap()
 }
@@ -35,11 +108,17 @@ struct Running {
     file: std::path::PathBuf,
     stop: Arc<AtomicBool>,
     thread: JoinHandle<riffle::Result<PipelineStats>>,
+    /// The connections the webhook accepted.
+    accepted: Arc<AtomicU64>,
 }
 
 fn webhook_to_file(name: &str, max_body: u64) -> Running {
-    let source = webhook(Duration::from_secs(20), max_body);
+    source_to_file(name, webhook(Duration::from_secs(20), max_body))
+}
+
+fn source_to_file(name: &str, source: WebhookSource) -> Running {
     let address = source.local_addr();
+    let accepted = source.accepted_connections();
     let file = scratch_dir(name).join("out.jsonl");
     let env = Env {
         log: Box::new(|_| Err(riffle::Error::InvalidInput("no log here".into()))),
@@ -62,6 +141,7 @@ fn webhook_to_file(name: &str, max_body: u64) -> Running {
         file,
         stop,
         thread,
+        accepted,
     }
 }
 
@@ -99,9 +179,10 @@ fn raw(address: SocketAddr, request: &[u8]) -> (u16, String) {
     conn.write_all(request).unwrap();
     // Nothing more is coming: a request cut short ends here.
     conn.shutdown(std::net::Shutdown::Write).unwrap();
-    let (r, _) = http::read_response(&mut BufReader::new(conn), "POST", 1 << 20)
-        .unwrap_or_else(|e| panic!("{}: {e}", String::from_utf8_lossy(request)));
-    (r.status, String::from_utf8_lossy(&r.body).into_owned())
+    let r = read_message(&mut BufReader::new(conn), true)
+        .unwrap_or_else(|e| panic!("{}: {e}", String::from_utf8_lossy(request)))
+        .unwrap_or_else(|| panic!("{}: no answer", String::from_utf8_lossy(request)));
+    (r.status(), String::from_utf8_lossy(&r.body).into_owned())
 }
 
 fn post(address: SocketAddr, key: &str, body: &str) -> u16 {
@@ -233,8 +314,10 @@ fn a_request_not_acknowledged_in_time_gets_503_and_one_acknowledged_204() {
     let mut conn = TcpStream::connect(address).unwrap();
     conn.write_all(b"POST /hook HTTP/1.1\r\nContent-Length: 10\r\n\r\nhalf")
         .unwrap();
-    let (r, _) = http::read_response(&mut BufReader::new(conn), "POST", 1 << 20).unwrap();
-    assert_eq!(r.status, 408);
+    let r = read_message(&mut BufReader::new(conn), true)
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.status(), 408);
 
     // Closing answers a waiting request 503 at once.
     let client = std::thread::spawn(move || post(address, "k", "2"));
@@ -256,46 +339,55 @@ type Accepted = Arc<Mutex<Vec<(String, String, String, Option<String>, String)>>
 fn test_server(
     answer: fn(usize) -> (u16, &'static str),
 ) -> (SocketAddr, Accepted, Arc<Mutex<usize>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap();
     let accepted: Accepted = Arc::default();
     let count = Arc::new(Mutex::new(0));
     let (acc, cnt) = (accepted.clone(), count.clone());
+    let address = serve_requests(move |head| {
+        let n = {
+            let mut c = cnt.lock().unwrap();
+            *c += 1;
+            *c - 1
+        };
+        let (status, text) = answer(n);
+        if (200..300).contains(&status) {
+            let mut parts = head.start.split(' ');
+            acc.lock().unwrap().push((
+                parts.next().unwrap().to_owned(),
+                parts.next().unwrap().to_owned(),
+                head.header("content-type").unwrap_or("").to_owned(),
+                head.header("x-riffle-key").map(str::to_owned),
+                String::from_utf8(head.body.clone()).unwrap(),
+            ));
+        }
+        format!(
+            "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n{text}",
+            text.len()
+        )
+    });
+    (address, accepted, count)
+}
+
+/// A server answering each request with `answer(request)` (a whole
+/// response), keeping connections alive, a thread per connection.
+fn serve_requests(answer: impl Fn(&Message) -> String + Send + Sync + 'static) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let answer = Arc::new(answer);
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let mut conn = conn.unwrap();
-            let mut reader = BufReader::new(conn.try_clone().unwrap());
-            // The sink's reachability check connects and sends nothing.
-            let head = match http::read_head(&mut reader) {
-                Err(http::ReadError::Closed) => continue,
-                head => head.unwrap(),
-            };
-            let framing = http::request_framing(&head).unwrap();
-            let body = http::read_body(&mut reader, framing, 1 << 20).unwrap();
-            let n = {
-                let mut c = cnt.lock().unwrap();
-                *c += 1;
-                *c - 1
-            };
-            let (status, text) = answer(n);
-            if (200..300).contains(&status) {
-                let mut parts = head.start.split(' ');
-                acc.lock().unwrap().push((
-                    parts.next().unwrap().to_owned(),
-                    parts.next().unwrap().to_owned(),
-                    head.header("content-type").unwrap_or("").to_owned(),
-                    head.header("x-riffle-key").map(str::to_owned),
-                    String::from_utf8(body).unwrap(),
-                ));
-            }
-            let reply = format!(
-                "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n{text}",
-                text.len()
-            );
-            conn.write_all(reply.as_bytes()).unwrap();
+            let answer = answer.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                while let Ok(Some(request)) = read_message(&mut reader, false) {
+                    if conn.write_all(answer(&request).as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
         }
     });
-    (address, accepted, count)
+    address
 }
 
 fn sink(url: String, content_type: &str) -> riffle::Result<HttpSink> {
@@ -305,6 +397,7 @@ fn sink(url: String, content_type: &str) -> riffle::Result<HttpSink> {
         content_type: content_type.into(),
         attempts: 3,
         timeout: Duration::from_secs(5),
+        ..RequestConfig::default()
     })
 }
 
@@ -388,45 +481,33 @@ struct Judge {
 impl Judge {
     /// `answer(n, body)` answers request number n (from 0).
     fn start(answer: Answer) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let address = listener.local_addr().unwrap();
-        let judge = Judge {
-            address,
-            arrived: Arc::default(),
-            requests: Arc::default(),
-        };
-        let (arrived, requests) = (judge.arrived.clone(), judge.requests.clone());
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let mut conn = conn.unwrap();
-                let mut reader = BufReader::new(conn.try_clone().unwrap());
-                let head = match http::read_head(&mut reader) {
-                    Err(http::ReadError::Closed) => continue,
-                    head => head.unwrap(),
-                };
-                let framing = http::request_framing(&head).unwrap();
-                let body = http::read_body(&mut reader, framing, 1 << 20).unwrap();
-                let body = String::from_utf8(body).unwrap();
-                let n = {
-                    let mut r = requests.lock().unwrap();
-                    r.push((Instant::now(), body.clone()));
-                    r.len() - 1
-                };
-                let (status, text, retry_after) = answer(n, &body);
-                if (200..300).contains(&status) {
-                    *arrived.lock().unwrap().entry(body).or_default() += 1;
-                }
-                let retry_after =
-                    retry_after.map_or(String::new(), |s| format!("Retry-After: {s}\r\n"));
-                let reply = format!(
-                    "HTTP/1.1 {status} {}\r\n{retry_after}Content-Length: {}\r\n\r\n{text}",
-                    if status < 300 { "OK" } else { "Refused" },
-                    text.len()
-                );
-                conn.write_all(reply.as_bytes()).unwrap();
+        let arrived: Arc<Mutex<std::collections::HashMap<String, u32>>> = Arc::default();
+        let requests: Arc<Mutex<Vec<(Instant, String)>>> = Arc::default();
+        let (arr, req) = (arrived.clone(), requests.clone());
+        let address = serve_requests(move |request| {
+            let body = String::from_utf8(request.body.clone()).unwrap();
+            let n = {
+                let mut r = req.lock().unwrap();
+                r.push((Instant::now(), body.clone()));
+                r.len() - 1
+            };
+            let (status, text, retry_after) = answer(n, &body);
+            if (200..300).contains(&status) {
+                *arr.lock().unwrap().entry(body).or_default() += 1;
             }
+            let retry_after =
+                retry_after.map_or(String::new(), |s| format!("Retry-After: {s}\r\n"));
+            format!(
+                "HTTP/1.1 {status} {}\r\n{retry_after}Content-Length: {}\r\n\r\n{text}",
+                if status < 300 { "OK" } else { "Refused" },
+                text.len()
+            )
         });
-        judge
+        Judge {
+            address,
+            arrived,
+            requests,
+        }
     }
 
     fn arrivals(&self) -> std::collections::HashMap<String, u32> {
@@ -625,6 +706,7 @@ fn the_sink_posts_through_a_webhook_pipeline_into_a_file() {
         content_type: "application/json".into(),
         attempts: 3,
         timeout: Duration::from_secs(10),
+        ..RequestConfig::default()
     })
     .unwrap();
     let sent: Vec<Record> = (0..50)
@@ -679,9 +761,13 @@ fn an_unreachable_endpoint_is_named_within_seconds() {
     let e = s.flush(Duration::from_secs(10)).unwrap_err().to_string();
     assert!(e.contains(&format!("127.0.0.1:{port}")), "{e}");
     assert!(started.elapsed() < Duration::from_secs(12));
-    assert!(sink("https://127.0.0.1/x".into(), "a/b")
+    // The same over https: the address is named before any handshake.
+    let e = sink(format!("https://127.0.0.1:{port}/x"), "a/b")
         .err()
         .unwrap()
-        .to_string()
-        .contains("https is not supported yet"));
+        .to_string();
+    assert!(
+        e.starts_with(&format!("cannot reach HTTP endpoint at 127.0.0.1:{port}")),
+        "{e}"
+    );
 }
