@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -770,4 +770,248 @@ fn an_unreachable_endpoint_is_named_within_seconds() {
         e.starts_with(&format!("cannot reach HTTP endpoint at 127.0.0.1:{port}")),
         "{e}"
     );
+}
+
+/// A webhook over TLS with the certificate of `certs`, requiring `token`;
+/// with `client_ca`, clients must present a certificate it signed.
+fn tls_webhook(certs: &Certs, token: &str, client_ca: Option<&Path>) -> WebhookSource {
+    let tls = riffle_connectors::tls::Tls {
+        cert: Some(certs.server_cert.clone()),
+        key: Some(certs.server_key.clone()),
+        ca: client_ca.map(Path::to_path_buf),
+        ..Default::default()
+    };
+    WebhookSource::start(WebhookConfig {
+        listen: "127.0.0.1:0".into(),
+        path: "/hook".into(),
+        timeout: Duration::from_secs(20),
+        token: Some(token.into()),
+        tls: Some(tls),
+        ..WebhookConfig::default()
+    })
+    .unwrap()
+}
+
+/// An HTTP sink from options, as a pipeline file gives them.
+fn sink_from(pairs: &[(&str, &str)]) -> riffle::Result<Box<dyn Sink>> {
+    let env = Env {
+        log: Box::new(|_| Err(riffle::Error::InvalidInput("no log here".into()))),
+    };
+    registry::sink(Options::from_pairs("http", pairs.iter().copied()), &env)
+}
+
+#[test]
+fn the_sink_posts_over_tls_with_a_bearer_token_on_one_kept_alive_connection() {
+    let certs = Certs::new("http-tls-token");
+    let run = source_to_file("http-tls-token", tls_webhook(&certs, "s3cret", None));
+    // The token from a file, as a secret is given.
+    let token_file = scratch_dir("http-tls-token-secret").join("token");
+    std::fs::write(&token_file, "s3cret\n").unwrap();
+    let url = format!("https://localhost:{}/hook", run.address.port());
+    let ca = Certs::s(&certs.ca);
+    let token = format!("${{file:{}}}", token_file.display());
+    let mut sink = sink_from(&[("url", &url), ("tls_ca", &ca), ("bearer_token", &token)]).unwrap();
+    let sent: Vec<Record> = (0..200)
+        .map(|i| {
+            Record::new(
+                "t",
+                Some(format!("k{i}").as_bytes()),
+                format!("{{\"i\":{i}}}"),
+            )
+        })
+        .collect();
+    for batch in sent.chunks(50) {
+        for r in batch {
+            sink.send(r).unwrap();
+        }
+        sink.flush(Duration::from_secs(30)).unwrap();
+    }
+    let want: Vec<_> = sent
+        .iter()
+        .map(|r| {
+            (
+                "/hook".to_owned(),
+                r.key_str().map(str::to_owned),
+                String::from_utf8(r.value.clone()).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(lines(&run.file), want);
+    // Every request went over the connection made when the sink opened.
+    assert_eq!(run.accepted.load(Ordering::Relaxed), 1);
+    drop(sink);
+    run.finish();
+}
+
+#[test]
+fn a_wrong_or_missing_token_is_refused_401_with_a_one_line_reason() {
+    let certs = Certs::new("http-wrong-token");
+    let run = source_to_file("http-wrong-token", tls_webhook(&certs, "s3cret", None));
+    let url = format!("https://127.0.0.1:{}/hook", run.address.port());
+    let ca = Certs::s(&certs.ca);
+    for (token, why) in [
+        (Some("guess"), "wrong bearer token"),
+        (None, "a bearer token is required"),
+    ] {
+        let mut options = vec![("url", url.as_str()), ("tls_ca", ca.as_str())];
+        if let Some(t) = token {
+            options.push(("bearer_token", t));
+        }
+        let mut sink = sink_from(&options).unwrap();
+        let started = Instant::now();
+        sink.send(&Record::new("t", None, "{}")).unwrap();
+        let e = sink.flush(Duration::from_secs(30)).unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let riffle::Error::Unconfirmed(u) = &e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(u.refused.len(), 1, "{u:?}");
+        let reason = &u.refused[0].1;
+        assert_eq!(reason.lines().count(), 1, "{reason}");
+        assert!(
+            reason.contains("401 Unauthorized") && reason.contains(why),
+            "{reason}"
+        );
+    }
+    let file = run.file.clone();
+    run.finish();
+    assert!(lines(&file).is_empty());
+}
+
+#[test]
+fn an_untrusted_certificate_is_named_with_what_to_change() {
+    let certs = Certs::new("http-untrusted");
+    let source = tls_webhook(&certs, "s3cret", None);
+    let url = format!("https://127.0.0.1:{}/hook", source.local_addr().port());
+    let started = Instant::now();
+    let e = sink_from(&[("url", &url), ("tls_ca", &Certs::s(&certs.other_ca))])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(e.contains("TLS handshake failed"), "{e}");
+    assert!(e.contains("give its CA with tls_ca"), "{e}");
+}
+
+#[test]
+fn a_webhook_with_a_ca_takes_only_clients_with_a_certificate_it_signed() {
+    let certs = Certs::new("http-mutual");
+    let run = source_to_file(
+        "http-mutual",
+        tls_webhook(&certs, "s3cret", Some(&certs.ca)),
+    );
+    let url = format!("https://127.0.0.1:{}/hook", run.address.port());
+    let ca = Certs::s(&certs.ca);
+    let (cert, key) = (Certs::s(&certs.client_cert), Certs::s(&certs.client_key));
+    let mut sink = sink_from(&[
+        ("url", &url),
+        ("tls_ca", &ca),
+        ("tls_cert", &cert),
+        ("tls_key", &key),
+        ("bearer_token", "s3cret"),
+    ])
+    .unwrap();
+    sink.send(&Record::new("t", Some(b"signed"), "1")).unwrap();
+    sink.flush(Duration::from_secs(10)).unwrap();
+    // Without a client certificate: refused in the handshake (with TLS
+    // 1.3 the client learns it at its first request).
+    let e = match sink_from(&[
+        ("url", &url),
+        ("tls_ca", &ca),
+        ("bearer_token", "s3cret"),
+        ("retries", "1"),
+    ]) {
+        Err(e) => e.to_string(),
+        Ok(mut sink) => {
+            sink.send(&Record::new("t", Some(b"unsigned"), "2"))
+                .unwrap();
+            sink.flush(Duration::from_secs(10)).unwrap_err().to_string()
+        }
+    };
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(e.contains("client certificate"), "{e}");
+    let file = run.file.clone();
+    run.finish();
+    assert_eq!(
+        lines(&file),
+        vec![("/hook".into(), Some("signed".into()), "1".into())]
+    );
+}
+
+#[test]
+fn url_credentials_headers_and_tokens_are_sent() {
+    let seen: Arc<Mutex<Vec<Message>>> = Arc::default();
+    let keep = seen.clone();
+    let address = serve_requests(move |request| {
+        keep.lock().unwrap().push(Message {
+            start: request.start.clone(),
+            headers: request.headers.clone(),
+            body: request.body.clone(),
+        });
+        "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".into()
+    });
+    let url = format!("http://al%40ice:pa%3Ass@{address}/in");
+    let mut sink = sink_from(&[
+        ("url", &url),
+        ("header", "X-Tenant: blue"),
+        ("headers", "X-One: 1|X-Two: two words"),
+    ])
+    .unwrap();
+    sink.send(&Record::new("t", None, "a")).unwrap();
+    sink.flush(Duration::from_secs(10)).unwrap();
+    let mut sink = sink_from(&[
+        ("url", &format!("http://{address}/in")),
+        ("bearer_token", "tok"),
+    ])
+    .unwrap();
+    sink.send(&Record::new("t", None, "b")).unwrap();
+    sink.flush(Duration::from_secs(10)).unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2);
+    // al@ice:pa:ss
+    assert_eq!(
+        seen[0].header("authorization"),
+        Some("Basic YWxAaWNlOnBhOnNz")
+    );
+    assert_eq!(seen[0].header("x-tenant"), Some("blue"));
+    assert_eq!(seen[0].header("x-one"), Some("1"));
+    assert_eq!(seen[0].header("x-two"), Some("two words"));
+    assert_eq!(seen[1].header("authorization"), Some("Bearer tok"));
+    // Both at once is a mistake, said so rather than one dropped.
+    let e = sink_from(&[("url", url.as_str()), ("bearer_token", "tok")])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("either bearer_token or credentials"), "{e}");
+    assert!(!e.contains("pa%3Ass"), "{e}");
+}
+
+#[test]
+fn connections_beyond_the_cap_are_answered_503() {
+    let source = WebhookSource::start(WebhookConfig {
+        listen: "127.0.0.1:0".into(),
+        path: "/hook".into(),
+        max_connections: 1,
+        timeout: Duration::from_secs(5),
+        ..WebhookConfig::default()
+    })
+    .unwrap();
+    let address = source.local_addr();
+    let accepted = source.accepted_connections();
+    // The first connection is held open, idle.
+    let _held = TcpStream::connect(address).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while accepted.load(Ordering::Relaxed) < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the first connection not accepted"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (status, body) = raw(
+        address,
+        b"POST /hook HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx",
+    );
+    assert_eq!((status, body.trim()), (503, "too many connections"));
 }
