@@ -985,6 +985,12 @@ fn url_credentials_headers_and_tokens_are_sent() {
         .to_string();
     assert!(e.contains("either bearer_token or credentials"), "{e}");
     assert!(!e.contains("pa%3Ass"), "{e}");
+    // TLS settings for a plain URL are not silently unused.
+    let e = sink_from(&[("url", &format!("http://{address}/in")), ("tls", "true")])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("use https://"), "{e}");
 }
 
 #[test]

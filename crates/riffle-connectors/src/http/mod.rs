@@ -241,8 +241,9 @@ pub const HTTP: Connector = Connector {
             bearer_token: o.string("bearer_token"),
             tls: None,
         };
+        let https = config.url.to_ascii_lowercase().starts_with("https://");
         let config = RequestConfig {
-            tls: Tls::from_options(&mut o, config.url.to_ascii_lowercase().starts_with("https://"))?,
+            tls: Tls::from_options(&mut o, https)?,
             ..config
         };
         HTTP.finish(o, Role::Sink)?;

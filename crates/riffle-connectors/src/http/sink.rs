@@ -265,6 +265,11 @@ impl HttpSink {
                 "http: give either bearer_token or credentials in the URL, not both".into(),
             ));
         }
+        if config.tls.is_some() && target.as_ref().is_ok_and(|t| !t.tls) {
+            return Err(Error::InvalidInput(
+                "http: TLS options with an http:// URL: use https://".into(),
+            ));
+        }
         let tls = match (&config.tls, &target) {
             (Some(t), _) => Some(t.client_config()?),
             (None, Ok(t)) if t.tls => Some(Tls::default().client_config()?),
