@@ -1021,3 +1021,33 @@ fn connections_beyond_the_cap_are_answered_503() {
     );
     assert_eq!((status, body.trim()), (503, "too many connections"));
 }
+
+#[test]
+fn a_webhook_takes_a_certificate_and_refuses_client_side_tls_options() {
+    let certs = Certs::new("http-source-options");
+    let env = Env {
+        log: Box::new(|_| Err(riffle::Error::InvalidInput("no log here".into()))),
+    };
+    let source = |pairs: &[(&str, &str)]| {
+        let mut all = vec![("listen", "127.0.0.1:0")];
+        all.extend_from_slice(pairs);
+        registry::source(Options::from_pairs("http", all), &env).map(|s| s.describe())
+    };
+    let (cert, key) = (Certs::s(&certs.server_cert), Certs::s(&certs.server_key));
+    let described = source(&[("tls_cert", &cert), ("tls_key", &key)]).unwrap();
+    assert!(
+        described.starts_with("http webhook https://127.0.0.1:"),
+        "{described}"
+    );
+    let e = source(&[("tls", "true")]).err().unwrap().to_string();
+    assert!(e.contains("tls_cert and tls_key"), "{e}");
+    let e = source(&[
+        ("tls_cert", &cert),
+        ("tls_key", &key),
+        ("tls_insecure", "true"),
+    ])
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.contains("tls_insecure are for the sink"), "{e}");
+}
