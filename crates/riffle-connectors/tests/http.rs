@@ -1,22 +1,94 @@
 //! The HTTP connector: the webhook source with real clients, the sink
-//! against a small server in the test.
+//! against a small server in the test and against the webhook, plain and
+//! over TLS.
 #![cfg(feature = "http")]
 
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{BufReader, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{scratch_dir, ClosedPort};
+use common::{scratch_dir, Certs, ClosedPort};
 use riffle::connect::{Pipeline, PipelineStats, Record, Sink, Source};
-use riffle_connectors::http::{self, HttpSink, RequestConfig, WebhookConfig, WebhookSource};
+use riffle_connectors::http::{HttpSink, RequestConfig, WebhookConfig, WebhookSource};
 use riffle_connectors::{registry, Env, Options};
+
+/// One HTTP/1.1 message as the test's own clients and servers read it.
+struct Message {
+    /// The request or status line.
+    start: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Message {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn status(&self) -> u16 {
+        self.start.split(' ').nth(1).unwrap().parse().unwrap()
+    }
+}
+
+/// Reads one message; None when the connection ends before one starts.
+/// A response without a length runs to the end of the connection.
+fn read_message(r: &mut impl BufRead, response: bool) -> std::io::Result<Option<Message>> {
+    let mut start = String::new();
+    if r.read_line(&mut start)? == 0 {
+        return Ok(None);
+    }
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line)?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let (n, v) = line.split_once(':').unwrap();
+        headers.push((n.trim().to_owned(), v.trim().to_owned()));
+    }
+    let mut m = Message {
+        start: start.trim_end().to_owned(),
+        headers,
+        body: Vec::new(),
+    };
+    if response && matches!(m.status(), 100..=199 | 204 | 304) {
+        if m.status() == 100 {
+            return read_message(r, response);
+        }
+        return Ok(Some(m));
+    }
+    if let Some(n) = m.header("content-length") {
+        m.body = vec![0; n.parse().unwrap()];
+        r.read_exact(&mut m.body)?;
+    } else if m.header("transfer-encoding").is_some() {
+        loop {
+            let mut size = String::new();
+            r.read_line(&mut size)?;
+            let size = usize::from_str_radix(size.trim(), 16).unwrap();
+            let mut chunk = vec![0; size + 2];
+            r.read_exact(&mut chunk)?;
+            if size == 0 {
+                break;
+            }
+            m.body.extend_from_slice(&chunk[..size]);
+        }
+    } else if response {
+        r.read_to_end(&mut m.body)?;
+    }
+    Ok(Some(m))
+}
 
 fn webhook(timeout: Duration, max_body: u64) -> WebhookSource {
     WebhookSource::start(WebhookConfig {
@@ -25,6 +97,7 @@ fn webhook(timeout: Duration, max_body: u64) -> WebhookSource {
         max_body,
         timeout,
         headers: vec!["x-origin".into()],
+        ..WebhookConfig::default()
     })
     .unwrap()
 }
@@ -35,11 +108,17 @@ struct Running {
     file: std::path::PathBuf,
     stop: Arc<AtomicBool>,
     thread: JoinHandle<riffle::Result<PipelineStats>>,
+    /// The connections the webhook accepted.
+    accepted: Arc<AtomicU64>,
 }
 
 fn webhook_to_file(name: &str, max_body: u64) -> Running {
-    let source = webhook(Duration::from_secs(20), max_body);
+    source_to_file(name, webhook(Duration::from_secs(20), max_body))
+}
+
+fn source_to_file(name: &str, source: WebhookSource) -> Running {
     let address = source.local_addr();
+    let accepted = source.accepted_connections();
     let file = scratch_dir(name).join("out.jsonl");
     let env = Env {
         log: Box::new(|_| Err(riffle::Error::InvalidInput("no log here".into()))),
@@ -62,6 +141,7 @@ fn webhook_to_file(name: &str, max_body: u64) -> Running {
         file,
         stop,
         thread,
+        accepted,
     }
 }
 
@@ -99,9 +179,10 @@ fn raw(address: SocketAddr, request: &[u8]) -> (u16, String) {
     conn.write_all(request).unwrap();
     // Nothing more is coming: a request cut short ends here.
     conn.shutdown(std::net::Shutdown::Write).unwrap();
-    let (r, _) = http::read_response(&mut BufReader::new(conn), "POST", 1 << 20)
-        .unwrap_or_else(|e| panic!("{}: {e}", String::from_utf8_lossy(request)));
-    (r.status, String::from_utf8_lossy(&r.body).into_owned())
+    let r = read_message(&mut BufReader::new(conn), true)
+        .unwrap_or_else(|e| panic!("{}: {e}", String::from_utf8_lossy(request)))
+        .unwrap_or_else(|| panic!("{}: no answer", String::from_utf8_lossy(request)));
+    (r.status(), String::from_utf8_lossy(&r.body).into_owned())
 }
 
 fn post(address: SocketAddr, key: &str, body: &str) -> u16 {
@@ -233,8 +314,10 @@ fn a_request_not_acknowledged_in_time_gets_503_and_one_acknowledged_204() {
     let mut conn = TcpStream::connect(address).unwrap();
     conn.write_all(b"POST /hook HTTP/1.1\r\nContent-Length: 10\r\n\r\nhalf")
         .unwrap();
-    let (r, _) = http::read_response(&mut BufReader::new(conn), "POST", 1 << 20).unwrap();
-    assert_eq!(r.status, 408);
+    let r = read_message(&mut BufReader::new(conn), true)
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.status(), 408);
 
     // Closing answers a waiting request 503 at once.
     let client = std::thread::spawn(move || post(address, "k", "2"));
@@ -256,46 +339,55 @@ type Accepted = Arc<Mutex<Vec<(String, String, String, Option<String>, String)>>
 fn test_server(
     answer: fn(usize) -> (u16, &'static str),
 ) -> (SocketAddr, Accepted, Arc<Mutex<usize>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap();
     let accepted: Accepted = Arc::default();
     let count = Arc::new(Mutex::new(0));
     let (acc, cnt) = (accepted.clone(), count.clone());
+    let address = serve_requests(move |head| {
+        let n = {
+            let mut c = cnt.lock().unwrap();
+            *c += 1;
+            *c - 1
+        };
+        let (status, text) = answer(n);
+        if (200..300).contains(&status) {
+            let mut parts = head.start.split(' ');
+            acc.lock().unwrap().push((
+                parts.next().unwrap().to_owned(),
+                parts.next().unwrap().to_owned(),
+                head.header("content-type").unwrap_or("").to_owned(),
+                head.header("x-riffle-key").map(str::to_owned),
+                String::from_utf8(head.body.clone()).unwrap(),
+            ));
+        }
+        format!(
+            "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n{text}",
+            text.len()
+        )
+    });
+    (address, accepted, count)
+}
+
+/// A server answering each request with `answer(request)` (a whole
+/// response), keeping connections alive, a thread per connection.
+fn serve_requests(answer: impl Fn(&Message) -> String + Send + Sync + 'static) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let answer = Arc::new(answer);
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let mut conn = conn.unwrap();
-            let mut reader = BufReader::new(conn.try_clone().unwrap());
-            // The sink's reachability check connects and sends nothing.
-            let head = match http::read_head(&mut reader) {
-                Err(http::ReadError::Closed) => continue,
-                head => head.unwrap(),
-            };
-            let framing = http::request_framing(&head).unwrap();
-            let body = http::read_body(&mut reader, framing, 1 << 20).unwrap();
-            let n = {
-                let mut c = cnt.lock().unwrap();
-                *c += 1;
-                *c - 1
-            };
-            let (status, text) = answer(n);
-            if (200..300).contains(&status) {
-                let mut parts = head.start.split(' ');
-                acc.lock().unwrap().push((
-                    parts.next().unwrap().to_owned(),
-                    parts.next().unwrap().to_owned(),
-                    head.header("content-type").unwrap_or("").to_owned(),
-                    head.header("x-riffle-key").map(str::to_owned),
-                    String::from_utf8(body).unwrap(),
-                ));
-            }
-            let reply = format!(
-                "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n{text}",
-                text.len()
-            );
-            conn.write_all(reply.as_bytes()).unwrap();
+            let answer = answer.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                while let Ok(Some(request)) = read_message(&mut reader, false) {
+                    if conn.write_all(answer(&request).as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
         }
     });
-    (address, accepted, count)
+    address
 }
 
 fn sink(url: String, content_type: &str) -> riffle::Result<HttpSink> {
@@ -305,6 +397,7 @@ fn sink(url: String, content_type: &str) -> riffle::Result<HttpSink> {
         content_type: content_type.into(),
         attempts: 3,
         timeout: Duration::from_secs(5),
+        ..RequestConfig::default()
     })
 }
 
@@ -388,45 +481,33 @@ struct Judge {
 impl Judge {
     /// `answer(n, body)` answers request number n (from 0).
     fn start(answer: Answer) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let address = listener.local_addr().unwrap();
-        let judge = Judge {
-            address,
-            arrived: Arc::default(),
-            requests: Arc::default(),
-        };
-        let (arrived, requests) = (judge.arrived.clone(), judge.requests.clone());
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let mut conn = conn.unwrap();
-                let mut reader = BufReader::new(conn.try_clone().unwrap());
-                let head = match http::read_head(&mut reader) {
-                    Err(http::ReadError::Closed) => continue,
-                    head => head.unwrap(),
-                };
-                let framing = http::request_framing(&head).unwrap();
-                let body = http::read_body(&mut reader, framing, 1 << 20).unwrap();
-                let body = String::from_utf8(body).unwrap();
-                let n = {
-                    let mut r = requests.lock().unwrap();
-                    r.push((Instant::now(), body.clone()));
-                    r.len() - 1
-                };
-                let (status, text, retry_after) = answer(n, &body);
-                if (200..300).contains(&status) {
-                    *arrived.lock().unwrap().entry(body).or_default() += 1;
-                }
-                let retry_after =
-                    retry_after.map_or(String::new(), |s| format!("Retry-After: {s}\r\n"));
-                let reply = format!(
-                    "HTTP/1.1 {status} {}\r\n{retry_after}Content-Length: {}\r\n\r\n{text}",
-                    if status < 300 { "OK" } else { "Refused" },
-                    text.len()
-                );
-                conn.write_all(reply.as_bytes()).unwrap();
+        let arrived: Arc<Mutex<std::collections::HashMap<String, u32>>> = Arc::default();
+        let requests: Arc<Mutex<Vec<(Instant, String)>>> = Arc::default();
+        let (arr, req) = (arrived.clone(), requests.clone());
+        let address = serve_requests(move |request| {
+            let body = String::from_utf8(request.body.clone()).unwrap();
+            let n = {
+                let mut r = req.lock().unwrap();
+                r.push((Instant::now(), body.clone()));
+                r.len() - 1
+            };
+            let (status, text, retry_after) = answer(n, &body);
+            if (200..300).contains(&status) {
+                *arr.lock().unwrap().entry(body).or_default() += 1;
             }
+            let retry_after =
+                retry_after.map_or(String::new(), |s| format!("Retry-After: {s}\r\n"));
+            format!(
+                "HTTP/1.1 {status} {}\r\n{retry_after}Content-Length: {}\r\n\r\n{text}",
+                if status < 300 { "OK" } else { "Refused" },
+                text.len()
+            )
         });
-        judge
+        Judge {
+            address,
+            arrived,
+            requests,
+        }
     }
 
     fn arrivals(&self) -> std::collections::HashMap<String, u32> {
@@ -625,6 +706,7 @@ fn the_sink_posts_through_a_webhook_pipeline_into_a_file() {
         content_type: "application/json".into(),
         attempts: 3,
         timeout: Duration::from_secs(10),
+        ..RequestConfig::default()
     })
     .unwrap();
     let sent: Vec<Record> = (0..50)
@@ -679,9 +761,293 @@ fn an_unreachable_endpoint_is_named_within_seconds() {
     let e = s.flush(Duration::from_secs(10)).unwrap_err().to_string();
     assert!(e.contains(&format!("127.0.0.1:{port}")), "{e}");
     assert!(started.elapsed() < Duration::from_secs(12));
-    assert!(sink("https://127.0.0.1/x".into(), "a/b")
+    // The same over https: the address is named before any handshake.
+    let e = sink(format!("https://127.0.0.1:{port}/x"), "a/b")
         .err()
         .unwrap()
-        .to_string()
-        .contains("https is not supported yet"));
+        .to_string();
+    assert!(
+        e.starts_with(&format!("cannot reach HTTP endpoint at 127.0.0.1:{port}")),
+        "{e}"
+    );
+}
+
+/// A webhook over TLS with the certificate of `certs`, requiring `token`;
+/// with `client_ca`, clients must present a certificate it signed.
+fn tls_webhook(certs: &Certs, token: &str, client_ca: Option<&Path>) -> WebhookSource {
+    let tls = riffle_connectors::tls::Tls {
+        cert: Some(certs.server_cert.clone()),
+        key: Some(certs.server_key.clone()),
+        ca: client_ca.map(Path::to_path_buf),
+        ..Default::default()
+    };
+    WebhookSource::start(WebhookConfig {
+        listen: "127.0.0.1:0".into(),
+        path: "/hook".into(),
+        timeout: Duration::from_secs(20),
+        token: Some(token.into()),
+        tls: Some(tls),
+        ..WebhookConfig::default()
+    })
+    .unwrap()
+}
+
+/// An HTTP sink from options, as a pipeline file gives them.
+fn sink_from(pairs: &[(&str, &str)]) -> riffle::Result<Box<dyn Sink>> {
+    let env = Env {
+        log: Box::new(|_| Err(riffle::Error::InvalidInput("no log here".into()))),
+    };
+    registry::sink(Options::from_pairs("http", pairs.iter().copied()), &env)
+}
+
+#[test]
+fn the_sink_posts_over_tls_with_a_bearer_token_on_one_kept_alive_connection() {
+    let certs = Certs::new("http-tls-token");
+    let run = source_to_file("http-tls-token", tls_webhook(&certs, "s3cret", None));
+    // The token from a file, as a secret is given.
+    let token_file = scratch_dir("http-tls-token-secret").join("token");
+    std::fs::write(&token_file, "s3cret\n").unwrap();
+    let url = format!("https://localhost:{}/hook", run.address.port());
+    let ca = Certs::s(&certs.ca);
+    let token = format!("${{file:{}}}", token_file.display());
+    let mut sink = sink_from(&[("url", &url), ("tls_ca", &ca), ("bearer_token", &token)]).unwrap();
+    let sent: Vec<Record> = (0..200)
+        .map(|i| {
+            Record::new(
+                "t",
+                Some(format!("k{i}").as_bytes()),
+                format!("{{\"i\":{i}}}"),
+            )
+        })
+        .collect();
+    for batch in sent.chunks(50) {
+        for r in batch {
+            sink.send(r).unwrap();
+        }
+        sink.flush(Duration::from_secs(30)).unwrap();
+    }
+    let want: Vec<_> = sent
+        .iter()
+        .map(|r| {
+            (
+                "/hook".to_owned(),
+                r.key_str().map(str::to_owned),
+                String::from_utf8(r.value.clone()).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(lines(&run.file), want);
+    // Every request went over the connection made when the sink opened.
+    assert_eq!(run.accepted.load(Ordering::Relaxed), 1);
+    drop(sink);
+    run.finish();
+}
+
+#[test]
+fn a_wrong_or_missing_token_is_refused_401_with_a_one_line_reason() {
+    let certs = Certs::new("http-wrong-token");
+    let run = source_to_file("http-wrong-token", tls_webhook(&certs, "s3cret", None));
+    let url = format!("https://127.0.0.1:{}/hook", run.address.port());
+    let ca = Certs::s(&certs.ca);
+    for (token, why) in [
+        (Some("guess"), "wrong bearer token"),
+        (None, "a bearer token is required"),
+    ] {
+        let mut options = vec![("url", url.as_str()), ("tls_ca", ca.as_str())];
+        if let Some(t) = token {
+            options.push(("bearer_token", t));
+        }
+        let mut sink = sink_from(&options).unwrap();
+        let started = Instant::now();
+        sink.send(&Record::new("t", None, "{}")).unwrap();
+        let e = sink.flush(Duration::from_secs(30)).unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let riffle::Error::Unconfirmed(u) = &e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(u.refused.len(), 1, "{u:?}");
+        let reason = &u.refused[0].1;
+        assert_eq!(reason.lines().count(), 1, "{reason}");
+        assert!(
+            reason.contains("401 Unauthorized") && reason.contains(why),
+            "{reason}"
+        );
+    }
+    let file = run.file.clone();
+    run.finish();
+    assert!(lines(&file).is_empty());
+}
+
+#[test]
+fn an_untrusted_certificate_is_named_with_what_to_change() {
+    let certs = Certs::new("http-untrusted");
+    let source = tls_webhook(&certs, "s3cret", None);
+    let url = format!("https://127.0.0.1:{}/hook", source.local_addr().port());
+    let started = Instant::now();
+    let e = sink_from(&[("url", &url), ("tls_ca", &Certs::s(&certs.other_ca))])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(e.contains("TLS handshake failed"), "{e}");
+    assert!(e.contains("give its CA with tls_ca"), "{e}");
+}
+
+#[test]
+fn a_webhook_with_a_ca_takes_only_clients_with_a_certificate_it_signed() {
+    let certs = Certs::new("http-mutual");
+    let run = source_to_file(
+        "http-mutual",
+        tls_webhook(&certs, "s3cret", Some(&certs.ca)),
+    );
+    let url = format!("https://127.0.0.1:{}/hook", run.address.port());
+    let ca = Certs::s(&certs.ca);
+    let (cert, key) = (Certs::s(&certs.client_cert), Certs::s(&certs.client_key));
+    let mut sink = sink_from(&[
+        ("url", &url),
+        ("tls_ca", &ca),
+        ("tls_cert", &cert),
+        ("tls_key", &key),
+        ("bearer_token", "s3cret"),
+    ])
+    .unwrap();
+    sink.send(&Record::new("t", Some(b"signed"), "1")).unwrap();
+    sink.flush(Duration::from_secs(10)).unwrap();
+    // Without a client certificate: refused in the handshake (with TLS
+    // 1.3 the client learns it at its first request).
+    let e = match sink_from(&[
+        ("url", &url),
+        ("tls_ca", &ca),
+        ("bearer_token", "s3cret"),
+        ("retries", "1"),
+    ]) {
+        Err(e) => e.to_string(),
+        Ok(mut sink) => {
+            sink.send(&Record::new("t", Some(b"unsigned"), "2"))
+                .unwrap();
+            sink.flush(Duration::from_secs(10)).unwrap_err().to_string()
+        }
+    };
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(e.contains("client certificate"), "{e}");
+    let file = run.file.clone();
+    run.finish();
+    assert_eq!(
+        lines(&file),
+        vec![("/hook".into(), Some("signed".into()), "1".into())]
+    );
+}
+
+#[test]
+fn url_credentials_headers_and_tokens_are_sent() {
+    let seen: Arc<Mutex<Vec<Message>>> = Arc::default();
+    let keep = seen.clone();
+    let address = serve_requests(move |request| {
+        keep.lock().unwrap().push(Message {
+            start: request.start.clone(),
+            headers: request.headers.clone(),
+            body: request.body.clone(),
+        });
+        "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".into()
+    });
+    let url = format!("http://al%40ice:pa%3Ass@{address}/in");
+    let mut sink = sink_from(&[
+        ("url", &url),
+        ("header", "X-Tenant: blue"),
+        ("headers", "X-One: 1|X-Two: two words"),
+    ])
+    .unwrap();
+    sink.send(&Record::new("t", None, "a")).unwrap();
+    sink.flush(Duration::from_secs(10)).unwrap();
+    let mut sink = sink_from(&[
+        ("url", &format!("http://{address}/in")),
+        ("bearer_token", "tok"),
+    ])
+    .unwrap();
+    sink.send(&Record::new("t", None, "b")).unwrap();
+    sink.flush(Duration::from_secs(10)).unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2);
+    // al@ice:pa:ss
+    assert_eq!(
+        seen[0].header("authorization"),
+        Some("Basic YWxAaWNlOnBhOnNz")
+    );
+    assert_eq!(seen[0].header("x-tenant"), Some("blue"));
+    assert_eq!(seen[0].header("x-one"), Some("1"));
+    assert_eq!(seen[0].header("x-two"), Some("two words"));
+    assert_eq!(seen[1].header("authorization"), Some("Bearer tok"));
+    // Both at once is a mistake, said so rather than one dropped.
+    let e = sink_from(&[("url", url.as_str()), ("bearer_token", "tok")])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("either bearer_token or credentials"), "{e}");
+    assert!(!e.contains("pa%3Ass"), "{e}");
+    // TLS settings for a plain URL are not silently unused.
+    let e = sink_from(&[("url", &format!("http://{address}/in")), ("tls", "true")])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("use https://"), "{e}");
+}
+
+#[test]
+fn connections_beyond_the_cap_are_answered_503() {
+    let source = WebhookSource::start(WebhookConfig {
+        listen: "127.0.0.1:0".into(),
+        path: "/hook".into(),
+        max_connections: 1,
+        timeout: Duration::from_secs(5),
+        ..WebhookConfig::default()
+    })
+    .unwrap();
+    let address = source.local_addr();
+    let accepted = source.accepted_connections();
+    // The first connection is held open, idle.
+    let _held = TcpStream::connect(address).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while accepted.load(Ordering::Relaxed) < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the first connection not accepted"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (status, body) = raw(
+        address,
+        b"POST /hook HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx",
+    );
+    assert_eq!((status, body.trim()), (503, "too many connections"));
+}
+
+#[test]
+fn a_webhook_takes_a_certificate_and_refuses_client_side_tls_options() {
+    let certs = Certs::new("http-source-options");
+    let env = Env {
+        log: Box::new(|_| Err(riffle::Error::InvalidInput("no log here".into()))),
+    };
+    let source = |pairs: &[(&str, &str)]| {
+        let mut all = vec![("listen", "127.0.0.1:0")];
+        all.extend_from_slice(pairs);
+        registry::source(Options::from_pairs("http", all), &env).map(|s| s.describe())
+    };
+    let (cert, key) = (Certs::s(&certs.server_cert), Certs::s(&certs.server_key));
+    let described = source(&[("tls_cert", &cert), ("tls_key", &key)]).unwrap();
+    assert!(
+        described.starts_with("http webhook https://127.0.0.1:"),
+        "{described}"
+    );
+    let e = source(&[("tls", "true")]).err().unwrap().to_string();
+    assert!(e.contains("tls_cert and tls_key"), "{e}");
+    let e = source(&[
+        ("tls_cert", &cert),
+        ("tls_key", &key),
+        ("tls_insecure", "true"),
+    ])
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.contains("tls_insecure are for the sink"), "{e}");
 }

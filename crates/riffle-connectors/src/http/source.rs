@@ -1,21 +1,32 @@
 //! A webhook server: each POST is a record, answered when it is safe.
 
-use std::io::{BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::convert::Infallible;
+use std::future::{poll_fn, Future};
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::task::Poll;
 use std::time::Duration;
 
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use riffle::connect::{Delivery, Record, Source};
 use riffle::{Error, Result};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{oneshot, watch, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::rustls::server::WebPkiClientVerifier;
+use tokio_rustls::rustls::{RootCertStore, ServerConfig};
+use tokio_rustls::TlsAcceptor;
 
-use super::client::{self, Framing, ReadError};
-
-/// The most requests handled (and waiting for their records to be
-/// acknowledged) at once; more are answered 503 at once.
-const MAX_CONNECTIONS: usize = 1024;
+use crate::runtime;
+use crate::tls::{self, Tls};
 
 /// What the webhook server accepts.
 #[derive(Debug, Clone)]
@@ -28,54 +39,100 @@ pub struct WebhookConfig {
     pub timeout: Duration,
     /// Request headers copied into the record's headers (lower case).
     pub headers: Vec<String>,
+    /// The bearer token every request must carry, when set.
+    pub token: Option<String>,
+    /// The most connections served at once; more are answered 503.
+    pub max_connections: usize,
+    /// TLS: `cert` and `key` are the server's own; `ca`, when given, signs
+    /// the client certificates every client must present.
+    pub tls: Option<Tls>,
 }
 
-/// A request whose record is on its way: its handler thread waits on
-/// `reply` to answer the client.
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            path: "/".into(),
+            max_body: 1 << 20,
+            timeout: Duration::from_secs(30),
+            headers: Vec::new(),
+            token: None,
+            max_connections: 1024,
+            tls: None,
+        }
+    }
+}
+
+/// A request whose record is on its way: its handler waits on `reply` to
+/// answer the client.
 struct Waiting {
     record: Record,
-    reply: SyncSender<()>,
+    reply: oneshot::Sender<()>,
     /// Set when the handler gave up (and answered 503): the record need not
     /// be handed out any more, the client sends it again.
     abandoned: Arc<AtomicBool>,
 }
 
-/// Serves `POST <path>` on a thread of its own; [`Source::poll`] hands the
+/// Serves `POST <path>` on the shared runtime; [`Source::poll`] hands the
 /// request bodies out as records and [`Source::ack`] answers their
 /// requests `204 No Content`.
 pub struct WebhookSource {
     address: SocketAddr,
     path: String,
+    scheme: &'static str,
     queue: Receiver<Waiting>,
     /// Requests whose records were polled and not yet acknowledged.
-    polled: Vec<SyncSender<()>>,
-    stop: Arc<AtomicBool>,
+    polled: Vec<oneshot::Sender<()>>,
+    stop: watch::Sender<bool>,
     server: Option<JoinHandle<()>>,
+    accepted: Arc<AtomicU64>,
+}
+
+/// What every connection's handler shares.
+struct Shared {
+    config: WebhookConfig,
+    queue: Sender<Waiting>,
+    accepted: Arc<AtomicU64>,
 }
 
 impl WebhookSource {
-    /// Starts listening; fails if the address cannot be bound.
+    /// Starts listening; fails if the address cannot be bound or the TLS
+    /// certificate, key or CA cannot be read.
     pub fn start(config: WebhookConfig) -> Result<Self> {
-        let listener = TcpListener::bind(&config.listen)
+        let acceptor = match &config.tls {
+            Some(t) => Some(acceptor(t)?),
+            None => None,
+        };
+        let listener = std::net::TcpListener::bind(&config.listen)
             .map_err(|e| Error::io(format!("http: cannot listen on {}", config.listen), &e))?;
         let address = listener.local_addr().map_err(|e| Error::io("http", &e))?;
-        let (tx, queue) = mpsc::channel();
-        let stop = Arc::new(AtomicBool::new(false));
-        let path = config.path.clone();
-        let server = {
-            let stop = stop.clone();
-            std::thread::Builder::new()
-                .name(format!("webhook {address}"))
-                .spawn(move || serve(listener, Arc::new(config), tx, &stop))
-                .map_err(|e| Error::io("http: cannot start a thread", &e))?
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| Error::io("http", &e))?;
+        let listener = {
+            let _entered = runtime::handle().enter();
+            tokio::net::TcpListener::from_std(listener).map_err(|e| Error::io("http", &e))?
         };
+        let (tx, queue) = mpsc::channel();
+        let (stop, stopped) = watch::channel(false);
+        let path = config.path.clone();
+        let scheme = if acceptor.is_some() { "https" } else { "http" };
+        let accepted = Arc::new(AtomicU64::new(0));
+        let shared = Arc::new(Shared {
+            config,
+            queue: tx,
+            accepted: accepted.clone(),
+        });
+        let server = runtime::handle().spawn(serve(listener, acceptor, shared, stopped));
         Ok(Self {
             address,
             path,
+            scheme,
             queue,
             polled: Vec::new(),
             stop,
             server: Some(server),
+            accepted,
         })
     }
 
@@ -83,171 +140,301 @@ impl WebhookSource {
     pub fn local_addr(&self) -> SocketAddr {
         self.address
     }
+
+    /// The number of connections accepted so far, shared: it can be read
+    /// after the source moved into a pipeline (clients that keep their
+    /// connections alive make few).
+    pub fn accepted_connections(&self) -> Arc<AtomicU64> {
+        self.accepted.clone()
+    }
 }
 
-fn serve(
-    listener: TcpListener,
-    config: Arc<WebhookConfig>,
-    tx: Sender<Waiting>,
-    stop: &AtomicBool,
-) {
-    let active = Arc::new(AtomicUsize::new(0));
-    for conn in listener.incoming() {
-        if stop.load(Ordering::Relaxed) {
-            return;
+/// The server's TLS configuration: its certificate and key, and when a CA
+/// is given, client certificates signed by it required (mutual TLS).
+fn acceptor(t: &Tls) -> Result<TlsAcceptor> {
+    let (Some(cert), Some(key)) = (&t.cert, &t.key) else {
+        return Err(Error::InvalidInput(
+            "http: a TLS webhook needs its certificate and key (tls_cert and tls_key)".into(),
+        ));
+    };
+    #[allow(deprecated)]
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::InvalidInput(format!("TLS: {e}")))?;
+    let builder = match &t.ca {
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for c in tls::certificates(ca)? {
+                roots.add(c).map_err(|e| {
+                    Error::InvalidInput(format!("TLS: tls_ca {}: {e}", ca.display()))
+                })?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| Error::InvalidInput(format!("TLS: tls_ca {}: {e}", ca.display())))?;
+            builder.with_client_cert_verifier(verifier)
         }
-        let mut conn = match conn {
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder
+        .with_single_cert(tls::certificates(cert)?, tls::private_key(key)?)
+        .map_err(|e| {
+            Error::InvalidInput(format!(
+                "TLS: certificate {} and key {}: {e}",
+                cert.display(),
+                key.display()
+            ))
+        })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Runs `future` until it ends or `stop` turns true; None when stopped.
+async fn unless_stopped<F: Future>(
+    future: F,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<F::Output> {
+    let mut future = pin!(future);
+    let mut stopped = pin!(stop.wait_for(|s| *s));
+    poll_fn(|cx| {
+        if let Poll::Ready(out) = future.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        match stopped.as_mut().poll(cx) {
+            Poll::Ready(_) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
+/// The accept loop. On stop, the open connections finish the requests
+/// they are answering (503 for those whose records were not acknowledged)
+/// and close; whatever is left after a few seconds is dropped.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    acceptor: Option<TlsAcceptor>,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let permits = Arc::new(Semaphore::new(shared.config.max_connections.max(1)));
+    let mut connections = JoinSet::new();
+    while let Some(accepted) = unless_stopped(listener.accept(), &mut stop).await {
+        // Reap finished connections as we go.
+        while connections.try_join_next().is_some() {}
+        let (tcp, peer) = match accepted {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!("webhook {}: accept: {e}", config.listen);
-                std::thread::sleep(Duration::from_millis(50));
+                tracing::warn!("webhook: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
-        if active.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
-            respond(&mut conn, 503, "too many requests in flight\n");
-            continue;
-        }
-        active.fetch_add(1, Ordering::Relaxed);
-        let (config, tx, active) = (config.clone(), tx.clone(), active.clone());
-        let spawned = std::thread::Builder::new()
-            .name("webhook request".into())
-            .spawn(move || {
-                handle(conn, &config, &tx);
-                active.fetch_sub(1, Ordering::Relaxed);
-            });
-        if let Err(e) = spawned {
-            tracing::warn!("webhook: cannot start a thread: {e}");
-        }
-    }
-}
-
-/// Answers and closes: one request per connection keeps the waiting
-/// simple (a client reusing connections sees `Connection: close`).
-fn respond(conn: &mut TcpStream, status: u16, body: &str) {
-    let mut headers = vec![("Connection", "close")];
-    if status == 405 {
-        headers.push(("Allow", "POST"));
-    }
-    if status == 503 {
-        headers.push(("Retry-After", "1"));
-    }
-    if let Err(e) = client::write_response(conn, status, &headers, body.as_bytes()) {
-        tracing::debug!("webhook: cannot answer {status}: {e}");
-        return;
-    }
-    // Read what the client may still be sending (a body refused unread)
-    // before closing: closing with unread data resets the connection,
-    // and the client might never see the answer.
-    let _ = conn.shutdown(Shutdown::Write);
-    let _ = conn.set_read_timeout(Some(Duration::from_millis(500)));
-    let _ = std::io::copy(&mut conn.take(8 << 20), &mut std::io::sink());
-}
-
-fn handle(conn: TcpStream, config: &WebhookConfig, tx: &Sender<Waiting>) {
-    let _ = conn.set_read_timeout(Some(config.timeout));
-    let _ = conn.set_write_timeout(Some(config.timeout));
-    let mut writer = match conn.try_clone() {
-        Ok(w) => w,
-        Err(_) => return,
-    };
-    let mut reader = BufReader::new(conn);
-    let record = match read_request(&mut reader, &mut writer, config) {
-        Ok(r) => r,
-        Err(ReadError::Closed) => return,
-        Err(ReadError::Io(e)) => {
-            tracing::debug!("webhook: reading a request: {e}");
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ) {
-                respond(&mut writer, 408, "the request did not arrive in time\n");
+        let _ = tcp.set_nodelay(true);
+        shared.accepted.fetch_add(1, Ordering::Relaxed);
+        let permit = permits.clone().try_acquire_owned().ok();
+        let (shared, acceptor, stop) = (shared.clone(), acceptor.clone(), stop.clone());
+        connections.spawn(async move {
+            let over = permit.is_none();
+            match acceptor {
+                None => connection(tcp, shared, over, stop).await,
+                Some(acceptor) => {
+                    let timeout = shared.config.timeout;
+                    match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+                        Ok(Ok(tls)) => connection(tls, shared, over, stop).await,
+                        Ok(Err(e)) => {
+                            let hint = tls::explain(&e.to_string()).unwrap_or("");
+                            tracing::debug!("webhook: TLS handshake with {peer}: {e} {hint}");
+                        }
+                        Err(_) => tracing::debug!("webhook: TLS handshake with {peer} timed out"),
+                    }
+                }
             }
-            return;
+            drop(permit);
+        });
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+}
+
+/// Serves one connection, its requests one after the other (keep-alive).
+/// `over` marks a connection beyond `max_connections`: all it gets is 503.
+async fn connection<S>(io: S, shared: Arc<Shared>, over: bool, mut stop: watch::Receiver<bool>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let timeout = shared.config.timeout.max(Duration::from_secs(1));
+    let service = service_fn(move |request| {
+        let shared = shared.clone();
+        async move {
+            let response = if over {
+                answer(StatusCode::SERVICE_UNAVAILABLE, "too many connections\n")
+            } else {
+                handle(request, &shared).await
+            };
+            Ok::<_, Infallible>(response)
         }
-        Err(ReadError::Bad(status, why)) => {
-            tracing::debug!("webhook: refused with {status}: {why}");
-            respond(&mut writer, status, &format!("{why}\n"));
-            return;
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        // A client may close its side once its request is sent (a body
+        // without a length ends that way); it still waits for the answer.
+        .half_close(true)
+        .header_read_timeout(timeout)
+        .serve_connection(TokioIo::new(io), service);
+    let mut conn = pin!(conn);
+    let mut stopping = pin!(stop.wait_for(|s| *s));
+    let mut shutting = false;
+    let result = poll_fn(|cx| {
+        if !shutting && stopping.as_mut().poll(cx).is_ready() {
+            conn.as_mut().graceful_shutdown();
+            shutting = true;
+        }
+        conn.as_mut().poll(cx)
+    })
+    .await;
+    if let Err(e) = result {
+        tracing::debug!("webhook: connection: {e}");
+    }
+}
+
+/// A short answer; anything but a 2xx closes the connection, so that a
+/// body left unread cannot be taken for the next request.
+fn answer(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_owned())));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    if !status.is_success() {
+        headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    match status {
+        StatusCode::METHOD_NOT_ALLOWED => {
+            headers.insert("allow", HeaderValue::from_static("POST"));
+        }
+        StatusCode::SERVICE_UNAVAILABLE => {
+            headers.insert("retry-after", HeaderValue::from_static("1"));
+        }
+        StatusCode::UNAUTHORIZED => {
+            headers.insert("www-authenticate", HeaderValue::from_static("Bearer"));
+        }
+        _ => {}
+    }
+    response
+}
+
+/// Whether two secrets are equal, in a time that does not depend on where
+/// they differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+async fn handle(request: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
+    let config = &shared.config;
+    let path = request.uri().path().to_owned();
+    if path != config.path {
+        return answer(StatusCode::NOT_FOUND, &format!("no webhook at {path}\n"));
+    }
+    if request.method() != Method::POST {
+        let why = format!("{} is not allowed: POST records\n", request.method());
+        return answer(StatusCode::METHOD_NOT_ALLOWED, &why);
+    }
+    if let Some(token) = &config.token {
+        let given = request
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+        match given {
+            None => return answer(StatusCode::UNAUTHORIZED, "a bearer token is required\n"),
+            Some(g) if !same_secret(g, token.as_bytes()) => {
+                return answer(StatusCode::UNAUTHORIZED, "wrong bearer token\n")
+            }
+            Some(_) => {}
+        }
+    }
+    let headers = request.headers();
+    let length = match headers.get(CONTENT_LENGTH) {
+        // hyper has checked it is one number.
+        Some(v) => v.to_str().ok().and_then(|v| v.parse::<u64>().ok()),
+        None if headers.contains_key(TRANSFER_ENCODING) => None,
+        None => return answer(StatusCode::LENGTH_REQUIRED, "no Content-Length\n"),
+    };
+    let too_large = || {
+        answer(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("body larger than {} bytes\n", config.max_body),
+        )
+    };
+    if length.is_some_and(|n| n > config.max_body) {
+        return too_large();
+    }
+    let key = headers.get("x-riffle-key").map(|k| k.as_bytes().to_vec());
+    let copied: Vec<(String, Vec<u8>)> = headers
+        .iter()
+        .filter(|(name, _)| config.headers.iter().any(|h| h == name.as_str()))
+        .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
+        .collect();
+    // Reading the body sends `100 Continue` first to a client that asks
+    // for it (curl does for large bodies), after the checks above.
+    let limit = usize::try_from(config.max_body).unwrap_or(usize::MAX);
+    let body = Limited::new(request.into_body(), limit);
+    let body = match tokio::time::timeout(config.timeout, body.collect()).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
+        Ok(Err(e)) => {
+            tracing::debug!("webhook: reading a request: {e}");
+            return answer(StatusCode::BAD_REQUEST, &format!("malformed body: {e}\n"));
+        }
+        Err(_) => {
+            return answer(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request did not arrive in time\n",
+            )
         }
     };
-    let (reply, acked) = mpsc::sync_channel(1);
+    let mut record = Record::new(path, None, body.to_vec());
+    record.key = key;
+    record.headers = copied;
+
+    let (reply, acked) = oneshot::channel();
     let abandoned = Arc::new(AtomicBool::new(false));
     let waiting = Waiting {
         record,
         reply,
         abandoned: abandoned.clone(),
     };
-    if tx.send(waiting).is_err() {
-        respond(&mut writer, 503, "the source is closed\n");
-        return;
+    if shared.queue.send(waiting).is_err() {
+        return answer(StatusCode::SERVICE_UNAVAILABLE, "the source is closed\n");
     }
-    match acked.recv_timeout(config.timeout) {
-        Ok(()) => respond(&mut writer, 204, ""),
-        Err(RecvTimeoutError::Timeout) => {
-            abandoned.store(true, Ordering::Relaxed);
-            respond(
-                &mut writer,
-                503,
-                "not confirmed downstream in time; send it again\n",
-            );
+    match tokio::time::timeout(config.timeout, acked).await {
+        Ok(Ok(())) => {
+            let mut done = answer(StatusCode::NO_CONTENT, "");
+            *done.body_mut() = Full::default();
+            done
         }
         // The source closed before the record was acknowledged.
-        Err(RecvTimeoutError::Disconnected) => {
-            respond(&mut writer, 503, "the source closed; send it again\n")
+        Ok(Err(_)) => answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the source closed; send it again\n",
+        ),
+        Err(_) => {
+            abandoned.store(true, Ordering::Relaxed);
+            answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not confirmed downstream in time; send it again\n",
+            )
         }
     }
-}
-
-fn read_request(
-    reader: &mut BufReader<TcpStream>,
-    writer: &mut TcpStream,
-    config: &WebhookConfig,
-) -> std::result::Result<Record, ReadError> {
-    let head = client::read_head(reader)?;
-    let line = client::parse_request_line(&head.start)?;
-    if line.path != config.path {
-        return Err(ReadError::Bad(404, format!("no webhook at {}", line.path)));
-    }
-    if line.method != "POST" {
-        return Err(ReadError::Bad(
-            405,
-            format!("{} is not allowed: POST records", line.method),
-        ));
-    }
-    let framing = client::request_framing(&head)?;
-    match framing {
-        Framing::Unknown => return Err(ReadError::Bad(411, "no Content-Length".into())),
-        Framing::Length(n) if n > config.max_body => {
-            return Err(ReadError::Bad(
-                413,
-                format!("body larger than {} bytes", config.max_body),
-            ))
-        }
-        _ => {}
-    }
-    // A client that asks waits for this before sending the body (curl does
-    // for large bodies); the checks above come first so that it can be
-    // refused before sending it.
-    if head.has_token("expect", "100-continue") {
-        writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
-    }
-    let body = client::read_body(reader, framing, config.max_body)?;
-    let mut record = Record::new(line.path, None, body);
-    record.key = head.header("x-riffle-key").map(|k| k.as_bytes().to_vec());
-    for (name, value) in &head.headers {
-        if config.headers.iter().any(|h| h.eq_ignore_ascii_case(name)) {
-            record
-                .headers
-                .push((name.to_ascii_lowercase(), value.as_bytes().to_vec()));
-        }
-    }
-    Ok(record)
 }
 
 impl Source for WebhookSource {
     fn describe(&self) -> String {
-        format!("http webhook {}{}", self.address, self.path)
+        format!(
+            "http webhook {}://{}{}",
+            self.scheme, self.address, self.path
+        )
     }
 
     /// At-least-once on the condition that clients send a request again
@@ -278,7 +465,7 @@ impl Source for WebhookSource {
         for reply in self.polled.drain(..) {
             // A handler that gave up already answered 503; its client
             // sends the record again (a duplicate, never a loss).
-            let _ = reply.try_send(());
+            let _ = reply.send(());
         }
         Ok(())
     }
@@ -291,10 +478,8 @@ impl Source for WebhookSource {
         // channels drop with them.
         self.polled.clear();
         while self.queue.try_recv().is_ok() {}
-        self.stop.store(true, Ordering::Relaxed);
-        // Wake the accept loop so that it sees the flag.
-        let _ = TcpStream::connect_timeout(&self.address, Duration::from_secs(1));
-        let _ = server.join();
+        let _ = self.stop.send(true);
+        let _ = runtime::block_on(server);
         Ok(())
     }
 }
