@@ -9,7 +9,7 @@ use std::time::Instant;
 use riffle::log::kafka::KafkaLog;
 use serde_json::{json, Value};
 
-use crate::driver::{Driver, Mode, RunArgs};
+use crate::driver::{Driver, Mode, RunArgs, FULL_RECORDS, QUICK_RECORDS};
 use crate::figures::median_run;
 use crate::kafka::Result;
 use crate::progress;
@@ -18,8 +18,8 @@ use crate::systems::{self, Placement, System};
 
 pub fn run(args: RunArgs) -> Result<()> {
     let (records, repeat, latency_secs, warmup_secs) = match args.mode {
-        Mode::Quick => (1_000_000, 1, 10, 2),
-        Mode::Full => (5_000_000, 3, 60, 10),
+        Mode::Quick => (QUICK_RECORDS, 1, 10, 2),
+        Mode::Full => (FULL_RECORDS, 3, 60, 10),
     };
     let systems: Vec<&'static System> = if args.only.is_empty() {
         systems::SYSTEMS.iter().collect()

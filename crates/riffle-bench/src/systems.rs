@@ -186,7 +186,7 @@ pub const SYSTEMS: &[System] = &[
         argv: &["{repo}/bench/python-ray/run.sh", "--consumers", "1"],
         ready: Some("controller: running:"),
         // About 60k rec/s here with one consumer: 2,000,000 records take
-        // 30-50 s of steady state in full mode, 400,000 take under 10 s in
+        // 30-50 s of steady state in full mode, 667,000 take about 11 s in
         // quick mode (plus 5-8 s of Ray start-up).
         prefix: Some(2_000_000),
     },
