@@ -461,3 +461,71 @@ fn a_record_the_http_endpoint_refuses_is_dead_lettered_after_max_attempts() {
         "{bad:?}"
     );
 }
+
+#[test]
+fn a_pipeline_serves_its_counts_as_metrics() {
+    let dir = temp_dir("metrics");
+    std::fs::write(dir.join("in.jsonl"), INPUT).unwrap();
+    let mut child = command(
+        &dir,
+        &[
+            "connect",
+            "--source",
+            "file:path=in.jsonl,follow=true",
+            "--sink",
+            "file:path=out.jsonl",
+            "--filter",
+            "measurement>0",
+            "--dead-letter",
+            "file:path=dead.jsonl",
+            "--http",
+            "127.0.0.1:0",
+            "--name",
+            "sensors",
+        ],
+    )
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    // The address is in the line that says where the metrics are served.
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(|l| l.ok())
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let addr = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("riffle connect names its metrics address");
+        if let Some(rest) = line.split("serving http://").nth(1) {
+            break rest.split('/').next().unwrap().to_owned();
+        }
+    };
+    let want = [
+        r#"riffle_pipeline_records_in_total{pipeline="sensors",connector="file"} 5"#,
+        r#"riffle_pipeline_records_out_total{pipeline="sensors",connector="file"} 3"#,
+        r#"riffle_pipeline_dead_letters_total{pipeline="sensors"} 1"#,
+    ];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut text = String::new();
+    while Instant::now() < deadline && !want.iter().all(|w| text.contains(w)) {
+        std::thread::sleep(Duration::from_millis(100));
+        if let Ok((200, body)) = riffle::serve::http::get(&addr, "/metrics", Duration::from_secs(2))
+        {
+            text = String::from_utf8_lossy(&body).into_owned();
+        }
+    }
+    let health = riffle::serve::http::get(&addr, "/healthz", Duration::from_secs(2));
+    let _ = child.kill();
+    let _ = child.wait();
+    for w in want {
+        assert!(text.contains(w), "{w} not in\n{text}");
+    }
+    assert_eq!(health.map(|(status, _)| status).ok(), Some(200));
+}

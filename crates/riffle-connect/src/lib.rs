@@ -99,6 +99,13 @@ pub trait Source: Send {
         false
     }
 
+    /// How many records the source holds that have not been read yet (a
+    /// consumer group's lag, a stream's pending entries), if it can tell
+    /// cheaply; asked once per batch for the pipeline's metrics.
+    fn lag(&self) -> Option<u64> {
+        None
+    }
+
     /// Releases the connection; unacknowledged records are redelivered to
     /// the next reader.
     fn close(&mut self) -> Result<()> {

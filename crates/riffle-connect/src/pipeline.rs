@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{Delivery, Record, Sink, Source, Unconfirmed};
@@ -10,6 +11,7 @@ use crate::log::{Header, Headers, RecordRef};
 use crate::process::dead_letter;
 use crate::process::{run_processor, Context, KeyedProcessor};
 use riffle_base::backoff::Backoff;
+use riffle_base::metrics::{self, Labels, Samples};
 
 /// What a pipeline does to each record between its source and its sink.
 pub trait Stage: Send {
@@ -120,6 +122,16 @@ pub struct PipelineStats {
     /// Records that failed or were refused and, without a dead-letter sink
     /// (or refused by it too), were logged and skipped.
     pub skipped: u64,
+    /// Times the sink failed to confirm what it was sent (it was
+    /// unreachable, or answered with a transient error).
+    pub sink_failures: u64,
+    /// Records the sink refused (each attempt counts).
+    pub sink_refusals: u64,
+    /// Times the dead-letter sink failed or refused.
+    pub dead_letter_failures: u64,
+    /// Records the source holds that the pipeline has not read yet, when
+    /// the source can tell (see [`Source::lag`]).
+    pub source_lag: Option<u64>,
 }
 
 /// What a pipeline does with a record that failed its stage or that its
@@ -187,6 +199,14 @@ pub struct Pipeline {
     no_dead_letter: NoDeadLetter,
     stats: PipelineStats,
     on_batch: Option<Box<OnBatch>>,
+    /// The counts as the metrics registry reads them, when published.
+    published: Option<Arc<Mutex<PipelineStats>>>,
+}
+
+fn publish(to: &Option<Arc<Mutex<PipelineStats>>>, stats: &PipelineStats) {
+    if let Some(p) = to {
+        *p.lock().unwrap() = stats.clone();
+    }
 }
 
 /// How long a poll waits for records before the stop flag is checked again.
@@ -216,6 +236,7 @@ impl Pipeline {
             no_dead_letter: NoDeadLetter::default(),
             stats: PipelineStats::default(),
             on_batch: None,
+            published: None,
         }
     }
 
@@ -265,6 +286,120 @@ impl Pipeline {
     pub fn on_batch(mut self, f: impl FnMut(&PipelineStats) + Send + 'static) -> Self {
         self.on_batch = Some(Box::new(f));
         self
+    }
+
+    /// Publishes the counts in the process-wide metrics registry
+    /// ([`riffle_base::metrics::global`], served as `/metrics` by an
+    /// operations endpoint), as `riffle_pipeline_*` series labelled with
+    /// `pipeline` and the connector names given: records in, out,
+    /// dead-lettered and skipped, retries, errors per connector, and the
+    /// source's lag where it has one. Updated after every batch and every
+    /// failed attempt.
+    pub fn metrics(
+        mut self,
+        pipeline: &str,
+        source: &str,
+        sink: &str,
+        dead_letter: Option<&str>,
+    ) -> Self {
+        let shared = Arc::new(Mutex::new(self.stats.clone()));
+        let name = pipeline.to_owned();
+        let (source, sink, dl) = (
+            source.to_owned(),
+            sink.to_owned(),
+            dead_letter.map(str::to_owned),
+        );
+        metrics::global().collect(
+            &shared,
+            move |stats: &Mutex<PipelineStats>, out: &mut Samples| {
+                let s = stats.lock().unwrap().clone();
+                let of = |extra: Vec<(&'static str, String)>| {
+                    let mut l: Labels = vec![("pipeline", name.clone())];
+                    l.extend(extra);
+                    l
+                };
+                let counts = [
+                    (
+                        "riffle_pipeline_records_in_total",
+                        "Records read from the source and acknowledged to it.",
+                        s.records_in,
+                        ("connector", &source),
+                    ),
+                    (
+                        "riffle_pipeline_records_out_total",
+                        "Records confirmed by the sink.",
+                        s.records_out,
+                        ("connector", &sink),
+                    ),
+                ];
+                for (metric, help, value, (k, v)) in counts {
+                    out.counter(metric, help, &of(vec![(k, v.clone())]), value);
+                }
+                out.counter(
+                    "riffle_pipeline_dead_letters_total",
+                    "Records failed or refused for good, confirmed by the dead-letter sink.",
+                    &of(vec![]),
+                    s.dead_letters,
+                );
+                out.counter(
+                    "riffle_pipeline_skipped_total",
+                    "Records failed or refused for good with nowhere to go, logged and skipped.",
+                    &of(vec![]),
+                    s.skipped,
+                );
+                out.counter(
+                    "riffle_pipeline_retries_total",
+                    "Times records were sent again to a sink.",
+                    &of(vec![]),
+                    s.retries,
+                );
+                let errors = "Failed or refused attempts at a connector.";
+                out.counter(
+                    "riffle_pipeline_errors_total",
+                    errors,
+                    &of(vec![
+                        ("connector", sink.clone()),
+                        ("kind", "failure".into()),
+                    ]),
+                    s.sink_failures,
+                );
+                out.counter(
+                    "riffle_pipeline_errors_total",
+                    errors,
+                    &of(vec![
+                        ("connector", sink.clone()),
+                        ("kind", "refusal".into()),
+                    ]),
+                    s.sink_refusals,
+                );
+                if let Some(dl) = &dl {
+                    out.counter(
+                        "riffle_pipeline_errors_total",
+                        errors,
+                        &of(vec![
+                            ("connector", dl.clone()),
+                            ("kind", "dead-letter".into()),
+                        ]),
+                        s.dead_letter_failures,
+                    );
+                }
+                if let Some(lag) = s.source_lag {
+                    out.gauge(
+                        "riffle_pipeline_source_lag",
+                        "Records the source holds that the pipeline has not read yet.",
+                        &of(vec![("connector", source.clone())]),
+                        lag as f64,
+                    );
+                }
+            },
+        );
+        self.published = Some(shared);
+        self
+    }
+
+    /// Hands the counts to the metrics registry, if published.
+    fn publish(&self) {
+        publish(&self.published, &self.stats);
     }
 
     /// The weakest promise among the source, the sink and the dead-letter
@@ -340,6 +475,8 @@ impl Pipeline {
             }
             self.stats.records_in += input.len() as u64;
             self.stats.records_out += confirmed as u64;
+            self.stats.source_lag = self.source.lag();
+            self.publish();
             if let Some(f) = &mut self.on_batch {
                 f(&self.stats);
             }
@@ -398,11 +535,14 @@ impl Pipeline {
                 }
             }
             let transient = settled < pending.len();
+            self.stats.sink_failures += transient as u64;
+            self.stats.sink_refusals += failure.refused.len() as u64;
             pending = again;
             if pending.is_empty() {
                 break;
             }
             self.stats.retries += 1;
+            self.publish();
             let wait = next_wait(&mut backoff, failure.retry_after);
             if transient {
                 tracing::warn!(
@@ -478,6 +618,7 @@ impl Pipeline {
                     None => self.stats.dead_letters += 1,
                 }
             }
+            self.stats.dead_letter_failures += 1;
             let describe = dl.describe();
             for (r, why) in refused {
                 let why = format!("refused by the dead-letter sink {describe}: {why}");
@@ -488,6 +629,7 @@ impl Pipeline {
                 return Ok(true);
             }
             self.stats.retries += 1;
+            publish(&self.published, &self.stats);
             let wait = next_wait(&mut backoff, failure.retry_after);
             tracing::warn!(
                 "{} dead letters not confirmed by {describe}, sending them again in {wait:?}: {failure}",
@@ -875,6 +1017,33 @@ mod tests {
             (10, 9, 1)
         );
         assert_eq!((stats.retries, stats.skipped), (2, 0));
+    }
+
+    #[test]
+    fn the_counts_are_published_as_metrics_per_connector() {
+        let all = numbers(10);
+        let (source, _) = Numbers::new(&all.iter().map(String::as_str).collect::<Vec<_>>());
+        let mut p = Pipeline::new(source, picky(&["7"]))
+            .batch(4)
+            .max_attempts(2)
+            .dead_letter(Flaky::default())
+            .metrics("counted", "numbers", "picky", Some("flaky"));
+        p.run(&AtomicBool::new(false)).unwrap();
+        let text = metrics::global().render();
+        for line in [
+            r#"riffle_pipeline_records_in_total{pipeline="counted",connector="numbers"} 10"#,
+            r#"riffle_pipeline_records_out_total{pipeline="counted",connector="picky"} 9"#,
+            r#"riffle_pipeline_dead_letters_total{pipeline="counted"} 1"#,
+            r#"riffle_pipeline_retries_total{pipeline="counted"} 1"#,
+            r#"riffle_pipeline_errors_total{pipeline="counted",connector="picky",kind="refusal"} 2"#,
+            r#"riffle_pipeline_errors_total{pipeline="counted",connector="picky",kind="failure"} 0"#,
+            r#"riffle_pipeline_errors_total{pipeline="counted",connector="flaky",kind="dead-letter"} 0"#,
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
+        // The series go with the pipeline.
+        drop(p);
+        assert!(!metrics::global().render().contains(r#"pipeline="counted""#));
     }
 
     #[test]

@@ -74,6 +74,14 @@ pub struct ConnectArgs {
     /// Print every connector, what it guarantees and its options, and exit.
     #[arg(long)]
     pub list: bool,
+    /// Serve /metrics (records in and out, dead letters, retries, errors per
+    /// connector, the source's lag) and /healthz on this address, e.g.
+    /// 127.0.0.1:9100.
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<String>,
+    /// The pipeline's name in its metrics (the `pipeline` label).
+    #[arg(long, value_name = "NAME", default_value = "connect")]
+    pub name: String,
 }
 
 /// A pipeline as a file holds it (and as flags are turned into).
@@ -128,8 +136,19 @@ pub fn run(log: &LogArgs, args: ConnectArgs) -> Result<()> {
             }
         }),
     };
-    let mut pipeline = build(spec, &env)?;
+    let endpoint = args
+        .http
+        .as_deref()
+        .map(|bind| riffle::serve::Endpoint::start(bind, None))
+        .transpose()?;
+    let mut pipeline = build(spec, &env, &args.name)?;
     eprintln!("riffle connect: {}", pipeline.describe());
+    if let Some(e) = &endpoint {
+        eprintln!(
+            "riffle connect: serving http://{}/metrics and /healthz",
+            e.addr()
+        );
+    }
     let stopper = util::signal_stopper();
     let mut last = Instant::now();
     pipeline = pipeline.on_batch(move |s| {
@@ -330,7 +349,7 @@ pub fn transform(t: &TransformFile) -> Result<Transform> {
     Ok(out)
 }
 
-fn build(spec: PipelineFile, env: &Env) -> Result<Pipeline> {
+fn build(spec: PipelineFile, env: &Env, name: &str) -> Result<Pipeline> {
     // Everything that can be checked without connecting is checked first.
     let stage = transform(&spec.transform)?;
     let policy = spec
@@ -350,11 +369,17 @@ fn build(spec: PipelineFile, env: &Env) -> Result<Pipeline> {
         .dead_letter
         .map(|t| options("dead_letter", Some(t)))
         .transpose()?;
+    let names = (
+        source.connector().to_owned(),
+        sink.connector().to_owned(),
+        dead.as_ref().map(|d| d.connector().to_owned()),
+    );
     let source = registry::source(source, env)?;
     let sink = registry::sink(sink, env)?;
     let mut p = Pipeline::new(source, sink)
         .stage(stage)
-        .no_dead_letter(policy);
+        .no_dead_letter(policy)
+        .metrics(name, &names.0, &names.1, names.2.as_deref());
     if let Some(n) = spec.max_attempts {
         p = p.max_attempts(n);
     }
