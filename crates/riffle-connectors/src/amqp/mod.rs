@@ -1,9 +1,11 @@
 //! AMQP 0-9-1 (RabbitMQ): a queue consumed as a source, an exchange
-//! published to as a sink.
+//! published to as a sink. The client is amqprs, on the connectors' shared
+//! tokio runtime: its reading, writing and heartbeats run there between
+//! the pipeline's calls.
 //!
 //! As a source, the queue is consumed with manual acknowledgements and a
 //! prefetch limit; the deliveries handed out are acknowledged (one
-//! `Basic.Ack` with `multiple` for the highest tag) only in
+//! `basic.ack` with `multiple` for the highest tag) only in
 //! [`Source::ack`](riffle::connect::Source::ack), after the pipeline's sink
 //! confirmed them. Whatever is unacknowledged when the connection drops
 //! the broker puts back in the queue and delivers again: at-least-once.
@@ -18,21 +20,55 @@
 //! took (`basic.return`) refuses that message for good: the pipeline
 //! publishes it again up to its attempts, then dead-letters it, while the
 //! others go on. A lost connection or a timeout is transient: the messages
-//! from the first unconfirmed one on are published again: at-least-once. Heartbeats are only sent while the sink is being used;
-//! a sink idle for longer than two heartbeat intervals finds its
-//! connection closed by the broker and replaces it on the next send (it
-//! had nothing unconfirmed, so nothing is lost).
+//! from the first unconfirmed one on are published again: at-least-once.
+//! Heartbeats go out from the runtime even while the pipeline is busy
+//! elsewhere or idle; a connection the broker closed anyway (it had
+//! nothing unconfirmed, so nothing is lost) is replaced on the next send.
 //!
 //! Records map to messages so: the topic is the routing key (the queue's
 //! name when a message has none), the value is the body, the key travels
 //! in the message header `riffle-key` (AMQP has no keys of its own), and
-//! other headers are the AMQP headers table (non-string values are written
-//! out as text; tables and arrays are left out).
+//! other headers are the AMQP headers table: text as long strings, other
+//! bytes as byte arrays (`x`). A table keeps one value per name (the last
+//! of a repeated one) and no order: the source hands headers out sorted
+//! by name, non-text values written out as text, tables and arrays left
+//! out.
 //!
-//! Options: `url` (`amqp://user:password@host:port/vhost`, the vhost
-//! percent-encoded, `%2f` for `/`), `heartbeat`; for the source `queue`,
-//! `declare`, `exchange` and `routing_key` (an optional binding), and
-//! `prefetch`; for the sink `exchange`, `routing_key` (a template with
+//! # Connecting
+//!
+//! `url` is `amqp://user:password@host:port/vhost` (port 5672), or
+//! `amqps://...` for TLS (port 5671); the vhost percent-encoded, `%2f` for
+//! `/` (the default), user and password too (`%40` for `@`). A cluster is
+//! several URLs separated by commas, all `amqp://` or all `amqps://`: the
+//! first that takes the connection is used, and after a lost connection
+//! the source and the sink reconnect with jittered exponential backoff,
+//! from the server that answered last on through the others.
+//!
+//! `user` and `password` override the URL's (guest/guest when neither
+//! gives them); like any option they can be `${ENV_VAR}` or
+//! `${file:/path}`, which keeps a password off the command line.
+//! `auth=external` logs in with SASL EXTERNAL instead: the broker takes
+//! the user from the TLS client certificate (`tls_cert`, `tls_key`), with
+//! RabbitMQ's `rabbitmq_auth_mechanism_ssl` plugin enabled and `EXTERNAL`
+//! among its `auth_mechanisms`; the certificate's subject (or its CN, with
+//! `ssl_cert_login_from = common_name`) must be a user of the broker.
+//!
+//! TLS takes the common options: `tls_ca` (the CA of the broker's
+//! certificate; the system's roots otherwise), `tls_cert` and `tls_key`
+//! (a client certificate, for a broker with `fail_if_no_peer_cert`),
+//! `tls_server_name`, `tls_insecure`; `tls=true` turns TLS on for an
+//! `amqp://` URL. A failed handshake says what to change.
+//!
+//! A login the broker refuses is reported as `403 ACCESS_REFUSED`: the
+//! broker closes the connection without saying more, so the same is said
+//! of a plain connection to a TLS port.
+//!
+//! # Options
+//!
+//! `url`, `user`, `password`, `auth`, `heartbeat` (seconds asked of the
+//! broker; 0 takes the broker's) and the TLS options; for the source
+//! `queue`, `declare`, `exchange` and `routing_key` (an optional binding),
+//! and `prefetch`; for the sink `exchange`, `routing_key` (a template with
 //! `{topic}` and `{key}`) and `mandatory`.
 
 mod connection;
