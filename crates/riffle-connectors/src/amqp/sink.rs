@@ -68,7 +68,8 @@ impl AmqpSink {
             round: 0,
             refused: Vec::new(),
             returned: None,
-            backoff: Backoff::default(),
+            // Jittered, so that clients cut off together do not come back together.
+            backoff: Backoff::default().jittered(),
             failing: false,
         };
         s.connect()?;
@@ -383,5 +384,16 @@ fn header_value(value: &[u8]) -> FieldValue {
     {
         Some(text) => FieldValue::S(text),
         None => FieldValue::x(ByteArray::try_from(value.to_vec()).expect("a value below 4 GiB")),
+    }
+}
+
+impl Drop for AmqpSink {
+    /// amqprs closes a dropped connection from a task it spawns, which
+    /// needs the runtime's context.
+    fn drop(&mut self) {
+        if let Some(c) = self.conn.take() {
+            let _inside = crate::runtime::handle().enter();
+            drop(c);
+        }
     }
 }

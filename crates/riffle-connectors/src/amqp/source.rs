@@ -60,7 +60,8 @@ impl AmqpSource {
             conn: None,
             server: 0,
             unacked: None,
-            backoff: Backoff::default(),
+            // Jittered, so that clients cut off together do not come back together.
+            backoff: Backoff::default().jittered(),
         };
         s.conn = Some(s.connect()?);
         Ok(s)
@@ -260,5 +261,16 @@ impl Source for AmqpSource {
             c.link.close();
         }
         Ok(())
+    }
+}
+
+impl Drop for AmqpSource {
+    /// amqprs closes a dropped connection from a task it spawns, which
+    /// needs the runtime's context.
+    fn drop(&mut self) {
+        if let Some(c) = self.conn.take() {
+            let _inside = runtime::handle().enter();
+            drop(c);
+        }
     }
 }
