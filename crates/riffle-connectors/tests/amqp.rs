@@ -405,6 +405,10 @@ fn rabbitmq_carries_records_both_ways_and_loses_none_across_restarts() {
     s.close().unwrap();
 
     // Our sink across a broker restart: every record confirmed arrives.
+    // The broker is the second server of the list, the first being down:
+    // every reconnection goes through the list.
+    let closed = ClosedPort::new();
+    let cluster = format!("amqp://guest:guest@127.0.0.1:{}/%2f,{url}", closed.port);
     const N: usize = 3000;
     source(&url, &[("queue", "durable")])
         .unwrap()
@@ -416,7 +420,7 @@ fn rabbitmq_carries_records_both_ways_and_loses_none_across_restarts() {
         n: N,
         handed: handed.clone(),
     };
-    let durable_sink = sink(&url, &[("routing_key", "durable")]).unwrap();
+    let durable_sink = sink(&cluster, &[("routing_key", "durable")]).unwrap();
     let run = {
         let stop = Arc::new(AtomicBool::new(false));
         std::thread::spawn(move || Pipeline::new(numbers, durable_sink).run(&stop))
@@ -451,7 +455,7 @@ fn rabbitmq_carries_records_both_ways_and_loses_none_across_restarts() {
 
     // Our source across a broker restart: everything reaches the file.
     let file = dir.join("durable.jsonl");
-    let durable_source = source(&url, &[("queue", "durable"), ("prefetch", "100")]).unwrap();
+    let durable_source = source(&cluster, &[("queue", "durable"), ("prefetch", "100")]).unwrap();
     let file_sink = registry::sink(
         Options::from_pairs(
             "file",
