@@ -396,6 +396,14 @@ mod tests {
             ]
         );
         assert_eq!(p.addresses(), "a:5671,b:6000");
+        for role in [Role::Source, Role::Sink] {
+            let names = AMQP.option_names(role);
+            for name in [
+                "url", "user", "password", "auth", "tls", "tls_ca", "tls_cert",
+            ] {
+                assert!(names.contains(&name), "{name} for {role:?}");
+            }
+        }
         let mut o = Options::from_pairs("amqp", [("url", "amqp://a,amqps://b")]);
         let e = params(&mut o).err().unwrap().to_string();
         assert!(e.contains("every server"), "{e}");
