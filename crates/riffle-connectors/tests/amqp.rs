@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{free_port, scratch_dir, ClosedPort, Server};
+use common::{free_port, scratch_dir, Certs, ClosedPort, Server};
 use riffle::connect::{Delivery, Pipeline, Record, Sink, Source, Stage};
 use riffle::{Error, Result};
 use riffle_connectors::{registry, Env, Options};
@@ -28,13 +28,23 @@ struct Rabbit {
 
 impl Rabbit {
     fn start(name: &str) -> Self {
+        Self::start_with(name, "", "[]")
+    }
+
+    /// A node with `conf` added to its rabbitmq.conf and the `plugins`
+    /// (an Erlang list) enabled.
+    fn start_with(name: &str, conf: &str, plugins: &str) -> Self {
         assert!(
             Path::new(RABBITMQ).is_file(),
             "{RABBITMQ} not found: install the Debian package rabbitmq-server"
         );
         let dir = scratch_dir(name);
-        std::fs::write(dir.join("enabled_plugins"), "[].\n").unwrap();
-        std::fs::write(dir.join("rabbitmq.conf"), "loopback_users = none\n").unwrap();
+        std::fs::write(dir.join("enabled_plugins"), format!("{plugins}.\n")).unwrap();
+        std::fs::write(
+            dir.join("rabbitmq.conf"),
+            format!("loopback_users = none\n{conf}"),
+        )
+        .unwrap();
         let port = free_port();
         let epmd_port = free_port();
         let dist_port = free_port();
@@ -395,6 +405,10 @@ fn rabbitmq_carries_records_both_ways_and_loses_none_across_restarts() {
     s.close().unwrap();
 
     // Our sink across a broker restart: every record confirmed arrives.
+    // The broker is the second server of the list, the first being down:
+    // every reconnection goes through the list.
+    let closed = ClosedPort::new();
+    let cluster = format!("amqp://guest:guest@127.0.0.1:{}/%2f,{url}", closed.port);
     const N: usize = 3000;
     source(&url, &[("queue", "durable")])
         .unwrap()
@@ -406,7 +420,7 @@ fn rabbitmq_carries_records_both_ways_and_loses_none_across_restarts() {
         n: N,
         handed: handed.clone(),
     };
-    let durable_sink = sink(&url, &[("routing_key", "durable")]).unwrap();
+    let durable_sink = sink(&cluster, &[("routing_key", "durable")]).unwrap();
     let run = {
         let stop = Arc::new(AtomicBool::new(false));
         std::thread::spawn(move || Pipeline::new(numbers, durable_sink).run(&stop))
@@ -441,7 +455,7 @@ fn rabbitmq_carries_records_both_ways_and_loses_none_across_restarts() {
 
     // Our source across a broker restart: everything reaches the file.
     let file = dir.join("durable.jsonl");
-    let durable_source = source(&url, &[("queue", "durable"), ("prefetch", "100")]).unwrap();
+    let durable_source = source(&cluster, &[("queue", "durable"), ("prefetch", "100")]).unwrap();
     let file_sink = registry::sink(
         Options::from_pairs(
             "file",
@@ -501,4 +515,157 @@ fn an_unreachable_broker_is_named_within_seconds() {
     let e = sink(&url, &[]).err().unwrap().to_string();
     assert!(e.contains(&format!("127.0.0.1:{port}")), "{e}");
     assert!(started.elapsed() < Duration::from_secs(6));
+}
+
+/// Waits until `port` accepts connections (a listener the node opens
+/// after its first).
+fn wait_listening(port: u16) {
+    wait_for(
+        &format!("a listener on port {port}"),
+        Duration::from_secs(30),
+        || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+    );
+}
+
+fn pairs(v: &[(String, String)]) -> Vec<(&str, &str)> {
+    v.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+/// A one-line error from opening a source, within seconds.
+fn source_error(url: &str, pairs: &[(&str, &str)]) -> String {
+    let started = Instant::now();
+    let e = source(url, pairs).err().expect("refused").to_string();
+    assert!(started.elapsed() < Duration::from_secs(8), "{e}");
+    assert!(!e.contains('\n'), "one line: {e}");
+    e
+}
+
+/// TLS beside the plain port: a user and password, or the client
+/// certificate alone (SASL EXTERNAL) to log in; several servers of which
+/// the first is down; and the errors for a wrong password, an untrusted
+/// server certificate and a missing client certificate.
+#[test]
+fn rabbitmq_over_tls_with_passwords_and_client_certificates() {
+    let certs = Certs::new("amqp-tls");
+    let tls_port = free_port();
+    let conf = format!(
+        "listeners.ssl.1 = 127.0.0.1:{tls_port}\n\
+         ssl_options.cacertfile = {}\n\
+         ssl_options.certfile = {}\n\
+         ssl_options.keyfile = {}\n\
+         ssl_options.verify = verify_peer\n\
+         ssl_options.fail_if_no_peer_cert = true\n\
+         auth_mechanisms.1 = PLAIN\n\
+         auth_mechanisms.2 = AMQPLAIN\n\
+         auth_mechanisms.3 = EXTERNAL\n\
+         ssl_cert_login_from = common_name\n\
+         default_user = riffle-client\n\
+         default_pass = s3cret\n",
+        Certs::s(&certs.ca),
+        Certs::s(&certs.server_cert),
+        Certs::s(&certs.server_key),
+    );
+    let rabbit = Rabbit::start_with("amqp-tls", &conf, "[rabbitmq_auth_mechanism_ssl]");
+    wait_listening(tls_port);
+    let tls_url = format!("amqps://127.0.0.1:{tls_port}/%2f");
+    let (ca, cert, key) = (
+        Certs::s(&certs.ca),
+        Certs::s(&certs.client_cert),
+        Certs::s(&certs.client_key),
+    );
+    let with = |extra: &[(&'static str, &'static str)]| -> Vec<(String, String)> {
+        let mut v = vec![
+            ("tls_ca".to_owned(), ca.clone()),
+            ("tls_cert".to_owned(), cert.clone()),
+            ("tls_key".to_owned(), key.clone()),
+        ];
+        v.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        v
+    };
+
+    // A user and a password (from the environment) over TLS.
+    std::env::set_var("RIFFLE_AMQP_TEST_PASSWORD", "s3cret");
+    let login = with(&[
+        ("user", "riffle-client"),
+        ("password", "${RIFFLE_AMQP_TEST_PASSWORD}"),
+        ("mandatory", "true"),
+    ]);
+    let mut s = sink(&tls_url, &pairs(&login)).unwrap();
+    // The certificate alone logs in (EXTERNAL), the first server being down.
+    let closed = ClosedPort::new();
+    let two = format!("amqps://127.0.0.1:{}/%2f,{tls_url}", closed.port);
+    let external = with(&[("auth", "external"), ("queue", "secure")]);
+    let mut q = source(&two, &pairs(&external)).unwrap();
+    assert!(q.describe().contains(&format!("127.0.0.1:{tls_port}")));
+    for i in 0..20 {
+        s.send(&record("secure", i)).unwrap();
+    }
+    s.flush(Duration::from_secs(10)).unwrap();
+    let got = read(&mut *q, 20, Duration::from_secs(10));
+    assert_eq!(
+        got,
+        (0..20).map(|i| record("secure", i)).collect::<Vec<_>>()
+    );
+    q.ack().unwrap();
+    q.close().unwrap();
+    s.close().unwrap();
+    // Dropped without a close, on a thread outside the runtime: the
+    // connections close without a panic.
+    drop(sink(&tls_url, &pairs(&login)).unwrap());
+    drop(source(&tls_url, &pairs(&external)).unwrap());
+    // The plain port takes the same user.
+    let plain = format!(
+        "amqp://riffle-client:s3cret@{}/%2f",
+        rabbit.server.address()
+    );
+    let mut p = source(&plain, &[("queue", "secure")]).unwrap();
+    assert!(
+        read(&mut *p, 1, Duration::from_secs(1)).is_empty(),
+        "acknowledged"
+    );
+    p.close().unwrap();
+
+    // A wrong password, over TLS and in plain text.
+    let wrong = with(&[
+        ("user", "riffle-client"),
+        ("password", "wrong"),
+        ("queue", "q"),
+    ]);
+    let e = source_error(&tls_url, &pairs(&wrong));
+    assert!(
+        e.contains("ACCESS_REFUSED") && e.contains("authentication failed"),
+        "{e}"
+    );
+    let bad_plain = format!("amqp://riffle-client:wrong@{}/%2f", rabbit.server.address());
+    let e = source_error(&bad_plain, &[("queue", "q")]);
+    assert!(e.contains("authentication failed"), "{e}");
+    // EXTERNAL needs the broker to know the certificate's name as a user:
+    // guest's certificate would not do, and the plain port has no
+    // certificate at all (refused before connecting).
+    let e = source_error(
+        &format!("amqp://{}/%2f", rabbit.server.address()),
+        &[("auth", "external"), ("queue", "q")],
+    );
+    assert!(e.contains("tls_cert"), "{e}");
+
+    // A server certificate from another CA.
+    let other = vec![
+        ("tls_ca".to_owned(), Certs::s(&certs.other_ca)),
+        ("user".to_owned(), "riffle-client".to_owned()),
+        ("password".to_owned(), "s3cret".to_owned()),
+        ("queue".to_owned(), "q".to_owned()),
+    ];
+    let e = source_error(&tls_url, &pairs(&other));
+    assert!(e.contains("give its CA with tls_ca"), "{e}");
+    assert!(e.contains(&format!("127.0.0.1:{tls_port}")), "{e}");
+
+    // No client certificate for a broker that requires one.
+    let no_cert = vec![
+        ("tls_ca".to_owned(), ca.clone()),
+        ("user".to_owned(), "riffle-client".to_owned()),
+        ("password".to_owned(), "s3cret".to_owned()),
+        ("queue".to_owned(), "q".to_owned()),
+    ];
+    let e = source_error(&tls_url, &pairs(&no_cert));
+    assert!(e.contains("client certificate"), "{e}");
 }

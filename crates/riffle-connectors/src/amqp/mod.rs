@@ -1,9 +1,11 @@
 //! AMQP 0-9-1 (RabbitMQ): a queue consumed as a source, an exchange
-//! published to as a sink.
+//! published to as a sink. The client is amqprs, on the connectors' shared
+//! tokio runtime: its reading, writing and heartbeats run there between
+//! the pipeline's calls.
 //!
 //! As a source, the queue is consumed with manual acknowledgements and a
 //! prefetch limit; the deliveries handed out are acknowledged (one
-//! `Basic.Ack` with `multiple` for the highest tag) only in
+//! `basic.ack` with `multiple` for the highest tag) only in
 //! [`Source::ack`](riffle::connect::Source::ack), after the pipeline's sink
 //! confirmed them. Whatever is unacknowledged when the connection drops
 //! the broker puts back in the queue and delivers again: at-least-once.
@@ -18,24 +20,58 @@
 //! took (`basic.return`) refuses that message for good: the pipeline
 //! publishes it again up to its attempts, then dead-letters it, while the
 //! others go on. A lost connection or a timeout is transient: the messages
-//! from the first unconfirmed one on are published again: at-least-once. Heartbeats are only sent while the sink is being used;
-//! a sink idle for longer than two heartbeat intervals finds its
-//! connection closed by the broker and replaces it on the next send (it
-//! had nothing unconfirmed, so nothing is lost).
+//! from the first unconfirmed one on are published again: at-least-once.
+//! Heartbeats go out from the runtime even while the pipeline is busy
+//! elsewhere or idle; a connection the broker closed anyway (it had
+//! nothing unconfirmed, so nothing is lost) is replaced on the next send.
 //!
 //! Records map to messages so: the topic is the routing key (the queue's
 //! name when a message has none), the value is the body, the key travels
 //! in the message header `riffle-key` (AMQP has no keys of its own), and
-//! other headers are the AMQP headers table (non-string values are written
-//! out as text; tables and arrays are left out).
+//! other headers are the AMQP headers table: text as long strings, other
+//! bytes as byte arrays (`x`). A table keeps one value per name (the last
+//! of a repeated one) and no order: the source hands headers out sorted
+//! by name, non-text values written out as text, tables and arrays left
+//! out.
 //!
-//! Options: `url` (`amqp://user:password@host:port/vhost`, the vhost
-//! percent-encoded, `%2f` for `/`), `heartbeat`; for the source `queue`,
-//! `declare`, `exchange` and `routing_key` (an optional binding), and
-//! `prefetch`; for the sink `exchange`, `routing_key` (a template with
+//! # Connecting
+//!
+//! `url` is `amqp://user:password@host:port/vhost` (port 5672), or
+//! `amqps://...` for TLS (port 5671); the vhost percent-encoded, `%2f` for
+//! `/` (the default), user and password too (`%40` for `@`). A cluster is
+//! several URLs separated by commas, all `amqp://` or all `amqps://`: the
+//! first that takes the connection is used, and after a lost connection
+//! the source and the sink reconnect with jittered exponential backoff,
+//! from the server that answered last on through the others.
+//!
+//! `user` and `password` override the URL's (guest/guest when neither
+//! gives them); like any option they can be `${ENV_VAR}` or
+//! `${file:/path}`, which keeps a password off the command line.
+//! `auth=external` logs in with SASL EXTERNAL instead: the broker takes
+//! the user from the TLS client certificate (`tls_cert`, `tls_key`), with
+//! RabbitMQ's `rabbitmq_auth_mechanism_ssl` plugin enabled and `EXTERNAL`
+//! among its `auth_mechanisms`; the certificate's subject (or its CN, with
+//! `ssl_cert_login_from = common_name`) must be a user of the broker.
+//!
+//! TLS takes the common options: `tls_ca` (the CA of the broker's
+//! certificate; the system's roots otherwise), `tls_cert` and `tls_key`
+//! (a client certificate, for a broker with `fail_if_no_peer_cert`),
+//! `tls_server_name`, `tls_insecure`; `tls=true` turns TLS on for an
+//! `amqp://` URL. A failed handshake says what to change.
+//!
+//! A login the broker refuses is reported as `403 ACCESS_REFUSED`: the
+//! broker closes the connection without saying more, so the same is said
+//! of a plain connection to a TLS port.
+//!
+//! # Options
+//!
+//! `url`, `user`, `password`, `auth`, `heartbeat` (seconds asked of the
+//! broker; 0 takes the broker's) and the TLS options; for the source
+//! `queue`, `declare`, `exchange` and `routing_key` (an optional binding),
+//! and `prefetch`; for the sink `exchange`, `routing_key` (a template with
 //! `{topic}` and `{key}`) and `mandatory`.
 
-mod client;
+mod connection;
 mod sink;
 mod source;
 
@@ -50,8 +86,9 @@ use riffle::{Error, Result};
 use crate::connector::{Connector, Opt, Role};
 use crate::net::Url;
 use crate::options::Options;
+use crate::tls::Tls;
 
-use client::Params;
+use connection::{Auth, Params, Server, TlsSetup};
 
 const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
@@ -65,13 +102,31 @@ pub const AMQP: Connector = Connector {
             name: "url",
             role: Role::Both,
             default: Some(DEFAULT_URL),
-            help: "the broker, user and virtual host (percent-encoded: %2f is /)",
+            help: "the broker, user and virtual host (percent-encoded: %2f is /); amqps:// for TLS (port 5671); several comma-separated for a cluster",
+        },
+        Opt {
+            name: "user",
+            role: Role::Both,
+            default: Some("the URL's, else guest"),
+            help: "the user to log in as (instead of the URL's)",
+        },
+        Opt {
+            name: "password",
+            role: Role::Both,
+            default: Some("the URL's, else guest"),
+            help: "the password (instead of the URL's; ${ENV_VAR} or ${file:/path} keep it out of the command line)",
+        },
+        Opt {
+            name: "auth",
+            role: Role::Both,
+            default: Some("plain"),
+            help: "plain (user and password) or external (the TLS client certificate names the user: tls_cert, tls_key)",
         },
         Opt {
             name: "heartbeat",
             role: Role::Both,
             default: Some("30s"),
-            help: "heartbeat interval asked of the broker (0 disables)",
+            help: "heartbeat interval asked of the broker (0 takes the broker's)",
         },
         Opt {
             name: "queue",
@@ -122,7 +177,7 @@ pub const AMQP: Connector = Connector {
             help: "refuse a message no queue takes (returned by the broker; dead-lettered after the pipeline's attempts) instead of letting the broker drop it",
         },
     ],
-    tls: false,
+    tls: true,
     build_source: Some(|mut o, _| {
         let params = params(&mut o)?;
         let queue = o.required("queue")?;
@@ -167,26 +222,87 @@ fn check_name(what: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// The connection options: `url` and `heartbeat`.
+/// The connection options: `url`, `user`, `password`, `auth`,
+/// `heartbeat` and the TLS options.
 fn params(o: &mut Options) -> Result<Params> {
     let text = o.string_or("url", DEFAULT_URL);
+    let user = o.string("user");
+    let password = o.string("password");
+    let auth = match o.string_or("auth", "plain").to_ascii_lowercase().as_str() {
+        "plain" => Auth::Plain,
+        "external" => Auth::External,
+        other => {
+            return Err(Error::InvalidInput(format!(
+                "amqp: auth '{other}': expected plain or external"
+            )))
+        }
+    };
     let heartbeat = o.duration_or("heartbeat", Duration::from_secs(30))?;
-    let url = Url::parse(&text, 5672)?;
-    if url.scheme != "amqp" {
+    let mut servers = Vec::new();
+    let mut scheme: Option<String> = None;
+    for one in text.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+        let url = Url::parse(one, 5672)?;
+        let url = match url.scheme.as_str() {
+            "amqp" => url,
+            // Parsed again for the TLS port when the URL gives none.
+            "amqps" => Url::parse(one, 5671)?,
+            _ => {
+                return Err(Error::InvalidInput(format!(
+                    "amqp: URL '{one}': expected amqp:// or amqps://"
+                )))
+            }
+        };
+        if scheme.as_ref().is_some_and(|s| *s != url.scheme) {
+            return Err(Error::InvalidInput(format!(
+                "amqp: url '{text}': every server amqp:// or every server amqps://"
+            )));
+        }
+        scheme = Some(url.scheme.clone());
+        let vhost = match url.path.trim_start_matches('/') {
+            "" => "/".to_owned(),
+            path => percent_decode(path)?,
+        };
+        servers.push(Server {
+            host: url
+                .host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+            port: url.port,
+            user: match &user {
+                Some(u) => u.clone(),
+                None => percent_decode(url.user.as_deref().unwrap_or("guest"))?,
+            },
+            password: match &password {
+                Some(p) => p.clone(),
+                None => percent_decode(url.password.as_deref().unwrap_or("guest"))?,
+            },
+            vhost,
+        });
+    }
+    if servers.is_empty() {
         return Err(Error::InvalidInput(format!(
-            "amqp: URL '{text}': expected amqp:// (TLS is not supported)"
+            "amqp: url '{text}': no server"
         )));
     }
-    let vhost = match url.path.trim_start_matches('/') {
-        "" => "/".to_owned(),
-        path => percent_decode(path)?,
+    let tls = Tls::from_options(o, scheme.as_deref() == Some("amqps"))?;
+    if auth == Auth::External && tls.as_ref().is_none_or(|t| t.cert.is_none()) {
+        return Err(Error::InvalidInput(
+            "amqp: auth=external logs in with the TLS client certificate: give amqps:// (or tls=true) with tls_cert and tls_key".into(),
+        ));
+    }
+    let tls = match tls {
+        Some(t) => Some(TlsSetup {
+            config: t.client_config()?,
+            server_name: t.server_name.clone(),
+        }),
+        None => None,
     };
     Ok(Params {
-        address: url.address(),
-        user: percent_decode(url.user.as_deref().unwrap_or("guest"))?,
-        password: percent_decode(url.password.as_deref().unwrap_or("guest"))?,
-        vhost,
+        servers,
+        auth,
         heartbeat,
+        tls,
     })
 }
 
@@ -222,11 +338,13 @@ mod tests {
     fn urls_give_address_user_and_vhost() {
         let mut o = Options::new("amqp");
         let p = params(&mut o).unwrap();
+        let s = &p.servers[0];
         assert_eq!(
-            (p.address.as_str(), p.user.as_str(), p.vhost.as_str()),
+            (s.address().as_str(), s.user.as_str(), s.vhost.as_str()),
             ("127.0.0.1:5672", "guest", "/")
         );
         assert_eq!(p.heartbeat, Duration::from_secs(30));
+        assert!(p.tls.is_none() && p.auth == Auth::Plain);
         let mut o = Options::from_pairs(
             "amqp",
             [
@@ -235,13 +353,69 @@ mod tests {
             ],
         );
         let p = params(&mut o).unwrap();
+        let s = &p.servers[0];
         assert_eq!(
-            (p.address.as_str(), p.user.as_str(), p.password.as_str()),
+            (s.address().as_str(), s.user.as_str(), s.password.as_str()),
             ("h:1234", "u@x", "p")
         );
-        assert_eq!((p.vhost.as_str(), p.heartbeat), ("prod/a", Duration::ZERO));
-        let mut o = Options::from_pairs("amqp", [("url", "amqps://h")]);
+        assert_eq!((s.vhost.as_str(), p.heartbeat), ("prod/a", Duration::ZERO));
+        let mut o = Options::from_pairs("amqp", [("url", "http://h")]);
         assert!(params(&mut o).is_err());
+    }
+
+    #[test]
+    fn several_servers_tls_and_logins() {
+        let mut o = Options::from_pairs(
+            "amqp",
+            [
+                ("url", "amqps://a/v, amqps://u:p@b:6000/w"),
+                ("tls_insecure", "true"),
+                ("user", "me"),
+                ("password", "secret"),
+            ],
+        );
+        let p = params(&mut o).unwrap();
+        assert!(p.tls.is_some());
+        let got: Vec<_> = p
+            .servers
+            .iter()
+            .map(|s| {
+                (
+                    s.address(),
+                    s.user.as_str(),
+                    s.password.as_str(),
+                    s.vhost.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a:5671".to_owned(), "me", "secret", "v"),
+                ("b:6000".to_owned(), "me", "secret", "w")
+            ]
+        );
+        assert_eq!(p.addresses(), "a:5671,b:6000");
+        for role in [Role::Source, Role::Sink] {
+            let names = AMQP.option_names(role);
+            for name in [
+                "url", "user", "password", "auth", "tls", "tls_ca", "tls_cert",
+            ] {
+                assert!(names.contains(&name), "{name} for {role:?}");
+            }
+        }
+        let mut o = Options::from_pairs("amqp", [("url", "amqp://a,amqps://b")]);
+        let e = params(&mut o).err().unwrap().to_string();
+        assert!(e.contains("every server"), "{e}");
+        let mut o = Options::from_pairs("amqp", [("url", "amqp://a"), ("tls_ca", "ca.pem")]);
+        let e = params(&mut o).err().unwrap().to_string();
+        assert!(e.contains("plain connection"), "{e}");
+        let mut o = Options::from_pairs("amqp", [("url", "amqps://a"), ("auth", "external")]);
+        let e = params(&mut o).err().unwrap().to_string();
+        assert!(e.contains("tls_cert"), "{e}");
+        let mut o = Options::from_pairs("amqp", [("auth", "kerberos")]);
+        let e = params(&mut o).err().unwrap().to_string();
+        assert!(e.contains("plain or external"), "{e}");
     }
 
     #[test]

@@ -6,7 +6,11 @@ use std::time::{Duration, Instant};
 use riffle::connect::{render, Delivery, Record, Sink, Unconfirmed};
 use riffle::{Error, Result};
 
-use super::client::{Connection, Incoming, Params, Value};
+use amqprs::channel::{BasicPublishArguments, ConfirmSelectArguments};
+use amqprs::{BasicProperties, ByteArray, FieldTable, FieldValue, LongStr, ShortStr};
+use tokio::sync::mpsc::error::TryRecvError;
+
+use super::connection::{self, Event as Incoming, Link, Params};
 use super::source::KEY_HEADER;
 use crate::net::Backoff;
 
@@ -23,7 +27,9 @@ pub struct AmqpSink {
     exchange: String,
     routing_key: String,
     mandatory: bool,
-    conn: Option<Connection>,
+    conn: Option<Link>,
+    /// The server of the list that answered last: tried first next time.
+    server: usize,
     /// The sequence number the broker gives the next publish (confirm mode
     /// numbers a channel's publishes from 1).
     next_tag: u64,
@@ -56,12 +62,14 @@ impl AmqpSink {
             routing_key,
             mandatory,
             conn: None,
+            server: 0,
             next_tag: 1,
             pending: BTreeMap::new(),
             round: 0,
             refused: Vec::new(),
             returned: None,
-            backoff: Backoff::default(),
+            // Jittered, so that clients cut off together do not come back together.
+            backoff: Backoff::default().jittered(),
             failing: false,
         };
         s.connect()?;
@@ -69,8 +77,18 @@ impl AmqpSink {
     }
 
     fn connect(&mut self) -> Result<()> {
-        let mut c = Connection::open(&self.params)?;
-        c.confirm_select()?;
+        if let Some(old) = self.conn.take() {
+            old.close();
+        }
+        let (mut c, server) = connection::open(&self.params, self.server)?;
+        self.server = server;
+        let select = ConfirmSelectArguments::new(false);
+        if let Err(e) = c.call("confirm.select", |ch| async move {
+            ch.confirm_select(select).await
+        }) {
+            c.close();
+            return Err(e);
+        }
         self.conn = Some(c);
         self.next_tag = 1;
         self.pending.clear();
@@ -86,13 +104,17 @@ impl AmqpSink {
         }
         match self.connect() {
             Ok(()) => {
-                tracing::info!("AMQP sink reconnected to {}", self.params.address);
+                let at = self.conn.as_ref().map_or("?", |c| c.address.as_str());
+                tracing::info!("AMQP sink reconnected to {at}");
                 self.failing = false;
                 self.backoff.reset();
                 Ok(())
             }
             Err(e) => {
-                tracing::warn!("AMQP sink cannot reconnect to {}: {e}", self.params.address);
+                tracing::warn!(
+                    "AMQP sink cannot reconnect to {}: {e}",
+                    self.params.addresses()
+                );
                 self.failing = true;
                 Err(e)
             }
@@ -104,9 +126,11 @@ impl AmqpSink {
     fn lost(&mut self, e: Error) -> Error {
         tracing::warn!(
             "AMQP sink at {}: {e}; reconnecting on the next send",
-            self.params.address
+            self.params.addresses()
         );
-        self.conn = None;
+        if let Some(c) = self.conn.take() {
+            c.close();
+        }
         self.pending.clear();
         self.failing = true;
         e
@@ -155,10 +179,8 @@ impl AmqpSink {
                 self.settle(tag, multiple, None);
             }
             Incoming::Nack { tag, multiple } => {
-                let why = format!(
-                    "AMQP server at {} refused the message (basic.nack)",
-                    self.params.address
-                );
+                let at = self.conn.as_ref().map_or("?", |c| c.address.as_str());
+                let why = format!("AMQP server at {at} refused the message (basic.nack)");
                 self.settle(tag, multiple, Some(&why));
             }
             Incoming::Returned {
@@ -167,13 +189,14 @@ impl AmqpSink {
                 routing_key,
             } => {
                 if self.mandatory {
+                    let at = self.conn.as_ref().map_or("?", |c| c.address.as_str());
                     self.returned = Some(format!(
-                        "AMQP server at {}: no queue took the message with routing key '{routing_key}' (basic.return {code} {text})",
-                        self.params.address
+                        "AMQP server at {at}: no queue took the message with routing key '{routing_key}' (basic.return {code} {text})"
                     ));
                 }
             }
-            Incoming::Delivery(_) => {}
+            // Reported by next_event as an error, never handed out.
+            Incoming::Closed { .. } => {}
         }
     }
 
@@ -182,10 +205,17 @@ impl AmqpSink {
     fn drain(&mut self) -> Result<()> {
         loop {
             let conn = self.conn.as_mut().expect("connected");
-            match conn.next(Instant::now()) {
-                Ok(Some(event)) => self.handle(event),
-                Ok(None) => return Ok(()),
-                Err(e) => return Err(self.lost(e)),
+            match conn.events.try_recv() {
+                Ok(Incoming::Closed { .. }) => {
+                    let e = conn.failure("closed");
+                    return Err(self.lost(e));
+                }
+                Ok(event) => self.handle(event),
+                Err(TryRecvError::Empty) => return Ok(()),
+                Err(TryRecvError::Disconnected) => {
+                    let e = conn.failure("the connection was lost");
+                    return Err(self.lost(e));
+                }
             }
         }
     }
@@ -196,28 +226,24 @@ impl AmqpSink {
     /// first unconfirmed record and why.
     fn await_confirms(&mut self, timeout: Duration) -> std::result::Result<(), (usize, Error)> {
         let first_pending = |s: &Self| s.pending.values().min().copied().unwrap_or(s.round);
-        let Some(conn) = self.conn.as_mut() else {
+        if self.conn.is_none() {
             // Nothing published since the connection was lost and reported.
             return Ok(());
-        };
-        if let Err(e) = conn.write_out() {
-            let at = first_pending(self);
-            return Err((at, self.lost(e)));
         }
         let deadline = Instant::now() + timeout;
         while !self.pending.is_empty() {
             let conn = self.conn.as_mut().expect("connected");
-            match conn.next(deadline) {
+            match conn.next_event(deadline) {
                 Ok(Some(event)) => self.handle(event),
                 Ok(None) => {
+                    let address = conn.address.clone();
                     let at = first_pending(self);
                     let n = self.pending.len();
                     self.pending.clear();
                     return Err((
                         at,
                         Error::Timeout(format!(
-                            "AMQP server at {} confirmed not all messages within {timeout:?} ({n} left)",
-                            self.params.address
+                            "AMQP server at {address} confirmed not all messages within {timeout:?} ({n} left)"
                         )),
                     ));
                 }
@@ -240,7 +266,8 @@ impl Sink for AmqpSink {
         };
         format!(
             "amqp {} exchange {exchange} routing key {}",
-            self.params.address, self.routing_key
+            self.params.addresses(),
+            self.routing_key
         )
     }
 
@@ -292,21 +319,36 @@ impl AmqpSink {
             self.round += 1;
             return Ok(());
         }
-        let mut headers: Vec<(String, Value)> = Vec::with_capacity(record.headers.len() + 1);
-        if let Some(key) = &record.key {
-            headers.push((KEY_HEADER.to_owned(), Value::LongStr(key.clone())));
-        }
+        let mut headers = FieldTable::new();
         for (name, value) in &record.headers {
-            headers.push((name.clone(), Value::LongStr(value.clone())));
+            let Ok(name) = ShortStr::try_from(name.as_str()) else {
+                self.refused.push((
+                    self.round,
+                    format!("amqp: header name '{name}' is longer than 255 bytes"),
+                ));
+                self.round += 1;
+                return Ok(());
+            };
+            headers.insert(name, header_value(value));
         }
+        if let Some(key) = &record.key {
+            headers.insert(
+                ShortStr::try_from(KEY_HEADER).expect("a short name"),
+                header_value(key),
+            );
+        }
+        let properties = BasicProperties::default()
+            .with_persistence(true)
+            .with_headers(headers)
+            .finish();
+        let mut args = BasicPublishArguments::new(&self.exchange, &routing_key);
+        args.mandatory(self.mandatory);
+        let args = args.finish();
+        let body = record.value.clone();
         let conn = self.conn.as_mut().expect("connected above");
-        if let Err(e) = conn.publish(
-            &self.exchange,
-            &routing_key,
-            self.mandatory,
-            &headers,
-            &record.value,
-        ) {
+        if let Err(e) = conn.call("basic.publish", |ch| async move {
+            ch.basic_publish(properties, body, args).await
+        }) {
             return Err(self.lost(e));
         }
         self.pending.insert(self.next_tag, self.round);
@@ -330,5 +372,28 @@ impl AmqpSink {
         };
         self.new_round();
         result
+    }
+}
+
+/// A header value: text as a long string, other bytes as a byte array
+/// (RabbitMQ's `x`), so that any value travels unchanged.
+fn header_value(value: &[u8]) -> FieldValue {
+    match std::str::from_utf8(value)
+        .ok()
+        .and_then(|t| LongStr::try_from(t).ok())
+    {
+        Some(text) => FieldValue::S(text),
+        None => FieldValue::x(ByteArray::try_from(value.to_vec()).expect("a value below 4 GiB")),
+    }
+}
+
+impl Drop for AmqpSink {
+    /// amqprs closes a dropped connection from a task it spawns, which
+    /// needs the runtime's context.
+    fn drop(&mut self) {
+        if let Some(c) = self.conn.take() {
+            let _inside = crate::runtime::handle().enter();
+            drop(c);
+        }
     }
 }

@@ -2,11 +2,18 @@
 
 use std::time::{Duration, Instant};
 
+use amqprs::channel::{
+    BasicAckArguments, BasicConsumeArguments, BasicQosArguments, ConsumerMessage,
+    QueueBindArguments, QueueDeclareArguments,
+};
+use amqprs::FieldValue;
 use riffle::connect::{Delivery, Record, Source};
 use riffle::Result;
+use tokio::sync::mpsc::UnboundedReceiver;
 
-use super::client::{Connection, Incoming, Message, Params};
+use super::connection::{self, Event, Link, Params};
 use crate::net::Backoff;
+use crate::runtime;
 
 /// The message header that carries a record's key.
 pub const KEY_HEADER: &str = "riffle-key";
@@ -18,12 +25,20 @@ pub struct AmqpSource {
     declare: bool,
     binding: Option<(String, String)>,
     prefetch: u16,
-    conn: Option<Connection>,
+    conn: Option<Consuming>,
+    /// The server of the list that answered last: tried first next time.
+    server: usize,
     /// The highest delivery tag handed out and not yet acknowledged. Tags
     /// belong to one connection, so a new connection forgets it: the
     /// broker delivers those messages again anyway.
     unacked: Option<u64>,
     backoff: Backoff,
+}
+
+/// A connection consuming the queue.
+struct Consuming {
+    link: Link,
+    deliveries: UnboundedReceiver<ConsumerMessage>,
 }
 
 impl AmqpSource {
@@ -43,22 +58,47 @@ impl AmqpSource {
             binding,
             prefetch,
             conn: None,
+            server: 0,
             unacked: None,
-            backoff: Backoff::default(),
+            // Jittered, so that clients cut off together do not come back together.
+            backoff: Backoff::default().jittered(),
         };
         s.conn = Some(s.connect()?);
         Ok(s)
     }
 
-    fn connect(&self) -> Result<Connection> {
-        let mut c = Connection::open(&self.params)?;
-        c.declare_queue(&self.queue, !self.declare)?;
-        if let Some((exchange, key)) = &self.binding {
-            c.bind_queue(&self.queue, exchange, key)?;
+    fn connect(&mut self) -> Result<Consuming> {
+        let (mut link, server) = connection::open(&self.params, self.server)?;
+        self.server = server;
+        match self.start(&mut link) {
+            Ok(deliveries) => Ok(Consuming { link, deliveries }),
+            Err(e) => {
+                link.close();
+                Err(e)
+            }
         }
-        c.qos(self.prefetch)?;
-        c.consume(&self.queue)?;
-        Ok(c)
+    }
+
+    fn start(&self, link: &mut Link) -> Result<UnboundedReceiver<ConsumerMessage>> {
+        let mut declare = QueueDeclareArguments::durable_client_named(&self.queue);
+        declare.passive(!self.declare);
+        let declare = declare.finish();
+        link.call("queue.declare", |c| async move {
+            c.queue_declare(declare).await
+        })?;
+        if let Some((exchange, key)) = &self.binding {
+            let bind = QueueBindArguments::new(&self.queue, exchange, key);
+            link.call("queue.bind", |c| async move { c.queue_bind(bind).await })?;
+        }
+        let qos = BasicQosArguments::new(0, self.prefetch, false);
+        link.call("basic.qos", |c| async move { c.basic_qos(qos).await })?;
+        let mut consume = BasicConsumeArguments::new(&self.queue, "");
+        consume.manual_ack(true);
+        let consume = consume.finish();
+        let (_, deliveries) = link.call("basic.consume", |c| async move {
+            c.basic_consume_rx(consume).await
+        })?;
+        Ok(deliveries)
     }
 
     /// Drops a broken connection; its unacknowledged deliveries come again
@@ -66,38 +106,86 @@ impl AmqpSource {
     fn lost(&mut self, e: &riffle::Error) {
         tracing::warn!(
             "AMQP source at {}: {e}; reconnecting (unacknowledged messages come again)",
-            self.params.address
+            self.params.addresses()
         );
-        self.conn = None;
+        if let Some(c) = self.conn.take() {
+            c.link.close();
+        }
         self.unacked = None;
     }
 
-    fn record(&self, m: Message) -> Record {
+    fn record(&self, m: ConsumerMessage) -> Option<(u64, Record)> {
+        let deliver = m.deliver?;
         let mut key = None;
         let mut headers = Vec::new();
-        for (name, value) in m.headers {
-            if name == KEY_HEADER {
-                key = value.as_bytes();
-            } else if let Some(v) = value.as_bytes() {
-                headers.push((name, v));
+        if let Some(table) = m.basic_properties.as_ref().and_then(|p| p.headers()) {
+            for (name, value) in table.as_ref() {
+                let Some(v) = header_bytes(value) else {
+                    continue;
+                };
+                if name.as_ref() == KEY_HEADER {
+                    key = Some(v);
+                } else {
+                    headers.push((name.to_string(), v));
+                }
             }
         }
-        Record {
-            topic: if m.routing_key.is_empty() {
+        // A table has no order of its own: by name, the same every time.
+        headers.sort();
+        let routing_key = deliver.routing_key();
+        let record = Record {
+            topic: if routing_key.is_empty() {
                 self.queue.clone()
             } else {
-                m.routing_key
+                routing_key.clone()
             },
             key,
-            value: m.body,
+            value: m.content.unwrap_or_default(),
             headers,
+        };
+        Some((deliver.delivery_tag(), record))
+    }
+
+    /// Waits until `deadline` for a delivery; None when none came.
+    fn next(&mut self, deadline: Instant) -> Result<Option<ConsumerMessage>> {
+        let c = self.conn.as_mut().expect("connected");
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (deliveries, events) = (&mut c.deliveries, &mut c.link.events);
+        let got = runtime::block_on(async {
+            tokio::select! {
+                m = deliveries.recv() => Some(Ok(m)),
+                e = events.recv() => Some(Err(e)),
+                _ = tokio::time::sleep(left) => None,
+            }
+        });
+        match got {
+            None => Ok(None),
+            Some(Ok(Some(m))) => Ok(Some(m)),
+            Some(Ok(None)) => Err(c.link.failure("the connection was lost")),
+            Some(Err(Some(Event::Closed { what, .. }))) => {
+                Err(c.link.failure(&format!("closed: {what}")))
+            }
+            // Nothing else is sent to a consuming channel.
+            Some(Err(Some(_))) => Ok(None),
+            Some(Err(None)) => Err(c.link.failure("the connection was lost")),
         }
+    }
+}
+
+/// A header's value as bytes: text as is, other scalars written out;
+/// tables and arrays are left out.
+fn header_bytes(value: &FieldValue) -> Option<Vec<u8>> {
+    match value {
+        FieldValue::S(s) => Some(s.as_ref().as_bytes().to_vec()),
+        FieldValue::x(b) => Some(Vec::from(b.clone())),
+        FieldValue::A(_) | FieldValue::F(_) | FieldValue::V => None,
+        other => Some(other.to_string().into_bytes()),
     }
 }
 
 impl Source for AmqpSource {
     fn describe(&self) -> String {
-        format!("amqp {} queue {}", self.params.address, self.queue)
+        format!("amqp {} queue {}", self.params.addresses(), self.queue)
     }
 
     fn delivery(&self) -> Delivery {
@@ -109,14 +197,14 @@ impl Source for AmqpSource {
             std::thread::sleep(self.backoff.next_delay());
             match self.connect() {
                 Ok(c) => {
-                    tracing::info!("AMQP source reconnected to {}", self.params.address);
+                    tracing::info!("AMQP source reconnected to {}", c.link.address);
                     self.conn = Some(c);
                     self.backoff.reset();
                 }
                 Err(e) => {
                     tracing::warn!(
                         "AMQP source cannot reconnect to {}: {e}",
-                        self.params.address
+                        self.params.addresses()
                     );
                     return Ok(0);
                 }
@@ -127,16 +215,15 @@ impl Source for AmqpSource {
         while n < max {
             // Wait for the first message; then take what has arrived.
             let until = if n == 0 { deadline } else { Instant::now() };
-            let conn = self.conn.as_mut().expect("connected above");
-            match conn.next(until) {
+            match self.next(until) {
                 Ok(None) => break,
-                Ok(Some(Incoming::Delivery(m))) => {
-                    self.unacked = Some(m.delivery_tag);
-                    let r = self.record(m);
-                    out.push(r);
-                    n += 1;
+                Ok(Some(m)) => {
+                    if let Some((tag, r)) = self.record(m) {
+                        self.unacked = Some(tag);
+                        out.push(r);
+                        n += 1;
+                    }
                 }
-                Ok(Some(_)) => {}
                 Err(e) => {
                     self.lost(&e);
                     break;
@@ -150,10 +237,14 @@ impl Source for AmqpSource {
         let Some(tag) = self.unacked else {
             return Ok(());
         };
-        let Some(conn) = self.conn.as_mut() else {
+        let Some(c) = self.conn.as_mut() else {
             return Ok(());
         };
-        match conn.ack(tag, true) {
+        let ack = BasicAckArguments::new(tag, true);
+        match c
+            .link
+            .call("basic.ack", |c| async move { c.basic_ack(ack).await })
+        {
             Ok(()) => {
                 self.unacked = None;
                 Ok(())
@@ -167,8 +258,19 @@ impl Source for AmqpSource {
 
     fn close(&mut self) -> Result<()> {
         if let Some(c) = self.conn.take() {
-            c.close();
+            c.link.close();
         }
         Ok(())
+    }
+}
+
+impl Drop for AmqpSource {
+    /// amqprs closes a dropped connection from a task it spawns, which
+    /// needs the runtime's context.
+    fn drop(&mut self) {
+        if let Some(c) = self.conn.take() {
+            let _inside = runtime::handle().enter();
+            drop(c);
+        }
     }
 }
