@@ -423,21 +423,50 @@ fn bad_options_are_refused_before_connecting() {
         .unwrap()
         .to_string();
     assert!(e.contains("unknown option 'tpoic'"), "{e}");
-    let e = registry::sink(options(&[("url", &url), ("qos", "2")]), &env())
+    let e = registry::sink(options(&[("url", &url), ("qos", "3")]), &env())
         .err()
         .unwrap()
         .to_string();
-    assert!(e.contains("expected 0 or 1"), "{e}");
+    assert!(e.contains("expected 0, 1 or 2"), "{e}");
     let e = registry::source(options(&[("url", &url)]), &env())
         .err()
         .unwrap()
         .to_string();
     assert!(e.contains("'topic' is required"), "{e}");
-    let e = registry::sink(options(&[("url", "mqtts://h"), ("version", "4.0")]), &env())
+    let e = registry::sink(options(&[("url", "ws://h"), ("version", "5")]), &env())
         .err()
         .unwrap()
         .to_string();
-    assert!(e.contains("mqtts"), "{e}");
+    assert!(e.contains("'ws' not supported"), "{e}");
+    let e = registry::sink(options(&[("url", &url), ("version", "4.0")]), &env())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("expected 3.1.1 or 5"), "{e}");
+    // TLS options need TLS, a will's details need its topic, and a
+    // missing certificate file is named before connecting.
+    let e = registry::sink(options(&[("url", &url), ("tls_ca", "/x.pem")]), &env())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("TLS options given for a plain connection"),
+        "{e}"
+    );
+    let e = registry::sink(options(&[("url", &url), ("will_qos", "1")]), &env())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("'will_qos' needs 'will_topic'"), "{e}");
+    let tls_url = format!("mqtts://127.0.0.1:{}", free_port());
+    let e = registry::sink(
+        options(&[("url", &tls_url), ("tls_ca", "/nonexistent/ca.pem")]),
+        &env(),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.contains("/nonexistent/ca.pem"), "{e}");
 }
 
 #[test]

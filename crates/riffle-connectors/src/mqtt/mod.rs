@@ -53,11 +53,11 @@
 //!   session while nobody is connected, default 1 day.
 //! - `qos` (sink): 1 (default) or 0; `retain` (sink): default false.
 
-mod client;
+mod conn;
 mod sink;
 mod source;
 
-pub use client::Version;
+pub use conn::Version;
 pub use sink::MqttSink;
 pub use source::MqttSource;
 
@@ -69,11 +69,12 @@ use riffle::{Error, Result};
 use crate::connector::{Connector, Opt, Role};
 use crate::net::Url;
 use crate::options::Options;
-use client::ConnectOptions;
+use crate::tls::Tls;
+use conn::{Broker, Settings, Will};
 
 pub const MQTT: Connector = Connector {
     name: "mqtt",
-    summary: "an MQTT broker (3.1.1 or 5), QoS 1: subscribe as a source, publish as a sink",
+    summary: "an MQTT broker (3.1.1 or 5), QoS 1 or 2, TLS: subscribe as a source, publish as a sink",
     source: Some(Delivery::AtLeastOnce),
     sink: Some(Delivery::AtLeastOnce),
     options: &[
@@ -81,7 +82,19 @@ pub const MQTT: Connector = Connector {
             name: "url",
             role: Role::Both,
             default: Some("mqtt://127.0.0.1:1883"),
-            help: "the broker, mqtt://[user[:password]@]host[:port]",
+            help: "the broker, mqtt[s]://[user[:password]@]host[:port]; several, comma-separated, are tried in turn",
+        },
+        Opt {
+            name: "user",
+            role: Role::Both,
+            default: Some("the URL's"),
+            help: "the user name to log in with",
+        },
+        Opt {
+            name: "password",
+            role: Role::Both,
+            default: Some("the URL's"),
+            help: "the password, best as ${ENV_VAR} or ${file:/path}",
         },
         Opt {
             name: "version",
@@ -111,7 +124,7 @@ pub const MQTT: Connector = Connector {
             name: "keep_alive",
             role: Role::Both,
             default: Some("30s"),
-            help: "how often the connection is checked with PINGREQ when idle",
+            help: "how often the connection is checked with PINGREQ (MQTT 5: at least 5s)",
         },
         Opt {
             name: "session_expiry",
@@ -124,7 +137,7 @@ pub const MQTT: Connector = Connector {
             name: "qos",
             role: Role::Sink,
             default: Some("1"),
-            help: "1: each message confirmed (at-least-once); 0: not confirmed (at-most-once)",
+            help: "1: each message confirmed (at-least-once); 2: confirmed in two steps (the broker keeps no duplicate of a resent one within a connection); 0: not confirmed (at-most-once)",
         },
         Opt {
             name: "retain",
@@ -132,10 +145,34 @@ pub const MQTT: Connector = Connector {
             default: Some("false"),
             help: "publish as retained messages (the broker keeps the last one per topic)",
         },
+        Opt {
+            name: "will_topic",
+            role: Role::Both,
+            default: None,
+            help: "the last will: a message the broker publishes to this topic if the connection ends without a goodbye",
+        },
+        Opt {
+            name: "will_payload",
+            role: Role::Both,
+            default: Some("empty"),
+            help: "the last will's payload",
+        },
+        Opt {
+            name: "will_qos",
+            role: Role::Both,
+            default: Some("0"),
+            help: "the last will's QoS, 0, 1 or 2",
+        },
+        Opt {
+            name: "will_retain",
+            role: Role::Both,
+            default: Some("false"),
+            help: "whether the broker keeps the last will as the topic's retained message",
+        },
     ],
-    tls: false,
+    tls: true,
     build_source: Some(|mut o, _| {
-        let (address, mut connect) = common(&mut o)?;
+        let mut settings = common(&mut o)?;
         let topics = o.required("topic")?;
         let filters: Vec<String> = topics
             .split(',')
@@ -150,44 +187,79 @@ pub const MQTT: Connector = Connector {
         // Session lifetimes are often given in days (`7d`), which the
         // common grammar reads.
         let expiry = o.duration_or("session_expiry", Duration::from_secs(86_400))?;
-        connect.session_expiry = expiry.as_secs().min(u32::MAX as u64) as u32;
-        connect.clean = false;
-        if connect.client_id.is_empty() {
-            connect.client_id = source_client_id(&filters);
+        settings.session_expiry = expiry.as_secs().min(u32::MAX as u64) as u32;
+        settings.clean = false;
+        if settings.client_id.is_empty() {
+            settings.client_id = source_client_id(&filters);
         }
         MQTT.finish(o, Role::Source)?;
-        Ok(Box::new(MqttSource::open(&address, connect, filters)?))
+        Ok(Box::new(MqttSource::open(settings, filters)?))
     }),
     build_sink: Some(|mut o, _| {
-        let (address, mut connect) = common(&mut o)?;
+        let mut settings = common(&mut o)?;
         let template = o.string_or("topic", "{topic}");
         let qos = o.parse_or("qos", 1u8)?;
-        if qos > 1 {
+        if qos > 2 {
             return Err(Error::InvalidInput(format!(
-                "mqtt: option 'qos'='{qos}': expected 0 or 1"
+                "mqtt: option 'qos'='{qos}': expected 0, 1 or 2"
             )));
         }
         let retain = o.parse_or("retain", false)?;
-        connect.clean = true;
-        if connect.client_id.is_empty() {
-            connect.client_id = sink_client_id();
+        settings.clean = true;
+        if settings.client_id.is_empty() {
+            settings.client_id = sink_client_id();
         }
         MQTT.finish(o, Role::Sink)?;
-        Ok(Box::new(MqttSink::open(
-            &address, connect, template, qos, retain,
-        )?))
+        Ok(Box::new(MqttSink::open(settings, template, qos, retain)?))
     }),
 };
 
-/// The options both ends share: the broker's address and what CONNECT
-/// says (an empty client id when none was given).
-fn common(o: &mut Options) -> Result<(String, ConnectOptions)> {
-    let url = Url::parse(&o.string_or("url", "mqtt://127.0.0.1:1883"), 1883)?;
-    if !matches!(url.scheme.as_str(), "mqtt" | "tcp") {
-        return Err(Error::InvalidInput(format!(
-            "mqtt: URL scheme '{}' not supported (mqtt://host:port; no TLS)",
-            url.scheme
-        )));
+/// The options both ends share: the brokers, the login, TLS and what
+/// CONNECT says (an empty client id when none was given). The TLS
+/// configuration is built here, so that a missing certificate file is
+/// reported before connecting.
+fn common(o: &mut Options) -> Result<Settings> {
+    let urls = o.string_or("url", "mqtt://127.0.0.1:1883");
+    let mut brokers = Vec::new();
+    let (mut user, mut password, mut scheme_tls) = (None, None, None);
+    for text in urls.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+        let tls = match text.split_once("://").map(|(s, _)| s.to_ascii_lowercase()) {
+            Some(s) if s == "mqtt" || s == "tcp" => false,
+            Some(s) if s == "mqtts" || s == "ssl" => true,
+            Some(s) => {
+                return Err(Error::InvalidInput(format!(
+                    "mqtt: URL scheme '{s}' not supported (mqtt://host:port, or mqtts://host:port for TLS)"
+                )))
+            }
+            None => false,
+        };
+        let url = Url::parse(text, if tls { 8883 } else { 1883 })?;
+        if scheme_tls.is_some_and(|t| t != tls) {
+            return Err(Error::InvalidInput(
+                "mqtt: option 'url': every broker with TLS (mqtts://) or none".into(),
+            ));
+        }
+        scheme_tls = Some(tls);
+        user = user.or(url.user);
+        password = password.or(url.password);
+        brokers.push(Broker {
+            host: url.host,
+            port: url.port,
+        });
+    }
+    if brokers.is_empty() {
+        return Err(Error::InvalidInput(
+            "mqtt: option 'url' names no broker".into(),
+        ));
+    }
+    // The options, when given, win over the URL's (whose password would
+    // otherwise sit in plain text in the command line).
+    let user = o.string("user").or(user);
+    let password = o.string("password").or(password);
+    if password.is_some() && user.is_none() {
+        return Err(Error::InvalidInput(
+            "mqtt: a password needs a user (option 'user' or user@ in the URL)".into(),
+        ));
     }
     let version = o.parse_or("version", Version::V311)?;
     let keep_alive = o.duration_or("keep_alive", Duration::from_secs(30))?;
@@ -196,17 +268,58 @@ fn common(o: &mut Options) -> Result<(String, ConnectOptions)> {
             "mqtt: option 'keep_alive': at most 65535s".into(),
         ));
     }
-    let connect = ConnectOptions {
+    // The protocol counts keep-alive in whole seconds.
+    let keep_alive =
+        Duration::from_secs(keep_alive.as_secs().max(u64::from(!keep_alive.is_zero())));
+    let will = match o.string("will_topic") {
+        Some(topic) => {
+            if topic.is_empty() || topic.contains(['+', '#']) {
+                return Err(Error::InvalidInput(format!(
+                    "mqtt: option 'will_topic'='{topic}': a topic name, without wildcards"
+                )));
+            }
+            let qos = o.parse_or("will_qos", 0u8)?;
+            if qos > 2 {
+                return Err(Error::InvalidInput(format!(
+                    "mqtt: option 'will_qos'='{qos}': expected 0, 1 or 2"
+                )));
+            }
+            Some(Will {
+                topic,
+                payload: o.string("will_payload").unwrap_or_default().into_bytes(),
+                qos,
+                retain: o.parse_or("will_retain", false)?,
+            })
+        }
+        None => {
+            if let Some(k) = ["will_payload", "will_qos", "will_retain"]
+                .into_iter()
+                .find(|k| o.string(k).is_some())
+            {
+                return Err(Error::InvalidInput(format!(
+                    "mqtt: option '{k}' needs 'will_topic'"
+                )));
+            }
+            None
+        }
+    };
+    let tls = match Tls::from_options(o, scheme_tls.unwrap_or(false))? {
+        Some(t) => Some(t.client_config()?),
+        None => None,
+    };
+    Ok(Settings {
+        brokers,
         version,
         client_id: o.string("client_id").unwrap_or_default(),
         clean: true,
         keep_alive,
-        user: url.user.clone(),
-        password: url.password.clone(),
+        user,
+        password,
         session_expiry: 0,
         receive_maximum: 1000,
-    };
-    Ok((url.address(), connect))
+        tls,
+        will,
+    })
 }
 
 /// `riffle-` and a hash of the filters: the same filters give the same id,
