@@ -762,6 +762,17 @@ fn setup_error(address: &str, detail: &str, tls: bool) -> Error {
     if let Some(e) = tls_failure(address, detail, tls) {
         return e;
     }
+    // rumqttc's errors of the TLS handshake; a server that hangs up
+    // there most likely did not expect TLS.
+    if let Some(rest) = detail.strip_prefix("TLS: ") {
+        return Error::Tls {
+            broker: server(address),
+            detail: format!(
+                "{}: the server ended the TLS handshake: the port may be a plain-text listener",
+                rest.strip_prefix("I/O: ").unwrap_or(rest)
+            ),
+        };
+    }
     let detail = detail.strip_prefix("I/O: ").unwrap_or(detail);
     unreachable(address, detail)
 }
