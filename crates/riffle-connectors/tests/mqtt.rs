@@ -759,6 +759,14 @@ fn an_untrusted_or_missing_certificate_is_explained_in_one_line() {
             login(mtls_url, std::slice::from_ref(&ca)),
             "client certificate",
         ),
+        // A certificate for other names than the one asked for.
+        (
+            login(
+                tls_url.clone(),
+                &[ca.clone(), ("tls_server_name", "elsewhere.example".into())],
+            ),
+            "tls_server_name",
+        ),
         // TLS to a plain-text listener.
         (
             login(plain_as_tls, std::slice::from_ref(&ca)),
@@ -780,10 +788,14 @@ fn an_untrusted_or_missing_certificate_is_explained_in_one_line() {
             started.elapsed()
         );
     }
-    // The right CA, for contrast.
-    let mut snk = registry::sink(login(tls_url, &[ca]), &env()).unwrap();
-    snk.send(&Record::new("t", None, "x")).unwrap();
-    snk.flush(Duration::from_secs(5)).unwrap();
+    // The right CA, for contrast, and a name the certificate carries.
+    for extra in [vec![], vec![("tls_server_name", "localhost".to_owned())]] {
+        let mut o = vec![ca.clone()];
+        o.extend(extra);
+        let mut snk = registry::sink(login(tls_url.clone(), &o), &env()).unwrap();
+        snk.send(&Record::new("t", None, "x")).unwrap();
+        snk.flush(Duration::from_secs(5)).unwrap();
+    }
 }
 
 #[test]

@@ -26,9 +26,13 @@ use riffle::{Error, Result};
 use rumqttc::v5;
 use rumqttc::v5::mqttbytes::v5 as p5;
 use rumqttc::{Outgoing, QoS, TlsConfiguration, Transport};
-use rustls::ClientConfig;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use crate::runtime;
+use crate::tls::Tls;
 
 /// How long connecting (TCP, TLS and CONNACK) may take before the broker
 /// is reported unreachable, and how long a SUBACK may take after it.
@@ -564,6 +568,87 @@ fn message5(p: p5::Publish) -> Message {
     }
 }
 
+/// The TLS configuration of `tls`. rumqttc checks the server's
+/// certificate against the host it connects to; with `tls_server_name`
+/// the check is made against that name instead, by a verifier that
+/// substitutes it.
+pub fn client_config(tls: &Tls) -> Result<Arc<ClientConfig>> {
+    let config = tls.client_config()?;
+    let Some(name) = tls.server_name.as_deref().filter(|_| !tls.insecure) else {
+        return Ok(config);
+    };
+    let name = ServerName::try_from(name.to_owned()).map_err(|e| {
+        Error::InvalidInput(format!("mqtt: option 'tls_server_name'='{name}': {e}"))
+    })?;
+    let mut roots = RootCertStore::empty();
+    match &tls.ca {
+        Some(ca) => {
+            for c in crate::tls::certificates(ca)? {
+                roots.add(c).map_err(|e| {
+                    Error::InvalidInput(format!("TLS: tls_ca {}: {e}", ca.display()))
+                })?;
+            }
+        }
+        None => {
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        }
+    }
+    // The provider of tls.rs: ring.
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map_err(|e| Error::InvalidInput(format!("TLS: {e}")))?;
+    let mut config = (*config).clone();
+    config
+        .dangerous()
+        .set_certificate_verifier(Arc::new(CheckedAs { name, inner }));
+    Ok(Arc::new(config))
+}
+
+/// Verifies the server's certificate as `inner` does, for `name`.
+#[derive(Debug)]
+struct CheckedAs {
+    name: ServerName<'static>,
+    inner: Arc<WebPkiServerVerifier>,
+}
+
+impl ServerCertVerifier for CheckedAs {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        self.inner
+            .verify_server_cert(end_entity, intermediates, &self.name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
 /// Polls a 3.1.1 event loop until its connection fails, handing what it
 /// sees to the connection's owner.
 async fn drive4(mut el: rumqttc::EventLoop, tx: mpsc::Sender<Event>, address: String, tls: bool) {
@@ -667,7 +752,7 @@ fn error5(e: &v5::ConnectionError) -> String {
 pub fn lost(address: &str, detail: &str) -> Error {
     Error::Protocol {
         server: server(address),
-        message: format!("{}: connection lost: {detail}", server(address)),
+        message: format!("{}: connection lost: {}", server(address), tidy(detail)),
     }
 }
 
@@ -685,8 +770,26 @@ fn tls_failure(address: &str, detail: &str, tls: bool) -> Option<Error> {
     let hint = crate::tls::explain(detail).filter(|_| tls)?;
     Some(Error::Tls {
         broker: server(address),
-        detail: format!("{detail}: {hint}"),
+        detail: format!("{}: {hint}", tidy(detail)),
     })
+}
+
+/// An error text without the layers rumqttc puts before its cause
+/// ("TLS: I/O: ", "Mqtt state: ...: IO: ").
+fn tidy(detail: &str) -> &str {
+    const LAYERS: [&str; 6] = [
+        "TLS: ",
+        "I/O: ",
+        "IO: ",
+        "Io error: ",
+        "Mqtt state: ",
+        "Mqtt serialization/deserialization error: ",
+    ];
+    let mut d = detail;
+    while let Some(rest) = LAYERS.iter().find_map(|l| d.strip_prefix(l)) {
+        d = rest;
+    }
+    d
 }
 
 /// An error setting a connection up: unreachable (transient), refused
@@ -764,17 +867,16 @@ fn setup_error(address: &str, detail: &str, tls: bool) -> Error {
     }
     // rumqttc's errors of the TLS handshake; a server that hangs up
     // there most likely did not expect TLS.
-    if let Some(rest) = detail.strip_prefix("TLS: ") {
+    if detail.starts_with("TLS: ") {
         return Error::Tls {
             broker: server(address),
             detail: format!(
                 "{}: the server ended the TLS handshake: the port may be a plain-text listener",
-                rest.strip_prefix("I/O: ").unwrap_or(rest)
+                tidy(detail)
             ),
         };
     }
-    let detail = detail.strip_prefix("I/O: ").unwrap_or(detail);
-    unreachable(address, detail)
+    unreachable(address, tidy(detail))
 }
 
 /// A CONNACK that refuses: bad credentials are an authentication failure,
@@ -922,7 +1024,11 @@ mod tests {
             true,
         );
         assert!(matches!(e, Error::Tls { .. }), "{e:?}");
-        assert!(e.to_string().contains("tls_ca"), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "TLS handshake failed at MQTT broker at h:8883: invalid peer certificate: UnknownIssuer: \
+             the server's certificate is not signed by a trusted CA (give its CA with tls_ca)"
+        );
         let e = setup_error("h:1883", "I/O: Connection refused (os error 111)", false);
         assert!(matches!(e, Error::Connect { .. }), "{e:?}");
         assert_eq!(

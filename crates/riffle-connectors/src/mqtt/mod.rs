@@ -304,7 +304,7 @@ fn common(o: &mut Options) -> Result<Settings> {
         }
     };
     let tls = match Tls::from_options(o, scheme_tls.unwrap_or(false))? {
-        Some(t) => Some(t.client_config()?),
+        Some(t) => Some(conn::client_config(&t)?),
         None => None,
     };
     Ok(Settings {
