@@ -1,28 +1,42 @@
 //! MQTT brokers (3.1.1 and 5), such as Mosquitto: subscribe as a source,
-//! publish as a sink, at QoS 1.
+//! publish as a sink, at QoS 0, 1 or 2, in plain text or TLS, with a
+//! login, a last will and a list of brokers to fall back on.
+//!
+//! The protocol is rumqttc's (its async client, and its `v5` module for
+//! MQTT 5), run on the connectors' shared runtime: each connection has a
+//! task there that reads the socket and sends the keep-alive pings, also
+//! while the pipeline is busy elsewhere. TLS is rustls with the ring
+//! provider, configured by the common `tls*` options (see
+//! [`crate::tls`]).
 //!
 //! # Delivery
 //!
 //! As a source: at-least-once. The source connects with a fixed client id
 //! and without a clean session (3.1.1) / clean start (5, with a session
 //! expiry interval), so the broker keeps the subscription and queues QoS 1
-//! messages while the pipeline is down or reconnecting. Each message is
-//! acknowledged (PUBACK) only in [`Source::ack`](riffle::connect::Source::ack),
-//! after the pipeline's sink confirmed it; a message received but not
-//! acknowledged when the connection drops is sent again by the broker
-//! (with the DUP flag) after the reconnect. How much waits for us is the
-//! broker's to limit (Mosquitto: `max_queued_messages`, 1000 by default,
-//! beyond which it drops), as is how many unacknowledged messages it sends
-//! at once (`max_inflight_messages` for 3.1.1; the receive maximum of
-//! 1000 we ask for in 5), which bounds a batch.
+//! and 2 messages while the pipeline is down or reconnecting. It subscribes
+//! at QoS 2, so each message comes at the QoS it was published with. Each
+//! message is acknowledged (PUBACK for QoS 1, PUBREC for QoS 2, which the
+//! client then completes) only in
+//! [`Source::ack`](riffle::connect::Source::ack), after the pipeline's sink
+//! confirmed it; a message received but not acknowledged when the
+//! connection drops is sent again by the broker (with the DUP flag) after
+//! the reconnect. How much waits for us is the broker's to limit
+//! (Mosquitto: `max_queued_messages`, 1000 by default, beyond which it
+//! drops), as is how many unacknowledged messages it sends at once
+//! (`max_inflight_messages` for 3.1.1; the receive maximum of 1000 we ask
+//! for in 5), which bounds a batch.
 //!
-//! As a sink: at-least-once with `qos=1` (the default): every PUBLISH is
-//! confirmed by a PUBACK before [`Sink::flush`](riffle::connect::Sink::flush)
-//! returns, so the broker holds it (on disk as far as its persistence
-//! goes). The sink's session is clean: after a lost connection the
-//! unconfirmed messages are not resent by the sink itself; the flush fails
-//! and the pipeline sends them again, from the first unacknowledged one (so
-//! they may repeat). With MQTT 5, a PUBACK reason code of 0x80 or more (not
+//! As a sink: at-least-once with `qos=1` (the default) or `qos=2`: every
+//! PUBLISH is confirmed (PUBACK; PUBREC then PUBCOMP for QoS 2) before
+//! [`Sink::flush`](riffle::connect::Sink::flush) returns, so the broker
+//! holds it (on disk as far as its persistence goes). QoS 2 adds that the
+//! broker passes a message on once even if it receives it twice within a
+//! session; it does not make the pipeline exactly-once. The sink's session
+//! is clean: after a lost connection the unconfirmed messages are not
+//! resent by the sink itself; the flush fails and the pipeline sends them
+//! again, from the first unconfirmed one (so they may repeat). With MQTT
+//! 5, a reason code of 0x80 or more in the PUBACK (or PUBREC) (not
 //! authorized, quota exceeded, ...) refuses that message for good: the
 //! pipeline dead-letters it after its attempts and the others go on. With
 //! `qos=0` nothing is confirmed: at-most-once.
@@ -33,10 +47,37 @@
 //! template (`{key}`, `{topic}`), with the headers as user properties
 //! (MQTT 5; 3.1.1 has nowhere to put them, so they are dropped).
 //!
+//! # Connecting
+//!
+//! `url` is `mqtt://[user[:password]@]host[:port]` (port 1883) or, for
+//! TLS, `mqtts://...` (port 8883); `tcp://` and `ssl://` are read the same.
+//! Several URLs, comma-separated, are brokers of one cluster (all with TLS
+//! or all without): a connection is made to the first that accepts, and
+//! after a lost connection the next one is tried first. Reconnecting waits
+//! a backoff from 100 ms doubling to 5 s, each wait shortened at random by
+//! up to a half so that the pipelines of a broker that went away do not
+//! all come back at once. A broker that cannot be reached when the source
+//! or sink is built fails the build, naming it.
+//!
+//! A login is `user` and `password` (options, which win over the URL's).
+//! Like any option they may be `${ENV_VAR}` or `${file:/path}`, which keeps
+//! the password out of the command line and the shell history. A refused
+//! login is an authentication error at once (`authentication failed at
+//! MQTT broker at host:port: ... not authorized`), not retried.
+//!
+//! TLS: `mqtts://` (or `tls=true`) turns it on; `tls_ca` gives the CA of
+//! the broker's certificate (default: the system's roots), `tls_cert` and
+//! `tls_key` a client certificate for brokers that require one (Mosquitto:
+//! `require_certificate true`), `tls_server_name` the name the broker's
+//! certificate must carry when it is not the URL's host, and
+//! `tls_insecure=true` skips the check (testing only). A failed handshake
+//! is a one-line error with what to change (an untrusted CA: give it with
+//! `tls_ca`; a client certificate required; a plain-text port).
+//!
 //! # Options
 //!
-//! - `url`: `mqtt://[user[:password]@]host[:port]`, default
-//!   `mqtt://127.0.0.1:1883` (no TLS).
+//! - `url`: see above; default `mqtt://127.0.0.1:1883`.
+//! - `user`, `password`: the login; default the URL's, or none.
 //! - `version`: `3.1.1` (default) or `5`.
 //! - `topic`: source: topic filters, comma-separated, wildcards allowed
 //!   (required); sink: a template such as `heaters/{key}/command`
@@ -44,14 +85,18 @@
 //! - `client_id`: source default `riffle-` and a hash of the filters, so
 //!   that a restarted pipeline finds its session again; sink default
 //!   unique per sink.
-//! - `keep_alive`: default 30s. The broker drops a client silent for one
-//!   and a half of it. A source pings while it waits for messages; if the
-//!   pipeline is stuck elsewhere for longer, the broker drops it and the
-//!   next poll reconnects (the unacknowledged messages come again). An idle
-//!   sink does not ping: it opens a new connection when it is next used.
+//! - `keep_alive`: default 30s, in whole seconds; with MQTT 5 at least 5s
+//!   (rumqttc's floor). The broker drops a client silent for one and a
+//!   half of it; the connection's task pings whatever the pipeline does.
 //! - `session_expiry` (source, MQTT 5): how long the broker keeps the
 //!   session while nobody is connected, default 1 day.
-//! - `qos` (sink): 1 (default) or 0; `retain` (sink): default false.
+//! - `qos` (sink): 1 (default), 2 or 0; `retain` (sink): default false.
+//! - `will_topic`, `will_payload`, `will_qos` (0, 1 or 2, default 0),
+//!   `will_retain` (default false): the last will, which the broker
+//!   publishes if the connection ends without a DISCONNECT (a crash, a
+//!   lost network); a closed source or sink says goodbye and leaves none.
+//! - `tls`, `tls_ca`, `tls_cert`, `tls_key`, `tls_server_name`,
+//!   `tls_insecure`: see above.
 
 mod conn;
 mod sink;
