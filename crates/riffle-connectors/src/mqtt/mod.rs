@@ -409,6 +409,89 @@ mod tests {
         assert_ne!(sink_client_id(), sink_client_id());
     }
 
+    fn settings(pairs: &[(&str, &str)]) -> Result<Settings> {
+        common(&mut Options::from_pairs("mqtt", pairs.iter().copied()))
+    }
+
+    #[test]
+    fn urls_list_brokers_and_carry_logins() {
+        let s = settings(&[("url", "mqtt://u:p@a, mqtt://b:1884")]).unwrap();
+        let brokers: Vec<String> = s.brokers.iter().map(Broker::address).collect();
+        assert_eq!(brokers, ["a:1883", "b:1884"]);
+        assert_eq!(
+            (s.user.as_deref(), s.password.as_deref()),
+            (Some("u"), Some("p"))
+        );
+        assert!(s.tls.is_none());
+        // The options win over the URL's login.
+        let s = settings(&[("url", "mqtt://u:p@a"), ("user", "v"), ("password", "q")]).unwrap();
+        assert_eq!(
+            (s.user.as_deref(), s.password.as_deref()),
+            (Some("v"), Some("q"))
+        );
+        let s = settings(&[("url", "mqtts://a"), ("tls_insecure", "true")]).unwrap();
+        assert_eq!(s.brokers[0].port, 8883);
+        assert!(s.tls.is_some());
+        for (pairs, why) in [
+            (
+                &[("url", "mqtt://a,mqtts://b")][..],
+                "every broker with TLS",
+            ),
+            (&[("url", "ws://a")][..], "'ws' not supported"),
+            (&[("url", " , ")][..], "names no broker"),
+            (&[("password", "p")][..], "a password needs a user"),
+            (&[("will_topic", "a/+")][..], "without wildcards"),
+            (
+                &[("will_topic", "a"), ("will_qos", "3")][..],
+                "expected 0, 1 or 2",
+            ),
+        ] {
+            let e = settings(pairs).err().unwrap().to_string();
+            assert!(e.contains(why), "{pairs:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn wills_and_keep_alives_are_read() {
+        let s = settings(&[
+            ("will_topic", "status/riffle"),
+            ("will_payload", "gone"),
+            ("will_qos", "2"),
+            ("will_retain", "true"),
+            ("keep_alive", "1500ms"),
+        ])
+        .unwrap();
+        let w = s.will.unwrap();
+        assert_eq!(
+            (w.topic.as_str(), w.payload.as_slice(), w.qos, w.retain),
+            ("status/riffle", &b"gone"[..], 2, true)
+        );
+        assert_eq!(s.keep_alive, Duration::from_secs(1));
+        let s = settings(&[("keep_alive", "200ms")]).unwrap();
+        assert_eq!(s.keep_alive, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn the_list_shows_the_login_will_and_tls_options() {
+        let sink = MQTT.option_names(Role::Sink);
+        for o in [
+            "user",
+            "password",
+            "will_topic",
+            "will_qos",
+            "qos",
+            "tls_ca",
+            "tls_cert",
+        ] {
+            assert!(sink.contains(&o), "{o}: {sink:?}");
+        }
+        let source = MQTT.option_names(Role::Source);
+        assert!(
+            !source.contains(&"qos") && source.contains(&"tls_key"),
+            "{source:?}"
+        );
+    }
+
     #[test]
     fn expiries_take_days() {
         use crate::options::parse_duration;
