@@ -833,6 +833,51 @@ fn qos_2_delivers_each_record_once() {
     }
 }
 
+/// A source that acknowledges QoS 2 messages (PUBREC) and leaves at once
+/// leaves their exchanges open with the broker, which completes them
+/// (PUBREL) on the next connection of the session: that connection must
+/// answer them and go on.
+#[test]
+fn qos_2_exchanges_left_open_are_completed_after_a_reconnect() {
+    let server = mosquitto("mqtt-qos2-reconnect");
+    let url = format!("mqtt://{}", server.address());
+    for version in ["3.1.1", "5"] {
+        let filter = format!("q2r{version}/#");
+        let sink = |qos: &str| {
+            registry::sink(
+                options(&[
+                    ("url", &url),
+                    ("version", version),
+                    ("topic", &format!("q2r{version}/{{key}}")),
+                    ("qos", qos),
+                ]),
+                &env(),
+            )
+            .unwrap()
+        };
+        let mut first = source(&server, version, &filter);
+        let mut snk = sink("2");
+        for r in numbered(10) {
+            snk.send(&r).unwrap();
+        }
+        snk.close().unwrap();
+        let got = poll_n(first.as_mut(), 10, Duration::from_secs(5));
+        assert_eq!(got.len(), 10, "MQTT {version}");
+        first.ack().unwrap();
+        first.close().unwrap();
+
+        let mut second = source(&server, version, &filter);
+        let mut snk = sink("1");
+        snk.send(&Record::new("t", Some(b"after"), "after"))
+            .unwrap();
+        snk.close().unwrap();
+        let got = poll_acking(second.as_mut(), 1, Duration::from_secs(5));
+        let values: Vec<_> = got.iter().map(|r| r.value.clone()).collect();
+        assert_eq!(values, [b"after".to_vec()], "MQTT {version}");
+        second.close().unwrap();
+    }
+}
+
 #[test]
 fn the_last_will_is_published_when_a_connection_ends_without_goodbye() {
     let server = mosquitto("mqtt-will");

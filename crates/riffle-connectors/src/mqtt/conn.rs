@@ -238,6 +238,9 @@ impl Connection {
                 let (el, present) = runtime::block_on(async move {
                     let present = match el.poll().await {
                         Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(a))) => {
+                            if a.session_present && subscribe.is_some() {
+                                expect_releases4(&mut el.state);
+                            }
                             a.session_present
                         }
                         Ok(other) => {
@@ -292,7 +295,12 @@ impl Connection {
                 let (tx2, addr) = (tx.clone(), address.clone());
                 let (el, present) = runtime::block_on(async move {
                     let present = match el.poll().await {
-                        Ok(v5::Event::Incoming(p5::Packet::ConnAck(a))) => a.session_present,
+                        Ok(v5::Event::Incoming(p5::Packet::ConnAck(a))) => {
+                            if a.session_present && subscribe.is_some() {
+                                expect_releases5(&mut el.state);
+                            }
+                            a.session_present
+                        }
                         Ok(other) => {
                             return Err(lost(&addr, &format!("expected CONNACK, got {other:?}")))
                         }
@@ -647,6 +655,35 @@ impl ServerCertVerifier for CheckedAs {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
     }
+}
+
+/// Readies a new event loop of a kept session for the PUBRELs of QoS 2
+/// messages acknowledged (PUBREC) on an earlier connection. The broker
+/// sends them again after a reconnect, and rumqttc answers a PUBREL with
+/// a PUBCOMP only for a packet id it saw a PUBLISH of on this event
+/// loop: any other is an error that drops the connection, and so again
+/// after every reconnect. Its state takes a QoS 2 PUBLISH of every packet
+/// id here (without acknowledging anything: acknowledgements are manual),
+/// and the events that makes are dropped.
+fn expect_releases4(state: &mut rumqttc::MqttState) {
+    let keep = state.events.len();
+    for pkid in 1..=u16::MAX {
+        let mut p = rumqttc::Publish::new("", QoS::ExactlyOnce, Vec::new());
+        p.pkid = pkid;
+        let _ = state.handle_incoming_packet(rumqttc::Packet::Publish(p));
+    }
+    state.events.truncate(keep);
+}
+
+/// The same for version 5.
+fn expect_releases5(state: &mut v5::MqttState) {
+    let keep = state.events.len();
+    for pkid in 1..=u16::MAX {
+        let mut p = p5::Publish::new("", qos5(2), Vec::new(), None);
+        p.pkid = pkid;
+        let _ = state.handle_incoming_packet(p5::Packet::Publish(p));
+    }
+    state.events.truncate(keep);
 }
 
 /// Polls a 3.1.1 event loop until its connection fails, handing what it
@@ -1034,6 +1071,29 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "cannot reach MQTT broker at h:1883: Connection refused (os error 111)"
+        );
+    }
+
+    #[test]
+    fn a_kept_session_completes_the_releases_of_an_earlier_connection() {
+        let mut state = rumqttc::MqttState::new(10, true);
+        let pubrel = || rumqttc::Packet::PubRel(rumqttc::PubRel::new(7));
+        assert!(state.handle_incoming_packet(pubrel()).is_err());
+        let mut state = rumqttc::MqttState::new(10, true);
+        expect_releases4(&mut state);
+        assert!(state.events.is_empty());
+        assert_eq!(
+            state.handle_incoming_packet(pubrel()).unwrap(),
+            Some(rumqttc::Packet::PubComp(rumqttc::PubComp::new(7)))
+        );
+        let mut state = v5::MqttState::new(10, true);
+        expect_releases5(&mut state);
+        let answer = state
+            .handle_incoming_packet(p5::Packet::PubRel(p5::PubRel::new(7, None)))
+            .unwrap();
+        assert!(
+            matches!(&answer, Some(p5::Packet::PubComp(c)) if c.pkid == 7),
+            "{answer:?}"
         );
     }
 
