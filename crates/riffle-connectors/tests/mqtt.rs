@@ -440,6 +440,15 @@ fn bad_options_are_refused_before_connecting() {
         .unwrap()
         .to_string();
     assert!(e.contains("'topic' is required"), "{e}");
+    let e = registry::source(options(&[("url", &url), ("topic", "a/+,a/#/b")]), &env())
+        .err()
+        .unwrap();
+    assert!(matches!(e, Error::InvalidInput(_)), "{e:?}");
+    assert!(
+        e.to_string()
+            .contains("'a/#/b' is not a valid topic filter"),
+        "{e}"
+    );
     let e = registry::sink(options(&[("url", "ws://h"), ("version", "5")]), &env())
         .err()
         .unwrap()

@@ -248,13 +248,14 @@ impl Connection {
                         }
                         Err(e) => return Err(connect_error4(&addr, &e, tls)),
                     };
-                    if let Some(filters) = subscribe {
-                        let filters = filters
+                    if let Some(list) = subscribe {
+                        let filters = list
                             .iter()
                             .map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::ExactlyOnce));
+                        // The client refuses only a malformed filter.
                         c.subscribe_many(filters)
                             .await
-                            .map_err(|e| lost(&addr, &e.to_string()))?;
+                            .map_err(|_| invalid_filters(list))?;
                         let wait = async {
                             loop {
                                 match el.poll().await {
@@ -269,7 +270,7 @@ impl Connection {
                                                 rumqttc::SubscribeReasonCode::Failure => 0x80,
                                             })
                                             .collect::<Vec<_>>();
-                                        return check_suback(&addr, filters_of(subscribe), &codes);
+                                        return check_suback(&addr, list, &codes);
                                     }
                                     Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
                                         let _ = tx2.send(Event::Message(message4(p)));
@@ -306,8 +307,8 @@ impl Connection {
                         }
                         Err(e) => return Err(connect_error5(&addr, &e, tls)),
                     };
-                    if let Some(filters) = subscribe {
-                        let filters = filters.iter().map(|f| {
+                    if let Some(list) = subscribe {
+                        let filters = list.iter().map(|f| {
                             let mut filter =
                                 p5::Filter::new(f.clone(), v5::mqttbytes::QoS::ExactlyOnce);
                             // Retained messages only for a new subscription,
@@ -317,9 +318,10 @@ impl Connection {
                             filter.retain_forward_rule = p5::RetainForwardRule::OnNewSubscribe;
                             filter
                         });
+                        // The client refuses only a malformed filter.
                         c.subscribe_many(filters)
                             .await
-                            .map_err(|e| lost(&addr, &e.to_string()))?;
+                            .map_err(|_| invalid_filters(list))?;
                         let wait = async {
                             loop {
                                 match el.poll().await {
@@ -329,7 +331,7 @@ impl Connection {
                                             .iter()
                                             .map(|c| suback5(*c))
                                             .collect::<Vec<_>>();
-                                        return check_suback(&addr, filters_of(subscribe), &codes);
+                                        return check_suback(&addr, list, &codes);
                                     }
                                     Ok(v5::Event::Incoming(p5::Packet::Publish(p))) => {
                                         let _ = tx2.send(Event::Message(message5(p)));
@@ -472,10 +474,6 @@ impl Connection {
                 .recv_timeout(left.min(Duration::from_millis(50)));
         }
     }
-}
-
-fn filters_of(subscribe: Option<&[String]>) -> &[String] {
-    subscribe.unwrap_or_default()
 }
 
 fn qos4(q: u8) -> QoS {
@@ -933,6 +931,13 @@ fn refused_connection(address: &str, code: u8) -> Error {
             server(address)
         ),
     }
+}
+
+fn invalid_filters(filters: &[String]) -> Error {
+    Error::InvalidInput(format!(
+        "mqtt: option 'topic'='{}': not valid topic filters ('#' only last, '+' and '#' only as whole levels)",
+        filters.join(",")
+    ))
 }
 
 /// A SUBACK that refuses a filter fails the subscription, naming it.

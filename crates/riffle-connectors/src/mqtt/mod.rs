@@ -229,6 +229,11 @@ pub const MQTT: Connector = Connector {
                 "mqtt: option 'topic' names no topic filter".into(),
             ));
         }
+        if let Some(f) = filters.iter().find(|f| !rumqttc::valid_filter(f)) {
+            return Err(Error::InvalidInput(format!(
+                "mqtt: option 'topic': '{f}' is not a valid topic filter ('#' only last, '+' and '#' only as whole levels)"
+            )));
+        }
         // Session lifetimes are often given in days (`7d`), which the
         // common grammar reads.
         let expiry = o.duration_or("session_expiry", Duration::from_secs(86_400))?;
@@ -318,7 +323,7 @@ fn common(o: &mut Options) -> Result<Settings> {
         Duration::from_secs(keep_alive.as_secs().max(u64::from(!keep_alive.is_zero())));
     let will = match o.string("will_topic") {
         Some(topic) => {
-            if topic.is_empty() || topic.contains(['+', '#']) {
+            if !rumqttc::valid_topic(&topic) {
                 return Err(Error::InvalidInput(format!(
                     "mqtt: option 'will_topic'='{topic}': a topic name, without wildcards"
                 )));
