@@ -967,3 +967,41 @@ fn brokers_are_tried_in_turn() {
         "{e}"
     );
 }
+
+/// A sink on two brokers moves to the second when the first goes away,
+/// as the pipeline sends the failed round again.
+#[test]
+fn a_sink_moves_to_the_next_broker_when_its_broker_goes_away() {
+    let mut first = mosquitto("mqtt-failover-a");
+    let second = mosquitto("mqtt-failover-b");
+    let mut src = source(&second, "3.1.1", "failover/#");
+    let url = format!("mqtt://{},mqtt://{}", first.address(), second.address());
+    let mut snk = registry::sink(
+        options(&[("url", &url), ("topic", "failover/{key}")]),
+        &env(),
+    )
+    .unwrap();
+    snk.send(&Record::new("t", Some(b"a"), "on the first"))
+        .unwrap();
+    snk.flush(Duration::from_secs(5)).unwrap();
+    first.kill();
+    let record = Record::new("t", Some(b"b"), "on the second");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut failures = 0;
+    loop {
+        match snk
+            .send(&record)
+            .and_then(|()| snk.flush(Duration::from_secs(5)))
+        {
+            Ok(()) => break,
+            Err(e) => {
+                failures += 1;
+                assert!(Instant::now() < deadline, "never confirmed: {e}");
+            }
+        }
+    }
+    assert!(failures >= 1, "the first broker's end went unnoticed");
+    let got = poll_acking(src.as_mut(), 1, Duration::from_secs(5));
+    let values: Vec<_> = got.iter().map(|r| r.value.clone()).collect();
+    assert_eq!(values, [b"on the second".to_vec()]);
+}
