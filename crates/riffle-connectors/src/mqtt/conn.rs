@@ -662,15 +662,15 @@ impl ServerCertVerifier for CheckedAs {
 /// loop: any other is an error that drops the connection, and so again
 /// after every reconnect. Its state takes a QoS 2 PUBLISH of every packet
 /// id here (without acknowledging anything: acknowledgements are manual),
-/// and the events that makes are dropped.
+/// and the event each makes is dropped at once.
 fn expect_releases4(state: &mut rumqttc::MqttState) {
     let keep = state.events.len();
     for pkid in 1..=u16::MAX {
         let mut p = rumqttc::Publish::new("", QoS::ExactlyOnce, Vec::new());
         p.pkid = pkid;
         let _ = state.handle_incoming_packet(rumqttc::Packet::Publish(p));
+        state.events.truncate(keep);
     }
-    state.events.truncate(keep);
 }
 
 /// The same for version 5.
@@ -680,8 +680,8 @@ fn expect_releases5(state: &mut v5::MqttState) {
         let mut p = p5::Publish::new("", qos5(2), Vec::new(), None);
         p.pkid = pkid;
         let _ = state.handle_incoming_packet(p5::Packet::Publish(p));
+        state.events.truncate(keep);
     }
-    state.events.truncate(keep);
 }
 
 /// Polls a 3.1.1 event loop until its connection fails, handing what it
