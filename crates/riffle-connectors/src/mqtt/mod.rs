@@ -1,28 +1,42 @@
 //! MQTT brokers (3.1.1 and 5), such as Mosquitto: subscribe as a source,
-//! publish as a sink, at QoS 1.
+//! publish as a sink, at QoS 0, 1 or 2, in plain text or TLS, with a
+//! login, a last will and a list of brokers to fall back on.
+//!
+//! The protocol is rumqttc's (its async client, and its `v5` module for
+//! MQTT 5), run on the connectors' shared runtime: each connection has a
+//! task there that reads the socket and sends the keep-alive pings, also
+//! while the pipeline is busy elsewhere. TLS is rustls with the ring
+//! provider, configured by the common `tls*` options (see
+//! [`crate::tls`]).
 //!
 //! # Delivery
 //!
 //! As a source: at-least-once. The source connects with a fixed client id
 //! and without a clean session (3.1.1) / clean start (5, with a session
 //! expiry interval), so the broker keeps the subscription and queues QoS 1
-//! messages while the pipeline is down or reconnecting. Each message is
-//! acknowledged (PUBACK) only in [`Source::ack`](riffle::connect::Source::ack),
-//! after the pipeline's sink confirmed it; a message received but not
-//! acknowledged when the connection drops is sent again by the broker
-//! (with the DUP flag) after the reconnect. How much waits for us is the
-//! broker's to limit (Mosquitto: `max_queued_messages`, 1000 by default,
-//! beyond which it drops), as is how many unacknowledged messages it sends
-//! at once (`max_inflight_messages` for 3.1.1; the receive maximum of
-//! 1000 we ask for in 5), which bounds a batch.
+//! and 2 messages while the pipeline is down or reconnecting. It subscribes
+//! at QoS 2, so each message comes at the QoS it was published with. Each
+//! message is acknowledged (PUBACK for QoS 1, PUBREC for QoS 2, which the
+//! client then completes) only in
+//! [`Source::ack`](riffle::connect::Source::ack), after the pipeline's sink
+//! confirmed it; a message received but not acknowledged when the
+//! connection drops is sent again by the broker (with the DUP flag) after
+//! the reconnect. How much waits for us is the broker's to limit
+//! (Mosquitto: `max_queued_messages`, 1000 by default, beyond which it
+//! drops), as is how many unacknowledged messages it sends at once
+//! (`max_inflight_messages` for 3.1.1; the receive maximum of 1000 we ask
+//! for in 5), which bounds a batch.
 //!
-//! As a sink: at-least-once with `qos=1` (the default): every PUBLISH is
-//! confirmed by a PUBACK before [`Sink::flush`](riffle::connect::Sink::flush)
-//! returns, so the broker holds it (on disk as far as its persistence
-//! goes). The sink's session is clean: after a lost connection the
-//! unconfirmed messages are not resent by the sink itself; the flush fails
-//! and the pipeline sends them again, from the first unacknowledged one (so
-//! they may repeat). With MQTT 5, a PUBACK reason code of 0x80 or more (not
+//! As a sink: at-least-once with `qos=1` (the default) or `qos=2`: every
+//! PUBLISH is confirmed (PUBACK; PUBREC then PUBCOMP for QoS 2) before
+//! [`Sink::flush`](riffle::connect::Sink::flush) returns, so the broker
+//! holds it (on disk as far as its persistence goes). QoS 2 adds that the
+//! broker passes a message on once even if it receives it twice within a
+//! session; it does not make the pipeline exactly-once. The sink's session
+//! is clean: after a lost connection the unconfirmed messages are not
+//! resent by the sink itself; the flush fails and the pipeline sends them
+//! again, from the first unconfirmed one (so they may repeat). With MQTT
+//! 5, a reason code of 0x80 or more in the PUBACK (or PUBREC) (not
 //! authorized, quota exceeded, ...) refuses that message for good: the
 //! pipeline dead-letters it after its attempts and the others go on. With
 //! `qos=0` nothing is confirmed: at-most-once.
@@ -33,10 +47,37 @@
 //! template (`{key}`, `{topic}`), with the headers as user properties
 //! (MQTT 5; 3.1.1 has nowhere to put them, so they are dropped).
 //!
+//! # Connecting
+//!
+//! `url` is `mqtt://[user[:password]@]host[:port]` (port 1883) or, for
+//! TLS, `mqtts://...` (port 8883); `tcp://` and `ssl://` are read the same.
+//! Several URLs, comma-separated, are brokers of one cluster (all with TLS
+//! or all without): a connection is made to the first that accepts, and
+//! after a lost connection the next one is tried first. Reconnecting waits
+//! a backoff from 100 ms doubling to 5 s, each wait shortened at random by
+//! up to a half so that the pipelines of a broker that went away do not
+//! all come back at once. A broker that cannot be reached when the source
+//! or sink is built fails the build, naming it.
+//!
+//! A login is `user` and `password` (options, which win over the URL's).
+//! Like any option they may be `${ENV_VAR}` or `${file:/path}`, which keeps
+//! the password out of the command line and the shell history. A refused
+//! login is an authentication error at once (`authentication failed at
+//! MQTT broker at host:port: ... not authorized`), not retried.
+//!
+//! TLS: `mqtts://` (or `tls=true`) turns it on; `tls_ca` gives the CA of
+//! the broker's certificate (default: the system's roots), `tls_cert` and
+//! `tls_key` a client certificate for brokers that require one (Mosquitto:
+//! `require_certificate true`), `tls_server_name` the name the broker's
+//! certificate must carry when it is not the URL's host, and
+//! `tls_insecure=true` skips the check (testing only). A failed handshake
+//! is a one-line error with what to change (an untrusted CA: give it with
+//! `tls_ca`; a client certificate required; a plain-text port).
+//!
 //! # Options
 //!
-//! - `url`: `mqtt://[user[:password]@]host[:port]`, default
-//!   `mqtt://127.0.0.1:1883` (no TLS).
+//! - `url`: see above; default `mqtt://127.0.0.1:1883`.
+//! - `user`, `password`: the login; default the URL's, or none.
 //! - `version`: `3.1.1` (default) or `5`.
 //! - `topic`: source: topic filters, comma-separated, wildcards allowed
 //!   (required); sink: a template such as `heaters/{key}/command`
@@ -44,20 +85,24 @@
 //! - `client_id`: source default `riffle-` and a hash of the filters, so
 //!   that a restarted pipeline finds its session again; sink default
 //!   unique per sink.
-//! - `keep_alive`: default 30s. The broker drops a client silent for one
-//!   and a half of it. A source pings while it waits for messages; if the
-//!   pipeline is stuck elsewhere for longer, the broker drops it and the
-//!   next poll reconnects (the unacknowledged messages come again). An idle
-//!   sink does not ping: it opens a new connection when it is next used.
+//! - `keep_alive`: default 30s, in whole seconds; with MQTT 5 at least 5s
+//!   (rumqttc's floor). The broker drops a client silent for one and a
+//!   half of it; the connection's task pings whatever the pipeline does.
 //! - `session_expiry` (source, MQTT 5): how long the broker keeps the
 //!   session while nobody is connected, default 1 day.
-//! - `qos` (sink): 1 (default) or 0; `retain` (sink): default false.
+//! - `qos` (sink): 1 (default), 2 or 0; `retain` (sink): default false.
+//! - `will_topic`, `will_payload`, `will_qos` (0, 1 or 2, default 0),
+//!   `will_retain` (default false): the last will, which the broker
+//!   publishes if the connection ends without a DISCONNECT (a crash, a
+//!   lost network); a closed source or sink says goodbye and leaves none.
+//! - `tls`, `tls_ca`, `tls_cert`, `tls_key`, `tls_server_name`,
+//!   `tls_insecure`: see above.
 
-mod client;
+mod conn;
 mod sink;
 mod source;
 
-pub use client::Version;
+pub use conn::Version;
 pub use sink::MqttSink;
 pub use source::MqttSource;
 
@@ -69,11 +114,12 @@ use riffle::{Error, Result};
 use crate::connector::{Connector, Opt, Role};
 use crate::net::Url;
 use crate::options::Options;
-use client::ConnectOptions;
+use crate::tls::Tls;
+use conn::{Broker, Settings, Will};
 
 pub const MQTT: Connector = Connector {
     name: "mqtt",
-    summary: "an MQTT broker (3.1.1 or 5), QoS 1: subscribe as a source, publish as a sink",
+    summary: "an MQTT broker (3.1.1 or 5), QoS 1 or 2, TLS: subscribe as a source, publish as a sink",
     source: Some(Delivery::AtLeastOnce),
     sink: Some(Delivery::AtLeastOnce),
     options: &[
@@ -81,7 +127,19 @@ pub const MQTT: Connector = Connector {
             name: "url",
             role: Role::Both,
             default: Some("mqtt://127.0.0.1:1883"),
-            help: "the broker, mqtt://[user[:password]@]host[:port]",
+            help: "the broker, mqtt[s]://[user[:password]@]host[:port]; several, comma-separated, are tried in turn",
+        },
+        Opt {
+            name: "user",
+            role: Role::Both,
+            default: Some("the URL's"),
+            help: "the user name to log in with",
+        },
+        Opt {
+            name: "password",
+            role: Role::Both,
+            default: Some("the URL's"),
+            help: "the password, best as ${ENV_VAR} or ${file:/path}",
         },
         Opt {
             name: "version",
@@ -111,7 +169,7 @@ pub const MQTT: Connector = Connector {
             name: "keep_alive",
             role: Role::Both,
             default: Some("30s"),
-            help: "how often the connection is checked with PINGREQ when idle",
+            help: "how often the connection is checked with PINGREQ (MQTT 5: at least 5s)",
         },
         Opt {
             name: "session_expiry",
@@ -124,7 +182,7 @@ pub const MQTT: Connector = Connector {
             name: "qos",
             role: Role::Sink,
             default: Some("1"),
-            help: "1: each message confirmed (at-least-once); 0: not confirmed (at-most-once)",
+            help: "1: each message confirmed (at-least-once); 2: confirmed in two steps (the broker keeps no duplicate of a resent one within a connection); 0: not confirmed (at-most-once)",
         },
         Opt {
             name: "retain",
@@ -132,10 +190,34 @@ pub const MQTT: Connector = Connector {
             default: Some("false"),
             help: "publish as retained messages (the broker keeps the last one per topic)",
         },
+        Opt {
+            name: "will_topic",
+            role: Role::Both,
+            default: None,
+            help: "the last will: a message the broker publishes to this topic if the connection ends without a goodbye",
+        },
+        Opt {
+            name: "will_payload",
+            role: Role::Both,
+            default: Some("empty"),
+            help: "the last will's payload",
+        },
+        Opt {
+            name: "will_qos",
+            role: Role::Both,
+            default: Some("0"),
+            help: "the last will's QoS, 0, 1 or 2",
+        },
+        Opt {
+            name: "will_retain",
+            role: Role::Both,
+            default: Some("false"),
+            help: "whether the broker keeps the last will as the topic's retained message",
+        },
     ],
-    tls: false,
+    tls: true,
     build_source: Some(|mut o, _| {
-        let (address, mut connect) = common(&mut o)?;
+        let mut settings = common(&mut o)?;
         let topics = o.required("topic")?;
         let filters: Vec<String> = topics
             .split(',')
@@ -147,47 +229,87 @@ pub const MQTT: Connector = Connector {
                 "mqtt: option 'topic' names no topic filter".into(),
             ));
         }
+        if let Some(f) = filters.iter().find(|f| !rumqttc::valid_filter(f)) {
+            return Err(Error::InvalidInput(format!(
+                "mqtt: option 'topic': '{f}' is not a valid topic filter ('#' only last, '+' and '#' only as whole levels)"
+            )));
+        }
         // Session lifetimes are often given in days (`7d`), which the
         // common grammar reads.
         let expiry = o.duration_or("session_expiry", Duration::from_secs(86_400))?;
-        connect.session_expiry = expiry.as_secs().min(u32::MAX as u64) as u32;
-        connect.clean = false;
-        if connect.client_id.is_empty() {
-            connect.client_id = source_client_id(&filters);
+        settings.session_expiry = expiry.as_secs().min(u32::MAX as u64) as u32;
+        settings.clean = false;
+        if settings.client_id.is_empty() {
+            settings.client_id = source_client_id(&filters);
         }
         MQTT.finish(o, Role::Source)?;
-        Ok(Box::new(MqttSource::open(&address, connect, filters)?))
+        Ok(Box::new(MqttSource::open(settings, filters)?))
     }),
     build_sink: Some(|mut o, _| {
-        let (address, mut connect) = common(&mut o)?;
+        let mut settings = common(&mut o)?;
         let template = o.string_or("topic", "{topic}");
         let qos = o.parse_or("qos", 1u8)?;
-        if qos > 1 {
+        if qos > 2 {
             return Err(Error::InvalidInput(format!(
-                "mqtt: option 'qos'='{qos}': expected 0 or 1"
+                "mqtt: option 'qos'='{qos}': expected 0, 1 or 2"
             )));
         }
         let retain = o.parse_or("retain", false)?;
-        connect.clean = true;
-        if connect.client_id.is_empty() {
-            connect.client_id = sink_client_id();
+        settings.clean = true;
+        if settings.client_id.is_empty() {
+            settings.client_id = sink_client_id();
         }
         MQTT.finish(o, Role::Sink)?;
-        Ok(Box::new(MqttSink::open(
-            &address, connect, template, qos, retain,
-        )?))
+        Ok(Box::new(MqttSink::open(settings, template, qos, retain)?))
     }),
 };
 
-/// The options both ends share: the broker's address and what CONNECT
-/// says (an empty client id when none was given).
-fn common(o: &mut Options) -> Result<(String, ConnectOptions)> {
-    let url = Url::parse(&o.string_or("url", "mqtt://127.0.0.1:1883"), 1883)?;
-    if !matches!(url.scheme.as_str(), "mqtt" | "tcp") {
-        return Err(Error::InvalidInput(format!(
-            "mqtt: URL scheme '{}' not supported (mqtt://host:port; no TLS)",
-            url.scheme
-        )));
+/// The options both ends share: the brokers, the login, TLS and what
+/// CONNECT says (an empty client id when none was given). The TLS
+/// configuration is built here, so that a missing certificate file is
+/// reported before connecting.
+fn common(o: &mut Options) -> Result<Settings> {
+    let urls = o.string_or("url", "mqtt://127.0.0.1:1883");
+    let mut brokers = Vec::new();
+    let (mut user, mut password, mut scheme_tls) = (None, None, None);
+    for text in urls.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+        let tls = match text.split_once("://").map(|(s, _)| s.to_ascii_lowercase()) {
+            Some(s) if s == "mqtt" || s == "tcp" => false,
+            Some(s) if s == "mqtts" || s == "ssl" => true,
+            Some(s) => {
+                return Err(Error::InvalidInput(format!(
+                    "mqtt: URL scheme '{s}' not supported (mqtt://host:port, or mqtts://host:port for TLS)"
+                )))
+            }
+            None => false,
+        };
+        let url = Url::parse(text, if tls { 8883 } else { 1883 })?;
+        if scheme_tls.is_some_and(|t| t != tls) {
+            return Err(Error::InvalidInput(
+                "mqtt: option 'url': every broker with TLS (mqtts://) or none".into(),
+            ));
+        }
+        scheme_tls = Some(tls);
+        user = user.or(url.user);
+        password = password.or(url.password);
+        brokers.push(Broker {
+            host: url.host,
+            port: url.port,
+        });
+    }
+    if brokers.is_empty() {
+        return Err(Error::InvalidInput(
+            "mqtt: option 'url' names no broker".into(),
+        ));
+    }
+    // The options, when given, win over the URL's (whose password would
+    // otherwise sit in plain text in the command line).
+    let user = o.string("user").or(user);
+    let password = o.string("password").or(password);
+    if password.is_some() && user.is_none() {
+        return Err(Error::InvalidInput(
+            "mqtt: a password needs a user (option 'user' or user@ in the URL)".into(),
+        ));
     }
     let version = o.parse_or("version", Version::V311)?;
     let keep_alive = o.duration_or("keep_alive", Duration::from_secs(30))?;
@@ -196,17 +318,58 @@ fn common(o: &mut Options) -> Result<(String, ConnectOptions)> {
             "mqtt: option 'keep_alive': at most 65535s".into(),
         ));
     }
-    let connect = ConnectOptions {
+    // The protocol counts keep-alive in whole seconds.
+    let keep_alive =
+        Duration::from_secs(keep_alive.as_secs().max(u64::from(!keep_alive.is_zero())));
+    let will = match o.string("will_topic") {
+        Some(topic) => {
+            if !rumqttc::valid_topic(&topic) {
+                return Err(Error::InvalidInput(format!(
+                    "mqtt: option 'will_topic'='{topic}': a topic name, without wildcards"
+                )));
+            }
+            let qos = o.parse_or("will_qos", 0u8)?;
+            if qos > 2 {
+                return Err(Error::InvalidInput(format!(
+                    "mqtt: option 'will_qos'='{qos}': expected 0, 1 or 2"
+                )));
+            }
+            Some(Will {
+                topic,
+                payload: o.string("will_payload").unwrap_or_default().into_bytes(),
+                qos,
+                retain: o.parse_or("will_retain", false)?,
+            })
+        }
+        None => {
+            if let Some(k) = ["will_payload", "will_qos", "will_retain"]
+                .into_iter()
+                .find(|k| o.string(k).is_some())
+            {
+                return Err(Error::InvalidInput(format!(
+                    "mqtt: option '{k}' needs 'will_topic'"
+                )));
+            }
+            None
+        }
+    };
+    let tls = match Tls::from_options(o, scheme_tls.unwrap_or(false))? {
+        Some(t) => Some(conn::client_config(&t)?),
+        None => None,
+    };
+    Ok(Settings {
+        brokers,
         version,
         client_id: o.string("client_id").unwrap_or_default(),
         clean: true,
         keep_alive,
-        user: url.user.clone(),
-        password: url.password.clone(),
+        user,
+        password,
         session_expiry: 0,
         receive_maximum: 1000,
-    };
-    Ok((url.address(), connect))
+        tls,
+        will,
+    })
 }
 
 /// `riffle-` and a hash of the filters: the same filters give the same id,
@@ -249,6 +412,89 @@ mod tests {
         assert_ne!(a, source_client_id(&["heaters/#".into()]));
         assert_eq!(a.len(), 23);
         assert_ne!(sink_client_id(), sink_client_id());
+    }
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<Settings> {
+        common(&mut Options::from_pairs("mqtt", pairs.iter().copied()))
+    }
+
+    #[test]
+    fn urls_list_brokers_and_carry_logins() {
+        let s = settings(&[("url", "mqtt://u:p@a, mqtt://b:1884")]).unwrap();
+        let brokers: Vec<String> = s.brokers.iter().map(Broker::address).collect();
+        assert_eq!(brokers, ["a:1883", "b:1884"]);
+        assert_eq!(
+            (s.user.as_deref(), s.password.as_deref()),
+            (Some("u"), Some("p"))
+        );
+        assert!(s.tls.is_none());
+        // The options win over the URL's login.
+        let s = settings(&[("url", "mqtt://u:p@a"), ("user", "v"), ("password", "q")]).unwrap();
+        assert_eq!(
+            (s.user.as_deref(), s.password.as_deref()),
+            (Some("v"), Some("q"))
+        );
+        let s = settings(&[("url", "mqtts://a"), ("tls_insecure", "true")]).unwrap();
+        assert_eq!(s.brokers[0].port, 8883);
+        assert!(s.tls.is_some());
+        for (pairs, why) in [
+            (
+                &[("url", "mqtt://a,mqtts://b")][..],
+                "every broker with TLS",
+            ),
+            (&[("url", "ws://a")][..], "'ws' not supported"),
+            (&[("url", " , ")][..], "names no broker"),
+            (&[("password", "p")][..], "a password needs a user"),
+            (&[("will_topic", "a/+")][..], "without wildcards"),
+            (
+                &[("will_topic", "a"), ("will_qos", "3")][..],
+                "expected 0, 1 or 2",
+            ),
+        ] {
+            let e = settings(pairs).err().unwrap().to_string();
+            assert!(e.contains(why), "{pairs:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn wills_and_keep_alives_are_read() {
+        let s = settings(&[
+            ("will_topic", "status/riffle"),
+            ("will_payload", "gone"),
+            ("will_qos", "2"),
+            ("will_retain", "true"),
+            ("keep_alive", "1500ms"),
+        ])
+        .unwrap();
+        let w = s.will.unwrap();
+        assert_eq!(
+            (w.topic.as_str(), w.payload.as_slice(), w.qos, w.retain),
+            ("status/riffle", &b"gone"[..], 2, true)
+        );
+        assert_eq!(s.keep_alive, Duration::from_secs(1));
+        let s = settings(&[("keep_alive", "200ms")]).unwrap();
+        assert_eq!(s.keep_alive, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn the_list_shows_the_login_will_and_tls_options() {
+        let sink = MQTT.option_names(Role::Sink);
+        for o in [
+            "user",
+            "password",
+            "will_topic",
+            "will_qos",
+            "qos",
+            "tls_ca",
+            "tls_cert",
+        ] {
+            assert!(sink.contains(&o), "{o}: {sink:?}");
+        }
+        let source = MQTT.option_names(Role::Source);
+        assert!(
+            !source.contains(&"qos") && source.contains(&"tls_key"),
+            "{source:?}"
+        );
     }
 
     #[test]

@@ -1,99 +1,92 @@
-//! Publishing at QoS 1: a flush waits for the PUBACK of every message.
+//! Publishing at QoS 0, 1 or 2: a flush waits until the broker confirmed
+//! every message (PUBACK, or PUBCOMP for QoS 2).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use riffle::connect::{render, Delivery, Record, Sink, Unconfirmed};
 use riffle::{Error, Result};
 
-use super::client::{encode_publish, refusal, ConnectOptions, Connection, Packet, Publish};
+use super::conn::{self, refusal, Connection, Event, Settings, Version};
 use crate::net::Backoff;
 
-/// The most unconfirmed messages at once (fewer if the broker says so):
-/// beyond it, `send` waits for PUBACKs.
-const MAX_IN_FLIGHT: usize = 1000;
-/// Queued bytes written without waiting for a flush.
-const WRITE_AT: usize = 64 * 1024;
-/// How long `send` waits for room among the unconfirmed messages.
+/// How long `send` waits for room in the client's queue (full while the
+/// broker's receive maximum of unconfirmed messages is reached).
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Publishes each record's value to the topic its template gives.
 ///
-/// With MQTT 5, a PUBACK reason code of 0x80 or more (not authorized,
-/// topic name invalid, quota exceeded, payload format invalid, ...)
-/// refuses that message for good; the flush reports it by its place among
-/// the records sent since the last flush, and the others go on. MQTT
-/// 3.1.1 has no way to refuse a message: a broker that will not take one
-/// drops the connection, which is transient like any disconnect.
+/// With MQTT 5, a PUBACK (or, at QoS 2, PUBREC) reason code of 0x80 or
+/// more (not authorized, topic name invalid, quota exceeded, payload
+/// format invalid, ...) refuses that message for good; the flush reports
+/// it by its place among the records sent since the last flush, and the
+/// others go on. MQTT 3.1.1 has no way to refuse a message: a broker that
+/// will not take one drops the connection, which is transient like any
+/// disconnect.
 pub struct MqttSink {
-    address: String,
-    options: ConnectOptions,
+    settings: Settings,
     template: String,
     qos: u8,
     retain: bool,
     conn: Option<Connection>,
-    next_id: u16,
-    /// Packet ids sent and not yet confirmed, with their places in the
+    /// The broker of `settings.brokers` to try first.
+    broker: usize,
+    /// Places in the round of the records handed to the client and not
+    /// yet written: the client writes them in order, each reported by
+    /// [`Event::Sent`] with its packet id.
+    unsent: VecDeque<usize>,
+    /// Packet ids written and not yet confirmed, with their places in the
     /// round (the records sent since the last flush).
     in_flight: HashMap<u16, usize>,
     /// Records sent in this round.
     round: usize,
     /// Refused in this round: place and why.
     refused: Vec<(usize, String)>,
+    /// The connection is to be made anew once the round is settled: after
+    /// a refused QoS 2 message, which rumqttc keeps counting as in flight.
+    renew: bool,
     backoff: Backoff,
-    /// When the next reconnection attempt may be made.
+    /// When the next connection attempt may be made.
     retry_at: Option<Instant>,
 }
 
 impl MqttSink {
-    /// Connects (an unreachable broker fails here, naming its address)
-    /// with a clean session: what a lost connection left unconfirmed is
-    /// the caller's to send again.
-    pub fn open(
-        address: &str,
-        options: ConnectOptions,
-        template: String,
-        qos: u8,
-        retain: bool,
-    ) -> Result<Self> {
-        let options = ConnectOptions {
+    /// Connects (an unreachable broker fails here, naming its address; a
+    /// refused login or certificate says why) with a clean session: what
+    /// a lost connection left unconfirmed is the caller's to send again.
+    pub fn open(settings: Settings, template: String, qos: u8, retain: bool) -> Result<Self> {
+        let settings = Settings {
             clean: true,
-            ..options
+            ..settings
         };
-        let conn = Connection::open(address, &options)?;
+        let mut broker = 0;
+        let conn = conn::connect_any(&settings, &mut broker, None)?;
         Ok(Self {
-            address: address.to_owned(),
-            options,
+            settings,
             template,
             qos,
             retain,
             conn: Some(conn),
-            next_id: 0,
+            broker,
+            unsent: VecDeque::new(),
             in_flight: HashMap::new(),
             round: 0,
             refused: Vec::new(),
-            backoff: Backoff::default(),
+            renew: false,
+            backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)).jittered(),
             retry_at: None,
         })
     }
 
-    /// The connection, made again if it was lost (after the backoff) or
-    /// has been idle so long that the broker may have dropped it.
-    fn connection(&mut self) -> Result<&mut Connection> {
-        if self.in_flight.is_empty() && self.conn.as_ref().is_some_and(|c| c.idle_too_long()) {
-            tracing::debug!("MQTT broker at {}: idle connection renewed", self.address);
-            if let Some(c) = self.conn.take() {
-                c.disconnect();
-            }
-            self.retry_at = None;
-        }
+    /// The connection, made again (after the backoff) if it was lost.
+    fn connection(&mut self) -> Result<&Connection> {
         if self.conn.is_none() {
             if let Some(at) = self.retry_at {
                 std::thread::sleep(at.saturating_duration_since(Instant::now()));
             }
-            match Connection::open(&self.address, &self.options) {
+            match conn::connect_any(&self.settings, &mut self.broker, None) {
                 Ok(c) => {
-                    tracing::info!("connected to the MQTT broker at {}", self.address);
+                    tracing::info!("connected to the MQTT broker at {}", c.address);
                     self.backoff.reset();
                     self.retry_at = None;
                     self.conn = Some(c);
@@ -104,43 +97,121 @@ impl MqttSink {
                 }
             }
         }
-        Ok(self.conn.as_mut().expect("connected above"))
+        Ok(self.conn.as_ref().expect("connected above"))
     }
 
     /// Gives up the connection after `e`; returns `e` for the caller, who
-    /// sends everything since its last good flush again.
+    /// sends everything since its last good flush again. The next
+    /// connection tries the next broker first.
     fn fail(&mut self, e: Error) -> Error {
-        if self.conn.take().is_some() {
+        if let Some(c) = self.conn.take() {
             tracing::warn!(
-                "{e}; {} messages unconfirmed, reconnecting to the MQTT broker at {} on the next send",
-                self.in_flight.len(),
-                self.address
+                "{e}; {} messages unconfirmed, reconnecting to an MQTT broker on the next send",
+                self.in_flight.len() + self.unsent.len(),
             );
+            drop(c);
+            self.broker = (self.broker + 1) % self.settings.brokers.len();
         }
         self.in_flight.clear();
+        self.unsent.clear();
         e
     }
 
-    /// Takes a packet from the broker: a PUBACK confirms a message, or
-    /// refuses it (MQTT 5 reason codes from 0x80).
-    fn handle(&mut self, packet: Packet) -> Result<()> {
-        if let Packet::PubAck {
-            packet_id,
-            code,
-            reason,
-        } = packet
+    /// Takes an event of the connection: a message written, confirmed or
+    /// refused (MQTT 5 reason codes from 0x80); a lost connection is an
+    /// error.
+    fn handle(&mut self, event: Event) -> Result<()> {
+        match event {
+            Event::Sent(pkid) => {
+                if let Some(at) = self.unsent.pop_front() {
+                    if self.qos > 0 {
+                        self.in_flight.insert(pkid, at);
+                    }
+                }
+            }
+            Event::Settled { pkid, code, reason } => {
+                let at = self.in_flight.remove(&pkid);
+                if let Some(at) = at.filter(|_| code >= 0x80) {
+                    if self.qos == 2 {
+                        self.renew = true;
+                    }
+                    let address = self.conn.as_ref().map_or("", |c| c.address.as_str());
+                    self.refused.push((
+                        at,
+                        format!(
+                            "{} refused the message: {} (reason code 0x{code:02x}){}",
+                            conn::server(address),
+                            refusal(code),
+                            reason.map_or_else(String::new, |r| format!(": {r}"))
+                        ),
+                    ));
+                }
+            }
+            Event::Lost(e) => return Err(e),
+            Event::Message(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Takes the events that have come already.
+    fn drain(&mut self) -> Result<()> {
+        while let Some(e) = self
+            .conn
+            .as_ref()
+            .and_then(|c| c.next_event(Duration::ZERO))
         {
-            let at = self.in_flight.remove(&packet_id);
-            if let Some(at) = at.filter(|_| code >= 0x80) {
-                self.refused.push((
-                    at,
-                    format!(
-                        "MQTT broker at {} refused the message: {} (reason code 0x{code:02x}){}",
-                        self.address,
-                        refusal(code),
-                        reason.map_or_else(String::new, |r| format!(": {r}"))
+            self.handle(e)?;
+        }
+        Ok(())
+    }
+
+    fn publish(&mut self, topic: String, record: &Record) -> Result<()> {
+        let user_properties = match self.settings.version {
+            Version::V5 => record
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+                .collect(),
+            // 3.1.1 has nowhere to put them.
+            Version::V311 => Vec::new(),
+        };
+        let (qos, retain) = (self.qos, self.retain);
+        self.connection()?.publish(
+            topic,
+            qos,
+            retain,
+            record.value.clone(),
+            user_properties,
+            SEND_TIMEOUT,
+        )?;
+        self.unsent.push_back(self.round);
+        self.round += 1;
+        self.drain()
+    }
+
+    /// Waits until every message of the round is written and, unless at
+    /// QoS 0, confirmed.
+    fn confirm(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while !self.unsent.is_empty() || (self.qos > 0 && !self.in_flight.is_empty()) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let address = self
+                .conn
+                .as_ref()
+                .map_or(String::new(), |c| c.address.clone());
+            if left.is_zero() {
+                return Err(Error::Protocol {
+                    server: conn::server(&address),
+                    message: format!(
+                        "{}: {} messages not confirmed within {timeout:?}",
+                        conn::server(&address),
+                        self.in_flight.len() + self.unsent.len()
                     ),
-                ));
+                });
+            }
+            let event = self.conn.as_ref().and_then(|c| c.next_event(left));
+            if let Some(e) = event {
+                self.handle(e)?;
             }
         }
         Ok(())
@@ -152,87 +223,12 @@ impl MqttSink {
         self.round = 0;
         self.refused.clear();
     }
-
-    /// Reads one packet within `timeout` and handles it; false if none
-    /// came.
-    fn read_one(&mut self, timeout: Duration) -> Result<bool> {
-        let conn = self.conn.as_mut().expect("connected");
-        conn.send()?;
-        match conn.read(timeout)? {
-            Some(p) => self.handle(p).map(|()| true),
-            None => Ok(false),
-        }
-    }
-
-    fn publish(&mut self, p: Publish) -> Result<()> {
-        let conn = self.connection()?;
-        let window = MAX_IN_FLIGHT.min(conn.receive_maximum.into());
-        if self.qos > 0 {
-            let deadline = Instant::now() + SEND_TIMEOUT;
-            while self.in_flight.len() >= window {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(Error::Protocol {
-                        server: format!("MQTT broker at {}", self.address),
-                        message: format!(
-                            "MQTT broker at {}: no PUBACK within {SEND_TIMEOUT:?}",
-                            self.address
-                        ),
-                    });
-                }
-                self.read_one(left)?;
-            }
-        }
-        let mut p = p;
-        if self.qos > 0 {
-            p.packet_id = Some(self.next_packet_id());
-        }
-        let conn = self.conn.as_mut().expect("connected");
-        conn.queue(&encode_publish(conn.version(), &p)?);
-        if let Some(id) = p.packet_id {
-            self.in_flight.insert(id, self.round);
-        }
-        self.round += 1;
-        if conn.queued() >= WRITE_AT {
-            conn.send()?;
-        }
-        Ok(())
-    }
-
-    /// The next packet id not in flight (ids are 1 to 65,535).
-    fn next_packet_id(&mut self) -> u16 {
-        loop {
-            self.next_id = self.next_id.checked_add(1).unwrap_or(1);
-            if !self.in_flight.contains_key(&self.next_id) {
-                return self.next_id;
-            }
-        }
-    }
-
-    fn confirm(&mut self, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        self.conn.as_mut().expect("connected").send()?;
-        while self.qos > 0 && !self.in_flight.is_empty() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(Error::Protocol {
-                    server: format!("MQTT broker at {}", self.address),
-                    message: format!(
-                        "MQTT broker at {}: {} messages not confirmed within {timeout:?}",
-                        self.address,
-                        self.in_flight.len()
-                    ),
-                });
-            }
-            self.read_one(left)?;
-        }
-        Ok(())
-    }
 }
 
 impl Sink for MqttSink {
     fn describe(&self) -> String {
-        format!("mqtt {} topic {}", self.address, self.template)
+        let brokers: Vec<String> = self.settings.brokers.iter().map(|b| b.address()).collect();
+        format!("mqtt {} topic {}", brokers.join(","), self.template)
     }
 
     fn delivery(&self) -> Delivery {
@@ -257,28 +253,15 @@ impl Sink for MqttSink {
             self.round += 1;
             return Ok(());
         }
-        let p = Publish {
-            topic,
-            qos: self.qos,
-            retain: self.retain,
-            dup: false,
-            packet_id: None,
-            user_properties: record
-                .headers
-                .iter()
-                .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
-                .collect(),
-            payload: record.value.clone(),
-        };
-        self.publish(p).map_err(|e| {
+        self.publish(topic, record).map_err(|e| {
             self.new_round();
             self.fail(e)
         })
     }
 
-    /// Waits for the PUBACKs of the round. Brokers acknowledge in order,
-    /// so after a lost connection or a timeout the records before the
-    /// first unacknowledged one are settled and only the rest come again.
+    /// Waits for the confirmations of the round. Brokers confirm in
+    /// order, so after a lost connection or a timeout the records before
+    /// the first unconfirmed one are settled and only the rest come again.
     fn flush(&mut self, timeout: Duration) -> Result<()> {
         let sent = self.round;
         let result = match self.conn {
@@ -289,12 +272,23 @@ impl Sink for MqttSink {
         let result = match result {
             Ok(()) => Unconfirmed::refused(sent, std::mem::take(&mut self.refused)),
             Err(e) => {
-                let settled = self.in_flight.values().min().copied().unwrap_or(sent);
+                let settled = self
+                    .in_flight
+                    .values()
+                    .chain(self.unsent.front())
+                    .min()
+                    .copied()
+                    .unwrap_or(sent);
                 let refused = std::mem::take(&mut self.refused);
                 let e = self.fail(e);
                 Err(Unconfirmed::transient(settled, refused, &e, None))
             }
         };
+        if std::mem::take(&mut self.renew) {
+            if let Some(c) = self.conn.take() {
+                c.disconnect(Duration::from_secs(1));
+            }
+        }
         self.new_round();
         result
     }
@@ -302,7 +296,7 @@ impl Sink for MqttSink {
     fn close(&mut self) -> Result<()> {
         let result = self.flush(Duration::from_secs(10));
         if let Some(c) = self.conn.take() {
-            c.disconnect();
+            c.disconnect(Duration::from_secs(1));
         }
         result
     }

@@ -1,5 +1,5 @@
-//! Subscribing: a persistent session whose QoS 1 messages are acknowledged
-//! only once the pipeline is done with them.
+//! Subscribing: a persistent session whose QoS 1 and 2 messages are
+//! acknowledged only once the pipeline is done with them.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -7,47 +7,46 @@ use std::time::{Duration, Instant};
 use riffle::connect::{Delivery, Record, Source};
 use riffle::{Error, Result};
 
-use super::client::{
-    encode_puback, encode_subscribe, refusal, ConnectOptions, Connection, Packet, Publish,
-};
-use crate::net::{self, Backoff};
+use super::conn::{self, Connection, Event, Message, Settings};
+use crate::net::Backoff;
 
-/// The packet id of our SUBSCRIBE: one per connection, so any will do.
-const SUBSCRIBE_ID: u16 = 1;
+/// How long an acknowledgement may wait for room in the client's queue.
+const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Messages from the topic filters of one persistent MQTT session.
 pub struct MqttSource {
-    address: String,
-    options: ConnectOptions,
+    settings: Settings,
     filters: Vec<String>,
     conn: Option<Connection>,
+    /// The broker of `settings.brokers` to try first.
+    broker: usize,
     /// Received and not yet handed out.
-    received: VecDeque<Publish>,
-    /// Packet ids of the QoS 1 messages handed out since the last ack, to
-    /// PUBACK then. They belong to the current connection: a new one gets
-    /// the messages again, with ids of its own.
-    handed_out: Vec<u16>,
+    received: VecDeque<Message>,
+    /// The messages handed out since the last ack, to acknowledge then.
+    /// They belong to the current connection: a new one gets them again,
+    /// with packet ids of its own.
+    handed_out: Vec<Message>,
     backoff: Backoff,
     /// When the next reconnection attempt may be made.
     retry_at: Option<Instant>,
 }
 
 impl MqttSource {
-    /// Connects (an unreachable broker fails here, naming its address),
-    /// resumes or creates the session `options.client_id` and subscribes
-    /// to `filters` at QoS 1.
-    pub fn open(address: &str, options: ConnectOptions, filters: Vec<String>) -> Result<Self> {
+    /// Connects (an unreachable broker fails here, naming its address; a
+    /// refused login or certificate says why), resumes or creates the
+    /// session `settings.client_id` and subscribes to `filters`.
+    pub fn open(settings: Settings, filters: Vec<String>) -> Result<Self> {
         let mut s = Self {
-            address: address.to_owned(),
-            options: ConnectOptions {
+            settings: Settings {
                 clean: false,
-                ..options
+                ..settings
             },
             filters,
             conn: None,
+            broker: 0,
             received: VecDeque::new(),
             handed_out: Vec::new(),
-            backoff: Backoff::default(),
+            backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)).jittered(),
             retry_at: None,
         };
         s.connect()?;
@@ -55,53 +54,30 @@ impl MqttSource {
     }
 
     fn connect(&mut self) -> Result<()> {
-        let mut conn = Connection::open(&self.address, &self.options)?;
         // Subscribing again to a kept session is harmless, and recreates
         // the subscription if the broker lost it.
-        conn.queue(&encode_subscribe(
-            conn.version(),
-            SUBSCRIBE_ID,
-            &self.filters,
-            1,
-        )?);
-        conn.send()?;
-        let deadline = Instant::now() + net::CONNECT_TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match conn.read(left)? {
-                Some(Packet::SubAck { packet_id, codes }) if packet_id == SUBSCRIBE_ID => {
-                    if let Some((f, &code)) =
-                        self.filters.iter().zip(&codes).find(|(_, &c)| c >= 0x80)
-                    {
-                        return Err(Error::Refused {
-                            server: format!("MQTT broker at {}", self.address),
-                            message: format!(
-                                "MQTT broker at {} refused the subscription to '{f}': {} (code 0x{code:02x})",
-                                self.address,
-                                refusal(code)
-                            ),
-                        });
-                    }
-                    break;
-                }
-                // A kept session's messages may come before the SUBACK.
-                Some(Packet::Publish(p)) => self.received.push_back(p),
-                Some(_) => {}
-                None => return Err(conn.lost("no SUBACK within 5 s".into())),
-            }
+        let conn = conn::connect_any(&self.settings, &mut self.broker, Some(&self.filters))?;
+        if !conn.session_present {
+            tracing::info!(
+                "the MQTT broker at {} had no session for client id '{}': a new one starts",
+                conn.address,
+                self.settings.client_id
+            );
         }
         self.conn = Some(conn);
         Ok(())
     }
 
     /// Gives up the connection after `e`: what was received but not
-    /// acknowledged comes again on the next one.
+    /// acknowledged comes again on the next one, from the next broker.
     fn lose(&mut self, e: &Error) {
-        tracing::warn!(
-            "{e}; reconnecting to the MQTT broker at {} (unacknowledged messages come again)",
-            self.address
-        );
-        self.conn = None;
+        if let Some(c) = self.conn.take() {
+            tracing::warn!(
+                "{e}; reconnecting to the MQTT broker at {} (unacknowledged messages come again)",
+                c.address
+            );
+        }
+        self.broker = (self.broker + 1) % self.settings.brokers.len();
         self.received.clear();
         self.handed_out.clear();
         self.retry_at = Some(Instant::now() + self.backoff.next_delay());
@@ -123,7 +99,10 @@ impl MqttSource {
         }
         match self.connect() {
             Ok(()) => {
-                tracing::info!("reconnected to the MQTT broker at {}", self.address);
+                tracing::info!(
+                    "reconnected to the MQTT broker at {}",
+                    self.conn.as_ref().map_or("", |c| c.address.as_str())
+                );
                 self.backoff.reset();
                 self.retry_at = None;
                 true
@@ -131,8 +110,7 @@ impl MqttSource {
             Err(e) => {
                 let delay = self.backoff.next_delay();
                 tracing::warn!(
-                    "cannot reconnect to the MQTT broker at {} (trying again in {delay:?}): {e}",
-                    self.address
+                    "cannot reconnect to the MQTT broker (trying again in {delay:?}): {e}"
                 );
                 self.retry_at = Some(Instant::now() + delay);
                 false
@@ -141,22 +119,23 @@ impl MqttSource {
     }
 }
 
-fn record(p: Publish) -> Record {
+fn record(m: &Message) -> Record {
     Record {
-        topic: p.topic,
+        topic: m.topic.clone(),
         key: None,
-        value: p.payload,
-        headers: p
+        value: m.payload.clone(),
+        headers: m
             .user_properties
-            .into_iter()
-            .map(|(k, v)| (k, v.into_bytes()))
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
             .collect(),
     }
 }
 
 impl Source for MqttSource {
     fn describe(&self) -> String {
-        format!("mqtt {} {}", self.address, self.filters.join(","))
+        let brokers: Vec<String> = self.settings.brokers.iter().map(|b| b.address()).collect();
+        format!("mqtt {} {}", brokers.join(","), self.filters.join(","))
     }
 
     fn delivery(&self) -> Delivery {
@@ -170,15 +149,13 @@ impl Source for MqttSource {
         }
         let mut n = 0;
         while n < max {
-            if let Some(p) = self.received.pop_front() {
-                if let Some(id) = p.packet_id.filter(|_| p.qos > 0) {
-                    self.handed_out.push(id);
-                }
-                out.push(record(p));
+            if let Some(m) = self.received.pop_front() {
+                out.push(record(&m));
+                self.handed_out.push(m);
                 n += 1;
                 continue;
             }
-            let Some(conn) = self.conn.as_mut() else {
+            let Some(conn) = self.conn.as_ref() else {
                 break;
             };
             // Wait for the first message; after that take only what has
@@ -188,14 +165,14 @@ impl Source for MqttSource {
             } else {
                 Duration::ZERO
             };
-            match conn.read(wait) {
-                Ok(Some(Packet::Publish(p))) => self.received.push_back(p),
-                Ok(Some(_)) => {}
-                Ok(None) => break,
-                Err(e) => {
+            match conn.next_event(wait) {
+                Some(Event::Message(m)) => self.received.push_back(m),
+                Some(Event::Lost(e)) => {
                     self.lose(&e);
                     break;
                 }
+                Some(_) => {}
+                None => break,
             }
         }
         Ok(n)
@@ -205,14 +182,18 @@ impl Source for MqttSource {
         if self.handed_out.is_empty() {
             return Ok(());
         }
-        let Some(conn) = self.conn.as_mut() else {
+        let Some(conn) = self.conn.as_ref() else {
             self.handed_out.clear();
             return Ok(());
         };
-        for id in self.handed_out.drain(..) {
-            conn.queue(&encode_puback(id));
+        let mut failed = None;
+        for m in self.handed_out.drain(..) {
+            if let Err(e) = conn.ack(&m, ACK_TIMEOUT) {
+                failed = Some(e);
+                break;
+            }
         }
-        if let Err(e) = conn.send() {
+        if let Some(e) = failed {
             self.lose(&e);
             return Err(e);
         }
@@ -222,7 +203,7 @@ impl Source for MqttSource {
     fn close(&mut self) -> Result<()> {
         // Unacknowledged messages stay with the session for the next run.
         if let Some(conn) = self.conn.take() {
-            conn.disconnect();
+            conn.disconnect(Duration::from_secs(1));
         }
         Ok(())
     }
