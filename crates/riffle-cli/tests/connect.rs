@@ -369,6 +369,7 @@ fn without_a_dead_letter_sink_the_chosen_policy_applies() {
 /// An HTTP endpoint answering 400 with a body to the requests whose body
 /// contains `bad`, and 200 to the others; returns its address and the
 /// bodies of all requests, in order.
+#[cfg(feature = "http")]
 fn refusing_endpoint(
     bad: &'static str,
 ) -> (
@@ -421,6 +422,7 @@ fn refusing_endpoint(
 }
 
 #[test]
+#[cfg(feature = "http")]
 fn a_record_the_http_endpoint_refuses_is_dead_lettered_after_max_attempts() {
     let dir = temp_dir("refused");
     let input: String = (0..20)
