@@ -55,7 +55,7 @@
 //! the server; at start-up an unreachable server is an error within
 //! seconds.
 
-mod client;
+mod conn;
 mod sink;
 mod source;
 
@@ -70,6 +70,8 @@ use riffle::{Error, Result};
 use crate::connector::{Connector, Opt, Role};
 use crate::net::Url;
 use crate::options::Options;
+use crate::tls::Tls;
+use conn::{Auth, Conn};
 
 /// The header carrying a record's key.
 pub const KEY_HEADER: &str = "riffle-key";
@@ -89,7 +91,31 @@ pub const NATS: Connector = Connector {
             name: "url",
             role: Role::Both,
             default: Some(DEFAULT_URL),
-            help: "the server, nats://[user:password@]host:port",
+            help: "the servers, comma-separated: nats://[user:password@]host:port, nats://token@host:port, tls://... for TLS",
+        },
+        Opt {
+            name: "user",
+            role: Role::Both,
+            default: None,
+            help: "user name (with password); also user:password@ in the url",
+        },
+        Opt {
+            name: "password",
+            role: Role::Both,
+            default: None,
+            help: "the user's password, e.g. ${NATS_PASSWORD} or ${file:/path}",
+        },
+        Opt {
+            name: "token",
+            role: Role::Both,
+            default: None,
+            help: "authentication token, e.g. ${file:/path}; also token@ in the url",
+        },
+        Opt {
+            name: "nkey",
+            role: Role::Both,
+            default: None,
+            help: "NKEY seed of the user (SU...), e.g. ${file:/path/user.nk}: signs the server's nonce",
         },
         Opt {
             name: "mode",
@@ -140,11 +166,11 @@ pub const NATS: Connector = Connector {
             help: "jetstream mode: how long a message may stay unacknowledged before it is delivered again",
         },
     ],
-    tls: false,
+    tls: true,
     build_source: Some(|mut o, _| {
         let common = Common::read(&mut o)?;
         let subject = o.required("subject")?;
-        client::check_subject(&subject)?;
+        check_subject(&subject)?;
         let queue = o.string("queue");
         let durable = o.string("durable");
         let ack_wait = o.duration_or("ack_wait", DEFAULT_ACK_WAIT)?;
@@ -176,7 +202,7 @@ pub const NATS: Connector = Connector {
             }
         };
         NATS.finish(o, Role::Source)?;
-        Ok(Box::new(NatsSource::open(common.url, subject, queue, js)?))
+        Ok(Box::new(NatsSource::open(common.conn, subject, queue, js)?))
     }),
     build_sink: Some(|mut o, _| {
         let common = Common::read(&mut o)?;
@@ -201,12 +227,25 @@ pub const NATS: Connector = Connector {
             }
         };
         NATS.finish(o, Role::Sink)?;
-        Ok(Box::new(NatsSink::open(common.url, subject, js)?))
+        Ok(Box::new(NatsSink::open(common.conn, subject, js)?))
     }),
 };
 
 fn invalid(why: &str) -> Error {
     Error::InvalidInput(format!("nats: {why}"))
+}
+
+/// A subject to read: tokens separated by dots, no whitespace.
+fn check_subject(subject: &str) -> Result<()> {
+    if subject.is_empty()
+        || subject.contains(char::is_whitespace)
+        || subject.split('.').any(str::is_empty)
+    {
+        return Err(invalid(&format!(
+            "subject '{subject}' must be non-empty tokens separated by '.', without whitespace"
+        )));
+    }
+    Ok(())
 }
 
 /// Stream and consumer names end up as tokens of API subjects.
@@ -247,19 +286,13 @@ struct StreamOpts {
 
 /// The options both ends read.
 struct Common {
-    url: Url,
+    conn: Conn,
     stream: Option<StreamOpts>,
 }
 
 impl Common {
     fn read(o: &mut Options) -> Result<Self> {
-        let url = Url::parse(&o.string_or("url", DEFAULT_URL), 4222)?;
-        if url.scheme != "nats" {
-            return Err(invalid(&format!(
-                "url scheme '{}' is not nats:// (TLS is not supported)",
-                url.scheme
-            )));
-        }
+        let conn = read_conn(o)?;
         let stream = o.string("stream");
         let jetstream = match o.string("mode").as_deref() {
             None => stream.is_some(),
@@ -296,8 +329,84 @@ impl Common {
                 })
             }
         };
-        Ok(Self { url, stream })
+        Ok(Self { conn, stream })
     }
+}
+
+/// The servers, TLS and credentials. Credentials in a URL apply to every
+/// server of the list: a cluster shares its accounts.
+fn read_conn(o: &mut Options) -> Result<Conn> {
+    let mut servers = Vec::new();
+    let mut scheme_tls = None;
+    let mut from_url: Option<Auth> = None;
+    for text in o.string_or("url", DEFAULT_URL).split(',').map(str::trim) {
+        if text.is_empty() {
+            continue;
+        }
+        let mut url = Url::parse(text, 4222)?;
+        let tls = match url.scheme.as_str() {
+            "nats" => false,
+            "tls" => true,
+            other => {
+                return Err(invalid(&format!(
+                    "url scheme '{other}': expected nats:// or tls://"
+                )))
+            }
+        };
+        if scheme_tls.replace(tls).is_some_and(|t| t != tls) {
+            return Err(invalid("the urls mix nats:// and tls://; use one scheme"));
+        }
+        // `user:password@` is a user, a lone `token@` a token.
+        let auth = match (url.user.take(), url.password.take()) {
+            (None, _) => None,
+            (Some(user), Some(password)) => Some(Auth::UserPassword(user, password)),
+            (Some(token), None) => Some(Auth::Token(token)),
+        };
+        if let Some(auth) = auth {
+            if from_url.as_ref().is_some_and(|a| *a != auth) {
+                return Err(invalid("the urls carry different credentials"));
+            }
+            from_url = Some(auth);
+        }
+        servers.push(url);
+    }
+    if servers.is_empty() {
+        return Err(invalid("url names no server"));
+    }
+    let tls = Tls::from_options(o, scheme_tls == Some(true))?;
+    let user = o.string("user");
+    let password = o.string("password");
+    let token = o.string("token");
+    let nkey = o.string("nkey").map(|s| s.trim().to_owned());
+    let mut given = Vec::new();
+    match (user, password) {
+        (None, None) => {}
+        (Some(u), Some(p)) => given.push(Auth::UserPassword(u, p)),
+        (Some(_), None) => return Err(invalid("user needs password")),
+        (None, Some(_)) => return Err(invalid("password needs user")),
+    }
+    if let Some(t) = token {
+        given.push(Auth::Token(t));
+    }
+    if let Some(seed) = nkey {
+        if !seed.starts_with("SU") {
+            return Err(invalid(
+                "nkey must be a user's NKEY seed (starting with SU), not a public key",
+            ));
+        }
+        given.push(Auth::Nkey(seed));
+    }
+    given.extend(from_url);
+    if given.len() > 1 {
+        return Err(invalid(
+            "give one way to authenticate: user and password, token or nkey (in the url or as options)",
+        ));
+    }
+    Ok(Conn {
+        servers,
+        tls,
+        auth: given.pop().unwrap_or(Auth::None),
+    })
 }
 
 /// How long to wait for the server when no caller deadline applies.
@@ -340,8 +449,19 @@ mod tests {
         assert!(e.contains("queue is for core"), "{e}");
         let e = source(&[("subject", "a"), ("stream", "a.b")]);
         assert!(e.contains("stream 'a.b'"), "{e}");
-        let e = source(&[("url", "tls://h:1"), ("subject", "a")]);
-        assert!(e.contains("not nats://"), "{e}");
+        let e = source(&[("url", "mqtt://h:1"), ("subject", "a")]);
+        assert!(e.contains("expected nats:// or tls://"), "{e}");
+        let e = source(&[("url", "nats://h:1,tls://h:2"), ("subject", "a")]);
+        assert!(e.contains("mix nats:// and tls://"), "{e}");
+        let e = source(&[("url", "nats://u:p@h:1"), ("token", "t"), ("subject", "a")]);
+        assert!(e.contains("one way to authenticate"), "{e}");
+        let e = source(&[("nkey", "UABC"), ("subject", "a")]);
+        assert!(e.contains("NKEY seed"), "{e}");
+        let e = source(&[("tls_ca", "/x.pem"), ("subject", "a")]);
+        assert!(
+            e.contains("TLS options given for a plain connection"),
+            "{e}"
+        );
         let e = source(&[("mode", "jetstream"), ("subject", "a")]);
         assert!(e.contains("needs the option stream"), "{e}");
         let sink = |pairs: &[(&str, &str)]| {
