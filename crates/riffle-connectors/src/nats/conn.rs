@@ -159,7 +159,10 @@ fn connect_error(server: &str, tls_on: bool, e: &async_nats::ConnectError) -> Er
                 detail: format!("{text} (the server did not accept the credentials: check user, password, token, nkey or credentials)"),
             }
         }
-        _ => match tls::explain(&text).filter(|_| tls_on) {
+        _ => match tls::explain(&text)
+            .or_else(|| tls::explain(&words(&text)))
+            .filter(|_| tls_on)
+        {
             Some(hint) => Error::Tls {
                 broker: server.to_owned(),
                 detail: format!("{text}; {hint}"),
@@ -170,6 +173,21 @@ fn connect_error(server: &str, tls_on: bool, e: &async_nats::ConnectError) -> Er
             },
         },
     }
+}
+
+/// rustls names TLS alerts in CamelCase (`BadCertificate`): spelled as
+/// words too, so that every alert finds its explanation.
+fn words(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    let mut previous_lower = false;
+    for c in text.chars() {
+        if c.is_ascii_uppercase() && previous_lower {
+            out.push(' ');
+        }
+        previous_lower = c.is_ascii_lowercase();
+        out.push(c);
+    }
+    out
 }
 
 /// Proves that the server has processed everything this client sent
@@ -297,5 +315,29 @@ impl ServerCertVerifier for Renamed {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_alerts_are_explained() {
+        assert_eq!(
+            words("received fatal alert: BadCertificate"),
+            "received fatal alert: Bad Certificate"
+        );
+        let hint = tls::explain(&words("received fatal alert: BadCertificate")).unwrap();
+        assert!(hint.contains("client certificate"), "{hint}");
+    }
+
+    #[test]
+    fn reconnection_waits_grow_to_a_cap() {
+        assert_eq!(reconnect_delay(1), Duration::ZERO);
+        let first = reconnect_delay(2);
+        assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
+        let late = reconnect_delay(50);
+        assert!(late >= Duration::from_millis(2500) && late <= Duration::from_secs(5));
     }
 }

@@ -7,9 +7,10 @@
 //!   given) and the sink publishes to it. Core NATS stores nothing and has
 //!   no acknowledgements: a message published while nobody is subscribed,
 //!   or delivered to a pipeline that dies before its sink confirms, is
-//!   gone. Both ends are **at-most-once**. The sink's flush is a
-//!   `PING`/`PONG` round trip, which proves the server received every
-//!   publish before it, not that anyone got them.
+//!   gone. Both ends are **at-most-once**. The sink's flush is a round
+//!   trip (a message to an inbox of its own, which comes back only after
+//!   the server has read every publish before it): it proves the server
+//!   received them, not that anyone got them.
 //! - **jetstream** (`mode=jetstream`, the default when `stream` is given):
 //!   the stream stores messages on disk. The source reads through a durable
 //!   pull consumer with explicit acknowledgement and acknowledges (`+ACK`)
@@ -31,6 +32,8 @@
 //!
 //! A record's key travels as the header `riffle-key` (NATS has no keys),
 //! its headers as NATS headers (`HPUB`/`HMSG`), its value as the payload.
+//! A header NATS cannot carry (a name with spaces or colons, a value that
+//! is not UTF-8 or has a line break) refuses that record.
 //! Reading, the `riffle-key` header becomes the key again and the
 //! message's subject becomes the record's topic. The key is not used as
 //! `Nats-Msg-Id`: the same key normally has many records, and JetStream
@@ -38,11 +41,12 @@
 //!
 //! # Options
 //!
-//! `url` (`nats://[user:password@]host:port`), `mode`, `subject` (the
-//! source's filter; the sink's destination template, with `{key}` and
-//! `{topic}` from [`render`](riffle::connect::render)), `queue` (core
-//! source), `stream`, `create`, `stream_subjects`, `durable` and
-//! `ack_wait` (JetStream). See [`NATS`] for defaults.
+//! `url`, `mode`, `subject` (the source's filter; the sink's destination
+//! template, with `{key}` and `{topic}` from
+//! [`render`](riffle::connect::render)), `queue` (core source), `stream`,
+//! `create`, `stream_subjects`, `durable` and `ack_wait` (JetStream), the
+//! credentials below and the common TLS options. See [`NATS`] for
+//! defaults.
 //!
 //! A JetStream sink creating its stream stores the subjects its template
 //! can produce: `out.{key}` gives `out.>`. A template that could produce
@@ -51,9 +55,49 @@
 //! server; give it a fixed first token or `stream_subjects`. A rendered
 //! subject with whitespace cannot be published: that record is refused.
 //!
-//! A lost connection is re-established with backoff, with a warning naming
-//! the server; at start-up an unreachable server is an error within
-//! seconds.
+//! # Servers and reconnection
+//!
+//! `url` lists one or more servers of a cluster, comma-separated:
+//! `nats://host:4222,nats://other:4222`. The client connects to one of
+//! them (in random order, each within a few seconds) and learns the rest
+//! of the cluster from the server. At start-up, no server answering is an
+//! error naming them. Once connected, a lost connection is re-established
+//! by the client itself, to any server of the cluster, waiting 100 ms
+//! doubling to 5 s (less up to half, at random, so that many pipelines do
+//! not come back at once), with a warning naming the servers; subscriptions
+//! are renewed and publishes made meanwhile are sent on reconnection. A
+//! JetStream publish whose acknowledgement does not come fails the flush,
+//! and the pipeline sends its records again.
+//!
+//! # TLS
+//!
+//! `tls://host:4222` (or `tls=true`) connects with TLS, after the server's
+//! plain-text `INFO`, as NATS does; every server of the list uses the same
+//! scheme. The common options apply: `tls_ca` (the CA of the server's
+//! certificate; the system's roots otherwise), `tls_cert` and `tls_key`
+//! (a client certificate, for a server with `verify: true`),
+//! `tls_server_name` (the name the certificate must carry, when connecting
+//! by address), `tls_insecure` (testing only). A failed handshake is
+//! reported in one line with what to change (an untrusted CA, another
+//! name, a missing client certificate).
+//!
+//! # Authentication
+//!
+//! One of:
+//!
+//! - user and password: `user` and `password`, or
+//!   `nats://user:password@host:port`;
+//! - a token: `token`, or `nats://TOKEN@host:port` (a name without a
+//!   password in the URL is a token, as every NATS client reads it);
+//! - an NKEY: `nkey`, the user's seed (`SU...`), with which the client
+//!   signs the server's nonce; the seed never leaves the process.
+//!
+//! Secrets need not be written in the pipeline: any option may be
+//! `${ENV_VAR}` or `${file:/path}`, e.g. `password=${NATS_PASSWORD}` or
+//! `nkey=${file:/etc/riffle/user.nk}`. Credentials the server refuses are
+//! an error at start-up ("authentication failed at NATS server at ...:
+//! authorization violation"), not retried. JWT `.creds` files (servers in
+//! operator mode) are not supported.
 
 mod conn;
 mod sink;

@@ -34,10 +34,10 @@ const PULL_BATCH: usize = 500;
 enum Reader {
     Core(Subscriber),
     JetStream {
-        consumer: PullConsumer,
+        consumer: Box<PullConsumer>,
         /// The continuous pull (requests renewed by the client, idle
         /// heartbeats checked); made again when it ends.
-        messages: Option<pull::Stream>,
+        messages: Option<Box<pull::Stream>>,
     },
 }
 
@@ -86,7 +86,7 @@ impl NatsSource {
                 Some(js) => {
                     let consumer = consumer(&server, &client, js, &subject).await?;
                     Reader::JetStream {
-                        consumer,
+                        consumer: Box::new(consumer),
                         messages: None,
                     }
                 }
@@ -250,7 +250,7 @@ impl Source for NatsSource {
                                 .max_messages_per_batch(PULL_BATCH)
                                 .messages();
                             match tokio::time::timeout_at(deadline, made).await {
-                                Ok(Ok(m)) => *messages = Some(m),
+                                Ok(Ok(m)) => *messages = Some(Box::new(m)),
                                 Ok(Err(e)) => {
                                     tracing::warn!("{server}: cannot pull messages: {}", chain(&e));
                                     break;
