@@ -737,3 +737,166 @@ fn several_servers_are_tried_until_one_answers() {
         assert_eq!(got.len(), 1);
     }
 }
+
+/// Base64url without padding, as JWTs are written.
+fn base64url(bytes: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// A NATS JWT (as `nsc` makes them): `claims` about `subject`, signed by
+/// `issuer`.
+fn nats_jwt(issuer: &nkeys::KeyPair, subject: &str, name: &str, nats: serde_json::Value) -> String {
+    let header = base64url(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let iat = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = serde_json::json!({
+        "jti": format!("RIFFLE{iat}{name}").to_uppercase(),
+        "iat": iat,
+        "iss": issuer.public_key(),
+        "name": name,
+        "sub": subject,
+        "nats": nats,
+    });
+    let body = base64url(claims.to_string().as_bytes());
+    let signed = format!("{header}.{body}");
+    let signature = issuer.sign(signed.as_bytes()).unwrap();
+    format!("{signed}.{}", base64url(&signature))
+}
+
+/// A `.creds` file for a user of `account`.
+fn creds_file(dir: &std::path::Path, name: &str, account: &nkeys::KeyPair) -> String {
+    let user = nkeys::KeyPair::new_user();
+    let jwt = nats_jwt(
+        account,
+        &user.public_key(),
+        name,
+        serde_json::json!({
+            "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1,
+            "type": "user", "version": 2
+        }),
+    );
+    let creds = format!(
+        "-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n\
+         ************************* IMPORTANT *************************\n\
+         NKEY Seed printed below can be used to sign and prove identity.\n\n\
+         -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+        user.seed().unwrap()
+    );
+    let path = dir.join(format!("{name}.creds"));
+    std::fs::write(&path, creds).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn credentials_files_authenticate_in_operator_mode() {
+    let operator = nkeys::KeyPair::new_operator();
+    let account = nkeys::KeyPair::new_account();
+    let operator_jwt = nats_jwt(
+        &operator,
+        &operator.public_key(),
+        "riffle-operator",
+        serde_json::json!({"type": "operator", "version": 2}),
+    );
+    let account_jwt = nats_jwt(
+        &operator,
+        &account.public_key(),
+        "riffle-account",
+        serde_json::json!({
+            "limits": {
+                "subs": -1, "data": -1, "payload": -1, "imports": -1,
+                "exports": -1, "wildcards": true, "conn": -1, "leaf": -1
+            },
+            "default_permissions": {"pub": {}, "sub": {}},
+            "type": "account", "version": 2
+        }),
+    );
+    let server = nats_server_with(
+        "nats-creds",
+        &format!(
+            r#"
+listen: "127.0.0.1:{{port}}"
+operator: "{operator_jwt}"
+resolver: MEMORY
+resolver_preload: {{
+  {}: "{account_jwt}"
+}}
+"#,
+            account.public_key()
+        ),
+    );
+    let url = format!("nats://{}", server.address());
+    let good = creds_file(&server.dir, "good", &account);
+    let src = registry::source(
+        Options::from_pairs(
+            "nats",
+            [
+                ("url", url.as_str()),
+                ("credentials", good.as_str()),
+                ("subject", "jwt.>"),
+            ],
+        ),
+        &env(),
+    )
+    .unwrap();
+    let (collect, stop, pipeline) = run_pipeline(src);
+    let mut out = registry::sink(
+        Options::from_pairs(
+            "nats",
+            [
+                ("url", url.as_str()),
+                ("credentials", good.as_str()),
+                ("subject", "jwt.{key}"),
+            ],
+        ),
+        &env(),
+    )
+    .unwrap();
+    let records: Vec<Record> = (0..10).map(|i| record("ignored", i)).collect();
+    send_confirmed(out.as_mut(), &records);
+    collect.wait_for(Duration::from_secs(10), "records with credentials", |r| {
+        r.len() >= 10
+    });
+    stop.store(true, Ordering::Relaxed);
+    pipeline.join().unwrap().unwrap();
+    check_intact(&collect.0.lock().unwrap(), 10, "jwt.");
+
+    // A user of an account the server does not know.
+    let stranger = creds_file(&server.dir, "stranger", &nkeys::KeyPair::new_account());
+    let (e, took) = source_error(Options::from_pairs(
+        "nats",
+        [
+            ("url", url.as_str()),
+            ("credentials", stranger.as_str()),
+            ("subject", "a"),
+        ],
+    ));
+    assert!(took < Duration::from_secs(6), "{took:?}");
+    assert!(e.contains("authentication failed at NATS server"), "{e}");
+    assert!(e.contains("authorization violation"), "{e}");
+    // A file that is not a credentials file.
+    let (e, _) = source_error(Options::from_pairs(
+        "nats",
+        [
+            ("url", url.as_str()),
+            (
+                "credentials",
+                server.dir.join("nats.conf").to_str().unwrap(),
+            ),
+            ("subject", "a"),
+        ],
+    ));
+    assert!(e.contains("credentials") && e.contains("nats.conf"), "{e}");
+}

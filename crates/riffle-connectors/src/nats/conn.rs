@@ -2,6 +2,7 @@
 //! list, TLS, credentials, reconnection with jittered backoff, and errors
 //! that name the server and the cause in one line.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +26,9 @@ pub enum Auth {
     Token(String),
     /// An NKEY seed (`SU...`): the server sends a nonce, the client signs it.
     Nkey(String),
+    /// A `.creds` file: a user JWT and the NKEY seed that signs the nonce
+    /// (servers in operator mode).
+    Credentials(PathBuf),
 }
 
 /// Where and how to connect; shared by sources and sinks.
@@ -73,6 +77,15 @@ impl Conn {
             }
             Auth::Token(token) => options.token(token.clone()),
             Auth::Nkey(seed) => options.nkey(seed.clone()),
+            Auth::Credentials(path) => {
+                runtime::block_on(options.credentials_file(path)).map_err(|e| {
+                    Error::InvalidInput(format!(
+                        "nats: credentials {}: {}",
+                        path.display(),
+                        chain(&e)
+                    ))
+                })?
+            }
         };
         if let Some(tls) = &self.tls {
             let config = client_config(tls)?;

@@ -90,14 +90,15 @@
 //! - a token: `token`, or `nats://TOKEN@host:port` (a name without a
 //!   password in the URL is a token, as every NATS client reads it);
 //! - an NKEY: `nkey`, the user's seed (`SU...`), with which the client
-//!   signs the server's nonce; the seed never leaves the process.
+//!   signs the server's nonce; the seed never leaves the process;
+//! - a `.creds` file: `credentials=/path/user.creds`, the user JWT and
+//!   NKEY seed that `nsc` writes, for servers in operator (JWT) mode.
 //!
 //! Secrets need not be written in the pipeline: any option may be
 //! `${ENV_VAR}` or `${file:/path}`, e.g. `password=${NATS_PASSWORD}` or
 //! `nkey=${file:/etc/riffle/user.nk}`. Credentials the server refuses are
 //! an error at start-up ("authentication failed at NATS server at ...:
-//! authorization violation"), not retried. JWT `.creds` files (servers in
-//! operator mode) are not supported.
+//! authorization violation"), not retried.
 
 mod conn;
 mod sink;
@@ -160,6 +161,12 @@ pub const NATS: Connector = Connector {
             role: Role::Both,
             default: None,
             help: "NKEY seed of the user (SU...), e.g. ${file:/path/user.nk}: signs the server's nonce",
+        },
+        Opt {
+            name: "credentials",
+            role: Role::Both,
+            default: None,
+            help: "path of a .creds file (user JWT and NKEY seed), for servers in operator mode",
         },
         Opt {
             name: "mode",
@@ -422,6 +429,7 @@ fn read_conn(o: &mut Options) -> Result<Conn> {
     let password = o.string("password");
     let token = o.string("token");
     let nkey = o.string("nkey").map(|s| s.trim().to_owned());
+    let credentials = o.string("credentials");
     let mut given = Vec::new();
     match (user, password) {
         (None, None) => {}
@@ -440,10 +448,13 @@ fn read_conn(o: &mut Options) -> Result<Conn> {
         }
         given.push(Auth::Nkey(seed));
     }
+    if let Some(path) = credentials {
+        given.push(Auth::Credentials(path.into()));
+    }
     given.extend(from_url);
     if given.len() > 1 {
         return Err(invalid(
-            "give one way to authenticate: user and password, token or nkey (in the url or as options)",
+            "give one way to authenticate: user and password, token, nkey or credentials (in the url or as options)",
         ));
     }
     Ok(Conn {
