@@ -539,9 +539,15 @@ fn records_go_over_tls_with_a_password_or_an_nkey() {
     );
     jetstream_round_trip(source_options, sink_options, 50);
 
-    // The NKEY seed from a file; core mode this time.
+    // The NKEY seed from a file; core mode this time, and TLS asked for
+    // by the option rather than the scheme.
     let seed = format!("${{file:{}}}", seed_file.display());
-    let nkey = [("nkey", seed.as_str())];
+    let plain_url = format!("nats://{}", server.address());
+    let nkey = [
+        ("nkey", seed.as_str()),
+        ("url", plain_url.as_str()),
+        ("tls", "true"),
+    ];
     let src = registry::source(
         with(&base, &[&nkey[..], &[("subject", "secure.>")]].concat()),
         &env(),
@@ -555,6 +561,27 @@ fn records_go_over_tls_with_a_password_or_an_nkey() {
     .unwrap();
     let records: Vec<Record> = (0..20).map(|i| record("ignored", i)).collect();
     send_confirmed(out.as_mut(), &records);
+    // A record NATS cannot carry is refused alone, in its place.
+    let mut bad_key = record("ignored", 99);
+    bad_key.key = Some(b"with space".to_vec());
+    let mut bad_header = record("ignored", 98);
+    bad_header.headers.push(("bad name".into(), b"x".to_vec()));
+    out.send(&bad_key).unwrap();
+    out.send(&records[0]).unwrap();
+    out.send(&bad_header).unwrap();
+    let e = out.flush(Duration::from_secs(5)).unwrap_err();
+    let riffle::Error::Unconfirmed(u) = &e else {
+        panic!("{e:?}")
+    };
+    assert_eq!((u.settled, u.refused.len()), (3, 2), "{u:?}");
+    assert!(
+        u.refused[0].0 == 0 && u.refused[0].1.contains("with space"),
+        "{u:?}"
+    );
+    assert!(
+        u.refused[1].0 == 2 && u.refused[1].1.contains("bad name"),
+        "{u:?}"
+    );
     collect.wait_for(Duration::from_secs(10), "core records over TLS", |r| {
         r.len() >= 20
     });
