@@ -3,6 +3,7 @@
 //! that name the server and the cause in one line.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +38,10 @@ pub struct Conn {
     pub servers: Vec<Url>,
     pub tls: Option<Tls>,
     pub auth: Auth,
+    /// How many times the connection was lost: what was written to a lost
+    /// connection may not have reached the server, and the client does
+    /// not know which.
+    pub losses: Arc<AtomicU64>,
 }
 
 impl Conn {
@@ -47,6 +52,11 @@ impl Conn {
             .map(Url::address)
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// How many times the connection was lost so far.
+    pub fn losses(&self) -> u64 {
+        self.losses.load(Ordering::SeqCst)
     }
 
     /// "NATS server at ...", the subject of error messages.
@@ -62,11 +72,15 @@ impl Conn {
     pub fn connect(&self) -> Result<Client> {
         let server = self.server();
         let events = server.clone();
+        let losses = self.losses.clone();
         let mut options = ConnectOptions::new()
             .name("riffle")
             .connection_timeout(CONNECT_TIMEOUT)
             .reconnect_delay_callback(reconnect_delay)
             .event_callback(move |event| {
+                if matches!(event, Event::Disconnected) {
+                    losses.fetch_add(1, Ordering::SeqCst);
+                }
                 let server = events.clone();
                 async move { log_event(&server, event) }
             });

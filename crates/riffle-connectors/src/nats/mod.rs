@@ -65,9 +65,12 @@
 //! by the client itself, to any server of the cluster, waiting 100 ms
 //! doubling to 5 s (less up to half, at random, so that many pipelines do
 //! not come back at once), with a warning naming the servers; subscriptions
-//! are renewed and publishes made meanwhile are sent on reconnection. A
-//! JetStream publish whose acknowledgement does not come fails the flush,
-//! and the pipeline sends its records again.
+//! are renewed and publishes made meanwhile are sent on reconnection.
+//! What was written to the lost connection may not have reached the
+//! server, and neither end can tell which: a sink whose records since its
+//! last flush met a lost connection fails its next flush, and the pipeline
+//! sends them again (in JetStream mode, duplicates; in core mode, the
+//! server has them at least once).
 //!
 //! # TLS
 //!
@@ -461,6 +464,7 @@ fn read_conn(o: &mut Options) -> Result<Conn> {
         servers,
         tls,
         auth: given.pop().unwrap_or(Auth::None),
+        losses: Default::default(),
     })
 }
 

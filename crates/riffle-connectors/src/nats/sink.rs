@@ -44,6 +44,9 @@ pub struct NatsSink {
     round: usize,
     /// Refused in this round: place and why.
     refused: Vec<(usize, String)>,
+    /// The connection's losses when this round began: a loss since then
+    /// fails the round.
+    losses_at_start: Option<u64>,
 }
 
 impl NatsSink {
@@ -92,6 +95,7 @@ impl NatsSink {
             awaiting: VecDeque::new(),
             round: 0,
             refused: Vec::new(),
+            losses_at_start: None,
         })
     }
 
@@ -170,10 +174,14 @@ impl NatsSink {
         self.round = 0;
         self.refused.clear();
         self.awaiting.clear();
+        self.losses_at_start = None;
     }
 
     fn publish(&mut self, record: &Record) -> Result<()> {
         let subject = render(&self.template, record);
+        if self.losses_at_start.is_none() {
+            self.losses_at_start = Some(self.conn.losses());
+        }
         let place = self.round;
         self.round += 1;
         let headers = match headers_of(record) {
@@ -264,6 +272,20 @@ impl NatsSink {
     }
 
     fn finish_round(&mut self, timeout: Duration) -> std::result::Result<(), (usize, Error)> {
+        self.confirm(timeout)?;
+        match self.losses_at_start {
+            Some(before) if self.conn.losses() != before => Err((
+                0,
+                Error::Connect {
+                    server: self.conn.server(),
+                    detail: "the connection was lost while sending; sending again".into(),
+                },
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn confirm(&mut self, timeout: Duration) -> std::result::Result<(), (usize, Error)> {
         if self.js.is_some() {
             self.await_acks(0, timeout)
         } else {
