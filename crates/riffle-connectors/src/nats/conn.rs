@@ -223,19 +223,21 @@ fn words(text: &str) -> String {
 /// acknowledgement of the connection. (async-nats' `flush` only empties
 /// the local write buffer.)
 pub struct Echo {
+    server: String,
     subject: String,
     subscriber: Subscriber,
     count: u64,
 }
 
 impl Echo {
-    pub async fn new(client: &Client) -> Result<Self> {
+    pub async fn new(server: &str, client: &Client) -> Result<Self> {
         let subject = client.new_inbox();
         let subscriber = client
             .subscribe(subject.clone())
             .await
-            .map_err(|e| lost(&chain(&e)))?;
+            .map_err(|e| lost(server, &chain(&e)))?;
         Ok(Self {
+            server: server.to_owned(),
             subject,
             subscriber,
             count: 0,
@@ -249,22 +251,25 @@ impl Echo {
         client
             .publish(self.subject.clone(), mark.clone().into())
             .await
-            .map_err(|e| lost(&chain(&e)))?;
-        client.flush().await.map_err(|e| lost(&chain(&e)))?;
+            .map_err(|e| lost(&self.server, &chain(&e)))?;
+        client
+            .flush()
+            .await
+            .map_err(|e| lost(&self.server, &chain(&e)))?;
         // Earlier marks, from round trips that timed out, are skipped.
         while let Some(msg) = self.subscriber.next().await {
             if msg.payload.as_ref() == mark.as_bytes() {
                 return Ok(());
             }
         }
-        Err(lost("the connection was closed"))
+        Err(lost(&self.server, "the connection was closed"))
     }
 }
 
-fn lost(detail: &str) -> Error {
+fn lost(server: &str, detail: &str) -> Error {
     Error::Protocol {
-        server: "NATS server".into(),
-        message: format!("NATS connection: {detail}"),
+        server: server.to_owned(),
+        message: format!("{server}: {detail}"),
     }
 }
 

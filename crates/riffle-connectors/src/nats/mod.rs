@@ -484,6 +484,19 @@ mod tests {
     }
 
     #[test]
+    fn tls_and_credentials_are_listed() {
+        for role in [Role::Source, Role::Sink] {
+            let names = NATS.option_names(role);
+            for name in ["tls", "tls_ca", "tls_cert", "tls_key", "tls_server_name"] {
+                assert!(names.contains(&name), "{name} {names:?}");
+            }
+            for name in ["user", "password", "token", "nkey", "credentials"] {
+                assert!(names.contains(&name), "{name} {names:?}");
+            }
+        }
+    }
+
+    #[test]
     fn options_are_checked_before_connecting() {
         let env = crate::registry::Env {
             log: Box::new(|_| Err(Error::InvalidInput("no log".into()))),

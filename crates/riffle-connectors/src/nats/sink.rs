@@ -56,7 +56,7 @@ impl NatsSink {
         let client = conn.connect()?;
         let server = conn.server();
         let (echo, context) = runtime::within(&server, IO_TIMEOUT, async {
-            let echo = Echo::new(&client).await?;
+            let echo = Echo::new(&server, &client).await?;
             let context = match &js {
                 None => None,
                 Some(js) => {

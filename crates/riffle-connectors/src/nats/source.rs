@@ -68,7 +68,7 @@ impl NatsSource {
         let client = conn.connect()?;
         let server = conn.server();
         let (echo, reader) = runtime::within(&server, IO_TIMEOUT, async {
-            let mut echo = Echo::new(&client).await?;
+            let mut echo = Echo::new(&server, &client).await?;
             let reader = match &js {
                 None => {
                     let sub = match queue {
