@@ -69,8 +69,8 @@
 //! What was written to the lost connection may not have reached the
 //! server, and neither end can tell which: a sink whose records since its
 //! last flush met a lost connection fails its next flush, and the pipeline
-//! sends them again (in JetStream mode, duplicates; in core mode, the
-//! server has them at least once).
+//! sends them again: some may then arrive twice, none is silently lost
+//! between the sink and the server.
 //!
 //! # TLS
 //!
