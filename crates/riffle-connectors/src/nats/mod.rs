@@ -7,9 +7,10 @@
 //!   given) and the sink publishes to it. Core NATS stores nothing and has
 //!   no acknowledgements: a message published while nobody is subscribed,
 //!   or delivered to a pipeline that dies before its sink confirms, is
-//!   gone. Both ends are **at-most-once**. The sink's flush is a
-//!   `PING`/`PONG` round trip, which proves the server received every
-//!   publish before it, not that anyone got them.
+//!   gone. Both ends are **at-most-once**. The sink's flush is a round
+//!   trip (a message to an inbox of its own, which comes back only after
+//!   the server has read every publish before it): it proves the server
+//!   received them, not that anyone got them.
 //! - **jetstream** (`mode=jetstream`, the default when `stream` is given):
 //!   the stream stores messages on disk. The source reads through a durable
 //!   pull consumer with explicit acknowledgement and acknowledges (`+ACK`)
@@ -31,6 +32,8 @@
 //!
 //! A record's key travels as the header `riffle-key` (NATS has no keys),
 //! its headers as NATS headers (`HPUB`/`HMSG`), its value as the payload.
+//! A header NATS cannot carry (a name with spaces or colons, a value that
+//! is not UTF-8 or has a line break) refuses that record.
 //! Reading, the `riffle-key` header becomes the key again and the
 //! message's subject becomes the record's topic. The key is not used as
 //! `Nats-Msg-Id`: the same key normally has many records, and JetStream
@@ -38,11 +41,12 @@
 //!
 //! # Options
 //!
-//! `url` (`nats://[user:password@]host:port`), `mode`, `subject` (the
-//! source's filter; the sink's destination template, with `{key}` and
-//! `{topic}` from [`render`](riffle::connect::render)), `queue` (core
-//! source), `stream`, `create`, `stream_subjects`, `durable` and
-//! `ack_wait` (JetStream). See [`NATS`] for defaults.
+//! `url`, `mode`, `subject` (the source's filter; the sink's destination
+//! template, with `{key}` and `{topic}` from
+//! [`render`](riffle::connect::render)), `queue` (core source), `stream`,
+//! `create`, `stream_subjects`, `durable` and `ack_wait` (JetStream), the
+//! credentials below and the common TLS options. See [`NATS`] for
+//! defaults.
 //!
 //! A JetStream sink creating its stream stores the subjects its template
 //! can produce: `out.{key}` gives `out.>`. A template that could produce
@@ -51,11 +55,55 @@
 //! server; give it a fixed first token or `stream_subjects`. A rendered
 //! subject with whitespace cannot be published: that record is refused.
 //!
-//! A lost connection is re-established with backoff, with a warning naming
-//! the server; at start-up an unreachable server is an error within
-//! seconds.
+//! # Servers and reconnection
+//!
+//! `url` lists one or more servers of a cluster, comma-separated:
+//! `nats://host:4222,nats://other:4222`. The client connects to one of
+//! them (in random order, each within a few seconds) and learns the rest
+//! of the cluster from the server. At start-up, no server answering is an
+//! error naming them. Once connected, a lost connection is re-established
+//! by the client itself, to any server of the cluster, waiting 100 ms
+//! doubling to 5 s (less up to half, at random, so that many pipelines do
+//! not come back at once), with a warning naming the servers; subscriptions
+//! are renewed and publishes made meanwhile are sent on reconnection.
+//! What was written to the lost connection may not have reached the
+//! server, and neither end can tell which: a sink whose records since its
+//! last flush met a lost connection fails its next flush, and the pipeline
+//! sends them again: some may then arrive twice, none is silently lost
+//! between the sink and the server.
+//!
+//! # TLS
+//!
+//! `tls://host:4222` (or `tls=true`) connects with TLS, after the server's
+//! plain-text `INFO`, as NATS does; every server of the list uses the same
+//! scheme. The common options apply: `tls_ca` (the CA of the server's
+//! certificate; the system's roots otherwise), `tls_cert` and `tls_key`
+//! (a client certificate, for a server with `verify: true`),
+//! `tls_server_name` (the name the certificate must carry, when connecting
+//! by address), `tls_insecure` (testing only). A failed handshake is
+//! reported in one line with what to change (an untrusted CA, another
+//! name, a missing client certificate).
+//!
+//! # Authentication
+//!
+//! One of:
+//!
+//! - user and password: `user` and `password`, or
+//!   `nats://user:password@host:port`;
+//! - a token: `token`, or `nats://TOKEN@host:port` (a name without a
+//!   password in the URL is a token, as every NATS client reads it);
+//! - an NKEY: `nkey`, the user's seed (`SU...`), with which the client
+//!   signs the server's nonce; the seed never leaves the process;
+//! - a `.creds` file: `credentials=/path/user.creds`, the user JWT and
+//!   NKEY seed that `nsc` writes, for servers in operator (JWT) mode.
+//!
+//! Secrets need not be written in the pipeline: any option may be
+//! `${ENV_VAR}` or `${file:/path}`, e.g. `password=${NATS_PASSWORD}` or
+//! `nkey=${file:/etc/riffle/user.nk}`. Credentials the server refuses are
+//! an error at start-up ("authentication failed at NATS server at ...:
+//! authorization violation"), not retried.
 
-mod client;
+mod conn;
 mod sink;
 mod source;
 
@@ -70,6 +118,8 @@ use riffle::{Error, Result};
 use crate::connector::{Connector, Opt, Role};
 use crate::net::Url;
 use crate::options::Options;
+use crate::tls::Tls;
+use conn::{Auth, Conn};
 
 /// The header carrying a record's key.
 pub const KEY_HEADER: &str = "riffle-key";
@@ -89,7 +139,37 @@ pub const NATS: Connector = Connector {
             name: "url",
             role: Role::Both,
             default: Some(DEFAULT_URL),
-            help: "the server, nats://[user:password@]host:port",
+            help: "the servers, comma-separated: nats://[user:password@]host:port, nats://token@host:port, tls://... for TLS",
+        },
+        Opt {
+            name: "user",
+            role: Role::Both,
+            default: None,
+            help: "user name (with password); also user:password@ in the url",
+        },
+        Opt {
+            name: "password",
+            role: Role::Both,
+            default: None,
+            help: "the user's password, e.g. ${NATS_PASSWORD} or ${file:/path}",
+        },
+        Opt {
+            name: "token",
+            role: Role::Both,
+            default: None,
+            help: "authentication token, e.g. ${file:/path}; also token@ in the url",
+        },
+        Opt {
+            name: "nkey",
+            role: Role::Both,
+            default: None,
+            help: "NKEY seed of the user (SU...), e.g. ${file:/path/user.nk}: signs the server's nonce",
+        },
+        Opt {
+            name: "credentials",
+            role: Role::Both,
+            default: None,
+            help: "path of a .creds file (user JWT and NKEY seed), for servers in operator mode",
         },
         Opt {
             name: "mode",
@@ -140,11 +220,11 @@ pub const NATS: Connector = Connector {
             help: "jetstream mode: how long a message may stay unacknowledged before it is delivered again",
         },
     ],
-    tls: false,
+    tls: true,
     build_source: Some(|mut o, _| {
         let common = Common::read(&mut o)?;
         let subject = o.required("subject")?;
-        client::check_subject(&subject)?;
+        check_subject(&subject)?;
         let queue = o.string("queue");
         let durable = o.string("durable");
         let ack_wait = o.duration_or("ack_wait", DEFAULT_ACK_WAIT)?;
@@ -176,7 +256,7 @@ pub const NATS: Connector = Connector {
             }
         };
         NATS.finish(o, Role::Source)?;
-        Ok(Box::new(NatsSource::open(common.url, subject, queue, js)?))
+        Ok(Box::new(NatsSource::open(common.conn, subject, queue, js)?))
     }),
     build_sink: Some(|mut o, _| {
         let common = Common::read(&mut o)?;
@@ -201,12 +281,25 @@ pub const NATS: Connector = Connector {
             }
         };
         NATS.finish(o, Role::Sink)?;
-        Ok(Box::new(NatsSink::open(common.url, subject, js)?))
+        Ok(Box::new(NatsSink::open(common.conn, subject, js)?))
     }),
 };
 
 fn invalid(why: &str) -> Error {
     Error::InvalidInput(format!("nats: {why}"))
+}
+
+/// A subject to read: tokens separated by dots, no whitespace.
+fn check_subject(subject: &str) -> Result<()> {
+    if subject.is_empty()
+        || subject.contains(char::is_whitespace)
+        || subject.split('.').any(str::is_empty)
+    {
+        return Err(invalid(&format!(
+            "subject '{subject}' must be non-empty tokens separated by '.', without whitespace"
+        )));
+    }
+    Ok(())
 }
 
 /// Stream and consumer names end up as tokens of API subjects.
@@ -247,19 +340,13 @@ struct StreamOpts {
 
 /// The options both ends read.
 struct Common {
-    url: Url,
+    conn: Conn,
     stream: Option<StreamOpts>,
 }
 
 impl Common {
     fn read(o: &mut Options) -> Result<Self> {
-        let url = Url::parse(&o.string_or("url", DEFAULT_URL), 4222)?;
-        if url.scheme != "nats" {
-            return Err(invalid(&format!(
-                "url scheme '{}' is not nats:// (TLS is not supported)",
-                url.scheme
-            )));
-        }
+        let conn = read_conn(o)?;
         let stream = o.string("stream");
         let jetstream = match o.string("mode").as_deref() {
             None => stream.is_some(),
@@ -296,8 +383,89 @@ impl Common {
                 })
             }
         };
-        Ok(Self { url, stream })
+        Ok(Self { conn, stream })
     }
+}
+
+/// The servers, TLS and credentials. Credentials in a URL apply to every
+/// server of the list: a cluster shares its accounts.
+fn read_conn(o: &mut Options) -> Result<Conn> {
+    let mut servers = Vec::new();
+    let mut scheme_tls = None;
+    let mut from_url: Option<Auth> = None;
+    for text in o.string_or("url", DEFAULT_URL).split(',').map(str::trim) {
+        if text.is_empty() {
+            continue;
+        }
+        let mut url = Url::parse(text, 4222)?;
+        let tls = match url.scheme.as_str() {
+            "nats" => false,
+            "tls" => true,
+            other => {
+                return Err(invalid(&format!(
+                    "url scheme '{other}': expected nats:// or tls://"
+                )))
+            }
+        };
+        if scheme_tls.replace(tls).is_some_and(|t| t != tls) {
+            return Err(invalid("the urls mix nats:// and tls://; use one scheme"));
+        }
+        // `user:password@` is a user, a lone `token@` a token.
+        let auth = match (url.user.take(), url.password.take()) {
+            (None, _) => None,
+            (Some(user), Some(password)) => Some(Auth::UserPassword(user, password)),
+            (Some(token), None) => Some(Auth::Token(token)),
+        };
+        if let Some(auth) = auth {
+            if from_url.as_ref().is_some_and(|a| *a != auth) {
+                return Err(invalid("the urls carry different credentials"));
+            }
+            from_url = Some(auth);
+        }
+        servers.push(url);
+    }
+    if servers.is_empty() {
+        return Err(invalid("url names no server"));
+    }
+    let tls = Tls::from_options(o, scheme_tls == Some(true))?;
+    let user = o.string("user");
+    let password = o.string("password");
+    let token = o.string("token");
+    let nkey = o.string("nkey").map(|s| s.trim().to_owned());
+    let credentials = o.string("credentials");
+    let mut given = Vec::new();
+    match (user, password) {
+        (None, None) => {}
+        (Some(u), Some(p)) => given.push(Auth::UserPassword(u, p)),
+        (Some(_), None) => return Err(invalid("user needs password")),
+        (None, Some(_)) => return Err(invalid("password needs user")),
+    }
+    if let Some(t) = token {
+        given.push(Auth::Token(t));
+    }
+    if let Some(seed) = nkey {
+        if !seed.starts_with("SU") {
+            return Err(invalid(
+                "nkey must be a user's NKEY seed (starting with SU), not a public key",
+            ));
+        }
+        given.push(Auth::Nkey(seed));
+    }
+    if let Some(path) = credentials {
+        given.push(Auth::Credentials(path.into()));
+    }
+    given.extend(from_url);
+    if given.len() > 1 {
+        return Err(invalid(
+            "give one way to authenticate: user and password, token, nkey or credentials (in the url or as options)",
+        ));
+    }
+    Ok(Conn {
+        servers,
+        tls,
+        auth: given.pop().unwrap_or(Auth::None),
+        losses: Default::default(),
+    })
 }
 
 /// How long to wait for the server when no caller deadline applies.
@@ -313,6 +481,19 @@ mod tests {
         assert_eq!(wildcards_of("heaters.{key}.command"), "heaters.*.command");
         assert_eq!(wildcards_of("out.{key}"), "out.>");
         assert_eq!(wildcards_of("fixed.subject"), "fixed.subject");
+    }
+
+    #[test]
+    fn tls_and_credentials_are_listed() {
+        for role in [Role::Source, Role::Sink] {
+            let names = NATS.option_names(role);
+            for name in ["tls", "tls_ca", "tls_cert", "tls_key", "tls_server_name"] {
+                assert!(names.contains(&name), "{name} {names:?}");
+            }
+            for name in ["user", "password", "token", "nkey", "credentials"] {
+                assert!(names.contains(&name), "{name} {names:?}");
+            }
+        }
     }
 
     #[test]
@@ -340,8 +521,19 @@ mod tests {
         assert!(e.contains("queue is for core"), "{e}");
         let e = source(&[("subject", "a"), ("stream", "a.b")]);
         assert!(e.contains("stream 'a.b'"), "{e}");
-        let e = source(&[("url", "tls://h:1"), ("subject", "a")]);
-        assert!(e.contains("not nats://"), "{e}");
+        let e = source(&[("url", "mqtt://h:1"), ("subject", "a")]);
+        assert!(e.contains("expected nats:// or tls://"), "{e}");
+        let e = source(&[("url", "nats://h:1,tls://h:2"), ("subject", "a")]);
+        assert!(e.contains("mix nats:// and tls://"), "{e}");
+        let e = source(&[("url", "nats://u:p@h:1"), ("token", "t"), ("subject", "a")]);
+        assert!(e.contains("one way to authenticate"), "{e}");
+        let e = source(&[("nkey", "UABC"), ("subject", "a")]);
+        assert!(e.contains("NKEY seed"), "{e}");
+        let e = source(&[("tls_ca", "/x.pem"), ("subject", "a")]);
+        assert!(
+            e.contains("TLS options given for a plain connection"),
+            "{e}"
+        );
         let e = source(&[("mode", "jetstream"), ("subject", "a")]);
         assert!(e.contains("needs the option stream"), "{e}");
         let sink = |pairs: &[(&str, &str)]| {

@@ -1,15 +1,19 @@
 //! Publishing to subjects: fire-and-forget in core mode, confirmed by
 //! JetStream's publish acknowledgements in JetStream mode.
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::collections::VecDeque;
+use std::str::FromStr;
+use std::time::Duration;
 
+use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
+use async_nats::jetstream::{self, stream};
+use async_nats::{Client, HeaderMap, HeaderName, HeaderValue};
 use riffle::connect::{render, Delivery, Record, Sink, Unconfirmed};
 use riffle::{Error, Result};
 
-use super::client::{api_reply, Client};
+use super::conn::{chain, Conn, Echo};
 use super::{IO_TIMEOUT, KEY_HEADER};
-use crate::net::{Backoff, Url};
+use crate::runtime;
 
 /// The JetStream side of a sink.
 #[derive(Debug, Clone)]
@@ -27,147 +31,141 @@ const MAX_IN_FLIGHT: usize = 4096;
 /// Records published to NATS subjects. See the [module](super) for
 /// guarantees.
 pub struct NatsSink {
-    url: Url,
+    conn: Conn,
     template: String,
     js: Option<Stream>,
-    client: Option<Client>,
-    /// Reply subjects of publishes not acknowledged yet (JetStream), with
+    client: Client,
+    context: Option<jetstream::Context>,
+    echo: Echo,
+    /// JetStream publishes not acknowledged yet, in the order sent, with
     /// their places in the round (the records sent since the last flush).
-    awaiting: HashMap<String, usize>,
+    awaiting: VecDeque<(usize, PublishAckFuture)>,
     /// Records sent in this round.
     round: usize,
     /// Refused in this round: place and why.
     refused: Vec<(usize, String)>,
-    /// Something was sent since the last successful flush.
-    dirty: bool,
-    backoff: Backoff,
+    /// The connection's losses when this round began: a loss since then
+    /// fails the round.
+    losses_at_start: Option<u64>,
 }
 
 impl NatsSink {
     /// Connects (an unreachable server is an error naming it), and for
     /// JetStream creates the stream if asked.
-    pub fn open(url: Url, template: String, js: Option<Stream>) -> Result<Self> {
-        let mut sink = Self {
-            url,
+    pub fn open(conn: Conn, template: String, js: Option<Stream>) -> Result<Self> {
+        let client = conn.connect()?;
+        let server = conn.server();
+        let (echo, context) = runtime::within(&server, IO_TIMEOUT, async {
+            let echo = Echo::new(&server, &client).await?;
+            let context = match &js {
+                None => None,
+                Some(js) => {
+                    let mut context = jetstream::new(client.clone());
+                    context.set_timeout(IO_TIMEOUT);
+                    if js.create {
+                        context
+                            .get_or_create_stream(stream::Config {
+                                name: js.name.clone(),
+                                subjects: js.subjects.clone(),
+                                storage: stream::StorageType::File,
+                                ..Default::default()
+                            })
+                            .await
+                            .map_err(|e| Error::Refused {
+                                server: server.clone(),
+                                message: format!(
+                                    "{server}: cannot create stream {}: {}",
+                                    js.name,
+                                    chain(&e)
+                                ),
+                            })?;
+                    }
+                    Some(context)
+                }
+            };
+            Ok((echo, context))
+        })?;
+        Ok(Self {
+            conn,
             template,
             js,
-            client: None,
-            awaiting: HashMap::new(),
+            client,
+            context,
+            echo,
+            awaiting: VecDeque::new(),
             round: 0,
             refused: Vec::new(),
-            dirty: false,
-            backoff: Backoff::default(),
-        };
-        sink.client = Some(sink.connect()?);
-        Ok(sink)
+            losses_at_start: None,
+        })
     }
 
-    fn connect(&self) -> Result<Client> {
-        let mut c = Client::connect(&self.url)?;
-        if let Some(js) = self.js.as_ref().filter(|js| js.create) {
-            c.ensure_stream(&js.name, &js.subjects)?;
-        }
-        Ok(c)
-    }
-
-    /// The connection, re-established (after the backoff) if it was lost.
-    /// Failing here is failing the call: the pipeline sends again later.
-    fn client(&mut self) -> Result<&mut Client> {
-        if self.client.is_none() {
-            std::thread::sleep(self.backoff.next_delay());
-            match self.connect() {
-                Ok(c) => {
-                    tracing::info!("reconnected to NATS server at {}", self.url.address());
-                    self.backoff.reset();
-                    self.client = Some(c);
-                }
-                Err(e) => {
-                    tracing::warn!(
-                        "cannot reconnect to NATS server at {} (trying again): {e}",
-                        self.url.address()
-                    );
-                    return Err(e);
-                }
-            }
-        }
-        Ok(self.client.as_mut().expect("connected above"))
-    }
-
-    /// Forgets the connection and what it had in flight: the caller sends
-    /// everything since the last flush again.
-    fn lost(&mut self, e: Error) -> Error {
-        tracing::warn!(
-            "lost the connection to NATS server at {}; reconnecting: {e}",
-            self.url.address()
-        );
-        self.client = None;
-        self.awaiting.clear();
-        e
-    }
-
-    /// Reads publish acknowledgements until at most `left` are missing or
-    /// `deadline` passes. An error in an acknowledgement (the stream is
-    /// full, the message too large, a wrong expected sequence) refuses that
-    /// record for good. "No responders" is a failure of the flush instead:
-    /// JetStream answers so while it starts up or its stream is being
-    /// created, which passes. On failure, the place of the first
+    /// Waits for publish acknowledgements, oldest first, until at most
+    /// `left` are missing. An error in an acknowledgement (the stream is
+    /// full, the message too large, an expectation header that does not
+    /// hold) refuses that record for good. "No responders" fails the
+    /// wait instead: JetStream answers so while it starts up or its stream
+    /// is being created, which passes. On failure, the place of the first
     /// unacknowledged record in the round and why.
     fn await_acks(
         &mut self,
         left: usize,
-        deadline: Instant,
+        timeout: Duration,
     ) -> std::result::Result<(), (usize, Error)> {
-        while self.awaiting.len() > left {
-            let first = self.awaiting.values().min().copied().unwrap_or(self.round);
-            let client = self.client.as_mut().expect("connected while awaiting");
-            let msg = match client.next_msg(deadline) {
-                Ok(Some(msg)) => msg,
-                Ok(None) => {
-                    let missing = self.awaiting.len();
-                    let e = Error::Timeout(format!(
-                        "{missing} publishes to NATS server at {} not acknowledged by JetStream",
-                        self.url.address()
-                    ));
-                    return Err((first, self.lost(e)));
-                }
-                Err(e) => return Err((first, self.lost(e))),
-            };
-            let Some(at) = self.awaiting.remove(&msg.subject) else {
-                continue; // A late acknowledgement of a failed flush.
-            };
-            let stream = self.js.as_ref().map_or("", |j| j.name.as_str());
-            let what = |why: String| {
-                format!(
-                    "JetStream did not store a publish for stream {stream} on NATS server at {}: {why}",
-                    self.url.address()
+        let server = self.conn.server();
+        let stream = self.js.as_ref().map_or("", |j| j.name.as_str()).to_owned();
+        let what = |why: &str| {
+            format!("JetStream did not store a publish for stream {stream} on {server}: {why}")
+        };
+        let awaiting = &mut self.awaiting;
+        let refused = &mut self.refused;
+        let result = runtime::block_on(async {
+            let deadline = tokio::time::Instant::now() + timeout;
+            while awaiting.len() > left {
+                let (at, ack) = awaiting.pop_front().expect("more than left");
+                let e = match tokio::time::timeout_at(
+                    deadline,
+                    std::future::IntoFuture::into_future(ack),
                 )
-            };
-            match api_reply(&msg) {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) if e.code == 503 => {
-                    let why = "no JetStream stream stores this subject (no responders)";
-                    let e = Error::Refused {
-                        server: format!("NATS server at {}", self.url.address()),
-                        message: what(why.into()),
-                    };
-                    self.awaiting.clear();
-                    return Err((first, e));
-                }
-                Ok(Err(e)) => {
-                    let why = what(format!("{} (code {})", e.description, e.err_code));
-                    self.refused.push((at, why));
-                }
-                Err(e) => {
-                    let e = Error::Protocol {
-                        server: format!("NATS server at {}", self.url.address()),
-                        message: what(e.to_string()),
-                    };
-                    self.awaiting.clear();
-                    return Err((first, e));
-                }
+                .await
+                {
+                    Ok(Ok(_)) => continue,
+                    Err(_) => {
+                        let missing = awaiting.len() + 1;
+                        Error::Timeout(format!(
+                            "{missing} publishes to {server} not acknowledged by JetStream"
+                        ))
+                    }
+                    Ok(Err(e)) => match e.kind() {
+                        PublishErrorKind::StreamNotFound => Error::Refused {
+                            server: server.clone(),
+                            message: what(
+                                "no JetStream stream stores this subject (no responders)",
+                            ),
+                        },
+                        PublishErrorKind::TimedOut
+                        | PublishErrorKind::BrokenPipe
+                        | PublishErrorKind::MaxAckPending => Error::Protocol {
+                            server: server.clone(),
+                            message: what(&chain(&e)),
+                        },
+                        PublishErrorKind::WrongLastMessageId
+                        | PublishErrorKind::WrongLastSequence
+                        | PublishErrorKind::MaxPayloadExceeded
+                        | PublishErrorKind::Other => {
+                            refused.push((at, what(&chain(&e))));
+                            continue;
+                        }
+                    },
+                };
+                return Err((at, e));
             }
+            Ok(())
+        });
+        if result.is_err() {
+            // The caller sends everything since the last flush again.
+            self.awaiting.clear();
         }
-        Ok(())
+        result
     }
 
     /// Starts counting records from 0 again: after a flush, or after a
@@ -175,88 +173,164 @@ impl NatsSink {
     fn new_round(&mut self) {
         self.round = 0;
         self.refused.clear();
+        self.awaiting.clear();
+        self.losses_at_start = None;
     }
 
     fn publish(&mut self, record: &Record) -> Result<()> {
         let subject = render(&self.template, record);
-        let mut headers = Vec::with_capacity(record.headers.len() + 1);
-        if let Some(key) = &record.key {
-            headers.push((KEY_HEADER.to_owned(), key.clone()));
+        if self.losses_at_start.is_none() {
+            self.losses_at_start = Some(self.conn.losses());
         }
-        headers.extend(record.headers.iter().cloned());
-        let jetstream = self.js.is_some();
-        self.dirty = true;
-        let client = self.client()?;
-        let published = match jetstream {
-            true => client.new_inbox().map(|(reply, _)| Some(reply)),
-            false => Ok(None),
-        }
-        .and_then(|reply| {
-            client.publish(&subject, reply.as_deref(), &headers, &record.value)?;
-            Ok(reply)
-        });
-        let reply = match published {
-            Ok(reply) => reply,
-            // The record cannot be sent (a bad subject or header); the
-            // connection is fine: refused, in its place in the round.
-            Err(Error::InvalidInput(why)) => {
-                self.refused.push((self.round, why));
-                self.round += 1;
+        let place = self.round;
+        self.round += 1;
+        let headers = match headers_of(record) {
+            Ok(h) => h,
+            Err(why) => {
+                self.refused.push((place, why));
                 return Ok(());
             }
-            Err(e) => return Err(self.lost(e)),
         };
-        if let Some(reply) = reply {
-            self.awaiting.insert(reply, self.round);
+        if subject.is_empty() || subject.contains(char::is_whitespace) {
+            self.refused.push((
+                place,
+                format!("cannot publish to NATS subject '{subject}': empty or with whitespace"),
+            ));
+            return Ok(());
         }
-        self.round += 1;
-        if self.awaiting.len() >= MAX_IN_FLIGHT {
-            if let Err(e) = self.client.as_mut().expect("connected").write_out() {
-                return Err(self.lost(e));
+        let server = self.conn.server();
+        let payload = record.value.clone().into();
+        let client = &self.client;
+        let context = self.context.as_ref();
+        let sent = runtime::within(&server, IO_TIMEOUT, async {
+            match context {
+                None => {
+                    let r = match headers {
+                        None => client.publish(subject.clone(), payload).await,
+                        Some(h) => {
+                            client
+                                .publish_with_headers(subject.clone(), h, payload)
+                                .await
+                        }
+                    };
+                    r.map(|()| None).map_err(|e| {
+                        use async_nats::client::PublishErrorKind as K;
+                        match e.kind() {
+                            K::InvalidSubject | K::MaxPayloadExceeded => {
+                                Error::InvalidInput(format!(
+                                    "cannot publish to NATS subject '{subject}': {}",
+                                    chain(&e)
+                                ))
+                            }
+                            K::Send => Error::Protocol {
+                                server: server.clone(),
+                                message: format!("{server}: cannot publish: {}", chain(&e)),
+                            },
+                        }
+                    })
+                }
+                Some(context) => {
+                    let r = match headers {
+                        None => context.publish(subject.clone(), payload).await,
+                        Some(h) => {
+                            context
+                                .publish_with_headers(subject.clone(), h, payload)
+                                .await
+                        }
+                    };
+                    r.map(Some).map_err(|e| {
+                        let text = chain(&e);
+                        if e.kind() == PublishErrorKind::MaxPayloadExceeded
+                            || text.contains("invalid subject")
+                        {
+                            Error::InvalidInput(format!(
+                                "cannot publish to NATS subject '{subject}': {text}"
+                            ))
+                        } else {
+                            Error::Protocol {
+                                server: server.clone(),
+                                message: format!("{server}: cannot publish: {text}"),
+                            }
+                        }
+                    })
+                }
             }
-            self.await_acks(MAX_IN_FLIGHT / 2, Instant::now() + IO_TIMEOUT)
+        });
+        match sent {
+            Ok(None) => {}
+            Ok(Some(ack)) => self.awaiting.push_back((place, ack)),
+            // The record cannot be sent (a bad subject, too large); the
+            // connection is fine: refused, in its place in the round.
+            Err(Error::InvalidInput(why)) => self.refused.push((place, why)),
+            Err(e) => return Err(e),
+        }
+        if self.awaiting.len() >= MAX_IN_FLIGHT {
+            self.await_acks(MAX_IN_FLIGHT / 2, IO_TIMEOUT)
                 .map_err(|(_, e)| e)?;
         }
         Ok(())
     }
 
     fn finish_round(&mut self, timeout: Duration) -> std::result::Result<(), (usize, Error)> {
-        let deadline = Instant::now() + timeout;
-        let Some(client) = self.client.as_mut() else {
-            if self.dirty {
-                return Err((
-                    0,
-                    Error::Connect {
-                        server: format!("NATS server at {}", self.url.address()),
-                        detail: "the connection was lost; send again".into(),
-                    },
-                ));
-            }
-            return Ok(());
-        };
-        if self.js.is_some() {
-            match client.write_out() {
-                Ok(()) => self.await_acks(0, deadline),
-                Err(e) => {
-                    let first = self.awaiting.values().min().copied().unwrap_or(self.round);
-                    Err((first, self.lost(e)))
-                }
-            }
-        } else {
-            // Core NATS confirms nothing; the PONG shows the server has
-            // read every publish before it.
-            client.ping(deadline).map_err(|e| (0, self.lost(e)))
+        self.confirm(timeout)?;
+        match self.losses_at_start {
+            Some(before) if self.conn.losses() != before => Err((
+                0,
+                Error::Connect {
+                    server: self.conn.server(),
+                    detail: "the connection was lost while sending; sending again".into(),
+                },
+            )),
+            _ => Ok(()),
         }
     }
+
+    fn confirm(&mut self, timeout: Duration) -> std::result::Result<(), (usize, Error)> {
+        if self.js.is_some() {
+            self.await_acks(0, timeout)
+        } else {
+            // Core NATS confirms nothing; the echo shows the server has
+            // read every publish before it.
+            let server = self.conn.server();
+            let client = &self.client;
+            let echo = &mut self.echo;
+            runtime::within(&server, timeout, echo.round_trip(client)).map_err(|e| (0, e))
+        }
+    }
+}
+
+/// The NATS headers of a record: its key as `riffle-key`, then its own.
+/// A header NATS cannot carry (a name with spaces or colons, a value with
+/// line breaks or not UTF-8) refuses the record.
+fn headers_of(record: &Record) -> std::result::Result<Option<HeaderMap>, String> {
+    if record.key.is_none() && record.headers.is_empty() {
+        return Ok(None);
+    }
+    let mut map = HeaderMap::new();
+    let mut add = |name: &str, value: &[u8]| {
+        let bad = |why: &str| format!("NATS cannot carry header '{name}': {why}");
+        let n = HeaderName::from_str(name).map_err(|e| bad(&e.to_string()))?;
+        let text = std::str::from_utf8(value).map_err(|_| bad("the value is not UTF-8"))?;
+        let v = HeaderValue::from_str(text).map_err(|e| bad(&e.to_string()))?;
+        map.append(n, v);
+        Ok::<(), String>(())
+    };
+    if let Some(key) = &record.key {
+        add(KEY_HEADER, key)?;
+    }
+    for (name, value) in &record.headers {
+        add(name, value)?;
+    }
+    Ok(Some(map))
 }
 
 impl Sink for NatsSink {
     fn describe(&self) -> String {
         match &self.js {
-            None => format!("nats {} {}", self.url.address(), self.template),
+            None => format!("nats {} {}", self.conn.addresses(), self.template),
             Some(js) => format!(
                 "nats {} stream {} {}",
-                self.url.address(),
+                self.conn.addresses(),
                 js.name,
                 self.template
             ),
@@ -286,13 +360,14 @@ impl Sink for NatsSink {
     /// records before the first unacknowledged one count as settled.
     fn flush(&mut self, timeout: Duration) -> Result<()> {
         let sent = self.round;
-        let refused = |s: &mut Self| std::mem::take(&mut s.refused);
         let result = match self.finish_round(timeout) {
-            Ok(()) => {
-                self.dirty = false;
-                Unconfirmed::refused(sent, refused(self))
-            }
-            Err((first, e)) => Err(Unconfirmed::transient(first, refused(self), &e, None)),
+            Ok(()) => Unconfirmed::refused(sent, std::mem::take(&mut self.refused)),
+            Err((first, e)) => Err(Unconfirmed::transient(
+                first,
+                std::mem::take(&mut self.refused),
+                &e,
+                None,
+            )),
         };
         self.new_round();
         result
@@ -300,7 +375,13 @@ impl Sink for NatsSink {
 
     fn close(&mut self) -> Result<()> {
         let result = self.flush(IO_TIMEOUT);
-        self.client = None;
+        let client = self.client.clone();
+        let _ = runtime::within(&self.conn.server(), IO_TIMEOUT, async move {
+            client.drain().await.map_err(|e| Error::Protocol {
+                server: String::new(),
+                message: chain(&e),
+            })
+        });
         result
     }
 }

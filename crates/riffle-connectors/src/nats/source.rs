@@ -1,14 +1,18 @@
 //! Reading subjects: a core subscription, or a JetStream durable pull
 //! consumer acknowledged only when the pipeline says so.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
+use async_nats::jetstream::{self, stream};
+use async_nats::{Client, Subject, Subscriber};
+use futures_util::StreamExt;
 use riffle::connect::{Delivery, Record, Source};
-use riffle::Result;
+use riffle::{Error, Result};
 
-use super::client::{Client, Msg};
+use super::conn::{chain, Conn, Echo};
 use super::{IO_TIMEOUT, KEY_HEADER};
-use crate::net::{Backoff, Url};
+use crate::runtime;
 
 /// The JetStream side of a source.
 #[derive(Debug, Clone)]
@@ -21,203 +25,169 @@ pub struct Consumer {
     pub ack_wait: Duration,
 }
 
-/// A pull request the server may still be answering.
-struct Pull {
-    remaining: usize,
-    expires: Instant,
+/// How many JetStream messages one pull request asks for. Messages wait
+/// in the client until polled and their `ack_wait` runs meanwhile: a few
+/// hundred keep the pipeline fed without letting them expire.
+const PULL_BATCH: usize = 500;
+
+/// Where messages come from.
+enum Reader {
+    Core(Subscriber),
+    JetStream {
+        consumer: Box<PullConsumer>,
+        /// The continuous pull (requests renewed by the client, idle
+        /// heartbeats checked); made again when it ends.
+        messages: Option<Box<pull::Stream>>,
+    },
 }
 
 /// Messages from NATS subjects. See the [module](super) for guarantees.
 pub struct NatsSource {
-    url: Url,
+    conn: Conn,
     subject: String,
-    queue: Option<String>,
     js: Option<Consumer>,
     client: Option<Client>,
-    /// The subscription messages arrive on: the subject itself (core) or
-    /// the inbox pull requests are answered to (JetStream).
-    sid: u64,
-    inbox: String,
-    pull: Option<Pull>,
+    echo: Echo,
+    reader: Option<Reader>,
     /// Reply subjects of the JetStream messages handed out and not yet
-    /// acknowledged. Acknowledging is a publish to them, which any
-    /// connection can make, so they survive a reconnection.
-    unacked: Vec<String>,
-    backoff: Backoff,
-    /// When the server last sent something: a connection silent for
-    /// [`IDLE_PING`] is checked with a `PING`, so that a server gone without
-    /// closing the socket (a dead host, a dropped route) is noticed.
-    last_heard: Instant,
+    /// acknowledged. Acknowledging is a publish to them, which the
+    /// connection can make after a reconnection too.
+    unacked: Vec<Subject>,
 }
 
-/// How long a connection may be silent before it is checked.
-const IDLE_PING: Duration = Duration::from_secs(20);
-
 impl NatsSource {
-    /// Connects (an unreachable server is an error naming it), and for
-    /// JetStream creates the stream if asked and the durable consumer.
+    /// Connects (an unreachable server is an error naming it); subscribes
+    /// in core mode, and for JetStream creates the stream if asked and the
+    /// durable consumer.
     pub fn open(
-        url: Url,
+        conn: Conn,
         subject: String,
         queue: Option<String>,
         js: Option<Consumer>,
     ) -> Result<Self> {
-        let mut source = Self {
-            url,
-            subject,
-            queue,
-            js,
-            client: None,
-            sid: 0,
-            inbox: String::new(),
-            pull: None,
-            unacked: Vec::new(),
-            backoff: Backoff::default(),
-            last_heard: Instant::now(),
-        };
-        source.connect()?;
-        Ok(source)
-    }
-
-    fn connect(&mut self) -> Result<()> {
-        let mut c = Client::connect(&self.url)?;
-        match &self.js {
-            None => {
-                self.sid = c.subscribe(&self.subject, self.queue.as_deref())?;
-                // The subscription is in place once the server answers.
-                c.ping(Instant::now() + IO_TIMEOUT)?;
-            }
-            Some(js) => {
-                if js.create {
-                    c.ensure_stream(&js.stream, &js.subjects)?;
-                }
-                c.ensure_consumer(&js.stream, &js.durable, &self.subject, js.ack_wait)?;
-                self.inbox = format!("_INBOX.{}", super::client::unique_id());
-                self.sid = c.subscribe(&self.inbox, None)?;
-            }
-        }
-        self.client = Some(c);
-        self.pull = None;
-        self.last_heard = Instant::now();
-        Ok(())
-    }
-
-    /// Reconnects after a lost connection, waiting the backoff first;
-    /// `false` (with a warning) if the server is still not back.
-    fn reconnect(&mut self) -> bool {
-        std::thread::sleep(self.backoff.next_delay());
-        match self.connect() {
-            Ok(()) => {
-                tracing::info!("reconnected to NATS server at {}", self.url.address());
-                self.backoff.reset();
-                true
-            }
-            Err(e) => {
-                tracing::warn!(
-                    "cannot reconnect to NATS server at {} (trying again): {e}",
-                    self.url.address()
-                );
-                false
-            }
-        }
-    }
-
-    fn lost(&mut self, e: &riffle::Error) {
-        tracing::warn!(
-            "lost the connection to NATS server at {}; reconnecting: {e}",
-            self.url.address()
-        );
-        self.client = None;
-        self.pull = None;
-    }
-
-    /// Reads into `out` until `max` records or `deadline`; stops waiting
-    /// once it has some.
-    fn read(&mut self, out: &mut Vec<Record>, max: usize, deadline: Instant) -> Result<()> {
-        let start = out.len();
-        let client = self.client.as_mut().expect("connected");
-        loop {
-            let got = out.len() - start;
-            if got >= max {
-                return Ok(());
-            }
-            let now = Instant::now();
-            if let Some(js) = &self.js {
-                if self.pull.as_ref().is_none_or(|p| now >= p.expires) {
-                    if got > 0 || now >= deadline {
-                        return Ok(());
-                    }
-                    // The server holds the request open until `expires`,
-                    // sending messages as they are stored.
-                    let expires = (deadline - now).max(Duration::from_millis(50));
-                    client.pull(&js.stream, &js.durable, &self.inbox, max - got, expires)?;
-                    self.pull = Some(Pull {
-                        remaining: max - got,
-                        expires: now + expires,
-                    });
-                }
-            }
-            let until = if got > 0 { now } else { deadline };
-            let Some(msg) = client.next_msg(until)? else {
-                if self.last_heard.elapsed() >= IDLE_PING {
-                    client.ping(Instant::now() + IO_TIMEOUT)?;
-                    self.last_heard = Instant::now();
-                }
-                return Ok(());
-            };
-            self.last_heard = Instant::now();
-            if msg.sid != self.sid {
-                continue; // A late reply to an API request.
-            }
-            match &msg.status {
+        let client = conn.connect()?;
+        let server = conn.server();
+        let (echo, reader) = runtime::within(&server, IO_TIMEOUT, async {
+            let mut echo = Echo::new(&server, &client).await?;
+            let reader = match &js {
                 None => {
-                    if self.js.is_some() {
-                        let Some(reply) = msg.reply.clone() else {
-                            tracing::warn!(
-                                "JetStream message without a reply subject: cannot acknowledge it"
-                            );
-                            continue;
-                        };
-                        self.unacked.push(reply);
-                        if let Some(p) = &mut self.pull {
-                            p.remaining -= 1;
-                            if p.remaining == 0 {
-                                self.pull = None;
-                            }
-                        }
+                    let sub = match queue {
+                        None => client.subscribe(subject.clone()).await,
+                        Some(q) => client.queue_subscribe(subject.clone(), q).await,
                     }
-                    out.push(record_of(msg));
+                    .map_err(|e| {
+                        refused(&server, &format!("cannot subscribe to '{subject}'"), &e)
+                    })?;
+                    // Core NATS delivers only to subscriptions that exist:
+                    // this one does once the server has answered.
+                    echo.round_trip(&client).await?;
+                    Reader::Core(sub)
                 }
-                // Idle heartbeat.
-                Some((100, _)) => {}
-                // No messages, request expired, or request ended (too many
-                // waiting, consumer changed): ask again.
-                Some((404 | 408 | 409, _)) => self.pull = None,
-                Some((code, text)) => {
-                    tracing::warn!("NATS status {code} {text} on a pull request");
-                    self.pull = None;
+                Some(js) => {
+                    let consumer = consumer(&server, &client, js, &subject).await?;
+                    Reader::JetStream {
+                        consumer: Box::new(consumer),
+                        messages: None,
+                    }
                 }
-            }
-        }
+            };
+            Ok((echo, reader))
+        })?;
+        Ok(Self {
+            conn,
+            subject,
+            js,
+            client: Some(client),
+            echo,
+            reader: Some(reader),
+            unacked: Vec::new(),
+        })
+    }
+
+    fn client(&self) -> Result<&Client> {
+        self.client
+            .as_ref()
+            .ok_or_else(|| Error::InvalidInput("nats: source closed".into()))
+    }
+}
+
+/// The durable consumer, created (and its stream, if asked) when missing.
+async fn consumer(
+    server: &str,
+    client: &Client,
+    js: &Consumer,
+    subject: &str,
+) -> Result<PullConsumer> {
+    let context = jetstream::new(client.clone());
+    let stream = if js.create {
+        context
+            .get_or_create_stream(stream::Config {
+                name: js.stream.clone(),
+                subjects: js.subjects.clone(),
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| refused(server, &format!("cannot create stream {}", js.stream), &e))?
+    } else {
+        context
+            .get_stream(&js.stream)
+            .await
+            .map_err(|e| refused(server, &format!("no stream {}", js.stream), &e))?
+    };
+    stream
+        .get_or_create_consumer(
+            &js.durable,
+            pull::Config {
+                durable_name: Some(js.durable.clone()),
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: js.ack_wait,
+                filter_subject: subject.to_owned(),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| {
+            refused(
+                server,
+                &format!(
+                    "cannot create consumer {} on stream {}",
+                    js.durable, js.stream
+                ),
+                &e,
+            )
+        })
+}
+
+fn refused(server: &str, what: &str, e: &dyn std::error::Error) -> Error {
+    Error::Refused {
+        server: server.to_owned(),
+        message: format!("{server}: {what}: {}", chain(e)),
     }
 }
 
 /// The record for a message: its subject as the topic, the `riffle-key`
 /// header as the key, the other headers as they are.
-fn record_of(msg: Msg) -> Record {
+fn record_of(msg: async_nats::Message) -> Record {
     let mut key = None;
-    let mut headers = Vec::with_capacity(msg.headers.len());
-    for (name, value) in msg.headers {
-        if key.is_none() && name.eq_ignore_ascii_case(KEY_HEADER) {
-            key = Some(value);
-        } else {
-            headers.push((name, value));
+    let mut headers = Vec::new();
+    if let Some(map) = &msg.headers {
+        for (name, values) in map.iter() {
+            let name: &str = name.as_ref();
+            for value in values {
+                let value = value.as_str().as_bytes().to_vec();
+                if key.is_none() && name.eq_ignore_ascii_case(KEY_HEADER) {
+                    key = Some(value);
+                } else {
+                    headers.push((name.to_owned(), value));
+                }
+            }
         }
     }
     Record {
-        topic: msg.subject,
+        topic: msg.subject.to_string(),
         key,
-        value: msg.payload,
+        value: msg.payload.to_vec(),
         headers,
     }
 }
@@ -225,10 +195,10 @@ fn record_of(msg: Msg) -> Record {
 impl Source for NatsSource {
     fn describe(&self) -> String {
         match &self.js {
-            None => format!("nats {} {}", self.url.address(), self.subject),
+            None => format!("nats {} {}", self.conn.addresses(), self.subject),
             Some(js) => format!(
                 "nats {} stream {} consumer {} {}",
-                self.url.address(),
+                self.conn.addresses(),
                 js.stream,
                 js.durable,
                 self.subject
@@ -244,50 +214,123 @@ impl Source for NatsSource {
         }
     }
 
+    /// Waits up to `timeout` for a first message, then takes what has
+    /// arrived, up to `max`. A lost connection is not an error here: the
+    /// client reconnects by itself and messages come again.
     fn poll(&mut self, out: &mut Vec<Record>, max: usize, timeout: Duration) -> Result<usize> {
-        let deadline = Instant::now() + timeout;
-        if self.client.is_none() && !self.reconnect() {
-            return Ok(0);
-        }
+        let server = self.conn.server();
+        let Some(reader) = self.reader.as_mut() else {
+            return Err(Error::InvalidInput("nats: source closed".into()));
+        };
+        let unacked = &mut self.unacked;
         let start = out.len();
-        if let Err(e) = self.read(out, max, deadline) {
-            // What was read is handed out: JetStream redelivers it if it is
-            // never acknowledged, and core messages are gone either way.
-            self.lost(&e);
-        }
+        runtime::block_on(async {
+            let deadline = tokio::time::Instant::now() + timeout;
+            while out.len() - start < max {
+                let wait = if out.len() > start {
+                    tokio::time::Instant::now()
+                } else {
+                    deadline
+                };
+                match reader {
+                    Reader::Core(sub) => match tokio::time::timeout_at(wait, sub.next()).await {
+                        Err(_) => break,
+                        Ok(Some(msg)) => out.push(record_of(msg)),
+                        Ok(None) => {
+                            return Err(Error::Protocol {
+                                server: server.clone(),
+                                message: format!("{server}: the subscription was closed"),
+                            })
+                        }
+                    },
+                    Reader::JetStream { consumer, messages } => {
+                        if messages.is_none() {
+                            let made = consumer
+                                .stream()
+                                .max_messages_per_batch(PULL_BATCH)
+                                .messages();
+                            match tokio::time::timeout_at(deadline, made).await {
+                                Ok(Ok(m)) => *messages = Some(Box::new(m)),
+                                Ok(Err(e)) => {
+                                    tracing::warn!("{server}: cannot pull messages: {}", chain(&e));
+                                    break;
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        let stream = messages.as_mut().expect("made above");
+                        match tokio::time::timeout_at(wait, stream.next()).await {
+                            Err(_) => break,
+                            Ok(Some(Ok(msg))) => {
+                                let msg = msg.message;
+                                match msg.reply.clone() {
+                                    Some(reply) => unacked.push(reply),
+                                    None => {
+                                        tracing::warn!(
+                                            "JetStream message without a reply subject: cannot acknowledge it"
+                                        );
+                                        continue;
+                                    }
+                                }
+                                out.push(record_of(msg));
+                            }
+                            Ok(Some(Err(e))) => {
+                                // Missed heartbeats while the server is
+                                // away, a deleted consumer: pull again.
+                                tracing::warn!("{server}: pulling messages: {}", chain(&e));
+                                *messages = None;
+                                if out.len() > start {
+                                    break;
+                                }
+                            }
+                            Ok(None) => *messages = None,
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })?;
         Ok(out.len() - start)
     }
 
+    /// Acknowledges every message handed out since the last call, and
+    /// returns once the server has read the acknowledgements.
     fn ack(&mut self) -> Result<()> {
         if self.unacked.is_empty() {
             return Ok(());
         }
-        let Some(client) = self.client.as_mut() else {
-            return Err(riffle::Error::Connect {
-                server: format!("NATS server at {}", self.url.address()),
-                detail: "not connected; acknowledging after reconnecting".into(),
-            });
-        };
-        let result = self
-            .unacked
-            .iter()
-            .try_for_each(|reply| client.publish(reply, None, &[], b"+ACK"))
-            .and_then(|()| client.ping(Instant::now() + IO_TIMEOUT));
-        match result {
-            Ok(()) => {
-                self.unacked.clear();
-                Ok(())
+        let server = self.conn.server();
+        let client = self.client()?.clone();
+        let unacked = &self.unacked;
+        let echo = &mut self.echo;
+        runtime::within(&server, IO_TIMEOUT, async {
+            for reply in unacked {
+                client
+                    .publish(reply.clone(), "+ACK".into())
+                    .await
+                    .map_err(|e| Error::Protocol {
+                        server: server.clone(),
+                        message: format!("{server}: cannot acknowledge: {}", chain(&e)),
+                    })?;
             }
-            Err(e) => {
-                self.lost(&e);
-                Err(e)
-            }
-        }
+            echo.round_trip(&client).await
+        })?;
+        self.unacked.clear();
+        Ok(())
     }
 
     fn close(&mut self) -> Result<()> {
-        // Unacknowledged messages go back to the consumer after ack_wait.
-        self.client = None;
+        // Unacknowledged messages go back to the consumer after ack_wait;
+        // the pull requests end with the connection.
+        self.reader = None;
+        if let Some(client) = self.client.take() {
+            let _ = runtime::within(&self.conn.server(), IO_TIMEOUT, async move {
+                client.drain().await.map_err(|e| Error::Protocol {
+                    server: String::new(),
+                    message: chain(&e),
+                })
+            });
+        }
         Ok(())
     }
 }
@@ -298,18 +341,22 @@ mod tests {
 
     #[test]
     fn the_key_header_becomes_the_key() {
-        let msg = Msg {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("a", "1");
+        headers.insert("riffle-key", "h-7");
+        let msg = async_nats::Message {
             subject: "heaters.7".into(),
-            headers: vec![
-                ("a".into(), b"1".to_vec()),
-                ("riffle-key".into(), b"h-7".to_vec()),
-            ],
-            payload: b"{}".to_vec(),
-            ..Msg::default()
+            reply: None,
+            payload: "{}".into(),
+            headers: Some(headers),
+            status: None,
+            description: None,
+            length: 0,
         };
         let r = record_of(msg);
         assert_eq!(r.topic, "heaters.7");
         assert_eq!(r.key.as_deref(), Some(&b"h-7"[..]));
         assert_eq!(r.headers, [("a".to_owned(), b"1".to_vec())]);
+        assert_eq!(r.value, b"{}");
     }
 }
