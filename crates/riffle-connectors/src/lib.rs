@@ -3,11 +3,15 @@
 //!
 //! # Layout
 //!
-//! Every connector is a module with the same parts: its options and
-//! registry entry in `mod.rs` (or the file itself for small ones), the
-//! wire protocol in `client.rs`, and `source.rs` / `sink.rs` implementing
-//! [`riffle::connect::Source`] and [`riffle::connect::Sink`]. Its
-//! integration test, against the real server, is `tests/<name>.rs`.
+//! Every network connector is a folder with the same parts: its manual
+//! (URL forms, options, TLS, authentication, delivery), its options and
+//! registry entry in `mod.rs`; the connection to its server on the
+//! protocol's own well-kept client crate in `conn.rs` (HTTP has a server
+//! and a client instead, in the source and the sink); and `source.rs` /
+//! `sink.rs` implementing [`riffle::connect::Source`] and
+//! [`riffle::connect::Sink`]. Each is behind the cargo feature of its name.
+//! Its integration test, against the real server (plain and with TLS), is
+//! `tests/<name>.rs`.
 //!
 //! - [`connector`]: what a connector is: name, options, guarantees, builders.
 //! - [`registry`]: every connector by name.
@@ -19,16 +23,17 @@
 //! - `log`: Kafka and the embedded log (the library's own source and sink).
 //! - [`file`]: JSON lines files, followed like `tail -f`, appended to.
 //! - [`stdio`]: stdin and stdout.
-//! - [`mqtt`]: MQTT 3.1.1 and 5 brokers, QoS 1 subscribe and publish.
+//! - [`mqtt`]: MQTT 3.1.1 and 5 brokers, subscribe and publish at QoS 0, 1 or 2.
 //! - [`nats`]: NATS subjects, core (at-most-once) or JetStream (at-least-once).
 //! - [`amqp`]: AMQP 0-9-1 (RabbitMQ) queues and exchanges.
 //! - [`redis`]: Redis Streams, read through a consumer group, appended to.
 //! - [`http`]: a webhook server as a source, a request per record as a sink.
 //!
-//! Every client here is written on `std::net` with blocking I/O, one
-//! thread per connector: a pipeline is a loop on its own thread, and the
-//! protocols are small enough that owning them costs less than the
-//! dependency trees of their async clients.
+//! A pipeline is a loop on a thread of its own that calls its source and
+//! sink in turn. The clients that are async (MQTT, NATS, AMQP, HTTP) run
+//! on the one [`runtime`] of the process; Redis's client blocks. Every
+//! network connector takes the same [`tls`] options and reads secrets
+//! from the environment or files ([`options`]).
 
 #[cfg(feature = "amqp")]
 pub mod amqp;

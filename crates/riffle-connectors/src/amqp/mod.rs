@@ -71,7 +71,7 @@
 //! and `prefetch`; for the sink `exchange`, `routing_key` (a template with
 //! `{topic}` and `{key}`) and `mandatory`.
 
-mod connection;
+mod conn;
 mod sink;
 mod source;
 
@@ -88,7 +88,7 @@ use crate::net::Url;
 use crate::options::Options;
 use crate::tls::Tls;
 
-use connection::{Auth, Params, Server, TlsSetup};
+use conn::{Auth, Params, Server, TlsSetup};
 
 const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 

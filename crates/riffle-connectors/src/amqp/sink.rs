@@ -10,7 +10,7 @@ use amqprs::channel::{BasicPublishArguments, ConfirmSelectArguments};
 use amqprs::{BasicProperties, ByteArray, FieldTable, FieldValue, LongStr, ShortStr};
 use tokio::sync::mpsc::error::TryRecvError;
 
-use super::connection::{self, Event as Incoming, Link, Params};
+use super::conn::{self, Event as Incoming, Link, Params};
 use super::source::KEY_HEADER;
 use crate::net::Backoff;
 
@@ -80,7 +80,7 @@ impl AmqpSink {
         if let Some(old) = self.conn.take() {
             old.close();
         }
-        let (mut c, server) = connection::open(&self.params, self.server)?;
+        let (mut c, server) = conn::open(&self.params, self.server)?;
         self.server = server;
         let select = ConfirmSelectArguments::new(false);
         if let Err(e) = c.call("confirm.select", |ch| async move {

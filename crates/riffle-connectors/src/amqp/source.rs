@@ -11,7 +11,7 @@ use riffle::connect::{Delivery, Record, Source};
 use riffle::Result;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use super::connection::{self, Event, Link, Params};
+use super::conn::{self, Event, Link, Params};
 use crate::net::Backoff;
 use crate::runtime;
 
@@ -68,7 +68,7 @@ impl AmqpSource {
     }
 
     fn connect(&mut self) -> Result<Consuming> {
-        let (mut link, server) = connection::open(&self.params, self.server)?;
+        let (mut link, server) = conn::open(&self.params, self.server)?;
         self.server = server;
         match self.start(&mut link) {
             Ok(deliveries) => Ok(Consuming { link, deliveries }),
