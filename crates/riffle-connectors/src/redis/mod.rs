@@ -44,9 +44,16 @@
 //!
 //! # Options
 //!
-//! - `url`: `redis://[[user]:password@]host[:port]`, default
-//!   `redis://127.0.0.1:6379`; with a password, the connection starts with
-//!   `AUTH`. TLS (`rediss://`) is not supported.
+//! - `url`: `redis://[[user]:password@]host[:port][/db]`, default
+//!   `redis://127.0.0.1:6379`, or `rediss://...` for TLS (port 6379 unless
+//!   given). With a password the connection starts with `AUTH`: with a
+//!   user name, as that ACL user (`redis://reader:secret@host`), without
+//!   one as the `default` user (`redis://:secret@host`). Characters such
+//!   as `@`, `:` or `/` in a user name or password are percent-encoded
+//!   (`%40`). The path is the database number (`/2`: `SELECT 2` on every
+//!   connection), database 0 without one. The whole URL, or just the
+//!   password, can come from the environment or a file: `${REDIS_URL}`,
+//!   `redis://reader:${file:/run/secrets/redis}@host`.
 //! - `stream`: the stream key. Required for a source; for a sink a
 //!   template with `{topic}` and `{key}`, default `{topic}`.
 //! - `group` (source): the consumer group, default `riffle`.
@@ -56,19 +63,44 @@
 //!   stream, default) or `$` (entries added from now on).
 //! - `maxlen` (sink): trim the stream to about this many entries on each
 //!   `XADD` (`MAXLEN ~`); default no trimming.
+//!
+//! # TLS
+//!
+//! `rediss://`, or `tls=true` with `redis://`, connects with TLS (Redis's
+//! `tls-port`). The server's certificate is checked against the system's
+//! trusted roots, or against the CA certificates in `tls_ca`; a server
+//! started with `tls-auth-clients yes` also wants a client certificate,
+//! `tls_cert` with its key `tls_key`. The certificate must carry the URL's
+//! host: `tls_server_name` is accepted only when it equals that host, as
+//! the client checks no other name (connect by the certificate's name
+//! instead). `tls_insecure=true` accepts any certificate, for tests only.
+//! A failed handshake is reported with its likely cause (an untrusted CA,
+//! another name, a plain-text port).
+//!
+//! One server per connector: Redis Cluster and Sentinel are not supported.
+//!
+//! The client is the `redis` crate's blocking connection, used from the
+//! pipeline's own thread: no async runtime is involved.
 
-mod client;
 mod sink;
 mod source;
 
-pub use client::{read_value, Value};
 pub use sink::RedisSink;
 pub use source::{RedisSource, Start};
 
+use std::time::Duration;
+
+use ::redis::{Client, ConnectionAddr, ErrorKind, IntoConnectionInfo, RedisError, TlsCertificates};
 use riffle::connect::Delivery;
+use riffle::{Error, Result};
 
 use crate::connector::{Connector, Opt, Role};
-use client::{Target, DEFAULT_URL};
+use crate::net::CONNECT_TIMEOUT;
+use crate::options::Options;
+use crate::tls::{self, Tls};
+
+/// The default server, when no URL is given.
+pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
 
 pub const REDIS: Connector = Connector {
     name: "redis",
@@ -80,7 +112,7 @@ pub const REDIS: Connector = Connector {
             name: "url",
             role: Role::Both,
             default: Some(DEFAULT_URL),
-            help: "redis://[[user]:password@]host[:port]",
+            help: "redis://[[user]:password@]host[:port][/db], rediss:// with TLS",
         },
         Opt {
             name: "stream",
@@ -119,9 +151,9 @@ pub const REDIS: Connector = Connector {
             help: "trim the stream to about this many entries (MAXLEN ~)",
         },
     ],
-    tls: false,
+    tls: true,
     build_source: Some(|mut o, _| {
-        let target = Target::parse(&o.string_or("url", DEFAULT_URL))?;
+        let target = Target::from_options(&mut o)?;
         let stream = o.required("stream")?;
         let group = o.string_or("group", "riffle");
         let consumer = o
@@ -134,7 +166,7 @@ pub const REDIS: Connector = Connector {
         )?))
     }),
     build_sink: Some(|mut o, _| {
-        let target = Target::parse(&o.string_or("url", DEFAULT_URL))?;
+        let target = Target::from_options(&mut o)?;
         let stream = o.string_or("stream", "{topic}");
         let maxlen = match o.string("maxlen") {
             None => None,
@@ -171,4 +203,231 @@ fn hostname() -> String {
         .ok()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".into())
+}
+
+/// Where a Redis server is, how to log in to it and whether with TLS: a
+/// client that opens connections on demand.
+#[derive(Debug, Clone)]
+pub struct Target {
+    client: Client,
+    tls: bool,
+    address: String,
+    /// The ACL user logged in as, for messages.
+    user: String,
+}
+
+impl Target {
+    /// From `url` and the common TLS options.
+    pub fn from_options(o: &mut Options) -> Result<Self> {
+        let url = o.string_or("url", DEFAULT_URL);
+        let scheme_tls = url
+            .trim_start()
+            .to_ascii_lowercase()
+            .starts_with("rediss://");
+        let tls = Tls::from_options(o, scheme_tls)?;
+        Self::new(&url, tls.as_ref())
+    }
+
+    /// From a URL, without TLS unless it is `rediss://`.
+    pub fn parse(url: &str) -> Result<Self> {
+        let scheme_tls = url
+            .trim_start()
+            .to_ascii_lowercase()
+            .starts_with("rediss://");
+        Self::new(url, scheme_tls.then(Tls::default).as_ref())
+    }
+
+    /// `url` with the TLS settings `tls` (None: a plain connection).
+    pub fn new(url: &str, tls: Option<&Tls>) -> Result<Self> {
+        let shown = redacted(url);
+        let bad = |why: String| {
+            Error::InvalidInput(format!(
+                "redis: URL '{shown}': {why} (expected redis://[[user]:password@]host[:port][/db] or rediss://...)"
+            ))
+        };
+        let info = url.into_connection_info().map_err(|e| bad(e.to_string()))?;
+        let (host, port) = match info.addr() {
+            ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
+                (host.clone(), *port)
+            }
+            _ => return Err(bad("not a TCP address".into())),
+        };
+        let address = format!("{host}:{port}");
+        let user = info
+            .redis_settings()
+            .username()
+            .unwrap_or("default")
+            .to_owned();
+        let client = match tls {
+            None => {
+                if matches!(info.addr(), ConnectionAddr::TcpTls { .. }) {
+                    return Err(bad("rediss:// with tls=false".into()));
+                }
+                Client::open(info)
+            }
+            Some(tls) => {
+                if let Some(name) = &tls.server_name {
+                    if *name != host {
+                        return Err(Error::InvalidInput(format!(
+                            "redis: tls_server_name '{name}' differs from the URL's host '{host}': \
+                             the certificate is checked against the host, so connect by the name it carries"
+                        )));
+                    }
+                }
+                // Read (and check) the certificates now, so that a missing
+                // or malformed file is reported before connecting.
+                tls.client_config()?;
+                let read = |path: &std::path::Path| {
+                    std::fs::read(path).map_err(|e| Error::io(format!("TLS: {}", path.display()), &e))
+                };
+                let certificates = TlsCertificates {
+                    client_tls: match (&tls.cert, &tls.key) {
+                        (Some(cert), Some(key)) => Some(::redis::ClientTlsConfig {
+                            client_cert: read(cert)?,
+                            client_key: read(key)?,
+                        }),
+                        _ => None,
+                    },
+                    root_cert: tls.ca.as_deref().map(read).transpose()?,
+                };
+                // The client builds its configuration on the process's
+                // default provider: make it ring, as everywhere else.
+                #[allow(deprecated)]
+                let _ = ::rustls::crypto::ring::default_provider().install_default();
+                let info = info.set_addr(ConnectionAddr::TcpTls {
+                    host,
+                    port,
+                    insecure: tls.insecure,
+                    tls_params: None,
+                });
+                Client::build_with_tls(info, certificates)
+            }
+        }
+        .map_err(|e| bad(e.to_string()))?;
+        Ok(Self {
+            client,
+            tls: tls.is_some(),
+            address,
+            user,
+        })
+    }
+
+    /// `host:port`, for messages.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// A new connection, logged in and on the URL's database. An
+    /// unreachable server, a failed handshake or refused credentials are
+    /// reported within seconds.
+    pub fn connect(&self) -> Result<::redis::Connection> {
+        let conn = match self.client.get_connection_with_timeout(CONNECT_TIMEOUT) {
+            Ok(conn) => conn,
+            // A plain-text Redis port takes the TLS hello for a command
+            // and waits for the rest of its line: no answer, no alert.
+            Err(e) if self.tls && e.is_timeout() => {
+                return Err(Error::Connect {
+                    server: format!("Redis server at {}", self.address),
+                    detail: format!(
+                        "no answer within {CONNECT_TIMEOUT:?} ({e}); \
+                         if the port is reachable, it may be a plain-text listener: \
+                         TLS wants the server's tls-port"
+                    ),
+                })
+            }
+            Err(e) => return Err(self.error(e)),
+        };
+        conn.set_write_timeout(Some(Duration::from_secs(10)))
+            .map_err(|e| self.error(e))?;
+        Ok(conn)
+    }
+
+    /// A client error as Riffle's: a lost or unreachable connection is
+    /// [`Error::Connect`] (transient), a failed handshake [`Error::Tls`]
+    /// with its likely cause, refused credentials
+    /// [`Error::Authentication`], the server's error reply to a command
+    /// [`Error::Refused`] with its text (`WRONGTYPE ...`).
+    pub fn error(&self, e: RedisError) -> Error {
+        let text = e.to_string();
+        let server = format!("Redis server at {}", self.address);
+        if let Some(hint) = tls::explain(&text) {
+            return Error::Tls {
+                broker: server,
+                detail: format!("{text}: {hint}"),
+            };
+        }
+        if e.kind() == ErrorKind::AuthenticationFailed || e.code() == Some("WRONGPASS") {
+            return Error::Authentication {
+                broker: server,
+                detail: format!(
+                    "wrong password for user '{}', or no such user, or it is disabled ({text})",
+                    self.user
+                ),
+            };
+        }
+        if e.code() == Some("NOAUTH") {
+            return Error::Authentication {
+                broker: server,
+                detail: format!("the server wants a password: give one in the URL ({text})"),
+            };
+        }
+        // A server still loading its data after a restart, or busy with a
+        // script, answers again soon: transient like a lost connection.
+        if e.is_io_error()
+            || matches!(
+                e.code(),
+                Some("LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN")
+            )
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
+            || e.is_timeout()
+            || e.is_unrecoverable_error()
+        {
+            return Error::Connect {
+                server,
+                detail: text,
+            };
+        }
+        match e.code() {
+            Some(code) => Error::Refused {
+                server: format!("redis {}", self.address),
+                message: match e.detail() {
+                    Some(detail) => format!("{code} {detail}"),
+                    None => code.to_owned(),
+                },
+            },
+            None => Error::Protocol {
+                server: format!("redis {}", self.address),
+                message: format!("redis {}: {text}", self.address),
+            },
+        }
+    }
+}
+
+/// `e` with its message rewritten by `say` (which puts what was being done
+/// before it), when it is the server's refusal or breach of protocol; other
+/// errors as they are, their kind being what a caller decides on.
+pub(crate) fn in_context(e: Error, say: impl FnOnce(&str) -> String) -> Error {
+    match e {
+        Error::Refused { server, message } => Error::Refused {
+            message: say(&message),
+            server,
+        },
+        Error::Protocol { server, message } => Error::Protocol {
+            message: say(&message),
+            server,
+        },
+        other => other,
+    }
+}
+
+/// `url` without its password, for messages.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => match url[s + 3..at].split_once(':') {
+            Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+            None => url.to_owned(),
+        },
+        _ => url.to_owned(),
+    }
 }
