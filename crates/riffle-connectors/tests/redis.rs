@@ -60,9 +60,10 @@ fn env() -> riffle_connectors::Env {
 }
 
 /// A redis-server with a plain port (`port`, for setting up) and a TLS
-/// port that wants a client certificate signed by `certs.ca`, and an ACL
-/// user `riffle` (password `s3cret`) allowed only on keys starting with
-/// `allowed`. Returns the server and its TLS port.
+/// port that wants a client certificate signed by `certs.ca`, a password
+/// for the default user, and an ACL user `riffle` (password `s3cret`)
+/// allowed only on keys starting with `allowed`. Returns the server and
+/// its TLS port.
 fn redis_tls_server(name: &str, certs: &Certs) -> (Server, u16) {
     let tls_port = free_port().to_string();
     let (ca, cert, key) = (
@@ -92,6 +93,8 @@ fn redis_tls_server(name: &str, certs: &Certs) -> (Server, u16) {
             &ca,
             "--tls-auth-clients",
             "yes",
+            "--requirepass",
+            "admin",
             "--user",
             "riffle",
             "on",
@@ -621,6 +624,12 @@ fn wrong_credentials_and_certificates_are_named_within_seconds() {
     assert!(e.contains("wrong password for user 'riffle'"), "{e}");
     let e = open_error(tls_options(&tls_url("nobody:s3cret"), &certs, &[]));
     assert!(e.contains("authentication failed"), "{e}");
+    let e = open_error(tls_options(
+        &format!("rediss://127.0.0.1:{tls_port}"),
+        &certs,
+        &[],
+    ));
+    assert!(e.contains("the server wants a password"), "{e}");
 
     let e = open_error(tls_options(
         &tls_url("riffle:s3cret"),
@@ -651,4 +660,151 @@ fn wrong_credentials_and_certificates_are_named_within_seconds() {
         [("url", "redis://riffle:s3cret@127.0.0.1:1/x")],
     ));
     assert!(!e.contains("s3cret"), "{e}");
+}
+
+/// A Sentinel watching the master at `master_port` under the name `main`,
+/// quick to declare it down.
+fn sentinel(name: &str, master_port: u16) -> Server {
+    let dir = scratch_dir(name);
+    let port = free_port();
+    std::fs::write(
+        dir.join("sentinel.conf"),
+        format!(
+            "port {port}\nbind 127.0.0.1\ndir {}\n\
+             sentinel monitor main 127.0.0.1 {master_port} 1\n\
+             sentinel down-after-milliseconds main 1000\n\
+             sentinel failover-timeout main 10000\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let mut s = Server::new(
+        "redis-sentinel",
+        program("redis-server", "redis-server"),
+        &["{dir}/sentinel.conf", "--sentinel"],
+        port,
+        dir,
+    );
+    s.start();
+    s
+}
+
+#[test]
+fn a_master_found_through_sentinels_round_trips_on_the_urls_database() {
+    let master = redis_server("redis-sentinel-master");
+    let watcher = sentinel("redis-sentinel", master.port);
+    // The first Sentinel listed is down: the next one answers.
+    let down = ClosedPort::new();
+    let via = format!(
+        "redis+sentinel://127.0.0.1:{},{}/main/4",
+        down.port,
+        watcher.address()
+    );
+    let mut sink = redis::sink(&via, "{topic}").unwrap();
+    assert!(
+        sink.describe().contains("master 'main'"),
+        "{}",
+        sink.describe()
+    );
+    let sent: Vec<Record> = (0..20).map(|i| record("watched", i)).collect();
+    for r in &sent {
+        sink.send(r).unwrap();
+    }
+    sink.flush(Duration::from_secs(5)).unwrap();
+    let len: usize = command(
+        &format!("{}/4", url(&master)),
+        ::redis::cmd("XLEN").arg("watched"),
+    );
+    assert_eq!(len, 20, "on the master, in database 4");
+    let mut source = redis::source(&via, "watched", "g", "c").unwrap();
+    assert_eq!(collect(&mut source, 20, Duration::from_secs(5)), sent);
+
+    // A master name no Sentinel knows, and no Sentinel at all.
+    let e = redis::sink(&via.replace("/main/", "/other/"), "s")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("master 'other'"), "{e}");
+    let e = redis::sink(
+        &format!("redis+sentinel://127.0.0.1:{}/main", down.port),
+        "s",
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.starts_with("cannot reach Redis master via"), "{e}");
+}
+
+#[test]
+fn after_a_failover_the_sink_writes_to_the_new_master() {
+    let mut master = redis_server("redis-failover-master");
+    let mut replica = Server::new(
+        "redis-server",
+        program("redis-server", "redis-server"),
+        &[
+            "--port",
+            "{port}",
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            "{dir}",
+            "--save",
+            "",
+            "--replicaof",
+            "127.0.0.1",
+            &master.port.to_string(),
+        ],
+        free_port(),
+        scratch_dir("redis-failover-replica"),
+    );
+    replica.start();
+    let watcher = sentinel("redis-failover-sentinel", master.port);
+    let via = format!("redis+sentinel://{}/main", watcher.address());
+
+    let mut sink = redis::sink(&via, "{topic}").unwrap();
+    for i in 0..10 {
+        sink.send(&record("kept", i)).unwrap();
+    }
+    sink.flush(Duration::from_secs(5)).unwrap();
+    // Replicated before the master goes away.
+    let acked: i64 = command(&url(&master), ::redis::cmd("WAIT").arg(1).arg(5000));
+    assert_eq!(acked, 1);
+    // The Sentinel must know the replica to promote it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let replicas: Vec<::redis::Value> = command(
+            &url(&watcher),
+            ::redis::cmd("SENTINEL").arg("REPLICAS").arg("main"),
+        );
+        if !replicas.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the Sentinel never saw the replica"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    master.kill();
+
+    // Sent again until a flush succeeds, as a pipeline does.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let attempt = (10..20)
+            .try_for_each(|i| sink.send(&record("kept", i)))
+            .and_then(|()| sink.flush(Duration::from_secs(2)));
+        match attempt {
+            Ok(()) => break,
+            Err(e) => {
+                assert!(e.is_transient(), "{e}");
+                assert!(Instant::now() < deadline, "no new master: {e}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+    let role: Vec<::redis::Value> = command(&url(&replica), &::redis::cmd("ROLE"));
+    assert_eq!(role[0], ::redis::Value::BulkString(b"master".to_vec()));
+    let mut source = redis::source(&via, "kept", "g", "c").unwrap();
+    let got = collect(&mut source, 20, Duration::from_secs(10));
+    assert_eq!(got, (0..20).map(|i| record("kept", i)).collect::<Vec<_>>());
 }

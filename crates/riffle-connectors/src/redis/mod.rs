@@ -77,7 +77,21 @@
 //! A failed handshake is reported with its likely cause (an untrusted CA,
 //! another name, a plain-text port).
 //!
-//! One server per connector: Redis Cluster and Sentinel are not supported.
+//! # Sentinel
+//!
+//! `redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/master[/db]`
+//! (`rediss+sentinel://` with TLS) finds the master named `master` through
+//! the Sentinels listed (port 26379 unless given), asking them in turn
+//! until one answers, at every connection: after a failover, the source
+//! and the sink reconnect to the newly promoted replica. The user,
+//! password and database are the master's; the Sentinels are asked
+//! without a password, and with the same TLS settings as the master.
+//! Replication is asynchronous: entries the old master confirmed but had
+//! not passed on to the promoted replica are lost with it, and entries a
+//! source acknowledged there can come again (`min-replicas-to-write` on
+//! the server narrows the first window).
+//!
+//! Redis Cluster is not supported.
 //!
 //! The client is the `redis` crate's blocking connection, used from the
 //! pipeline's own thread: no async runtime is involved.
@@ -88,9 +102,13 @@ mod source;
 pub use sink::RedisSink;
 pub use source::{RedisSource, Start};
 
+use std::sync::Mutex;
 use std::time::Duration;
 
-use ::redis::{Client, ConnectionAddr, ErrorKind, IntoConnectionInfo, RedisError, TlsCertificates};
+use ::redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
+use ::redis::{
+    Client, ConnectionAddr, ErrorKind, IntoConnectionInfo, RedisError, TlsCertificates, TlsMode,
+};
 use riffle::connect::Delivery;
 use riffle::{Error, Result};
 
@@ -112,7 +130,7 @@ pub const REDIS: Connector = Connector {
             name: "url",
             role: Role::Both,
             default: Some(DEFAULT_URL),
-            help: "redis://[[user]:password@]host[:port][/db], rediss:// with TLS",
+            help: "redis://[[user]:password@]host[:port][/db], rediss:// with TLS, redis+sentinel://host[:port][,host[:port]...]/master[/db] through Sentinels",
         },
         Opt {
             name: "stream",
@@ -205,36 +223,41 @@ fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-/// Where a Redis server is, how to log in to it and whether with TLS: a
-/// client that opens connections on demand.
-#[derive(Debug, Clone)]
+/// Where a Redis server is (or the Sentinels that know it), how to log
+/// in to it and whether with TLS: opens connections on demand.
 pub struct Target {
-    client: Client,
+    servers: Servers,
     tls: bool,
+    /// `host:port`, or the Sentinels and the master's name, for messages.
     address: String,
     /// The ACL user logged in as, for messages.
     user: String,
+}
+
+enum Servers {
+    Direct(Client),
+    /// The master named in the URL, asked of the Sentinels at every
+    /// connection, so that a reconnection after a failover finds the new
+    /// master.
+    Sentinel(Mutex<SentinelClient>),
+}
+
+fn scheme_tls(url: &str) -> bool {
+    let url = url.trim_start().to_ascii_lowercase();
+    url.starts_with("rediss://") || url.starts_with("rediss+sentinel://")
 }
 
 impl Target {
     /// From `url` and the common TLS options.
     pub fn from_options(o: &mut Options) -> Result<Self> {
         let url = o.string_or("url", DEFAULT_URL);
-        let scheme_tls = url
-            .trim_start()
-            .to_ascii_lowercase()
-            .starts_with("rediss://");
-        let tls = Tls::from_options(o, scheme_tls)?;
+        let tls = Tls::from_options(o, scheme_tls(&url))?;
         Self::new(&url, tls.as_ref())
     }
 
-    /// From a URL, without TLS unless it is `rediss://`.
+    /// From a URL, without TLS unless its scheme says so.
     pub fn parse(url: &str) -> Result<Self> {
-        let scheme_tls = url
-            .trim_start()
-            .to_ascii_lowercase()
-            .starts_with("rediss://");
-        Self::new(url, scheme_tls.then(Tls::default).as_ref())
+        Self::new(url, scheme_tls(url).then(Tls::default).as_ref())
     }
 
     /// `url` with the TLS settings `tls` (None: a plain connection).
@@ -242,9 +265,22 @@ impl Target {
         let shown = redacted(url);
         let bad = |why: String| {
             Error::InvalidInput(format!(
-                "redis: URL '{shown}': {why} (expected redis://[[user]:password@]host[:port][/db] or rediss://...)"
+                "redis: URL '{shown}': {why} (expected redis://[[user]:password@]host[:port][/db], \
+                 rediss://..., or redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/master[/db])"
             ))
         };
+        let (scheme, rest) = url
+            .trim()
+            .split_once("://")
+            .ok_or_else(|| bad("no scheme".into()))?;
+        let scheme = scheme.to_ascii_lowercase();
+        if scheme_tls(url) && tls.is_none() {
+            return Err(bad(format!("{scheme}:// with tls=false")));
+        }
+        let certificates = tls.map(certificates).transpose()?;
+        if scheme.ends_with("+sentinel") {
+            return Self::sentinel(rest, tls, certificates, bad);
+        }
         let info = url.into_connection_info().map_err(|e| bad(e.to_string()))?;
         let (host, port) = match info.addr() {
             ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
@@ -252,67 +288,123 @@ impl Target {
             }
             _ => return Err(bad("not a TCP address".into())),
         };
-        let address = format!("{host}:{port}");
-        let user = info
-            .redis_settings()
-            .username()
-            .unwrap_or("default")
-            .to_owned();
-        let client = match tls {
-            None => {
-                if matches!(info.addr(), ConnectionAddr::TcpTls { .. }) {
-                    return Err(bad("rediss:// with tls=false".into()));
-                }
-                Client::open(info)
-            }
-            Some(tls) => {
-                if let Some(name) = &tls.server_name {
-                    if *name != host {
-                        return Err(Error::InvalidInput(format!(
-                            "redis: tls_server_name '{name}' differs from the URL's host '{host}': \
-                             the certificate is checked against the host, so connect by the name it carries"
-                        )));
-                    }
-                }
-                // Read (and check) the certificates now, so that a missing
-                // or malformed file is reported before connecting.
-                tls.client_config()?;
-                let read = |path: &std::path::Path| {
-                    std::fs::read(path).map_err(|e| Error::io(format!("TLS: {}", path.display()), &e))
-                };
-                let certificates = TlsCertificates {
-                    client_tls: match (&tls.cert, &tls.key) {
-                        (Some(cert), Some(key)) => Some(::redis::ClientTlsConfig {
-                            client_cert: read(cert)?,
-                            client_key: read(key)?,
-                        }),
-                        _ => None,
-                    },
-                    root_cert: tls.ca.as_deref().map(read).transpose()?,
-                };
-                // The client builds its configuration on the process's
-                // default provider: make it ring, as everywhere else.
-                #[allow(deprecated)]
-                let _ = ::rustls::crypto::ring::default_provider().install_default();
+        let user = user_of(&info);
+        let client = match (tls, certificates) {
+            (Some(tls), Some(certificates)) => {
+                check_server_name(tls, &host)?;
                 let info = info.set_addr(ConnectionAddr::TcpTls {
-                    host,
+                    host: host.clone(),
                     port,
                     insecure: tls.insecure,
                     tls_params: None,
                 });
                 Client::build_with_tls(info, certificates)
             }
+            _ => Client::open(info),
         }
         .map_err(|e| bad(e.to_string()))?;
         Ok(Self {
-            client,
+            servers: Servers::Direct(client),
             tls: tls.is_some(),
-            address,
+            address: format!("{host}:{port}"),
             user,
         })
     }
 
-    /// `host:port`, for messages.
+    /// `rest`: what follows `redis+sentinel://`.
+    fn sentinel(
+        rest: &str,
+        tls: Option<&Tls>,
+        certificates: Option<TlsCertificates>,
+        bad: impl Fn(String) -> Error,
+    ) -> Result<Self> {
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let (userinfo, hosts) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        let (master, db) = match path.trim_end_matches('/').split_once('/') {
+            Some((m, db)) => (m, Some(db)),
+            None => (path.trim_end_matches('/'), None),
+        };
+        if master.is_empty() {
+            return Err(bad("no master name after the Sentinels".into()));
+        }
+        // The credentials and database are the master's, parsed (and
+        // percent-decoded) as those of a plain URL.
+        let info = format!(
+            "redis://{}localhost/{}",
+            userinfo.map(|u| format!("{u}@")).unwrap_or_default(),
+            db.unwrap_or("0")
+        )
+        .into_connection_info()
+        .map_err(|e| bad(e.to_string()))?;
+        let mut sentinels = Vec::new();
+        for h in hosts.split(',').map(str::trim) {
+            let (host, port) = match h.rsplit_once(':') {
+                Some((host, port)) => (
+                    host,
+                    port.parse::<u16>()
+                        .map_err(|_| bad(format!("port of '{h}' is not a number")))?,
+                ),
+                None => (h, 26379),
+            };
+            if host.is_empty() {
+                return Err(bad("a Sentinel without a host".into()));
+            }
+            if let Some(tls) = tls {
+                check_server_name(tls, host)?;
+            }
+            sentinels.push(match tls {
+                Some(tls) => ConnectionAddr::TcpTls {
+                    host: host.to_owned(),
+                    port,
+                    insecure: tls.insecure,
+                    tls_params: None,
+                },
+                None => ConnectionAddr::Tcp(host.to_owned(), port),
+            });
+        }
+        let address = format!(
+            "Sentinels {} master '{master}'",
+            sentinels
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let settings = info.redis_settings();
+        let mut builder = SentinelClientBuilder::new(sentinels, master, SentinelServerType::Master)
+            .map_err(|e| bad(e.to_string()))?
+            .set_client_to_redis_db(settings.db());
+        if let Some(u) = settings.username() {
+            builder = builder.set_client_to_redis_username(u);
+        }
+        if let Some(p) = settings.password() {
+            builder = builder.set_client_to_redis_password(p);
+        }
+        if let (Some(tls), Some(certificates)) = (tls, certificates) {
+            let mode = if tls.insecure {
+                TlsMode::Insecure
+            } else {
+                TlsMode::Secure
+            };
+            builder = builder
+                .set_client_to_redis_tls_mode(mode)
+                .set_client_to_redis_certificates(certificates.clone())
+                .set_client_to_sentinel_tls_mode(mode)
+                .set_client_to_sentinel_certificates(certificates);
+        }
+        let client = builder.build().map_err(|e| bad(e.to_string()))?;
+        Ok(Self {
+            servers: Servers::Sentinel(Mutex::new(client)),
+            tls: tls.is_some(),
+            address,
+            user: user_of(&info),
+        })
+    }
+
+    /// `host:port` (or the Sentinels and the master's name), for messages.
     pub fn address(&self) -> &str {
         &self.address
     }
@@ -321,7 +413,31 @@ impl Target {
     /// unreachable server, a failed handshake or refused credentials are
     /// reported within seconds.
     pub fn connect(&self) -> Result<::redis::Connection> {
-        let conn = match self.client.get_connection_with_timeout(CONNECT_TIMEOUT) {
+        let client = match &self.servers {
+            Servers::Direct(client) => client.clone(),
+            Servers::Sentinel(sentinels) => {
+                let found = sentinels
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .get_client();
+                // No Sentinel answered, or none knows the master: try
+                // again later, as with an unreachable server.
+                found.map_err(|e| match self.error(e) {
+                    Error::Connect { detail, .. }
+                    | Error::Refused {
+                        message: detail, ..
+                    }
+                    | Error::Protocol {
+                        message: detail, ..
+                    } => Error::Connect {
+                        server: format!("Redis master via {}", self.address),
+                        detail,
+                    },
+                    e => e,
+                })?
+            }
+        };
+        let conn = match client.get_connection_with_timeout(CONNECT_TIMEOUT) {
             Ok(conn) => conn,
             // A plain-text Redis port takes the TLS hello for a command
             // and waits for the rest of its line: no answer, no alert.
@@ -338,6 +454,13 @@ impl Target {
             Err(e) => return Err(self.error(e)),
         };
         conn.set_write_timeout(Some(Duration::from_secs(10)))
+            .map_err(|e| self.error(e))?;
+        // Without a password the connection is set up without a word from
+        // the server about one: ask now, so that a missing password is an
+        // error here rather than a refusal of every record.
+        let mut conn = conn;
+        ::redis::cmd("PING")
+            .query::<::redis::Value>(&mut conn)
             .map_err(|e| self.error(e))?;
         Ok(conn)
     }
@@ -402,6 +525,48 @@ impl Target {
             },
         }
     }
+}
+
+/// The client certificate and CA of `tls`, read (and checked) now, so
+/// that a missing or malformed file is reported before connecting.
+fn certificates(tls: &Tls) -> Result<TlsCertificates> {
+    tls.client_config()?;
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| Error::io(format!("TLS: {}", path.display()), &e))
+    };
+    // The client builds its configuration on the process's default
+    // provider: make it ring, as everywhere else.
+    #[allow(deprecated)]
+    let _ = ::rustls::crypto::ring::default_provider().install_default();
+    Ok(TlsCertificates {
+        client_tls: match (&tls.cert, &tls.key) {
+            (Some(cert), Some(key)) => Some(::redis::ClientTlsConfig {
+                client_cert: read(cert)?,
+                client_key: read(key)?,
+            }),
+            _ => None,
+        },
+        root_cert: tls.ca.as_deref().map(read).transpose()?,
+    })
+}
+
+/// The client checks the certificate against the host it connects to
+/// and no other name.
+fn check_server_name(tls: &Tls, host: &str) -> Result<()> {
+    match &tls.server_name {
+        Some(name) if name != host => Err(Error::InvalidInput(format!(
+            "redis: tls_server_name '{name}' differs from the URL's host '{host}': \
+             the certificate is checked against the host, so connect by the name it carries"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn user_of(info: &::redis::ConnectionInfo) -> String {
+    info.redis_settings()
+        .username()
+        .unwrap_or("default")
+        .to_owned()
 }
 
 /// `e` with its message rewritten by `say` (which puts what was being done
