@@ -596,3 +596,63 @@ fn redacted(url: &str) -> String {
         _ => url.to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_the_server_or_the_sentinels_and_hide_passwords() {
+        assert_eq!(
+            Target::parse(DEFAULT_URL).unwrap().address(),
+            "127.0.0.1:6379"
+        );
+        let t = Target::parse("redis://reader:p%40ss@h:7000/2").unwrap();
+        assert_eq!((t.address(), t.user.as_str()), ("h:7000", "reader"));
+        let t = Target::parse("redis+sentinel://:pw@s1:1,s2/main/3").unwrap();
+        assert_eq!(t.address(), "Sentinels s1:1,s2:26379 master 'main'");
+        for bad in [
+            "http://h",
+            "redis://h/x",
+            "redis+sentinel://s1",
+            "redis+sentinel://s1:x/main",
+            "redis+sentinel://:secret@s1,/main",
+        ] {
+            let e = Target::parse(bad).err().unwrap().to_string();
+            assert!(e.contains("redis: URL"), "{bad}: {e}");
+            assert!(!e.contains("secret"), "{e}");
+        }
+        assert_eq!(redacted("rediss://u:pw@h:1/0"), "rediss://u:***@h:1/0");
+        assert_eq!(redacted("redis://h"), "redis://h");
+    }
+
+    #[test]
+    fn tls_comes_from_the_scheme_or_the_options_and_checks_the_hosts_name() {
+        let options = |pairs: &[(&str, &str)]| Options::from_pairs("redis", pairs.to_vec());
+        let t = Target::from_options(&mut options(&[("url", "rediss://h")])).unwrap();
+        assert!(t.tls);
+        let t = Target::from_options(&mut options(&[("url", "redis://h"), ("tls", "true")]));
+        assert!(t.unwrap().tls);
+        let e = Target::from_options(&mut options(&[("url", "rediss://h"), ("tls", "false")]))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("tls=false"), "{e}");
+        let e = Target::from_options(&mut options(&[
+            ("url", "rediss://127.0.0.1"),
+            ("tls_server_name", "redis.example"),
+        ]))
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("tls_server_name 'redis.example'"), "{e}");
+        let e = Target::from_options(&mut options(&[
+            ("url", "rediss://h"),
+            ("tls_ca", "/nonexistent/ca.pem"),
+        ]))
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("/nonexistent/ca.pem"), "{e}");
+    }
+}
