@@ -808,3 +808,71 @@ fn after_a_failover_the_sink_writes_to_the_new_master() {
     let got = collect(&mut source, 20, Duration::from_secs(10));
     assert_eq!(got, (0..20).map(|i| record("kept", i)).collect::<Vec<_>>());
 }
+
+#[test]
+fn sentinels_and_master_over_tls_with_an_acl_user() {
+    let certs = Certs::new("redis-sentinel-tls");
+    let (master, master_tls) = redis_tls_server("redis-sentinel-tls-master", &certs);
+    // A Sentinel listening only with TLS, talking TLS to the master too.
+    let dir = scratch_dir("redis-sentinel-tls");
+    let port = free_port();
+    std::fs::write(
+        dir.join("sentinel.conf"),
+        format!(
+            "port 0\ntls-port {port}\nbind 127.0.0.1\ndir {dir}\n\
+             tls-cert-file {cert}\ntls-key-file {key}\ntls-ca-cert-file {ca}\n\
+             tls-auth-clients yes\ntls-replication yes\n\
+             sentinel monitor main 127.0.0.1 {master_tls} 1\n\
+             sentinel auth-pass main admin\n",
+            dir = dir.display(),
+            cert = Certs::s(&certs.server_cert),
+            key = Certs::s(&certs.server_key),
+            ca = Certs::s(&certs.ca),
+        ),
+    )
+    .unwrap();
+    let mut watcher = Server::new(
+        "redis-sentinel",
+        program("redis-server", "redis-server"),
+        &["{dir}/sentinel.conf", "--sentinel"],
+        port,
+        dir,
+    );
+    watcher.start();
+
+    let via = format!("rediss+sentinel://riffle:s3cret@127.0.0.1:{port}/main/5");
+    let mut sink =
+        riffle_connectors::registry::sink(tls_options(&via, &certs, &[]), &env()).unwrap();
+    let sent: Vec<Record> = (0..10).map(|i| record("allowed-s", i)).collect();
+    for r in &sent {
+        sink.send(r).unwrap();
+    }
+    sink.flush(Duration::from_secs(5)).unwrap();
+    let len: usize = command(
+        &format!("redis://riffle:s3cret@{}/5", master.address()),
+        ::redis::cmd("XLEN").arg("allowed-s"),
+    );
+    assert_eq!(len, 10);
+    let mut source = riffle_connectors::registry::source(
+        tls_options(&via, &certs, &[("stream", "allowed-s".into())]),
+        &env(),
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got.len() < sent.len() && Instant::now() < deadline {
+        source
+            .poll(&mut got, 100, Duration::from_millis(200))
+            .unwrap();
+        source.ack().unwrap();
+    }
+    assert_eq!(got, sent);
+
+    // The Sentinel's certificate checked as the master's is.
+    let e = open_error(tls_options(
+        &via,
+        &certs,
+        &[("tls_ca", Certs::s(&certs.other_ca))],
+    ));
+    assert!(e.contains("give its CA with tls_ca"), "{e}");
+}
