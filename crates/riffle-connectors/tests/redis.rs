@@ -823,7 +823,7 @@ fn sentinels_and_master_over_tls_with_an_acl_user() {
              tls-cert-file {cert}\ntls-key-file {key}\ntls-ca-cert-file {ca}\n\
              tls-auth-clients yes\ntls-replication yes\n\
              sentinel monitor main 127.0.0.1 {master_tls} 1\n\
-             sentinel auth-pass main admin\n",
+             sentinel auth-pass main admin\nrequirepass watcher\n",
             dir = dir.display(),
             cert = Certs::s(&certs.server_cert),
             key = Certs::s(&certs.server_key),
@@ -841,8 +841,10 @@ fn sentinels_and_master_over_tls_with_an_acl_user() {
     watcher.start();
 
     let via = format!("rediss+sentinel://riffle:s3cret@127.0.0.1:{port}/main/5");
+    let sentinel_password = [("sentinel_password", "watcher".to_owned())];
     let mut sink =
-        riffle_connectors::registry::sink(tls_options(&via, &certs, &[]), &env()).unwrap();
+        riffle_connectors::registry::sink(tls_options(&via, &certs, &sentinel_password), &env())
+            .unwrap();
     let sent: Vec<Record> = (0..10).map(|i| record("allowed-s", i)).collect();
     for r in &sent {
         sink.send(r).unwrap();
@@ -854,7 +856,11 @@ fn sentinels_and_master_over_tls_with_an_acl_user() {
     );
     assert_eq!(len, 10);
     let mut source = riffle_connectors::registry::source(
-        tls_options(&via, &certs, &[("stream", "allowed-s".into())]),
+        tls_options(
+            &via,
+            &certs,
+            &[("stream", "allowed-s".into()), sentinel_password[0].clone()],
+        ),
         &env(),
     )
     .unwrap();
@@ -868,6 +874,25 @@ fn sentinels_and_master_over_tls_with_an_acl_user() {
     }
     assert_eq!(got, sent);
 
+    // Without the Sentinel's password, or with a wrong one.
+    let e = open_error(tls_options(&via, &certs, &[]));
+    assert!(
+        e.starts_with("authentication failed at Redis Sentinels 127.0.0.1:"),
+        "{e}"
+    );
+    assert!(
+        e.contains("sentinel_password") && e.contains("NOAUTH"),
+        "{e}"
+    );
+    let e = open_error(tls_options(
+        &via,
+        &certs,
+        &[("sentinel_password", "wrong".into())],
+    ));
+    assert!(
+        e.contains("WRONGPASS") || e.contains("authentication"),
+        "{e}"
+    );
     // The Sentinel's certificate checked as the master's is.
     let e = open_error(tls_options(
         &via,

@@ -84,8 +84,10 @@
 //! the Sentinels listed (port 26379 unless given), asking them in turn
 //! until one answers, at every connection: after a failover, the source
 //! and the sink reconnect to the newly promoted replica. The user,
-//! password and database are the master's; the Sentinels are asked
-//! without a password, and with the same TLS settings as the master.
+//! password and database are the master's; Sentinels that want a password
+//! of their own (`requirepass` in their configuration) get
+//! `sentinel_password`, and `sentinel_user` for an ACL user. The
+//! Sentinels are reached with the same TLS settings as the master.
 //! Replication is asynchronous: entries the old master confirmed but had
 //! not passed on to the promoted replica are lost with it, and entries a
 //! source acknowledged there can come again (`min-replicas-to-write` on
@@ -131,6 +133,18 @@ pub const REDIS: Connector = Connector {
             role: Role::Both,
             default: Some(DEFAULT_URL),
             help: "redis://[[user]:password@]host[:port][/db], rediss:// with TLS, redis+sentinel://host[:port][,host[:port]...]/master[/db] through Sentinels",
+        },
+        Opt {
+            name: "sentinel_user",
+            role: Role::Both,
+            default: None,
+            help: "with redis+sentinel://: the ACL user to log in to the Sentinels as",
+        },
+        Opt {
+            name: "sentinel_password",
+            role: Role::Both,
+            default: None,
+            help: "with redis+sentinel://: the Sentinels' password (${ENV} or ${file:path})",
         },
         Opt {
             name: "stream",
@@ -234,6 +248,14 @@ pub struct Target {
     user: String,
 }
 
+/// The user and password for the Sentinels, which have their own (the
+/// URL's are the master's).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SentinelLogin {
+    pub user: Option<String>,
+    pub password: Option<String>,
+}
+
 enum Servers {
     Direct(Client),
     /// The master named in the URL, asked of the Sentinels at every
@@ -252,16 +274,25 @@ impl Target {
     pub fn from_options(o: &mut Options) -> Result<Self> {
         let url = o.string_or("url", DEFAULT_URL);
         let tls = Tls::from_options(o, scheme_tls(&url))?;
-        Self::new(&url, tls.as_ref())
+        let login = SentinelLogin {
+            user: o.string("sentinel_user"),
+            password: o.string("sentinel_password"),
+        };
+        Self::new(&url, tls.as_ref(), login)
     }
 
     /// From a URL, without TLS unless its scheme says so.
     pub fn parse(url: &str) -> Result<Self> {
-        Self::new(url, scheme_tls(url).then(Tls::default).as_ref())
+        Self::new(
+            url,
+            scheme_tls(url).then(Tls::default).as_ref(),
+            SentinelLogin::default(),
+        )
     }
 
-    /// `url` with the TLS settings `tls` (None: a plain connection).
-    pub fn new(url: &str, tls: Option<&Tls>) -> Result<Self> {
+    /// `url` with the TLS settings `tls` (None: a plain connection) and,
+    /// for a Sentinel URL, how to log in to the Sentinels.
+    pub fn new(url: &str, tls: Option<&Tls>, sentinel_login: SentinelLogin) -> Result<Self> {
         let shown = redacted(url);
         let bad = |why: String| {
             Error::InvalidInput(format!(
@@ -279,7 +310,12 @@ impl Target {
         }
         let certificates = tls.map(certificates).transpose()?;
         if scheme.ends_with("+sentinel") {
-            return Self::sentinel(rest, tls, certificates, bad);
+            return Self::sentinel(rest, tls, certificates, sentinel_login, bad);
+        }
+        if sentinel_login != SentinelLogin::default() {
+            return Err(bad(
+                "sentinel_user and sentinel_password go with redis+sentinel:// URLs".into(),
+            ));
         }
         let info = url.into_connection_info().map_err(|e| bad(e.to_string()))?;
         let (host, port) = match info.addr() {
@@ -316,6 +352,7 @@ impl Target {
         rest: &str,
         tls: Option<&Tls>,
         certificates: Option<TlsCertificates>,
+        login: SentinelLogin,
         bad: impl Fn(String) -> Error,
     ) -> Result<Self> {
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
@@ -383,6 +420,12 @@ impl Target {
         if let Some(p) = settings.password() {
             builder = builder.set_client_to_redis_password(p);
         }
+        if let Some(u) = &login.user {
+            builder = builder.set_client_to_sentinel_username(u);
+        }
+        if let Some(p) = &login.password {
+            builder = builder.set_client_to_sentinel_password(p);
+        }
         if let (Some(tls), Some(certificates)) = (tls, certificates) {
             let mode = if tls.insecure {
                 TlsMode::Insecure
@@ -404,6 +447,15 @@ impl Target {
         })
     }
 
+    /// The server for messages: "Redis server at host:port", or "Redis
+    /// Sentinels host:port,... master 'name'".
+    fn server(&self) -> String {
+        match self.servers {
+            Servers::Direct(_) => format!("Redis server at {}", self.address),
+            Servers::Sentinel(_) => format!("Redis {}", self.address),
+        }
+    }
+
     /// `host:port` (or the Sentinels and the master's name), for messages.
     pub fn address(&self) -> &str {
         &self.address
@@ -421,19 +473,36 @@ impl Target {
                     .unwrap_or_else(|poisoned| poisoned.into_inner())
                     .get_client();
                 // No Sentinel answered, or none knows the master: try
-                // again later, as with an unreachable server.
-                found.map_err(|e| match self.error(e) {
-                    Error::Connect { detail, .. }
-                    | Error::Refused {
-                        message: detail, ..
+                // again later, as with an unreachable server. A refused
+                // login is not transient.
+                found.map_err(|e| {
+                    let login_refused = e.kind() == ErrorKind::AuthenticationFailed
+                        || matches!(e.code(), Some("WRONGPASS" | "NOAUTH"));
+                    let text = e.to_string();
+                    match self.error(e) {
+                        _ if login_refused => Error::Authentication {
+                            broker: self.server(),
+                            // The Sentinels log in with sentinel_user and
+                            // sentinel_password, the master (checked
+                            // for its role here) with the URL's.
+                            detail: format!(
+                                "a Sentinel or the master refused the login: check \
+                                 sentinel_password (and sentinel_user), and the URL's user \
+                                 and password ({text})"
+                            ),
+                        },
+                        Error::Connect { detail, .. }
+                        | Error::Refused {
+                            message: detail, ..
+                        }
+                        | Error::Protocol {
+                            message: detail, ..
+                        } => Error::Connect {
+                            server: format!("Redis master via {}", self.address),
+                            detail,
+                        },
+                        e => e,
                     }
-                    | Error::Protocol {
-                        message: detail, ..
-                    } => Error::Connect {
-                        server: format!("Redis master via {}", self.address),
-                        detail,
-                    },
-                    e => e,
                 })?
             }
         };
@@ -443,7 +512,7 @@ impl Target {
             // and waits for the rest of its line: no answer, no alert.
             Err(e) if self.tls && e.is_timeout() => {
                 return Err(Error::Connect {
-                    server: format!("Redis server at {}", self.address),
+                    server: self.server(),
                     detail: format!(
                         "no answer within {CONNECT_TIMEOUT:?} ({e}); \
                          if the port is reachable, it may be a plain-text listener: \
@@ -472,7 +541,7 @@ impl Target {
     /// [`Error::Refused`] with its text (`WRONGTYPE ...`).
     pub fn error(&self, e: RedisError) -> Error {
         let text = e.to_string();
-        let server = format!("Redis server at {}", self.address);
+        let server = self.server();
         if let Some(hint) = tls::explain(&text) {
             return Error::Tls {
                 broker: server,
@@ -654,5 +723,13 @@ mod tests {
         .unwrap()
         .to_string();
         assert!(e.contains("/nonexistent/ca.pem"), "{e}");
+        let e = Target::from_options(&mut options(&[
+            ("url", "redis://h"),
+            ("sentinel_password", "x"),
+        ]))
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("go with redis+sentinel://"), "{e}");
     }
 }
