@@ -497,7 +497,8 @@ fn the_database_number_in_the_url_is_the_one_written_and_read() {
     let len = |url: &str| -> usize { command(url, ::redis::cmd("XLEN").arg("numbered")) };
     assert_eq!(len(&db2), 5, "the entries are in database 2");
     assert_eq!(len(&url(&server)), 0, "and not in database 0");
-    let mut source = redis::source(&db2, "numbered", "g", "c").unwrap();
+    // Read with RESP2 whatever the URL asks for.
+    let mut source = redis::source(&format!("{db2}?protocol=resp3"), "numbered", "g", "c").unwrap();
     assert_eq!(
         collect(&mut source, 5, Duration::from_secs(5)),
         (0..5).map(|i| record("numbered", i)).collect::<Vec<_>>()

@@ -109,7 +109,8 @@ use std::time::Duration;
 
 use ::redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use ::redis::{
-    Client, ConnectionAddr, ErrorKind, IntoConnectionInfo, RedisError, TlsCertificates, TlsMode,
+    Client, ConnectionAddr, ErrorKind, IntoConnectionInfo, ProtocolVersion, RedisError,
+    TlsCertificates, TlsMode,
 };
 use riffle::connect::Delivery;
 use riffle::{Error, Result};
@@ -309,7 +310,7 @@ impl Target {
             return Err(bad(format!("{scheme}:// with tls=false")));
         }
         let certificates = tls.map(certificates).transpose()?;
-        if scheme.ends_with("+sentinel") {
+        if matches!(scheme.as_str(), "redis+sentinel" | "rediss+sentinel") {
             return Self::sentinel(rest, tls, certificates, sentinel_login, bad);
         }
         if sentinel_login != SentinelLogin::default() {
@@ -318,6 +319,10 @@ impl Target {
             ));
         }
         let info = url.into_connection_info().map_err(|e| bad(e.to_string()))?;
+        // Replies are read as RESP2's (arrays, not RESP3's maps), whatever
+        // the URL's `?protocol=`.
+        let settings = info.redis_settings().clone();
+        let info = info.set_redis_settings(settings.set_protocol(ProtocolVersion::RESP2));
         let (host, port) = match info.addr() {
             ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
                 (host.clone(), *port)
@@ -413,7 +418,8 @@ impl Target {
         let settings = info.redis_settings();
         let mut builder = SentinelClientBuilder::new(sentinels, master, SentinelServerType::Master)
             .map_err(|e| bad(e.to_string()))?
-            .set_client_to_redis_db(settings.db());
+            .set_client_to_redis_db(settings.db())
+            .set_client_to_redis_protocol(ProtocolVersion::RESP2);
         if let Some(u) = settings.username() {
             builder = builder.set_client_to_redis_username(u);
         }
