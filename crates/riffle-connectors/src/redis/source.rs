@@ -165,7 +165,7 @@ impl RedisSource {
             .set_read_timeout(Some(block + Duration::from_secs(10)))
             .and_then(|()| cmd.query(conn))
             .map_err(|e| self.target.error(e))?;
-        let entries = parse_entries(&reply)?;
+        let entries = parse_entries(reply)?;
         if id.is_some() {
             match entries.last() {
                 // Every pending entry is read: new ones are next.
@@ -200,47 +200,55 @@ fn refused_for(e: &Error, code: &str) -> bool {
 /// The entries of an XREADGROUP reply (RESP2: `[[stream, [[id, [field,
 /// value, ...]], ...]]]`, nil when nothing came), fields in their order,
 /// which the client's typed stream replies (hash maps) would lose.
-fn parse_entries(reply: &Value) -> Result<Vec<Entry>> {
+fn parse_entries(reply: Value) -> Result<Vec<Entry>> {
     let bad = || Error::Protocol {
         server: "redis".into(),
-        message: format!("redis: unexpected XREADGROUP reply {reply:?}"),
+        message:
+            "redis: an XREADGROUP reply not shaped [[stream, [[id, [field, value, ...]], ...]]]"
+                .into(),
     };
-    fn items(v: &Value) -> Option<&[Value]> {
+    // Taken apart by value: the field values move into the records.
+    fn items(v: Value) -> Option<Vec<Value>> {
         match v {
             Value::Array(items) => Some(items),
-            Value::Nil => Some(&[]),
+            Value::Nil => Some(Vec::new()),
             _ => None,
         }
     }
-    let bytes = |v: &Value| -> Option<Vec<u8>> {
+    fn bytes(v: Value) -> Option<Vec<u8>> {
         match v {
-            Value::BulkString(b) => Some(b.clone()),
-            Value::SimpleString(s) => Some(s.clone().into_bytes()),
+            Value::BulkString(b) => Some(b),
+            Value::SimpleString(s) => Some(s.into_bytes()),
             _ => None,
         }
-    };
+    }
+    fn pair(v: Value) -> Option<(Value, Value)> {
+        let mut items = items(v)?.into_iter();
+        match (items.next(), items.next(), items.next()) {
+            (Some(a), Some(b), None) => Some((a, b)),
+            _ => None,
+        }
+    }
     let mut entries = Vec::new();
     for stream in items(reply).ok_or_else(bad)? {
-        let [_name, list] = items(stream).ok_or_else(bad)? else {
-            return Err(bad());
-        };
+        let (_name, list) = pair(stream).ok_or_else(bad)?;
         for entry in items(list).ok_or_else(bad)? {
-            let [id, fields] = items(entry).ok_or_else(bad)? else {
-                return Err(bad());
-            };
+            let (id, fields) = pair(entry).ok_or_else(bad)?;
             let id = String::from_utf8_lossy(&bytes(id).ok_or_else(bad)?).into_owned();
             let fields = match fields {
                 Value::Nil => None,
-                f => Some(
-                    items(f)
-                        .ok_or_else(bad)?
-                        .chunks(2)
-                        .map(|pair| match pair {
-                            [k, v] => Ok((bytes(k).ok_or_else(bad)?, bytes(v).ok_or_else(bad)?)),
-                            _ => Err(bad()),
-                        })
-                        .collect::<Result<Vec<_>>>()?,
-                ),
+                f => {
+                    let f = items(f).ok_or_else(bad)?;
+                    if f.len() % 2 != 0 {
+                        return Err(bad());
+                    }
+                    let mut f = f.into_iter();
+                    let mut out = Vec::with_capacity(f.len() / 2);
+                    while let (Some(k), Some(v)) = (f.next(), f.next()) {
+                        out.push((bytes(k).ok_or_else(bad)?, bytes(v).ok_or_else(bad)?));
+                    }
+                    Some(out)
+                }
             };
             entries.push((id, fields));
         }
@@ -359,7 +367,7 @@ mod tests {
                 Value::Array(vec![b("1-2"), Value::Nil]),
             ]),
         ])]);
-        let entries = parse_entries(&reply).unwrap();
+        let entries = parse_entries(reply).unwrap();
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[1], ("1-2".to_owned(), None));
         let (id, fields) = entries.into_iter().next().unwrap();
@@ -368,7 +376,7 @@ mod tests {
         let mut want = Record::new("s", Some(b"k"), "v");
         want.headers.push(("h".into(), b"x".to_vec()));
         assert_eq!(r, want);
-        assert!(parse_entries(&Value::Int(1)).is_err());
-        assert!(parse_entries(&Value::Nil).unwrap().is_empty());
+        assert!(parse_entries(Value::Int(1)).is_err());
+        assert!(parse_entries(Value::Nil).unwrap().is_empty());
     }
 }
