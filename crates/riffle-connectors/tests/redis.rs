@@ -4,12 +4,11 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{free_port, program, scratch_dir, ClosedPort, Server};
+use common::{free_port, program, scratch_dir, Certs, ClosedPort, Server};
 use riffle::connect::{Pipeline, Record, Sink, Source};
 use riffle_connectors::redis::{self, RedisSource};
 
@@ -42,6 +41,97 @@ fn redis_server(name: &str) -> Server {
 
 fn url(s: &Server) -> String {
     format!("redis://{}", s.address())
+}
+
+/// Runs one command on the server at `url`, for setting up and checking
+/// from outside the connector.
+fn command<T: ::redis::FromRedisValue>(url: &str, cmd: &::redis::Cmd) -> T {
+    let mut conn = ::redis::Client::open(url)
+        .unwrap()
+        .get_connection_with_timeout(Duration::from_secs(5))
+        .unwrap();
+    cmd.query(&mut conn).unwrap()
+}
+
+fn env() -> riffle_connectors::Env {
+    riffle_connectors::Env {
+        log: Box::new(|_| Err(riffle::Error::InvalidInput("no log".into()))),
+    }
+}
+
+/// A redis-server with a plain port (`port`, for setting up) and a TLS
+/// port that wants a client certificate signed by `certs.ca`, a password
+/// for the default user, and an ACL user `riffle` (password `s3cret`)
+/// allowed only on keys starting with `allowed`. Returns the server and
+/// its TLS port.
+fn redis_tls_server(name: &str, certs: &Certs) -> (Server, u16) {
+    let tls_port = free_port().to_string();
+    let (ca, cert, key) = (
+        Certs::s(&certs.ca),
+        Certs::s(&certs.server_cert),
+        Certs::s(&certs.server_key),
+    );
+    let mut s = Server::new(
+        "redis-server",
+        program("redis-server", "redis-server"),
+        &[
+            "--port",
+            "{port}",
+            "--tls-port",
+            &tls_port,
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            "{dir}",
+            "--save",
+            "",
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &ca,
+            "--tls-auth-clients",
+            "yes",
+            "--requirepass",
+            "admin",
+            "--user",
+            "riffle",
+            "on",
+            ">s3cret",
+            "~allowed*",
+            "+@all",
+        ],
+        free_port(),
+        scratch_dir(name),
+    );
+    s.start();
+    // The TLS port opens with the plain one; wait for it all the same.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", tls_port.parse::<u16>().unwrap())).is_err() {
+        assert!(Instant::now() < deadline, "no TLS port: {}", s.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (s, tls_port.parse().unwrap())
+}
+
+/// Registry options for the `riffle` user over TLS with the client
+/// certificate, plus `extra`.
+fn tls_options(url: &str, certs: &Certs, extra: &[(&str, String)]) -> riffle_connectors::Options {
+    let mut pairs = vec![
+        ("url", url.to_owned()),
+        ("tls_ca", Certs::s(&certs.ca)),
+        ("tls_cert", Certs::s(&certs.client_cert)),
+        ("tls_key", Certs::s(&certs.client_key)),
+    ];
+    for (k, v) in extra {
+        match pairs.iter_mut().find(|(n, _)| n == k) {
+            Some(p) => p.1 = v.clone(),
+            None => pairs.push((k, v.clone())),
+        }
+    }
+    pairs.retain(|(_, v)| !v.is_empty());
+    riffle_connectors::Options::from_pairs("redis", pairs)
 }
 
 fn record(topic: &str, i: usize) -> Record {
@@ -237,11 +327,11 @@ fn entries_polled_but_not_acknowledged_come_again() {
 fn a_refused_xadd_refuses_only_its_record_with_the_servers_reason() {
     let server = redis_server("redis-refused");
     // A plain string where the sink expects a stream.
-    let mut raw = std::net::TcpStream::connect(server.address()).unwrap();
-    raw.write_all(b"SET notastream x\r\n").unwrap();
-    let mut ok = [0; 5];
-    raw.read_exact(&mut ok).unwrap();
-    assert_eq!(&ok, b"+OK\r\n");
+    let reply: String = command(
+        &url(&server),
+        ::redis::cmd("SET").arg("notastream").arg("x"),
+    );
+    assert_eq!(reply, "OK");
 
     let mut sink = redis::sink(&url(&server), "{topic}").unwrap();
     sink.send(&record("fine", 1)).unwrap();
@@ -265,10 +355,11 @@ fn a_refused_xadd_refuses_only_its_record_with_the_servers_reason() {
 #[test]
 fn a_pipeline_dead_letters_the_record_redis_refuses_and_copies_the_rest_once() {
     let server = redis_server("redis-dead-letter");
-    let mut raw = std::net::TcpStream::connect(server.address()).unwrap();
-    raw.write_all(b"SET notastream x\r\n").unwrap();
-    let mut ok = [0; 5];
-    raw.read_exact(&mut ok).unwrap();
+    let reply: String = command(
+        &url(&server),
+        ::redis::cmd("SET").arg("notastream").arg("x"),
+    );
+    assert_eq!(reply, "OK");
     // Records keyed by where they go: all to "out" but one.
     let mut feed = redis::sink(&url(&server), "in").unwrap();
     for i in 0..100 {
@@ -336,9 +427,7 @@ fn an_unreachable_server_is_named_within_seconds() {
 #[test]
 fn unknown_options_are_refused_before_connecting() {
     let c = riffle_connectors::registry::find("redis").unwrap();
-    let env = riffle_connectors::Env {
-        log: Box::new(|_| Err(riffle::Error::InvalidInput("no log".into()))),
-    };
+    let env = env();
     let o = riffle_connectors::Options::from_pairs(
         "redis",
         [
@@ -358,9 +447,7 @@ fn a_group_from_dollar_reads_only_new_entries() {
     sink.send(&record("news", 0)).unwrap();
     sink.flush(Duration::from_secs(5)).unwrap();
 
-    let env = riffle_connectors::Env {
-        log: Box::new(|_| Err(riffle::Error::InvalidInput("no log".into()))),
-    };
+    let env = env();
     let options = |group: &str, from: &str| {
         riffle_connectors::Options::from_pairs(
             "redis",
@@ -395,4 +482,423 @@ fn a_group_from_dollar_reads_only_new_entries() {
             server.address()
         )
     );
+}
+
+#[test]
+fn the_database_number_in_the_url_is_the_one_written_and_read() {
+    let server = redis_server("redis-db");
+    let db2 = format!("{}/2", url(&server));
+    let mut sink = redis::sink(&db2, "{topic}").unwrap();
+    for i in 0..5 {
+        sink.send(&record("numbered", i)).unwrap();
+    }
+    sink.flush(Duration::from_secs(5)).unwrap();
+
+    let len = |url: &str| -> usize { command(url, ::redis::cmd("XLEN").arg("numbered")) };
+    assert_eq!(len(&db2), 5, "the entries are in database 2");
+    assert_eq!(len(&url(&server)), 0, "and not in database 0");
+    // Read with RESP2 whatever the URL asks for.
+    let mut source = redis::source(&format!("{db2}?protocol=resp3"), "numbered", "g", "c").unwrap();
+    assert_eq!(
+        collect(&mut source, 5, Duration::from_secs(5)),
+        (0..5).map(|i| record("numbered", i)).collect::<Vec<_>>()
+    );
+    let e = redis::sink(&format!("{}/x", url(&server)), "s")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("redis: URL"), "{e}");
+}
+
+#[test]
+fn an_acl_user_over_tls_with_a_client_certificate_round_trips() {
+    let certs = Certs::new("redis-tls-round-trip");
+    let (server, tls_port) = redis_tls_server("redis-tls-round-trip", &certs);
+    // The password from a file, as a deployment would keep it.
+    let secret = server.dir.join("password");
+    std::fs::write(&secret, "s3cret").unwrap();
+    let url = format!(
+        "rediss://riffle:${{file:{}}}@127.0.0.1:{tls_port}/3",
+        secret.display()
+    );
+    let sent: Vec<Record> = (0..50).map(|i| record("allowed-in", i)).collect();
+    let mut sink =
+        riffle_connectors::registry::sink(tls_options(&url, &certs, &[]), &env()).unwrap();
+    for r in &sent {
+        sink.send(r).unwrap();
+    }
+    sink.flush(Duration::from_secs(5)).unwrap();
+
+    let mut source = riffle_connectors::registry::source(
+        tls_options(&url, &certs, &[("stream", "allowed-in".into())]),
+        &env(),
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got.len() < sent.len() && Instant::now() < deadline {
+        source
+            .poll(&mut got, 100, Duration::from_millis(200))
+            .unwrap();
+        source.ack().unwrap();
+    }
+    assert_eq!(got, sent);
+    // Written as that user, in database 3 (seen from the plain port).
+    let plain = format!("redis://riffle:s3cret@{}/3", server.address());
+    let len: usize = command(&plain, ::redis::cmd("XLEN").arg("allowed-in"));
+    assert_eq!(len, 50);
+    let pending: ::redis::Value = command(
+        &plain,
+        ::redis::cmd("XPENDING").arg("allowed-in").arg("riffle"),
+    );
+    assert!(
+        matches!(&pending, ::redis::Value::Array(v) if v[0] == ::redis::Value::Int(0)),
+        "everything acknowledged: {pending:?}"
+    );
+
+    // tls_insecure accepts the certificate without its CA.
+    let mut insecure = riffle_connectors::registry::sink(
+        tls_options(
+            &url,
+            &certs,
+            &[("tls_ca", String::new()), ("tls_insecure", "true".into())],
+        ),
+        &env(),
+    )
+    .unwrap();
+    insecure.send(&record("allowed-in", 50)).unwrap();
+    insecure.flush(Duration::from_secs(5)).unwrap();
+}
+
+#[test]
+fn an_acl_denial_refuses_only_the_record_it_concerns() {
+    let certs = Certs::new("redis-acl-denial");
+    let (_server, tls_port) = redis_tls_server("redis-acl-denial", &certs);
+    let url = format!("rediss://riffle:s3cret@127.0.0.1:{tls_port}");
+    let mut sink = riffle_connectors::registry::sink(
+        tls_options(&url, &certs, &[("stream", "{key}".into())]),
+        &env(),
+    )
+    .unwrap();
+    let to = |stream: &str, i: usize| {
+        let mut r = record("t", i);
+        r.key = Some(stream.into());
+        r
+    };
+    sink.send(&to("allowed-a", 1)).unwrap();
+    sink.send(&to("forbidden", 2)).unwrap();
+    sink.send(&to("allowed-a", 3)).unwrap();
+    let e = sink.flush(Duration::from_secs(5)).unwrap_err();
+    let riffle::Error::Unconfirmed(u) = &e else {
+        panic!("{e:?}")
+    };
+    assert_eq!((u.settled, u.refused.len()), (3, 1), "{u:?}");
+    assert_eq!(u.refused[0].0, 1);
+    assert!(u.refused[0].1.contains("NOPERM"), "{u:?}");
+    assert!(!e.is_transient(), "{e}");
+}
+
+/// The error opening a sink with `options`, checked to come within
+/// seconds and on one line.
+fn open_error(options: riffle_connectors::Options) -> String {
+    let started = Instant::now();
+    let e = riffle_connectors::registry::sink(options, &env())
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(started.elapsed() < Duration::from_secs(8), "{e}");
+    assert!(!e.contains('\n'), "one line: {e}");
+    e
+}
+
+#[test]
+fn wrong_credentials_and_certificates_are_named_within_seconds() {
+    let certs = Certs::new("redis-tls-refusals");
+    let (server, tls_port) = redis_tls_server("redis-tls-refusals", &certs);
+    let tls_url = |user: &str| format!("rediss://{user}@127.0.0.1:{tls_port}");
+
+    let e = open_error(tls_options(&tls_url("riffle:wrong"), &certs, &[]));
+    assert!(
+        e.starts_with("authentication failed at Redis server at 127.0.0.1:"),
+        "{e}"
+    );
+    assert!(e.contains("wrong password for user 'riffle'"), "{e}");
+    let e = open_error(tls_options(&tls_url("nobody:s3cret"), &certs, &[]));
+    assert!(e.contains("authentication failed"), "{e}");
+    let e = open_error(tls_options(
+        &format!("rediss://127.0.0.1:{tls_port}"),
+        &certs,
+        &[],
+    ));
+    assert!(e.contains("the server wants a password"), "{e}");
+
+    let e = open_error(tls_options(
+        &tls_url("riffle:s3cret"),
+        &certs,
+        &[("tls_ca", Certs::s(&certs.other_ca))],
+    ));
+    assert!(e.starts_with("TLS handshake failed"), "{e}");
+    assert!(e.contains("give its CA with tls_ca"), "{e}");
+
+    let e = open_error(tls_options(
+        &tls_url("riffle:s3cret"),
+        &certs,
+        &[("tls_cert", String::new()), ("tls_key", String::new())],
+    ));
+    assert!(e.contains("client certificate"), "{e}");
+
+    // TLS to the plain-text port.
+    let e = open_error(tls_options(
+        &format!("rediss://riffle:s3cret@{}", server.address()),
+        &certs,
+        &[],
+    ));
+    assert!(e.contains("plain-text listener"), "{e}");
+
+    // The password is not repeated in messages.
+    let e = open_error(riffle_connectors::Options::from_pairs(
+        "redis",
+        [("url", "redis://riffle:s3cret@127.0.0.1:1/x")],
+    ));
+    assert!(!e.contains("s3cret"), "{e}");
+}
+
+/// A Sentinel watching the master at `master_port` under the name `main`,
+/// quick to declare it down.
+fn sentinel(name: &str, master_port: u16) -> Server {
+    let dir = scratch_dir(name);
+    let port = free_port();
+    std::fs::write(
+        dir.join("sentinel.conf"),
+        format!(
+            "port {port}\nbind 127.0.0.1\ndir {}\n\
+             sentinel monitor main 127.0.0.1 {master_port} 1\n\
+             sentinel down-after-milliseconds main 1000\n\
+             sentinel failover-timeout main 10000\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let mut s = Server::new(
+        "redis-sentinel",
+        program("redis-server", "redis-server"),
+        &["{dir}/sentinel.conf", "--sentinel"],
+        port,
+        dir,
+    );
+    s.start();
+    s
+}
+
+#[test]
+fn a_master_found_through_sentinels_round_trips_on_the_urls_database() {
+    let master = redis_server("redis-sentinel-master");
+    let watcher = sentinel("redis-sentinel", master.port);
+    // The first Sentinel listed is down: the next one answers.
+    let down = ClosedPort::new();
+    let via = format!(
+        "redis+sentinel://127.0.0.1:{},{}/main/4",
+        down.port,
+        watcher.address()
+    );
+    let mut sink = redis::sink(&via, "{topic}").unwrap();
+    assert!(
+        sink.describe().contains("master 'main'"),
+        "{}",
+        sink.describe()
+    );
+    let sent: Vec<Record> = (0..20).map(|i| record("watched", i)).collect();
+    for r in &sent {
+        sink.send(r).unwrap();
+    }
+    sink.flush(Duration::from_secs(5)).unwrap();
+    let len: usize = command(
+        &format!("{}/4", url(&master)),
+        ::redis::cmd("XLEN").arg("watched"),
+    );
+    assert_eq!(len, 20, "on the master, in database 4");
+    let mut source = redis::source(&via, "watched", "g", "c").unwrap();
+    assert_eq!(collect(&mut source, 20, Duration::from_secs(5)), sent);
+
+    // A master name no Sentinel knows, and no Sentinel at all.
+    let e = redis::sink(&via.replace("/main/", "/other/"), "s")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("master 'other'"), "{e}");
+    let e = redis::sink(
+        &format!("redis+sentinel://127.0.0.1:{}/main", down.port),
+        "s",
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.starts_with("cannot reach Redis master via"), "{e}");
+}
+
+#[test]
+fn after_a_failover_the_sink_writes_to_the_new_master() {
+    let mut master = redis_server("redis-failover-master");
+    let mut replica = Server::new(
+        "redis-server",
+        program("redis-server", "redis-server"),
+        &[
+            "--port",
+            "{port}",
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            "{dir}",
+            "--save",
+            "",
+            "--replicaof",
+            "127.0.0.1",
+            &master.port.to_string(),
+        ],
+        free_port(),
+        scratch_dir("redis-failover-replica"),
+    );
+    replica.start();
+    let watcher = sentinel("redis-failover-sentinel", master.port);
+    let via = format!("redis+sentinel://{}/main", watcher.address());
+
+    let mut sink = redis::sink(&via, "{topic}").unwrap();
+    for i in 0..10 {
+        sink.send(&record("kept", i)).unwrap();
+    }
+    sink.flush(Duration::from_secs(5)).unwrap();
+    // Replicated before the master goes away.
+    let acked: i64 = command(&url(&master), ::redis::cmd("WAIT").arg(1).arg(5000));
+    assert_eq!(acked, 1);
+    // The Sentinel must know the replica to promote it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let replicas: Vec<::redis::Value> = command(
+            &url(&watcher),
+            ::redis::cmd("SENTINEL").arg("REPLICAS").arg("main"),
+        );
+        if !replicas.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the Sentinel never saw the replica"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    master.kill();
+
+    // Sent again until a flush succeeds, as a pipeline does.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let attempt = (10..20)
+            .try_for_each(|i| sink.send(&record("kept", i)))
+            .and_then(|()| sink.flush(Duration::from_secs(2)));
+        match attempt {
+            Ok(()) => break,
+            Err(e) => {
+                assert!(e.is_transient(), "{e}");
+                assert!(Instant::now() < deadline, "no new master: {e}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+    let role: Vec<::redis::Value> = command(&url(&replica), &::redis::cmd("ROLE"));
+    assert_eq!(role[0], ::redis::Value::BulkString(b"master".to_vec()));
+    let mut source = redis::source(&via, "kept", "g", "c").unwrap();
+    let got = collect(&mut source, 20, Duration::from_secs(10));
+    assert_eq!(got, (0..20).map(|i| record("kept", i)).collect::<Vec<_>>());
+}
+
+#[test]
+fn sentinels_and_master_over_tls_with_an_acl_user() {
+    let certs = Certs::new("redis-sentinel-tls");
+    let (master, master_tls) = redis_tls_server("redis-sentinel-tls-master", &certs);
+    // A Sentinel listening only with TLS, talking TLS to the master too.
+    let dir = scratch_dir("redis-sentinel-tls");
+    let port = free_port();
+    std::fs::write(
+        dir.join("sentinel.conf"),
+        format!(
+            "port 0\ntls-port {port}\nbind 127.0.0.1\ndir {dir}\n\
+             tls-cert-file {cert}\ntls-key-file {key}\ntls-ca-cert-file {ca}\n\
+             tls-auth-clients yes\ntls-replication yes\n\
+             sentinel monitor main 127.0.0.1 {master_tls} 1\n\
+             sentinel auth-pass main admin\nrequirepass watcher\n",
+            dir = dir.display(),
+            cert = Certs::s(&certs.server_cert),
+            key = Certs::s(&certs.server_key),
+            ca = Certs::s(&certs.ca),
+        ),
+    )
+    .unwrap();
+    let mut watcher = Server::new(
+        "redis-sentinel",
+        program("redis-server", "redis-server"),
+        &["{dir}/sentinel.conf", "--sentinel"],
+        port,
+        dir,
+    );
+    watcher.start();
+
+    let via = format!("rediss+sentinel://riffle:s3cret@127.0.0.1:{port}/main/5");
+    let sentinel_password = [("sentinel_password", "watcher".to_owned())];
+    let mut sink =
+        riffle_connectors::registry::sink(tls_options(&via, &certs, &sentinel_password), &env())
+            .unwrap();
+    let sent: Vec<Record> = (0..10).map(|i| record("allowed-s", i)).collect();
+    for r in &sent {
+        sink.send(r).unwrap();
+    }
+    sink.flush(Duration::from_secs(5)).unwrap();
+    let len: usize = command(
+        &format!("redis://riffle:s3cret@{}/5", master.address()),
+        ::redis::cmd("XLEN").arg("allowed-s"),
+    );
+    assert_eq!(len, 10);
+    let mut source = riffle_connectors::registry::source(
+        tls_options(
+            &via,
+            &certs,
+            &[("stream", "allowed-s".into()), sentinel_password[0].clone()],
+        ),
+        &env(),
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got.len() < sent.len() && Instant::now() < deadline {
+        source
+            .poll(&mut got, 100, Duration::from_millis(200))
+            .unwrap();
+        source.ack().unwrap();
+    }
+    assert_eq!(got, sent);
+
+    // Without the Sentinel's password, or with a wrong one.
+    let e = open_error(tls_options(&via, &certs, &[]));
+    assert!(
+        e.starts_with("authentication failed at Redis Sentinels 127.0.0.1:"),
+        "{e}"
+    );
+    assert!(
+        e.contains("sentinel_password") && e.contains("NOAUTH"),
+        "{e}"
+    );
+    let e = open_error(tls_options(
+        &via,
+        &certs,
+        &[("sentinel_password", "wrong".into())],
+    ));
+    assert!(
+        e.contains("WRONGPASS") || e.contains("authentication"),
+        "{e}"
+    );
+    // The Sentinel's certificate checked as the master's is.
+    let e = open_error(tls_options(
+        &via,
+        &certs,
+        &[("tls_ca", Certs::s(&certs.other_ca))],
+    ));
+    assert!(e.contains("give its CA with tls_ca"), "{e}");
 }

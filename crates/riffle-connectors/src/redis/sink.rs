@@ -2,10 +2,11 @@
 
 use std::time::{Duration, Instant};
 
+use ::redis::{Connection, Value};
 use riffle::connect::{render, Delivery, Record, Sink, Unconfirmed};
 use riffle::{Error, Result};
 
-use super::client::{Conn, Target, Value};
+use super::Target;
 use crate::net::Backoff;
 
 /// How much may be queued before it is written out, replies still unread.
@@ -21,21 +22,25 @@ pub struct RedisSink {
     target: Target,
     stream: String,
     maxlen: Option<u64>,
-    conn: Option<Conn>,
+    conn: Option<Connection>,
+    /// Packed XADDs not yet written.
+    out: Vec<u8>,
     /// XADDs written (or queued) whose replies are not read yet.
     in_flight: usize,
     backoff: Backoff,
 }
 
 impl RedisSink {
-    /// Connects; an unreachable server is an error here, within seconds.
+    /// Connects; an unreachable server, a failed TLS handshake or refused
+    /// credentials are an error here, within seconds.
     pub fn open(target: Target, stream: String, maxlen: Option<u64>) -> Result<Self> {
-        let conn = Conn::open(&target)?;
+        let conn = target.connect()?;
         Ok(Self {
             target,
             stream,
             maxlen,
             conn: Some(conn),
+            out: Vec::new(),
             in_flight: 0,
             backoff: Backoff::default(),
         })
@@ -43,17 +48,20 @@ impl RedisSink {
 
     /// The connection, opened again if it was lost: a few attempts with
     /// backoff, then the error (the pipeline sends the batch again later).
-    fn conn(&mut self) -> Result<&mut Conn> {
+    fn conn(&mut self) -> Result<&mut Connection> {
         if self.conn.is_none() {
             let give_up = Instant::now() + Duration::from_secs(5);
             loop {
-                match Conn::open(&self.target) {
+                match self.target.connect() {
                     Ok(c) => {
                         tracing::info!("reconnected to redis {}", self.target.address());
                         self.backoff.reset();
                         self.conn = Some(c);
                         break;
                     }
+                    // Refused credentials or certificates do not get
+                    // better by trying again.
+                    Err(e) if !e.is_transient() => return Err(e),
                     Err(e) => {
                         let delay = self.backoff.next_delay();
                         if Instant::now() + delay > give_up {
@@ -70,40 +78,64 @@ impl RedisSink {
 
     fn fail(&mut self, e: Error) -> Error {
         self.conn = None;
+        self.out.clear();
         self.in_flight = 0;
         e
     }
 
-    fn try_flush(&mut self, timeout: Duration) -> Result<()> {
-        let sent = self.in_flight;
+    /// Writes the queued XADDs.
+    fn write_out(&mut self) -> Result<()> {
         let Some(conn) = self.conn.as_mut() else {
             return Ok(());
         };
+        let out = std::mem::take(&mut self.out);
+        match conn.send_packed_command(&out) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let e = self.target.error(e);
+                Err(self.fail(e))
+            }
+        }
+    }
+
+    fn try_flush(&mut self, timeout: Duration) -> Result<()> {
+        let sent = self.in_flight;
         let mut refused = Vec::new();
-        let written = conn.flush().and_then(|()| conn.set_timeout(timeout));
-        if let Err(e) = written {
+        if self.conn.is_none() {
+            return Ok(());
+        }
+        if let Err(e) = self.write_out() {
+            return Err(Unconfirmed::transient(0, refused, &e, None));
+        }
+        let conn = self.conn.as_mut().expect("written above");
+        if let Err(e) = conn.set_read_timeout(Some(timeout.max(Duration::from_millis(1)))) {
+            let e = self.target.error(e);
             return Err(Unconfirmed::transient(0, refused, &self.fail(e), None));
         }
         for at in 0..sent {
-            let broken = match conn.reply() {
-                Ok(Value::Bulk(Some(_))) => continue,
+            let broken = match conn.recv_response() {
+                Ok(Value::BulkString(_) | Value::SimpleString(_)) => continue,
                 // An error reply: this XADD was refused, the connection is
                 // fine and the next reply is the next XADD's.
-                Err(Error::Refused { message: text, .. }) => {
+                Ok(Value::ServerError(e)) => {
+                    let text = match e.details() {
+                        Some(detail) => format!("{} {detail}", e.code()),
+                        None => e.code().to_owned(),
+                    };
                     refused.push((
                         at,
-                        format!("redis {}: XADD refused: {text}", conn.address()),
+                        format!("redis {}: XADD refused: {text}", self.target.address()),
                     ));
                     continue;
                 }
                 Ok(other) => Error::Protocol {
-                    server: format!("redis {}", conn.address()),
+                    server: format!("redis {}", self.target.address()),
                     message: format!(
                         "redis {}: XADD answered {other:?} instead of an id",
-                        conn.address()
+                        self.target.address()
                     ),
                 },
-                Err(e) => e,
+                Err(e) => self.target.error(e),
             };
             return Err(Unconfirmed::transient(
                 at,
@@ -127,29 +159,26 @@ impl Sink for RedisSink {
     }
 
     fn send(&mut self, record: &Record) -> Result<()> {
-        let stream = render(&self.stream, record);
-        let maxlen = self.maxlen.map(|n| n.to_string());
-        let conn = self.conn()?;
-        let mut args: Vec<&[u8]> = vec![b"XADD", stream.as_bytes()];
-        if let Some(n) = &maxlen {
-            args.extend([&b"MAXLEN"[..], b"~", n.as_bytes()]);
+        self.conn()?;
+        let mut cmd = ::redis::cmd("XADD");
+        cmd.arg(render(&self.stream, record));
+        if let Some(n) = self.maxlen {
+            cmd.arg("MAXLEN").arg("~").arg(n);
         }
-        args.push(b"*");
+        cmd.arg("*");
         if let Some(k) = &record.key {
-            args.extend([&b"key"[..], k]);
+            cmd.arg("key").arg(&k[..]);
         }
-        args.extend([&b"value"[..], &record.value]);
+        cmd.arg("value").arg(&record.value[..]);
         for (name, v) in &record.headers {
-            args.extend([name.as_bytes(), v]);
+            cmd.arg(name).arg(&v[..]);
         }
-        conn.queue(&args);
-        let written = if conn.queued_bytes() >= WRITE_CHUNK {
-            conn.flush()
-        } else {
-            Ok(())
-        };
+        cmd.write_packed_command(&mut self.out);
         self.in_flight += 1;
-        written.map_err(|e| self.fail(e))
+        if self.out.len() >= WRITE_CHUNK {
+            self.write_out()?;
+        }
+        Ok(())
     }
 
     fn flush(&mut self, timeout: Duration) -> Result<()> {

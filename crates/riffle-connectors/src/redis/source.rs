@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 use riffle::connect::{Delivery, Record, Source};
 use riffle::{Error, Result};
 
-use super::client::{in_context, Conn, Target, Value};
+use ::redis::{Connection, Value};
+
+use super::{in_context, Target};
 use crate::net::Backoff;
 
 /// Where a new group starts reading.
@@ -38,7 +40,7 @@ pub struct RedisSource {
     group: String,
     consumer: String,
     start: Start,
-    conn: Option<Conn>,
+    conn: Option<Connection>,
     /// While re-reading this consumer's pending entries: the id after
     /// which to continue. `None` once they are all read and new entries
     /// (`>`) are next.
@@ -74,19 +76,19 @@ impl RedisSource {
     }
 
     fn connect(&mut self) -> Result<()> {
-        let mut conn = Conn::open(&self.target)?;
-        let from: &[u8] = match self.start {
-            Start::Beginning => b"0",
-            Start::New => b"$",
+        let mut conn = self.target.connect()?;
+        let from = match self.start {
+            Start::Beginning => "0",
+            Start::New => "$",
         };
-        match conn.command(&[
-            b"XGROUP",
-            b"CREATE",
-            self.stream.as_bytes(),
-            self.group.as_bytes(),
-            from,
-            b"MKSTREAM",
-        ]) {
+        let created: ::redis::RedisResult<Value> = ::redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&self.stream)
+            .arg(&self.group)
+            .arg(from)
+            .arg("MKSTREAM")
+            .query(&mut conn);
+        match created.map_err(|e| self.target.error(e)) {
             Ok(_) => {}
             Err(e) if refused_for(&e, "BUSYGROUP") => {}
             Err(e) => {
@@ -143,30 +145,27 @@ impl RedisSource {
     /// entries waiting up to `block`.
     fn read(&mut self, out: &mut Vec<Record>, max: usize, block: Duration) -> Result<usize> {
         let conn = self.conn.as_mut().expect("connected");
-        let count = max.max(1).to_string();
-        let block_ms = block.as_millis().max(1).to_string();
         let id = self.pending_after.clone();
-        let mut args: Vec<&[u8]> = vec![
-            b"XREADGROUP",
-            b"GROUP",
-            self.group.as_bytes(),
-            self.consumer.as_bytes(),
-            b"COUNT",
-            count.as_bytes(),
-        ];
+        let mut cmd = ::redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(&self.group)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(max.max(1));
         match &id {
-            Some(after) => args.extend([&b"STREAMS"[..], self.stream.as_bytes(), after.as_bytes()]),
-            None => args.extend([
-                &b"BLOCK"[..],
-                block_ms.as_bytes(),
-                b"STREAMS",
-                self.stream.as_bytes(),
-                b">",
-            ]),
-        }
-        conn.set_timeout(block + Duration::from_secs(10))?;
-        let reply = conn.command(&args)?;
-        let entries = parse_entries(&reply)?;
+            Some(after) => cmd.arg("STREAMS").arg(&self.stream).arg(after),
+            None => cmd
+                .arg("BLOCK")
+                .arg(block.as_millis().max(1) as u64)
+                .arg("STREAMS")
+                .arg(&self.stream)
+                .arg(">"),
+        };
+        let reply: Value = conn
+            .set_read_timeout(Some(block + Duration::from_secs(10)))
+            .and_then(|()| cmd.query(conn))
+            .map_err(|e| self.target.error(e))?;
+        let entries = parse_entries(reply)?;
         if id.is_some() {
             match entries.last() {
                 // Every pending entry is read: new ones are next.
@@ -198,36 +197,58 @@ fn refused_for(e: &Error, code: &str) -> bool {
     matches!(e, Error::Refused { message, .. } if message.starts_with(code))
 }
 
-fn parse_entries(reply: &Value) -> Result<Vec<Entry>> {
+/// The entries of an XREADGROUP reply (RESP2: `[[stream, [[id, [field,
+/// value, ...]], ...]]]`, nil when nothing came), fields in their order,
+/// which the client's typed stream replies (hash maps) would lose.
+fn parse_entries(reply: Value) -> Result<Vec<Entry>> {
     let bad = || Error::Protocol {
         server: "redis".into(),
-        message: format!("redis: unexpected XREADGROUP reply {reply:?}"),
+        message:
+            "redis: an XREADGROUP reply not shaped [[stream, [[id, [field, value, ...]], ...]]]"
+                .into(),
     };
+    // Taken apart by value: the field values move into the records.
+    fn items(v: Value) -> Option<Vec<Value>> {
+        match v {
+            Value::Array(items) => Some(items),
+            Value::Nil => Some(Vec::new()),
+            _ => None,
+        }
+    }
+    fn bytes(v: Value) -> Option<Vec<u8>> {
+        match v {
+            Value::BulkString(b) => Some(b),
+            Value::SimpleString(s) => Some(s.into_bytes()),
+            _ => None,
+        }
+    }
+    fn pair(v: Value) -> Option<(Value, Value)> {
+        let mut items = items(v)?.into_iter();
+        match (items.next(), items.next(), items.next()) {
+            (Some(a), Some(b), None) => Some((a, b)),
+            _ => None,
+        }
+    }
     let mut entries = Vec::new();
-    for stream in reply.items().ok_or_else(bad)? {
-        let [_name, list] = stream.items().ok_or_else(bad)? else {
-            return Err(bad());
-        };
-        for entry in list.items().ok_or_else(bad)? {
-            let [id, fields] = entry.items().ok_or_else(bad)? else {
-                return Err(bad());
-            };
-            let id = String::from_utf8_lossy(id.bytes().ok_or_else(bad)?).into_owned();
+    for stream in items(reply).ok_or_else(bad)? {
+        let (_name, list) = pair(stream).ok_or_else(bad)?;
+        for entry in items(list).ok_or_else(bad)? {
+            let (id, fields) = pair(entry).ok_or_else(bad)?;
+            let id = String::from_utf8_lossy(&bytes(id).ok_or_else(bad)?).into_owned();
             let fields = match fields {
-                Value::Array(None) | Value::Bulk(None) => None,
-                f => Some(
-                    f.items()
-                        .ok_or_else(bad)?
-                        .chunks(2)
-                        .map(|pair| match pair {
-                            [k, v] => Ok((
-                                k.bytes().ok_or_else(bad)?.to_vec(),
-                                v.bytes().ok_or_else(bad)?.to_vec(),
-                            )),
-                            _ => Err(bad()),
-                        })
-                        .collect::<Result<Vec<_>>>()?,
-                ),
+                Value::Nil => None,
+                f => {
+                    let f = items(f).ok_or_else(bad)?;
+                    if f.len() % 2 != 0 {
+                        return Err(bad());
+                    }
+                    let mut f = f.into_iter();
+                    let mut out = Vec::with_capacity(f.len() / 2);
+                    while let (Some(k), Some(v)) = (f.next(), f.next()) {
+                        out.push((bytes(k).ok_or_else(bad)?, bytes(v).ok_or_else(bad)?));
+                    }
+                    Some(out)
+                }
             };
             entries.push((id, fields));
         }
@@ -310,9 +331,13 @@ impl Source for RedisSource {
                 detail: "not connected".into(),
             });
         };
-        let mut args: Vec<&[u8]> = vec![b"XACK", self.stream.as_bytes(), self.group.as_bytes()];
-        args.extend(ids.iter().map(|id| id.as_bytes()));
-        if let Err(e) = conn.command(&args) {
+        let acked: ::redis::RedisResult<Value> = ::redis::cmd("XACK")
+            .arg(&self.stream)
+            .arg(&self.group)
+            .arg(&ids)
+            .query(conn);
+        if let Err(e) = acked {
+            let e = self.target.error(e);
             self.conn = None;
             return Err(e);
         }
@@ -331,25 +356,18 @@ mod tests {
 
     #[test]
     fn entries_become_records() {
-        let b = |s: &str| Value::Bulk(Some(s.as_bytes().to_vec()));
-        let reply = Value::Array(Some(vec![Value::Array(Some(vec![
+        let b = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let reply = Value::Array(vec![Value::Array(vec![
             b("s"),
-            Value::Array(Some(vec![
-                Value::Array(Some(vec![
+            Value::Array(vec![
+                Value::Array(vec![
                     b("1-1"),
-                    Value::Array(Some(vec![
-                        b("key"),
-                        b("k"),
-                        b("value"),
-                        b("v"),
-                        b("h"),
-                        b("x"),
-                    ])),
-                ])),
-                Value::Array(Some(vec![b("1-2"), Value::Array(None)])),
-            ])),
-        ]))]));
-        let entries = parse_entries(&reply).unwrap();
+                    Value::Array(vec![b("key"), b("k"), b("value"), b("v"), b("h"), b("x")]),
+                ]),
+                Value::Array(vec![b("1-2"), Value::Nil]),
+            ]),
+        ])]);
+        let entries = parse_entries(reply).unwrap();
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[1], ("1-2".to_owned(), None));
         let (id, fields) = entries.into_iter().next().unwrap();
@@ -358,7 +376,7 @@ mod tests {
         let mut want = Record::new("s", Some(b"k"), "v");
         want.headers.push(("h".into(), b"x".to_vec()));
         assert_eq!(r, want);
-        assert!(parse_entries(&Value::Int(1)).is_err());
-        assert!(parse_entries(&Value::Array(None)).unwrap().is_empty());
+        assert!(parse_entries(Value::Int(1)).is_err());
+        assert!(parse_entries(Value::Nil).unwrap().is_empty());
     }
 }
