@@ -6,8 +6,9 @@
 //! Every network connector is a folder with the same parts: its manual
 //! (URL forms, options, TLS, authentication, delivery), its options and
 //! registry entry in `mod.rs`; the connection to its server on the
-//! protocol's own well-kept client crate in `conn.rs` (HTTP has a server
-//! and a client instead, in the source and the sink); and `source.rs` /
+//! protocol's own well-kept client crate in `conn.rs` (Redis's, a few
+//! lines, in `mod.rs`; HTTP has a server in its source and a client in
+//! its sink); and `source.rs` /
 //! `sink.rs` implementing [`riffle::connect::Source`] and
 //! [`riffle::connect::Sink`]. Each is behind the cargo feature of its name.
 //! Its integration test, against the real server (plain and with TLS), is
