@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use riffle::{Error, Result};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
@@ -123,6 +124,18 @@ impl Tls {
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        } else if let Some(name) = &self.server_name {
+            // Clients check the certificate against the host they connect
+            // to; this verifier checks it against the configured name.
+            let name = ServerName::try_from(name.clone())
+                .map_err(|e| Error::InvalidInput(format!("TLS: tls_server_name '{name}': {e}")))?;
+            let inner =
+                WebPkiServerVerifier::builder_with_provider(Arc::new(self.roots()?), provider)
+                    .build()
+                    .map_err(|e| Error::InvalidInput(format!("TLS: {e}")))?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(Named { name, inner }))
         } else {
             builder.with_root_certificates(self.roots()?)
         };
@@ -196,7 +209,15 @@ pub fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
 /// A one-line explanation of a TLS failure in a client's error text,
 /// naming what to change; None when the text is not about TLS.
 pub fn explain(error: &str) -> Option<&'static str> {
-    let e = error.to_ascii_lowercase();
+    // Clients spell the same failure `UnknownIssuer`, `unknown issuer` or
+    // `unknown_issuer`: compared without case, spaces and underscores.
+    let compact = |t: &str| -> String {
+        t.chars()
+            .filter(|c| !matches!(c, ' ' | '_' | '-'))
+            .map(|c| c.to_ascii_lowercase())
+            .collect()
+    };
+    let e = compact(error);
     let hints: [(&[&str], &str); 6] = [
         (
             &["unknownissuer", "unknown issuer", "unknown ca", "self signed", "self-signed"],
@@ -225,8 +246,52 @@ pub fn explain(error: &str) -> Option<&'static str> {
     ];
     hints
         .iter()
-        .find(|(needles, _)| needles.iter().any(|n| e.contains(n)))
+        .find(|(needles, _)| needles.iter().any(|n| e.contains(&compact(n))))
         .map(|(_, hint)| *hint)
+}
+
+/// Verifies the server's certificate as `inner` does, for `name` rather
+/// than the host connected to: `tls_server_name`.
+#[derive(Debug)]
+struct Named {
+    name: ServerName<'static>,
+    inner: Arc<WebPkiServerVerifier>,
+}
+
+impl ServerCertVerifier for Named {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        self.inner
+            .verify_server_cert(end_entity, intermediates, &self.name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 /// Accepts any server certificate: `tls_insecure=true`, and only then.
@@ -334,6 +399,8 @@ mod tests {
         assert!(hint.contains("tls_ca"), "{hint}");
         let hint = explain("invalid peer certificate: NotValidForName").unwrap();
         assert!(hint.contains("tls_server_name"), "{hint}");
+        let hint = explain("received fatal alert: BadCertificate").unwrap();
+        assert!(hint.contains("client certificate"), "{hint}");
         assert_eq!(explain("connection refused"), None);
     }
 }

@@ -59,6 +59,8 @@ pub struct TlsSetup {
     pub config: Arc<rustls::ClientConfig>,
     /// The name the certificates must carry, when not the URL's host.
     pub server_name: Option<String>,
+    /// Whether a client certificate is presented.
+    pub client_cert: bool,
 }
 
 /// How to reach the broker.
@@ -319,10 +321,15 @@ fn open_error(at: &str, params: &Params, e: amqprs::error::Error) -> Error {
                     "no user of the client certificate's name, or EXTERNAL not enabled"
                 }
             };
-            let plain_to_tls = if params.tls.is_none() {
-                "; or the port expects TLS (amqps://)"
-            } else {
-                ""
+            // A broker that requires a client certificate it was not
+            // given closes the connection the same way, once the TLS 1.3
+            // handshake is over on this side.
+            let plain_to_tls = match &params.tls {
+                None => "; or the port expects TLS (amqps://)",
+                Some(t) if !t.client_cert => {
+                    "; or the broker requires a client certificate (tls_cert and tls_key)"
+                }
+                Some(_) => "",
             };
             Error::Refused {
                 server: at.to_owned(),

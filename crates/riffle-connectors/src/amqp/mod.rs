@@ -295,6 +295,7 @@ fn params(o: &mut Options) -> Result<Params> {
         Some(t) => Some(TlsSetup {
             config: t.client_config()?,
             server_name: t.server_name.clone(),
+            client_cert: t.cert.is_some(),
         }),
         None => None,
     };

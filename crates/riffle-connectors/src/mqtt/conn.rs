@@ -26,13 +26,9 @@ use riffle::{Error, Result};
 use rumqttc::v5;
 use rumqttc::v5::mqttbytes::v5 as p5;
 use rumqttc::{Outgoing, QoS, TlsConfiguration, Transport};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::WebPkiServerVerifier;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::ClientConfig;
 
 use crate::runtime;
-use crate::tls::Tls;
 
 /// How long connecting (TCP, TLS and CONNACK) may take before the broker
 /// is reported unreachable, and how long a SUBACK may take after it.
@@ -571,87 +567,6 @@ fn message5(p: p5::Publish) -> Message {
         user_properties: p.properties.map(|p| p.user_properties).unwrap_or_default(),
         qos: p.qos as u8,
         pkid: p.pkid,
-    }
-}
-
-/// The TLS configuration of `tls`. rumqttc checks the server's
-/// certificate against the host it connects to; with `tls_server_name`
-/// the check is made against that name instead, by a verifier that
-/// substitutes it.
-pub fn client_config(tls: &Tls) -> Result<Arc<ClientConfig>> {
-    let config = tls.client_config()?;
-    let Some(name) = tls.server_name.as_deref().filter(|_| !tls.insecure) else {
-        return Ok(config);
-    };
-    let name = ServerName::try_from(name.to_owned()).map_err(|e| {
-        Error::InvalidInput(format!("mqtt: option 'tls_server_name'='{name}': {e}"))
-    })?;
-    let mut roots = RootCertStore::empty();
-    match &tls.ca {
-        Some(ca) => {
-            for c in crate::tls::certificates(ca)? {
-                roots.add(c).map_err(|e| {
-                    Error::InvalidInput(format!("TLS: tls_ca {}: {e}", ca.display()))
-                })?;
-            }
-        }
-        None => {
-            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-        }
-    }
-    // The provider of tls.rs: ring.
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
-        .build()
-        .map_err(|e| Error::InvalidInput(format!("TLS: {e}")))?;
-    let mut config = (*config).clone();
-    config
-        .dangerous()
-        .set_certificate_verifier(Arc::new(CheckedAs { name, inner }));
-    Ok(Arc::new(config))
-}
-
-/// Verifies the server's certificate as `inner` does, for `name`.
-#[derive(Debug)]
-struct CheckedAs {
-    name: ServerName<'static>,
-    inner: Arc<WebPkiServerVerifier>,
-}
-
-impl ServerCertVerifier for CheckedAs {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        self.inner
-            .verify_server_cert(end_entity, intermediates, &self.name, ocsp_response, now)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
     }
 }
 

@@ -354,7 +354,7 @@ fn common(o: &mut Options) -> Result<Settings> {
         }
     };
     let tls = match Tls::from_options(o, scheme_tls.unwrap_or(false))? {
-        Some(t) => Some(conn::client_config(&t)?),
+        Some(t) => Some(t.client_config()?),
         None => None,
     };
     Ok(Settings {

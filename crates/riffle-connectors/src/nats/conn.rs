@@ -10,10 +10,6 @@ use std::time::Duration;
 use async_nats::{Client, ConnectErrorKind, ConnectOptions, Event, ServerAddr, Subscriber};
 use futures_util::StreamExt;
 use riffle::{Error, Result};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::WebPkiServerVerifier;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use crate::net::{Backoff, Url, CONNECT_TIMEOUT};
 use crate::runtime;
@@ -102,7 +98,7 @@ impl Conn {
             }
         };
         if let Some(tls) = &self.tls {
-            let config = client_config(tls)?;
+            let config = Arc::unwrap_or_clone(tls.client_config()?);
             options = options.tls_client_config(config).require_tls(true);
         }
         let scheme = if self.tls.is_some() { "tls" } else { "nats" };
@@ -186,10 +182,7 @@ fn connect_error(server: &str, tls_on: bool, e: &async_nats::ConnectError) -> Er
                 detail: format!("{text} (the server did not accept the credentials: check user, password, token, nkey or credentials)"),
             }
         }
-        _ => match tls::explain(&text)
-            .or_else(|| tls::explain(&words(&text)))
-            .filter(|_| tls_on)
-        {
+        _ => match tls::explain(&text).filter(|_| tls_on) {
             Some(hint) => Error::Tls {
                 broker: server.to_owned(),
                 detail: format!("{text}; {hint}"),
@@ -200,21 +193,6 @@ fn connect_error(server: &str, tls_on: bool, e: &async_nats::ConnectError) -> Er
             },
         },
     }
-}
-
-/// rustls names TLS alerts in CamelCase (`BadCertificate`): spelled as
-/// words too, so that every alert finds its explanation.
-fn words(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 8);
-    let mut previous_lower = false;
-    for c in text.chars() {
-        if c.is_ascii_uppercase() && previous_lower {
-            out.push(' ');
-        }
-        previous_lower = c.is_ascii_lowercase();
-        out.push(c);
-    }
-    out
 }
 
 /// Proves that the server has processed everything this client sent
@@ -273,96 +251,9 @@ fn lost(server: &str, detail: &str) -> Error {
     }
 }
 
-/// The rustls configuration of the common TLS options. async-nats checks
-/// the server's certificate against the URL's host; with
-/// `tls_server_name` the check is made against that name instead.
-fn client_config(tls: &Tls) -> Result<rustls::ClientConfig> {
-    let mut config = Arc::unwrap_or_clone(tls.client_config()?);
-    let Some(name) = tls.server_name.as_ref().filter(|_| !tls.insecure) else {
-        return Ok(config);
-    };
-    let bad = |e: String| Error::InvalidInput(format!("nats: tls_server_name '{name}': {e}"));
-    let name = ServerName::try_from(name.clone()).map_err(|e| bad(e.to_string()))?;
-    let mut roots = RootCertStore::empty();
-    match &tls.ca {
-        Some(ca) => {
-            for c in tls::certificates(ca)? {
-                roots.add(c).map_err(|e| bad(e.to_string()))?;
-            }
-        }
-        None => {
-            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-        }
-    }
-    // ring, as for every connector's TLS.
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
-        .build()
-        .map_err(|e| bad(e.to_string()))?;
-    config
-        .dangerous()
-        .set_certificate_verifier(Arc::new(Renamed { inner, name }));
-    Ok(config)
-}
-
-/// Verifies the server's certificate for a configured name rather than
-/// the host connected to.
-#[derive(Debug)]
-struct Renamed {
-    inner: Arc<WebPkiServerVerifier>,
-    name: ServerName<'static>,
-}
-
-impl ServerCertVerifier for Renamed {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        self.inner
-            .verify_server_cert(end_entity, intermediates, &self.name, ocsp_response, now)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tls_alerts_are_explained() {
-        assert_eq!(
-            words("received fatal alert: BadCertificate"),
-            "received fatal alert: Bad Certificate"
-        );
-        let hint = tls::explain(&words("received fatal alert: BadCertificate")).unwrap();
-        assert!(hint.contains("client certificate"), "{hint}");
-    }
 
     #[test]
     fn reconnection_waits_grow_to_a_cap() {
