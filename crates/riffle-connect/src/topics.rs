@@ -1,8 +1,8 @@
 //! The log (Kafka or embedded) as a source and a sink.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::{connect_headers, render, Delivery, Record, Sink, Source};
 use crate::error::{Error, Result};
@@ -21,7 +21,20 @@ pub struct LogSource {
     describe: String,
     /// (topic, partition, next offset) of records polled and not acked.
     pending: Vec<(String, i32, i64)>,
+    lag: Option<LagProbe>,
 }
+
+/// The group's lag on the source's topics, asked of the log at most every
+/// [`LAG_EVERY`]: it takes a round trip to the broker per topic.
+struct LagProbe {
+    log: Arc<dyn Log>,
+    group: String,
+    topics: Vec<String>,
+    last: Mutex<Option<(Instant, Option<u64>)>>,
+}
+
+/// How often a log source asks for its group's lag.
+const LAG_EVERY: Duration = Duration::from_secs(5);
 
 impl LogSource {
     pub fn new(log: &dyn Log, config: &ConsumerConfig) -> Result<Self> {
@@ -34,7 +47,40 @@ impl LogSource {
                 config.group_id
             ),
             pending: Vec::new(),
+            lag: None,
         })
+    }
+
+    /// Reports the group's lag (records committed offsets are behind the
+    /// ends of its topics' partitions) as [`Source::lag`], measured through
+    /// `log` every few seconds.
+    pub fn measure_lag(mut self, log: Arc<dyn Log>, config: &ConsumerConfig) -> Self {
+        self.lag = Some(LagProbe {
+            log,
+            group: config.group_id.clone(),
+            topics: config.topics.clone(),
+            last: Mutex::new(None),
+        });
+        self
+    }
+}
+
+impl LagProbe {
+    fn get(&self) -> Option<u64> {
+        let mut last = self.last.lock().unwrap();
+        if let Some((at, lag)) = *last {
+            if at.elapsed() < LAG_EVERY {
+                return lag;
+            }
+        }
+        let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+        let lag =
+            crate::process::group_lag(&*self.log, &self.group, &topics, Duration::from_secs(2))
+                .map(|parts| parts.iter().map(|p| p.lag.max(0) as u64).sum())
+                .map_err(|e| tracing::debug!("lag of group {}: {e}", self.group))
+                .ok();
+        *last = Some((Instant::now(), lag));
+        lag
     }
 }
 
@@ -95,6 +141,10 @@ impl Source for LogSource {
             self.consumer.store_offset(&t, p, o)?;
         }
         Ok(())
+    }
+
+    fn lag(&self) -> Option<u64> {
+        self.lag.as_ref().and_then(LagProbe::get)
     }
 
     fn close(&mut self) -> Result<()> {
@@ -213,5 +263,39 @@ mod tests {
         assert!(got[1].headers.is_empty());
         assert_eq!(got[2].headers, [("null".to_owned(), Vec::new())]);
         source.close().unwrap();
+    }
+
+    /// The source reports its group's lag: every record of a topic nothing
+    /// was committed on yet, and nothing once all is read and committed.
+    #[test]
+    fn the_source_reports_its_groups_lag() {
+        let log: Arc<dyn Log> = Arc::new(EmbeddedLog::new());
+        log.create_topic(&TopicSpec::new("t", 2), Duration::from_secs(5))
+            .unwrap();
+        let mut sink = LogSink::new(&*log, "t").unwrap();
+        for i in 0..5 {
+            sink.send(&Record::new("t", Some(format!("k{i}").as_bytes()), "v"))
+                .unwrap();
+        }
+        sink.flush(Duration::from_secs(5)).unwrap();
+        let config = ConsumerConfig::new("lagging", &["t"]);
+        let mut source = LogSource::new(&*log, &config)
+            .unwrap()
+            .measure_lag(log.clone(), &config);
+        assert_eq!(source.lag(), Some(5));
+        let mut got = Vec::new();
+        let start = Instant::now();
+        while got.len() < 5 {
+            assert!(start.elapsed() < Duration::from_secs(10), "{got:?}");
+            source
+                .poll(&mut got, 10, Duration::from_millis(100))
+                .unwrap();
+        }
+        source.ack().unwrap();
+        source.close().unwrap();
+        let fresh = LogSource::new(&*log, &ConsumerConfig::new("other", &["t"]))
+            .unwrap()
+            .measure_lag(log.clone(), &config);
+        assert_eq!(fresh.lag(), Some(0));
     }
 }

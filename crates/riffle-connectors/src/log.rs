@@ -99,7 +99,7 @@ fn source(mut o: Options, env: &Env, c: &Connector) -> Result<LogSource> {
     let mut config = ConsumerConfig::new(group.as_str(), &topics);
     config.offset_reset = from;
     config.client_id = group;
-    LogSource::new(&*log, &config)
+    Ok(LogSource::new(&*log, &config)?.measure_lag(log, &config))
 }
 
 fn sink(mut o: Options, env: &Env, c: &Connector) -> Result<LogSink> {
