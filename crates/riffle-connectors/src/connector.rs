@@ -11,25 +11,7 @@ use riffle::log::Log;
 use riffle::Result;
 
 use crate::options::Options;
-
-/// Which end of a pipeline an option applies to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Source,
-    Sink,
-    Both,
-}
-
-/// One option of a connector, for `--list` and for refusing unknown keys.
-#[derive(Debug, Clone, Copy)]
-pub struct Opt {
-    pub name: &'static str,
-    pub role: Role,
-    /// The default as text; `None` when the option is required (or has no
-    /// default, like a password).
-    pub default: Option<&'static str>,
-    pub help: &'static str,
-}
+pub use crate::options::{Opt, Role};
 
 /// Which log a `kafka` or `embedded` connector wants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

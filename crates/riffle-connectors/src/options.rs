@@ -1,5 +1,6 @@
 //! A connector's options: `key=value` pairs from flags or a pipeline file,
-//! read once each, with unknown keys refused.
+//! read once each, with unknown keys refused; and their descriptions
+//! ([`Opt`]) for `--list`.
 //!
 //! A value may name a secret rather than hold it, so that passwords and
 //! tokens need not be written into a pipeline file or a command line:
@@ -11,6 +12,25 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use riffle::{Error, Result};
+
+/// Which end of a pipeline an option applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Source,
+    Sink,
+    Both,
+}
+
+/// One option of a connector, for `--list` and for refusing unknown keys.
+#[derive(Debug, Clone, Copy)]
+pub struct Opt {
+    pub name: &'static str,
+    pub role: Role,
+    /// The default as text; `None` when the option is required (or has no
+    /// default, like a password).
+    pub default: Option<&'static str>,
+    pub help: &'static str,
+}
 
 /// The options given to one connector. Each getter takes its key out, so
 /// that [`Options::finish`] can name any key nobody asked for.

@@ -20,8 +20,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use crate::connector::{Opt, Role};
-use crate::options::Options;
+use crate::options::{Opt, Options, Role};
 
 /// The TLS options every network connector takes, for its option list.
 pub const OPTIONS: [Opt; 6] = [
