@@ -124,8 +124,8 @@ fn parse_url(text: &str) -> Result<Target> {
         (Some(user), password) => {
             let pair = format!(
                 "{}:{}",
-                percent_decode(user),
-                percent_decode(password.as_deref().unwrap_or(""))
+                riffle::serve::http::decode(user),
+                riffle::serve::http::decode(password.as_deref().unwrap_or(""))
             );
             Some(format!("Basic {}", base64(pair.as_bytes())))
         }
@@ -151,25 +151,6 @@ fn redact(url: &str) -> String {
         }
         None => url.to_owned(),
     }
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn base64(data: &[u8]) -> String {
