@@ -42,6 +42,17 @@ pub const LATENCY_BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0,
 ];
 
+/// [`LATENCY_BUCKETS`] in microseconds.
+const BUCKETS_MICROS: [u64; LATENCY_BUCKETS.len()] = {
+    let mut us = [0; LATENCY_BUCKETS.len()];
+    let mut i = 0;
+    while i < us.len() {
+        us[i] = (LATENCY_BUCKETS[i] * 1e6) as u64;
+        i += 1;
+    }
+    us
+};
+
 /// A distribution of durations over [`LATENCY_BUCKETS`].
 #[derive(Debug, Default)]
 pub struct HistogramData {
@@ -123,11 +134,12 @@ impl LocalHistogram {
     /// Records one duration, in milliseconds.
     pub fn observe_millis(&mut self, ms: i64) {
         let ms = ms.max(0) as u64;
-        let secs = ms as f64 / 1000.0;
-        let i = LATENCY_BUCKETS
+        // Whole numbers compared, as this runs for every record consumed.
+        let us = ms.saturating_mul(1000);
+        let i = BUCKETS_MICROS
             .iter()
-            .position(|b| secs <= *b)
-            .unwrap_or(LATENCY_BUCKETS.len());
+            .position(|b| us <= *b)
+            .unwrap_or(BUCKETS_MICROS.len());
         self.buckets[i] += 1;
         self.sum_millis += ms;
     }
@@ -351,6 +363,21 @@ pub fn global() -> &'static Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_duration_on_a_bound_counts_in_that_bound() {
+        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+            let mut local = LocalHistogram::default();
+            let ms = (bound * 1000.0).floor() as i64;
+            local.observe_millis(ms);
+            assert_eq!(
+                local.buckets[i], 1,
+                "{ms} ms belongs to the {bound} s bucket"
+            );
+            local.observe_millis(ms + 1);
+            assert_eq!(local.buckets[i + 1], 1, "{} ms is above {bound} s", ms + 1);
+        }
+    }
 
     #[test]
     fn counters_are_shared_per_name_and_labels_and_rendered() {

@@ -177,8 +177,10 @@ impl LogConsumer for KafkaConsumer {
             self.drain_events(visit());
             match msg {
                 Some(Ok(m)) => {
+                    // Read once: rdkafka checks the name's UTF-8 each time.
+                    let topic = m.topic();
                     let processed = visit().record(RecordRef {
-                        topic: m.topic(),
+                        topic,
                         partition: m.partition(),
                         offset: m.offset(),
                         key: m.key(),
@@ -189,7 +191,7 @@ impl LogConsumer for KafkaConsumer {
                     if processed {
                         mark(
                             self.consumer.context(),
-                            m.topic(),
+                            topic,
                             m.partition(),
                             m.offset() + 1,
                         );
