@@ -105,7 +105,7 @@ impl<P: KeyedProcessor> Worker<P> {
                 &mut scratch
             };
             let mut ctx = Context::new(
-                producer,
+                (producer, &*self.shared),
                 &topic,
                 partition,
                 offset,
@@ -620,7 +620,7 @@ impl<P: KeyedProcessor> Dispatcher<P> {
 
 impl<P: KeyedProcessor> Handler for Dispatcher<P> {
     fn handle(&mut self, record: RecordRef<'_>) -> Result<()> {
-        if self.commits.failure().is_some() {
+        if self.commits.halted() {
             // The consumer starts over from the last commit after this poll.
             return Ok(());
         }

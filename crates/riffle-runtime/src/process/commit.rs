@@ -93,7 +93,7 @@ impl Commits {
             }
             Commits::ExactlyOnce(t) => {
                 let open = !t.processed.is_empty();
-                t.release(progress, force, write_state);
+                t.release(shared, progress, force, write_state);
                 if open && t.processed.is_empty() && t.failure.is_none() {
                     shared.metrics.commits.inc();
                 }
@@ -123,6 +123,16 @@ impl Commits {
                 a.staged.retain(keep);
             }
             Commits::ExactlyOnce(t) => t.processed.retain(keep),
+        }
+    }
+
+    /// Whether records must not be processed now: under exactly-once, the
+    /// open transaction failed, or a delivery failed in it (it can no
+    /// longer commit, and the next release aborts it).
+    pub(super) fn halted(&self) -> bool {
+        match self {
+            Commits::AtLeastOnce(_) => false,
+            Commits::ExactlyOnce(t) => t.failure.is_some() || t.outlet.spoiled(),
         }
     }
 
@@ -372,16 +382,25 @@ impl Transaction {
         }
     }
 
-    fn release(&mut self, progress: &mut dyn Progress, force: bool, write_state: WriteState<'_>) {
+    fn release(
+        &mut self,
+        shared: &Shared,
+        progress: &mut dyn Progress,
+        force: bool,
+        write_state: WriteState<'_>,
+    ) {
         let force = force || std::mem::take(&mut self.force_next);
         let behind = progress.behind();
         self.polls += 1;
         self.full_polls += behind as u32;
         let recent = behind || std::mem::replace(&mut self.previous_full, behind);
         let backlog = Self::backlog(self.polls, self.full_polls, recent);
+        // A failed delivery spoils the transaction: the commit fails with
+        // the log's reason, at once rather than after more records (whose
+        // sends the log refuses now) were processed in vain.
+        let spoiled = self.outlet.spoiled();
         if self.failure.is_some()
-            || self.processed.is_empty()
-            || !(force || self.open_long_enough(backlog))
+            || !spoiled && (self.processed.is_empty() || !(force || self.open_long_enough(backlog)))
         {
             return;
         }
@@ -390,6 +409,14 @@ impl Transaction {
             if let Err(e) = self.outlet.producer.abort(COMMIT_TIMEOUT) {
                 tracing::debug!("abort: {e}");
             }
+            // Once nothing is in flight, every delivery report of the
+            // aborted transaction is in: what the log refused for good is
+            // learned before its records are processed again, so that the
+            // replay sends it to the dead letters instead.
+            if let Err(e) = self.outlet.producer.flush(COMMIT_TIMEOUT) {
+                tracing::debug!("after abort: {e}");
+            }
+            self.outlet.learn_refused(shared);
             self.failure = Some(e);
         }
     }

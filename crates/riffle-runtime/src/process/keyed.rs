@@ -134,7 +134,7 @@ fn write_changes<S: Default + serde::Serialize + serde::de::DeserializeOwned>(
 
 impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
     fn handle(&mut self, record: RecordRef<'_>) -> Result<()> {
-        if self.commits.failure().is_some() {
+        if self.commits.halted() {
             // The consumer starts over from the last commit after this poll.
             return Ok(());
         }
@@ -148,7 +148,7 @@ impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
             Err(e) => return self.shared.dead_letter(producer, &record, &e),
         };
         let mut ctx = Context::new(
-            producer,
+            (producer, &*self.shared),
             record.topic,
             record.partition,
             record.offset,

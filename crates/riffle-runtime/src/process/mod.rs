@@ -39,6 +39,7 @@ mod offsets;
 mod outlet;
 mod query;
 mod record;
+mod refusals;
 mod scale;
 mod shared;
 pub mod stateless;

@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use super::dead_letter;
 use super::query::Board;
+use super::refusals::{alone_bytes, Refusals};
 use crate::error::{Error, Result};
-use crate::log::RecordRef;
+use crate::log::{Headers, OutRecord, RecordRef};
 use crate::metrics::{self, Counter};
 use crate::stream::Producer;
 use riffle_state::RestoreStats;
@@ -41,6 +42,8 @@ pub(super) struct Shared {
     /// Extra attempts at a record the processor fails on.
     pub(super) retries: u32,
     pub(super) metrics: AppMetrics,
+    /// What the log refused for good, so that it is not sent again.
+    pub(super) refusals: Refusals,
 }
 
 /// What an app counts in [`crate::metrics::global`] besides [`AppStats`].
@@ -116,10 +119,21 @@ impl Shared {
         error: &Error,
     ) -> Result<()> {
         self.count_dead_letter();
-        match &self.dead_letter {
-            Some(topic) => dead_letter::send(producer, topic, record, &error.to_string()),
-            None => Err(error.clone()),
-        }
+        let Some(topic) = &self.dead_letter else {
+            return Err(error.clone());
+        };
+        let error = error.to_string();
+        let position = Some((record.partition, record.offset));
+        let max = room(producer, record.key, record.headers);
+        let envelope = dead_letter::envelope_at(
+            record.topic,
+            position,
+            record.key,
+            record.value,
+            &error,
+            max,
+        );
+        self.send_letter(producer, topic, record, &envelope, &error)
     }
 
     /// Like [`Shared::dead_letter`], for a record whose bytes are no longer
@@ -131,13 +145,79 @@ impl Shared {
         error: &Error,
     ) -> Result<()> {
         self.count_dead_letter();
-        match &self.dead_letter {
-            Some(topic) => {
-                let error = error.to_string();
-                let envelope = dead_letter::envelope_without_value(record, &error);
-                dead_letter::send_envelope(producer, topic, record, &envelope, &error)
-            }
-            None => Err(error.clone()),
-        }
+        let Some(topic) = &self.dead_letter else {
+            return Err(error.clone());
+        };
+        let error = error.to_string();
+        let envelope = dead_letter::envelope_without_value(record, &error);
+        self.send_letter(producer, topic, record, &envelope, &error)
     }
+
+    /// Sends `envelope` for `record` to the dead-letter topic `topic`,
+    /// unless the log is known to refuse it there too.
+    fn send_letter(
+        &self,
+        producer: &Producer,
+        topic: &str,
+        record: &RecordRef<'_>,
+        envelope: &[u8],
+        error: &str,
+    ) -> Result<()> {
+        if let Some(why) = self
+            .refusals
+            .verdict(topic, record.key, envelope, record.headers)
+        {
+            tracing::error!(
+                "{}/{}@{}: {error}; and not to the dead-letter topic: {why}",
+                record.topic,
+                record.partition,
+                record.offset
+            );
+            return Ok(());
+        }
+        dead_letter::send_envelope(producer, topic, record, envelope, error)
+    }
+
+    /// Sends an output the log refuses for good (`why`) to the dead-letter
+    /// topic instead, with the reason; without one, it is logged and
+    /// dropped, as the log would have.
+    pub(super) fn dead_letter_output(
+        &self,
+        producer: &Producer,
+        output: OutRecord<'_>,
+        why: &str,
+    ) -> Result<()> {
+        self.count_dead_letter();
+        let error = format!("cannot deliver to {}: {why}", output.topic);
+        let dlq = match self.dead_letter_topic() {
+            Some(dlq) if dlq != output.topic => dlq,
+            _ => {
+                tracing::error!("{error}; no dead-letter topic keeps it");
+                return Ok(());
+            }
+        };
+        let max = room(producer, output.key, output.headers);
+        let envelope =
+            dead_letter::envelope_at(output.topic, None, output.key, output.value, &error, max);
+        let headers = dead_letter::headers(output.headers, output.topic, None, &error);
+        let letter = OutRecord::new(dlq, output.key, &envelope).with_headers(&headers);
+        if let Some(refused) =
+            self.refusals
+                .verdict(dlq, output.key, &envelope, Headers::from(&headers))
+        {
+            tracing::error!("{error}; and not to the dead-letter topic: {refused}");
+            return Ok(());
+        }
+        tracing::warn!("{error}; sent to {dlq}");
+        producer.send_record(letter)
+    }
+}
+
+/// The most bytes a dead letter's value may take for `producer` to send it
+/// with this key and headers (plus the error headers, a few hundred bytes).
+fn room(producer: &Producer, key: Option<&[u8]>, headers: Headers<'_>) -> usize {
+    const ERROR_HEADERS: usize = 1024;
+    producer.max_record_bytes().map_or(usize::MAX, |max| {
+        max.saturating_sub(alone_bytes(key, &[], headers) + ERROR_HEADERS)
+    })
 }
