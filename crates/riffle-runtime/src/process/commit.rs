@@ -18,6 +18,7 @@
 //!   a tenth of the time (at most two seconds apart). A consumer that has
 //!   caught up commits every interval again at once.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::outlet::Outlet;
@@ -148,7 +149,7 @@ impl Commits {
     pub(super) fn is_settled(&self) -> bool {
         match self {
             Commits::AtLeastOnce(a) => a.processed.is_empty() && a.staged.is_empty(),
-            Commits::ExactlyOnce(t) => t.processed.is_empty() && t.failure.is_none(),
+            Commits::ExactlyOnce(t) => t.is_empty() && t.failure.is_none(),
         }
     }
 }
@@ -333,6 +334,8 @@ pub(super) struct Transaction {
     full_polls: u32,
     /// Whether the poll before the latest came back full.
     previous_full: bool,
+    /// The producer's count of records sent when the transaction opened.
+    sent_before: u64,
 }
 
 impl Transaction {
@@ -350,7 +353,17 @@ impl Transaction {
             polls: 0,
             full_polls: 0,
             previous_full: false,
+            sent_before: 0,
         })
+    }
+
+    /// Whether the open transaction holds nothing: no record processed,
+    /// nothing sent (dead letters of damaged states are sent on
+    /// assignment, before any record, and must not wait for one: the
+    /// broker aborts a transaction left open too long).
+    fn is_empty(&self) -> bool {
+        self.processed.is_empty()
+            && self.outlet.producer.stats().sent.load(Ordering::Relaxed) == self.sent_before
     }
 
     /// Whether the open transaction should be committed at the next release
@@ -400,7 +413,7 @@ impl Transaction {
         // sends the log refuses now) were processed in vain.
         let spoiled = self.outlet.spoiled();
         if self.failure.is_some()
-            || !spoiled && (self.processed.is_empty() || !(force || self.open_long_enough(backlog)))
+            || !spoiled && (self.is_empty() || !(force || self.open_long_enough(backlog)))
         {
             return;
         }
@@ -435,6 +448,7 @@ impl Transaction {
             .producer
             .commit(&offsets, &group, COMMIT_TIMEOUT)?;
         self.processed.clear();
+        self.sent_before = self.outlet.producer.stats().sent.load(Ordering::Relaxed);
         self.outlet.producer.begin()?;
         self.opened = started;
         (self.polls, self.full_polls) = (0, 0);

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::log::{Headers, OutRecord, RecordRef};
 use crate::metrics::{self, Counter};
 use crate::stream::Producer;
-use riffle_state::RestoreStats;
+use riffle_state::{RestoreStats, Store};
 
 /// Counters of a running app.
 ///
@@ -67,13 +67,15 @@ impl AppMetrics {
 pub(super) fn collect_stats(group: &str, shared: &Arc<Shared>) {
     type Read = fn(&AppStats) -> &AtomicU64;
     #[rustfmt::skip]
-    const COUNTERS: [(&str, &str, Read); 6] = [
+    const COUNTERS: [(&str, &str, Read); 8] = [
         ("riffle_processed_total", "Records handed to the processor.", |s| &s.processed),
         ("riffle_processor_sent_total", "Records the processor sent.", |s| &s.sent),
         ("riffle_dead_letters_total", "Records sent to the dead-letter topic.", |s| &s.dead_letters),
         ("riffle_restores_total", "Partition states restored from snapshots and the changelog.", |s| &s.state.restores),
         ("riffle_restored_keys_total", "Keys whose state was restored.", |s| &s.state.restored_keys),
         ("riffle_changelog_replayed_total", "Changelog records read while restoring.", |s| &s.state.changelog_replayed),
+        ("riffle_states_upgraded_total", "Stored states of an older version upgraded while restoring.", |s| &s.state.upgraded),
+        ("riffle_states_damaged_total", "Stored states that did not decode while restoring (dead-lettered, their keys started afresh).", |s| &s.state.damaged),
     ];
     let labels = vec![("group", group.to_owned())];
     metrics::global().collect(shared, move |shared, s| {
@@ -176,6 +178,52 @@ impl Shared {
             return Ok(());
         }
         dead_letter::send_envelope(producer, topic, record, envelope, error)
+    }
+
+    /// Sends the stored states of `store` that did not decode (read from
+    /// `changelog`, or a snapshot of it) to the dead-letter topic, and
+    /// starts their keys afresh: the fresh state is written to the
+    /// changelog with the next changes, so that the next restore does not
+    /// meet the damaged one again.
+    pub(super) fn dead_letter_damaged<S>(
+        &self,
+        producer: &Producer,
+        changelog: &str,
+        store: &mut Store<S>,
+    ) where
+        S: Default + serde::Serialize + serde::de::DeserializeOwned,
+    {
+        for d in store.take_damaged() {
+            self.count_dead_letter();
+            let error = format!(
+                "stored state does not decode: {}; the key starts afresh",
+                d.reason
+            );
+            if let Some(dlq) = &self.dead_letter {
+                let key = Some(&d.key[..]);
+                let max = room(producer, key, Headers::EMPTY);
+                let envelope =
+                    dead_letter::envelope_at(changelog, d.position, key, &d.value, &error, max);
+                let headers = dead_letter::headers(Headers::EMPTY, changelog, d.position, &error);
+                let letter = OutRecord::new(dlq, key, &envelope).with_headers(&headers);
+                let refused = self
+                    .refusals
+                    .verdict(dlq, key, &envelope, Headers::from(&headers));
+                let sent = match refused {
+                    Some(why) => Err(Error::Refused {
+                        server: dlq.clone(),
+                        message: why,
+                    }),
+                    None => producer.send_record(letter),
+                };
+                if let Err(e) = sent {
+                    tracing::error!("{changelog}: {error}; and not to the dead-letter topic: {e}");
+                }
+            }
+            if let Ok(key) = std::str::from_utf8(&d.key) {
+                store.get_mut(key);
+            }
+        }
     }
 
     /// Sends an output the log refuses for good (`why`) to the dead-letter
