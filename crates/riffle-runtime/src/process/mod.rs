@@ -112,6 +112,53 @@ pub trait KeyedProcessor: Clone + Send + 'static {
     /// An error, or no upgrade (the default), makes the state damaged: it
     /// goes to the dead-letter topic with its key and the reason, and the
     /// key starts afresh.
+    ///
+    /// A counter whose state was a bare number (version 0) and is now a
+    /// count with the last value seen (version 1):
+    ///
+    /// ```
+    /// use riffle_log::RecordRef;
+    /// use riffle_runtime::process::{Context, KeyedProcessor, StoredState};
+    /// use riffle_runtime::{Error, Result};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Default, Serialize, Deserialize)]
+    /// struct Seen {
+    ///     count: u64,
+    ///     last: String,
+    /// }
+    ///
+    /// #[derive(Clone)]
+    /// struct Counter;
+    ///
+    /// impl KeyedProcessor for Counter {
+    ///     type Input = String;
+    ///     type State = Seen;
+    ///     const STATE_VERSION: u32 = 1;
+    ///
+    ///     fn upgrade_state(&self, old: StoredState<'_>) -> Result<Seen> {
+    ///         match old.version {
+    ///             0 => Ok(Seen { count: old.decode::<u64>()?, last: String::new() }),
+    ///             _ => Err(old.unknown()),
+    ///         }
+    ///     }
+    ///
+    ///     fn decode(&self, r: &RecordRef<'_>) -> Result<(String, String)> {
+    ///         let key = r.key_str().ok_or_else(|| Error::Decode("no key".into()))?;
+    ///         Ok((key.into(), String::from_utf8_lossy(r.value).into()))
+    ///     }
+    ///
+    ///     fn process(&mut self, _: &str, v: &String, s: &mut Seen, _: &mut Context<'_>) -> Result<()> {
+    ///         s.count += 1;
+    ///         s.last = v.clone();
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let old = StoredState { version: 0, json: b"41" };
+    /// assert_eq!(Counter.upgrade_state(old)?.count, 41);
+    /// # Ok::<(), Error>(())
+    /// ```
     fn upgrade_state(&self, old: StoredState<'_>) -> Result<Self::State> {
         Err(old.unknown())
     }
