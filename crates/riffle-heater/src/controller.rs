@@ -7,11 +7,17 @@
 //! differs from the last one sent to that heater, and measurements before
 //! the first setting are ignored. (The book's code names ON and OFF the
 //! wrong way round; this is the rule its heater expects.)
+//!
+//! The state is stored (changelog, snapshots) as version 1: the last
+//! command as its wire code, `0` for ON and `1` for OFF, as on the control
+//! topic. Version 0 ([`v0::ControllerState`]) stored it by name; a
+//! controller restoring such a state upgrades it
+//! ([`KeyedProcessor::upgrade_state`]).
 
 use std::sync::Arc;
 
 use riffle::log::RecordRef;
-use riffle::process::{Context, KeyedProcessor};
+use riffle::process::{Context, KeyedProcessor, StoredState};
 use riffle::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -21,7 +27,56 @@ use crate::messages::{decode_sensor, Command, SensorMessage, Setting};
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ControllerState {
     pub setting: Option<Setting>,
+    /// The last command sent, stored as its wire code (`0` ON, `1` OFF).
+    #[serde(with = "wire_code")]
     pub last_command: Option<Command>,
+}
+
+/// The state as stored before state versions: version 0.
+pub mod v0 {
+    use super::*;
+
+    /// Version 0 of [`super::ControllerState`]: the last command by name
+    /// (`"On"`, `"Off"`).
+    #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct ControllerState {
+        pub setting: Option<Setting>,
+        pub last_command: Option<Command>,
+    }
+
+    impl From<ControllerState> for super::ControllerState {
+        fn from(old: ControllerState) -> Self {
+            Self {
+                setting: old.setting,
+                last_command: old.last_command,
+            }
+        }
+    }
+}
+
+/// `Option<Command>` as the control topic's code, or `null`.
+mod wire_code {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::messages::Command;
+
+    pub fn serialize<S: Serializer>(c: &Option<Command>, s: S) -> Result<S::Ok, S::Error> {
+        match c {
+            Some(c) => s.serialize_u8(c.code()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Command>, D::Error> {
+        match Option::<u8>::deserialize(d)? {
+            None => Ok(None),
+            Some(0) => Ok(Some(Command::On)),
+            Some(1) => Ok(Some(Command::Off)),
+            Some(n) => Err(serde::de::Error::custom(format!(
+                "a command is 0 (on) or 1 (off), not {n}"
+            ))),
+        }
+    }
 }
 
 impl ControllerState {
@@ -68,6 +123,14 @@ impl Controller {
 impl KeyedProcessor for Controller {
     type Input = SensorMessage;
     type State = ControllerState;
+    const STATE_VERSION: u32 = 1;
+
+    fn upgrade_state(&self, old: StoredState<'_>) -> Result<ControllerState> {
+        match old.version {
+            0 => Ok(old.decode::<v0::ControllerState>()?.into()),
+            _ => Err(old.unknown()),
+        }
+    }
 
     fn decode(&self, record: &RecordRef<'_>) -> Result<(String, SensorMessage)> {
         decode_sensor(record.key, record.value).map_err(Error::Decode)
@@ -84,5 +147,61 @@ impl KeyedProcessor for Controller {
             ctx.send(&self.control_topic, Some(key), cmd.to_json())?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_command_is_stored_as_its_wire_code() {
+        let s = Setting {
+            temperature: 45.0,
+            up_delta: 1.0,
+            down_delta: 1.0,
+        };
+        for (command, code) in [
+            (Some(Command::On), "0"),
+            (Some(Command::Off), "1"),
+            (None, "null"),
+        ] {
+            let state = ControllerState {
+                setting: Some(s),
+                last_command: command,
+            };
+            let json = serde_json::to_string(&state).unwrap();
+            assert!(
+                json.ends_with(&format!(r#""last_command":{code}}}"#)),
+                "{json}"
+            );
+            assert_eq!(
+                serde_json::from_str::<ControllerState>(&json).unwrap(),
+                state
+            );
+        }
+        let v0 = serde_json::to_vec(&v0::ControllerState {
+            setting: Some(s),
+            last_command: Some(Command::Off),
+        })
+        .unwrap();
+        assert!(
+            serde_json::from_slice::<ControllerState>(&v0).is_err(),
+            "version 0 does not decode as version 1"
+        );
+        let upgraded = Controller::new("c")
+            .upgrade_state(StoredState {
+                version: 0,
+                json: &v0,
+            })
+            .unwrap();
+        assert_eq!(upgraded.last_command, Some(Command::Off));
+        assert_eq!(upgraded.setting, Some(s));
+        assert!(Controller::new("c")
+            .upgrade_state(StoredState {
+                version: 0,
+                json: b"{",
+            })
+            .is_err());
     }
 }

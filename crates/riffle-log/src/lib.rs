@@ -186,6 +186,27 @@ pub struct Undelivered {
     pub key: Option<Vec<u8>>,
     pub value: Vec<u8>,
     pub headers: Vec<OwnedHeader>,
+    /// Why the log will refuse this record however often it is sent;
+    /// `None` when it failed for a passing reason (a timeout, a purge) or
+    /// only for being in a batch with a record refused for good.
+    pub refusal: Option<Refusal>,
+}
+
+/// Why a log refuses a record for good: the record itself, or its topic,
+/// is the cause, so sending it again cannot help. Under exactly-once such a
+/// refusal spoils the whole transaction, so the runtime must tell it from a
+/// passing failure, and a culprit from its companions in a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Larger than the topic (or the broker) accepts. Kafka refuses a whole
+    /// batch for it, so the batch's other records get it too: compare a
+    /// record's own size with the topic's `max.message.bytes` to tell.
+    TooLarge,
+    /// The client may not write to the topic.
+    NotAuthorized,
+    /// The record breaks a rule of the topic (no key on a compacted topic,
+    /// a timestamp out of range, a policy).
+    Invalid,
 }
 
 /// Called once per produced record, on whichever thread serves delivery
@@ -364,6 +385,13 @@ pub trait LogProducer: Send + Sync {
 
     /// Records queued and not yet delivered.
     fn in_flight(&self) -> usize;
+
+    /// The largest record this producer sends, in bytes on the wire (key,
+    /// value, headers and framing); `send` refuses larger ones with
+    /// [`Error::Refused`]. `None` when there is no limit.
+    fn max_record_bytes(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// A producer whose records become visible in transactions: all the records

@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::store::{ChangelogSink, Encoded, Store};
+use crate::version::Upgrade;
 use riffle_base::error::Result;
 use riffle_log::{Headers, Log, OutRecord, RecordRef};
 
@@ -36,6 +37,11 @@ pub struct RestoreStats {
     pub changelog_replayed: AtomicU64,
     /// Partition states being restored now.
     pub restoring: AtomicU64,
+    /// Stored states of an older version upgraded while restoring.
+    pub upgraded: AtomicU64,
+    /// Stored states that did not decode while restoring: set aside, and
+    /// their keys started afresh.
+    pub damaged: AtomicU64,
 }
 
 /// Counts a restore under way for as long as it lives, however it ends.
@@ -99,18 +105,22 @@ impl Durability {
     }
 
     /// Rebuilds partition `p`'s store: its snapshot, if any, then the
-    /// changelog written after it.
+    /// changelog written after it, upgrading older states with `upgrade`.
+    /// States that do not decode are set aside in the store
+    /// ([`Store::take_damaged`]); only a state of a newer version than
+    /// `upgrade`'s fails the restore.
     pub fn restore<S: Default + Serialize + DeserializeOwned>(
         &self,
         partition: i32,
         end: i64,
         stats: &RestoreStats,
+        upgrade: &dyn Upgrade<S>,
     ) -> Result<Store<S>> {
         let start = Instant::now();
         let snapshot = match self
             .snapshot_path(partition)
             .as_deref()
-            .map(Store::load_snapshot)
+            .map(|path| Store::load_snapshot(path, upgrade))
         {
             Some(Ok(s)) => s,
             Some(Err(e)) => {
@@ -120,8 +130,8 @@ impl Durability {
             None => None,
         };
         let loaded = snapshot.as_ref().map(|_| start.elapsed());
-        let (store, from) = snapshot.unwrap_or_default();
-        self.catch_up(partition, store, from, end, stats, loaded)
+        let (store, from) = snapshot.unwrap_or_else(|| (Store::new(upgrade.version()), 0));
+        self.catch_up(partition, store, from, end, stats, loaded, upgrade)
     }
 
     /// Brings `store`, which reflects the changelog of `partition` up to
@@ -134,8 +144,9 @@ impl Durability {
         from: i64,
         end: i64,
         stats: &RestoreStats,
+        upgrade: &dyn Upgrade<S>,
     ) -> Result<Store<S>> {
-        self.catch_up(partition, store, from, end, stats, None)
+        self.catch_up(partition, store, from, end, stats, None, upgrade)
     }
 
     /// The changelog's end offset per partition.
@@ -156,6 +167,7 @@ impl Durability {
 
     /// [`Durability::restore_from`], for a restore that spent `loaded`
     /// reading a snapshot first.
+    #[allow(clippy::too_many_arguments)]
     fn catch_up<S: Default + Serialize + DeserializeOwned>(
         &self,
         partition: i32,
@@ -164,6 +176,7 @@ impl Durability {
         end: i64,
         stats: &RestoreStats,
         loaded: Option<Duration>,
+        upgrade: &dyn Upgrade<S>,
     ) -> Result<Store<S>> {
         let start = Instant::now();
         let changelog = &self.changelog;
@@ -172,7 +185,7 @@ impl Durability {
             tracing::warn!(
                 "state of {changelog}/{partition} is ahead of the changelog ({from} > {end}); restoring it afresh"
             );
-            store = Store::default();
+            store = Store::new(upgrade.version());
             0
         } else {
             from
@@ -193,7 +206,7 @@ impl Durability {
                 );
             }
             match r.key {
-                Some(k) => store.apply(k, r.value),
+                Some(k) => store.apply(k, r.value, Some((partition, r.offset)), upgrade),
                 None => Ok(()),
             }
         };
@@ -208,6 +221,23 @@ impl Durability {
         stats
             .restored_keys
             .fetch_add(store.len() as u64, Ordering::Relaxed);
+        let upgraded = std::mem::take(&mut store.upgraded);
+        stats.upgraded.fetch_add(upgraded as u64, Ordering::Relaxed);
+        let damaged = store.damaged().len();
+        stats.damaged.fetch_add(damaged as u64, Ordering::Relaxed);
+        if upgraded > 0 {
+            tracing::info!(
+                "{changelog}/{partition}: {upgraded} states upgraded to version {}",
+                store.version()
+            );
+        }
+        if let Some(d) = store.damaged().first() {
+            tracing::warn!(
+                "{changelog}/{partition}: {damaged} stored states do not decode (the first, of '{}': {}); their keys start afresh",
+                String::from_utf8_lossy(&d.key),
+                d.reason
+            );
+        }
         let snapshot = match loaded {
             Some(d) => format!(" read in {d:.2?}"),
             None => String::new(),
@@ -231,4 +261,130 @@ pub fn restore_point(d: &Durability) -> HashMap<i32, i64> {
             d.changelog
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::version::{StoredState, Unversioned};
+    use riffle_log::embedded::EmbeddedLog;
+    use riffle_log::TopicSpec;
+
+    /// Version 1 counts in a `u64`; version 0 stored `{"count": n}`.
+    struct V1;
+    impl Upgrade<u64> for V1 {
+        fn version(&self) -> u32 {
+            1
+        }
+        fn upgrade(&self, old: StoredState<'_>) -> Result<u64> {
+            #[derive(serde::Deserialize)]
+            struct V0 {
+                count: u64,
+            }
+            match old.version {
+                0 => Ok(old.decode::<V0>()?.count),
+                _ => Err(old.unknown()),
+            }
+        }
+    }
+
+    fn durability(records: &[(&str, &[u8])]) -> Durability {
+        let log = EmbeddedLog::new();
+        let t = Duration::from_secs(5);
+        log.create_topic(&TopicSpec::new("cl", 1), t).unwrap();
+        let p = log.producer(None).unwrap();
+        for (k, v) in records {
+            p.send(OutRecord {
+                partition: Some(0),
+                ..OutRecord::new("cl", Some(k.as_bytes()), v)
+            })
+            .unwrap();
+        }
+        Durability {
+            log: Arc::new(log),
+            changelog: "cl".into(),
+            snapshots: None,
+            read_committed: false,
+        }
+    }
+
+    #[test]
+    fn a_restore_upgrades_old_states_and_sets_damaged_ones_aside() {
+        let d = durability(&[
+            ("old", br#"{"count": 4}"#),
+            ("new", b"@1 9"),
+            ("bad", b"@1 {not json"),
+            ("fixed", b"@1 [oops"),
+            ("fixed", b"@1 3"),
+            ("broke", b"@1 2"),
+            ("broke", br#"{"cnt": 1}"#),
+        ]);
+        let stats = RestoreStats::default();
+        let mut store = d.restore::<u64>(0, 7, &stats, &V1).unwrap();
+        assert_eq!(store.get("old"), Some(&4), "upgraded from version 0");
+        assert_eq!(store.get("new"), Some(&9));
+        assert_eq!(
+            store.get("fixed"),
+            Some(&3),
+            "a later good state supersedes"
+        );
+        assert_eq!((store.get("bad"), store.get("broke")), (None, None));
+        assert_eq!(stats.upgraded.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.damaged.load(Ordering::Relaxed), 2);
+        let damaged = store.take_damaged();
+        let keys: Vec<&[u8]> = damaged.iter().map(|d| &d.key[..]).collect();
+        assert_eq!(keys, [&b"bad"[..], b"broke"]);
+        assert_eq!(damaged[0].value, b"@1 {not json");
+        assert_eq!(damaged[0].position, Some((0, 2)));
+        assert!(
+            damaged[1].reason.contains("upgrade from version 0"),
+            "{}",
+            damaged[1].reason
+        );
+        assert!(store.take_damaged().is_empty());
+        // Written back at the current version.
+        *store.get_mut("old") += 1;
+        let changes = store.take_changes().unwrap();
+        assert_eq!(changes.last(), Some(("old", &b"@1 5"[..])));
+    }
+
+    #[test]
+    fn a_state_of_a_newer_version_fails_the_restore() {
+        let d = durability(&[("k", b"1"), ("k2", b"@1 2")]);
+        let e = d
+            .restore::<u64>(0, 2, &RestoreStats::default(), &Unversioned)
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string()
+                .contains("version 1, newer than this program's 0"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn snapshots_carry_versions_and_set_damaged_entries_aside() {
+        let dir = std::env::temp_dir().join(format!("riffle-versions-{}", fastrand::u64(..)));
+        let path = dir.join("0.snapshot");
+        let mut w = crate::SnapshotWriter::create(&path, 3, 3).unwrap();
+        w.entry("old", br#"{"count": 2}"#).unwrap();
+        w.entry("cur", b"@1 5").unwrap();
+        w.entry("bad", b"@1 x").unwrap();
+        w.finish().unwrap();
+        let (mut store, offset) = Store::<u64>::load_snapshot(&path, &V1).unwrap().unwrap();
+        assert_eq!(offset, 3);
+        assert_eq!(
+            (store.get("old"), store.get("cur"), store.get("bad")),
+            (Some(&2), Some(&5), None)
+        );
+        let damaged = store.take_damaged();
+        assert_eq!((damaged.len(), damaged[0].position), (1, None));
+        store.save_snapshot(&path, 4).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(
+            bytes.windows(4).any(|w| w == b"@1 2"),
+            "saved at the current version"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

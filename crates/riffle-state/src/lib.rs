@@ -8,6 +8,9 @@
 //!   million heap blocks.
 //! - [`store`]: the store itself, which flags what changed so that only
 //!   that is written, and its encoding (JSON per state).
+//! - [`version`]: the version each stored state carries, the upgrades from
+//!   older versions, and the states that do not decode at all (set aside,
+//!   their keys started afresh).
 //! - [`changelog`]: writing changes to a compacted changelog topic through a
 //!   [`ChangelogSink`] the runtime provides (its producer, inside its
 //!   commit), and restoring a store from it ([`Durability`]).
@@ -29,12 +32,14 @@ pub mod handoff;
 pub mod key;
 pub mod snapshot;
 pub mod store;
+pub mod version;
 
 pub use changelog::{restore_point, send_changes, Changes, Durability, RestoreStats};
 pub use handoff::Handoff;
 pub use key::Key;
 pub use snapshot::SnapshotWriter;
 pub use store::{ChangelogSink, Encoded, Store};
+pub use version::{Damaged, StoredState, Unversioned, Upgrade};
 
 /// The stores of the partitions one consumer (or worker) owns, by
 /// partition number: looked up once per record, so hashed as the stores'

@@ -5,7 +5,8 @@
 //! The file is `<state dir>/<group>/<partition>.snapshot`. Format,
 //! little-endian: the magic `RFLSNAP1`, the changelog offset (u64) and the
 //! entry count (u64); per entry the key length (u32), the key, the state
-//! length (u32) and the state as JSON; last, a CRC-32 of everything before
+//! length (u32) and the state as stored in the changelog (its version's
+//! prefix and its JSON, see [`crate::version`]); last, a CRC-32 of everything before
 //! it. It is written to a temporary file and renamed into place, so a crash
 //! leaves either the old snapshot or the new one.
 
@@ -16,7 +17,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::key::Key;
-use crate::store::{decode, encode, Entry, Store};
+use crate::store::{encode, Entry, Store};
+use crate::version::Upgrade;
 use riffle_base::crc32;
 use riffle_base::error::{Error, Result};
 
@@ -28,7 +30,7 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
         let mut w = SnapshotWriter::create(path, offset, self.entries.len())?;
         let mut buf = Vec::new();
         for (key, entry) in &self.entries {
-            encode(key, &entry.state, &mut buf)?;
+            encode(key, self.version(), &entry.state, &mut buf)?;
             w.entry(key, &buf)?;
         }
         w.finish()?;
@@ -36,9 +38,11 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
         Ok(())
     }
 
-    /// Loads a snapshot: the store and the changelog offset it reflects.
-    /// `None` when there is none; an error when it is damaged.
-    pub fn load_snapshot(path: &Path) -> Result<Option<(Self, i64)>> {
+    /// Loads a snapshot: the store and the changelog offset it reflects,
+    /// its states upgraded as `upgrade` says (entries that do not decode
+    /// are set aside, see [`Store::take_damaged`]). `None` when there is
+    /// none; an error when the file is damaged.
+    pub fn load_snapshot(path: &Path, upgrade: &dyn Upgrade<S>) -> Result<Option<(Self, i64)>> {
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -55,7 +59,7 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
         let u64_at = |i: usize| u64::from_le_bytes(body[i..i + 8].try_into().unwrap());
         let offset = u64_at(8) as i64;
         let count = u64_at(16) as usize;
-        let mut store = Self::default();
+        let mut store = Self::new(upgrade.version());
         store.entries.reserve(count);
         let mut rest = &body[24..];
         fn take<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
@@ -70,7 +74,9 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
                 return Err(bad("truncated"));
             };
             // A snapshot holds each key once: no lookup before inserting.
-            let (key, state) = decode::<S>(key, value)?;
+            let Some((key, state)) = store.decode_stored(key, value, None, upgrade)? else {
+                continue;
+            };
             store.entries.insert(
                 Key::new(key),
                 Entry {
@@ -165,6 +171,7 @@ impl<W: Write> Write for Crc32Writer<W> {
 mod tests {
     use super::*;
     use crate::store::tests::store;
+    use crate::version::Unversioned;
 
     #[test]
     fn snapshots_round_trip() {
@@ -174,7 +181,9 @@ mod tests {
         assert_eq!(s.changed_since_snapshot(), 1000);
         s.save_snapshot(&path, 4242).unwrap();
         assert_eq!(s.changed_since_snapshot(), 0);
-        let (loaded, offset) = Store::<Vec<u32>>::load_snapshot(&path).unwrap().unwrap();
+        let (loaded, offset) = Store::<Vec<u32>>::load_snapshot(&path, &Unversioned)
+            .unwrap()
+            .unwrap();
         assert_eq!(offset, 4242);
         assert_eq!(loaded.len(), 1000);
         for i in [0, 1, 999] {
@@ -193,16 +202,20 @@ mod tests {
     fn missing_snapshot_is_none_and_damage_is_an_error() {
         let dir = std::env::temp_dir().join(format!("riffle-snap-{}", fastrand::u64(..)));
         let path = dir.join("0.snapshot");
-        assert!(Store::<u8>::load_snapshot(&path).unwrap().is_none());
+        assert!(Store::<u8>::load_snapshot(&path, &Unversioned)
+            .unwrap()
+            .is_none());
         store(10).save_snapshot(&path, 7).unwrap();
         let mut bytes = std::fs::read(&path).unwrap();
         let mid = bytes.len() / 2;
         bytes[mid] ^= 0x40;
         std::fs::write(&path, &bytes).unwrap();
-        let err = Store::<Vec<u32>>::load_snapshot(&path).err().unwrap();
+        let err = Store::<Vec<u32>>::load_snapshot(&path, &Unversioned)
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("checksum"), "{err}");
         std::fs::write(&path, &bytes[..bytes.len() - 9]).unwrap();
-        assert!(Store::<Vec<u32>>::load_snapshot(&path).is_err());
+        assert!(Store::<Vec<u32>>::load_snapshot(&path, &Unversioned).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -3,9 +3,13 @@
 //! ([`crate::changelog`]), and the whole written now and then as a
 //! snapshot ([`crate::snapshot`]).
 //!
-//! States are JSON in the changelog and in snapshots: readable with any
-//! Kafka tool, and a state type may gain fields (with serde defaults)
-//! without losing what was stored.
+//! States are JSON in the changelog and in snapshots, after the version of
+//! their type ([`crate::version`]): readable with any Kafka tool. A state
+//! type may gain fields (with serde defaults) without losing what was
+//! stored; a change that old states do not decode into takes a new version
+//! and an upgrade. A stored state that does not decode at all is set aside
+//! ([`Store::take_damaged`]) and its key starts afresh: one bad record
+//! never keeps a partition from being restored.
 
 /// hashbrown rather than std's map: its default hasher (foldhash, seeded
 /// per map) costs a fraction of SipHash per short key, and `entry_ref`
@@ -18,6 +22,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::key::Key;
+use crate::version::{decode_state, write_prefix, Damaged, Unreadable, Upgrade};
 use riffle_base::error::{Error, Result};
 use riffle_log::{Headers, OutRecord};
 
@@ -135,16 +140,49 @@ pub struct Store<S> {
     /// Keys changed since the last snapshot, roughly (a hint for when one
     /// is worth writing).
     pub(crate) changed_since_snapshot: usize,
+    /// The version of the state type, written with each state.
+    version: u32,
+    /// Stored states read into this store that did not decode, and are not
+    /// superseded by a later one that did.
+    damaged: Vec<Damaged>,
+    /// Stored states read into this store that were upgraded.
+    pub(crate) upgraded: usize,
 }
 
 impl<S> Default for Store<S> {
     fn default() -> Self {
+        Self::new(0)
+    }
+}
+
+impl<S> Store<S> {
+    /// An empty store of states of type version `version`.
+    pub fn new(version: u32) -> Self {
         Self {
             entries: HashMap::new(),
             dirty: Some(Vec::new()),
             changed: 0,
             changed_since_snapshot: 0,
+            version,
+            damaged: Vec::new(),
+            upgraded: 0,
         }
+    }
+
+    /// The version of the state type this store writes.
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// The stored states that did not decode, not taken yet.
+    pub fn damaged(&self) -> &[Damaged] {
+        &self.damaged
+    }
+
+    /// The stored states that did not decode since the last call: their
+    /// keys are absent from the store (they start afresh).
+    pub fn take_damaged(&mut self) -> Vec<Damaged> {
+        std::mem::take(&mut self.damaged)
     }
 }
 
@@ -194,8 +232,8 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
                     let Some(entry) = self.entries.get_mut(key.as_str()) else {
                         continue;
                     };
-                    if let Err(e) =
-                        encode(&key, &entry.state, &mut buf).and_then(|()| out(&key, &buf))
+                    if let Err(e) = encode(&key, self.version, &entry.state, &mut buf)
+                        .and_then(|()| out(&key, &buf))
                     {
                         list.push(key);
                         return Err(e);
@@ -208,7 +246,7 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
             }
             None => {
                 for (key, entry) in self.entries.iter_mut().filter(|(_, e)| e.dirty) {
-                    encode(key, &entry.state, &mut buf)?;
+                    encode(key, self.version, &entry.state, &mut buf)?;
                     out(key, &buf)?;
                     entry.dirty = false;
                     self.changed -= 1;
@@ -272,9 +310,21 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
         Ok(out)
     }
 
-    /// Applies one changelog record.
-    pub(crate) fn apply(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
-        let (key, state) = decode::<S>(key, value)?;
+    /// Applies one stored state of `key` (a changelog record at
+    /// `position`): it replaces the key's state, upgraded if older; one
+    /// that does not decode removes it and is set aside. Fails only for a
+    /// state written by a newer version of the type, which this program
+    /// must not overwrite.
+    pub(crate) fn apply(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        position: Option<(i32, i64)>,
+        upgrade: &dyn Upgrade<S>,
+    ) -> Result<()> {
+        let Some((key, state)) = self.decode_stored(key, value, position, upgrade)? else {
+            return Ok(());
+        };
         match self.entries.get_mut(key) {
             Some(e) => e.state = state,
             None => {
@@ -290,12 +340,55 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
         Ok(())
     }
 
+    /// A stored state of `key` as the current type; `None`, with the key
+    /// removed and the state set aside, when it does not decode.
+    pub(crate) fn decode_stored<'k>(
+        &mut self,
+        key: &'k [u8],
+        value: &[u8],
+        position: Option<(i32, i64)>,
+        upgrade: &dyn Upgrade<S>,
+    ) -> Result<Option<(&'k str, S)>> {
+        let decoded = match std::str::from_utf8(key) {
+            Ok(k) => decode_state(value, upgrade).map(|d| (k, d)),
+            Err(_) => Err(Unreadable::Damaged("the key is not UTF-8".into())),
+        };
+        match decoded {
+            Ok((key, (state, upgraded))) => {
+                self.upgraded += usize::from(upgraded);
+                if !self.damaged.is_empty() {
+                    // Superseded by a state that decodes.
+                    self.damaged.retain(|d| d.key != key.as_bytes());
+                }
+                Ok(Some((key, state)))
+            }
+            Err(Unreadable::Newer(v)) => Err(Error::Decode(format!(
+                "the state of '{}' is of version {v}, newer than this program's {}: run the newer program",
+                String::from_utf8_lossy(key),
+                self.version
+            ))),
+            Err(Unreadable::Damaged(reason)) => {
+                if let Ok(k) = std::str::from_utf8(key) {
+                    self.entries.remove(k);
+                }
+                self.damaged.retain(|d| d.key != key);
+                self.damaged.push(Damaged {
+                    key: key.to_vec(),
+                    value: value.to_vec(),
+                    reason,
+                    position,
+                });
+                Ok(None)
+            }
+        }
+    }
+
     /// Every key's state, encoded as in the changelog.
     pub fn encoded(&self) -> Result<Encoded> {
         let mut out = Encoded::default();
         let mut buf = Vec::new();
         for (k, e) in &self.entries {
-            encode(k, &e.state, &mut buf)?;
+            encode(k, self.version, &e.state, &mut buf)?;
             out.push(k, &buf);
         }
         Ok(out)
@@ -303,7 +396,7 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
 
     /// Splits the store by `which(key)`, into `n` stores.
     pub fn split(self, n: usize, which: impl Fn(&str) -> usize) -> Vec<Self> {
-        let mut parts: Vec<Self> = (0..n).map(|_| Self::default()).collect();
+        let mut parts: Vec<Self> = (0..n).map(|_| Self::new(self.version)).collect();
         for (k, e) in self.entries {
             let part = &mut parts[which(&k)];
             let dirty = e.dirty;
@@ -316,18 +409,15 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
     }
 }
 
-/// A key and its state as stored in the changelog and in snapshots.
-pub(crate) fn decode<'a, S: DeserializeOwned>(key: &'a [u8], value: &[u8]) -> Result<(&'a str, S)> {
-    let key =
-        std::str::from_utf8(key).map_err(|_| Error::Decode("changelog key is not UTF-8".into()))?;
-    let state = serde_json::from_slice(value)
-        .map_err(|e| Error::Decode(format!("state of '{key}': {e}")))?;
-    Ok((key, state))
-}
-
-/// A state as JSON, into `buf`.
-pub(crate) fn encode<S: Serialize>(key: &str, state: &S, buf: &mut Vec<u8>) -> Result<()> {
+/// A state as stored: its version's prefix, then its JSON, into `buf`.
+pub(crate) fn encode<S: Serialize>(
+    key: &str,
+    version: u32,
+    state: &S,
+    buf: &mut Vec<u8>,
+) -> Result<()> {
     buf.clear();
+    write_prefix(version, buf);
     serde_json::to_writer(&mut *buf, state)
         .map_err(|e| Error::InvalidInput(format!("cannot encode state of '{key}': {e}")))
 }

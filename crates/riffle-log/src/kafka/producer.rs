@@ -29,7 +29,10 @@ use super::context::Faults;
 use super::error::kafka_error;
 use super::KafkaLog;
 use crate::error::{Error, Result};
-use crate::{DeliveryCallback, DeliveryReport, Headers, LogProducer, OutRecord, Undelivered};
+use crate::{
+    DeliveryCallback, DeliveryReport, Headers, LogProducer, OutRecord, Refusal, Undelivered,
+};
+use rdkafka::types::RDKafkaErrorCode as C;
 
 /// A sender serves the delivery reports waiting, if any, once per this many
 /// sends.
@@ -47,6 +50,24 @@ pub(super) struct KafkaProducer {
     reports: Arc<Reports>,
     pub(super) producer: Arc<BaseProducer<DeliveryContext>>,
     background: Option<JoinHandle<()>>,
+    /// librdkafka's `message.max.bytes`: larger records are refused before
+    /// they are sent.
+    max_record_bytes: usize,
+}
+
+/// librdkafka's default `message.max.bytes`.
+const DEFAULT_MAX_RECORD_BYTES: usize = 1_000_000;
+
+/// Whether the log refused a record for good, and why (see [`Refusal`]).
+/// A record refused only for sharing a batch with an invalid one
+/// (`_INVALID_DIFFERENT_RECORD`) is not.
+fn refusal(e: &KafkaError) -> Option<Refusal> {
+    match e.rdkafka_error_code()? {
+        C::MessageSizeTooLarge | C::MessageBatchTooLarge => Some(Refusal::TooLarge),
+        C::TopicAuthorizationFailed => Some(Refusal::NotAuthorized),
+        C::InvalidRecord | C::InvalidTimestamp | C::PolicyViolation => Some(Refusal::Invalid),
+        _ => None,
+    }
 }
 
 /// Where delivery reports wait, and the right to serve them: one thread at
@@ -169,6 +190,7 @@ impl ProducerContext for DeliveryContext {
                         key: m.key().map(<[u8]>::to_vec),
                         value: m.payload().unwrap_or_default().to_vec(),
                         headers: Headers::kafka(m).to_vec(),
+                        refusal: refusal(e),
                     }),
                 }
             }
@@ -212,6 +234,10 @@ impl KafkaProducer {
             failures: AtomicU64::new(0),
             faults: log.inner.faults.clone(),
         };
+        let max_record_bytes = c
+            .get("message.max.bytes")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(DEFAULT_MAX_RECORD_BYTES);
         let producer: Arc<BaseProducer<DeliveryContext>> =
             Arc::new(c.create_with_context(ctx).map_err(kafka_error)?);
         let reports = Arc::new(Reports {
@@ -236,6 +262,7 @@ impl KafkaProducer {
             reports,
             producer,
             background: Some(background),
+            max_record_bytes,
         })
     }
 }
@@ -321,9 +348,32 @@ impl KafkaProducer {
     }
 }
 
+impl KafkaProducer {
+    /// `e`, from queueing `r`, as an [`Error`]: a record over
+    /// `message.max.bytes` is [`Error::Refused`], for good.
+    pub(super) fn send_error(&self, r: &OutRecord<'_>, e: KafkaError) -> Error {
+        match e.rdkafka_error_code() {
+            Some(C::MessageSizeTooLarge) => Error::Refused {
+                server: "Kafka producer".into(),
+                message: format!(
+                    "a record of {} bytes to {} is larger than the producer's message.max.bytes ({})",
+                    r.key.map_or(0, <[u8]>::len) + r.value.len(),
+                    r.topic,
+                    self.max_record_bytes
+                ),
+            },
+            _ => kafka_error(e),
+        }
+    }
+}
+
 impl LogProducer for KafkaProducer {
     fn send(&self, r: OutRecord<'_>) -> Result<()> {
-        self.produce(r).map_err(kafka_error)
+        self.produce(r).map_err(|e| self.send_error(&r, e))
+    }
+
+    fn max_record_bytes(&self) -> Option<usize> {
+        Some(self.max_record_bytes)
     }
 
     fn poll(&self, timeout: Duration) {

@@ -111,7 +111,17 @@ impl KafkaTxnProducer {
 
 impl LogProducer for KafkaTxnProducer {
     fn send(&self, record: OutRecord<'_>) -> Result<()> {
-        self.base.produce(record).map_err(|e| self.error(e))
+        self.base
+            .produce(record)
+            .map_err(|e| match e.rdkafka_error_code() {
+                // Refused before it was queued: the transaction is unharmed.
+                Some(C::MessageSizeTooLarge) => self.base.send_error(&record, e),
+                _ => self.error(e),
+            })
+    }
+
+    fn max_record_bytes(&self) -> Option<usize> {
+        self.base.max_record_bytes()
     }
 
     fn poll(&self, timeout: Duration) {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use super::commit::{Commits, MAX_HOLD};
 use super::query::{to_json, Question};
 use super::shared::Shared;
-use super::{run_processor, Context, KeyedProcessor, OffsetTracker};
+use super::{run_processor, Context, KeyedProcessor, OffsetTracker, Upgrader};
 use crate::actor::{self, Actor, Addr, Supervision};
 use crate::error::{Error, Result};
 use crate::log::{partition_for_key, Headers, OwnedHeader, Progress, RecordRef, TopicPartition};
@@ -100,12 +100,15 @@ impl<P: KeyedProcessor> Worker<P> {
                 headers,
             } = job;
             let state = if P::STATEFUL {
-                self.stores.entry(partition).or_default().get_mut(&key)
+                self.stores
+                    .entry(partition)
+                    .or_insert_with(|| Store::new(P::STATE_VERSION))
+                    .get_mut(&key)
             } else {
                 &mut scratch
             };
             let mut ctx = Context::new(
-                producer,
+                (producer, &*self.shared),
                 &topic,
                 partition,
                 offset,
@@ -620,7 +623,7 @@ impl<P: KeyedProcessor> Dispatcher<P> {
 
 impl<P: KeyedProcessor> Handler for Dispatcher<P> {
     fn handle(&mut self, record: RecordRef<'_>) -> Result<()> {
-        if self.commits.failure().is_some() {
+        if self.commits.halted() {
             // The consumer starts over from the last commit after this poll.
             return Ok(());
         }
@@ -675,8 +678,9 @@ impl<P: KeyedProcessor> Handler for Dispatcher<P> {
                 // the changelog since.
                 continue;
             }
-            let store = d
-                .restore::<P::State>(tp.partition, end, &self.shared.stats.state)
+            let upgrade = &Upgrader(&self.processor);
+            let mut store = d
+                .restore::<P::State>(tp.partition, end, &self.shared.stats.state, upgrade)
                 // Processing without the partition's state would be wrong:
                 // let the consumer restart and try again.
                 .unwrap_or_else(|e| {
@@ -685,6 +689,8 @@ impl<P: KeyedProcessor> Handler for Dispatcher<P> {
                         tp.partition
                     )
                 });
+            self.shared
+                .dead_letter_damaged(self.commits.producer(), &d.changelog, &mut store);
             let parts = store.split(self.pool.len(), |k| self.pool.worker_of(k));
             for (w, part) in self.pool.workers.iter().zip(parts) {
                 let load = Msg::Load {

@@ -7,6 +7,7 @@ use super::commit::{Acknowledged, Commits, Transaction};
 use super::keyed::KeyedHandler;
 use super::outlet::Outlet;
 use super::query::{self, StateQueries};
+use super::refusals::Refusals;
 use super::scale::{Autoscaler, Decider, Scaling};
 use super::shared::{collect_stats, AppMetrics, AppStats, Shared};
 use super::KeyedProcessor;
@@ -340,6 +341,7 @@ impl<P: KeyedProcessor> App<P> {
             stats: Arc::default(),
             retries: self.retries,
             metrics: AppMetrics::new(&self.group),
+            refusals: Refusals::new(log.clone()),
         });
         collect_stats(&self.group, &shared);
         let instance = self
@@ -545,7 +547,7 @@ impl<P: KeyedProcessor> crate::stream::Handler for Rekey<P> {
     }
 
     fn handle(&mut self, record: RecordRef<'_>) -> Result<()> {
-        if self.commits.failure().is_some() {
+        if self.commits.halted() {
             return Ok(());
         }
         self.commits

@@ -18,6 +18,7 @@
 //!   a tenth of the time (at most two seconds apart). A consumer that has
 //!   caught up commits every interval again at once.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::outlet::Outlet;
@@ -93,7 +94,7 @@ impl Commits {
             }
             Commits::ExactlyOnce(t) => {
                 let open = !t.processed.is_empty();
-                t.release(progress, force, write_state);
+                t.release(shared, progress, force, write_state);
                 if open && t.processed.is_empty() && t.failure.is_none() {
                     shared.metrics.commits.inc();
                 }
@@ -126,6 +127,16 @@ impl Commits {
         }
     }
 
+    /// Whether records must not be processed now: under exactly-once, the
+    /// open transaction failed, or a delivery failed in it (it can no
+    /// longer commit, and the next release aborts it).
+    pub(super) fn halted(&self) -> bool {
+        match self {
+            Commits::AtLeastOnce(_) => false,
+            Commits::ExactlyOnce(t) => t.failure.is_some() || t.outlet.spoiled(),
+        }
+    }
+
     /// A failed commit that spoils the work since the last one.
     pub(super) fn failure(&self) -> Option<&Error> {
         match self {
@@ -138,7 +149,7 @@ impl Commits {
     pub(super) fn is_settled(&self) -> bool {
         match self {
             Commits::AtLeastOnce(a) => a.processed.is_empty() && a.staged.is_empty(),
-            Commits::ExactlyOnce(t) => t.processed.is_empty() && t.failure.is_none(),
+            Commits::ExactlyOnce(t) => t.is_empty() && t.failure.is_none(),
         }
     }
 }
@@ -323,6 +334,8 @@ pub(super) struct Transaction {
     full_polls: u32,
     /// Whether the poll before the latest came back full.
     previous_full: bool,
+    /// The producer's count of records sent when the transaction opened.
+    sent_before: u64,
 }
 
 impl Transaction {
@@ -340,7 +353,17 @@ impl Transaction {
             polls: 0,
             full_polls: 0,
             previous_full: false,
+            sent_before: 0,
         })
+    }
+
+    /// Whether the open transaction holds nothing: no record processed,
+    /// nothing sent (dead letters of damaged states are sent on
+    /// assignment, before any record, and must not wait for one: the
+    /// broker aborts a transaction left open too long).
+    fn is_empty(&self) -> bool {
+        self.processed.is_empty()
+            && self.outlet.producer.stats().sent.load(Ordering::Relaxed) == self.sent_before
     }
 
     /// Whether the open transaction should be committed at the next release
@@ -372,16 +395,25 @@ impl Transaction {
         }
     }
 
-    fn release(&mut self, progress: &mut dyn Progress, force: bool, write_state: WriteState<'_>) {
+    fn release(
+        &mut self,
+        shared: &Shared,
+        progress: &mut dyn Progress,
+        force: bool,
+        write_state: WriteState<'_>,
+    ) {
         let force = force || std::mem::take(&mut self.force_next);
         let behind = progress.behind();
         self.polls += 1;
         self.full_polls += behind as u32;
         let recent = behind || std::mem::replace(&mut self.previous_full, behind);
         let backlog = Self::backlog(self.polls, self.full_polls, recent);
+        // A failed delivery spoils the transaction: the commit fails with
+        // the log's reason, at once rather than after more records (whose
+        // sends the log refuses now) were processed in vain.
+        let spoiled = self.outlet.spoiled();
         if self.failure.is_some()
-            || self.processed.is_empty()
-            || !(force || self.open_long_enough(backlog))
+            || !spoiled && (self.is_empty() || !(force || self.open_long_enough(backlog)))
         {
             return;
         }
@@ -390,6 +422,14 @@ impl Transaction {
             if let Err(e) = self.outlet.producer.abort(COMMIT_TIMEOUT) {
                 tracing::debug!("abort: {e}");
             }
+            // Once nothing is in flight, every delivery report of the
+            // aborted transaction is in: what the log refused for good is
+            // learned before its records are processed again, so that the
+            // replay sends it to the dead letters instead.
+            if let Err(e) = self.outlet.producer.flush(COMMIT_TIMEOUT) {
+                tracing::debug!("after abort: {e}");
+            }
+            self.outlet.learn_refused(shared);
             self.failure = Some(e);
         }
     }
@@ -408,6 +448,7 @@ impl Transaction {
             .producer
             .commit(&offsets, &group, COMMIT_TIMEOUT)?;
         self.processed.clear();
+        self.sent_before = self.outlet.producer.stats().sent.load(Ordering::Relaxed);
         self.outlet.producer.begin()?;
         self.opened = started;
         (self.polls, self.full_polls) = (0, 0);

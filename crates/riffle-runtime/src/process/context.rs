@@ -1,14 +1,17 @@
 use serde::Serialize;
 
 use super::record::{connect_headers, Record};
+use super::shared::Shared;
 use crate::error::{Error, Result};
 use crate::log::{Headers, OutRecord};
 use crate::stream::Producer;
 
 /// Where a processor's outputs go: to the log, or (in a connector
 /// pipeline) into a batch for the pipeline's sink.
-pub(crate) enum Outputs<'a> {
-    Log(&'a Producer),
+pub(super) enum Outputs<'a> {
+    /// To the log; an output it refuses for good goes to the app's
+    /// dead-letter topic instead.
+    Log(&'a Producer, &'a Shared),
     Batch(&'a mut Vec<Record>),
 }
 
@@ -36,7 +39,7 @@ impl<'a> Context<'a> {
         Self::new(out, topic, 0, offset, None, headers)
     }
 
-    pub(crate) fn new(
+    pub(super) fn new(
         out: impl Into<Outputs<'a>>,
         topic: &'a str,
         partition: i32,
@@ -83,8 +86,19 @@ impl<'a> Context<'a> {
         headers: Headers<'_>,
     ) -> Result<()> {
         match &mut self.out {
-            Outputs::Log(producer) => {
-                producer.send_record(OutRecord::new(topic, key, value).with_headers(headers))?
+            Outputs::Log(producer, shared) => {
+                let record = OutRecord::new(topic, key, value).with_headers(headers);
+                // Known to be refused (under exactly-once, sending it would
+                // spoil the transaction), or refused before it was queued.
+                match shared.refusals.verdict(topic, key, value, headers) {
+                    Some(why) => shared.dead_letter_output(producer, record, &why)?,
+                    None => match producer.send_record(record) {
+                        Err(Error::Refused { message, .. }) => {
+                            shared.dead_letter_output(producer, record, &message)?
+                        }
+                        other => other?,
+                    },
+                }
             }
             Outputs::Batch(batch) => batch.push(Record {
                 headers: connect_headers(headers),
@@ -102,17 +116,9 @@ impl<'a> Context<'a> {
         key: Option<&str>,
         value: &T,
     ) -> Result<()> {
-        match &mut self.out {
-            Outputs::Log(producer) => producer.send_json(topic, key, value)?,
-            Outputs::Batch(batch) => batch.push(Record::new(
-                topic,
-                key.map(str::as_bytes),
-                serde_json::to_vec(value)
-                    .map_err(|e| Error::InvalidInput(format!("cannot encode JSON: {e}")))?,
-            )),
-        }
-        self.sent += 1;
-        Ok(())
+        let bytes = serde_json::to_vec(value)
+            .map_err(|e| Error::InvalidInput(format!("cannot encode JSON: {e}")))?;
+        self.send_bytes(topic, key.map(str::as_bytes), &bytes, Headers::EMPTY)
     }
 
     /// The topic of the record being processed.
@@ -140,9 +146,9 @@ impl<'a> Context<'a> {
     }
 }
 
-impl<'a> From<&'a Producer> for Outputs<'a> {
-    fn from(p: &'a Producer) -> Self {
-        Outputs::Log(p)
+impl<'a> From<(&'a Producer, &'a Shared)> for Outputs<'a> {
+    fn from((p, shared): (&'a Producer, &'a Shared)) -> Self {
+        Outputs::Log(p, shared)
     }
 }
 

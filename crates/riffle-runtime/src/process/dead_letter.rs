@@ -13,7 +13,14 @@
 //!
 //! An output the log refused to store (after the producer's own retries) is
 //! a dead letter too: its `topic` is the topic it was sent to, and it has no
-//! `partition` or `offset`.
+//! `partition` or `offset`. So is a state that no longer decodes: its
+//! `topic` is the changelog, with the partition and offset of the changelog
+//! record when it came from there (none when it came from a snapshot).
+//!
+//! A dead letter is a record like any other, and the producer refuses
+//! records over its `message.max.bytes`: when the whole would not fit,
+//! `value` (or `value_base64`) holds only the first bytes and
+//! `value_bytes` the original length.
 //!
 //! A dead letter also keeps the original record's headers, followed by the
 //! same facts as headers, after Kafka Connect's `__connect.errors.*`, so that
@@ -79,6 +86,9 @@ struct Envelope<'a> {
     value: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     value_base64: Option<String>,
+    /// The original length, when only the first bytes are kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value_bytes: Option<usize>,
 }
 
 /// Encodes the dead-letter value for `record` failing with `error`.
@@ -102,6 +112,7 @@ fn encode(record: &RecordRef<'_>, value: Option<&[u8]>, error: &str) -> Vec<u8> 
         key: record.key_str(),
         value: text,
         value_base64: value.filter(|_| text.is_none()).map(base64),
+        value_bytes: None,
     };
     serde_json::to_vec(&env).expect("an envelope encodes")
 }
@@ -110,17 +121,49 @@ fn encode(record: &RecordRef<'_>, value: Option<&[u8]>, error: &str) -> Vec<u8> 
 /// output the log refused (`topic` is where it was going), or a record
 /// from a connector source (`topic` is where it came from).
 pub fn envelope_for_output(topic: &str, key: Option<&[u8]>, value: &[u8], error: &str) -> Vec<u8> {
-    let text = std::str::from_utf8(value).ok();
-    let env = Envelope {
-        error,
-        topic,
-        partition: None,
-        offset: None,
-        key: key.and_then(|k| std::str::from_utf8(k).ok()),
-        value: text,
-        value_base64: text.is_none().then(|| base64(value)),
-    };
-    serde_json::to_vec(&env).expect("an envelope encodes")
+    envelope_at(topic, None, key, value, error, usize::MAX)
+}
+
+/// The dead-letter value for a record (an output, or a stored state) at
+/// `position` of `topic` if it has one, at most `max` bytes long: the
+/// value's first bytes only, and its length, when the whole would not fit.
+pub fn envelope_at(
+    topic: &str,
+    position: Option<(i32, i64)>,
+    key: Option<&[u8]>,
+    value: &[u8],
+    error: &str,
+    max: usize,
+) -> Vec<u8> {
+    let whole = std::str::from_utf8(value).ok();
+    let mut kept = value.len();
+    loop {
+        let part = &value[..kept];
+        let text = std::str::from_utf8(part).ok();
+        let env = Envelope {
+            error,
+            topic,
+            partition: position.map(|p| p.0),
+            offset: position.map(|p| p.1),
+            key: key.and_then(|k| std::str::from_utf8(k).ok()),
+            value: text,
+            value_base64: text.is_none().then(|| base64(part)),
+            value_bytes: (kept < value.len()).then_some(value.len()),
+        };
+        let bytes = serde_json::to_vec(&env).expect("an envelope encodes");
+        if bytes.len() <= max || kept == 0 {
+            return bytes;
+        }
+        // Escapes and base64 make the encoding longer than the bytes it
+        // holds: shrink in proportion, by a byte at least.
+        kept = ((kept as u128 * max as u128 / bytes.len() as u128) as usize).min(kept - 1);
+        // Whole characters of a text, so that it stays text.
+        if let Some(whole) = whole {
+            while !whole.is_char_boundary(kept) {
+                kept -= 1;
+            }
+        }
+    }
 }
 
 /// Sends `record` to `topic` as a dead letter.
@@ -217,6 +260,40 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&envelope(&r, "bad")).unwrap();
         assert_eq!(v["value_base64"], "/wA=");
         assert!(v.get("value").is_none() && v.get("key").is_none());
+    }
+
+    #[test]
+    fn an_envelope_too_large_keeps_the_first_bytes_and_the_length() {
+        let value = "é".repeat(5000);
+        let whole = envelope_at("out", None, Some(b"k"), value.as_bytes(), "big", usize::MAX);
+        assert!(whole.len() > 10_000);
+        let cut = envelope_at(
+            "out",
+            Some((1, 7)),
+            Some(b"k"),
+            value.as_bytes(),
+            "big",
+            2000,
+        );
+        assert!(cut.len() <= 2000, "{}", cut.len());
+        let v: serde_json::Value = serde_json::from_slice(&cut).unwrap();
+        assert_eq!(v["value_bytes"], 10_000);
+        let kept = v["value"].as_str().unwrap();
+        assert!(
+            kept.len() > 1000 && value.starts_with(kept),
+            "{}",
+            kept.len()
+        );
+        assert_eq!(
+            (v["partition"].as_i64(), v["offset"].as_i64()),
+            (Some(1), Some(7))
+        );
+        let binary = vec![0xffu8; 3000];
+        let cut = envelope_at("out", None, None, &binary, "big", 1000);
+        let v: serde_json::Value = serde_json::from_slice(&cut).unwrap();
+        assert!(cut.len() <= 1000);
+        assert_eq!(v["value_bytes"], 3000);
+        assert!(v["value_base64"].as_str().unwrap().len() > 500);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::commit::Commits;
 use super::query::to_json;
 use super::shared::Shared;
-use super::{run_processor, Context, KeyedProcessor};
+use super::{run_processor, Context, KeyedProcessor, Upgrader};
 use crate::error::{Error, Result};
 use crate::log::{Progress, RecordRef, TopicPartition};
 use crate::stream::{Deferring, Handler, Producer};
@@ -134,7 +134,7 @@ fn write_changes<S: Default + serde::Serialize + serde::de::DeserializeOwned>(
 
 impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
     fn handle(&mut self, record: RecordRef<'_>) -> Result<()> {
-        if self.commits.failure().is_some() {
+        if self.commits.halted() {
             // The consumer starts over from the last commit after this poll.
             return Ok(());
         }
@@ -148,7 +148,7 @@ impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
             Err(e) => return self.shared.dead_letter(producer, &record, &e),
         };
         let mut ctx = Context::new(
-            producer,
+            (producer, &*self.shared),
             record.topic,
             record.partition,
             record.offset,
@@ -160,7 +160,7 @@ impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
             let state = self
                 .owned
                 .entry(record.partition)
-                .or_default()
+                .or_insert_with(|| Store::new(P::STATE_VERSION))
                 .get_mut(&key);
             run_processor(&mut self.processor, &key, &input, state, &mut ctx, retries)
         } else {
@@ -194,11 +194,12 @@ impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
             let ends = ends.get_or_insert_with(|| restore_point(&d));
             let end = ends.get(&tp.partition).copied().unwrap_or(0);
             let stats = &self.shared.stats.state;
-            let store = match parked {
+            let upgrade = &Upgrader(&self.processor);
+            let mut store = match parked {
                 // Nobody wrote the changelog since it was parked here.
                 Some(p) if p.offset == end => Ok(p.store),
-                Some(p) => d.restore_from(tp.partition, p.store, p.offset, end, stats),
-                None => d.restore(tp.partition, end, stats),
+                Some(p) => d.restore_from(tp.partition, p.store, p.offset, end, stats, upgrade),
+                None => d.restore(tp.partition, end, stats, upgrade),
             }
             // Processing without the partition's state would be wrong:
             // let the consumer restart and try again.
@@ -208,6 +209,8 @@ impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
                     tp.partition
                 )
             });
+            self.shared
+                .dead_letter_damaged(self.commits.producer(), &d.changelog, &mut store);
             self.owned.insert(tp.partition, store);
         }
     }

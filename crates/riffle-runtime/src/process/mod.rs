@@ -24,9 +24,14 @@
 //! nothing, because outputs, state changes and offsets are committed in one
 //! transaction.
 //!
-//! Records that cannot be decoded or processed (after a few attempts), and
-//! outputs the log refuses, go to a dead-letter topic with the reason and
-//! the original bytes ([`dead_letter`]); processing goes on.
+//! Records that cannot be decoded or processed (after a few attempts),
+//! outputs the log refuses for good (under exactly-once too: the replay of
+//! the aborted transaction sends them to the dead letters instead), and
+//! stored states that no longer decode (their keys start afresh) go to a
+//! dead-letter topic with the reason and the original bytes
+//! ([`dead_letter`]); processing goes on. A state type that changes takes
+//! a new [`KeyedProcessor::STATE_VERSION`] and an upgrade from the older
+//! ones ([`KeyedProcessor::upgrade_state`]).
 
 mod actors;
 mod app;
@@ -39,6 +44,7 @@ mod offsets;
 mod outlet;
 mod query;
 mod record;
+mod refusals;
 mod scale;
 mod shared;
 pub mod stateless;
@@ -61,6 +67,20 @@ use serde::Serialize;
 use crate::actor::catch;
 use crate::error::{Error, Result};
 use crate::log::RecordRef;
+pub use riffle_state::StoredState;
+
+/// A processor's state versions, as the state layer reads stored states.
+struct Upgrader<'a, P>(&'a P);
+
+impl<P: KeyedProcessor> riffle_state::Upgrade<P::State> for Upgrader<'_, P> {
+    fn version(&self) -> u32 {
+        P::STATE_VERSION
+    }
+
+    fn upgrade(&self, old: StoredState<'_>) -> Result<P::State> {
+        self.0.upgrade_state(old)
+    }
+}
 
 /// Application logic with state per key.
 ///
@@ -78,6 +98,70 @@ pub trait KeyedProcessor: Clone + Send + 'static {
     /// `false` for processors without state (stateless steps): their apps
     /// keep no state stores and no changelog.
     const STATEFUL: bool = true;
+
+    /// The version of `State`, stored with each state. Raise it when the
+    /// type changes so that states stored before no longer decode into it,
+    /// and upgrade those in [`KeyedProcessor::upgrade_state`]. States
+    /// stored before versions existed are version 0.
+    const STATE_VERSION: u32 = 0;
+
+    /// A state stored by an older version of `State` (`old.version` below
+    /// [`KeyedProcessor::STATE_VERSION`]) as the current type, when the
+    /// partition's state is restored from the changelog or a snapshot.
+    /// Decode it with the old type (`old.decode::<OldState>()`) and convert.
+    /// An error, or no upgrade (the default), makes the state damaged: it
+    /// goes to the dead-letter topic with its key and the reason, and the
+    /// key starts afresh.
+    ///
+    /// A counter whose state was a bare number (version 0) and is now a
+    /// count with the last value seen (version 1):
+    ///
+    /// ```
+    /// use riffle_log::RecordRef;
+    /// use riffle_runtime::process::{Context, KeyedProcessor, StoredState};
+    /// use riffle_runtime::{Error, Result};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Default, Serialize, Deserialize)]
+    /// struct Seen {
+    ///     count: u64,
+    ///     last: String,
+    /// }
+    ///
+    /// #[derive(Clone)]
+    /// struct Counter;
+    ///
+    /// impl KeyedProcessor for Counter {
+    ///     type Input = String;
+    ///     type State = Seen;
+    ///     const STATE_VERSION: u32 = 1;
+    ///
+    ///     fn upgrade_state(&self, old: StoredState<'_>) -> Result<Seen> {
+    ///         match old.version {
+    ///             0 => Ok(Seen { count: old.decode::<u64>()?, last: String::new() }),
+    ///             _ => Err(old.unknown()),
+    ///         }
+    ///     }
+    ///
+    ///     fn decode(&self, r: &RecordRef<'_>) -> Result<(String, String)> {
+    ///         let key = r.key_str().ok_or_else(|| Error::Decode("no key".into()))?;
+    ///         Ok((key.into(), String::from_utf8_lossy(r.value).into()))
+    ///     }
+    ///
+    ///     fn process(&mut self, _: &str, v: &String, s: &mut Seen, _: &mut Context<'_>) -> Result<()> {
+    ///         s.count += 1;
+    ///         s.last = v.clone();
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let old = StoredState { version: 0, json: b"41" };
+    /// assert_eq!(Counter.upgrade_state(old)?.count, 41);
+    /// # Ok::<(), Error>(())
+    /// ```
+    fn upgrade_state(&self, old: StoredState<'_>) -> Result<Self::State> {
+        Err(old.unknown())
+    }
 
     /// The record's key and input. An error sends the record to the
     /// dead-letter topic.

@@ -4,12 +4,14 @@
 //! waiting for its outputs to be acknowledged never waits for another
 //! consumer's: under load, a shared producer is never idle.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::dead_letter;
+use super::refusals::Refused;
 use super::shared::Shared;
 use crate::error::Result;
-use crate::log::{DeliveryReport, Headers, Log, OutRecord, OwnedHeader};
+use crate::log::{DeliveryReport, Headers, Log, OutRecord};
 use crate::stream::Producer;
 
 /// State changes go out through the consumer's producer, with its outputs:
@@ -21,32 +23,48 @@ impl riffle_state::ChangelogSink for Producer {
     }
 }
 
-/// An output the log refused: where it was going, why, and its bytes.
-struct Refused {
-    topic: String,
-    key: Option<Vec<u8>>,
-    value: Vec<u8>,
-    headers: Vec<OwnedHeader>,
-    error: String,
-}
-
 pub(super) struct Outlet {
     pub(super) producer: Producer,
     refused: Arc<Mutex<Vec<Refused>>>,
+    /// Set by the first failed delivery: under exactly-once, the open
+    /// transaction can no longer commit (librdkafka refuses further sends
+    /// in it), so processing stops until it is aborted.
+    spoiled: Arc<AtomicBool>,
 }
 
 impl Outlet {
     pub(super) fn plain(log: &dyn Log) -> Result<Self> {
-        let refused = Arc::default();
-        let producer = Producer::with_reports(log, keep_refused(&refused))?;
-        Ok(Self { producer, refused })
+        let (refused, spoiled) = Default::default();
+        let producer = Producer::with_reports(log, keep_refused(&refused, &spoiled))?;
+        Ok(Self {
+            producer,
+            refused,
+            spoiled,
+        })
     }
 
     /// A transactional producer named `id` (see [`Producer::transactional`]).
     pub(super) fn transactional(log: &dyn Log, id: &str) -> Result<Self> {
-        let refused = Arc::default();
-        let producer = Producer::transactional(log, id, keep_refused(&refused))?;
-        Ok(Self { producer, refused })
+        let (refused, spoiled) = Default::default();
+        let producer = Producer::transactional(log, id, keep_refused(&refused, &spoiled))?;
+        Ok(Self {
+            producer,
+            refused,
+            spoiled,
+        })
+    }
+
+    /// Whether a delivery failed since this outlet was made.
+    pub(super) fn spoiled(&self) -> bool {
+        self.spoiled.load(Ordering::Acquire)
+    }
+
+    /// Teaches the app what the log refused for good (see
+    /// [`super::refusals`]); called once an aborted transaction's delivery
+    /// reports are all in.
+    pub(super) fn learn_refused(&self, shared: &Shared) {
+        let refused = std::mem::take(&mut *self.refused.lock().unwrap());
+        shared.refusals.learn(&refused);
     }
 
     /// Handles the outputs the log refused since the last call: each is
@@ -102,16 +120,19 @@ impl Outlet {
 /// A delivery callback that keeps what the log refused.
 fn keep_refused(
     list: &Arc<Mutex<Vec<Refused>>>,
+    spoiled: &Arc<AtomicBool>,
 ) -> impl Fn(&DeliveryReport) + Send + Sync + 'static {
-    let list = list.clone();
+    let (list, spoiled) = (list.clone(), spoiled.clone());
     move |r: &DeliveryReport| {
         if let (Err(error), Some(u)) = (&r.result, &r.undelivered) {
+            spoiled.store(true, Ordering::Release);
             list.lock().unwrap().push(Refused {
                 topic: r.topic.clone(),
                 key: u.key.clone(),
                 value: u.value.clone(),
                 headers: u.headers.clone(),
                 error: error.clone(),
+                refusal: u.refusal,
             });
         }
     }

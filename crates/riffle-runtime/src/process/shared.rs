@@ -8,11 +8,12 @@ use std::sync::Arc;
 
 use super::dead_letter;
 use super::query::Board;
+use super::refusals::{alone_bytes, Refusals};
 use crate::error::{Error, Result};
-use crate::log::RecordRef;
+use crate::log::{Headers, OutRecord, RecordRef};
 use crate::metrics::{self, Counter};
 use crate::stream::Producer;
-use riffle_state::RestoreStats;
+use riffle_state::{RestoreStats, Store};
 
 /// Counters of a running app.
 ///
@@ -41,6 +42,8 @@ pub(super) struct Shared {
     /// Extra attempts at a record the processor fails on.
     pub(super) retries: u32,
     pub(super) metrics: AppMetrics,
+    /// What the log refused for good, so that it is not sent again.
+    pub(super) refusals: Refusals,
 }
 
 /// What an app counts in [`crate::metrics::global`] besides [`AppStats`].
@@ -64,13 +67,15 @@ impl AppMetrics {
 pub(super) fn collect_stats(group: &str, shared: &Arc<Shared>) {
     type Read = fn(&AppStats) -> &AtomicU64;
     #[rustfmt::skip]
-    const COUNTERS: [(&str, &str, Read); 6] = [
+    const COUNTERS: [(&str, &str, Read); 8] = [
         ("riffle_processed_total", "Records handed to the processor.", |s| &s.processed),
         ("riffle_processor_sent_total", "Records the processor sent.", |s| &s.sent),
         ("riffle_dead_letters_total", "Records sent to the dead-letter topic.", |s| &s.dead_letters),
         ("riffle_restores_total", "Partition states restored from snapshots and the changelog.", |s| &s.state.restores),
         ("riffle_restored_keys_total", "Keys whose state was restored.", |s| &s.state.restored_keys),
         ("riffle_changelog_replayed_total", "Changelog records read while restoring.", |s| &s.state.changelog_replayed),
+        ("riffle_states_upgraded_total", "Stored states of an older version upgraded while restoring.", |s| &s.state.upgraded),
+        ("riffle_states_damaged_total", "Stored states that did not decode while restoring (dead-lettered, their keys started afresh).", |s| &s.state.damaged),
     ];
     let labels = vec![("group", group.to_owned())];
     metrics::global().collect(shared, move |shared, s| {
@@ -116,10 +121,21 @@ impl Shared {
         error: &Error,
     ) -> Result<()> {
         self.count_dead_letter();
-        match &self.dead_letter {
-            Some(topic) => dead_letter::send(producer, topic, record, &error.to_string()),
-            None => Err(error.clone()),
-        }
+        let Some(topic) = &self.dead_letter else {
+            return Err(error.clone());
+        };
+        let error = error.to_string();
+        let position = Some((record.partition, record.offset));
+        let max = room(producer, record.key, record.headers);
+        let envelope = dead_letter::envelope_at(
+            record.topic,
+            position,
+            record.key,
+            record.value,
+            &error,
+            max,
+        );
+        self.send_letter(producer, topic, record, &envelope, &error)
     }
 
     /// Like [`Shared::dead_letter`], for a record whose bytes are no longer
@@ -131,13 +147,125 @@ impl Shared {
         error: &Error,
     ) -> Result<()> {
         self.count_dead_letter();
-        match &self.dead_letter {
-            Some(topic) => {
-                let error = error.to_string();
-                let envelope = dead_letter::envelope_without_value(record, &error);
-                dead_letter::send_envelope(producer, topic, record, &envelope, &error)
+        let Some(topic) = &self.dead_letter else {
+            return Err(error.clone());
+        };
+        let error = error.to_string();
+        let envelope = dead_letter::envelope_without_value(record, &error);
+        self.send_letter(producer, topic, record, &envelope, &error)
+    }
+
+    /// Sends `envelope` for `record` to the dead-letter topic `topic`,
+    /// unless the log is known to refuse it there too.
+    fn send_letter(
+        &self,
+        producer: &Producer,
+        topic: &str,
+        record: &RecordRef<'_>,
+        envelope: &[u8],
+        error: &str,
+    ) -> Result<()> {
+        if let Some(why) = self
+            .refusals
+            .verdict(topic, record.key, envelope, record.headers)
+        {
+            tracing::error!(
+                "{}/{}@{}: {error}; and not to the dead-letter topic: {why}",
+                record.topic,
+                record.partition,
+                record.offset
+            );
+            return Ok(());
+        }
+        dead_letter::send_envelope(producer, topic, record, envelope, error)
+    }
+
+    /// Sends the stored states of `store` that did not decode (read from
+    /// `changelog`, or a snapshot of it) to the dead-letter topic, and
+    /// starts their keys afresh: the fresh state is written to the
+    /// changelog with the next changes, so that the next restore does not
+    /// meet the damaged one again.
+    pub(super) fn dead_letter_damaged<S>(
+        &self,
+        producer: &Producer,
+        changelog: &str,
+        store: &mut Store<S>,
+    ) where
+        S: Default + serde::Serialize + serde::de::DeserializeOwned,
+    {
+        for d in store.take_damaged() {
+            self.count_dead_letter();
+            let error = format!(
+                "stored state does not decode: {}; the key starts afresh",
+                d.reason
+            );
+            if let Some(dlq) = &self.dead_letter {
+                let key = Some(&d.key[..]);
+                let max = room(producer, key, Headers::EMPTY);
+                let envelope =
+                    dead_letter::envelope_at(changelog, d.position, key, &d.value, &error, max);
+                let headers = dead_letter::headers(Headers::EMPTY, changelog, d.position, &error);
+                let letter = OutRecord::new(dlq, key, &envelope).with_headers(&headers);
+                let refused = self
+                    .refusals
+                    .verdict(dlq, key, &envelope, Headers::from(&headers));
+                let sent = match refused {
+                    Some(why) => Err(Error::Refused {
+                        server: dlq.clone(),
+                        message: why,
+                    }),
+                    None => producer.send_record(letter),
+                };
+                if let Err(e) = sent {
+                    tracing::error!("{changelog}: {error}; and not to the dead-letter topic: {e}");
+                }
             }
-            None => Err(error.clone()),
+            if let Ok(key) = std::str::from_utf8(&d.key) {
+                store.get_mut(key);
+            }
         }
     }
+
+    /// Sends an output the log refuses for good (`why`) to the dead-letter
+    /// topic instead, with the reason; without one, it is logged and
+    /// dropped, as the log would have.
+    pub(super) fn dead_letter_output(
+        &self,
+        producer: &Producer,
+        output: OutRecord<'_>,
+        why: &str,
+    ) -> Result<()> {
+        self.count_dead_letter();
+        let error = format!("cannot deliver to {}: {why}", output.topic);
+        let dlq = match self.dead_letter_topic() {
+            Some(dlq) if dlq != output.topic => dlq,
+            _ => {
+                tracing::error!("{error}; no dead-letter topic keeps it");
+                return Ok(());
+            }
+        };
+        let max = room(producer, output.key, output.headers);
+        let envelope =
+            dead_letter::envelope_at(output.topic, None, output.key, output.value, &error, max);
+        let headers = dead_letter::headers(output.headers, output.topic, None, &error);
+        let letter = OutRecord::new(dlq, output.key, &envelope).with_headers(&headers);
+        if let Some(refused) =
+            self.refusals
+                .verdict(dlq, output.key, &envelope, Headers::from(&headers))
+        {
+            tracing::error!("{error}; and not to the dead-letter topic: {refused}");
+            return Ok(());
+        }
+        tracing::warn!("{error}; sent to {dlq}");
+        producer.send_record(letter)
+    }
+}
+
+/// The most bytes a dead letter's value may take for `producer` to send it
+/// with this key and headers (plus the error headers, a few hundred bytes).
+fn room(producer: &Producer, key: Option<&[u8]>, headers: Headers<'_>) -> usize {
+    const ERROR_HEADERS: usize = 1024;
+    producer.max_record_bytes().map_or(usize::MAX, |max| {
+        max.saturating_sub(alone_bytes(key, &[], headers) + ERROR_HEADERS)
+    })
 }

@@ -265,4 +265,10 @@ impl Producer {
     pub fn in_flight(&self) -> usize {
         self.inner.backend.in_flight()
     }
+
+    /// The largest record this producer sends (see
+    /// [`LogProducer::max_record_bytes`]).
+    pub fn max_record_bytes(&self) -> Option<usize> {
+        self.inner.backend.max_record_bytes()
+    }
 }
