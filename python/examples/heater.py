@@ -1,6 +1,6 @@
 """The chapter's heater controller (examples 6-7 to 6-9) in Python on Riffle.
 
-The rule is the book's, in a few lines of Python (`control` below); Riffle
+The rule is the book's, in a few lines of Python (`riffle/heater.py`); Riffle
 runs it: a consumer group over the `sensor` topic, one state per heater kept
 in a changelog topic (so it survives crashes and follows its partition to
 another process), the key-based or key-independent style, at-least-once or
@@ -25,29 +25,7 @@ import time
 
 import riffle
 
-ON, OFF = 0, 1  # the heater's protobuf enum: On = 0, Off = 1
-
-
-def controller(output: str):
-    """The controller for commands to `output`: Riffle calls it once per
-    record with the heater's id, the decoded record, and the heater's state
-    (None until its first record); it returns the new state."""
-
-    def control(heater, msg, state, ctx):
-        if "measurement" not in msg:  # a thermostat setting
-            return {"td": msg["temperature"], "up": msg["up_delta"],
-                    "down": msg["down_delta"], "last": (state or {}).get("last")}
-        if state is None:  # measurements before the first setting are ignored
-            return None
-        m = msg["measurement"]
-        command = (OFF if m > state["td"] + state["up"]
-                   else ON if m < state["td"] - state["down"] else None)
-        if command is not None and command != state["last"]:  # only changes are sent
-            ctx.send(output, {"control": command}, key=heater)
-            state["last"] = command
-        return state
-
-    return control
+from riffle.heater import controller
 
 
 def main() -> None:
