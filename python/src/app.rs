@@ -110,9 +110,21 @@ pub struct Processor {
 
 #[derive(Clone)]
 enum Kind {
-    Map { to: String, f: Function, codec: Codec },
-    Filter { to: String, f: Function, codec: Codec },
-    FlatMap { to: String, f: Function, codec: Codec },
+    Map {
+        to: String,
+        f: Function,
+        codec: Codec,
+    },
+    Filter {
+        to: String,
+        f: Function,
+        codec: Codec,
+    },
+    FlatMap {
+        to: String,
+        f: Function,
+        codec: Codec,
+    },
     Keyed(PyKeyed),
 }
 
@@ -123,7 +135,9 @@ impl Processor {
     fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
         let module = py.import("riffle")?;
         match &self.kind {
-            Kind::Map { to, f, codec } | Kind::Filter { to, f, codec } | Kind::FlatMap { to, f, codec } => {
+            Kind::Map { to, f, codec }
+            | Kind::Filter { to, f, codec }
+            | Kind::FlatMap { to, f, codec } => {
                 let name = match &self.kind {
                     Kind::Map { .. } => "map",
                     Kind::Filter { .. } => "filter",
@@ -151,7 +165,10 @@ impl Processor {
 
 /// Encodes what a stateless function returned as one output.
 fn output(key: Option<&[u8]>, item: &Bound<'_, PyAny>) -> PyResult<stateless::Output> {
-    Ok(stateless::Output::new(key.map(<[u8]>::to_vec), json::value_bytes(item)?))
+    Ok(stateless::Output::new(
+        key.map(<[u8]>::to_vec),
+        json::value_bytes(item)?,
+    ))
 }
 
 /// One output per input: `f(value)` becomes the value, the key kept. The
@@ -252,23 +269,23 @@ fn stateless_step(kind: &Kind) -> stateless::Stateless {
             let value = Decoded::new(codec, r.value)?;
             Python::attach(|py| {
                 let mut call = || -> PyResult<()> {
-                let result = f.call1(py, (value.to_py(py)?,))?;
-                for item in result.bind(py).try_iter()? {
-                    let item = item?;
-                    match item.cast::<PyTuple>() {
-                        Ok(t) if t.len() == 2 => {
-                            let key = t.get_item(0)?;
-                            let key = if key.is_none() {
-                                None
-                            } else {
-                                Some(json::key_bytes(&key)?)
-                            };
-                            out.push(output(key.as_deref(), &t.get_item(1)?)?);
+                    let result = f.call1(py, (value.to_py(py)?,))?;
+                    for item in result.bind(py).try_iter()? {
+                        let item = item?;
+                        match item.cast::<PyTuple>() {
+                            Ok(t) if t.len() == 2 => {
+                                let key = t.get_item(0)?;
+                                let key = if key.is_none() {
+                                    None
+                                } else {
+                                    Some(json::key_bytes(&key)?)
+                                };
+                                out.push(output(key.as_deref(), &t.get_item(1)?)?);
+                            }
+                            _ => out.push(output(r.key, &item)?),
                         }
-                        _ => out.push(output(r.key, &item)?),
                     }
-                }
-                Ok(())
+                    Ok(())
                 };
                 call().map_err(|e| raised(py, e))
             })
@@ -319,26 +336,30 @@ impl KeyedProcessor for PyKeyed {
     ) -> riffle::Result<()> {
         let outputs = Python::attach(|py| {
             let mut call = || -> PyResult<Vec<Out>> {
-            let state_py = json::to_py(py, state)?;
-            let pctx = Bound::new(
-                py,
-                PyContext {
-                    topic: ctx.topic().to_owned(),
-                    partition: ctx.partition(),
-                    offset: ctx.offset(),
-                    timestamp: ctx.timestamp(),
-                    outputs: Mutex::new(Some(Vec::new())),
-                },
-            )?;
-            let result = self
-                .f
-                .call1(py, (key, input.to_py(py)?, state_py, &pctx));
-            let outputs = pctx.get().outputs.lock().unwrap().take().unwrap_or_default();
-            let new_state = json::to_value(result?.bind(py)).map_err(|e| {
-                PyTypeError::new_err(format!("the state returned for key '{key}': {e}"))
-            })?;
-            *state = new_state;
-            Ok(outputs)
+                let state_py = json::to_py(py, state)?;
+                let pctx = Bound::new(
+                    py,
+                    PyContext {
+                        topic: ctx.topic().to_owned(),
+                        partition: ctx.partition(),
+                        offset: ctx.offset(),
+                        timestamp: ctx.timestamp(),
+                        outputs: Mutex::new(Some(Vec::new())),
+                    },
+                )?;
+                let result = self.f.call1(py, (key, input.to_py(py)?, state_py, &pctx));
+                let outputs = pctx
+                    .get()
+                    .outputs
+                    .lock()
+                    .unwrap()
+                    .take()
+                    .unwrap_or_default();
+                let new_state = json::to_value(result?.bind(py)).map_err(|e| {
+                    PyTypeError::new_err(format!("the state returned for key '{key}': {e}"))
+                })?;
+                *state = new_state;
+                Ok(outputs)
             };
             call().map_err(|e| raised(py, e))
         })?;

@@ -69,8 +69,10 @@ impl PollVisitor for Collect<'_> {
         if let GroupEvent::Revoked(tps) = &event {
             // Not ours any more: the next owner reads them from the last
             // commit.
-            self.buffer
-                .retain(|r| !tps.iter().any(|tp| tp.partition == r.partition && tp.topic == r.topic));
+            self.buffer.retain(|r| {
+                !tps.iter()
+                    .any(|tp| tp.partition == r.partition && tp.topic == r.topic)
+            });
         }
         self.events.push(event);
     }
@@ -92,44 +94,51 @@ pub struct Consumer {
 impl Consumer {
     /// Waits up to `timeout` for at most `max` records, then runs the
     /// assignment callbacks for the group events met, in order.
-    fn take(&self, py: Python<'_>, max: usize, timeout: Duration) -> PyResult<Vec<riffle::log::Record>> {
+    fn take(
+        &self,
+        py: Python<'_>,
+        max: usize,
+        timeout: Duration,
+    ) -> PyResult<Vec<riffle::log::Record>> {
         let stop = self.stop.clone();
-        let (records, events) = py.detach(|| -> riffle::Result<_> {
-            let mut guard = self.member.lock().unwrap();
-            let m = guard.as_mut().ok_or(riffle::Error::Closed)?;
-            m.store_handed();
-            let mut events = Vec::new();
-            let deadline = Instant::now() + timeout;
-            while m.buffer.is_empty() && !stop.load(Ordering::Acquire) {
-                let left = deadline.saturating_duration_since(Instant::now());
-                let mut visit = Collect {
-                    buffer: &mut m.buffer,
-                    events: &mut events,
-                };
-                m.consumer.poll(left.min(SLICE), max.max(1), &mut visit)?;
-                if left.is_zero() || !events.is_empty() {
-                    break;
+        let (records, events) = py
+            .detach(|| -> riffle::Result<_> {
+                let mut guard = self.member.lock().unwrap();
+                let m = guard.as_mut().ok_or(riffle::Error::Closed)?;
+                m.store_handed();
+                let mut events = Vec::new();
+                let deadline = Instant::now() + timeout;
+                while m.buffer.is_empty() && !stop.load(Ordering::Acquire) {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let mut visit = Collect {
+                        buffer: &mut m.buffer,
+                        events: &mut events,
+                    };
+                    m.consumer.poll(left.min(SLICE), max.max(1), &mut visit)?;
+                    if left.is_zero() || !events.is_empty() {
+                        break;
+                    }
                 }
-            }
-            let n = m.buffer.len().min(max);
-            let records: Vec<_> = m.buffer.drain(..n).collect();
-            for r in &records {
-                m.handed
-                    .insert(TopicPartition::new(&r.topic, r.partition), r.offset + 1);
-            }
-            Ok((records, events))
-        })
-        .map_err(|e| match e {
-            riffle::Error::Closed => ClosedError::new_err("the consumer is closed"),
-            e => crate::errors::to_py(e),
-        })?;
+                let n = m.buffer.len().min(max);
+                let records: Vec<_> = m.buffer.drain(..n).collect();
+                for r in &records {
+                    m.handed
+                        .insert(TopicPartition::new(&r.topic, r.partition), r.offset + 1);
+                }
+                Ok((records, events))
+            })
+            .map_err(|e| match e {
+                riffle::Error::Closed => ClosedError::new_err("the consumer is closed"),
+                e => crate::errors::to_py(e),
+            })?;
         for event in events {
             let (cb, tps) = match event {
                 GroupEvent::Assigned(tps) => (&self.on_assign, tps),
                 GroupEvent::Revoked(tps) => (&self.on_revoke, tps),
             };
             if let Some(cb) = cb {
-                let list: Vec<(String, i32)> = tps.into_iter().map(|tp| (tp.topic, tp.partition)).collect();
+                let list: Vec<(String, i32)> =
+                    tps.into_iter().map(|tp| (tp.topic, tp.partition)).collect();
                 cb.call1(py, (list,))?;
             }
         }
@@ -254,7 +263,10 @@ impl Consumer {
             } else {
                 let mut result = Ok(());
                 for (i, inner) in records.iter().enumerate() {
-                    if let Err(e) = callback.call1((Record { inner: inner.clone() },)) {
+                    if let Err(e) = callback.call1((Record {
+                        inner: inner.clone(),
+                    },))
+                    {
                         self.unhand(py, &records[i..]);
                         result = Err(e);
                         break;

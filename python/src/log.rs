@@ -26,8 +26,9 @@ use crate::errors::{IntoPy, UnknownTopicError};
 const ADMIN_TIMEOUT: f64 = 30.0;
 
 pub fn seconds(s: f64, what: &str) -> PyResult<Duration> {
-    Duration::try_from_secs_f64(s)
-        .map_err(|_| PyValueError::new_err(format!("{what} must be a number of seconds >= 0, not {s}")))
+    Duration::try_from_secs_f64(s).map_err(|_| {
+        PyValueError::new_err(format!("{what} must be a number of seconds >= 0, not {s}"))
+    })
 }
 
 enum Kind {
@@ -123,8 +124,8 @@ impl Log {
                     "never" => FsyncPolicy::Never,
                     other => {
                         return Err(PyValueError::new_err(format!(
-                        "fsync must be 'always', 'interval', 'never' or seconds, not '{other}'"
-                    )))
+                            "fsync must be 'always', 'interval', 'never' or seconds, not '{other}'"
+                        )))
                     }
                 },
                 Err(_) => FsyncPolicy::Interval(seconds(v.extract::<f64>()?, "fsync")?),
@@ -183,6 +184,8 @@ impl Log {
     /// Creates a topic and returns once the log's metadata shows it.
     /// Raises TopicExistsError if it exists, unless `exist_ok`.
     #[pyo3(signature = (name, partitions=1, replication=1, config=None, exist_ok=false, timeout=ADMIN_TIMEOUT))]
+    // Python's keyword arguments, one parameter each.
+    #[allow(clippy::too_many_arguments)]
     fn create_topic(
         &self,
         py: Python<'_>,
@@ -254,9 +257,9 @@ impl Log {
         let (log, timeout) = (self.inner.clone(), seconds(timeout, "timeout")?);
         match py.detach(move || log.describe_topic(&name, timeout)) {
             Ok(t) => Ok(TopicInfo::from(t)),
-            Err(riffle::Error::UnknownTopic(t)) => Err(UnknownTopicError::new_err(format!(
-                "unknown topic '{t}'"
-            ))),
+            Err(riffle::Error::UnknownTopic(t)) => {
+                Err(UnknownTopicError::new_err(format!("unknown topic '{t}'")))
+            }
             Err(e) => Err(crate::errors::to_py(e)),
         }
     }

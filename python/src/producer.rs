@@ -175,7 +175,10 @@ impl Producer {
         // Reports of the last records may reach the queue just after the
         // flush returns: give them a moment.
         if left == 0 && self.on_delivery.is_some() {
-            let sent = producer.stats().sent.load(std::sync::atomic::Ordering::Relaxed);
+            let sent = producer
+                .stats()
+                .sent
+                .load(std::sync::atomic::Ordering::Relaxed);
             let reports = self.reports.clone();
             let stats = producer.clone();
             py.detach(move || {

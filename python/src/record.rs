@@ -57,7 +57,13 @@ impl Record {
             .iter()
             .map(|h| {
                 let value = h.value.as_deref().map(|v| PyBytes::new(py, v));
-                PyTuple::new(py, [h.name.clone().into_pyobject(py)?.into_any(), value.into_pyobject(py)?.into_any()])
+                PyTuple::new(
+                    py,
+                    [
+                        h.name.clone().into_pyobject(py)?.into_any(),
+                        value.into_pyobject(py)?.into_any(),
+                    ],
+                )
             })
             .collect::<PyResult<Vec<_>>>()?;
         PyList::new(py, items)
