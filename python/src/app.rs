@@ -91,6 +91,34 @@ impl Decoded {
 /// and consumer), cloned without the interpreter.
 type Function = Arc<Py<PyAny>>;
 
+/// `Python::attach` for Riffle's threads, which call into the interpreter
+/// once per record. A thread the interpreter did not create gets a thread
+/// state for each attach, and loses it again at the end; the first call here
+/// makes one that stays (taking and at once releasing the interpreter), so
+/// later attaches only take and release the interpreter lock.
+fn attach<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> R {
+    thread_local! {
+        static KEPT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    KEPT.with(|kept| {
+        if !kept.get() {
+            // SAFETY: called outside any attach on this thread (processors
+            // run on Riffle's own threads), with the interpreter running
+            // (the module is loaded; apps are stopped before it exits).
+            // Ensure takes the lock with a new thread state; SaveThread
+            // releases the lock and keeps the state, whose count stays at
+            // one, so that later Ensure/Release pairs neither make nor
+            // delete one.
+            unsafe {
+                pyo3::ffi::PyGILState_Ensure();
+                pyo3::ffi::PyEval_SaveThread();
+            }
+            kept.set(true);
+        }
+    });
+    Python::attach(f)
+}
+
 /// A Python exception as Riffle's error: its text becomes the reason in
 /// the dead letter.
 fn raised(py: Python<'_>, e: PyErr) -> Error {
@@ -239,7 +267,7 @@ fn stateless_step(kind: &Kind) -> stateless::Stateless {
     match kind.clone() {
         Kind::Map { to, f, codec } => stateless::flat_map(&to, move |r, out| {
             let value = Decoded::new(codec, r.value)?;
-            Python::attach(|py| {
+            attach(|py| {
                 let mut call = || -> PyResult<()> {
                     let result = f.call1(py, (value.to_py(py)?,))?;
                     out.push(output(r.key, result.bind(py))?);
@@ -250,7 +278,7 @@ fn stateless_step(kind: &Kind) -> stateless::Stateless {
         }),
         Kind::Filter { to, f, codec } => stateless::flat_map(&to, move |r, out| {
             let value = Decoded::new(codec, r.value)?;
-            let keep = Python::attach(|py| {
+            let keep = attach(|py| {
                 value
                     .to_py(py)
                     .and_then(|v| f.call1(py, (v,)))
@@ -267,7 +295,7 @@ fn stateless_step(kind: &Kind) -> stateless::Stateless {
         }),
         Kind::FlatMap { to, f, codec } => stateless::flat_map(&to, move |r, out| {
             let value = Decoded::new(codec, r.value)?;
-            Python::attach(|py| {
+            attach(|py| {
                 let mut call = || -> PyResult<()> {
                     let result = f.call1(py, (value.to_py(py)?,))?;
                     for item in result.bind(py).try_iter()? {
@@ -334,7 +362,7 @@ impl KeyedProcessor for PyKeyed {
         state: &mut Value,
         ctx: &mut Context<'_>,
     ) -> riffle::Result<()> {
-        let outputs = Python::attach(|py| {
+        let outputs = attach(|py| {
             let mut call = || -> PyResult<Vec<Out>> {
                 let state_py = json::to_py(py, state)?;
                 let pctx = Bound::new(
