@@ -147,11 +147,15 @@ class Actors:
 
     def wait_assigned(self, partitions: int, timeout: float = 60.0) -> None:
         """Waits until the actors together own ``partitions`` partitions
-        (every input partition: the group has settled)."""
+        (every input partition) and each owns some: the group has settled."""
         deadline = time.monotonic() + timeout
         while True:
-            owned = sum(len(a) for a in self.assignments())
-            if owned >= partitions:
+            assigned = self.assignments()
+            owned = sum(len(a) for a in assigned)
+            # Each actor has its share: the first to join owns everything
+            # until the others have joined.
+            shared = len(assigned) > partitions or all(assigned)
+            if owned >= partitions and shared:
                 return
             for ref in self.starts:
                 done, _ = ray.wait([ref], timeout=0)

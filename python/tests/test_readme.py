@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BROKERS
+from conftest import BROKERS, fresh
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -27,8 +27,10 @@ def test_readme_example_runs_as_written(where):
         if not BROKERS:
             pytest.skip("RIFFLE_TEST_BROKERS is not set")
         code = code.replace('"localhost:9092"', f'"{BROKERS}"')
-        code = code.replace('"sensor"', '"readme-sensor"').replace('"heatercontrol"', '"readme-control"')
-        code = code.replace('"controller"', '"readme-controller"').replace('"printer"', '"readme-printer"')
+        # Names of this run only: a second run must not find the first's
+        # committed offsets.
+        for name in ('"sensor-dlq"', '"sensor"', '"heatercontrol"', '"controller"', '"printer"'):
+            code = code.replace(name, f'"{fresh(name.strip(chr(34)))}"')
     else:
         code = code.replace('log = riffle.Log.kafka("localhost:9092")', "log = riffle.Log.embedded()")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
