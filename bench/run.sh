@@ -56,6 +56,7 @@ if selected kafka-streams && { [ ! -f $ks/target/heater-kafka-streams.jar ] ||
   $ks/build.sh >/dev/null
 fi
 if selected python-ray; then bench/python-ray/setup.sh >/dev/null; fi
+if selected python-riffle; then python/setup.sh >/dev/null; fi
 KAFKA_FRESH=1 KAFKA_REBALANCE_DELAY_MS=3000 scripts/kafka.sh start >/dev/null
 trap 'scripts/kafka.sh stop' EXIT
 

@@ -3,7 +3,9 @@
 # broker on 127.0.0.1 (scripts/kafka.sh), runs the workspace's tests against
 # it and against the embedded log, and stops the broker.
 #
-# Extra arguments go to `cargo test` (e.g. scripts/test.sh -p riffle kafka).
+# Extra arguments go to `cargo test` (e.g. scripts/test.sh -p riffle kafka);
+# without them the Python package's tests (python/tests) run too, in the
+# venv python/setup.sh builds under .cache/.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -21,3 +23,11 @@ echo "test: Kafka broker on $RIFFLE_TEST_BROKERS, SASL_SSL on $RIFFLE_TEST_SASL_
 
 cargo fmt --all -- --check
 cargo test --workspace --release "$@"
+
+# The Python package: installed from python/ into .cache/python-venv (with
+# pytest and Ray), then tested against the same broker and the embedded
+# log. Only on a full run: arguments select cargo tests.
+if [ $# -eq 0 ]; then
+  venv=$(python/setup.sh)
+  RAY_USAGE_STATS_ENABLED=0 "$venv/bin/python" -m pytest -q -p no:cacheprovider python/tests
+fi

@@ -144,6 +144,12 @@ pub enum Error {
         attempts: u32,
         reason: String,
     },
+    /// Application code failed in its own terms: an exception raised by a
+    /// processor written in another language (Python), its text as that
+    /// language reports it (`ValueError: bad reading`), so that a dead
+    /// letter names it as its author would.
+    #[error("{0}")]
+    Raised(String),
     /// A record that could go nowhere (no dead-letter topic, or it too
     /// refused it) under a policy that stops the pipeline: `record`
     /// describes it, `reason` why it failed.

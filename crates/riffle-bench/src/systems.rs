@@ -190,7 +190,25 @@ pub const SYSTEMS: &[System] = &[
         // quick mode (plus 5-8 s of Ray start-up).
         prefix: Some(2_000_000),
     },
+    python_riffle("python-riffle-alo", ALO),
+    python_riffle("python-riffle-eos", EOS),
 ];
+
+/// The heater controller in Python on Riffle (`bench/python-riffle`): the
+/// book's rule as a Python function, run by Riffle's key-based app. Over a
+/// prefix of the input: every record costs a call into the interpreter.
+const fn python_riffle(name: &'static str, guarantee: &'static str) -> System {
+    System {
+        name,
+        description: "heater controller in Python on Riffle, Style::Keyed (bench/python-riffle)",
+        guarantee,
+        output: Output::Commands,
+        placement: Placement::Kafka,
+        argv: &["{repo}/bench/python-riffle/run.sh"],
+        ready: Some("heater: running:"),
+        prefix: Some(2_000_000),
+    }
+}
 
 pub fn find(name: &str) -> Option<&'static System> {
     SYSTEMS.iter().find(|s| s.name == name)

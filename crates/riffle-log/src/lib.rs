@@ -692,10 +692,25 @@ pub trait Log: Send + Sync {
         self.create_topic(spec, timeout)
     }
 
-    /// Creates the topic unless it exists already (with any partition count).
+    /// Creates the topic unless it exists already (with any partition
+    /// count), and returns once it can be described. A topic another
+    /// process created a moment ago is refused as existing before this
+    /// client's metadata shows it (two app processes starting together
+    /// both create the changelog): it is waited for, up to `timeout`.
     fn ensure_topic(&self, spec: &TopicSpec, timeout: Duration) -> Result<()> {
         match self.create_topic(spec, timeout) {
-            Ok(()) | Err(Error::TopicExists(_)) => Ok(()),
+            Ok(()) => Ok(()),
+            Err(Error::TopicExists(_)) => {
+                let deadline = std::time::Instant::now() + timeout;
+                loop {
+                    match self.describe_topic(&spec.name, timeout) {
+                        Err(Error::UnknownTopic(_)) if std::time::Instant::now() < deadline => {
+                            std::thread::sleep(Duration::from_millis(50))
+                        }
+                        other => return other.map(drop),
+                    }
+                }
+            }
             Err(e) => Err(e),
         }
     }
