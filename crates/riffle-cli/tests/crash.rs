@@ -11,6 +11,8 @@
 //! heater with a reference model: the controller rule applied to the input
 //! topic as it was written.
 
+#[path = "crash/broker.rs"]
+mod broker;
 #[path = "crash/feed.rs"]
 mod feed;
 #[path = "crash/model.rs"]
@@ -26,6 +28,7 @@ use std::time::{Duration, Instant};
 use riffle::log::kafka::KafkaLog;
 use riffle::log::{Log, TopicSpec};
 
+use broker::OwnBroker;
 use feed::FeedPlan;
 use model::Comparison;
 use workers::{Guarantee, KillOnDrop, WorkerConfig, Workers};
@@ -58,7 +61,15 @@ struct Scenario {
     /// every worker then serves `--http`, and the test looks at the
     /// workers' state answers and metrics before the kill and at the end.
     kill_one_after: Option<Duration>,
+    /// Stop the broker this long after the feed starts, for [`OUTAGE`],
+    /// then start it again. The run gets a broker of its own.
+    outage_after: Option<Duration>,
 }
+
+/// How long the broker stays down in an outage scenario.
+const OUTAGE: Duration = Duration::from_secs(30);
+/// How soon every worker must say that the brokers do not answer.
+const OUTAGE_REPORTED_WITHIN: Duration = Duration::from_secs(10);
 
 /// A status and body, or why there is none.
 type Answer = Result<(u16, String), String>;
@@ -112,6 +123,9 @@ struct Outcome {
     /// With `kill_one_after`: the endpoints just before the kill and once
     /// the input is processed.
     views: Vec<Views>,
+    /// With `outage_after`, per worker: how long after the broker stopped
+    /// it said so, and how long after the broker was back that it said so.
+    outage_seen: Vec<(Option<Duration>, Option<Duration>)>,
     group: String,
     workers: Arc<Workers>,
 }
@@ -163,7 +177,8 @@ impl Drop for FeedDone<'_> {
 fn run(s: &Scenario) -> Outcome {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let started = Instant::now();
-    let brokers = brokers();
+    let mut own_broker = s.outage_after.map(|_| OwnBroker::start());
+    let brokers = own_broker.as_ref().map_or_else(brokers, OwnBroker::address);
     let log: Arc<dyn Log> =
         Arc::new(KafkaLog::connect(brokers.clone(), vec![]).expect("test broker reachable"));
     let id = format!(
@@ -235,6 +250,7 @@ fn run(s: &Scenario) -> Outcome {
     let mut owned_before_stop = Vec::new();
     let mut views_seen = Vec::new();
     let mut problems = Vec::new();
+    let mut outage_seen = Vec::new();
     let (records, kills) = std::thread::scope(|scope| {
         let feeder = scope.spawn(|| {
             let _done = FeedDone {
@@ -290,6 +306,10 @@ fn run(s: &Scenario) -> Outcome {
             let all: Vec<usize> = (0..WORKERS).collect();
             views_seen.push(views(&workers, &all, &group, s.plan.heaters));
             workers.kill(i);
+        }
+        if let (Some(after), Some(broker)) = (s.outage_after, own_broker.as_mut()) {
+            std::thread::sleep(after.saturating_sub(feed_start.elapsed()));
+            outage_seen = outage(broker, &workers);
         }
         let records = feeder.join().expect("feeder");
         let kills = killer.join().expect("killer");
@@ -422,9 +442,49 @@ fn run(s: &Scenario) -> Outcome {
         owned_before_stop,
         problems,
         views: views_seen,
+        outage_seen,
         group,
         workers,
     }
+}
+
+/// Stops the broker for [`OUTAGE`] and starts it again, watching the
+/// workers' logs for their report of the outage and of its end.
+fn outage(broker: &mut OwnBroker, workers: &Workers) -> Vec<(Option<Duration>, Option<Duration>)> {
+    // Lines logged before the outage do not count.
+    let before: Vec<usize> = (0..WORKERS).map(|i| workers.log_text(i).len()).collect();
+    let seen_since = |i: usize, from: &[usize], what: &str| {
+        workers
+            .log_text(i)
+            .get(from[i]..)
+            .is_some_and(|t| t.contains(what))
+    };
+    let stopped = Instant::now();
+    broker.stop();
+    eprintln!("broker stopped for {OUTAGE:?}");
+    let mut reported = vec![None; WORKERS];
+    while stopped.elapsed() < OUTAGE {
+        for (i, r) in reported.iter_mut().enumerate() {
+            if r.is_none() && seen_since(i, &before, "does not answer") {
+                *r = Some(stopped.elapsed());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let during: Vec<usize> = (0..WORKERS).map(|i| workers.log_text(i).len()).collect();
+    broker.restart();
+    let back = Instant::now();
+    eprintln!("broker serving again");
+    let mut ended = vec![None; WORKERS];
+    while back.elapsed() < Duration::from_secs(30) && ended.iter().any(Option::is_none) {
+        for (i, e) in ended.iter_mut().enumerate() {
+            if e.is_none() && seen_since(i, &during, "answers again") {
+                *e = Some(back.elapsed());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    reported.into_iter().zip(ended).collect()
 }
 
 impl Outcome {
@@ -474,6 +534,7 @@ fn crash_exactly_once_in(name: &'static str, style: &'static str, seed: u64) {
         kills: true,
         stop_one_after: None,
         kill_one_after: None,
+        outage_after: None,
     });
     if out.cmp.duplicates > 0 || out.cmp.expected != out.cmp.actual {
         out.problems.push(format!(
@@ -495,6 +556,7 @@ fn crash_at_least_once() {
         kills: true,
         stop_one_after: None,
         kill_one_after: None,
+        outage_after: None,
     });
     out.check();
     assert!(out.kills >= MIN_KILLS && out.records > 60_000);
@@ -522,6 +584,7 @@ fn three_workers_rebalance() {
         kills: false,
         stop_one_after: Some(Duration::from_secs(10)),
         kill_one_after: None,
+        outage_after: None,
     });
     let before = out.owned_before_stop.clone();
     let stopped = before.get(WORKERS - 1).cloned().unwrap_or_default();
@@ -602,6 +665,7 @@ fn scale_out(name: &'static str, style: &'static str, seed: u64) {
         kills: false,
         stop_one_after: None,
         kill_one_after: Some(Duration::from_secs(10)),
+        outage_after: None,
     });
     let killed = WORKERS - 1;
     let addrs: Vec<String> = (0..WORKERS)
@@ -698,5 +762,70 @@ fn scale_out(name: &'static str, style: &'static str, seed: u64) {
         first.len()
     );
     out.problems.extend(problems);
+    out.check();
+}
+
+/// The broker stopped for 30 s and started again while three controllers
+/// run: each says within 10 s that it does not answer and again when it
+/// does, nobody restarts anything, and no command is lost (at-least-once)
+/// or repeated (exactly-once).
+#[test]
+#[ignore = "fails: after the restart a changelog partition keeps an open transaction for over 60 s, \
+            so its next owner cannot restore it (run with --ignored)"]
+fn broker_outage_exactly_once() {
+    broker_outage("broker_outage_exactly_once", Guarantee::ExactlyOnce, 17);
+}
+
+#[test]
+fn broker_outage_at_least_once() {
+    broker_outage("broker_outage_at_least_once", Guarantee::AtLeastOnce, 18);
+}
+
+fn broker_outage(name: &'static str, guarantee: Guarantee, seed: u64) {
+    let mut out = run(&Scenario {
+        name,
+        guarantee,
+        style: "keyed",
+        plan: crash_plan(seed),
+        kills: false,
+        stop_one_after: None,
+        kill_one_after: None,
+        outage_after: Some(Duration::from_secs(8)),
+    });
+    eprintln!(
+        "{name}: per worker, outage reported after / end reported after: {:?}",
+        out.outage_seen
+    );
+    for (i, (reported, ended)) in out.outage_seen.iter().enumerate() {
+        let worker = out.workers.name(i);
+        match reported {
+            Some(t) if *t <= OUTAGE_REPORTED_WITHIN => {}
+            Some(t) => out
+                .problems
+                .push(format!("{worker} reported the outage only after {t:?}")),
+            None => out
+                .problems
+                .push(format!("{worker} never reported the outage")),
+        }
+        if ended.is_none() {
+            out.problems.push(format!(
+                "{worker} did not report within 30 s that the broker answers again"
+            ));
+        }
+    }
+    if out.outage_seen.len() != WORKERS {
+        out.problems.push("the outage did not happen".into());
+    }
+    let cmp = &out.cmp;
+    let lost_or_repeated = match guarantee {
+        Guarantee::ExactlyOnce => cmp.duplicates > 0 || cmp.expected != cmp.actual,
+        Guarantee::AtLeastOnce => cmp.actual < cmp.expected,
+    };
+    if lost_or_repeated {
+        out.problems.push(format!(
+            "{} commands expected, {} sent ({} repeated)",
+            cmp.expected, cmp.actual, cmp.duplicates
+        ));
+    }
     out.check();
 }

@@ -582,6 +582,14 @@ pub trait Log: Send + Sync {
     /// A short description for messages, e.g. `kafka 127.0.0.1:9092`.
     fn describe(&self) -> String;
 
+    /// How long the log's servers have not answered, while they do not: a
+    /// Kafka outage, confirmed by asking the cluster every second once a
+    /// client lost its connections. `None` while they answer, and always
+    /// for the embedded log.
+    fn unreachable_for(&self) -> Option<Duration> {
+        None
+    }
+
     fn producer(&self, on_delivery: Option<DeliveryCallback>) -> Result<Box<dyn LogProducer>>;
 
     fn consumer(&self, config: &ConsumerConfig) -> Result<Box<dyn LogConsumer>>;

@@ -317,8 +317,12 @@ pub fn run(brokers: &LogArgs, a: ControllerArgs) -> Result<()> {
             last = Instant::now();
             let s = app.stats();
             let owned: usize = app.assignments().iter().map(|(_, p)| p.len()).sum();
+            let outage = log
+                .unreachable_for()
+                .map(|d| format!("  brokers unreachable for {} s", d.as_secs()))
+                .unwrap_or_default();
             eprintln!(
-                "processed {}  commands {}  dead letters {}  consumers {}  partitions owned {owned}",
+                "processed {}  commands {}  dead letters {}  consumers {}  partitions owned {owned}{outage}",
                 s.processed.load(Ordering::Relaxed),
                 s.sent.load(Ordering::Relaxed),
                 s.dead_letters.load(Ordering::Relaxed),

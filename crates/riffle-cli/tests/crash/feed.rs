@@ -87,8 +87,9 @@ pub fn feed(log: Arc<dyn Log>, topic: &str, plan: &FeedPlan, stop: &AtomicBool) 
             }
         }
     }
+    // Long enough for a broker stopped for 30 s to come back.
     producer
-        .flush(Duration::from_secs(30))
+        .flush(Duration::from_secs(120))
         .expect("input delivered");
     let s = producer.stats();
     assert_eq!(

@@ -200,6 +200,7 @@ impl LogConsumer for KafkaConsumer {
                 }
                 Some(Err(e)) if transient(&e) => {
                     tracing::debug!("poll: {e}");
+                    self.consumer.context().faults.note(&e, &e.to_string());
                 }
                 // A refused password or certificate, named as such.
                 Some(Err(e)) => {

@@ -10,6 +10,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::reach::Reach;
 use crate::error::{Error, Result};
 use crate::{GroupEvent, GroupToken, PollVisitor, Progress, TopicPartition};
 
@@ -22,23 +23,42 @@ use crate::{GroupEvent, GroupToken, PollVisitor, Progress, TopicPartition};
 /// here lets a failed request name it (see `KafkaLog::explain`) instead of
 /// a generic timeout. Only the first one is kept: librdkafka repeats the
 /// same error at every retry, and a failure is explained by its first cause.
+///
+/// Lost connections go the same way, to the log's [`Reach`] watch.
 #[derive(Default)]
-pub(crate) struct Faults(Mutex<Option<Error>>);
+pub(crate) struct Faults {
+    first: Mutex<Option<Error>>,
+    pub(crate) reach: Arc<Reach>,
+    /// The bootstrap servers, for messages.
+    brokers: String,
+}
 
 impl Faults {
-    /// Keeps `error` if it is the first security failure.
+    pub(crate) fn new(brokers: &str) -> Self {
+        Self {
+            brokers: brokers.to_owned(),
+            ..Self::default()
+        }
+    }
+
+    /// Keeps `error` if it is the first security failure; has the brokers
+    /// watched if a client lost them all.
     pub(crate) fn note(&self, error: &KafkaError, reason: &str) {
+        use rdkafka::types::RDKafkaErrorCode as C;
+        if error.rdkafka_error_code() == Some(C::AllBrokersDown) {
+            self.reach.suspect(&self.brokers, reason);
+        }
         let Some(fault) = classify(error, reason) else {
             return;
         };
-        let mut slot = self.0.lock().unwrap();
+        let mut slot = self.first.lock().unwrap();
         if slot.is_none() {
             *slot = Some(fault);
         }
     }
 
     pub(crate) fn get(&self) -> Option<Error> {
-        self.0.lock().unwrap().clone()
+        self.first.lock().unwrap().clone()
     }
 }
 
@@ -115,6 +135,13 @@ impl LoggingContext {
 
 pub(crate) fn log_line(role: &str, level: RDKafkaLogLevel, fac: &str, msg: &str) {
     use RDKafkaLogLevel::*;
+    // A lost or refused connection, which librdkafka retries by itself and
+    // repeats per client and retry: an outage of every broker is reported
+    // once by the log's watch (`Reach`), a security failure by `Faults`.
+    let level = match (level, fac) {
+        (Emerg | Alert | Critical | Error, "FAIL") => Warning,
+        _ => level,
+    };
     match level {
         Emerg | Alert | Critical | Error => {
             tracing::error!(target: "librdkafka", "{role} {fac}: {msg}")

@@ -15,6 +15,7 @@ mod consumer;
 mod context;
 mod error;
 mod producer;
+mod reach;
 mod read;
 mod reader;
 mod txn;
@@ -78,12 +79,23 @@ impl KafkaLog {
         }
         let log = Self {
             inner: Arc::new(Inner {
+                faults: Arc::new(Faults::new(&brokers)),
                 brokers,
                 properties: settings.into_vec(),
                 admin: OnceLock::new(),
-                faults: Arc::new(Faults::default()),
             }),
         };
+        // The outage watch asks through the admin client, for as long as
+        // the log lives.
+        let weak = Arc::downgrade(&log.inner);
+        log.inner.faults.reach.set_probe(Box::new(move |wait| {
+            let Some(inner) = weak.upgrade() else {
+                return true;
+            };
+            let log = KafkaLog { inner };
+            log.admin()
+                .is_ok_and(|a| a.inner().fetch_metadata(None, wait).is_ok())
+        }));
         // Surface malformed properties now, as one line, rather than at first use.
         log.client_config()
             .create::<rdkafka::producer::BaseProducer>()
@@ -207,6 +219,10 @@ impl KafkaLog {
 impl Log for KafkaLog {
     fn describe(&self) -> String {
         format!("kafka {}", self.inner.brokers)
+    }
+
+    fn unreachable_for(&self) -> Option<Duration> {
+        self.inner.faults.reach.unreachable_for()
     }
 
     fn producer(&self, on_delivery: Option<DeliveryCallback>) -> Result<Box<dyn LogProducer>> {

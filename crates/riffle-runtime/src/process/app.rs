@@ -343,7 +343,7 @@ impl<P: KeyedProcessor> App<P> {
             metrics: AppMetrics::new(&self.group),
             refusals: Refusals::new(log.clone()),
         });
-        collect_stats(&self.group, &shared);
+        collect_stats(&self.group, &shared, log.clone());
         let instance = self
             .instance
             .clone()

@@ -10,7 +10,7 @@ use super::dead_letter;
 use super::query::Board;
 use super::refusals::{alone_bytes, Refusals};
 use crate::error::{Error, Result};
-use crate::log::{Headers, OutRecord, RecordRef};
+use crate::log::{Headers, Log, OutRecord, RecordRef};
 use crate::metrics::{self, Counter};
 use crate::stream::Producer;
 use riffle_state::{RestoreStats, Store};
@@ -64,7 +64,8 @@ impl AppMetrics {
 }
 
 /// Reports an app's [`AppStats`] at every scrape, while the app runs.
-pub(super) fn collect_stats(group: &str, shared: &Arc<Shared>) {
+/// Registers the app's series; `log` is asked whether its servers answer.
+pub(super) fn collect_stats(group: &str, shared: &Arc<Shared>, log: Arc<dyn Log>) {
     type Read = fn(&AppStats) -> &AtomicU64;
     #[rustfmt::skip]
     const COUNTERS: [(&str, &str, Read); 8] = [
@@ -92,6 +93,12 @@ pub(super) fn collect_stats(group: &str, shared: &Arc<Shared>) {
             "Partition states being restored now.",
             &labels,
             shared.stats.state.restoring.load(Ordering::Relaxed) as f64,
+        );
+        s.gauge(
+            "riffle_log_unreachable_seconds",
+            "How long the log's servers (Kafka's brokers) have not answered; 0 while they do.",
+            &labels,
+            log.unreachable_for().unwrap_or_default().as_secs_f64(),
         );
     });
 }

@@ -1,7 +1,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::memory::Release;
 use crate::actor::{catch, Restarts, Supervision};
@@ -16,6 +16,9 @@ use crate::metrics::{self, Counter, Histogram, LocalHistogram};
 const POLL_WAIT: Duration = Duration::from_millis(100);
 /// The most records handed to the handler per poll.
 const POLL_BATCH: usize = 1024;
+/// A consumer that ran this long before failing was healthy: its restart
+/// backoff starts over.
+const HEALTHY_RUN: Duration = Duration::from_secs(60);
 
 /// What a consumer actor does with what it receives.
 ///
@@ -277,33 +280,57 @@ impl Consumer {
                 let mut backend = Some(first);
                 let mut restarts = Restarts::new(supervision);
                 loop {
-                    let mut consumer = match backend.take() {
-                        Some(c) => c,
-                        None => log.consumer(&config)?,
-                    };
-                    let mut handler = factory();
-                    let run = catch(|| run(&mut *consumer, &mut handler, &stop, &st, &mut metrics));
-                    let failure = match run {
-                        Ok(Err(e @ Error::Fenced(_))) => e,
-                        Ok(result) => {
-                            let closed = consumer.close();
-                            st.assignment.lock().unwrap().clear();
-                            return result.and(closed);
+                    // Setting up fails like running does (a broker that
+                    // does not answer when a transactional producer
+                    // starts, say), and is retried the same way.
+                    let began = Instant::now();
+                    let setup = catch(|| -> Result<_> {
+                        let consumer = match backend.take() {
+                            Some(c) => c,
+                            None => log.consumer(&config)?,
+                        };
+                        Ok((consumer, factory()))
+                    });
+                    let failure = match setup {
+                        Ok(Ok((mut consumer, mut handler))) => {
+                            let run = catch(|| {
+                                run(&mut *consumer, &mut handler, &stop, &st, &mut metrics)
+                            });
+                            let failure = match run {
+                                Ok(Err(e @ Error::Fenced(_))) => e,
+                                Ok(result) => {
+                                    let closed = consumer.close();
+                                    st.assignment.lock().unwrap().clear();
+                                    return result.and(closed);
+                                }
+                                Err(panic) => Error::Panicked {
+                                    what: "handler".into(),
+                                    message: Some(panic),
+                                },
+                            };
+                            // Leave without committing: the work since the
+                            // last commit is done again by whoever owns the
+                            // partitions next. The handler goes first, so
+                            // that what it hands over is in place before the
+                            // partitions move.
+                            drop(handler);
+                            drop(consumer);
+                            failure
                         }
+                        Ok(Err(e)) => e,
                         Err(panic) => Error::Panicked {
-                            what: "handler".into(),
+                            what: "consumer setup".into(),
                             message: Some(panic),
                         },
                     };
                     metrics.restarts.inc();
                     let count = st.restarts.fetch_add(1, Ordering::Relaxed) + 1;
-                    // Leave without committing: the work since the last
-                    // commit is done again by whoever owns the partitions
-                    // next. The handler goes first, so that what it hands
-                    // over is in place before the partitions move.
-                    drop(handler);
-                    drop(consumer);
                     st.assignment.lock().unwrap().clear();
+                    // A consumer that ran well for a while starts a new run
+                    // of failures: its first restart is quick again.
+                    if began.elapsed() >= HEALTHY_RUN {
+                        restarts.succeeded();
+                    }
                     let why = failure.to_string();
                     let Some(delay) = restarts.failed(&config.client_id, count, &why) else {
                         return Err(failure);
