@@ -15,6 +15,7 @@ use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
@@ -526,18 +527,22 @@ impl Client {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let failed = |e: &dyn std::fmt::Display| Error::Protocol {
-            server: what.to_owned(),
-            message: format!("{what}: {e}"),
+        let failed = |e: &(dyn std::error::Error + 'static)| {
+            let text = chain(e);
+            match riffle_net::tls::explain(&text, &self.names).filter(|_| self.tls.is_some()) {
+                Some(hint) => Error::Tls {
+                    broker: what.to_owned(),
+                    detail: format!("{text}: {hint}"),
+                },
+                None => Error::Protocol {
+                    server: what.to_owned(),
+                    message: format!("{what}: {text}"),
+                },
+            }
         };
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
             .await
             .map_err(|e| failed(&e))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!("operations client: {e}");
-            }
-        });
         let mut request = hyper::Request::builder()
             .uri(path)
             .header(HOST, addr)
@@ -548,14 +553,66 @@ impl Client {
         let request = request
             .body(Full::<Bytes>::default())
             .map_err(|e| failed(&e))?;
-        let response = sender.send_request(request).await.map_err(|e| failed(&e))?;
-        let status = response.status().as_u16();
-        let body = Limited::new(response.into_body(), MAX_ANSWER)
-            .collect()
-            .await
-            .map_err(|e| failed(&e))?;
-        Ok((status, body.to_bytes().to_vec()))
+        let exchange = async {
+            let response = sender.send_request(request).await?;
+            let status = response.status().as_u16();
+            let body = Limited::new(response.into_body(), MAX_ANSWER)
+                .collect()
+                .await
+                .map_err(|e| RequestError::Body(e.to_string()))?;
+            Ok::<_, RequestError>((status, body.to_bytes().to_vec()))
+        };
+        // The connection is driven here rather than on a task of its own,
+        // so that when it fails (a server refusing the client's certificate
+        // after the handshake) its error, the cause, is the one reported.
+        let mut conn = pin!(conn);
+        let mut exchange = pin!(exchange);
+        let mut conn_over = false;
+        poll_fn(|cx| {
+            if !conn_over {
+                if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+                    if let Err(e) = result {
+                        return Poll::Ready(Err(failed(&e)));
+                    }
+                    conn_over = true;
+                }
+            }
+            exchange.as_mut().poll(cx).map_err(|e| match e {
+                RequestError::Http(e) => failed(&e),
+                RequestError::Body(text) => Error::Protocol {
+                    server: what.to_owned(),
+                    message: format!("{what}: {text}"),
+                },
+            })
+        })
+        .await
     }
+}
+
+/// How an exchange failed.
+enum RequestError {
+    Http(hyper::Error),
+    Body(String),
+}
+
+impl From<hyper::Error> for RequestError {
+    fn from(e: hyper::Error) -> Self {
+        Self::Http(e)
+    }
+}
+
+/// An error and its causes on one line.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text = format!("{text}: {s_text}");
+        }
+        source = s.source();
+    }
+    text
 }
 
 /// `GET http://{addr}{path}`: the status and the body, from an endpoint
