@@ -3,12 +3,14 @@
 //! Layout: `main.rs` parses flags and reports errors; `backend.rs` picks the
 //! log (Kafka with `--brokers`, otherwise the embedded one in a data
 //! directory); `cmd/` holds one file per plain command and `demo/` one per
-//! demo; `dashboard/` is the web page on the `--http` endpoint.
+//! demo; `dashboard/` is the web page on the `--http` endpoint and
+//! `endpoint.rs` the flags that secure it (token, TLS).
 
 mod backend;
 mod cmd;
 mod dashboard;
 mod demo;
+mod endpoint;
 mod heater;
 mod util;
 
