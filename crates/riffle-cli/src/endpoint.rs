@@ -184,9 +184,16 @@ fn invalid(message: String) -> Error {
     Error::InvalidInput(message)
 }
 
+/// The token, if it can be one: not empty, and printable ASCII without
+/// spaces (it travels in an HTTP header).
 fn non_empty(token: &str, what: &str) -> Result<String> {
     if token.is_empty() {
         return Err(invalid(format!("{what}: the token is empty")));
+    }
+    if !riffle::serve::http::valid_token(token) {
+        return Err(invalid(format!(
+            "{what}: the token must be printable ASCII without spaces (it is sent in an HTTP header)"
+        )));
     }
     Ok(token.to_owned())
 }
@@ -257,6 +264,11 @@ mod tests {
             ..HttpSecurity::default()
         };
         assert!(refusal(&empty, "127.0.0.1:0").contains("empty"));
+        let spaced = HttpSecurity {
+            http_token: Some("two words".into()),
+            ..HttpSecurity::default()
+        };
+        assert!(refusal(&spaced, "127.0.0.1:0").contains("printable ASCII"));
         let unused = HttpSecurity {
             http_tls_ca: Some("ca.pem".into()),
             ..HttpSecurity::default()

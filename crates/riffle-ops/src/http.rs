@@ -148,6 +148,11 @@ impl HttpServer {
     /// Listens on `bind` and answers the requests `access` lets through
     /// with `routes`.
     pub fn start_with(bind: &str, routes: Routes, access: Access) -> Result<Self> {
+        if access.token.as_deref().is_some_and(|t| !valid_token(t)) {
+            return Err(Error::InvalidInput(
+                "the bearer token must be printable ASCII without spaces".into(),
+            ));
+        }
         let listener = std::net::TcpListener::bind(bind)
             .map_err(|e| Error::InvalidInput(format!("cannot listen on {bind}: {e}")))?;
         let addr = listener
@@ -428,6 +433,12 @@ fn sign_in(raw_path: &str, req: &Request, cookie: &str, tls: bool) -> Answer {
         headers.insert(SET_COOKIE, set);
     }
     response
+}
+
+/// Whether `token` can be a bearer token: printable ASCII without spaces,
+/// as an HTTP header carries it.
+pub fn valid_token(token: &str) -> bool {
+    !token.is_empty() && token.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// The token as its cookie holds it: only letters and digits kept as
