@@ -199,3 +199,119 @@ fn flags_that_do_not_fit_are_refused_before_anything_starts() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("give the --http token once"), "{err}");
 }
+
+/// Two controllers of one group on the test broker, each serving `--http`
+/// over mutual TLS behind the same token: a state query to either is
+/// answered for every heater, by the owner of its partition, the other
+/// relaying with the token and its own certificate. Needs
+/// `RIFFLE_TEST_BROKERS` (scripts/test.sh sets it).
+#[test]
+fn peers_relay_state_queries_with_the_token_over_mutual_tls() {
+    let brokers = std::env::var("RIFFLE_TEST_BROKERS")
+        .expect("RIFFLE_TEST_BROKERS is not set: run scripts/test.sh, or scripts/kafka.sh start and export what scripts/kafka.sh env prints");
+    let dir = temp_dir("peers");
+    let certs = Certs::new("cli-peers");
+    std::fs::write(dir.join("token"), "peer-t0ken").unwrap();
+    let run = format!("{}-{}", std::process::id(), fastrand::u32(..));
+    let (sensor, control) = (format!("sensor-{run}"), format!("control-{run}"));
+    let group = format!("peers-{run}");
+    let (cert, key, ca) = (
+        Certs::s(&certs.server_cert),
+        Certs::s(&certs.server_key),
+        Certs::s(&certs.ca),
+    );
+    let controller = |name: &str| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_riffle"));
+        c.args(["heater", "controller", "--brokers", &brokers, "-g", &group])
+            .args(["--sensor-topic", &sensor, "--control-topic", &control])
+            .args(["--dead-letter", &format!("dead-{run}"), "--partitions", "4"])
+            .args(["--consumers", "1", "--http", "127.0.0.1:0"])
+            .args(["--http-token-file", "token"])
+            .args(["--http-tls-cert", &cert, "--http-tls-key", &key])
+            .args(["--http-tls-client-ca", &ca, "--http-tls-ca", &ca])
+            .current_dir(&dir)
+            .env_remove("RIFFLE_HTTP_TOKEN")
+            .env_remove("RIFFLE_INSTANCE")
+            .env("RIFFLE_DATA_DIR", dir.join(name));
+        serving(c)
+    };
+    let (_a, line, a) = controller("a");
+    assert!(line.contains("client certificates required"), "{line}");
+    let (_b, _, b) = controller("b");
+
+    // A setting for each heater, keyed by its id.
+    let heaters: Vec<String> = (0..16).map(|i| format!("peer-heater-{i:02}")).collect();
+    let settings: String = heaters
+        .iter()
+        .map(|h| format!("{h}|{{\"temperature\": 45.0, \"up_delta\": 1.0, \"down_delta\": 1.0}}\n"))
+        .collect();
+    let mut produce = Command::new(env!("CARGO_BIN_EXE_riffle"))
+        .args(["produce", "--brokers", &brokers, "-t", &sensor])
+        .args(["--key-separator", "|"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    produce
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(settings.as_bytes())
+        .unwrap();
+    assert!(produce.wait().unwrap().success());
+
+    let tls = Tls {
+        ca: Some(certs.ca.clone()),
+        cert: Some(certs.client_cert.clone()),
+        key: Some(certs.client_key.clone()),
+        ..Tls::default()
+    };
+    let client = Client::new(
+        Some("peer-t0ken".into()),
+        Some(tls.client_config().unwrap()),
+        Names::default(),
+    );
+    // Every heater's state, asked of each process, once the two share the
+    // partitions and have read the settings: both name the same owner.
+    let ask = |asked: &str, h: &str| -> Result<String, String> {
+        match client.get(asked, &format!("/state/{h}"), T) {
+            Ok((200, body)) => {
+                let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                assert_eq!(v["state"]["setting"]["temperature"], 45.0, "{v}");
+                Ok(v["owner"].as_str().unwrap().to_owned())
+            }
+            Ok((status, body)) => Err(format!(
+                "{h} asked of {asked}: {status} {}",
+                String::from_utf8_lossy(&body)
+            )),
+            Err(e) => Err(format!("{h} asked of {asked}: {e}")),
+        }
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let owners = loop {
+        let round: Result<Vec<String>, String> = heaters
+            .iter()
+            .map(|h| {
+                let (by_a, by_b) = (ask(&a, h)?, ask(&b, h)?);
+                match by_a == by_b {
+                    true => Ok(by_a),
+                    false => Err(format!("{h}: owner {by_a} by {a}, {by_b} by {b}")),
+                }
+            })
+            .collect();
+        match round {
+            // Both own some: half of the answers were relayed, each way.
+            Ok(owners) if owners.contains(&a) && owners.contains(&b) => break owners,
+            Ok(owners) => assert!(
+                std::time::Instant::now() < deadline,
+                "one process owns every heater after 60 s: {owners:?}"
+            ),
+            Err(last) => assert!(
+                std::time::Instant::now() < deadline,
+                "no consistent answers within 60 s; last: {last}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(owners.iter().all(|o| o == &a || o == &b), "{owners:?}");
+}

@@ -45,6 +45,15 @@ pub(crate) fn answer(
                 Ok(Some(owner)) if owner != me && !owner.is_empty() => {
                     let path = format!("/state/{}?local=1", http::encode(key));
                     return match peers.get(&owner, &path, REMOTE_WAIT) {
+                        // The asker was let in here: the owner wants
+                        // another token, which is the deployment's fault.
+                        Ok((401, _)) => error(
+                            502,
+                            key,
+                            &format!(
+                                "owner {owner} refused the relayed query (401): the processes must share one token"
+                            ),
+                        ),
                         Ok((status, body)) => Response::new(status, "application/json", body),
                         Err(e) => error(502, key, &format!("owner {owner} did not answer: {e}")),
                     };
