@@ -232,4 +232,5 @@ impl Drop for Server {
 
 #[path = "../../../riffle-net/tests/common/certs.rs"]
 mod certs;
+#[allow(unused_imports)]
 pub use certs::Certs;
