@@ -3,12 +3,14 @@
 //! Layout: `main.rs` parses flags and reports errors; `backend.rs` picks the
 //! log (Kafka with `--brokers`, otherwise the embedded one in a data
 //! directory); `cmd/` holds one file per plain command and `demo/` one per
-//! demo; `dashboard/` is the web page on the `--http` endpoint.
+//! demo; `dashboard/` is the web page on the `--http` endpoint and
+//! `endpoint.rs` the flags that secure it (token, TLS).
 
 mod backend;
 mod cmd;
 mod dashboard;
 mod demo;
+mod endpoint;
 mod heater;
 mod util;
 
@@ -54,8 +56,10 @@ enum Command {
     Groups(cmd::groups::GroupsCommand),
     /// Show how far a consumer group is behind, per partition.
     Lag(cmd::lag::LagArgs),
+    // Boxed: its flags are many, and an enum is as large as its largest
+    // variant.
     /// Move records between systems: MQTT, NATS, AMQP, Redis, HTTP, files, Kafka.
-    Connect(cmd::connect::ConnectArgs),
+    Connect(Box<cmd::connect::ConnectArgs>),
     /// The chapter's heater application: controller and simulator (needs a broker).
     #[command(subcommand)]
     Heater(heater::HeaterCommand),
@@ -80,7 +84,7 @@ fn main() -> ExitCode {
         Command::Consume(a) => cmd::consume::run(&cli.log, a),
         Command::Lag(a) => cmd::lag::run(&cli.log, a),
         Command::Groups(g) => cmd::groups::run(&cli.log, g),
-        Command::Connect(a) => cmd::connect::run(&cli.log, a),
+        Command::Connect(a) => cmd::connect::run(&cli.log, *a),
         Command::Heater(h) => heater::run(&cli.log, h),
         Command::Demo(d) => demo::run(&cli.log, d),
     };

@@ -1,7 +1,8 @@
-//! The web dashboard of `riffle demo heater --http`: its JSON routes answer
-//! with the running app and the simulated heaters, and the page, rendered
-//! by headless Chromium, shows them and keeps updating. The screenshot is
-//! kept at `target/test-artifacts/dashboard.png`.
+//! The web dashboard of `riffle demo heater --http`, behind a token: its
+//! JSON routes answer with the running app and the simulated heaters, and
+//! the page, rendered by headless Chromium after signing in with `?token=`
+//! once, shows them and keeps updating. The screenshot is kept at
+//! `target/test-artifacts/dashboard.png`.
 //!
 //! Chromium is required (scripts/setup.sh --test installs it): without it
 //! the test fails rather than passing unchecked.
@@ -10,11 +11,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use riffle::serve::http;
+use riffle::serve::http::{self, Client};
+use riffle::serve::Names;
 use serde_json::Value;
 
 /// The partitions of the demo's sensor topic (the default `--partitions`).
 const PARTITIONS: usize = 10;
+/// The endpoint's token; with characters a URL and a cookie must encode.
+const TOKEN: &str = "dash;board+token/=";
 
 /// Kills the demo when the test ends, however it ends.
 struct Demo(Child);
@@ -43,7 +47,8 @@ fn free_port() -> u16 {
 }
 
 fn get_json(addr: &str, path: &str) -> Option<Value> {
-    match http::get(addr, path, Duration::from_secs(5)) {
+    let client = Client::new(Some(TOKEN.into()), None, Names::default());
+    match client.get(addr, path, Duration::from_secs(5)) {
         Ok((200, body)) => serde_json::from_slice(&body).ok(),
         _ => None,
     }
@@ -154,6 +159,7 @@ fn the_dashboard_shows_live_heaters_and_consumers() {
             .args(["--duration", "2h"])
             .env_remove("RIFFLE_BROKERS")
             .env_remove("RIFFLE_INSTANCE")
+            .env("RIFFLE_HTTP_TOKEN", TOKEN)
             .env("RIFFLE_DATA_DIR", dir.join("data"))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&stderr).unwrap())
@@ -235,13 +241,22 @@ fn the_dashboard_shows_live_heaters_and_consumers() {
         assert!(low.iter().zip(&high).all(|(l, h)| l < h), "{h}");
         assert_eq!(s["on"].as_array().unwrap().len(), t.len(), "{h}");
     }
+    // Nothing without the token but what probes ask.
+    let t = Duration::from_secs(5);
+    assert_eq!(http::get(&addr, "/api/app", t).unwrap().0, 401);
+    assert_eq!(http::get(&addr, "/", t).unwrap().0, 401);
+    assert_eq!(http::get(&addr, "/healthz", t).unwrap().0, 200);
+
     let one = get_json(&addr, "/api/heaters?ids=heater-0012,no-such-heater").unwrap();
     let picked = one["heaters"].as_array().unwrap();
     assert_eq!(picked.len(), 1, "{one}");
     assert_eq!(picked[0]["id"], "heater-0012");
 
     // The page, rendered: real numbers in it, and newer ones a little later.
-    let url = format!("http://{addr}/");
+    // It is opened with the token once; the endpoint answers with a cookie
+    // and the page without the token in its address, and the page's own
+    // requests carry the cookie.
+    let url = format!("http://{addr}/?token={}", http::encode(TOKEN));
     let profile = dir.join("chromium");
     let dom = |out: Output| String::from_utf8(out.stdout).unwrap();
     let first = dom(chromium(&profile, &url, &["--dump-dom"]));

@@ -18,9 +18,10 @@
 //! - [`registry`]: every connector by name.
 //! - [`options`]: `key=value` options, unknown keys refused.
 //! - [`net`]: URLs, connecting within a deadline, backoff.
-//! - [`tls`]: the TLS options every network connector takes, and the
-//!   client configuration built from them.
-//! - [`runtime`]: the one async runtime the async clients share.
+//! - [`tls`]: the TLS options every network connector takes (the settings
+//!   and the configurations built from them are `riffle-net`'s).
+//! - [`runtime`]: the one async runtime of the process (`riffle-net`'s),
+//!   which the async clients share with the HTTP servers.
 //! - `log`: Kafka and the embedded log (the library's own source and sink).
 //! - [`file`]: JSON lines files, followed like `tail -f`, appended to.
 //! - [`stdio`]: stdin and stdout.
@@ -53,7 +54,7 @@ pub mod options;
 #[cfg(feature = "redis")]
 pub mod redis;
 pub mod registry;
-pub mod runtime;
+pub use riffle_net::runtime;
 pub mod stdio;
 pub mod tls;
 

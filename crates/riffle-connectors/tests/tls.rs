@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{free_port, program, Certs, Server};
-use riffle_connectors::tls::{explain, Tls};
+use riffle_connectors::tls::{explain, from_options, Tls};
 use riffle_connectors::Options;
 use rustls::pki_types::ServerName;
 
@@ -47,7 +47,7 @@ fn tls_server(certs: &Certs) -> Server {
 
 fn tls(pairs: &[(&str, String)]) -> Tls {
     let mut o = Options::from_pairs("test", pairs.iter().map(|(k, v)| (*k, v.clone())));
-    Tls::from_options(&mut o, true).unwrap().unwrap()
+    from_options(&mut o, true).unwrap().unwrap()
 }
 
 /// Handshakes with `server` and has it reverse a line (`-rev`); the error

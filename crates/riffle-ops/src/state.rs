@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use super::http::{self, Response};
+use super::http::{self, Client, Response};
 use riffle_runtime::process::{StateQueries, STATE_QUERY_WAIT as REMOTE_WAIT};
 
 /// The answer to a query, as served on every process.
@@ -18,9 +18,14 @@ struct Answer<'a> {
 }
 
 /// The HTTP answer to `GET /state/{key}`: from this process if it owns
-/// the key, else relayed from the owner. `local_only` (a peer asking)
-/// never relays further.
-pub(crate) fn answer(states: &StateQueries, key: &str, local_only: bool) -> Response {
+/// the key, else relayed from the owner through `peers`. `local_only` (a
+/// peer asking) never relays further.
+pub(crate) fn answer(
+    states: &StateQueries,
+    key: &str,
+    local_only: bool,
+    peers: &Client,
+) -> Response {
     let this = states;
     {
         let me = this.me();
@@ -39,7 +44,16 @@ pub(crate) fn answer(states: &StateQueries, key: &str, local_only: bool) -> Resp
                 }
                 Ok(Some(owner)) if owner != me && !owner.is_empty() => {
                     let path = format!("/state/{}?local=1", http::encode(key));
-                    return match http::get(&owner, &path, REMOTE_WAIT) {
+                    return match peers.get(&owner, &path, REMOTE_WAIT) {
+                        // The asker was let in here: the owner wants
+                        // another token, which is the deployment's fault.
+                        Ok((401, _)) => error(
+                            502,
+                            key,
+                            &format!(
+                                "owner {owner} refused the relayed query (401): the processes must share one token"
+                            ),
+                        ),
                         Ok((status, body)) => Response::new(status, "application/json", body),
                         Err(e) => error(502, key, &format!("owner {owner} did not answer: {e}")),
                     };

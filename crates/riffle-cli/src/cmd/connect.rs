@@ -30,6 +30,7 @@ use riffle_connectors::{registry, Env, LogChoice, Options};
 use serde::Deserialize;
 
 use crate::backend::LogArgs;
+use crate::endpoint::HttpSecurity;
 use crate::util;
 
 #[derive(Args, Debug, Default)]
@@ -79,6 +80,8 @@ pub struct ConnectArgs {
     /// 127.0.0.1:9100.
     #[arg(long, value_name = "ADDR")]
     pub http: Option<String>,
+    #[command(flatten)]
+    pub http_security: HttpSecurity,
     /// The pipeline's name in its metrics (the `pipeline` label).
     #[arg(long, value_name = "NAME", default_value = "connect")]
     pub name: String,
@@ -114,6 +117,7 @@ pub fn run(log: &LogArgs, args: ConnectArgs) -> Result<()> {
         print!("{}", registry::describe_all());
         return Ok(());
     }
+    args.http_security.check(args.http.as_deref())?;
     let spec = resolve(&args)?;
     let env = Env {
         log: Box::new({
@@ -136,17 +140,21 @@ pub fn run(log: &LogArgs, args: ConnectArgs) -> Result<()> {
             }
         }),
     };
-    let endpoint = args
-        .http
-        .as_deref()
-        .map(|bind| riffle::serve::Endpoint::start(bind, None))
-        .transpose()?;
+    let endpoint = match &args.http {
+        Some(bind) => Some(args.http_security.start(bind, None)?),
+        None => {
+            args.http_security.check_unused()?;
+            None
+        }
+    };
     let mut pipeline = build(spec, &env, &args.name)?;
     eprintln!("riffle connect: {}", pipeline.describe());
     if let Some(e) = &endpoint {
         eprintln!(
-            "riffle connect: serving http://{}/metrics and /healthz",
-            e.addr()
+            "riffle connect: serving {}://{}/metrics and /healthz ({})",
+            e.scheme(),
+            e.addr(),
+            args.http_security.describe(e)
         );
     }
     let stopper = util::signal_stopper();

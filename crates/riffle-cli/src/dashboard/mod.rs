@@ -9,6 +9,11 @@
 //!   default those the simulator keeps a history of); only where a
 //!   simulator runs in the process, `404` otherwise.
 //!
+//! Behind a token (`--http-token`), a browser opens the page once as
+//! `/?token=<token>`: the endpoint answers with a cookie that stands for the
+//! token and the page without it in its address, and the page's fetches,
+//! same-origin, carry the cookie. The page says so when they are refused.
+//!
 //! The routes answer from whatever is attached: the app and the simulator
 //! are started after the endpoint (the app advertises the endpoint's
 //! address), so both are attached once they exist.

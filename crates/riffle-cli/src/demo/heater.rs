@@ -43,6 +43,8 @@ pub struct HeaterDemoArgs {
 const GROUP: &str = "heater-demo-controller";
 
 pub fn run(brokers: &LogArgs, mut a: HeaterDemoArgs) -> Result<()> {
+    let o = &a.controller;
+    o.http_security.check(o.http.as_deref())?;
     let log = brokers.any()?;
     if a.sim.keyless
         && a.controller.repartition.is_none()

@@ -15,6 +15,7 @@ use riffle_heater::messages::{CONTROL_TOPIC, DEAD_LETTER_TOPIC, SENSOR_TOPIC};
 
 use crate::backend::LogArgs;
 use crate::dashboard::Dashboard;
+use crate::endpoint::HttpSecurity;
 use crate::util;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -91,6 +92,8 @@ pub struct ControllerOptions {
     /// dashboard over HTTP on this address [bare --http: 127.0.0.1:9464].
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:9464")]
     pub http: Option<String>,
+    #[command(flatten)]
+    pub http_security: HttpSecurity,
 }
 
 /// A fixed consumer count, or bounds to autoscale between.
@@ -177,12 +180,15 @@ impl ControllerOptions {
     /// answers the paths it does not know itself (the dashboard).
     pub fn endpoint(&self, more: Option<Routes>) -> Result<Option<Endpoint>> {
         let Some(bind) = &self.http else {
+            self.http_security.check_unused()?;
             return Ok(None);
         };
-        let endpoint = Endpoint::start(bind, more)?;
+        let endpoint = self.http_security.start(bind, more)?;
         eprintln!(
-            "serving http://{}/ (dashboard), /metrics and /state/<heater id>",
-            endpoint.addr()
+            "serving {}://{}/ (dashboard), /metrics and /state/<heater id> ({})",
+            endpoint.scheme(),
+            endpoint.addr(),
+            self.http_security.describe(&endpoint)
         );
         Ok(Some(endpoint))
     }
@@ -279,6 +285,7 @@ pub struct ControllerArgs {
 }
 
 pub fn run(brokers: &LogArgs, a: ControllerArgs) -> Result<()> {
+    a.options.http_security.check(a.options.http.as_deref())?;
     let log = brokers.kafka(
         "heater controller",
         "`riffle demo heater` runs the controller and the heaters in one",

@@ -86,7 +86,7 @@ use riffle::{Error, Result};
 use crate::connector::{Connector, Opt, Role};
 use crate::net::Url;
 use crate::options::Options;
-use crate::tls::Tls;
+use crate::tls;
 
 use conn::{Auth, Params, Server, TlsSetup};
 
@@ -285,7 +285,7 @@ fn params(o: &mut Options) -> Result<Params> {
             "amqp: url '{text}': no server"
         )));
     }
-    let tls = Tls::from_options(o, scheme.as_deref() == Some("amqps"))?;
+    let tls = tls::from_options(o, scheme.as_deref() == Some("amqps"))?;
     if auth == Auth::External && tls.as_ref().is_none_or(|t| t.cert.is_none()) {
         return Err(Error::InvalidInput(
             "amqp: auth=external logs in with the TLS client certificate: give amqps:// (or tls=true) with tls_cert and tls_key".into(),

@@ -102,7 +102,7 @@ use riffle::Error;
 
 use crate::connector::{Connector, Opt, Role};
 use crate::options::Options;
-use crate::tls::Tls;
+use crate::tls::{self, Tls};
 
 pub const HTTP: Connector = Connector {
     name: "http",
@@ -243,7 +243,7 @@ pub const HTTP: Connector = Connector {
         };
         let https = config.url.to_ascii_lowercase().starts_with("https://");
         let config = RequestConfig {
-            tls: Tls::from_options(&mut o, https)?,
+            tls: tls::from_options(&mut o, https)?,
             ..config
         };
         HTTP.finish(o, Role::Sink)?;
@@ -255,7 +255,7 @@ pub const HTTP: Connector = Connector {
 /// client certificates; the client-side settings do not apply.
 fn source_tls(o: &mut Options) -> riffle::Result<Option<Tls>> {
     let has_cert = o.clone().string("tls_cert").is_some();
-    let Some(tls) = Tls::from_options(o, has_cert)? else {
+    let Some(tls) = tls::from_options(o, has_cert)? else {
         return Ok(None);
     };
     if tls.server_name.is_some() || tls.insecure {

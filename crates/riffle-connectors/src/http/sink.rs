@@ -12,6 +12,7 @@ use hyper::header::{
 };
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
+use percent_encoding::percent_decode_str;
 use riffle::connect::{render, Delivery, Record, Sink, Unconfirmed};
 use riffle::{Error, Result};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -124,8 +125,8 @@ fn parse_url(text: &str) -> Result<Target> {
         (Some(user), password) => {
             let pair = format!(
                 "{}:{}",
-                riffle::serve::http::decode(user),
-                riffle::serve::http::decode(password.as_deref().unwrap_or(""))
+                percent_decode_str(user).decode_utf8_lossy(),
+                percent_decode_str(password.as_deref().unwrap_or("")).decode_utf8_lossy()
             );
             Some(format!("Basic {}", base64(pair.as_bytes())))
         }

@@ -7,7 +7,6 @@ use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
@@ -21,11 +20,9 @@ use riffle::{Error, Result};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{oneshot, watch, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
-use tokio_rustls::rustls::server::WebPkiClientVerifier;
-use tokio_rustls::rustls::{RootCertStore, ServerConfig};
 use tokio_rustls::TlsAcceptor;
 
-use crate::runtime;
+use crate::runtime::{self, unless_stopped};
 use crate::tls::{self, Tls};
 
 /// What the webhook server accepts.
@@ -152,61 +149,12 @@ impl WebhookSource {
 /// The server's TLS configuration: its certificate and key, and when a CA
 /// is given, client certificates signed by it required (mutual TLS).
 fn acceptor(t: &Tls) -> Result<TlsAcceptor> {
-    let (Some(cert), Some(key)) = (&t.cert, &t.key) else {
-        return Err(Error::InvalidInput(
+    let server = t.server().map_err(|_| {
+        Error::InvalidInput(
             "http: a TLS webhook needs its certificate and key (tls_cert and tls_key)".into(),
-        ));
-    };
-    #[allow(deprecated)]
-    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let builder = ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::InvalidInput(format!("TLS: {e}")))?;
-    let builder = match &t.ca {
-        Some(ca) => {
-            let mut roots = RootCertStore::empty();
-            for c in tls::certificates(ca)? {
-                roots.add(c).map_err(|e| {
-                    Error::InvalidInput(format!("TLS: tls_ca {}: {e}", ca.display()))
-                })?;
-            }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                .build()
-                .map_err(|e| Error::InvalidInput(format!("TLS: tls_ca {}: {e}", ca.display())))?;
-            builder.with_client_cert_verifier(verifier)
-        }
-        None => builder.with_no_client_auth(),
-    };
-    let mut config = builder
-        .with_single_cert(tls::certificates(cert)?, tls::private_key(key)?)
-        .map_err(|e| {
-            Error::InvalidInput(format!(
-                "TLS: certificate {} and key {}: {e}",
-                cert.display(),
-                key.display()
-            ))
-        })?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
-}
-
-/// Runs `future` until it ends or `stop` turns true; None when stopped.
-async fn unless_stopped<F: Future>(
-    future: F,
-    stop: &mut watch::Receiver<bool>,
-) -> Option<F::Output> {
-    let mut future = pin!(future);
-    let mut stopped = pin!(stop.wait_for(|s| *s));
-    poll_fn(|cx| {
-        if let Poll::Ready(out) = future.as_mut().poll(cx) {
-            return Poll::Ready(Some(out));
-        }
-        match stopped.as_mut().poll(cx) {
-            Poll::Ready(_) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
-    })
-    .await
+        )
+    })?;
+    Ok(TlsAcceptor::from(server.server_config(&[b"http/1.1"])?))
 }
 
 /// The accept loop. On stop, the open connections finish the requests
@@ -244,7 +192,7 @@ async fn serve(
                     match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
                         Ok(Ok(tls)) => connection(tls, shared, over, stop).await,
                         Ok(Err(e)) => {
-                            let hint = tls::explain(&e.to_string()).unwrap_or("");
+                            let hint = tls::explain(&e.to_string()).unwrap_or_default();
                             tracing::debug!("webhook: TLS handshake with {peer}: {e} {hint}");
                         }
                         Err(_) => tracing::debug!("webhook: TLS handshake with {peer} timed out"),
@@ -325,12 +273,6 @@ fn answer(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
     response
 }
 
-/// Whether two secrets are equal, in a time that does not depend on where
-/// they differ.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
-}
-
 async fn handle(request: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
     let config = &shared.config;
     let path = request.uri().path().to_owned();
@@ -345,10 +287,10 @@ async fn handle(request: Request<Incoming>, shared: &Shared) -> Response<Full<By
         let given = request
             .headers()
             .get(AUTHORIZATION)
-            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+            .and_then(|v| riffle_net::secret::bearer(v.as_bytes()));
         match given {
             None => return answer(StatusCode::UNAUTHORIZED, "a bearer token is required\n"),
-            Some(g) if !same_secret(g, token.as_bytes()) => {
+            Some(g) if !riffle_net::secret::same(g, token.as_bytes()) => {
                 return answer(StatusCode::UNAUTHORIZED, "wrong bearer token\n")
             }
             Some(_) => {}

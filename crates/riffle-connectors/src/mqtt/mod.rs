@@ -114,7 +114,7 @@ use riffle::{Error, Result};
 use crate::connector::{Connector, Opt, Role};
 use crate::net::Url;
 use crate::options::Options;
-use crate::tls::Tls;
+use crate::tls;
 use conn::{Broker, Settings, Will};
 
 pub const MQTT: Connector = Connector {
@@ -353,7 +353,7 @@ fn common(o: &mut Options) -> Result<Settings> {
             None
         }
     };
-    let tls = match Tls::from_options(o, scheme_tls.unwrap_or(false))? {
+    let tls = match tls::from_options(o, scheme_tls.unwrap_or(false))? {
         Some(t) => Some(t.client_config()?),
         None => None,
     };

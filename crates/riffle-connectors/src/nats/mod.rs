@@ -118,7 +118,7 @@ use riffle::{Error, Result};
 use crate::connector::{Connector, Opt, Role};
 use crate::net::Url;
 use crate::options::Options;
-use crate::tls::Tls;
+use crate::tls;
 use conn::{Auth, Conn};
 
 /// The header carrying a record's key.
@@ -427,7 +427,7 @@ fn read_conn(o: &mut Options) -> Result<Conn> {
     if servers.is_empty() {
         return Err(invalid("url names no server"));
     }
-    let tls = Tls::from_options(o, scheme_tls == Some(true))?;
+    let tls = tls::from_options(o, scheme_tls == Some(true))?;
     let user = o.string("user");
     let password = o.string("password");
     let token = o.string("token");

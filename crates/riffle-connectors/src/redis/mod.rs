@@ -274,7 +274,7 @@ impl Target {
     /// From `url` and the common TLS options.
     pub fn from_options(o: &mut Options) -> Result<Self> {
         let url = o.string_or("url", DEFAULT_URL);
-        let tls = Tls::from_options(o, scheme_tls(&url))?;
+        let tls = tls::from_options(o, scheme_tls(&url))?;
         let login = SentinelLogin {
             user: o.string("sentinel_user"),
             password: o.string("sentinel_password"),
