@@ -188,6 +188,24 @@ struct Queued {
 struct Connection {
     endpoint: String,
     sender: SendRequest<Full<Bytes>>,
+    /// The connection's task, ending with the error that closed it, if
+    /// any: the cause of a request that only learns "closed".
+    task: tokio::task::JoinHandle<Option<String>>,
+}
+
+impl Connection {
+    /// Why the connection closed, if its task knows within a moment: with
+    /// TLS 1.3 a refused client certificate arrives as an alert after the
+    /// handshake, on the connection's task, while the request sees the
+    /// channel closed.
+    fn closed_by(&mut self) -> Option<String> {
+        runtime::block_on(async {
+            tokio::time::timeout(Duration::from_secs(1), &mut self.task)
+                .await
+                .ok()?
+                .ok()?
+        })
+    }
 }
 
 /// Queues records in `send` and posts them, in order, in `flush`.
@@ -295,7 +313,7 @@ impl HttpSink {
             .map_or(host, |t| t.server_name(host))
             .to_owned();
         let what = format!("HTTP endpoint at {address}");
-        let sender = runtime::within(&what, self.config.timeout, async {
+        let (sender, task) = runtime::within(&what, self.config.timeout, async {
             let tcp = tokio::net::TcpStream::from_std(tcp)
                 .map_err(|e| Error::io(format!("http: {address}"), &e))?;
             let Some(config) = tls else {
@@ -312,6 +330,7 @@ impl HttpSink {
         Ok(Connection {
             endpoint: target.endpoint(),
             sender,
+            task,
         })
     }
 
@@ -391,7 +410,14 @@ impl HttpSink {
                     tracing::debug!("{}: {e}; connecting again", target.endpoint());
                     continue;
                 }
-                Ok(Err(e)) => return Outcome::Retry(what(error_text(&e)), None),
+                Ok(Err(e)) => {
+                    let why = if e.is_closed() || e.is_canceled() {
+                        conn.closed_by().unwrap_or_else(|| error_text(&e))
+                    } else {
+                        error_text(&e)
+                    };
+                    return Outcome::Retry(what(why), None);
+                }
                 Err(_) => {
                     return Outcome::Retry(what(format!("no answer within {timeout:?}")), None)
                 }
@@ -411,8 +437,15 @@ impl HttpSink {
 }
 
 /// Starts HTTP/1.1 on a connected stream; the connection's task runs on
-/// the shared runtime until the sender or the endpoint closes it.
-async fn handshake<S>(io: S, what: &str) -> Result<SendRequest<Full<Bytes>>>
+/// the shared runtime until the sender or the endpoint closes it, and ends
+/// with the error that closed it, if any.
+async fn handshake<S>(
+    io: S,
+    what: &str,
+) -> Result<(
+    SendRequest<Full<Bytes>>,
+    tokio::task::JoinHandle<Option<String>>,
+)>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -422,12 +455,12 @@ where
             server: what.to_owned(),
             message: format!("{what}: {}", error_text(&e)),
         })?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!("http connection: {e}");
-        }
+    let task = tokio::spawn(async move {
+        let e = connection.await.err()?;
+        tracing::debug!("http connection: {e}");
+        Some(error_text(&e))
     });
-    Ok(sender)
+    Ok((sender, task))
 }
 
 /// A TLS failure, with what to change when it is a known one.
