@@ -128,6 +128,21 @@ impl Drop for Lent<'_> {
     }
 }
 
+/// Whether librdkafka's error `code` (as `code_number` gives it) says the
+/// consumer no longer owns what it would commit.
+fn no_longer_member(code: i32) -> bool {
+    use RDKafkaErrorCode as C;
+    [
+        C::AssignmentLost,
+        C::UnknownMemberId,
+        C::IllegalGeneration,
+        C::RebalanceInProgress,
+        C::FencedInstanceId,
+    ]
+    .into_iter()
+    .any(|c| crate::kafka::code_number(c) == code)
+}
+
 /// Errors a poll can report that librdkafka recovers from by itself.
 fn transient(e: &KafkaError) -> bool {
     matches!(
@@ -251,7 +266,20 @@ impl LogConsumer for KafkaConsumer {
             return Ok(());
         }
         self.closed = true;
-        let committed = self.commit();
+        let committed = match self.commit() {
+            // The group gave the partitions to others while this consumer
+            // could not hear of it (a broker outage, a long pause): they
+            // read from the last commit, so nothing is lost, and stopping
+            // is no failure.
+            Err(Error::Kafka {
+                code: Some(code),
+                message,
+            }) if no_longer_member(code) => {
+                tracing::warn!("{}: final commit refused: {message}; the partitions' next owners read from the last commit", self.consumer.context().client_id);
+                Ok(())
+            }
+            other => other,
+        };
         // Leaves the group at once so the others take over without waiting
         // for the session timeout; the final revocation commits again.
         self.consumer.unsubscribe();
