@@ -265,7 +265,7 @@ fn embedded(a: &WorkerArgs, guarantee: Guarantee) -> Result<()> {
                 producer.send(OutRecord {
                     topic: &a.input,
                     key: r.key,
-                    value: r.value,
+                    value: Some(r.value),
                     partition: Some(p),
                     headers: r.headers,
                 })

@@ -8,6 +8,13 @@
 //! the first setting are ignored. (The book's code names ON and OFF the
 //! wrong way round; this is the rule its heater expects.)
 //!
+//! With a watchdog ([`Controller::with_watchdog`]), a controlled heater
+//! that sends no measurement for the given time is turned OFF (fail-safe:
+//! a heater nobody hears from must not heat on) and an alert goes to the
+//! alerts topic; when it reports again, an alert says so and it is
+//! controlled as before. The watchdog is a per-heater timer, stored with
+//! the heater's state: it survives crashes and moves with the heater.
+//!
 //! The state is stored (changelog, snapshots) as version 1: the last
 //! command as its wire code, `0` for ON and `1` for OFF, as on the control
 //! topic. Version 0 ([`v0::ControllerState`]) stored it by name; a
@@ -17,7 +24,7 @@
 use std::sync::Arc;
 
 use riffle::log::RecordRef;
-use riffle::process::{Context, KeyedProcessor, StoredState};
+use riffle::process::{Context, Fired, KeyedProcessor, StoredState, Time};
 use riffle::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +37,9 @@ pub struct ControllerState {
     /// The last command sent, stored as its wire code (`0` ON, `1` OFF).
     #[serde(with = "wire_code")]
     pub last_command: Option<Command>,
+    /// The watchdog found the heater silent, and it has not reported since.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub silent: bool,
 }
 
 /// The state as stored before state versions: version 0.
@@ -49,6 +59,7 @@ pub mod v0 {
             Self {
                 setting: old.setting,
                 last_command: old.last_command,
+                silent: false,
             }
         }
     }
@@ -110,12 +121,67 @@ impl ControllerState {
 #[derive(Debug, Clone)]
 pub struct Controller {
     control_topic: Arc<str>,
+    watchdog: Option<Watchdog>,
 }
+
+/// How long a heater may stay silent, and where alerts go.
+#[derive(Debug, Clone)]
+struct Watchdog {
+    silence: std::time::Duration,
+    alerts_topic: Arc<str>,
+}
+
+/// The name of the watchdog's per-heater timer.
+const WATCHDOG: &str = "watchdog";
 
 impl Controller {
     pub fn new(control_topic: &str) -> Self {
         Self {
             control_topic: control_topic.into(),
+            watchdog: None,
+        }
+    }
+
+    /// Turns a controlled heater OFF, with an alert on `alerts_topic`,
+    /// when it sends no measurement for `silence` (see the module docs).
+    pub fn with_watchdog(self, silence: std::time::Duration, alerts_topic: &str) -> Self {
+        Self {
+            watchdog: Some(Watchdog {
+                silence,
+                alerts_topic: alerts_topic.into(),
+            }),
+            ..self
+        }
+    }
+
+    fn alert(&self, key: &str, alert: Alert, ctx: &mut Context<'_>) -> Result<()> {
+        let Some(w) = &self.watchdog else {
+            return Ok(());
+        };
+        let json = serde_json::json!({
+            "heater": key,
+            "alert": alert.name(),
+            "silence_ms": w.silence.as_millis() as u64,
+            "at_ms": ctx.now(),
+        });
+        ctx.send_json(&w.alerts_topic, Some(key), &json)
+    }
+}
+
+/// What the watchdog reports (docs/heater.md, "Alerts").
+#[derive(Debug, Clone, Copy)]
+enum Alert {
+    /// No measurement for the watchdog's time: turned OFF.
+    Silent,
+    /// A silent heater reports again.
+    Reporting,
+}
+
+impl Alert {
+    fn name(self) -> &'static str {
+        match self {
+            Alert::Silent => "silent",
+            Alert::Reporting => "reporting",
         }
     }
 }
@@ -143,10 +209,39 @@ impl KeyedProcessor for Controller {
         state: &mut ControllerState,
         ctx: &mut Context<'_>,
     ) -> Result<()> {
+        if let (Some(w), SensorMessage::Measurement(_), Some(_)) =
+            (&self.watchdog, msg, state.setting)
+        {
+            ctx.set_timer(
+                WATCHDOG,
+                Time::Processing(ctx.now() + w.silence.as_millis() as i64),
+            );
+            if std::mem::take(&mut state.silent) {
+                self.alert(key, Alert::Reporting, ctx)?;
+            }
+        }
         if let Some(cmd) = state.apply(*msg) {
             ctx.send(&self.control_topic, Some(key), cmd.to_json())?;
         }
         Ok(())
+    }
+
+    fn on_timer(
+        &mut self,
+        key: &str,
+        timer: &Fired,
+        state: &mut ControllerState,
+        ctx: &mut Context<'_>,
+    ) -> Result<()> {
+        if &*timer.name != WATCHDOG || self.watchdog.is_none() {
+            return Ok(());
+        }
+        // Fail-safe: OFF, sent even if OFF was the last command (the
+        // heater may have missed it, which could be why it is silent).
+        state.last_command = Some(Command::Off);
+        state.silent = true;
+        ctx.send(&self.control_topic, Some(key), Command::Off.to_json())?;
+        self.alert(key, Alert::Silent, ctx)
     }
 }
 
@@ -169,6 +264,7 @@ mod tests {
             let state = ControllerState {
                 setting: Some(s),
                 last_command: command,
+                silent: false,
             };
             let json = serde_json::to_string(&state).unwrap();
             assert!(

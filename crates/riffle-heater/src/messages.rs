@@ -18,6 +18,8 @@ pub const SENSOR_TOPIC: &str = "sensor";
 pub const CONTROL_TOPIC: &str = "heatercontrol";
 /// Default dead-letter topic for records the controller cannot use.
 pub const DEAD_LETTER_TOPIC: &str = "sensor-dlq";
+/// The default topic of the controller's watchdog alerts.
+pub const ALERTS_TOPIC: &str = "heateralerts";
 
 /// A thermostat setting: keep the temperature within
 /// `[temperature - down_delta, temperature + up_delta]`.

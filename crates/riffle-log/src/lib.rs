@@ -137,7 +137,10 @@ impl Record {
 pub struct OutRecord<'a> {
     pub topic: &'a str,
     pub key: Option<&'a [u8]>,
-    pub value: &'a [u8],
+    /// `None` is a tombstone: Kafka's null value, which deletes the key
+    /// from a compacted topic. Read back, a tombstone's value is empty (the
+    /// embedded log stores it so).
+    pub value: Option<&'a [u8]>,
     /// Explicit partition; `None` lets the backend choose: murmur2 of the key
     /// for keyed records (as the Java client does), spread for key-less ones.
     pub partition: Option<i32>,
@@ -152,10 +155,27 @@ impl<'a> OutRecord<'a> {
         Self {
             topic,
             key,
-            value,
+            value: Some(value),
             partition: None,
             headers: Headers::EMPTY,
         }
+    }
+
+    /// A tombstone for `key` in `partition`: in a compacted topic, the
+    /// key's earlier records are removed, and in time the tombstone too.
+    pub fn tombstone(topic: &'a str, key: &'a [u8], partition: Option<i32>) -> Self {
+        Self {
+            topic,
+            key: Some(key),
+            value: None,
+            partition,
+            headers: Headers::EMPTY,
+        }
+    }
+
+    /// The value's bytes; a tombstone's are empty.
+    pub fn value_bytes(&self) -> &'a [u8] {
+        self.value.unwrap_or_default()
     }
 
     /// The same record with `headers`.

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::store::{ChangelogSink, Encoded, Store};
+use crate::store::{changelog_record, ChangelogSink, Encoded, Store};
 use crate::version::Upgrade;
 use riffle_base::error::Result;
-use riffle_log::{Headers, Log, OutRecord, RecordRef};
+use riffle_log::{Log, RecordRef};
 
 /// How long a changelog read may see nothing before restoring fails.
 const RESTORE_IDLE: Duration = Duration::from_secs(60);
@@ -73,13 +73,7 @@ pub fn send_changes(
     let mut sent = 0;
     while let Some((partition, entries)) = changes.last_mut() {
         while let Some((key, value)) = entries.last() {
-            producer.send(OutRecord {
-                topic: changelog,
-                key: Some(key.as_bytes()),
-                value,
-                partition: Some(*partition),
-                headers: Headers::EMPTY,
-            })?;
+            producer.send(changelog_record(changelog, *partition, key, value))?;
             entries.pop();
             sent += 1;
         }
@@ -294,9 +288,9 @@ mod tests {
         log.create_topic(&TopicSpec::new("cl", 1), t).unwrap();
         let p = log.producer(None).unwrap();
         for (k, v) in records {
-            p.send(OutRecord {
+            p.send(riffle_log::OutRecord {
                 partition: Some(0),
-                ..OutRecord::new("cl", Some(k.as_bytes()), v)
+                ..riffle_log::OutRecord::new("cl", Some(k.as_bytes()), v)
             })
             .unwrap();
         }
@@ -386,5 +380,111 @@ mod tests {
             "saved at the current version"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A sink straight into the embedded log.
+    struct Direct(Box<dyn riffle_log::LogProducer>);
+    impl ChangelogSink for Direct {
+        fn send(&self, record: riffle_log::OutRecord<'_>) -> Result<()> {
+            self.0.send(record)
+        }
+    }
+
+    #[test]
+    fn timers_and_deletions_survive_a_restore_and_a_snapshot() {
+        use crate::{Domain, Key, Time, Timer, TimerChange};
+        let d = durability(&[]);
+        let sink = Direct(d.log.producer(None).unwrap());
+        let set = |name: &str, at| {
+            TimerChange::Set(Timer {
+                name: Key::new(name),
+                at,
+            })
+        };
+        let mut store: Store<u64> = Store::new(0);
+        *store.get_mut("a") = 1;
+        *store.get_mut("b") = 2;
+        *store.get_mut("gone") = 3;
+        store.change_timers(
+            "a",
+            [set("w", Time::Processing(50)), set("x", Time::Event(7))],
+        );
+        store.change_timers("b", [set("w", Time::Processing(40))]);
+        store.change_timers("b", [TimerChange::Cancel(Key::new("w"))]);
+        store.change_timers("c", [set("w", Time::Processing(10))]);
+        assert_eq!(store.write_changes(&sink, "cl", 0).unwrap(), 4);
+        assert_eq!(store.remove("gone"), Some(3));
+        assert_eq!(store.remove("never"), None);
+        assert_eq!(
+            store.write_changes(&sink, "cl", 0).unwrap(),
+            1,
+            "a tombstone"
+        );
+
+        let stats = RestoreStats::default();
+        let mut restored = d.restore::<u64>(0, 5, &stats, &Unversioned).unwrap();
+        assert_eq!(restored.len(), 3);
+        assert_eq!(restored.get("gone"), None, "deleted by its tombstone");
+        assert_eq!(restored.timer_count(), 3);
+        assert_eq!(restored.next_due(Domain::Processing), Some(10));
+        assert_eq!(restored.next_due(Domain::Event), Some(7));
+        let due: Vec<String> = std::iter::from_fn(|| restored.pop_due(Domain::Processing, 60))
+            .map(|f| format!("{}/{}", &*f.key, &*f.name))
+            .collect();
+        assert_eq!(due, ["c/w", "a/w"]);
+        assert!(
+            restored.has_changes(),
+            "fired timers are gone from what is stored"
+        );
+
+        let dir = std::env::temp_dir().join(format!("riffle-timers-{}", fastrand::u64(..)));
+        let path = dir.join("0.snapshot");
+        restored.save_snapshot(&path, 5).unwrap();
+        let (loaded, _) = Store::<u64>::load_snapshot(&path, &Unversioned)
+            .unwrap()
+            .unwrap();
+        assert_eq!((loaded.len(), loaded.timer_count()), (3, 1));
+        assert_eq!(loaded.next_due(Domain::Processing), None);
+        assert_eq!(loaded.next_due(Domain::Event), Some(7));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn keys_past_their_time_to_live_are_deleted_and_the_table_shrinks() {
+        let mut store: Store<u64> = Store::new(0);
+        store.set_ttl(Some(Duration::from_secs(60)));
+        store.set_now(1_000_000);
+        for i in 0..100_000 {
+            *store.get_mut(&format!("k{i}")) = i;
+        }
+        store.change_timers(
+            "k1",
+            [crate::TimerChange::Set(crate::Timer {
+                name: crate::Key::new("t"),
+                at: crate::Time::Processing(0),
+            })],
+        );
+        store.take_changes().unwrap();
+        let big = store.entries.capacity();
+        store.set_now(1_000_000 + 30_000);
+        *store.get_mut("k2") += 1;
+        assert_eq!(store.expire(), 0, "none past 60 s yet");
+        store.set_now(1_000_000 + 70_000);
+        let expired = store.expire();
+        assert_eq!((store.get("k1"), store.get("k2")), (Some(&1), Some(&3)));
+        assert_eq!(
+            expired,
+            100_000 - 2,
+            "all but the touched key and the one with a timer"
+        );
+        assert_eq!(store.len(), 2);
+        assert!(store.entries.capacity() * 100 < big, "the table shrank");
+        let changes = store.take_changes().unwrap();
+        let tombstones = changes.iter().filter(|(_, v)| v.is_empty()).count();
+        assert_eq!(
+            (changes.len(), tombstones),
+            (100_000 - 1, 100_000 - 2),
+            "and k2's state"
+        );
     }
 }

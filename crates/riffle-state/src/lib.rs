@@ -8,6 +8,8 @@
 //!   million heap blocks.
 //! - [`store`]: the store itself, which flags what changed so that only
 //!   that is written, and its encoding (JSON per state).
+//! - [`timers`]: per-key timers, in processing or event time, stored with
+//!   their key's state and indexed in due order.
 //! - [`version`]: the version each stored state carries, the upgrades from
 //!   older versions, and the states that do not decode at all (set aside,
 //!   their keys started afresh).
@@ -32,6 +34,7 @@ pub mod handoff;
 pub mod key;
 pub mod snapshot;
 pub mod store;
+pub mod timers;
 pub mod version;
 
 pub use changelog::{restore_point, send_changes, Changes, Durability, RestoreStats};
@@ -39,6 +42,7 @@ pub use handoff::Handoff;
 pub use key::Key;
 pub use snapshot::SnapshotWriter;
 pub use store::{ChangelogSink, Encoded, Store};
+pub use timers::{Domain, Fired, Time, Timer, TimerChange};
 pub use version::{Damaged, StoredState, Unversioned, Upgrade};
 
 /// The stores of the partitions one consumer (or worker) owns, by

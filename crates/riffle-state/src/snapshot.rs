@@ -16,8 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::key::Key;
-use crate::store::{encode, Entry, Store};
+use crate::store::{encode, Store};
 use crate::version::Upgrade;
 use riffle_base::crc32;
 use riffle_base::error::{Error, Result};
@@ -30,7 +29,7 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
         let mut w = SnapshotWriter::create(path, offset, self.entries.len())?;
         let mut buf = Vec::new();
         for (key, entry) in &self.entries {
-            encode(key, self.version(), &entry.state, &mut buf)?;
+            encode(key, self.version(), entry, &mut buf)?;
             w.entry(key, &buf)?;
         }
         w.finish()?;
@@ -74,16 +73,10 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
                 return Err(bad("truncated"));
             };
             // A snapshot holds each key once: no lookup before inserting.
-            let Some((key, state)) = store.decode_stored(key, value, None, upgrade)? else {
+            let Some((key, state, timers)) = store.decode_stored(key, value, None, upgrade)? else {
                 continue;
             };
-            store.entries.insert(
-                Key::new(key),
-                Entry {
-                    state,
-                    dirty: false,
-                },
-            );
+            store.insert_stored(key, state, timers);
         }
         Ok(Some((store, offset)))
     }

@@ -10,6 +10,13 @@
 //! and an upgrade. A stored state that does not decode at all is set aside
 //! ([`Store::take_damaged`]) and its key starts afresh: one bad record
 //! never keeps a partition from being restored.
+//!
+//! A key's entry also holds its timers ([`crate::timers`]), and a key can
+//! be deleted: the changelog gets a tombstone for it (Kafka's null value,
+//! which compaction removes in time), and restore drops the key when it
+//! reads one. With a time to live ([`Store::set_ttl`]), keys untouched for
+//! that long are deleted so, a sweep at a time: state stays bounded when
+//! keys come and go.
 
 /// hashbrown rather than std's map: its default hasher (foldhash, seeded
 /// per map) costs a fraction of SipHash per short key, and `entry_ref`
@@ -22,9 +29,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::key::Key;
+use crate::timers::{self, Domain, Fired, Index, KeyTimers, TimerChange};
 use crate::version::{decode_state, write_prefix, Damaged, Unreadable, Upgrade};
 use riffle_base::error::{Error, Result};
-use riffle_log::{Headers, OutRecord};
+use riffle_log::OutRecord;
 
 /// Where changelog records go: the runtime's producer, which sends them
 /// inside the open transaction (exactly-once) or before the offsets they
@@ -120,11 +128,25 @@ impl Changed<'_> {
     }
 }
 
-/// One key's state and whether it changed since its last changelog write.
-/// One key's state and whether it changed since its last changelog write.
+/// One key's state, its timers, whether it changed since its last
+/// changelog write, and when it was last touched (for the time to live).
 pub(crate) struct Entry<S> {
     pub(crate) state: S,
     pub(crate) dirty: bool,
+    /// Seconds since the Unix epoch, as the store's clock said.
+    pub(crate) touched: u32,
+    pub(crate) timers: KeyTimers,
+}
+
+impl<S> Entry<S> {
+    fn new(state: S, touched: u32, timers: KeyTimers) -> Self {
+        Self {
+            state,
+            dirty: false,
+            touched,
+            timers,
+        }
+    }
 }
 
 /// The states of one partition's keys.
@@ -147,6 +169,18 @@ pub struct Store<S> {
     damaged: Vec<Damaged>,
     /// Stored states read into this store that were upgraded.
     pub(crate) upgraded: usize,
+    /// Keys deleted since the last changelog write: tombstones to write.
+    deleted: Vec<Key>,
+    /// Every key's timers, in due order.
+    timers: Index,
+    /// How long a key untouched stays, in seconds.
+    ttl: Option<u32>,
+    /// The store's clock, in seconds since the Unix epoch: set by its
+    /// owner once per batch of records ([`Store::set_now`]), so that
+    /// touching a key costs no clock reading.
+    now: u32,
+    /// When keys were last swept for their time to live.
+    swept: u32,
 }
 
 impl<S> Default for Store<S> {
@@ -166,7 +200,38 @@ impl<S> Store<S> {
             version,
             damaged: Vec::new(),
             upgraded: 0,
+            deleted: Vec::new(),
+            timers: Index::default(),
+            ttl: None,
+            now: 0,
+            swept: 0,
         }
+    }
+
+    /// Keys untouched (no record, no timer set) for `ttl` are deleted by
+    /// [`Store::expire`]; `None` keeps them for ever. Keys with timers
+    /// pending are kept: their processor means to come back to them.
+    pub fn set_ttl(&mut self, ttl: Option<std::time::Duration>) {
+        self.ttl = ttl.map(|d| d.as_secs().clamp(1, u32::MAX as u64) as u32);
+    }
+
+    /// Sets the store's clock to `now_ms` (milliseconds since the Unix
+    /// epoch): keys touched from now on count as touched then.
+    pub fn set_now(&mut self, now_ms: i64) {
+        self.now = (now_ms / 1000).clamp(0, u32::MAX as i64) as u32;
+        if self.swept == 0 {
+            self.swept = self.now;
+        }
+    }
+
+    /// The earliest time a timer of `domain` is due in this store.
+    pub fn next_due(&self, domain: Domain) -> Option<i64> {
+        self.timers.next(domain)
+    }
+
+    /// How many timers the store's keys have.
+    pub fn timer_count(&self) -> usize {
+        self.timers.len()
     }
 
     /// The version of the state type this store writes.
@@ -194,12 +259,10 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
             EntryRef::Occupied(e) => e.into_mut(),
             EntryRef::Vacant(e) => e.insert_with_key(
                 Key::new(key),
-                Entry {
-                    state: S::default(),
-                    dirty: false,
-                },
+                Entry::new(S::default(), self.now, KeyTimers::default()),
             ),
         };
+        entry.touched = self.now;
         if !std::mem::replace(&mut entry.dirty, true) {
             self.changed_since_snapshot += 1;
             Changed {
@@ -209,6 +272,90 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
             .note(key, len);
         }
         &mut entry.state
+    }
+
+    /// Deletes `key`: its state and timers are gone, and the next changelog
+    /// write sends a tombstone for it. A later [`Store::get_mut`] starts it
+    /// afresh.
+    pub fn remove(&mut self, key: &str) -> Option<S> {
+        let (key, entry) = self.entries.remove_entry(key)?;
+        self.timers.remove_all(&key, &entry.timers);
+        if entry.dirty {
+            self.changed -= 1;
+        }
+        self.changed_since_snapshot += 1;
+        self.deleted.push(key);
+        Some(entry.state)
+    }
+
+    /// Applies what a processor asked of `key`'s timers; the key's entry
+    /// is created if new, and marked changed.
+    pub fn change_timers(&mut self, key: &str, changes: impl IntoIterator<Item = TimerChange>) {
+        let mut changes = changes.into_iter().peekable();
+        if changes.peek().is_none() {
+            return;
+        }
+        self.get_mut(key);
+        let (key, entry) = self
+            .entries
+            .get_key_value_mut(key)
+            .expect("the entry was just made");
+        for change in changes {
+            let (old, new) = timers::apply(&mut entry.timers, change);
+            if let Some(old) = old {
+                self.timers.remove(key, &old);
+            }
+            if let Some(new) = new {
+                self.timers.add(key, &new);
+            }
+        }
+    }
+
+    /// Takes the first timer of `domain` due at or before `upto` from its
+    /// key, whose entry is marked changed (the timer is gone from what is
+    /// stored). `None` when nothing is due.
+    pub fn pop_due(&mut self, domain: Domain, upto: i64) -> Option<Fired> {
+        loop {
+            let fired = self.timers.pop_due(domain, upto)?;
+            let Some(entry) = self.entries.get_mut(fired.key.as_str()) else {
+                continue;
+            };
+            if !timers::take(&mut entry.timers, &fired.name, fired.at) {
+                continue;
+            }
+            self.get_mut(&fired.key);
+            return Some(fired);
+        }
+    }
+
+    /// Deletes the keys untouched for the time to live, at most once a
+    /// quarter of it; returns how many. The table shrinks when most of it
+    /// is empty, so memory follows the keys down.
+    pub fn expire(&mut self) -> usize {
+        let Some(ttl) = self.ttl else {
+            return 0;
+        };
+        if self.now < self.swept.saturating_add((ttl / 4).max(1)) {
+            return 0;
+        }
+        self.swept = self.now;
+        let (now, limit) = (self.now, self.now.saturating_sub(ttl));
+        let mut old: Vec<Key> = Vec::new();
+        for (k, e) in self.entries.iter_mut() {
+            if e.touched == 0 {
+                // Restored before the store had a clock: its time starts now.
+                e.touched = now;
+            } else if e.touched < limit && e.timers.is_empty() {
+                old.push(k.clone());
+            }
+        }
+        for k in &old {
+            self.remove(k);
+        }
+        if self.entries.capacity() > 4 * self.entries.len() + 1024 {
+            self.entries.shrink_to(2 * self.entries.len());
+        }
+        old.len()
     }
 
     /// Counts a newly flagged key, and lists it while the list is short.
@@ -223,17 +370,26 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
 
     /// Hands every changed key's state, encoded, to `out` and marks it
     /// unchanged; at the first error, stops with the rest still marked.
+    /// Deleted keys come first, as an empty state (a tombstone).
     fn drain_changes(&mut self, mut out: impl FnMut(&Key, &[u8]) -> Result<()>) -> Result<usize> {
         let mut buf = Vec::new();
         let mut sent = 0;
+        while let Some(key) = self.deleted.last() {
+            out(key, &[])?;
+            self.deleted.pop();
+            sent += 1;
+        }
+        if self.deleted.capacity() > LISTED_MIN {
+            self.deleted.shrink_to(LISTED_MIN);
+        }
         match &mut self.dirty {
             Some(list) => {
                 while let Some(key) = list.pop() {
                     let Some(entry) = self.entries.get_mut(key.as_str()) else {
                         continue;
                     };
-                    if let Err(e) = encode(&key, self.version, &entry.state, &mut buf)
-                        .and_then(|()| out(&key, &buf))
+                    if let Err(e) =
+                        encode(&key, self.version, entry, &mut buf).and_then(|()| out(&key, &buf))
                     {
                         list.push(key);
                         return Err(e);
@@ -246,7 +402,7 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
             }
             None => {
                 for (key, entry) in self.entries.iter_mut().filter(|(_, e)| e.dirty) {
-                    encode(key, self.version, &entry.state, &mut buf)?;
+                    encode(key, self.version, entry, &mut buf)?;
                     out(key, &buf)?;
                     entry.dirty = false;
                     self.changed -= 1;
@@ -272,7 +428,7 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
     }
 
     pub fn has_changes(&self) -> bool {
-        self.changed > 0
+        self.changed > 0 || !self.deleted.is_empty()
     }
 
     pub fn changed_since_snapshot(&self) -> usize {
@@ -288,13 +444,7 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
         partition: i32,
     ) -> Result<usize> {
         self.drain_changes(|key, value| {
-            producer.send(OutRecord {
-                topic: changelog,
-                key: Some(key.as_bytes()),
-                value,
-                partition: Some(partition),
-                headers: Headers::EMPTY,
-            })
+            producer.send(changelog_record(changelog, partition, key, value))
         })
     }
 
@@ -322,22 +472,34 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
         position: Option<(i32, i64)>,
         upgrade: &dyn Upgrade<S>,
     ) -> Result<()> {
-        let Some((key, state)) = self.decode_stored(key, value, position, upgrade)? else {
+        if value.is_empty() {
+            // A tombstone: the key was deleted.
+            if let Some((k, e)) = std::str::from_utf8(key)
+                .ok()
+                .and_then(|k| self.entries.remove_entry(k))
+            {
+                self.timers.remove_all(&k, &e.timers);
+            }
+            return Ok(());
+        }
+        let Some((key, state, timers)) = self.decode_stored(key, value, position, upgrade)? else {
             return Ok(());
         };
-        match self.entries.get_mut(key) {
-            Some(e) => e.state = state,
-            None => {
-                self.entries.insert(
-                    Key::new(key),
-                    Entry {
-                        state,
-                        dirty: false,
-                    },
-                );
-            }
-        }
+        self.insert_stored(key, state, timers);
         Ok(())
+    }
+
+    /// Puts a stored key's state and timers in place, replacing any.
+    pub(crate) fn insert_stored(&mut self, key: &str, state: S, timers: KeyTimers) {
+        let key = Key::new(key);
+        if let Some(old) = self.entries.get(key.as_str()) {
+            self.timers.remove_all(&key, &old.timers);
+        }
+        for t in timers.iter() {
+            self.timers.add(&key, t);
+        }
+        self.entries
+            .insert(key, Entry::new(state, self.now, timers));
     }
 
     /// A stored state of `key` as the current type; `None`, with the key
@@ -348,19 +510,21 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
         value: &[u8],
         position: Option<(i32, i64)>,
         upgrade: &dyn Upgrade<S>,
-    ) -> Result<Option<(&'k str, S)>> {
+    ) -> Result<Option<(&'k str, S, KeyTimers)>> {
         let decoded = match std::str::from_utf8(key) {
-            Ok(k) => decode_state(value, upgrade).map(|d| (k, d)),
+            Ok(k) => timers::split(value)
+                .map_err(Unreadable::Damaged)
+                .and_then(|(t, rest)| decode_state(rest, upgrade).map(|d| (k, d, t))),
             Err(_) => Err(Unreadable::Damaged("the key is not UTF-8".into())),
         };
         match decoded {
-            Ok((key, (state, upgraded))) => {
+            Ok((key, (state, upgraded), timers)) => {
                 self.upgraded += usize::from(upgraded);
                 if !self.damaged.is_empty() {
                     // Superseded by a state that decodes.
                     self.damaged.retain(|d| d.key != key.as_bytes());
                 }
-                Ok(Some((key, state)))
+                Ok(Some((key, state, timers)))
             }
             Err(Unreadable::Newer(v)) => Err(Error::Decode(format!(
                 "the state of '{}' is of version {v}, newer than this program's {}: run the newer program",
@@ -368,8 +532,11 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
                 self.version
             ))),
             Err(Unreadable::Damaged(reason)) => {
-                if let Ok(k) = std::str::from_utf8(key) {
-                    self.entries.remove(k);
+                if let Some((k, e)) = std::str::from_utf8(key)
+                    .ok()
+                    .and_then(|k| self.entries.remove_entry(k))
+                {
+                    self.timers.remove_all(&k, &e.timers);
                 }
                 self.damaged.retain(|d| d.key != key);
                 self.damaged.push(Damaged {
@@ -388,7 +555,7 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
         let mut out = Encoded::default();
         let mut buf = Vec::new();
         for (k, e) in &self.entries {
-            encode(k, self.version, &e.state, &mut buf)?;
+            encode(k, self.version, e, &mut buf)?;
             out.push(k, &buf);
         }
         Ok(out)
@@ -396,10 +563,22 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
 
     /// Splits the store by `which(key)`, into `n` stores.
     pub fn split(self, n: usize, which: impl Fn(&str) -> usize) -> Vec<Self> {
-        let mut parts: Vec<Self> = (0..n).map(|_| Self::new(self.version)).collect();
+        let mut parts: Vec<Self> = (0..n)
+            .map(|_| {
+                let mut s = Self::new(self.version);
+                (s.ttl, s.now, s.swept) = (self.ttl, self.now, self.swept);
+                s
+            })
+            .collect();
+        for k in self.deleted {
+            parts[which(&k)].deleted.push(k);
+        }
         for (k, e) in self.entries {
             let part = &mut parts[which(&k)];
             let dirty = e.dirty;
+            for t in e.timers.iter() {
+                part.timers.add(&k, t);
+            }
             part.entries.insert(k.clone(), e);
             if dirty {
                 part.list_changed(&k);
@@ -409,16 +588,35 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
     }
 }
 
-/// A state as stored: its version's prefix, then its JSON, into `buf`.
+/// The changelog record of a key's stored state; an empty one (a deleted
+/// key) is a tombstone.
+pub(crate) fn changelog_record<'a>(
+    changelog: &'a str,
+    partition: i32,
+    key: &'a str,
+    value: &'a [u8],
+) -> OutRecord<'a> {
+    match value {
+        [] => OutRecord::tombstone(changelog, key.as_bytes(), Some(partition)),
+        value => OutRecord {
+            partition: Some(partition),
+            ..OutRecord::new(changelog, Some(key.as_bytes()), value)
+        },
+    }
+}
+
+/// An entry as stored: its timers, its state's version prefix, then its
+/// JSON, into `buf`.
 pub(crate) fn encode<S: Serialize>(
     key: &str,
     version: u32,
-    state: &S,
+    entry: &Entry<S>,
     buf: &mut Vec<u8>,
 ) -> Result<()> {
     buf.clear();
+    timers::write_prefix(&entry.timers, buf);
     write_prefix(version, buf);
-    serde_json::to_writer(&mut *buf, state)
+    serde_json::to_writer(&mut *buf, &entry.state)
         .map_err(|e| Error::InvalidInput(format!("cannot encode state of '{key}': {e}")))
 }
 

@@ -11,7 +11,7 @@ use riffle::process::{App, Guarantee, Running, Scaling, Style};
 use riffle::serve::{Endpoint, Routes};
 use riffle::{Error, Result};
 use riffle_heater::controller::Controller;
-use riffle_heater::messages::{CONTROL_TOPIC, DEAD_LETTER_TOPIC, SENSOR_TOPIC};
+use riffle_heater::messages::{ALERTS_TOPIC, CONTROL_TOPIC, DEAD_LETTER_TOPIC, SENSOR_TOPIC};
 
 use crate::backend::LogArgs;
 use crate::dashboard::Dashboard;
@@ -60,6 +60,13 @@ pub struct ControllerOptions {
     /// Topic for records that cannot be used, with the reason.
     #[arg(long, default_value = DEAD_LETTER_TOPIC)]
     pub dead_letter: String,
+    /// Turn a heater OFF, with an alert, when it sends no measurement for
+    /// this long (a per-heater timer, kept with its state).
+    #[arg(long, value_name = "DURATION", value_parser = util::parse_duration)]
+    pub watchdog: Option<Duration>,
+    /// Topic of the watchdog's alerts.
+    #[arg(long, default_value = ALERTS_TOPIC)]
+    pub alerts_topic: String,
     /// Partitions of topics created because they are missing.
     #[arg(long, short = 'p', default_value_t = 10)]
     pub partitions: i32,
@@ -155,7 +162,13 @@ impl ControllerOptions {
     /// Creates the topics that are missing.
     pub fn ensure_topics(&self, log: &dyn Log) -> Result<()> {
         let t = Duration::from_secs(30);
-        for topic in self.inputs().iter().chain([&self.control_topic.as_str()]) {
+        let alerts = self.watchdog.map(|_| self.alerts_topic.as_str());
+        for topic in self
+            .inputs()
+            .iter()
+            .chain([&self.control_topic.as_str()])
+            .chain(alerts.as_ref())
+        {
             log.ensure_topic(&TopicSpec::new(*topic, self.partitions), t)?;
         }
         Ok(())
@@ -203,7 +216,11 @@ impl ControllerOptions {
         state_dir: Option<PathBuf>,
         endpoint: Option<&Endpoint>,
     ) -> Result<Running> {
-        let mut app = App::new(group, &self.inputs(), Controller::new(&self.control_topic))
+        let mut controller = Controller::new(&self.control_topic);
+        if let Some(silence) = self.watchdog {
+            controller = controller.with_watchdog(silence, &self.alerts_topic);
+        }
+        let mut app = App::new(group, &self.inputs(), controller)
             .style(self.style())
             .consumers(self.consumers.min as usize)
             .dead_letter(&self.dead_letter)

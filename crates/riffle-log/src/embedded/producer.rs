@@ -34,7 +34,7 @@ impl LogProducer for EmbeddedProducer {
         let partition = pick_partition(topic, &record)?;
         let offset = topic.partitions[partition as usize].append(
             record.key,
-            record.value,
+            record.value_bytes(),
             record.headers,
             timestamp,
         )?;

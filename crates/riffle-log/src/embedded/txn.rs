@@ -91,7 +91,7 @@ impl LogProducer for EmbeddedTxnProducer {
         let mut state = self.inner.lock();
         self.check_epoch(&state, &mut open)?;
         let records = open.as_mut().ok_or_else(no_transaction)?;
-        let headers_len = check_sizes(record.key, record.value, record.headers)?;
+        let headers_len = check_sizes(record.key, record.value_bytes(), record.headers)?;
         // Kept encoded, as the log stores them: one buffer for all of a
         // record's headers, and none for a record without.
         let mut headers = Vec::new();
@@ -111,7 +111,7 @@ impl LogProducer for EmbeddedTxnProducer {
             topic_id,
             partition,
             key: record.key.map(<[u8]>::to_vec),
-            value: record.value.to_vec(),
+            value: record.value_bytes().to_vec(),
             headers,
             timestamp: timestamp_now(),
         });

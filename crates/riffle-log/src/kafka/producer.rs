@@ -281,7 +281,10 @@ impl KafkaProducer {
     /// Queues a record, with librdkafka's error for callers that tell its
     /// kinds apart.
     pub(super) fn produce(&self, r: OutRecord<'_>) -> std::result::Result<(), KafkaError> {
-        let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(r.topic).payload(r.value);
+        let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(r.topic);
+        if let Some(v) = r.value {
+            rec = rec.payload(v);
+        }
         if let Some(k) = r.key {
             rec = rec.key(k);
         }
@@ -357,7 +360,7 @@ impl KafkaProducer {
                 server: "Kafka producer".into(),
                 message: format!(
                     "a record of {} bytes to {} is larger than the producer's message.max.bytes ({})",
-                    r.key.map_or(0, <[u8]>::len) + r.value.len(),
+                    r.key.map_or(0, <[u8]>::len) + r.value_bytes().len(),
                     r.topic,
                     self.max_record_bytes
                 ),

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use super::commit::{Commits, MAX_HOLD};
 use super::query::{to_json, Question};
 use super::shared::Shared;
+use super::time::{now_ms, Watermark};
+use super::timers::{apply_changes, fire, Clock};
 use super::{run_processor, Context, KeyedProcessor, OffsetTracker, Upgrader};
 use crate::actor::{self, Actor, Addr, Supervision};
 use crate::error::{Error, Result};
@@ -22,8 +24,8 @@ use crate::log::{partition_for_key, Headers, OwnedHeader, Progress, RecordRef, T
 use crate::stream::{Deferring, Handler, Producer};
 use riffle_state::Handoff;
 use riffle_state::{
-    restore_point, send_changes, Changes, Durability, Encoded, PartitionStores, SnapshotWriter,
-    Store,
+    restore_point, send_changes, Changes, Domain, Durability, Encoded, PartitionStores,
+    SnapshotWriter, Store,
 };
 
 /// Records handed to a worker at once, at most.
@@ -45,6 +47,9 @@ pub(super) struct Job<I> {
     /// The record's headers, copied only if it has any: the consumer's
     /// buffer is gone by the time a worker runs the job.
     headers: Vec<OwnedHeader>,
+    /// The partition's watermark with this record: event-time timers due
+    /// by then fire before it.
+    watermark: Option<i64>,
 }
 
 /// A finished record.
@@ -59,6 +64,17 @@ pub(super) enum Msg<I, S> {
         /// The producer of the dispatching consumer (its own under
         /// exactly-once, so that outputs join its transaction).
         producer: Producer,
+        /// Processing time when the batch was sent.
+        now: i64,
+    },
+    /// Fire the timers due in these partitions (processing time `now`,
+    /// and event time up to each one's watermark) and delete keys past
+    /// their time to live; answer with how many timers and keys that was.
+    Tick {
+        partitions: Vec<(i32, Option<i64>)>,
+        now: i64,
+        producer: Producer,
+        reply: Sender<usize>,
     },
     /// Host these states of a partition's keys, replacing any held.
     Load { partition: i32, store: Store<S> },
@@ -86,9 +102,19 @@ struct Worker<P: KeyedProcessor> {
 }
 
 impl<P: KeyedProcessor> Worker<P> {
-    fn process(&mut self, jobs: Vec<Job<P::Input>>, producer: &Producer) -> Vec<Done> {
+    fn store(&mut self, partition: i32) -> &mut Store<P::State> {
+        let ttl = self.shared.ttl;
+        self.stores.entry(partition).or_insert_with(|| {
+            let mut store = Store::new(P::STATE_VERSION);
+            store.set_ttl(ttl);
+            store
+        })
+    }
+
+    fn process(&mut self, jobs: Vec<Job<P::Input>>, producer: &Producer, now: i64) -> Vec<Done> {
         let mut done = Vec::with_capacity(jobs.len());
         let mut scratch = P::State::default();
+        let shared = self.shared.clone();
         for job in jobs {
             let Job {
                 key,
@@ -98,33 +124,58 @@ impl<P: KeyedProcessor> Worker<P> {
                 offset,
                 timestamp,
                 headers,
+                watermark,
             } = job;
-            let state = if P::STATEFUL {
-                self.stores
-                    .entry(partition)
-                    .or_insert_with(|| Store::new(P::STATE_VERSION))
-                    .get_mut(&key)
-            } else {
-                &mut scratch
-            };
             let mut ctx = Context::new(
-                (producer, &*self.shared),
+                (producer, &*shared),
                 &topic,
                 partition,
                 offset,
                 timestamp,
                 Headers::from(&headers),
-            );
-            // A failure is this record's, not the worker's: the other keys'
-            // state stays, and the record goes to the dead letters.
-            let result = run_processor(
-                &mut self.processor,
-                &key,
-                &input,
-                state,
-                &mut ctx,
-                self.shared.retries,
-            );
+            )
+            .at(now, watermark);
+            let result = if P::STATEFUL {
+                let store = self.store(partition);
+                store.set_now(now);
+                if let Some(mark) = watermark.filter(|&m| store.next_due(Domain::Event) <= Some(m))
+                {
+                    let clock = Clock { now, watermark };
+                    let to = (producer, &*shared);
+                    let store = self.stores.get_mut(&partition).expect("made above");
+                    fire(
+                        &mut self.processor,
+                        to,
+                        store,
+                        partition,
+                        (Domain::Event, mark),
+                        clock,
+                    );
+                }
+                let store = self.stores.get_mut(&partition).expect("made above");
+                let state = store.get_mut(&key);
+                // A failure is this record's, not the worker's: the other
+                // keys' state stays, and the record goes to the dead letters.
+                let result = run_processor(
+                    &mut self.processor,
+                    &key,
+                    &input,
+                    state,
+                    &mut ctx,
+                    self.shared.retries,
+                );
+                apply_changes(store, &key, std::mem::take(&mut ctx.timers), ctx.delete);
+                result
+            } else {
+                run_processor(
+                    &mut self.processor,
+                    &key,
+                    &input,
+                    &mut scratch,
+                    &mut ctx,
+                    self.shared.retries,
+                )
+            };
             self.shared.processed(ctx.sent);
             if let Err(e) = result {
                 let r = RecordRef {
@@ -147,6 +198,47 @@ impl<P: KeyedProcessor> Worker<P> {
 }
 
 impl<P: KeyedProcessor> Worker<P> {
+    /// See [`Msg::Tick`].
+    fn tick(&mut self, partitions: &[(i32, Option<i64>)], now: i64, producer: &Producer) -> usize {
+        let mut n = 0;
+        for &(p, mark) in partitions {
+            let Some(store) = self.stores.get_mut(&p) else {
+                continue;
+            };
+            store.set_now(now);
+            let clock = Clock {
+                now,
+                watermark: mark,
+            };
+            let to = (producer, &*self.shared);
+            n += fire(
+                &mut self.processor,
+                to,
+                store,
+                p,
+                (Domain::Processing, now),
+                clock,
+            );
+            if let Some(mark) = mark {
+                n += fire(
+                    &mut self.processor,
+                    to,
+                    store,
+                    p,
+                    (Domain::Event, mark),
+                    clock,
+                );
+            }
+            let expired = store.expire();
+            self.shared
+                .stats
+                .expired
+                .fetch_add(expired as u64, std::sync::atomic::Ordering::Relaxed);
+            n += expired;
+        }
+        n
+    }
+
     fn changes(&mut self, partitions: &[i32]) -> Result<Changes> {
         let mut out = Vec::new();
         for p in partitions {
@@ -171,15 +263,28 @@ impl<P: KeyedProcessor> Actor for Worker<P> {
                 jobs,
                 reply,
                 producer,
+                now,
             } => {
-                let done = self.process(jobs, &producer);
+                let done = self.process(jobs, &producer, now);
                 let _ = reply.send(done);
+            }
+            Msg::Tick {
+                partitions,
+                now,
+                producer,
+                reply,
+            } => {
+                let _ = reply.send(self.tick(&partitions, now, &producer));
             }
             Msg::Query(q) => {
                 let state = self.stores.get(&q.partition).and_then(|s| s.get(&q.key));
                 let _ = q.reply.send(to_json(state));
             }
-            Msg::Load { partition, store } => {
+            Msg::Load {
+                partition,
+                mut store,
+            } => {
+                store.set_ttl(self.shared.ttl);
                 self.stores.insert(partition, store);
             }
             Msg::Changes { partitions, reply } => {
@@ -300,7 +405,20 @@ pub(super) struct Dispatcher<P: KeyedProcessor> {
     stored: Vec<(Arc<str>, i32, i64)>,
     last_snapshot: Instant,
     stopping: bool,
+    /// Each owned partition's watermark.
+    watermarks: HashMap<i32, Watermark>,
+    /// Processing time, read once per poll.
+    now: i64,
+    /// When the workers were last asked to fire timers.
+    last_tick: Instant,
+    ticked: Sender<usize>,
+    ticks: Receiver<usize>,
+    /// Timers fired or keys expired since the last state write.
+    touched: bool,
 }
+
+/// How often workers are asked to fire their processing-time timers.
+const TICK_EVERY: Duration = Duration::from_millis(100);
 
 /// At-least-once with state: a round collects the states changed by the
 /// records finished when it started, sends them to the changelog once the
@@ -331,6 +449,7 @@ impl<P: KeyedProcessor> Dispatcher<P> {
         commits: Commits,
     ) -> Self {
         let (reply, replies) = mpsc::channel();
+        let (ticked, ticks) = mpsc::channel();
         let pending = (0..pool.len()).map(|_| Vec::new()).collect();
         Self {
             processor,
@@ -351,6 +470,49 @@ impl<P: KeyedProcessor> Dispatcher<P> {
             stored: Vec::new(),
             last_snapshot: Instant::now(),
             stopping: false,
+            watermarks: HashMap::new(),
+            now: now_ms(),
+            last_tick: Instant::now(),
+            ticked,
+            ticks,
+            touched: false,
+        }
+    }
+
+    /// Asks every worker to fire what is due in this consumer's partitions
+    /// (at most every [`TICK_EVERY`]), and notes what earlier asks did.
+    fn tick(&mut self) {
+        while let Ok(n) = self.ticks.try_recv() {
+            if n > 0 {
+                self.touched = true;
+                self.commits.touch();
+            }
+        }
+        if self.last_tick.elapsed() < TICK_EVERY || self.owned.is_empty() {
+            return;
+        }
+        self.last_tick = Instant::now();
+        let (now, cfg) = (self.now, &self.shared.event_time);
+        let partitions: Vec<(i32, Option<i64>)> = self
+            .owned
+            .iter()
+            .map(|&p| {
+                // Moved on if idle; sent either way, so that a worker
+                // whose keys get no records fires their event-time timers.
+                let mark = self.watermarks.get_mut(&p).and_then(|w| {
+                    w.tick(now, cfg);
+                    w.current()
+                });
+                (p, mark)
+            })
+            .collect();
+        for w in &self.pool.workers {
+            let _ = w.send(Msg::Tick {
+                partitions: partitions.clone(),
+                now,
+                producer: self.commits.producer().clone(),
+                reply: self.ticked.clone(),
+            });
         }
     }
 
@@ -375,6 +537,7 @@ impl<P: KeyedProcessor> Dispatcher<P> {
                 jobs,
                 reply: self.reply.clone(),
                 producer: self.commits.producer().clone(),
+                now: self.now,
             })
             .is_err()
         {
@@ -459,7 +622,10 @@ impl<P: KeyedProcessor> Dispatcher<P> {
         }
         if self.round.is_some() {
             self.advance_round(progress, false);
-        } else if self.last_round.elapsed() >= ROUND_GAP && self.finished() != self.stored {
+        } else if self.last_round.elapsed() >= ROUND_GAP
+            && (self.finished() != self.stored || self.touched)
+        {
+            self.touched = false;
             self.start_round();
         }
         false
@@ -643,6 +809,24 @@ impl<P: KeyedProcessor> Handler for Dispatcher<P> {
                 return result;
             }
         };
+        let event_time = self.processor.event_time(&record, &input);
+        let cfg = &self.shared.event_time;
+        let mark = self.watermarks.entry(record.partition).or_default();
+        if let Some(why) = mark.late(event_time, cfg) {
+            self.shared
+                .stats
+                .late
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let producer = self.commits.producer();
+            let result = self
+                .shared
+                .dead_letter(producer, &record, &Error::InvalidInput(why));
+            if let Some(t) = self.trackers.get_mut(&(topic, record.partition)) {
+                t.finished(record.offset);
+            }
+            return result;
+        }
+        let watermark = mark.observe(event_time, self.now, cfg);
         let w = self.pool.worker_of(&key);
         let (partition, offset, timestamp) = (record.partition, record.offset, record.timestamp);
         self.pending[w].push(Job {
@@ -653,6 +837,7 @@ impl<P: KeyedProcessor> Handler for Dispatcher<P> {
             offset,
             timestamp,
             headers: record.headers.to_vec(),
+            watermark,
         });
         if self.pending[w].len() >= BATCH {
             self.flush(w);
@@ -717,6 +902,7 @@ impl<P: KeyedProcessor> Handler for Dispatcher<P> {
         });
         let ends = if settled { self.changelog_ends() } else { None };
         for tp in partitions {
+            self.watermarks.remove(&tp.partition);
             if let Some(i) = self.owned.iter().position(|p| *p == tp.partition) {
                 self.owned.swap_remove(i);
                 if let Some(d) = &self.durability {
@@ -742,6 +928,10 @@ impl<P: KeyedProcessor> Deferring for Dispatcher<P> {
         }
         for w in 0..self.pending.len() {
             self.flush(w);
+        }
+        self.now = now_ms();
+        if P::STATEFUL && !self.commits.halted() {
+            self.tick();
         }
         while let Ok(done) = self.replies.try_recv() {
             self.finish(done);

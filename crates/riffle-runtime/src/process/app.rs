@@ -10,6 +10,7 @@ use super::query::{self, StateQueries};
 use super::refusals::Refusals;
 use super::scale::{Autoscaler, Decider, Scaling};
 use super::shared::{collect_stats, AppMetrics, AppStats, Shared};
+use super::time::EventTime;
 use super::KeyedProcessor;
 use crate::actor::Exit;
 use crate::error::{Error, Result};
@@ -144,6 +145,8 @@ pub struct App<P: KeyedProcessor> {
     retries: u32,
     advertise: Option<String>,
     scaling: Option<Scaling>,
+    event_time: EventTime,
+    ttl: Option<Duration>,
 }
 
 impl<P: KeyedProcessor> App<P> {
@@ -167,7 +170,28 @@ impl<P: KeyedProcessor> App<P> {
             retries: 2,
             advertise: None,
             scaling: None,
+            event_time: EventTime::default(),
+            ttl: None,
         }
+    }
+
+    /// How event time is read: the watermarks' out-of-orderness, the idle
+    /// timeout after which a quiet partition's watermark follows the wall
+    /// clock, and how late a record may be (see [`EventTime`]).
+    pub fn event_time(mut self, event_time: EventTime) -> Self {
+        self.event_time = event_time;
+        self
+    }
+
+    /// Deletes a key's state (with a tombstone in the changelog) once no
+    /// record or timer touched it for `ttl`, so that state stays bounded
+    /// when keys come and go (devices retired, sessions ended). Keys with
+    /// timers pending are kept. A restore counts as a touch. Checked a few
+    /// times per `ttl`, so a key goes between `ttl` and 1.25 × `ttl` after
+    /// its last touch.
+    pub fn state_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
     }
 
     /// How many more times a record is given to the processor after it
@@ -342,6 +366,9 @@ impl<P: KeyedProcessor> App<P> {
             retries: self.retries,
             metrics: AppMetrics::new(&self.group),
             refusals: Refusals::new(log.clone()),
+            event_time: self.event_time,
+            ttl: self.ttl,
+            timer_topic: self.inputs.first().cloned().unwrap_or_default(),
         });
         collect_stats(&self.group, &shared, log.clone());
         let instance = self

@@ -73,6 +73,16 @@ impl Commits {
         raise(list, topic, partition, next);
     }
 
+    /// State changed or outputs were sent outside any record (a timer
+    /// fired, keys expired): the next release writes and commits them even
+    /// if no record was processed.
+    pub(super) fn touch(&mut self) {
+        match self {
+            Commits::AtLeastOnce(a) => a.touched = true,
+            Commits::ExactlyOnce(t) => t.touched = true,
+        }
+    }
+
     /// Makes progress permanent if it is due (or now, when `force`).
     pub(super) fn release(
         &mut self,
@@ -148,7 +158,7 @@ impl Commits {
     /// Whether everything processed so far is committed.
     pub(super) fn is_settled(&self) -> bool {
         match self {
-            Commits::AtLeastOnce(a) => a.processed.is_empty() && a.staged.is_empty(),
+            Commits::AtLeastOnce(a) => a.processed.is_empty() && a.staged.is_empty() && !a.touched,
             Commits::ExactlyOnce(t) => t.is_empty() && t.failure.is_none(),
         }
     }
@@ -187,6 +197,8 @@ pub(super) struct Acknowledged {
     force_next: bool,
     interval: Duration,
     last_write: Instant,
+    /// State changed outside records since the last write.
+    touched: bool,
 }
 
 /// Notes whether a release moved offsets on: a commit, under
@@ -226,6 +238,7 @@ impl Acknowledged {
             force_next: false,
             interval,
             last_write: Instant::now(),
+            touched: false,
         }
     }
 
@@ -236,7 +249,7 @@ impl Acknowledged {
         force: bool,
         write_state: WriteState<'_>,
     ) {
-        if self.processed.is_empty() && self.staged.is_empty() {
+        if self.processed.is_empty() && self.staged.is_empty() && !self.touched {
             self.held_since = None;
             return;
         }
@@ -272,7 +285,11 @@ impl Acknowledged {
             return;
         }
         self.last_write = Instant::now();
-        match write_state(producer) {
+        let result = write_state(producer);
+        if result.is_ok() {
+            self.touched = false;
+        }
+        match result {
             Ok(0) => {
                 for (t, p, o) in self.processed.drain(..) {
                     progress.store(&t, p, o);
@@ -336,6 +353,8 @@ pub(super) struct Transaction {
     previous_full: bool,
     /// The producer's count of records sent when the transaction opened.
     sent_before: u64,
+    /// State changed outside records in the open transaction.
+    touched: bool,
 }
 
 impl Transaction {
@@ -354,6 +373,7 @@ impl Transaction {
             full_polls: 0,
             previous_full: false,
             sent_before: 0,
+            touched: false,
         })
     }
 
@@ -363,6 +383,7 @@ impl Transaction {
     /// broker aborts a transaction left open too long).
     fn is_empty(&self) -> bool {
         self.processed.is_empty()
+            && !self.touched
             && self.outlet.producer.stats().sent.load(Ordering::Relaxed) == self.sent_before
     }
 
@@ -448,6 +469,7 @@ impl Transaction {
             .producer
             .commit(&offsets, &group, COMMIT_TIMEOUT)?;
         self.processed.clear();
+        self.touched = false;
         self.sent_before = self.outlet.producer.stats().sent.load(Ordering::Relaxed);
         self.outlet.producer.begin()?;
         self.opened = started;

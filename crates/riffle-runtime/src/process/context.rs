@@ -5,6 +5,7 @@ use super::shared::Shared;
 use crate::error::{Error, Result};
 use crate::log::{Headers, OutRecord};
 use crate::stream::Producer;
+use riffle_state::{Key, Time, Timer, TimerChange};
 
 /// Where a processor's outputs go: to the log, or (in a connector
 /// pipeline) into a batch for the pipeline's sink.
@@ -24,6 +25,12 @@ pub struct Context<'a> {
     pub(super) timestamp: Option<i64>,
     pub(super) headers: Headers<'a>,
     pub(super) sent: u64,
+    /// What the processor asked of its key's timers, in order.
+    pub(super) timers: Vec<TimerChange>,
+    /// Whether the processor deleted its key's state.
+    pub(super) delete: bool,
+    pub(super) now: i64,
+    pub(super) watermark: Option<i64>,
 }
 
 impl<'a> Context<'a> {
@@ -55,6 +62,19 @@ impl<'a> Context<'a> {
             timestamp,
             headers,
             sent: 0,
+            timers: Vec::new(),
+            delete: false,
+            now: super::time::now_ms(),
+            watermark: None,
+        }
+    }
+
+    /// The same context at `now`, with the partition's `watermark`.
+    pub(super) fn at(self, now: i64, watermark: Option<i64>) -> Self {
+        Self {
+            now,
+            watermark,
+            ..self
         }
     }
 
@@ -137,6 +157,48 @@ impl<'a> Context<'a> {
     /// The record's timestamp in milliseconds since the Unix epoch, if known.
     pub fn timestamp(&self) -> Option<i64> {
         self.timestamp
+    }
+
+    /// Processing time: the wall clock, in milliseconds since the Unix
+    /// epoch, as read once per batch of records (so that what a batch does
+    /// agrees on it).
+    pub fn now(&self) -> i64 {
+        self.now
+    }
+
+    /// The partition's watermark (see [`EventTime`](super::EventTime)):
+    /// event time up to which records are not expected any more; `None`
+    /// until a record with an event time arrived.
+    pub fn watermark(&self) -> Option<i64> {
+        self.watermark
+    }
+
+    /// Sets the key's timer `name` to fire at `at`, in processing or event
+    /// time; one already set under that name is moved. When it fires, the
+    /// processor's [`on_timer`](super::KeyedProcessor::on_timer) is called
+    /// with the key's state. Timers are stored with the state, so they
+    /// survive crashes and move with the partition; under exactly-once a
+    /// timer fires in the same transaction as what it sends and changes.
+    /// Only apps keep timers: a processor run elsewhere (a connector
+    /// pipeline) has none, and this does nothing.
+    pub fn set_timer(&mut self, name: &str, at: Time) {
+        self.timers.push(TimerChange::Set(Timer {
+            name: Key::new(name),
+            at,
+        }));
+    }
+
+    /// Cancels the key's timer `name`, if set.
+    pub fn cancel_timer(&mut self, name: &str) {
+        self.timers.push(TimerChange::Cancel(Key::new(name)));
+    }
+
+    /// Deletes the key's state and timers once this call returns: the
+    /// changelog gets a tombstone, and the key's next record starts from a
+    /// fresh state.
+    pub fn delete_state(&mut self) {
+        self.delete = true;
+        self.timers.clear();
     }
 
     /// The record's headers, in order, as a view over the consumer's buffer:

@@ -3,18 +3,21 @@
 //! key, grouped by partition so it can move with the partition).
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::commit::Commits;
 use super::query::to_json;
 use super::shared::Shared;
+use super::time::{now_ms, Watermark};
+use super::timers::{apply_changes, fire, Clock};
 use super::{run_processor, Context, KeyedProcessor, Upgrader};
 use crate::error::{Error, Result};
 use crate::log::{Progress, RecordRef, TopicPartition};
 use crate::stream::{Deferring, Handler, Producer};
 use riffle_state::Handoff;
-use riffle_state::{restore_point, Durability, PartitionStores, Store};
+use riffle_state::{restore_point, Domain, Durability, PartitionStores, Store};
 
 /// How often partition states are saved as local snapshots.
 const SNAPSHOT_EVERY: Duration = Duration::from_secs(30);
@@ -39,6 +42,10 @@ pub(super) struct KeyedHandler<P: KeyedProcessor> {
     last_snapshot: Instant,
     /// Set when the consumer stops: the last release also saves snapshots.
     stopping: bool,
+    /// Each owned partition's watermark.
+    watermarks: HashMap<i32, Watermark>,
+    /// Processing time, read once per poll.
+    now: i64,
 }
 
 impl<P: KeyedProcessor> KeyedHandler<P> {
@@ -58,6 +65,69 @@ impl<P: KeyedProcessor> KeyedHandler<P> {
             commits,
             last_snapshot: Instant::now(),
             stopping: false,
+            watermarks: HashMap::new(),
+            now: now_ms(),
+        }
+    }
+
+    /// A new store for a partition, with the app's time to live.
+    fn new_store(shared: &Shared) -> Store<P::State> {
+        let mut store = Store::new(P::STATE_VERSION);
+        store.set_ttl(shared.ttl);
+        store
+    }
+
+    /// Fires the timers of `domain` due at or before `upto` in partition
+    /// `partition`, in order.
+    fn fire(&mut self, partition: i32, domain: Domain, upto: i64) {
+        let Some(store) = self.owned.get_mut(&partition) else {
+            return;
+        };
+        let clock = Clock {
+            now: self.now,
+            watermark: self.watermarks.get(&partition).and_then(Watermark::current),
+        };
+        let to = (self.commits.producer(), &*self.shared);
+        if fire(
+            &mut self.processor,
+            to,
+            store,
+            partition,
+            (domain, upto),
+            clock,
+        ) > 0
+        {
+            self.commits.touch();
+        }
+    }
+
+    /// Between polls: reads the clock, fires the processing-time timers
+    /// due, moves idle partitions' watermarks on (firing the event-time
+    /// timers they pass), and deletes keys past their time to live.
+    fn tick(&mut self) {
+        self.now = now_ms();
+        let partitions: Vec<i32> = self.owned.keys().copied().collect();
+        for p in partitions {
+            let now = self.now;
+            if let Some(store) = self.owned.get_mut(&p) {
+                store.set_now(now);
+            }
+            self.fire(p, Domain::Processing, now);
+            let moved = self
+                .watermarks
+                .get_mut(&p)
+                .and_then(|w| w.tick(now, &self.shared.event_time));
+            if let Some(mark) = moved {
+                self.fire(p, Domain::Event, mark);
+            }
+            let expired = self.owned.get_mut(&p).map_or(0, Store::expire);
+            if expired > 0 {
+                self.shared
+                    .stats
+                    .expired
+                    .fetch_add(expired as u64, Ordering::Relaxed);
+                self.commits.touch();
+            }
         }
     }
 
@@ -147,6 +217,31 @@ impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
             Ok(d) => d,
             Err(e) => return self.shared.dead_letter(producer, &record, &e),
         };
+        let event_time = self.processor.event_time(&record, &input);
+        let cfg = &self.shared.event_time;
+        let mark = self.watermarks.entry(record.partition).or_default();
+        if let Some(why) = mark.late(event_time, cfg) {
+            self.shared.stats.late.fetch_add(1, Ordering::Relaxed);
+            return self
+                .shared
+                .dead_letter(producer, &record, &Error::InvalidInput(why));
+        }
+        let before = mark.current();
+        let watermark = mark.observe(event_time, self.now, cfg);
+        if P::STATEFUL && watermark > before {
+            // Timers the record's time passed fire before it: a replay of
+            // the partition fires them at the same place.
+            let due = self
+                .owned
+                .get(&record.partition)
+                .and_then(|s| s.next_due(Domain::Event));
+            if let (Some(due), Some(mark)) = (due, watermark) {
+                if due <= mark {
+                    self.fire(record.partition, Domain::Event, mark);
+                }
+            }
+        }
+        let producer = self.commits.producer();
         let mut ctx = Context::new(
             (producer, &*self.shared),
             record.topic,
@@ -154,15 +249,19 @@ impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
             record.offset,
             record.timestamp,
             record.headers,
-        );
+        )
+        .at(self.now, watermark);
         let retries = self.shared.retries;
         let result = if P::STATEFUL {
-            let state = self
+            let shared = &self.shared;
+            let store = self
                 .owned
                 .entry(record.partition)
-                .or_insert_with(|| Store::new(P::STATE_VERSION))
-                .get_mut(&key);
-            run_processor(&mut self.processor, &key, &input, state, &mut ctx, retries)
+                .or_insert_with(|| Self::new_store(shared));
+            let state = store.get_mut(&key);
+            let result = run_processor(&mut self.processor, &key, &input, state, &mut ctx, retries);
+            apply_changes(store, &key, std::mem::take(&mut ctx.timers), ctx.delete);
+            result
         } else {
             let mut state = P::State::default();
             run_processor(
@@ -211,6 +310,8 @@ impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
             });
             self.shared
                 .dead_letter_damaged(self.commits.producer(), &d.changelog, &mut store);
+            store.set_ttl(self.shared.ttl);
+            store.set_now(self.now);
             self.owned.insert(tp.partition, store);
         }
     }
@@ -224,6 +325,7 @@ impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
             None
         };
         for tp in partitions {
+            self.watermarks.remove(&tp.partition);
             if let Some(mut store) = self.owned.remove(&tp.partition) {
                 let end = ends.as_ref().and_then(|e| e.get(&tp.partition)).copied();
                 // The partition may be leaving this process: save what
@@ -248,6 +350,9 @@ impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
 
 impl<P: KeyedProcessor> Deferring for KeyedHandler<P> {
     fn completed(&mut self, progress: &mut dyn Progress) {
+        if P::STATEFUL && !self.commits.halted() {
+            self.tick();
+        }
         let owned = &self.owned;
         for q in self.shared.board.take(|p| owned.contains_key(&p)) {
             let state = owned.get(&q.partition).and_then(|s| s.get(&q.key));

@@ -24,6 +24,13 @@
 //! nothing, because outputs, state changes and offsets are committed in one
 //! transaction.
 //!
+//! A processor can set timers for its key ([`Context::set_timer`]), in
+//! processing time or event time (each partition's watermark, see
+//! [`EventTime`]); they are stored with the key's state and fire through
+//! [`KeyedProcessor::on_timer`]. A key's state can be deleted
+//! ([`Context::delete_state`], or after [`App::state_ttl`] untouched).
+//! Firing and watermarks are in `time` and `timers`.
+//!
 //! Records that cannot be decoded or processed (after a few attempts),
 //! outputs the log refuses for good (under exactly-once too: the replay of
 //! the aborted transaction sends them to the dead letters instead), and
@@ -48,6 +55,8 @@ mod refusals;
 mod scale;
 mod shared;
 pub mod stateless;
+mod time;
+mod timers;
 
 pub use app::{App, Guarantee, Running, Style};
 pub use context::Context;
@@ -60,6 +69,7 @@ pub use record::connect_headers;
 pub use record::Record;
 pub use scale::Scaling;
 pub use shared::AppStats;
+pub use time::EventTime;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -67,7 +77,7 @@ use serde::Serialize;
 use crate::actor::catch;
 use crate::error::{Error, Result};
 use crate::log::RecordRef;
-pub use riffle_state::StoredState;
+pub use riffle_state::{Fired, StoredState, Time};
 
 /// A processor's state versions, as the state layer reads stored states.
 struct Upgrader<'a, P>(&'a P);
@@ -167,6 +177,29 @@ pub trait KeyedProcessor: Clone + Send + 'static {
     /// dead-letter topic.
     fn decode(&self, record: &RecordRef<'_>) -> Result<(String, Self::Input)>;
 
+    /// The input's event time, in milliseconds since the Unix epoch: what
+    /// moves its partition's watermark (see [`EventTime`]). By default the
+    /// record's timestamp; a processor whose records carry the time they
+    /// describe (a measurement's) returns that.
+    fn event_time(&self, record: &RecordRef<'_>, _input: &Self::Input) -> Option<i64> {
+        record.timestamp
+    }
+
+    /// Called when a timer the processor set for `key` (with
+    /// [`Context::set_timer`]) comes due, with the key's state. Timers of
+    /// a partition fire in order of their time, then key, then name. An
+    /// error (or a panic) is retried like a record's, then the timer goes
+    /// to the dead-letter topic (its key, name and time) and is dropped.
+    fn on_timer(
+        &mut self,
+        _key: &str,
+        _timer: &Fired,
+        _state: &mut Self::State,
+        _ctx: &mut Context<'_>,
+    ) -> Result<()> {
+        Ok(())
+    }
+
     /// Handles one input of `key`. An error (or a panic) is retried a few
     /// times (see [`App::retries`]), then sends the record to the
     /// dead-letter topic; the state keeps whatever changes were made, so a
@@ -180,21 +213,12 @@ pub trait KeyedProcessor: Clone + Send + 'static {
     ) -> Result<()>;
 }
 
-/// Runs the processor on one input, retrying a failure up to `retries`
-/// times without waiting, so that a poison record costs a few attempts and
-/// never stalls its partition. A panic counts as a failure. Apps run their
-/// processors through it; so can anything else that runs one.
-pub fn run_processor<P: KeyedProcessor>(
-    processor: &mut P,
-    key: &str,
-    input: &P::Input,
-    state: &mut P::State,
-    ctx: &mut Context<'_>,
-    retries: u32,
-) -> Result<()> {
+/// Runs `attempt_once` up to `retries` more times after a failure, a
+/// panic counting as one; `key` is named in the logs and the error.
+fn retrying(key: &str, retries: u32, mut attempt_once: impl FnMut() -> Result<()>) -> Result<()> {
     let mut attempt = 0;
     loop {
-        let result = catch(|| processor.process(key, input, state, ctx)).unwrap_or_else(|panic| {
+        let result = catch(&mut attempt_once).unwrap_or_else(|panic| {
             Err(Error::Panicked {
                 what: "processor".into(),
                 message: Some(panic),
@@ -216,4 +240,33 @@ pub fn run_processor<P: KeyedProcessor>(
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Runs the processor's [`KeyedProcessor::on_timer`] for a fired timer,
+/// retried as [`run_processor`] retries a record.
+pub(super) fn run_timer<P: KeyedProcessor>(
+    processor: &mut P,
+    fired: &Fired,
+    state: &mut P::State,
+    ctx: &mut Context<'_>,
+    retries: u32,
+) -> Result<()> {
+    retrying(&fired.key, retries, || {
+        processor.on_timer(&fired.key, fired, state, ctx)
+    })
+}
+
+/// Runs the processor on one input, retrying a failure up to `retries`
+/// times without waiting, so that a poison record costs a few attempts and
+/// never stalls its partition. A panic counts as a failure. Apps run their
+/// processors through it; so can anything else that runs one.
+pub fn run_processor<P: KeyedProcessor>(
+    processor: &mut P,
+    key: &str,
+    input: &P::Input,
+    state: &mut P::State,
+    ctx: &mut Context<'_>,
+    retries: u32,
+) -> Result<()> {
+    retrying(key, retries, || processor.process(key, input, state, ctx))
 }

@@ -9,11 +9,13 @@ use std::sync::Arc;
 use super::dead_letter;
 use super::query::Board;
 use super::refusals::{alone_bytes, Refusals};
+use super::time::EventTime;
 use crate::error::{Error, Result};
 use crate::log::{Headers, Log, OutRecord, RecordRef};
 use crate::metrics::{self, Counter};
 use crate::stream::Producer;
 use riffle_state::{RestoreStats, Store};
+use std::time::Duration;
 
 /// Counters of a running app.
 ///
@@ -31,6 +33,12 @@ pub struct AppStats {
     pub dead_letters: AtomicU64,
     /// What restoring state did.
     pub state: RestoreStats,
+    /// Timers that fired.
+    pub timers_fired: AtomicU64,
+    /// Records too late for their partition's watermark (dead-lettered).
+    pub late: AtomicU64,
+    /// Keys deleted for outliving the time to live.
+    pub expired: AtomicU64,
 }
 
 /// What handlers and workers of one app share.
@@ -44,6 +52,13 @@ pub(super) struct Shared {
     pub(super) metrics: AppMetrics,
     /// What the log refused for good, so that it is not sent again.
     pub(super) refusals: Refusals,
+    /// How event time is read.
+    pub(super) event_time: EventTime,
+    /// How long a key's state stays untouched before it is deleted.
+    pub(super) ttl: Option<Duration>,
+    /// The topic named as a fired timer's source (the first input): a
+    /// timer has no record of its own.
+    pub(super) timer_topic: String,
 }
 
 /// What an app counts in [`crate::metrics::global`] besides [`AppStats`].
@@ -68,7 +83,7 @@ impl AppMetrics {
 pub(super) fn collect_stats(group: &str, shared: &Arc<Shared>, log: Arc<dyn Log>) {
     type Read = fn(&AppStats) -> &AtomicU64;
     #[rustfmt::skip]
-    const COUNTERS: [(&str, &str, Read); 8] = [
+    const COUNTERS: [(&str, &str, Read); 11] = [
         ("riffle_processed_total", "Records handed to the processor.", |s| &s.processed),
         ("riffle_processor_sent_total", "Records the processor sent.", |s| &s.sent),
         ("riffle_dead_letters_total", "Records sent to the dead-letter topic.", |s| &s.dead_letters),
@@ -77,6 +92,9 @@ pub(super) fn collect_stats(group: &str, shared: &Arc<Shared>, log: Arc<dyn Log>
         ("riffle_changelog_replayed_total", "Changelog records read while restoring.", |s| &s.state.changelog_replayed),
         ("riffle_states_upgraded_total", "Stored states of an older version upgraded while restoring.", |s| &s.state.upgraded),
         ("riffle_states_damaged_total", "Stored states that did not decode while restoring (dead-lettered, their keys started afresh).", |s| &s.state.damaged),
+        ("riffle_timers_fired_total", "Per-key timers that fired.", |s| &s.timers_fired),
+        ("riffle_late_records_total", "Records older than their partition's watermark allows (dead-lettered).", |s| &s.late),
+        ("riffle_states_expired_total", "Keys whose state was deleted for outliving the time to live.", |s| &s.expired),
     ];
     let labels = vec![("group", group.to_owned())];
     metrics::global().collect(shared, move |shared, s| {
@@ -252,8 +270,14 @@ impl Shared {
             }
         };
         let max = room(producer, output.key, output.headers);
-        let envelope =
-            dead_letter::envelope_at(output.topic, None, output.key, output.value, &error, max);
+        let envelope = dead_letter::envelope_at(
+            output.topic,
+            None,
+            output.key,
+            output.value_bytes(),
+            &error,
+            max,
+        );
         let headers = dead_letter::headers(output.headers, output.topic, None, &error);
         let letter = OutRecord::new(dlq, output.key, &envelope).with_headers(&headers);
         if let Some(refused) =

@@ -38,7 +38,7 @@ macro_rules! conformance_tests {
             headers_round_trip, headers_in_transactions_and_passed_on,
             reader_reads_without_a_group, add_partitions_only_grows, topic_configs_and_isr,
             offsets_for_time_finds_first_record_at_or_after, group_administration,
-            deleted_topic_stays_deleted);
+            deleted_topic_stays_deleted, tombstones_read_as_empty);
     };
     ($log:expr; $($name:ident),*) => {
         $(

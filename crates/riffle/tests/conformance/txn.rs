@@ -318,3 +318,28 @@ pub fn read_partition_skips_aborted(log: Arc<dyn Log>) {
     assert_eq!(end, high(&log, &topic), "the end is past the aborted tail");
     assert_eq!(read(&log, &topic, end, true).unwrap(), (end, vec![]));
 }
+
+/// A tombstone (a null value) reads back with an empty value, in and out
+/// of transactions: a changelog's deleted keys.
+pub fn tombstones_read_as_empty(log: Arc<dyn Log>) {
+    let topic = unique("tombstones");
+    log.create_topic(&TopicSpec::new(&topic, 1), T).unwrap();
+    let p = log.producer(None).unwrap();
+    p.send(OutRecord::new(&topic, Some(b"k"), b"state"))
+        .unwrap();
+    p.send(OutRecord::tombstone(&topic, b"k", Some(0))).unwrap();
+    p.flush(T).unwrap();
+    let mut seen = Vec::new();
+    log.read_partition(&topic, 0, 0, false, T, &mut |r| {
+        seen.push((r.key.map(<[u8]>::to_vec), r.value.to_vec()));
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(
+        seen,
+        [
+            (Some(b"k".to_vec()), b"state".to_vec()),
+            (Some(b"k".to_vec()), Vec::new())
+        ]
+    );
+}

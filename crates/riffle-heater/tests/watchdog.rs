@@ -1,0 +1,157 @@
+//! The controller's watchdog: a heater that falls silent is turned OFF
+//! once, with an alert, and is controlled as before when it reports
+//! again; a heater that keeps reporting is left alone. In both styles, on
+//! the embedded log and on a real Kafka broker (`RIFFLE_TEST_BROKERS`).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use riffle::log::embedded::EmbeddedLog;
+use riffle::log::kafka::KafkaLog;
+use riffle::log::{ConsumerConfig, Log, RecordRef, TopicSpec};
+use riffle::process::{App, Guarantee, Style};
+use riffle::stream::{Consumer, Producer};
+use riffle_heater::controller::Controller;
+use riffle_heater::messages::{measurement_json, setting_json, Setting};
+
+const T: Duration = Duration::from_secs(30);
+const SILENCE: Duration = Duration::from_millis(800);
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}-{}", std::process::id(), fastrand::u32(..))
+}
+
+/// The committed records of `topic` per key, values as text, once `n`
+/// are there (and a while longer, so that one too many would show).
+fn read(log: &Arc<dyn Log>, topic: &str, n: usize) -> BTreeMap<String, Vec<String>> {
+    let seen: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let s = seen.clone();
+    let mut cfg = ConsumerConfig::new(unique("reader"), &[topic]);
+    cfg.read_committed = true;
+    let c = Consumer::spawn(log.clone(), cfg, move || {
+        let s = s.clone();
+        move |r: RecordRef<'_>| -> riffle::Result<()> {
+            let key = r.key_str().unwrap_or_default().to_owned();
+            s.lock()
+                .unwrap()
+                .push((key, String::from_utf8_lossy(r.value).into_owned()));
+            Ok(())
+        }
+    })
+    .unwrap();
+    let deadline = Instant::now() + T;
+    while seen.lock().unwrap().len() < n && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    c.stop();
+    c.join().unwrap();
+    let mut per_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (k, v) in seen.lock().unwrap().iter() {
+        per_key.entry(k.clone()).or_default().push(v.clone());
+    }
+    per_key
+}
+
+fn watchdog(log: Arc<dyn Log>, style: Style, guarantee: Guarantee) {
+    let (sensor, control, alerts) = (unique("sensor"), unique("control"), unique("alerts"));
+    for t in [&sensor, &control, &alerts] {
+        log.create_topic(&TopicSpec::new(t, 3), T).unwrap();
+    }
+    let controller = Controller::new(&control).with_watchdog(SILENCE, &alerts);
+    let app = App::new(&unique("controller"), &[&sensor], controller)
+        .style(style)
+        .guarantee(guarantee)
+        .start(log.clone())
+        .unwrap();
+    app.wait_assigned(T).unwrap();
+    let producer = Arc::new(Producer::new(&*log).unwrap());
+    let send = {
+        let (p, sensor) = (producer.clone(), sensor.clone());
+        move |heater: &str, value: Vec<u8>| {
+            p.send(&sensor, Some(heater.as_bytes()), &value).unwrap();
+            p.flush(T).unwrap();
+        }
+    };
+    let setting = Setting {
+        temperature: 45.0,
+        up_delta: 1.0,
+        down_delta: 1.0,
+    };
+    for heater in ["quiet", "chatty"] {
+        send(heater, setting_json(&setting));
+    }
+    send("quiet", measurement_json(40.0));
+    // `chatty` reports every 100 ms for as long as the test runs, and
+    // `quiet` too once it is back.
+    let (stop, back) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let chatty = {
+        let (stop, back, send) = (stop.clone(), back.clone(), send.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                send("chatty", measurement_json(50.0));
+                if back.load(Ordering::Relaxed) {
+                    send("quiet", measurement_json(40.0));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let silent = read(&log, &alerts, 1);
+    assert_eq!(silent.keys().collect::<Vec<_>>(), ["quiet"], "{silent:?}");
+    assert!(
+        silent["quiet"][0].contains(r#""alert":"silent""#),
+        "{silent:?}"
+    );
+    // It is controlled as before.
+    back.store(true, Ordering::Relaxed);
+    let alerts = read(&log, &alerts, 2);
+    let commands = read(&log, &control, 4);
+    stop.store(true, Ordering::Relaxed);
+    chatty.join().unwrap();
+    app.stop().unwrap();
+
+    let names: Vec<bool> = alerts["quiet"]
+        .iter()
+        .map(|a| a.contains(r#""alert":"silent""#))
+        .collect();
+    assert_eq!(names, [true, false], "silent, then reporting: {alerts:?}");
+    assert!(alerts["quiet"][1].contains(r#""alert":"reporting""#));
+    assert_eq!(
+        alerts.len(),
+        1,
+        "no alert for the heater that reports: {alerts:?}"
+    );
+    // ON, the fail-safe OFF, ON again; OFF once for the hot heater.
+    let (on, off) = (r#"{"control":0}"#, r#"{"control":1}"#);
+    assert_eq!(commands["quiet"], [on, off, on], "{commands:?}");
+    assert_eq!(commands["chatty"], [off], "{commands:?}");
+}
+
+#[test]
+fn embedded_watchdog_keyed_exactly_once() {
+    watchdog(
+        Arc::new(EmbeddedLog::new()),
+        Style::Keyed,
+        Guarantee::ExactlyOnce,
+    );
+}
+
+#[test]
+fn embedded_watchdog_actors_at_least_once() {
+    let actors = Style::Actors { workers: 2 };
+    watchdog(Arc::new(EmbeddedLog::new()), actors, Guarantee::AtLeastOnce);
+}
+
+#[test]
+fn kafka_watchdog_keyed_exactly_once() {
+    let brokers = std::env::var("RIFFLE_TEST_BROKERS")
+        .expect("RIFFLE_TEST_BROKERS is not set: run scripts/test.sh, or scripts/kafka.sh start and export it");
+    let log = Arc::new(KafkaLog::connect(brokers, vec![]).expect("test broker reachable"));
+    watchdog(log, Style::Keyed, Guarantee::ExactlyOnce);
+}
