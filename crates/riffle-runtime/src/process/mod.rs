@@ -57,6 +57,7 @@ mod shared;
 pub mod stateless;
 mod time;
 mod timers;
+pub mod window;
 
 pub use app::{App, Guarantee, Running, Style};
 pub use context::Context;
