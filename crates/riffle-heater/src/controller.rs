@@ -15,6 +15,12 @@
 //! controlled as before. The watchdog is a per-heater timer, stored with
 //! the heater's state: it survives crashes and moves with the heater.
 //!
+//! With a maximum age ([`Controller::with_max_age`]), a measurement older
+//! than that (by its record's timestamp, against the wall clock) is not
+//! acted upon: a backlog replayed after an outage says what heaters were,
+//! not what they are. Such measurements are counted
+//! (`riffle_heater_stale_measurements_total`), never dropped silently.
+//!
 //! The state is stored (changelog, snapshots) as version 1: the last
 //! command as its wire code, `0` for ON and `1` for OFF, as on the control
 //! topic. Version 0 ([`v0::ControllerState`]) stored it by name; a
@@ -122,6 +128,9 @@ impl ControllerState {
 pub struct Controller {
     control_topic: Arc<str>,
     watchdog: Option<Watchdog>,
+    /// Measurements older than this are counted in `stale`, not used.
+    max_age: Option<i64>,
+    stale: riffle::metrics::Counter,
 }
 
 /// How long a heater may stay silent, and where alerts go.
@@ -139,7 +148,27 @@ impl Controller {
         Self {
             control_topic: control_topic.into(),
             watchdog: None,
+            max_age: None,
+            stale: riffle::metrics::global().counter(
+                "riffle_heater_stale_measurements_total",
+                "Measurements older than the controller's maximum age, not acted upon.",
+                vec![("control_topic", control_topic.to_owned())],
+            ),
         }
+    }
+
+    /// Measurements older than `age` are counted, not acted upon (see the
+    /// module docs).
+    pub fn with_max_age(self, age: std::time::Duration) -> Self {
+        Self {
+            max_age: Some(age.as_millis() as i64),
+            ..self
+        }
+    }
+
+    /// How many measurements were too old to act upon.
+    pub fn stale(&self) -> u64 {
+        self.stale.get()
     }
 
     /// Turns a controlled heater OFF, with an alert on `alerts_topic`,
@@ -209,6 +238,14 @@ impl KeyedProcessor for Controller {
         state: &mut ControllerState,
         ctx: &mut Context<'_>,
     ) -> Result<()> {
+        if let (Some(max), Some(at), SensorMessage::Measurement(_)) =
+            (self.max_age, ctx.timestamp(), msg)
+        {
+            if ctx.now() - at > max {
+                self.stale.inc();
+                return Ok(());
+            }
+        }
         if let (Some(w), SensorMessage::Measurement(_), Some(_)) =
             (&self.watchdog, msg, state.setting)
         {

@@ -44,7 +44,11 @@ fn events(seed: u64) -> Vec<(String, i64, i64)> {
     let mut all = Vec::new();
     for key in keys() {
         // Keys of partition 1 stop early: it falls quiet.
-        let n = if partition_for_key(key.as_bytes(), PARTITIONS) == 1 { 40 } else { 120 };
+        let n = if partition_for_key(key.as_bytes(), PARTITIONS) == 1 {
+            40
+        } else {
+            120
+        };
         let mut t = 1_000_000 + rng.i64(0..500);
         let evs: Vec<(i64, i64, i64)> = (0..n)
             .map(|_| {
@@ -52,7 +56,10 @@ fn events(seed: u64) -> Vec<(String, i64, i64)> {
                 (t + rng.i64(0..DISORDER), t, rng.i64(-5000..5000))
             })
             .collect();
-        all.extend(evs.into_iter().map(|(arrives, t, v)| (arrives, key.clone(), t, v)));
+        all.extend(
+            evs.into_iter()
+                .map(|(arrives, t, v)| (arrives, key.clone(), t, v)),
+        );
     }
     // Sent in order of when they "arrive": at most DISORDER late.
     all.sort();
@@ -97,7 +104,11 @@ fn reference(windows: Windows, events: &[(String, i64, i64)]) -> BTreeMap<String
         let results: Vec<Result6> = spans
             .into_iter()
             .filter_map(|(s, e)| {
-                let vs: Vec<i64> = evs.iter().filter(|(t, _)| *t >= s && *t < e).map(|x| x.1).collect();
+                let vs: Vec<i64> = evs
+                    .iter()
+                    .filter(|(t, _)| *t >= s && *t < e)
+                    .map(|x| x.1)
+                    .collect();
                 (!vs.is_empty()).then(|| {
                     let (min, max) = (*vs.iter().min().unwrap(), *vs.iter().max().unwrap());
                     (s, e, vs.len() as u64, min, max, vs.iter().sum::<i64>())
@@ -117,7 +128,9 @@ fn aggregate(log: Arc<dyn Log>, windows: Windows, style: Style, guarantee: Guara
     // Values in thousandths, sent as numbers: sums stay exact in f64.
     let windowed = Windowed::new(windows, Stats, &output, |r: &RecordRef<'_>| {
         let text = std::str::from_utf8(r.value).map_err(|e| Error::Decode(e.to_string()))?;
-        let (t, v) = text.split_once(' ').ok_or_else(|| Error::Decode(text.into()))?;
+        let (t, v) = text
+            .split_once(' ')
+            .ok_or_else(|| Error::Decode(text.into()))?;
         let parse = |s: &str| s.parse::<i64>().map_err(|e| Error::Decode(e.to_string()));
         let key = r.key_str().ok_or_else(|| Error::Decode("no key".into()))?;
         Ok((key.to_owned(), parse(v)? as f64, Some(parse(t)?)))
@@ -155,7 +168,9 @@ fn aggregate(log: Arc<dyn Log>, windows: Windows, style: Style, guarantee: Guara
     let reader = Consumer::spawn(log.clone(), cfg, move || {
         let s = s.clone();
         move |r: RecordRef<'_>| -> Result<()> {
-            s.lock().unwrap().push(serde_json::from_slice(r.value).unwrap());
+            s.lock()
+                .unwrap()
+                .push(serde_json::from_slice(r.value).unwrap());
             Ok(())
         }
     })
@@ -175,7 +190,14 @@ fn aggregate(log: Arc<dyn Log>, windows: Windows, style: Style, guarantee: Guara
         let i = |f: &str| r[f].as_f64().unwrap() as i64;
         got.entry(r["key"].as_str().unwrap().to_owned())
             .or_default()
-            .push((i("start"), i("end"), r["count"].as_u64().unwrap(), i("min"), i("max"), i("sum")));
+            .push((
+                i("start"),
+                i("end"),
+                r["count"].as_u64().unwrap(),
+                i("min"),
+                i("max"),
+                i("sum"),
+            ));
         let mean = r["mean"].as_f64().unwrap();
         assert!((mean - r["sum"].as_f64().unwrap() / r["count"].as_f64().unwrap()).abs() < 1e-9);
     }
@@ -184,7 +206,11 @@ fn aggregate(log: Arc<dyn Log>, windows: Windows, style: Style, guarantee: Guara
     }
     assert_eq!(got.len(), expected.len(), "keys with results");
     for (key, want) in &expected {
-        assert_eq!(got.get(key), Some(want), "windows of {key} ({windows:?}, {style:?}, {guarantee:?})");
+        assert_eq!(
+            got.get(key),
+            Some(want),
+            "windows of {key} ({windows:?}, {style:?}, {guarantee:?})"
+        );
     }
 }
 
@@ -219,8 +245,16 @@ fn reference_windows_cover_every_event() {
         let counted: u64 = reference(w, &evs).values().flatten().map(|r| r.2).sum();
         assert_eq!(counted as usize, evs.len(), "{w:?}");
     }
-    let hopped: u64 = reference(hopping(), &evs).values().flatten().map(|r| r.2).sum();
-    assert_eq!(hopped as usize, 4 * evs.len(), "each event in four hopping windows");
+    let hopped: u64 = reference(hopping(), &evs)
+        .values()
+        .flatten()
+        .map(|r| r.2)
+        .sum();
+    assert_eq!(
+        hopped as usize,
+        4 * evs.len(),
+        "each event in four hopping windows"
+    );
 }
 
 #[test]

@@ -67,6 +67,10 @@ pub struct ControllerOptions {
     /// Topic of the watchdog's alerts.
     #[arg(long, default_value = ALERTS_TOPIC)]
     pub alerts_topic: String,
+    /// Measurements older than this (by their record's timestamp) are
+    /// counted, not acted upon: a backlog says what heaters were.
+    #[arg(long, value_name = "DURATION", value_parser = util::parse_duration)]
+    pub max_age: Option<Duration>,
     /// Partitions of topics created because they are missing.
     #[arg(long, short = 'p', default_value_t = 10)]
     pub partitions: i32,
@@ -219,6 +223,9 @@ impl ControllerOptions {
         let mut controller = Controller::new(&self.control_topic);
         if let Some(silence) = self.watchdog {
             controller = controller.with_watchdog(silence, &self.alerts_topic);
+        }
+        if let Some(age) = self.max_age {
+            controller = controller.with_max_age(age);
         }
         let mut app = App::new(group, &self.inputs(), controller)
             .style(self.style())

@@ -1,7 +1,8 @@
-//! The controller's watchdog: a heater that falls silent is turned OFF
-//! once, with an alert, and is controlled as before when it reports
-//! again; a heater that keeps reporting is left alone. In both styles, on
-//! the embedded log and on a real Kafka broker (`RIFFLE_TEST_BROKERS`).
+//! The controller and time. Its watchdog: a heater that falls silent is
+//! turned OFF once, with an alert, and is controlled as before when it
+//! reports again; a heater that keeps reporting is left alone. Its
+//! maximum age: a backlog of old measurements is counted, not acted upon.
+//! On the embedded log and on a real Kafka broker (`RIFFLE_TEST_BROKERS`).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -154,4 +155,66 @@ fn kafka_watchdog_keyed_exactly_once() {
         .expect("RIFFLE_TEST_BROKERS is not set: run scripts/test.sh, or scripts/kafka.sh start and export it");
     let log = Arc::new(KafkaLog::connect(brokers, vec![]).expect("test broker reachable"));
     watchdog(log, Style::Keyed, Guarantee::ExactlyOnce);
+}
+
+/// A backlog older than the maximum age is counted, not acted upon; a
+/// fresh measurement is.
+fn stale(log: Arc<dyn Log>) {
+    let (sensor, control) = (unique("sensor"), unique("control"));
+    for t in [&sensor, &control] {
+        log.create_topic(&TopicSpec::new(t, 2), T).unwrap();
+    }
+    let producer = Producer::new(&*log).unwrap();
+    let setting = Setting {
+        temperature: 45.0,
+        up_delta: 1.0,
+        down_delta: 1.0,
+    };
+    for h in 0..10 {
+        let heater = format!("h{h}");
+        producer
+            .send(&sensor, Some(heater.as_bytes()), &setting_json(&setting))
+            .unwrap();
+        producer
+            .send(&sensor, Some(heater.as_bytes()), &measurement_json(40.0))
+            .unwrap();
+    }
+    producer.flush(T).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let controller = Controller::new(&control).with_max_age(Duration::from_secs(1));
+    let app = App::new(&unique("controller"), &[&sensor], controller.clone())
+        .start(log.clone())
+        .unwrap();
+    app.wait_assigned(T).unwrap();
+    let deadline = Instant::now() + T;
+    while controller.stale() < 10 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(controller.stale(), 10, "every backlog measurement counted");
+    producer
+        .send(&sensor, Some(b"h3"), &measurement_json(50.0))
+        .unwrap();
+    producer.flush(T).unwrap();
+    let commands = read(&log, &control, 1);
+    app.stop().unwrap();
+    assert_eq!(
+        commands.len(),
+        1,
+        "only the fresh measurement acted upon: {commands:?}"
+    );
+    assert_eq!(commands["h3"], [r#"{"control":1}"#]);
+}
+
+#[test]
+fn embedded_stale_measurements() {
+    stale(Arc::new(EmbeddedLog::new()));
+}
+
+#[test]
+fn kafka_stale_measurements() {
+    let brokers = std::env::var("RIFFLE_TEST_BROKERS")
+        .expect("RIFFLE_TEST_BROKERS is not set: run scripts/test.sh, or scripts/kafka.sh start and export it");
+    stale(Arc::new(
+        KafkaLog::connect(brokers, vec![]).expect("test broker reachable"),
+    ));
 }
