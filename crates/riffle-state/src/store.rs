@@ -385,7 +385,8 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
         match &mut self.dirty {
             Some(list) => {
                 while let Some(key) = list.pop() {
-                    let Some(entry) = self.entries.get_mut(key.as_str()) else {
+                    // Gone, or listed twice (deleted and made again).
+                    let Some(entry) = self.entries.get_mut(key.as_str()).filter(|e| e.dirty) else {
                         continue;
                     };
                     if let Err(e) =
@@ -679,6 +680,19 @@ pub(crate) mod tests {
             assert_eq!(keys, ["key-3", "key-new"]);
             assert!(!s.has_changes());
         }
+    }
+
+    #[test]
+    fn a_key_deleted_and_made_again_is_written_once_after_its_tombstone() {
+        let mut s: Store<u32> = Store::default();
+        *s.get_mut("a") = 1;
+        s.remove("a");
+        *s.get_mut("a") = 2;
+        *s.get_mut("b") = 3;
+        let changes = s.take_changes().unwrap();
+        let all: Vec<(&str, &[u8])> = changes.iter().collect();
+        assert_eq!(all, [("a", &b""[..]), ("b", b"3"), ("a", b"2")]);
+        assert!(!s.has_changes());
     }
 
     #[test]

@@ -29,7 +29,9 @@
 //! [`EventTime`]); they are stored with the key's state and fire through
 //! [`KeyedProcessor::on_timer`]. A key's state can be deleted
 //! ([`Context::delete_state`], or after [`App::state_ttl`] untouched).
-//! Firing and watermarks are in `time` and `timers`.
+//! Firing and watermarks are in `time` and `timers`. Built on them:
+//! windowed aggregations ([`window`]), tables joined with streams and
+//! global tables ([`table`]), and windowed stream joins ([`join`]).
 //!
 //! Records that cannot be decoded or processed (after a few attempts),
 //! outputs the log refuses for good (under exactly-once too: the replay of
@@ -45,6 +47,7 @@ mod app;
 mod commit;
 mod context;
 pub mod dead_letter;
+pub mod join;
 mod keyed;
 mod lag;
 mod offsets;
@@ -55,6 +58,7 @@ mod refusals;
 mod scale;
 mod shared;
 pub mod stateless;
+pub mod table;
 mod time;
 mod timers;
 pub mod window;
