@@ -249,7 +249,7 @@ impl<P: KeyedProcessor> App<P> {
     }
 
     /// The `host:port` of this process's operations endpoint
-    /// ([`crate::serve`]), named in its consumers' client ids so that the
+    /// (the `serve` layer, crate `riffle-ops`), named in its consumers' client ids so that the
     /// other processes of the group can find it in the group's assignment:
     /// a state query arriving anywhere is relayed to the process that owns
     /// the key ([`Running::states`]).

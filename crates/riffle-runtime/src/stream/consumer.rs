@@ -190,7 +190,7 @@ impl Stopper {
 
 impl AsRef<AtomicBool> for Stopper {
     /// The stopper's own flag, for loops that take one (such as
-    /// [`Pipeline::run`](crate::connect::Pipeline::run)). A child's flag
+    /// `riffle_connect::Pipeline::run`). A child's flag
     /// does not show its parent's stop: pass such loops a parentless one.
     fn as_ref(&self) -> &AtomicBool {
         &self.flag
