@@ -15,6 +15,10 @@
 //! controlled as before. The watchdog is a per-heater timer, stored with
 //! the heater's state: it survives crashes and moves with the heater.
 //!
+//! With fleet-wide limits ([`Controller::with_limits`]), a global table
+//! every process holds in full, every heater's desired temperature is
+//! capped at its `max_temperature` row.
+//!
 //! With a maximum age ([`Controller::with_max_age`]), a measurement older
 //! than that (by its record's timestamp, against the wall clock) is not
 //! acted upon: a backlog replayed after an outage says what heaters were,
@@ -30,6 +34,7 @@
 use std::sync::Arc;
 
 use riffle::log::RecordRef;
+use riffle::process::table::GlobalTable;
 use riffle::process::{Context, Fired, KeyedProcessor, StoredState, Time};
 use riffle::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -99,13 +104,22 @@ mod wire_code {
 impl ControllerState {
     /// Applies one message; returns the command to send, if any.
     pub fn apply(&mut self, msg: SensorMessage) -> Option<Command> {
+        self.apply_capped(msg, None)
+    }
+
+    /// Applies one message with the desired temperature capped at `cap`
+    /// (the fleet's maximum), if any.
+    pub fn apply_capped(&mut self, msg: SensorMessage, cap: Option<f64>) -> Option<Command> {
         match msg {
             SensorMessage::Setting(s) => {
                 self.setting = Some(s);
                 None
             }
             SensorMessage::Measurement(m) => {
-                let s = self.setting?;
+                let mut s = self.setting?;
+                if let Some(cap) = cap {
+                    s.temperature = s.temperature.min(cap);
+                }
                 let wanted = if m > s.temperature + s.up_delta {
                     Command::Off
                 } else if m < s.temperature - s.down_delta {
@@ -128,6 +142,8 @@ impl ControllerState {
 pub struct Controller {
     control_topic: Arc<str>,
     watchdog: Option<Watchdog>,
+    /// Fleet-wide limits, held in full by every process.
+    limits: Option<GlobalTable<f64>>,
     /// Measurements older than this are counted in `stale`, not used.
     max_age: Option<i64>,
     stale: riffle::metrics::Counter,
@@ -140,6 +156,9 @@ struct Watchdog {
     alerts_topic: Arc<str>,
 }
 
+/// The row of the limits table that caps desired temperatures.
+pub const MAX_TEMPERATURE: &str = "max_temperature";
+
 /// The name of the watchdog's per-heater timer.
 const WATCHDOG: &str = "watchdog";
 
@@ -148,12 +167,23 @@ impl Controller {
         Self {
             control_topic: control_topic.into(),
             watchdog: None,
+            limits: None,
             max_age: None,
             stale: riffle::metrics::global().counter(
                 "riffle_heater_stale_measurements_total",
                 "Measurements older than the controller's maximum age, not acted upon.",
                 vec![("control_topic", control_topic.to_owned())],
             ),
+        }
+    }
+
+    /// Caps every heater's desired temperature at the `max_temperature`
+    /// row of `limits` (a global table every process holds), while it has
+    /// one.
+    pub fn with_limits(self, limits: GlobalTable<f64>) -> Self {
+        Self {
+            limits: Some(limits),
+            ..self
         }
     }
 
@@ -257,7 +287,8 @@ impl KeyedProcessor for Controller {
                 self.alert(key, Alert::Reporting, ctx)?;
             }
         }
-        if let Some(cmd) = state.apply(*msg) {
+        let cap = self.limits.as_ref().and_then(|l| l.get(MAX_TEMPERATURE));
+        if let Some(cmd) = state.apply_capped(*msg, cap) {
             ctx.send(&self.control_topic, Some(key), cmd.to_json())?;
         }
         Ok(())

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use riffle::log::{Log, OffsetReset, TopicSpec};
+use riffle::process::table::GlobalTable;
 use riffle::process::{App, Guarantee, Running, Scaling, Style};
 use riffle::serve::{Endpoint, Routes};
 use riffle::{Error, Result};
@@ -67,6 +68,11 @@ pub struct ControllerOptions {
     /// Topic of the watchdog's alerts.
     #[arg(long, default_value = ALERTS_TOPIC)]
     pub alerts_topic: String,
+    /// A compacted topic of fleet-wide limits, read in full by every
+    /// process: its `max_temperature` row (a number) caps every heater's
+    /// desired temperature.
+    #[arg(long, value_name = "TOPIC")]
+    pub limits_topic: Option<String>,
     /// Measurements older than this (by their record's timestamp) are
     /// counted, not acted upon: a backlog says what heaters were.
     #[arg(long, value_name = "DURATION", value_parser = util::parse_duration)]
@@ -167,13 +173,18 @@ impl ControllerOptions {
     pub fn ensure_topics(&self, log: &dyn Log) -> Result<()> {
         let t = Duration::from_secs(30);
         let alerts = self.watchdog.map(|_| self.alerts_topic.as_str());
-        for topic in self
-            .inputs()
-            .iter()
-            .chain([&self.control_topic.as_str()])
-            .chain(alerts.as_ref())
+        for topic in [&self.sensor_topic, &self.control_topic]
+            .into_iter()
+            .chain(alerts.as_ref().map(|_| &self.alerts_topic))
         {
-            log.ensure_topic(&TopicSpec::new(*topic, self.partitions), t)?;
+            log.ensure_topic(&TopicSpec::new(topic, self.partitions), t)?;
+        }
+        // Tables: only a key's latest row matters.
+        for topic in self.settings_topic.iter().chain(&self.limits_topic) {
+            let mut spec = TopicSpec::new(topic, self.partitions);
+            spec.configs
+                .push(("cleanup.policy".into(), "compact".into()));
+            log.ensure_topic(&spec, t)?;
         }
         Ok(())
     }
@@ -226,6 +237,13 @@ impl ControllerOptions {
         }
         if let Some(age) = self.max_age {
             controller = controller.with_max_age(age);
+        }
+        if let Some(topic) = &self.limits_topic {
+            let number = |v: &[u8]| {
+                serde_json::from_slice::<f64>(v)
+                    .map_err(|e| Error::Decode(format!("a limit is a number: {e}")))
+            };
+            controller = controller.with_limits(GlobalTable::start(&*log, topic, number)?);
         }
         let mut app = App::new(group, &self.inputs(), controller)
             .style(self.style())

@@ -133,6 +133,15 @@ pub struct GlobalTable<T> {
     _reader: Arc<StopOnDrop<T>>,
 }
 
+impl<T> std::fmt::Debug for GlobalTable<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rows = self.rows.rows.read().unwrap_or_else(|e| e.into_inner());
+        f.debug_struct("GlobalTable")
+            .field("rows", &rows.len())
+            .finish()
+    }
+}
+
 impl<T> Clone for GlobalTable<T> {
     fn clone(&self) -> Self {
         Self {
