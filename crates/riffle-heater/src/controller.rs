@@ -40,6 +40,7 @@ use riffle::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::messages::{decode_sensor, Command, SensorMessage, Setting};
+use crate::stats::{StatsConfig, WindowStats};
 
 /// One heater's controller state.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,6 +52,9 @@ pub struct ControllerState {
     /// The watchdog found the heater silent, and it has not reported since.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub silent: bool,
+    /// With statistics: the window under way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<WindowStats>,
 }
 
 /// The state as stored before state versions: version 0.
@@ -71,6 +75,7 @@ pub mod v0 {
                 setting: old.setting,
                 last_command: old.last_command,
                 silent: false,
+                stats: None,
             }
         }
     }
@@ -144,6 +149,7 @@ pub struct Controller {
     watchdog: Option<Watchdog>,
     /// Fleet-wide limits, held in full by every process.
     limits: Option<GlobalTable<f64>>,
+    stats: Option<StatsConfig>,
     /// Measurements older than this are counted in `stale`, not used.
     max_age: Option<i64>,
     stale: riffle::metrics::Counter,
@@ -159,6 +165,9 @@ struct Watchdog {
 /// The row of the limits table that caps desired temperatures.
 pub const MAX_TEMPERATURE: &str = "max_temperature";
 
+/// The name of the statistics window's per-heater timer.
+const STATS: &str = "stats";
+
 /// The name of the watchdog's per-heater timer.
 const WATCHDOG: &str = "watchdog";
 
@@ -168,6 +177,7 @@ impl Controller {
             control_topic: control_topic.into(),
             watchdog: None,
             limits: None,
+            stats: None,
             max_age: None,
             stale: riffle::metrics::global().counter(
                 "riffle_heater_stale_measurements_total",
@@ -175,6 +185,46 @@ impl Controller {
                 vec![("control_topic", control_topic.to_owned())],
             ),
         }
+    }
+
+    /// Sends each heater's statistics per `window` of time to `topic` (see
+    /// [`crate::stats`]).
+    pub fn with_stats(self, window: std::time::Duration, topic: &str) -> Self {
+        Self {
+            stats: Some(StatsConfig::new(window, topic)),
+            ..self
+        }
+    }
+
+    /// Counts a measurement in its window, sending the window before if
+    /// this one is later.
+    fn count_measurement(
+        &self,
+        key: &str,
+        celsius: f64,
+        state: &mut ControllerState,
+        ctx: &mut Context<'_>,
+    ) -> Result<()> {
+        let (Some(cfg), Some(at)) = (&self.stats, ctx.timestamp()) else {
+            return Ok(());
+        };
+        let start = cfg.start_of(at);
+        match &state.stats {
+            // Out of order, for a window already sent: not counted.
+            Some(w) if start < w.start => return Ok(()),
+            Some(w) if start == w.start => {}
+            _ => {
+                if let Some(done) = state.stats.replace(WindowStats::new(start)) {
+                    ctx.send_json(&cfg.topic, Some(key), &done.to_json(key, cfg.window))?;
+                }
+                ctx.set_timer(STATS, Time::Event(start + cfg.window));
+            }
+        }
+        let on = state.last_command == Some(Command::On);
+        if let Some(w) = &mut state.stats {
+            w.measured(celsius, on);
+        }
+        Ok(())
     }
 
     /// Caps every heater's desired temperature at the `max_temperature`
@@ -287,9 +337,15 @@ impl KeyedProcessor for Controller {
                 self.alert(key, Alert::Reporting, ctx)?;
             }
         }
+        if let SensorMessage::Measurement(m) = msg {
+            self.count_measurement(key, *m, state, ctx)?;
+        }
         let cap = self.limits.as_ref().and_then(|l| l.get(MAX_TEMPERATURE));
         if let Some(cmd) = state.apply_capped(*msg, cap) {
             ctx.send(&self.control_topic, Some(key), cmd.to_json())?;
+            if let Some(w) = &mut state.stats {
+                w.commands += 1;
+            }
         }
         Ok(())
     }
@@ -301,6 +357,12 @@ impl KeyedProcessor for Controller {
         state: &mut ControllerState,
         ctx: &mut Context<'_>,
     ) -> Result<()> {
+        if &*timer.name == STATS {
+            if let (Some(cfg), Some(done)) = (&self.stats, state.stats.take()) {
+                ctx.send_json(&cfg.topic, Some(key), &done.to_json(key, cfg.window))?;
+            }
+            return Ok(());
+        }
         if &*timer.name != WATCHDOG || self.watchdog.is_none() {
             return Ok(());
         }
@@ -309,6 +371,9 @@ impl KeyedProcessor for Controller {
         state.last_command = Some(Command::Off);
         state.silent = true;
         ctx.send(&self.control_topic, Some(key), Command::Off.to_json())?;
+        if let Some(w) = &mut state.stats {
+            w.commands += 1;
+        }
         self.alert(key, Alert::Silent, ctx)
     }
 }
@@ -333,6 +398,7 @@ mod tests {
                 setting: Some(s),
                 last_command: command,
                 silent: false,
+                stats: None,
             };
             let json = serde_json::to_string(&state).unwrap();
             assert!(

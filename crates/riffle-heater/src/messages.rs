@@ -20,6 +20,8 @@ pub const CONTROL_TOPIC: &str = "heatercontrol";
 pub const DEAD_LETTER_TOPIC: &str = "sensor-dlq";
 /// The default topic of the controller's watchdog alerts.
 pub const ALERTS_TOPIC: &str = "heateralerts";
+/// The default topic of the controller's per-heater statistics.
+pub const STATS_TOPIC: &str = "heaterstats";
 
 /// A thermostat setting: keep the temperature within
 /// `[temperature - down_delta, temperature + up_delta]`.

@@ -218,3 +218,137 @@ fn kafka_stale_measurements() {
         KafkaLog::connect(brokers, vec![]).expect("test broker reachable"),
     ));
 }
+
+/// Statistics per window equal those computed here from the sensor topic
+/// as written (timestamps included) and the rule: every window of every
+/// heater once, the last ones closed by the idle partition's watermark.
+fn stats(log: Arc<dyn Log>, style: Style) {
+    use riffle::process::EventTime;
+    use riffle_heater::controller::ControllerState;
+    use riffle_heater::messages::{decode_sensor, Command, SensorMessage};
+    const WINDOW: i64 = 400;
+    let (sensor, control, stats) = (unique("sensor"), unique("control"), unique("stats"));
+    for t in [&sensor, &control, &stats] {
+        log.create_topic(&TopicSpec::new(t, 2), T).unwrap();
+    }
+    let controller =
+        Controller::new(&control).with_stats(Duration::from_millis(WINDOW as u64), &stats);
+    let app = App::new(&unique("controller"), &[&sensor], controller)
+        .style(style)
+        .guarantee(Guarantee::ExactlyOnce)
+        .event_time(EventTime {
+            idle_timeout: Some(Duration::from_millis(300)),
+            ..EventTime::default()
+        })
+        .start(log.clone())
+        .unwrap();
+    app.wait_assigned(T).unwrap();
+    let producer = Producer::new(&*log).unwrap();
+    let heaters = ["h1", "h2", "h3", "h4"];
+    let setting = Setting {
+        temperature: 45.0,
+        up_delta: 1.0,
+        down_delta: 1.0,
+    };
+    for h in heaters {
+        producer
+            .send(&sensor, Some(h.as_bytes()), &setting_json(&setting))
+            .unwrap();
+    }
+    for i in 0..30 {
+        for (n, h) in heaters.iter().enumerate() {
+            let celsius = 40.0 + ((i * 7 + n * 3) % 11) as f64;
+            producer
+                .send(&sensor, Some(h.as_bytes()), &measurement_json(celsius))
+                .unwrap();
+        }
+        producer.flush(T).unwrap();
+        std::thread::sleep(Duration::from_millis(40));
+    }
+    // What the controller saw, in each partition's order, with timestamps.
+    let mut expected: BTreeMap<(String, i64), (u64, f64, f64, f64, u64, u64)> = BTreeMap::new();
+    let mut states: BTreeMap<String, ControllerState> = BTreeMap::new();
+    for p in 0..2 {
+        log.read_partition(&sensor, p, 0, false, T, &mut |r| {
+            let (h, msg) = decode_sensor(r.key, r.value).unwrap();
+            let state = states.entry(h.clone()).or_default();
+            let on = state.last_command == Some(Command::On);
+            let command = state.apply(msg);
+            if let SensorMessage::Measurement(c) = msg {
+                let start = r.timestamp.unwrap().div_euclid(WINDOW) * WINDOW;
+                let e = expected
+                    .entry((h, start))
+                    .or_insert((0, 0.0, f64::MAX, f64::MIN, 0, 0));
+                *e = (
+                    e.0 + 1,
+                    e.1 + c,
+                    e.2.min(c),
+                    e.3.max(c),
+                    e.4 + on as u64,
+                    e.5 + command.is_some() as u64,
+                );
+            }
+            Ok(())
+        })
+        .unwrap();
+    }
+    let got = read(&log, &stats, expected.len());
+    app.stop().unwrap();
+    let mut seen = BTreeMap::new();
+    for (h, records) in &got {
+        for r in records {
+            let v: serde_json::Value = serde_json::from_str(r).unwrap();
+            let f = |k: &str| v[k].as_f64().unwrap();
+            let n = v["measurements"].as_u64().unwrap();
+            assert_eq!(
+                v["end"].as_i64().unwrap() - v["start"].as_i64().unwrap(),
+                WINDOW
+            );
+            let on = (f("share_on") * n as f64).round() as u64;
+            let window = (h.clone(), v["start"].as_i64().unwrap());
+            let stats = (
+                n,
+                f("mean") * n as f64,
+                f("min"),
+                f("max"),
+                on,
+                v["commands"].as_u64().unwrap(),
+            );
+            assert!(
+                seen.insert(window, stats).is_none(),
+                "a window sent twice: {r}"
+            );
+        }
+    }
+    assert_eq!(seen.len(), expected.len(), "windows: {seen:?}");
+    for (window, want) in &expected {
+        let have = seen
+            .get(window)
+            .unwrap_or_else(|| panic!("no statistics for {window:?}"));
+        assert!(
+            (have.0, have.2, have.3, have.4, have.5) == (want.0, want.2, want.3, want.4, want.5)
+                && (have.1 - want.1).abs() < 1e-6,
+            "{window:?}: {have:?}, expected {want:?}"
+        );
+    }
+}
+
+#[test]
+fn embedded_stats_keyed() {
+    stats(Arc::new(EmbeddedLog::new()), Style::Keyed);
+}
+
+#[test]
+fn embedded_stats_actors() {
+    stats(Arc::new(EmbeddedLog::new()), Style::Actors { workers: 2 });
+}
+
+#[test]
+fn kafka_stats_keyed() {
+    let brokers = std::env::var("RIFFLE_TEST_BROKERS")
+        .expect("RIFFLE_TEST_BROKERS is not set: run scripts/test.sh, or scripts/kafka.sh start and export it");
+    stats(
+        Arc::new(KafkaLog::connect(brokers, vec![]).expect("test broker reachable")),
+        Style::Keyed,
+    );
+}

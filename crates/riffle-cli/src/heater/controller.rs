@@ -12,7 +12,9 @@ use riffle::process::{App, Guarantee, Running, Scaling, Style};
 use riffle::serve::{Endpoint, Routes};
 use riffle::{Error, Result};
 use riffle_heater::controller::Controller;
-use riffle_heater::messages::{ALERTS_TOPIC, CONTROL_TOPIC, DEAD_LETTER_TOPIC, SENSOR_TOPIC};
+use riffle_heater::messages::{
+    ALERTS_TOPIC, CONTROL_TOPIC, DEAD_LETTER_TOPIC, SENSOR_TOPIC, STATS_TOPIC,
+};
 
 use crate::backend::LogArgs;
 use crate::dashboard::Dashboard;
@@ -68,6 +70,15 @@ pub struct ControllerOptions {
     /// Topic of the watchdog's alerts.
     #[arg(long, default_value = ALERTS_TOPIC)]
     pub alerts_topic: String,
+    /// Send each heater's statistics (lowest, mean and highest temperature,
+    /// share of time ON, commands) per window of this length, by the
+    /// measurements' timestamps (with a simulator at --speedup S, 60s/S is
+    /// a simulated minute).
+    #[arg(long, value_name = "DURATION", value_parser = util::parse_duration)]
+    pub stats_window: Option<Duration>,
+    /// Topic of the statistics.
+    #[arg(long, default_value = STATS_TOPIC)]
+    pub stats_topic: String,
     /// A compacted topic of fleet-wide limits, read in full by every
     /// process: its `max_temperature` row (a number) caps every heater's
     /// desired temperature.
@@ -173,9 +184,11 @@ impl ControllerOptions {
     pub fn ensure_topics(&self, log: &dyn Log) -> Result<()> {
         let t = Duration::from_secs(30);
         let alerts = self.watchdog.map(|_| self.alerts_topic.as_str());
+        let stats = self.stats_window.map(|_| &self.stats_topic);
         for topic in [&self.sensor_topic, &self.control_topic]
             .into_iter()
             .chain(alerts.as_ref().map(|_| &self.alerts_topic))
+            .chain(stats)
         {
             log.ensure_topic(&TopicSpec::new(topic, self.partitions), t)?;
         }
@@ -237,6 +250,9 @@ impl ControllerOptions {
         }
         if let Some(age) = self.max_age {
             controller = controller.with_max_age(age);
+        }
+        if let Some(window) = self.stats_window {
+            controller = controller.with_stats(window, &self.stats_topic);
         }
         if let Some(topic) = &self.limits_topic {
             let number = |v: &[u8]| {
