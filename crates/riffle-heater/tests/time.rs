@@ -266,7 +266,10 @@ fn stats(log: Arc<dyn Log>, style: Style) {
         std::thread::sleep(Duration::from_millis(40));
     }
     // What the controller saw, in each partition's order, with timestamps.
-    let mut expected: BTreeMap<(String, i64), (u64, f64, f64, f64, u64, u64)> = BTreeMap::new();
+    // Per (heater, window start): measurements, sum, min, max, taken
+    // while ON, commands.
+    type Stats = (u64, f64, f64, f64, u64, u64);
+    let mut expected: BTreeMap<(String, i64), Stats> = BTreeMap::new();
     let mut states: BTreeMap<String, ControllerState> = BTreeMap::new();
     for p in 0..2 {
         log.read_partition(&sensor, p, 0, false, T, &mut |r| {
