@@ -39,6 +39,10 @@ use crate::{
     TopicPartition,
 };
 
+/// How long closing waits for the final revocation's commit and for the
+/// group to be left.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
 pub(super) struct KafkaConsumer {
     consumer: BaseConsumer<GroupContext>,
     /// The topics to subscribe to at the first poll, until then.
@@ -182,6 +186,23 @@ impl KafkaConsumer {
                 code: Some(crate::kafka::code_number(code)),
                 message: format!("{}: fatal: {reason}", ctx.client_id),
             },
+        }
+    }
+
+    /// The member id the coordinator gave this consumer, while it has one.
+    fn member_id(&self) -> Option<String> {
+        use rdkafka::bindings as rd;
+        // SAFETY: the client is alive; the string librdkafka allocates is
+        // copied and freed with its own allocator.
+        unsafe {
+            let rk = self.consumer.client().native_ptr();
+            let id = rd::rd_kafka_memberid(rk);
+            if id.is_null() {
+                return None;
+            }
+            let owned = std::ffi::CStr::from_ptr(id).to_string_lossy().into_owned();
+            rd::rd_kafka_mem_free(rk, id.cast());
+            Some(owned).filter(|s| !s.is_empty())
         }
     }
 
@@ -363,17 +384,28 @@ impl LogConsumer for KafkaConsumer {
             other => other,
         };
         // Leaves the group at once so the others take over without waiting
-        // for the session timeout; the final revocation commits again.
+        // for the session timeout; the final revocation commits again. The
+        // polls serve the revocation until librdkafka has left (it forgets
+        // its member id as it sends the LeaveGroup request), which it does
+        // only once the revocation's commit is done: the assignment looks
+        // empty as soon as an incremental revocation starts, and a consumer
+        // closed before that stays in the group until its session times
+        // out. A static member leaves too, on unsubscribing: librdkafka
+        // skips the request only when a static member closes.
         self.consumer.unsubscribe();
-        let until = Instant::now() + Duration::from_secs(2);
-        while Instant::now() < until
-            && !self
-                .consumer
-                .assignment()
-                .map(|a| a.count() == 0)
-                .unwrap_or(true)
-        {
-            let _ = self.consumer.poll(Duration::from_millis(50));
+        let until = Instant::now() + CLOSE_WAIT;
+        while self.member_id().is_some() && Instant::now() < until {
+            let _ = self.consumer.poll(Duration::from_millis(20));
+        }
+        // Then closes here rather than on drop, so that what is left (the
+        // LeaveGroup's answer) is waited for within the same bound.
+        match self.consumer.close_queue() {
+            Ok(()) => {
+                while !self.consumer.closed() && Instant::now() < until {
+                    let _ = self.consumer.poll(Duration::from_millis(50));
+                }
+            }
+            Err(e) => tracing::debug!("{}: closing: {e}", self.consumer.context().client_id),
         }
         self.consumer.context().events.lock().unwrap().clear();
         committed
