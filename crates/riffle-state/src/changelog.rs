@@ -88,6 +88,18 @@ pub fn send_changes(
     Ok(sent)
 }
 
+/// The most partitions restored at once (see [`Durability::restore_all`]).
+const RESTORE_THREADS: usize = 4;
+
+/// Where one partition's restore starts.
+pub enum RestoreFrom<S> {
+    /// Its local snapshot, if any, then the changelog after it.
+    Snapshot,
+    /// A store that reflects the changelog up to `offset` (one handed over
+    /// inside the process), then the changelog after it.
+    Store { store: Store<S>, offset: i64 },
+}
+
 /// Where a partition's state is made durable.
 pub struct Durability {
     pub log: Arc<dyn Log>,
@@ -147,6 +159,72 @@ impl Durability {
         upgrade: &dyn Upgrade<S>,
     ) -> Result<Store<S>> {
         self.catch_up(partition, store, from, end, stats, None, upgrade)
+    }
+
+    /// Restores several partitions at once, each up to its end in `ends`
+    /// (missing: 0), on up to [`RESTORE_THREADS`] threads and no more than
+    /// the machine has cores: a restore is mostly decoding (a snapshot's
+    /// states, the changelog's records) and waiting for the broker, so a
+    /// consumer given many partitions at once (a whole process's after a
+    /// failover) resumes several times sooner than restoring them one after
+    /// the other. `upgrader` makes one [`Upgrade`] per thread. Returns each
+    /// partition's store or why it could not be restored, in no particular
+    /// order.
+    pub fn restore_all<S, U>(
+        &self,
+        partitions: Vec<(i32, RestoreFrom<S>)>,
+        ends: &HashMap<i32, i64>,
+        stats: &RestoreStats,
+        mut upgrader: impl FnMut() -> U,
+    ) -> Vec<(i32, Result<Store<S>>)>
+    where
+        S: Default + Serialize + DeserializeOwned + Send,
+        U: Upgrade<S> + Send,
+    {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = partitions.len().min(cores).min(RESTORE_THREADS);
+        let restore = |(p, from): (i32, RestoreFrom<S>), upgrade: &U| {
+            let end = ends.get(&p).copied().unwrap_or(0);
+            let store = match from {
+                RestoreFrom::Snapshot => self.restore(p, end, stats, upgrade),
+                RestoreFrom::Store { store, offset } => {
+                    self.restore_from(p, store, offset, end, stats, upgrade)
+                }
+            };
+            (p, store)
+        };
+        if threads <= 1 {
+            let upgrade = upgrader();
+            return partitions
+                .into_iter()
+                .map(|job| restore(job, &upgrade))
+                .collect();
+        }
+        let started = Instant::now();
+        let count = partitions.len();
+        let queue = std::sync::Mutex::new(partitions);
+        let done = std::sync::Mutex::new(Vec::with_capacity(count));
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                let upgrade = upgrader();
+                let (queue, done, restore) = (&queue, &done, &restore);
+                scope.spawn(move || loop {
+                    // Taken one at a time, so that a large partition does
+                    // not hold back the small ones queued behind it.
+                    let Some(job) = queue.lock().unwrap().pop() else {
+                        break;
+                    };
+                    let restored = restore(job, &upgrade);
+                    done.lock().unwrap().push(restored);
+                });
+            }
+        });
+        tracing::info!(
+            "restored {count} partitions of {} on {threads} threads in {:.2?}",
+            self.changelog,
+            started.elapsed()
+        );
+        done.into_inner().unwrap()
     }
 
     /// The changelog's end offset per partition.

@@ -13,7 +13,8 @@
 //!   their keys started afresh).
 //! - [`changelog`]: writing changes to a compacted changelog topic through a
 //!   [`ChangelogSink`] the runtime provides (its producer, inside its
-//!   commit), and restoring a store from it ([`Durability`]).
+//!   commit), and restoring a store from it ([`Durability`]), several
+//!   partitions in parallel.
 //! - [`snapshot`]: a store's whole content in a local file with the
 //!   changelog offset it reflects, so a restart reads only the changelog's
 //!   tail.
@@ -34,7 +35,7 @@ pub mod snapshot;
 pub mod store;
 pub mod version;
 
-pub use changelog::{restore_point, send_changes, Changes, Durability, RestoreStats};
+pub use changelog::{restore_point, send_changes, Changes, Durability, RestoreFrom, RestoreStats};
 pub use handoff::Handoff;
 pub use key::Key;
 pub use snapshot::SnapshotWriter;
