@@ -58,6 +58,56 @@ fn group_lines(workers: &Workers, i: usize, from: usize) -> Vec<String> {
         .collect()
 }
 
+/// Milliseconds since the Unix epoch, the clock of record timestamps.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// The control gap after an event at `at` (ms since the epoch): the longest
+/// the heaters of `partitions` went without a command in the `window`
+/// after it, counted from their last command before it. While the feed
+/// runs, each of these partitions gets commands every few tens of
+/// milliseconds, so the longest silence is the time their processing
+/// stopped for.
+fn control_gap(
+    log: &dyn Log,
+    control: &str,
+    partitions: &BTreeSet<i32>,
+    at: i64,
+    window: i64,
+) -> i64 {
+    let mut gap = 0;
+    for &p in partitions {
+        let mut stamps = Vec::new();
+        log.read_partition(control, p, 0, false, Duration::from_secs(30), &mut |r| {
+            stamps.extend(r.timestamp);
+            Ok(())
+        })
+        .expect("control topic read");
+        let mut last = stamps
+            .iter()
+            .copied()
+            .filter(|&t| t <= at)
+            .max()
+            .unwrap_or(at);
+        let mut after: Vec<i64> = stamps
+            .into_iter()
+            .filter(|&t| t > at && t <= at + window)
+            .collect();
+        after.sort_unstable();
+        // No command at all in the window: silent throughout.
+        after.push(at + window);
+        for t in after {
+            gap = gap.max(t - last);
+            last = t;
+        }
+    }
+    gap
+}
+
 /// Waits up to `limit` for `done`, checking every 20 ms; returns how long
 /// it took.
 fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> Option<Duration> {
@@ -148,6 +198,7 @@ fn restart_under_the_same_instance_moves_nothing() {
         // 1. Killed and restarted within the session timeout.
         let mark0 = workers.log_text(0).len();
         let killed = Instant::now();
+        let killed_at = now_ms();
         workers.kill(1);
         std::thread::sleep(Duration::from_millis(500));
         workers.start(1);
@@ -177,6 +228,7 @@ fn restart_under_the_same_instance_moves_nothing() {
         let mark0 = workers.log_text(0).len();
         let all: BTreeSet<i32> = (0..PARTITIONS).collect();
         let stopped = Instant::now();
+        let stopped_at = now_ms();
         let took_over = std::thread::scope(|s| {
             let term = s.spawn(|| workers.terminate(1, Duration::from_secs(20)));
             let took = wait_for(Duration::from_secs(20), || owned(&workers, 0) == all);
@@ -247,6 +299,26 @@ fn restart_under_the_same_instance_moves_nothing() {
         );
         stop_feed.store(true, std::sync::atomic::Ordering::SeqCst);
         feeder.join().expect("feeder");
+
+        // How long w1's heaters went without commands each time.
+        const WINDOW: i64 = 5000;
+        let restart_gap = control_gap(&*log, &control, &w1_before, killed_at, WINDOW);
+        let stop_gap = control_gap(&*log, &control, &w1_before, stopped_at, WINDOW);
+        eprintln!(
+            "control gap of w1's heaters: {restart_gap} ms after SIGKILL and restart under the \
+             same instance, {stop_gap} ms after SIGTERM (w0 taking over)"
+        );
+        assert!(
+            restart_gap < SESSION_TIMEOUT.as_millis() as i64,
+            "w1's heaters went {restart_gap} ms without commands after w1 was killed and restarted"
+        );
+        // Well under the session timeout, which a member that did not
+        // leave would make them wait (6 s, and more): a debug build on two
+        // busy cores measured 1.0 to 2.1 s.
+        assert!(
+            stop_gap < 4000,
+            "w1's heaters went {stop_gap} ms without commands after w1 was stopped"
+        );
     });
     workers.close();
     for i in 0..2 {

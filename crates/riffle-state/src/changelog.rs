@@ -427,6 +427,79 @@ mod tests {
     }
 
     #[test]
+    fn partitions_restored_together_match_those_restored_alone() {
+        let log = EmbeddedLog::new();
+        let t = Duration::from_secs(5);
+        log.create_topic(&TopicSpec::new("cl4", 4), t).unwrap();
+        let p = log.producer(None).unwrap();
+        // Every key written twice, so the restore must keep the later.
+        for round in 0..2u64 {
+            for k in 0..2000u64 {
+                let (key, value) = (format!("k{k}"), format!("@1 {}", k * 10 + round));
+                p.send(OutRecord {
+                    partition: Some((k % 4) as i32),
+                    ..OutRecord::new("cl4", Some(key.as_bytes()), value.as_bytes())
+                })
+                .unwrap();
+            }
+        }
+        p.flush(t).unwrap();
+        let d = Durability {
+            log: Arc::new(log),
+            changelog: "cl4".into(),
+            snapshots: None,
+            read_committed: false,
+        };
+        let ends = d.ends().unwrap();
+        assert_eq!(ends.values().sum::<i64>(), 4000);
+        // Partition 3 starts from a store said to reflect the first half of
+        // its changelog, as after a handover: only the second half (every
+        // key of the partition again) is read.
+        let alone = RestoreStats::default();
+        let half = Store::<u64>::new(1);
+        let jobs = vec![
+            (0, RestoreFrom::Snapshot),
+            (1, RestoreFrom::Snapshot),
+            (2, RestoreFrom::Snapshot),
+            (
+                3,
+                RestoreFrom::Store {
+                    store: half,
+                    offset: 500,
+                },
+            ),
+        ];
+        let stats = RestoreStats::default();
+        let mut made = 0;
+        let restored = d.restore_all(jobs, &ends, &stats, || {
+            made += 1;
+            V1
+        });
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(made, cores.clamp(1, 4), "one upgrader per thread");
+        let mut partitions: Vec<i32> = restored.iter().map(|(p, _)| *p).collect();
+        partitions.sort_unstable();
+        assert_eq!(partitions, [0, 1, 2, 3]);
+        for (p, store) in restored {
+            let store = store.unwrap();
+            let each = d.restore::<u64>(p, ends[&p], &alone, &V1).unwrap();
+            assert_eq!(store.len(), 500, "partition {p}");
+            for k in (p as u64..2000).step_by(4) {
+                let key = format!("k{k}");
+                assert_eq!(store.get(&key), Some(&(k * 10 + 1)), "{key}");
+                assert_eq!(store.get(&key), each.get(&key));
+            }
+        }
+        assert_eq!(stats.restores.load(Ordering::Relaxed), 4);
+        assert_eq!(stats.restored_keys.load(Ordering::Relaxed), 2000);
+        // Partition 3 read only the half its store did not reflect.
+        assert_eq!(
+            stats.changelog_replayed.load(Ordering::Relaxed),
+            3 * 1000 + 500
+        );
+    }
+
+    #[test]
     fn a_state_of_a_newer_version_fails_the_restore() {
         let d = durability(&[("k", b"1"), ("k2", b"@1 2")]);
         let e = d

@@ -156,9 +156,13 @@ impl KafkaConsumer {
         Ok(())
     }
 
-    /// The error behind librdkafka's fatal error, which ends this consumer:
-    /// another member that joined under this one's instance name, above
-    /// all, said in the words of the flag that set it.
+    /// The error behind librdkafka's fatal error, which ends this consumer.
+    /// A static member fenced by a member under its instance name is
+    /// [`Error::Fenced`], so that its owner starts over with a new consumer:
+    /// the other member may be this consumer's own new session (librdkafka
+    /// rejoins with a new member id after a coordinator restart, and the
+    /// old one is then fenced), or a second process given the same name,
+    /// which the message names as the likely cause.
     fn fatal(&self) -> Error {
         use std::ffi::CStr;
         let mut text = [0 as std::os::raw::c_char; 512];
@@ -178,9 +182,11 @@ impl KafkaConsumer {
         let ctx = self.consumer.context();
         let code: RDKafkaErrorCode = code.into();
         match (code, &ctx.instance) {
-            (RDKafkaErrorCode::FencedInstanceId, Some(id)) => Error::InvalidInput(format!(
-                "another member of group {} joined as instance '{id}': instance names must be unique in a group",
-                ctx.group_id
+            (RDKafkaErrorCode::FencedInstanceId, Some(id)) => Error::Fenced(format!(
+                "{}: another member of group {} joined as instance '{id}' (instance names must \
+                 be unique in a group; after a coordinator restart this may be the consumer's own \
+                 new session)",
+                ctx.client_id, ctx.group_id
             )),
             _ => Error::Kafka {
                 code: Some(crate::kafka::code_number(code)),
