@@ -287,6 +287,21 @@ pub struct ConsumerConfig {
     /// offset (Kafka's `isolation.level=read_committed`). Needed to read the
     /// outputs of exactly-once applications.
     pub read_committed: bool,
+    /// A name for this member that stays the same across restarts of its
+    /// process (Kafka's static membership, `group.instance.id`), unique in
+    /// the group. A member restarted under the same name within the
+    /// session timeout takes its partitions back without a rebalance: the
+    /// other members go on undisturbed. `None` (the default) joins as a
+    /// new member each time.
+    pub instance: Option<String>,
+    /// The member must own the same partition numbers of every topic it
+    /// reads, because it keeps state per partition number across them
+    /// (co-partitioned inputs). On Kafka this takes the range assignor,
+    /// whose rebalances are eager (every member gives up every partition);
+    /// otherwise rebalances are incremental (cooperative-sticky): only the
+    /// partitions that move change hands, and the others keep being
+    /// processed. Only matters when more than one topic is read.
+    pub co_partitioned: bool,
 }
 
 impl ConsumerConfig {
@@ -299,11 +314,17 @@ impl ConsumerConfig {
             commit_interval: Duration::from_secs(1),
             client_id: "riffle".into(),
             read_committed: false,
+            instance: None,
+            co_partitioned: false,
         }
     }
 }
 
-/// A change of the partitions a consumer owns.
+/// A change of the partitions a consumer owns: partitions added to its
+/// assignment, or taken from it. Partitions a rebalance leaves where they
+/// are see no event when rebalances are incremental (see
+/// [`ConsumerConfig::co_partitioned`]); under eager rebalancing every
+/// partition is revoked and the new assignment handed out whole.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GroupEvent {
     Assigned(Vec<TopicPartition>),

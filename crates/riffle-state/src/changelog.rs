@@ -82,6 +82,18 @@ pub fn send_changes(
     Ok(sent)
 }
 
+/// The most partitions restored at once (see [`Durability::restore_all`]).
+const RESTORE_THREADS: usize = 4;
+
+/// Where one partition's restore starts.
+pub enum RestoreFrom<S> {
+    /// Its local snapshot, if any, then the changelog after it.
+    Snapshot,
+    /// A store that reflects the changelog up to `offset` (one handed over
+    /// inside the process), then the changelog after it.
+    Store { store: Store<S>, offset: i64 },
+}
+
 /// Where a partition's state is made durable.
 pub struct Durability {
     pub log: Arc<dyn Log>,
@@ -141,6 +153,72 @@ impl Durability {
         upgrade: &dyn Upgrade<S>,
     ) -> Result<Store<S>> {
         self.catch_up(partition, store, from, end, stats, None, upgrade)
+    }
+
+    /// Restores several partitions at once, each up to its end in `ends`
+    /// (missing: 0), on up to [`RESTORE_THREADS`] threads and no more than
+    /// the machine has cores: a restore is mostly decoding (a snapshot's
+    /// states, the changelog's records) and waiting for the broker, so a
+    /// consumer given many partitions at once (a whole process's after a
+    /// failover) resumes several times sooner than restoring them one after
+    /// the other. `upgrader` makes one [`Upgrade`] per thread. Returns each
+    /// partition's store or why it could not be restored, in no particular
+    /// order.
+    pub fn restore_all<S, U>(
+        &self,
+        partitions: Vec<(i32, RestoreFrom<S>)>,
+        ends: &HashMap<i32, i64>,
+        stats: &RestoreStats,
+        mut upgrader: impl FnMut() -> U,
+    ) -> Vec<(i32, Result<Store<S>>)>
+    where
+        S: Default + Serialize + DeserializeOwned + Send,
+        U: Upgrade<S> + Send,
+    {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = partitions.len().min(cores).min(RESTORE_THREADS);
+        let restore = |(p, from): (i32, RestoreFrom<S>), upgrade: &U| {
+            let end = ends.get(&p).copied().unwrap_or(0);
+            let store = match from {
+                RestoreFrom::Snapshot => self.restore(p, end, stats, upgrade),
+                RestoreFrom::Store { store, offset } => {
+                    self.restore_from(p, store, offset, end, stats, upgrade)
+                }
+            };
+            (p, store)
+        };
+        if threads <= 1 {
+            let upgrade = upgrader();
+            return partitions
+                .into_iter()
+                .map(|job| restore(job, &upgrade))
+                .collect();
+        }
+        let started = Instant::now();
+        let count = partitions.len();
+        let queue = std::sync::Mutex::new(partitions);
+        let done = std::sync::Mutex::new(Vec::with_capacity(count));
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                let upgrade = upgrader();
+                let (queue, done, restore) = (&queue, &done, &restore);
+                scope.spawn(move || loop {
+                    // Taken one at a time, so that a large partition does
+                    // not hold back the small ones queued behind it.
+                    let Some(job) = queue.lock().unwrap().pop() else {
+                        break;
+                    };
+                    let restored = restore(job, &upgrade);
+                    done.lock().unwrap().push(restored);
+                });
+            }
+        });
+        tracing::info!(
+            "restored {count} partitions of {} on {threads} threads in {:.2?}",
+            self.changelog,
+            started.elapsed()
+        );
+        done.into_inner().unwrap()
     }
 
     /// The changelog's end offset per partition.
@@ -340,6 +418,79 @@ mod tests {
         *store.get_mut("old") += 1;
         let changes = store.take_changes().unwrap();
         assert_eq!(changes.last(), Some(("old", &b"@1 5"[..])));
+    }
+
+    #[test]
+    fn partitions_restored_together_match_those_restored_alone() {
+        let log = EmbeddedLog::new();
+        let t = Duration::from_secs(5);
+        log.create_topic(&TopicSpec::new("cl4", 4), t).unwrap();
+        let p = log.producer(None).unwrap();
+        // Every key written twice, so the restore must keep the later.
+        for round in 0..2u64 {
+            for k in 0..2000u64 {
+                let (key, value) = (format!("k{k}"), format!("@1 {}", k * 10 + round));
+                p.send(riffle_log::OutRecord {
+                    partition: Some((k % 4) as i32),
+                    ..riffle_log::OutRecord::new("cl4", Some(key.as_bytes()), value.as_bytes())
+                })
+                .unwrap();
+            }
+        }
+        p.flush(t).unwrap();
+        let d = Durability {
+            log: Arc::new(log),
+            changelog: "cl4".into(),
+            snapshots: None,
+            read_committed: false,
+        };
+        let ends = d.ends().unwrap();
+        assert_eq!(ends.values().sum::<i64>(), 4000);
+        // Partition 3 starts from a store said to reflect the first half of
+        // its changelog, as after a handover: only the second half (every
+        // key of the partition again) is read.
+        let alone = RestoreStats::default();
+        let half = Store::<u64>::new(1);
+        let jobs = vec![
+            (0, RestoreFrom::Snapshot),
+            (1, RestoreFrom::Snapshot),
+            (2, RestoreFrom::Snapshot),
+            (
+                3,
+                RestoreFrom::Store {
+                    store: half,
+                    offset: 500,
+                },
+            ),
+        ];
+        let stats = RestoreStats::default();
+        let mut made = 0;
+        let restored = d.restore_all(jobs, &ends, &stats, || {
+            made += 1;
+            V1
+        });
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(made, cores.clamp(1, 4), "one upgrader per thread");
+        let mut partitions: Vec<i32> = restored.iter().map(|(p, _)| *p).collect();
+        partitions.sort_unstable();
+        assert_eq!(partitions, [0, 1, 2, 3]);
+        for (p, store) in restored {
+            let store = store.unwrap();
+            let each = d.restore::<u64>(p, ends[&p], &alone, &V1).unwrap();
+            assert_eq!(store.len(), 500, "partition {p}");
+            for k in (p as u64..2000).step_by(4) {
+                let key = format!("k{k}");
+                assert_eq!(store.get(&key), Some(&(k * 10 + 1)), "{key}");
+                assert_eq!(store.get(&key), each.get(&key));
+            }
+        }
+        assert_eq!(stats.restores.load(Ordering::Relaxed), 4);
+        assert_eq!(stats.restored_keys.load(Ordering::Relaxed), 2000);
+        // Partition 3 read only the half its store did not reflect.
+        assert_eq!(
+            stats.changelog_replayed.load(Ordering::Relaxed),
+            3 * 1000 + 500
+        );
     }
 
     #[test]

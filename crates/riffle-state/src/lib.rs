@@ -15,7 +15,8 @@
 //!   their keys started afresh).
 //! - [`changelog`]: writing changes to a compacted changelog topic through a
 //!   [`ChangelogSink`] the runtime provides (its producer, inside its
-//!   commit), and restoring a store from it ([`Durability`]).
+//!   commit), and restoring a store from it ([`Durability`]), several
+//!   partitions in parallel.
 //! - [`snapshot`]: a store's whole content in a local file with the
 //!   changelog offset it reflects, so a restart reads only the changelog's
 //!   tail.
@@ -37,7 +38,7 @@ pub mod store;
 pub mod timers;
 pub mod version;
 
-pub use changelog::{restore_point, send_changes, Changes, Durability, RestoreStats};
+pub use changelog::{restore_point, send_changes, Changes, Durability, RestoreFrom, RestoreStats};
 pub use handoff::Handoff;
 pub use key::Key;
 pub use snapshot::SnapshotWriter;

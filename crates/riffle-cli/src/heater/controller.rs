@@ -112,8 +112,11 @@ pub struct ControllerOptions {
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// A name for this process, unique in the group and stable across its
-    /// restarts (a host or pod name): under exactly-once, a restart then
-    /// aborts its predecessor's open transactions at once.
+    /// restarts (a host or pod name). On Kafka its consumers become static
+    /// members of the group: restarted within the session timeout after a
+    /// crash, it takes its partitions back without a rebalance of the
+    /// others (a stop still hands them over at once). Under exactly-once a
+    /// restart also aborts its predecessor's open transactions at once.
     #[arg(long, value_name = "ID", env = "RIFFLE_INSTANCE")]
     pub instance: Option<String>,
     /// Serve /metrics (Prometheus), /state/<heater id> and the live

@@ -2,6 +2,26 @@
 //! a time (its fetch queue already batches the network side), with offsets
 //! stored by the caller after processing and committed by librdkafka in the
 //! background, on revocation and on close.
+//!
+//! Short failovers come from two settings of Kafka's classic group
+//! protocol:
+//!
+//! - incremental (cooperative-sticky) rebalancing, so that a member joining
+//!   or leaving moves only the partitions that must move, while every other
+//!   partition is processed on (unless the caller needs co-partitioned
+//!   inputs, which only the eager range assignor guarantees);
+//! - static membership (`group.instance.id`, when the caller names the
+//!   member), so that a process killed and restarted within the session
+//!   timeout takes its partitions back without any rebalance.
+//!
+//! A static member that closes still leaves the group at once (it
+//! unsubscribes first, which librdkafka follows with a LeaveGroup request
+//! for static members too; only its final close would not), so that a
+//! stopped process hands its partitions over in well under a second
+//! instead of holding them for the session timeout. Kafka 4's own consumer
+//! protocol (KIP-848) would also rebalance incrementally, but its session
+//! timeout is the broker's (45 s by default, not settable per client), so
+//! a crashed process's partitions would wait that long.
 
 use std::time::{Duration, Instant};
 
@@ -18,6 +38,10 @@ use crate::{
     ConsumerConfig, GroupToken, Headers, LogConsumer, OffsetReset, PollVisitor, RecordRef,
     TopicPartition,
 };
+
+/// How long closing waits for the final revocation's commit and for the
+/// group to be left.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 pub(super) struct KafkaConsumer {
     consumer: BaseConsumer<GroupContext>,
@@ -42,9 +66,27 @@ impl KafkaConsumer {
                 "session.timeout.ms",
                 cfg.session_timeout.as_millis().to_string(),
             )
+            // Members hear of a rebalance at their next heartbeat, and a
+            // rebalance completes only once every member has rejoined: the
+            // interval is what a hand-over waits on top of the rebalance
+            // itself, twice under incremental rebalancing (which takes two
+            // rounds to move a partition). Kafka's 3 s would make a stopped
+            // process's partitions wait seconds; a heartbeat every 300 ms
+            // costs the coordinator a few small requests a second per member.
             .set(
                 "heartbeat.interval.ms",
-                (cfg.session_timeout.as_millis() / 3).max(100).to_string(),
+                (cfg.session_timeout.as_millis() / 3)
+                    .clamp(100, 300)
+                    .to_string(),
+            )
+            .set(
+                "partition.assignment.strategy",
+                if cfg.co_partitioned && cfg.topics.len() > 1 {
+                    // Partition p of every topic to the same member.
+                    "range"
+                } else {
+                    "cooperative-sticky"
+                },
             )
             // Commit only what the caller has marked processed.
             .set("enable.auto.commit", "true")
@@ -72,12 +114,22 @@ impl KafkaConsumer {
                     "read_uncommitted"
                 },
             );
+        if let Some(id) = &cfg.instance {
+            if id.is_empty() {
+                return Err(Error::InvalidInput(
+                    "an instance name cannot be empty".into(),
+                ));
+            }
+            c.set("group.instance.id", id);
+        }
         // Properties given by the user win over the defaults above.
         for (k, v) in log.inner.properties.iter() {
             c.set(k, v);
         }
         let ctx = GroupContext::new(
             cfg.client_id.clone(),
+            cfg.group_id.clone(),
+            cfg.instance.clone(),
             matches!(cfg.offset_reset, OffsetReset::Latest),
             log.inner.faults.clone(),
         );
@@ -102,6 +154,62 @@ impl KafkaConsumer {
             self.consumer.subscribe(&topics).map_err(kafka_error)?;
         }
         Ok(())
+    }
+
+    /// The error behind librdkafka's fatal error, which ends this consumer.
+    /// A static member fenced by a member under its instance name is
+    /// [`Error::Fenced`], so that its owner starts over with a new consumer:
+    /// the other member may be this consumer's own new session (librdkafka
+    /// rejoins with a new member id after a coordinator restart, and the
+    /// old one is then fenced), or a second process given the same name,
+    /// which the message names as the likely cause.
+    fn fatal(&self) -> Error {
+        use std::ffi::CStr;
+        let mut text = [0 as std::os::raw::c_char; 512];
+        // SAFETY: the client is alive; librdkafka writes a NUL-terminated
+        // string of at most `text.len()` bytes.
+        let code = unsafe {
+            rdkafka::bindings::rd_kafka_fatal_error(
+                self.consumer.client().native_ptr(),
+                text.as_mut_ptr(),
+                text.len(),
+            )
+        };
+        // SAFETY: see above.
+        let reason = unsafe { CStr::from_ptr(text.as_ptr()) }
+            .to_string_lossy()
+            .into_owned();
+        let ctx = self.consumer.context();
+        let code: RDKafkaErrorCode = code.into();
+        match (code, &ctx.instance) {
+            (RDKafkaErrorCode::FencedInstanceId, Some(id)) => Error::Fenced(format!(
+                "{}: another member of group {} joined as instance '{id}' (instance names must \
+                 be unique in a group; after a coordinator restart this may be the consumer's own \
+                 new session)",
+                ctx.client_id, ctx.group_id
+            )),
+            _ => Error::Kafka {
+                code: Some(crate::kafka::code_number(code)),
+                message: format!("{}: fatal: {reason}", ctx.client_id),
+            },
+        }
+    }
+
+    /// The member id the coordinator gave this consumer, while it has one.
+    fn member_id(&self) -> Option<String> {
+        use rdkafka::bindings as rd;
+        // SAFETY: the client is alive; the string librdkafka allocates is
+        // copied and freed with its own allocator.
+        unsafe {
+            let rk = self.consumer.client().native_ptr();
+            let id = rd::rd_kafka_memberid(rk);
+            if id.is_null() {
+                return None;
+            }
+            let owned = std::ffi::CStr::from_ptr(id).to_string_lossy().into_owned();
+            rd::rd_kafka_mem_free(rk, id.cast());
+            Some(owned).filter(|s| !s.is_empty())
+        }
     }
 
     fn drain_events(&self, visitor: &mut dyn PollVisitor) {
@@ -217,6 +325,7 @@ impl LogConsumer for KafkaConsumer {
                     tracing::debug!("poll: {e}");
                     self.consumer.context().faults.note(&e, &e.to_string());
                 }
+                Some(Err(KafkaError::MessageConsumptionFatal(_))) => return Err(self.fatal()),
                 // A refused password or certificate, named as such.
                 Some(Err(e)) => {
                     return Err(self
@@ -281,17 +390,28 @@ impl LogConsumer for KafkaConsumer {
             other => other,
         };
         // Leaves the group at once so the others take over without waiting
-        // for the session timeout; the final revocation commits again.
+        // for the session timeout; the final revocation commits again. The
+        // polls serve the revocation until librdkafka has left (it forgets
+        // its member id as it sends the LeaveGroup request), which it does
+        // only once the revocation's commit is done: the assignment looks
+        // empty as soon as an incremental revocation starts, and a consumer
+        // closed before that stays in the group until its session times
+        // out. A static member leaves too, on unsubscribing: librdkafka
+        // skips the request only when a static member closes.
         self.consumer.unsubscribe();
-        let until = Instant::now() + Duration::from_secs(2);
-        while Instant::now() < until
-            && !self
-                .consumer
-                .assignment()
-                .map(|a| a.count() == 0)
-                .unwrap_or(true)
-        {
-            let _ = self.consumer.poll(Duration::from_millis(50));
+        let until = Instant::now() + CLOSE_WAIT;
+        while self.member_id().is_some() && Instant::now() < until {
+            let _ = self.consumer.poll(Duration::from_millis(20));
+        }
+        // Then closes here rather than on drop, so that what is left (the
+        // LeaveGroup's answer) is waited for within the same bound.
+        match self.consumer.close_queue() {
+            Ok(()) => {
+                while !self.consumer.closed() && Instant::now() < until {
+                    let _ = self.consumer.poll(Duration::from_millis(50));
+                }
+            }
+            Err(e) => tracing::debug!("{}: closing: {e}", self.consumer.context().client_id),
         }
         self.consumer.context().events.lock().unwrap().clear();
         committed

@@ -168,6 +168,9 @@ impl ConsumerContext for LoggingContext {}
 /// A consumer's context: logs, and a queue of assignment changes.
 pub(crate) struct GroupContext {
     pub(crate) client_id: String,
+    pub(crate) group_id: String,
+    /// The static member name (`group.instance.id`), if any.
+    pub(crate) instance: Option<String>,
     pub(crate) events: Mutex<Vec<GroupEvent>>,
     /// Offsets marked processed and not yet handed to librdkafka, as
     /// `(topic, partition, next offset)`. Kept here so that a revocation
@@ -194,10 +197,18 @@ pub(crate) struct VisitorPtr(pub(crate) *mut (dyn PollVisitor + 'static));
 unsafe impl Send for VisitorPtr {}
 
 impl GroupContext {
-    pub(crate) fn new(client_id: String, from_end: bool, faults: Arc<Faults>) -> Self {
+    pub(crate) fn new(
+        client_id: String,
+        group_id: String,
+        instance: Option<String>,
+        from_end: bool,
+        faults: Arc<Faults>,
+    ) -> Self {
         Self {
             faults,
             client_id,
+            group_id,
+            instance,
             events: Mutex::new(Vec::new()),
             pending: Mutex::new(Vec::new()),
             visitor: Mutex::new(None),

@@ -25,7 +25,7 @@ use crate::stream::{Deferring, Handler, Producer};
 use riffle_state::Handoff;
 use riffle_state::{
     restore_point, send_changes, Changes, Domain, Durability, Encoded, PartitionStores,
-    SnapshotWriter, Store,
+    RestoreFrom, SnapshotWriter, Store,
 };
 
 /// Records handed to a worker at once, at most.
@@ -846,40 +846,45 @@ impl<P: KeyedProcessor> Handler for Dispatcher<P> {
     }
 
     fn assigned(&mut self, partitions: &[TopicPartition]) {
+        let mut restore = Vec::new();
         let mut ends = None;
         for tp in partitions {
             if self.owned.contains(&tp.partition) {
                 continue;
             }
             self.owned.push(tp.partition);
-            let Some(d) = self.durability.clone() else {
+            let Some(d) = &self.durability else {
                 continue;
             };
             let held = self.pool.handoff.take(tp.partition);
-            let ends = ends.get_or_insert_with(|| restore_point(&d));
+            let ends = ends.get_or_insert_with(|| restore_point(d));
             let end = ends.get(&tp.partition).copied().unwrap_or(0);
             if held == Some(end) {
                 // The workers hold this partition's state, and nobody wrote
                 // the changelog since.
                 continue;
             }
-            let upgrade = &Upgrader(&self.processor);
-            let mut store = d
-                .restore::<P::State>(tp.partition, end, &self.shared.stats.state, upgrade)
-                // Processing without the partition's state would be wrong:
-                // let the consumer restart and try again.
-                .unwrap_or_else(|e| {
-                    panic!(
-                        "cannot restore the state of partition {}: {e}",
-                        tp.partition
-                    )
-                });
+            restore.push((tp.partition, RestoreFrom::Snapshot));
+        }
+        let (Some(d), Some(ends)) = (self.durability.clone(), ends) else {
+            return;
+        };
+        let processor = &self.processor;
+        let restored =
+            d.restore_all::<P::State, _>(restore, &ends, &self.shared.stats.state, || {
+                Upgrader(processor.clone())
+            });
+        for (p, store) in restored {
+            // Processing without the partition's state would be wrong:
+            // let the consumer restart and try again.
+            let mut store =
+                store.unwrap_or_else(|e| panic!("cannot restore the state of partition {p}: {e}"));
             self.shared
                 .dead_letter_damaged(self.commits.producer(), &d.changelog, &mut store);
             let parts = store.split(self.pool.len(), |k| self.pool.worker_of(k));
             for (w, part) in self.pool.workers.iter().zip(parts) {
                 let load = Msg::Load {
-                    partition: tp.partition,
+                    partition: p,
                     store: part,
                 };
                 if w.send(load).is_err() {

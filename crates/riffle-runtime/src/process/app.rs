@@ -238,11 +238,21 @@ impl<P: KeyedProcessor> App<P> {
     }
 
     /// A name for this process, unique in the group and stable across its
-    /// restarts (a host name, a pod name, a number). Under exactly-once it
-    /// names the process's transactional producers, so that a restarted
-    /// process aborts its predecessor's open transactions at once; without
-    /// it a random name is used and an open transaction of a killed process
-    /// holds back readers until the broker times it out.
+    /// restarts (a host name, a pod name, a number).
+    ///
+    /// On Kafka its consumers become static members of the group (named
+    /// `<id>-<consumer number>`): a process killed and restarted within
+    /// the session timeout takes its partitions back without a rebalance,
+    /// so the other processes carry on undisturbed. A stop still leaves
+    /// the group at once, handing the partitions over without waiting for
+    /// the session timeout. Two running processes with the same name fence
+    /// each other's consumers.
+    ///
+    /// Under exactly-once it also names the process's transactional
+    /// producers, so that a restarted process aborts its predecessor's open
+    /// transactions at once; without it a random name is used and an open
+    /// transaction of a killed process holds back readers until the broker
+    /// times it out.
     pub fn instance(mut self, id: &str) -> Self {
         self.instance = Some(id.into());
         self
@@ -408,7 +418,9 @@ impl<P: KeyedProcessor> App<P> {
             partitions,
             self.advertise.clone(),
         );
-        let cfg = self.consumer_config(&self.group, &inputs);
+        let mut cfg = self.consumer_config(&self.group, &inputs);
+        // State is kept per partition number, across the input topics.
+        cfg.co_partitioned = P::STATEFUL;
         let commits = self.commits(&log, &self.group, &instance);
         let scaled_inputs: Vec<String> = inputs.iter().map(|s| s.to_string()).collect();
         let scaling_log = log.clone();
@@ -528,6 +540,10 @@ impl<P: KeyedProcessor> App<P> {
         cfg.client_id = query::client_id(group, self.advertise.as_deref());
         cfg.commit_interval = self.interval();
         cfg.read_committed = self.guarantee == Guarantee::ExactlyOnce;
+        // Static members only under a name the user chose: one made up
+        // per run would leave, after a crash, a member nobody returns as
+        // holding partitions for the session timeout all the same.
+        cfg.instance = self.instance.clone();
         cfg
     }
 

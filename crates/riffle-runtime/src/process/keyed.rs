@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::log::{Progress, RecordRef, TopicPartition};
 use crate::stream::{Deferring, Handler, Producer};
 use riffle_state::Handoff;
-use riffle_state::{restore_point, Domain, Durability, PartitionStores, Store};
+use riffle_state::{restore_point, Domain, Durability, PartitionStores, RestoreFrom, Store};
 
 /// How often partition states are saved as local snapshots.
 const SNAPSHOT_EVERY: Duration = Duration::from_secs(30);
@@ -281,38 +281,56 @@ impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
     }
 
     fn assigned(&mut self, partitions: &[TopicPartition]) {
-        let mut ends = None;
-        for tp in partitions {
-            if !P::STATEFUL || self.owned.contains_key(&tp.partition) {
-                continue;
-            }
-            let parked = self.handoff.take(tp.partition);
-            let Some(d) = self.durability.clone() else {
-                continue;
-            };
-            let ends = ends.get_or_insert_with(|| restore_point(&d));
-            let end = ends.get(&tp.partition).copied().unwrap_or(0);
-            let stats = &self.shared.stats.state;
-            let upgrade = &Upgrader(&self.processor);
-            let mut store = match parked {
+        if !P::STATEFUL {
+            return;
+        }
+        let Some(d) = self.durability.clone() else {
+            return;
+        };
+        // Partition numbers new here (co-partitioned inputs share theirs).
+        let mut new: Vec<i32> = partitions
+            .iter()
+            .map(|tp| tp.partition)
+            .filter(|p| !self.owned.contains_key(p))
+            .collect();
+        new.sort_unstable();
+        new.dedup();
+        if new.is_empty() {
+            return;
+        }
+        let ends = restore_point(&d);
+        let mut ready = Vec::new();
+        let mut restore = Vec::new();
+        for p in new {
+            let end = ends.get(&p).copied().unwrap_or(0);
+            match self.handoff.take(p) {
                 // Nobody wrote the changelog since it was parked here.
-                Some(p) if p.offset == end => Ok(p.store),
-                Some(p) => d.restore_from(tp.partition, p.store, p.offset, end, stats, upgrade),
-                None => d.restore(tp.partition, end, stats, upgrade),
+                Some(parked) if parked.offset == end => ready.push((p, parked.store)),
+                Some(parked) => restore.push((
+                    p,
+                    RestoreFrom::Store {
+                        store: parked.store,
+                        offset: parked.offset,
+                    },
+                )),
+                None => restore.push((p, RestoreFrom::Snapshot)),
             }
+        }
+        let stats = &self.shared.stats.state;
+        let processor = &self.processor;
+        for (p, store) in d.restore_all(restore, &ends, stats, || Upgrader(processor.clone())) {
             // Processing without the partition's state would be wrong:
             // let the consumer restart and try again.
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot restore the state of partition {}: {e}",
-                    tp.partition
-                )
-            });
+            let store =
+                store.unwrap_or_else(|e| panic!("cannot restore the state of partition {p}: {e}"));
+            ready.push((p, store));
+        }
+        for (p, mut store) in ready {
             self.shared
                 .dead_letter_damaged(self.commits.producer(), &d.changelog, &mut store);
             store.set_ttl(self.shared.ttl);
             store.set_now(self.now);
-            self.owned.insert(tp.partition, store);
+            self.owned.insert(p, store);
         }
     }
 

@@ -85,9 +85,11 @@ use crate::log::RecordRef;
 pub use riffle_state::{Fired, StoredState, Time};
 
 /// A processor's state versions, as the state layer reads stored states.
-struct Upgrader<'a, P>(&'a P);
+/// Owns a copy of the processor, so that partitions can be restored on
+/// threads of their own.
+struct Upgrader<P>(P);
 
-impl<P: KeyedProcessor> riffle_state::Upgrade<P::State> for Upgrader<'_, P> {
+impl<P: KeyedProcessor> riffle_state::Upgrade<P::State> for Upgrader<P> {
     fn version(&self) -> u32 {
         P::STATE_VERSION
     }

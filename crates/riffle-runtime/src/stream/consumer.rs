@@ -30,7 +30,10 @@ const HEALTHY_RUN: Duration = Duration::from_secs(60);
 pub trait Handler: Send + 'static {
     fn handle(&mut self, record: RecordRef<'_>) -> Result<()>;
 
-    /// The consumer now owns these partitions (its whole new assignment).
+    /// The consumer now owns these partitions too. Rebalances are
+    /// incremental on Kafka (see [`ConsumerConfig::co_partitioned`]):
+    /// partitions the consumer keeps across a rebalance are neither revoked
+    /// nor assigned again, and their processing goes on.
     fn assigned(&mut self, _partitions: &[TopicPartition]) {}
 
     /// The consumer no longer owns these partitions; their offsets are
@@ -564,8 +567,22 @@ impl<H: Drive> PollVisitor for Visit<'_, H> {
             GroupEvent::Assigned(tps) => {
                 self.stats.rebalances.fetch_add(1, Ordering::Relaxed);
                 self.metrics.rebalances.inc();
-                tracing::info!(consumer = %self.name, "assigned {}", list(&tps));
-                *self.stats.assignment.lock().unwrap() = tps.clone();
+                // An incremental rebalance that adds nothing here is news
+                // to no one reading the log.
+                if tps.is_empty() && self.stats.rebalances.load(Ordering::Relaxed) > 1 {
+                    tracing::debug!(consumer = %self.name, "assigned []");
+                } else {
+                    tracing::info!(consumer = %self.name, "assigned {}", list(&tps));
+                }
+                {
+                    let mut owned = self.stats.assignment.lock().unwrap();
+                    for tp in &tps {
+                        if !owned.contains(tp) {
+                            owned.push(tp.clone());
+                        }
+                    }
+                    owned.sort();
+                }
                 self.handler.assigned(&tps);
             }
             GroupEvent::Revoked(tps) => {

@@ -22,7 +22,8 @@ pub struct ConsumerGroup {
 }
 
 impl ConsumerGroup {
-    /// Starts `n` members named `<client_id>-<i>`; `factory(i)` builds the
+    /// Starts `n` members named `<client_id>-<i>` (static members named
+    /// `<instance>-<i>` when the config names an instance); `factory(i)` builds the
     /// handler of member `i` (again after a restart, and when a member `i`
     /// is added later).
     pub fn spawn<H, F>(
@@ -81,6 +82,9 @@ impl ConsumerGroup {
         let spawn: Spawn = Box::new(move |i, stopper| {
             let mut cfg = config.clone();
             cfg.client_id = format!("{}-{i}", config.client_id);
+            // Each member is an instance of its own: the process's name and
+            // the member's number, the same again after a restart.
+            cfg.instance = config.instance.as_ref().map(|id| format!("{id}-{i}"));
             spawn(cfg, stopper, i)
         });
         let group = Self {
