@@ -268,6 +268,7 @@ fn embedded(a: &WorkerArgs, guarantee: Guarantee) -> Result<()> {
                     value: Some(r.value),
                     partition: Some(p),
                     headers: r.headers,
+                    timestamp: None,
                 })
             })
             .map_err(e)?;

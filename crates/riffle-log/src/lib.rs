@@ -147,6 +147,10 @@ pub struct OutRecord<'a> {
     /// Headers to write with the record; empty by default. A consumed
     /// record's [`RecordRef::headers`] can be passed on as they are.
     pub headers: Headers<'a>,
+    /// The record's timestamp, in milliseconds since the Unix epoch (the
+    /// time it describes, as a simulator's simulated time); `None` (the
+    /// default) stamps it with the time it is sent.
+    pub timestamp: Option<i64>,
 }
 
 impl<'a> OutRecord<'a> {
@@ -158,6 +162,16 @@ impl<'a> OutRecord<'a> {
             value: Some(value),
             partition: None,
             headers: Headers::EMPTY,
+            timestamp: None,
+        }
+    }
+
+    /// The same record with `timestamp` (milliseconds since the Unix
+    /// epoch) instead of the time it is sent.
+    pub fn at(self, timestamp: i64) -> Self {
+        Self {
+            timestamp: Some(timestamp),
+            ..self
         }
     }
 
@@ -170,6 +184,7 @@ impl<'a> OutRecord<'a> {
             value: None,
             partition,
             headers: Headers::EMPTY,
+            timestamp: None,
         }
     }
 

@@ -15,6 +15,8 @@
 //!   two styles, the commit protocols of the two guarantees, dead letters,
 //!   routing state queries to the key's owner, a group's lag and the
 //!   autoscaler that changes an app's consumer count with it.
+//! - [`testing`]: a driver that runs an app on the embedded log under a
+//!   clock the test moves, with crashes and rebalances on demand.
 //!
 //! `docs/data-path.md` follows one record from the poll that fetches it to
 //! the commit that makes it permanent, file by file.
@@ -22,6 +24,7 @@
 pub mod actor;
 pub mod process;
 pub mod stream;
+pub mod testing;
 
 pub use riffle_base::error::{Error, Result};
 

@@ -42,7 +42,7 @@ pub use changelog::{restore_point, send_changes, Changes, Durability, RestoreFro
 pub use handoff::Handoff;
 pub use key::Key;
 pub use snapshot::SnapshotWriter;
-pub use store::{ChangelogSink, Encoded, Store};
+pub use store::{read_stored, ChangelogSink, Encoded, Store};
 pub use timers::{Domain, Fired, Time, Timer, TimerChange};
 pub use version::{Damaged, StoredState, Unversioned, Upgrade};
 

@@ -29,8 +29,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::key::Key;
-use crate::timers::{self, Domain, Fired, Index, KeyTimers, TimerChange};
-use crate::version::{decode_state, write_prefix, Damaged, Unreadable, Upgrade};
+use crate::timers::{self, Domain, Fired, Index, KeyTimers, Timer, TimerChange};
+use crate::version::{decode_state, write_prefix, Damaged, StoredState, Unreadable, Upgrade};
 use riffle_base::error::{Error, Result};
 use riffle_log::OutRecord;
 
@@ -587,6 +587,15 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
         }
         parts
     }
+}
+
+/// A stored value (a changelog record's, or a snapshot entry's) read
+/// apart: the key's timers, and its state's version and JSON. For tools
+/// and tests that look at what was stored; a store reads it itself.
+pub fn read_stored(value: &[u8]) -> std::result::Result<(Vec<Timer>, StoredState<'_>), String> {
+    let (timers, rest) = timers::split(value)?;
+    let state = crate::version::split(rest)?;
+    Ok((timers.into_vec(), state))
 }
 
 /// The changelog record of a key's stored state; an empty one (a deleted

@@ -15,7 +15,8 @@
 //! - [`actor`], [`stream`], [`process`] (crate `riffle-runtime`): the actor
 //!   runtime; producer and consumer actors and consumer groups; processors,
 //!   stateless and keyed, in apps over topics, in the chapter's two styles,
-//!   under either delivery guarantee, with lag and autoscaling.
+//!   under either delivery guarantee, with lag and autoscaling; and
+//!   [`testing`], a driver that runs an app under a clock the test moves.
 //! - [`connect`] (crate `riffle-connect`): sources and sinks beyond the log,
 //!   and pipelines that move records between them through a processor.
 //! - [`serve`] (crate `riffle-ops`): operating a process over HTTP:
@@ -29,5 +30,5 @@ pub use riffle_base::{backoff, duration, error, metrics};
 pub use riffle_connect as connect;
 pub use riffle_log as log;
 pub use riffle_ops as serve;
-pub use riffle_runtime::{actor, process, stream};
+pub use riffle_runtime::{actor, process, stream, testing};
 pub use riffle_state as state;

@@ -144,7 +144,10 @@ fn aggregate(log: Arc<dyn Log>, windows: Windows, style: Style, guarantee: Guara
         .dead_letter(&dlq)
         .event_time(EventTime {
             out_of_orderness: Duration::from_millis(DISORDER as u64),
-            idle_timeout: Some(Duration::from_millis(700)),
+            // Well above any pause of the producer on a busy machine: a
+            // partition idle for this long moves on, and what comes after
+            // is late.
+            idle_timeout: Some(Duration::from_secs(3)),
             allowed_lateness: None,
         })
         .start(log.clone())

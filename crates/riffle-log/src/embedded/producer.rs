@@ -25,7 +25,7 @@ impl EmbeddedProducer {
 
 impl LogProducer for EmbeddedProducer {
     fn send(&self, record: OutRecord<'_>) -> Result<()> {
-        let timestamp = timestamp_now();
+        let timestamp = record.timestamp.unwrap_or_else(timestamp_now);
         let mut state = self.inner.lock();
         let topic = state
             .topics

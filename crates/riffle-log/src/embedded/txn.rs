@@ -113,7 +113,7 @@ impl LogProducer for EmbeddedTxnProducer {
             key: record.key.map(<[u8]>::to_vec),
             value: record.value_bytes().to_vec(),
             headers,
-            timestamp: timestamp_now(),
+            timestamp: record.timestamp.unwrap_or_else(timestamp_now),
         });
         Ok(())
     }

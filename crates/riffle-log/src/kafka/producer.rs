@@ -291,6 +291,9 @@ impl KafkaProducer {
         if let Some(p) = r.partition {
             rec = rec.partition(p);
         }
+        if let Some(t) = r.timestamp {
+            rec = rec.timestamp(t);
+        }
         if !r.headers.is_empty() {
             rec = rec.headers(to_kafka(r.headers));
         }

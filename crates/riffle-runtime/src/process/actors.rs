@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use super::commit::{Commits, MAX_HOLD};
 use super::query::{to_json, Question};
-use super::shared::Shared;
-use super::time::{now_ms, Watermark};
+use super::shared::{Settling, Shared};
+use super::time::Watermark;
 use super::timers::{apply_changes, fire, Clock};
 use super::{run_processor, Context, KeyedProcessor, OffsetTracker, Upgrader};
 use crate::actor::{self, Actor, Addr, Supervision};
@@ -403,6 +403,8 @@ pub(super) struct Dispatcher<P: KeyedProcessor> {
     unsent: Changes,
     /// The offsets the last round stored.
     stored: Vec<(Arc<str>, i32, i64)>,
+    /// The offsets last offered for commit (outside rounds).
+    offered: Vec<(Arc<str>, i32, i64)>,
     last_snapshot: Instant,
     stopping: bool,
     /// Each owned partition's watermark.
@@ -413,6 +415,13 @@ pub(super) struct Dispatcher<P: KeyedProcessor> {
     last_tick: Instant,
     ticked: Sender<usize>,
     ticks: Receiver<usize>,
+    /// Ticks sent and not answered yet.
+    ticks_out: usize,
+    /// The clock generation when the round of ticks under way was sent,
+    /// and when the last one answered was.
+    ticked_at: u64,
+    answered: u64,
+    settling: Settling,
     /// Timers fired or keys expired since the last state write.
     touched: bool,
 }
@@ -452,6 +461,7 @@ impl<P: KeyedProcessor> Dispatcher<P> {
         let (ticked, ticks) = mpsc::channel();
         let pending = (0..pool.len()).map(|_| Vec::new()).collect();
         Self {
+            now: shared.clock.now_ms(),
             processor,
             pool,
             shared,
@@ -468,30 +478,52 @@ impl<P: KeyedProcessor> Dispatcher<P> {
             last_round: Instant::now(),
             unsent: Vec::new(),
             stored: Vec::new(),
+            offered: Vec::new(),
             last_snapshot: Instant::now(),
             stopping: false,
             watermarks: HashMap::new(),
-            now: now_ms(),
             last_tick: Instant::now(),
             ticked,
             ticks,
+            ticks_out: 0,
+            ticked_at: 0,
+            answered: 0,
+            settling: Settling::new(),
             touched: false,
         }
     }
 
     /// Asks every worker to fire what is due in this consumer's partitions
     /// (at most every [`TICK_EVERY`]), and notes what earlier asks did.
-    fn tick(&mut self) {
+    ///
+    /// One round of ticks at a time: `answered` is the clock generation
+    /// at which the last round that every worker answered was sent.
+    fn tick(&mut self, generation: u64) {
         while let Ok(n) = self.ticks.try_recv() {
+            self.ticks_out -= 1;
             if n > 0 {
+                // At-least-once with state writes it in rounds, which
+                // look at `touched`; the others commit through `commits`.
                 self.touched = true;
-                self.commits.touch();
+                if !self.in_rounds() {
+                    self.commits.touch();
+                }
             }
         }
-        if self.last_tick.elapsed() < TICK_EVERY || self.owned.is_empty() {
+        if self.ticks_out > 0 {
+            return;
+        }
+        self.answered = self.ticked_at;
+        if self.owned.is_empty() {
+            // Nothing to fire.
+            self.answered = generation;
+            return;
+        }
+        if self.last_tick.elapsed() < TICK_EVERY {
             return;
         }
         self.last_tick = Instant::now();
+        self.ticked_at = generation;
         let (now, cfg) = (self.now, &self.shared.event_time);
         let partitions: Vec<(i32, Option<i64>)> = self
             .owned
@@ -507,6 +539,7 @@ impl<P: KeyedProcessor> Dispatcher<P> {
             })
             .collect();
         for w in &self.pool.workers {
+            self.ticks_out += 1;
             let _ = w.send(Msg::Tick {
                 partitions: partitions.clone(),
                 now,
@@ -575,9 +608,7 @@ impl<P: KeyedProcessor> Dispatcher<P> {
                 if self.in_flight > 0 && (force || t.is_due(progress.behind())) {
                     self.wait_in_flight();
                 }
-                for (t, p, o) in self.finished() {
-                    self.commits.processed(&t, p, o);
-                }
+                self.offer_finished();
                 let (pool, owned) = (&self.pool, &self.owned);
                 let changelog = self.durability.as_ref().map(|d| d.changelog.as_str());
                 let mut write = |producer: &Producer| -> Result<usize> {
@@ -597,9 +628,7 @@ impl<P: KeyedProcessor> Dispatcher<P> {
                 self.commits.is_settled()
             }
             (Commits::AtLeastOnce(_), false) => {
-                for (t, p, o) in self.finished() {
-                    self.commits.processed(&t, p, o);
-                }
+                self.offer_finished();
                 self.commits
                     .release(&self.shared, progress, force, &mut |_| Ok(0));
                 self.commits.is_settled()
@@ -895,6 +924,12 @@ impl<P: KeyedProcessor> Handler for Dispatcher<P> {
     }
 
     fn revoked(&mut self, partitions: &[TopicPartition]) {
+        if self.shared.killed() {
+            // Gone with the process: nothing saved, nothing handed over.
+            self.owned
+                .retain(|p| !partitions.iter().any(|tp| tp.partition == *p));
+            return;
+        }
         // `revoking` committed everything unless this fails.
         let settled = self.in_flight == 0 && self.round.is_none() && self.commits.is_settled();
         self.commits.forget(partitions);
@@ -926,6 +961,10 @@ impl<P: KeyedProcessor> Handler for Dispatcher<P> {
 
 impl<P: KeyedProcessor> Deferring for Dispatcher<P> {
     fn completed(&mut self, progress: &mut dyn Progress) {
+        if self.shared.killed() {
+            return;
+        }
+        let generation = self.shared.clock.generation();
         let owned = &self.owned;
         for q in self.shared.board.take(|p| owned.contains(&p)) {
             let worker = self.pool.worker_of(&q.key);
@@ -934,9 +973,11 @@ impl<P: KeyedProcessor> Deferring for Dispatcher<P> {
         for w in 0..self.pending.len() {
             self.flush(w);
         }
-        self.now = now_ms();
+        self.now = self.shared.clock.now_ms();
         if P::STATEFUL && !self.commits.halted() {
-            self.tick();
+            self.tick(generation);
+        } else {
+            self.answered = generation;
         }
         while let Ok(done) = self.replies.try_recv() {
             self.finish(done);
@@ -945,9 +986,18 @@ impl<P: KeyedProcessor> Deferring for Dispatcher<P> {
         if self.stopping || self.last_snapshot.elapsed() >= SNAPSHOT_EVERY {
             self.snapshot(progress);
         }
+        if self.is_settled() {
+            // Timers due are fired only once a round of ticks sent since
+            // is answered.
+            let since = generation.min(self.answered);
+            self.shared.settled_at(&self.settling, since);
+        }
     }
 
     fn revoking(&mut self, _: &[TopicPartition], progress: &mut dyn Progress) {
+        if self.shared.killed() {
+            return;
+        }
         // Finish what is in flight so the next owner starts after it.
         // Runs inside the backend's rebalance callback: nothing here may
         // panic; a failed commit shows in `failure` after the poll.
@@ -960,6 +1010,9 @@ impl<P: KeyedProcessor> Deferring for Dispatcher<P> {
     }
 
     fn drain(&mut self) {
+        if self.shared.killed() {
+            return;
+        }
         self.stopping = true;
         self.wait_in_flight();
         // The release that follows waits for everything to be committed.
@@ -969,6 +1022,7 @@ impl<P: KeyedProcessor> Deferring for Dispatcher<P> {
 
 impl<P: KeyedProcessor> Drop for Dispatcher<P> {
     fn drop(&mut self) {
+        self.shared.forget_handler(&self.settling);
         // Rebuilt after a failure, or stopped: the workers' states of these
         // partitions may be ahead of what is committed; their next owner
         // restores them.
@@ -981,6 +1035,34 @@ impl<P: KeyedProcessor> Drop for Dispatcher<P> {
 }
 
 impl<P: KeyedProcessor> Dispatcher<P> {
+    /// Offers the offsets finished since the last offer for commit: the
+    /// same offsets again would make an idle consumer commit for nothing.
+    fn offer_finished(&mut self) {
+        let finished = self.finished();
+        if finished != self.offered {
+            for (t, p, o) in &finished {
+                self.commits.processed(t, *p, *o);
+            }
+            self.offered = finished;
+        }
+    }
+
+    /// Whether state is written in rounds (at-least-once with state).
+    fn in_rounds(&self) -> bool {
+        matches!(self.commits, Commits::AtLeastOnce(_)) && self.durability.is_some()
+    }
+
+    /// Whether nothing is left to commit: no record in flight, every
+    /// finished record's offset and state made permanent (ticks: see
+    /// [`Dispatcher::tick`]).
+    fn is_settled(&self) -> bool {
+        let idle = self.in_flight == 0;
+        match self.in_rounds() {
+            true => idle && self.round.is_none() && !self.touched && self.finished() == self.stored,
+            false => idle && self.commits.is_settled(),
+        }
+    }
+
     /// Hands out pending batches and waits until every record is finished.
     fn wait_in_flight(&mut self) {
         for w in 0..self.pending.len() {

@@ -10,7 +10,7 @@ use super::query::{self, StateQueries};
 use super::refusals::Refusals;
 use super::scale::{Autoscaler, Decider, Scaling};
 use super::shared::{collect_stats, AppMetrics, AppStats, Shared};
-use super::time::EventTime;
+use super::time::{Clock, EventTime};
 use super::KeyedProcessor;
 use crate::actor::Exit;
 use crate::error::{Error, Result};
@@ -147,6 +147,7 @@ pub struct App<P: KeyedProcessor> {
     scaling: Option<Scaling>,
     event_time: EventTime,
     ttl: Option<Duration>,
+    clock: Clock,
 }
 
 impl<P: KeyedProcessor> App<P> {
@@ -172,7 +173,26 @@ impl<P: KeyedProcessor> App<P> {
             scaling: None,
             event_time: EventTime::default(),
             ttl: None,
+            clock: Clock::system(),
         }
+    }
+
+    /// The processing-time clock (default: the wall clock). A manual one
+    /// ([`Clock::manual`]) makes processing time stand still until it is
+    /// moved: for tests ([`crate::testing`]).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The consumer group the app reads as.
+    pub fn group_name(&self) -> &str {
+        &self.group
+    }
+
+    /// The topics the app reads.
+    pub fn input_topics(&self) -> &[String] {
+        &self.inputs
     }
 
     /// How event time is read: the watermarks' out-of-orderness, the idle
@@ -379,6 +399,9 @@ impl<P: KeyedProcessor> App<P> {
             event_time: self.event_time,
             ttl: self.ttl,
             timer_topic: self.inputs.first().cloned().unwrap_or_default(),
+            clock: self.clock.clone(),
+            killed: Default::default(),
+            settled: Default::default(),
         });
         collect_stats(&self.group, &shared, log.clone());
         let instance = self
@@ -692,6 +715,23 @@ impl Running {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Stops as a killed process would stop: nothing more is committed,
+    /// flushed, saved or handed over (an open transaction is left for the
+    /// next owner to abort), and the consumers leave the group. For tests
+    /// and drills of failures ([`crate::testing`]); the next app of the
+    /// group restores from what was committed.
+    pub fn kill(self) -> Result<()> {
+        self.shared.killed.store(true, Ordering::Relaxed);
+        self.stop()
+    }
+
+    /// Whether every consumer of the app, after a poll that began at or
+    /// after the clock's generation `generation` ([`Clock::generation`]),
+    /// had nothing left to commit.
+    pub(crate) fn settled_since(&self, generation: u64) -> bool {
+        self.shared.settled_since(generation, self.consumers())
     }
 
     /// Stops consuming: finishes the records in flight, commits what they

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use super::commit::Commits;
 use super::query::to_json;
-use super::shared::Shared;
-use super::time::{now_ms, Watermark};
+use super::shared::{Settling, Shared};
+use super::time::Watermark;
 use super::timers::{apply_changes, fire, Clock};
 use super::{run_processor, Context, KeyedProcessor, Upgrader};
 use crate::error::{Error, Result};
@@ -44,6 +44,7 @@ pub(super) struct KeyedHandler<P: KeyedProcessor> {
     stopping: bool,
     /// Each owned partition's watermark.
     watermarks: HashMap<i32, Watermark>,
+    settling: Settling,
     /// Processing time, read once per poll.
     now: i64,
 }
@@ -57,6 +58,7 @@ impl<P: KeyedProcessor> KeyedHandler<P> {
         commits: Commits,
     ) -> Self {
         Self {
+            now: shared.clock.now_ms(),
             processor,
             shared,
             handoff,
@@ -66,7 +68,7 @@ impl<P: KeyedProcessor> KeyedHandler<P> {
             last_snapshot: Instant::now(),
             stopping: false,
             watermarks: HashMap::new(),
-            now: now_ms(),
+            settling: Settling::new(),
         }
     }
 
@@ -105,7 +107,7 @@ impl<P: KeyedProcessor> KeyedHandler<P> {
     /// due, moves idle partitions' watermarks on (firing the event-time
     /// timers they pass), and deletes keys past their time to live.
     fn tick(&mut self) {
-        self.now = now_ms();
+        self.now = self.shared.clock.now_ms();
         let partitions: Vec<i32> = self.owned.keys().copied().collect();
         for p in partitions {
             let now = self.now;
@@ -335,6 +337,13 @@ impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
     }
 
     fn revoked(&mut self, partitions: &[TopicPartition]) {
+        if self.shared.killed() {
+            // Gone with the process: nothing saved, nothing handed over.
+            for tp in partitions {
+                self.owned.remove(&tp.partition);
+            }
+            return;
+        }
         let settled = self.commits.is_settled() && self.owned.values().all(|s| !s.has_changes());
         self.commits.forget(partitions);
         let ends = if settled && P::STATEFUL {
@@ -368,6 +377,10 @@ impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
 
 impl<P: KeyedProcessor> Deferring for KeyedHandler<P> {
     fn completed(&mut self, progress: &mut dyn Progress) {
+        if self.shared.killed() {
+            return;
+        }
+        let generation = self.shared.clock.generation();
         if P::STATEFUL && !self.commits.halted() {
             self.tick();
         }
@@ -376,19 +389,28 @@ impl<P: KeyedProcessor> Deferring for KeyedHandler<P> {
             let state = owned.get(&q.partition).and_then(|s| s.get(&q.key));
             let _ = q.reply.send(to_json(state));
         }
-        self.release(progress, false);
+        let settled = self.release(progress, false);
         if self.stopping || self.last_snapshot.elapsed() >= SNAPSHOT_EVERY {
             self.snapshot(progress);
+        }
+        if settled && self.owned.values().all(|s| !s.has_changes()) {
+            self.shared.settled_at(&self.settling, generation);
         }
     }
 
     fn revoking(&mut self, _: &[TopicPartition], progress: &mut dyn Progress) {
+        if self.shared.killed() {
+            return;
+        }
         // Runs inside the backend's rebalance callback: nothing here may
         // panic. A failed commit shows in `failure` after the poll.
         self.settle(progress);
     }
 
     fn drain(&mut self) {
+        if self.shared.killed() {
+            return;
+        }
         self.stopping = true;
         self.commits.release_next();
     }
@@ -400,6 +422,7 @@ impl<P: KeyedProcessor> Deferring for KeyedHandler<P> {
 
 impl<P: KeyedProcessor> Drop for KeyedHandler<P> {
     fn drop(&mut self) {
+        self.shared.forget_handler(&self.settling);
         // Stopped with everything committed (a consumer removed from a
         // running app, say): memory holds exactly the committed state, so
         // the partitions' next owners in this process take it as they would

@@ -74,7 +74,7 @@ pub use record::connect_headers;
 pub use record::Record;
 pub use scale::Scaling;
 pub use shared::AppStats;
-pub use time::EventTime;
+pub use time::{Clock, EventTime};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;

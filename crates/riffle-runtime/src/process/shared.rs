@@ -3,13 +3,14 @@
 //! queries. In a file of its own, below all of them, so that none of them
 //! has to reach into `app` (which starts them all) for it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::dead_letter;
 use super::query::Board;
 use super::refusals::{alone_bytes, Refusals};
-use super::time::EventTime;
+use super::time::{Clock, EventTime};
 use crate::error::{Error, Result};
 use crate::log::{Headers, Log, OutRecord, RecordRef};
 use crate::metrics::{self, Counter};
@@ -59,6 +60,26 @@ pub(super) struct Shared {
     /// The topic named as a fired timer's source (the first input): a
     /// timer has no record of its own.
     pub(super) timer_topic: String,
+    /// Processing time.
+    pub(super) clock: Clock,
+    /// Set when the app is killed: handlers then stop as a killed process
+    /// would, committing and handing over nothing.
+    pub(super) killed: AtomicBool,
+    /// Per live handler, the clock generation at the start of its latest
+    /// poll after which it had nothing left to commit.
+    pub(super) settled: Mutex<HashMap<u64, u64>>,
+}
+
+/// Numbers handlers for [`Shared::settled_at`].
+static HANDLERS: AtomicU64 = AtomicU64::new(0);
+
+/// A handler's place in its app's record of who settled when.
+pub(super) struct Settling(u64);
+
+impl Settling {
+    pub(super) fn new() -> Self {
+        Self(HANDLERS.fetch_add(1, Ordering::Relaxed))
+    }
 }
 
 /// What an app counts in [`crate::metrics::global`] besides [`AppStats`].
@@ -122,6 +143,29 @@ pub(super) fn collect_stats(group: &str, shared: &Arc<Shared>, log: Arc<dyn Log>
 }
 
 impl Shared {
+    pub(super) fn killed(&self) -> bool {
+        self.killed.load(Ordering::Relaxed)
+    }
+
+    /// Notes that handler `who` had nothing left to commit after a poll
+    /// that started at clock generation `generation`.
+    pub(super) fn settled_at(&self, who: &Settling, generation: u64) {
+        let mut s = self.settled.lock().unwrap_or_else(|e| e.into_inner());
+        s.insert(who.0, generation);
+    }
+
+    /// Forgets a handler that is gone.
+    pub(super) fn forget_handler(&self, who: &Settling) {
+        let mut s = self.settled.lock().unwrap_or_else(|e| e.into_inner());
+        s.remove(&who.0);
+    }
+
+    /// Whether at least `handlers` handlers settled, all after `generation`.
+    pub(super) fn settled_since(&self, generation: u64, handlers: usize) -> bool {
+        let s = self.settled.lock().unwrap_or_else(|e| e.into_inner());
+        s.len() >= handlers && s.values().all(|&g| g >= generation)
+    }
+
     pub(super) fn processed(&self, sent: u64) {
         if sent > 0 {
             self.stats.sent.fetch_add(sent, Ordering::Relaxed);

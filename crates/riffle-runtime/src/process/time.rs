@@ -21,13 +21,77 @@
 //!
 //! [`KeyedProcessor::event_time`]: super::KeyedProcessor::event_time
 
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-/// The processing-time clock: milliseconds since the Unix epoch.
+/// The wall clock: milliseconds since the Unix epoch.
 pub(super) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// An app's processing-time clock: the wall clock, or one that stands
+/// still until it is moved (for tests, see [`crate::testing`], and for
+/// replaying a day in a minute). Cheap to clone; clones share the time.
+#[derive(Debug, Clone, Default)]
+pub struct Clock(Option<Arc<Manual>>);
+
+#[derive(Debug)]
+struct Manual {
+    now: AtomicI64,
+    /// Counts moves and touches: what has happened since a given one.
+    generation: AtomicU64,
+}
+
+impl Clock {
+    /// The wall clock (the default).
+    pub fn system() -> Self {
+        Self(None)
+    }
+
+    /// A clock at `start_ms` (milliseconds since the Unix epoch) that
+    /// moves only when told to.
+    pub fn manual(start_ms: i64) -> Self {
+        Self(Some(Arc::new(Manual {
+            now: AtomicI64::new(start_ms),
+            generation: AtomicU64::new(0),
+        })))
+    }
+
+    /// Milliseconds since the Unix epoch.
+    pub fn now_ms(&self) -> i64 {
+        match &self.0 {
+            None => now_ms(),
+            Some(m) => m.now.load(Ordering::Acquire),
+        }
+    }
+
+    /// Moves a manual clock on by `by`; the wall clock moves by itself and
+    /// ignores this.
+    pub fn advance(&self, by: Duration) {
+        if let Some(m) = &self.0 {
+            m.now.fetch_add(by.as_millis() as i64, Ordering::AcqRel);
+            m.generation.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Marks a point in time that an app's consumers report having
+    /// settled after (see [`Clock::generation`]); returns it.
+    pub fn touch(&self) -> u64 {
+        match &self.0 {
+            None => 0,
+            Some(m) => m.generation.fetch_add(1, Ordering::AcqRel) + 1,
+        }
+    }
+
+    /// How many moves and touches the clock has seen.
+    pub fn generation(&self) -> u64 {
+        self.0
+            .as_ref()
+            .map_or(0, |m| m.generation.load(Ordering::Acquire))
+    }
 }
 
 /// How an app reads event time; see the module docs.
@@ -37,7 +101,9 @@ pub struct EventTime {
     /// latest event time seen by this much. Default 0.
     pub out_of_orderness: Duration,
     /// After this long without records, a partition's watermark follows
-    /// the wall clock. Default 30 s; `None`: never.
+    /// the wall clock. Default 30 s; `None`: never. Choose it above the
+    /// longest pause a partition's input may take: records that arrive
+    /// after their partition moved on this way may be late.
     pub idle_timeout: Option<Duration>,
     /// Records older than the watermark by more than this are late: they
     /// go to the dead-letter topic, not to the processor. `None` (the
