@@ -181,12 +181,16 @@ pub fn markdown(doc: &Value) -> String {
     ));
     let i = &doc["input"];
     let l = &doc["latency_load"];
+    // Runs of the windowed workload alone fill no heater input.
+    let commands = match i["expected_commands"].as_f64() {
+        Some(n) => format!(" ({} commands expected)", count(n)),
+        None => String::new(),
+    };
     s.push_str(&format!(
-        "Input: {} records, {} heaters, {} partitions ({} commands expected). Latency: {} rec/s offered to a fresh input for {} s after {} s of warm-up.\n\n",
+        "Input: {} records, {} heaters, {} partitions{commands}. Latency: {} rec/s offered to a fresh input for {} s after {} s of warm-up.\n\n",
         count(i["records"].as_f64().unwrap_or(f64::NAN)),
         i["heaters"],
         i["partitions"],
-        count(i["expected_commands"].as_f64().unwrap_or(f64::NAN)),
         count(l["rate"].as_f64().unwrap_or(f64::NAN)),
         l["seconds"],
         l["warmup_seconds"],
