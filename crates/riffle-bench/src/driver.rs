@@ -276,7 +276,11 @@ impl Driver {
         self.topic(input)?;
         let producer = kafka::producer(&self.args.brokers, 20)?;
         let mut heater = Generator::new(self.args.heaters, self.args.seed);
-        let mut windows = windowed::Generator::new(self.args.heaters, self.args.seed);
+        let mut windows = windowed::Generator::new(
+            self.args.heaters,
+            self.args.seed,
+            windowed::epoch_for(self.records),
+        );
         let mut reference = windowed::Reference::new(self.args.partitions);
         let t0 = Instant::now();
         let (mut outputs, mut bytes) = (0u64, 0u64);

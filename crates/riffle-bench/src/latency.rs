@@ -82,7 +82,11 @@ impl Driver {
             Workload::Windows => {
                 // The cause of a window's result is the record that closed
                 // it: the latency is from sending that record.
-                let mut g = windowed::Generator::new(heaters, self.args.seed + 1);
+                let mut g = windowed::Generator::new(
+                    heaters,
+                    self.args.seed + 1,
+                    windowed::epoch_for(n as u64),
+                );
                 let mut reference = windowed::Reference::new(self.args.partitions);
                 for _ in 0..n {
                     let r = g.next_record();

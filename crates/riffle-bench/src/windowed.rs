@@ -9,11 +9,19 @@
 //! "heater-00017", "ts": 1718000012345}` (about 100 bytes of key and value,
 //! as the heater workload's). `ts` is the event time in milliseconds: the
 //! log API cannot set a record's timestamp, so both systems read it from
-//! the value. Record `i` is nominally at `EPOCH_MS + i` ms, so each heater
+//! the value. Record `i` is nominally at `epoch + i` ms, so each heater
 //! reports once per simulated second (with the default 1,000 heaters) and
 //! a minute of event time passes every 60,000 records; each record's `ts`
 //! is its nominal time less a random delay of up to [`JITTER_MS`], so the
 //! input is out of order by at most that much.
+//!
+//! The epoch is [`epoch_for`] the input's length: an hour more than the
+//! input spans before the moment it is filled, so that every event time is
+//! recent and in the past. Kafka Streams stamps its results with their
+//! event time, and the broker applies its time-based retention (7 days)
+//! to record timestamps and refuses timestamps more than an hour ahead:
+//! results stamped with a date long past would be deleted from the output
+//! topic within minutes, before the driver could read them back.
 //!
 //! When a window closes. Both systems track, per input partition, the
 //! latest event time seen. Riffle's watermark trails it by the
@@ -50,8 +58,14 @@ pub const CLOSE_AFTER_MS: i64 = OUT_OF_ORDERNESS_MS + GRACE_MS;
 /// The most a record's event time lags its nominal time: below the
 /// out-of-orderness, so that no record arrives late.
 pub const JITTER_MS: i64 = 1_500;
-/// Event time of the first record (nominal), milliseconds since the epoch.
-const EPOCH_MS: i64 = 1_718_000_000_000;
+/// The nominal event time of the first of `records` records filled now:
+/// they end an hour before now (module docs).
+pub fn epoch_for(records: u64) -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    now - records as i64 - 3_600_000
+}
 
 /// One input record.
 pub struct Record {
@@ -64,18 +78,22 @@ pub struct Record {
     pub measurement: f64,
 }
 
-/// The input's record stream: the same seed gives the same records.
+/// The input's record stream: the same seed and epoch give the same
+/// records.
 pub struct Generator {
     rng: fastrand::Rng,
+    epoch: i64,
     keys: Vec<String>,
     temps: Vec<f64>,
     seq: u64,
 }
 
 impl Generator {
-    pub fn new(heaters: usize, seed: u64) -> Self {
+    /// Records from nominal event time `epoch` (ms) on.
+    pub fn new(heaters: usize, seed: u64, epoch: i64) -> Self {
         Self {
             rng: fastrand::Rng::with_seed(seed),
+            epoch,
             keys: (0..heaters).map(heater_id).collect(),
             temps: (0..heaters).map(|i| 42.0 + (i % 13) as f64 * 0.5).collect(),
             seq: 0,
@@ -84,7 +102,7 @@ impl Generator {
 
     pub fn next_record(&mut self) -> Record {
         let heater = (self.seq % self.keys.len() as u64) as usize;
-        let ts = EPOCH_MS + self.seq as i64 - self.rng.i64(0..=JITTER_MS);
+        let ts = self.epoch + self.seq as i64 - self.rng.i64(0..=JITTER_MS);
         let t = &mut self.temps[heater];
         *t += (self.rng.f64() - 0.5) * 1.2;
         let number = format!("{:.12}", *t);
@@ -308,7 +326,8 @@ mod tests {
 
     #[test]
     fn records_carry_their_event_time_within_the_jitter() {
-        let mut g = Generator::new(100, 3);
+        const EPOCH_MS: i64 = 1_718_000_000_000;
+        let mut g = Generator::new(100, 3, EPOCH_MS);
         for i in 0..10_000i64 {
             let r = g.next_record();
             let v: serde_json::Value = serde_json::from_slice(&r.value).unwrap();
@@ -329,7 +348,7 @@ mod tests {
         // 300,000 records are 300 s of event time, from 20 s into a
         // window: five windows per heater close, the sixth stays open.
         let (heaters, partitions, n) = (40, 4, 300_000);
-        let mut g = Generator::new(heaters, 9);
+        let mut g = Generator::new(heaters, 9, 1_718_000_000_000);
         let mut reference = Reference::new(partitions);
         let records: Vec<Record> = (0..n).map(|_| g.next_record()).collect();
         for r in &records {
