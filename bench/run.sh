@@ -17,7 +17,8 @@
 # (3 s, so that a system's consumers are assigned together, once), runs the
 # suite and stops the broker. The
 # report goes to bench/results/<mode>-<timestamp>.{json,md}. Quick mode (the
-# default) takes about 5 minutes; full mode about 22. Full mode runs each
+# default) takes about 5 minutes for the heater workload's systems, about
+# 8 more with the windowed workload's; full mode about 22 for the former. Full mode runs each
 # system's throughput phase 3 times, interleaved across the systems, and
 # reports the median run (--repeat N overrides; quick mode runs it once).
 # `target/release/riffle-bench run --help` lists the other flags
