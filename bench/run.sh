@@ -2,7 +2,9 @@
 # Throughput and latency of Riffle on Apache Kafka, next to a librdkafka
 # pass-through (the physical limit), the heater controller written by hand
 # on librdkafka (the bare baseline) and the peers: Kafka Streams and the
-# book's Python/Ray controller.
+# book's Python/Ray controller; and a second workload, per-heater statistics
+# over windows of event time, in Riffle and Kafka Streams (riffle-window-*,
+# kafka-streams-window-*, with an input of their own).
 #
 #   bench/run.sh [--quick|--full] [riffle-bench run flags...]
 #
@@ -15,11 +17,16 @@
 # (3 s, so that a system's consumers are assigned together, once), runs the
 # suite and stops the broker. The
 # report goes to bench/results/<mode>-<timestamp>.{json,md}. Quick mode (the
-# default) takes about 5 minutes; full mode about 22. Full mode runs each
+# default) takes about 5 minutes for the heater workload's systems, about
+# 8 more with the windowed workload's; full mode about 22 for the former. Full mode runs each
 # system's throughput phase 3 times, interleaved across the systems, and
 # reports the median run (--repeat N overrides; quick mode runs it once).
 # `target/release/riffle-bench run --help` lists the other flags
-# (--only, --records, --rate, --latency, --repeat, ...).
+# (--only, --records, --rate, --latency, --repeat, ...); `riffle-bench
+# systems` lists the systems. The windowed workload alone, as BENCHMARKS.md
+# reports it:
+#   bench/run.sh --quick --latency 60s --warmup 10s \
+#     --only riffle-window-alo,riffle-window-eos,kafka-streams-window-alo,kafka-streams-window-eos
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

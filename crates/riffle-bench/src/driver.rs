@@ -1,6 +1,6 @@
 //! What the phases of `riffle-bench run` share: its flags, the [`Driver`]
 //! (the broker, the run's sizes and its helpers for topics, offsets and
-//! command lines), and the filled input with the commands expected of it
+//! command lines), and the filled inputs with the outputs expected of them
 //! ([`Filled`]). The phases are methods of the driver in their own modules
 //! (`throughput.rs`, `latency.rs`); `suite.rs` runs them in order.
 
@@ -14,7 +14,8 @@ use riffle::log::{partition_for_key, Log, TopicSpec};
 use crate::data::Generator;
 use crate::figures::rate;
 use crate::kafka::{self, Result};
-use crate::systems::System;
+use crate::systems::{System, Workload};
+use crate::windowed;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
@@ -112,39 +113,47 @@ pub(crate) struct Driver {
     pub(crate) repo: PathBuf,
 }
 
-/// The filled input topic: what the systems must produce for it.
+/// A filled input topic: what the systems must produce for it. The heater
+/// workload's outputs are the controller's commands; the windowed
+/// workload's are its window results, each "caused" by the record that
+/// closed its window.
 pub(crate) struct Filled {
     pub(crate) topic: String,
-    /// Commands the controller sends for the whole input.
-    pub(crate) commands: u64,
-    /// Per input partition, the offsets of the records that cause a command
-    /// (ascending): the expected commands for any committed position.
-    pub(crate) command_offsets: Vec<Vec<i64>>,
-    /// The fill-order index of the record that causes each command.
-    pub(crate) command_records: Vec<u64>,
+    /// Outputs expected for the whole input (commands, or window results).
+    pub(crate) outputs: u64,
+    /// Per input partition, the offsets of the records that cause an
+    /// output (ascending; a record closing several windows appears once
+    /// per window): the expected outputs for any committed position.
+    pub(crate) output_offsets: Vec<Vec<i64>>,
+    /// The fill-order index of the record that causes each output,
+    /// ascending.
+    pub(crate) output_causes: Vec<u64>,
+    /// The windowed workload's expected results (empty for the heater's).
+    pub(crate) windows: Vec<windowed::Expected>,
 }
 
 impl Filled {
-    /// Input records processed by a controller that has sent `n` commands,
+    /// Input records processed by a system that has written `n` outputs,
     /// estimated from the fill order: up to the record that caused the
-    /// n-th command (all of them once every command is out). Partitions
+    /// n-th output (all of them once every output is out). Partitions
     /// are read in parallel, so the fill order is the order of processing
-    /// up to the interleaving of partitions. A count of commands alone
+    /// up to the interleaving of partitions. A count of outputs alone
     /// would not do: they are not spread evenly over the input (with the
-    /// default seed, 5 % of the commands are caused by the first 1.9 % of
-    /// the records, as each heater's first excursion always sends one).
-    pub(crate) fn records_for_commands(&self, n: u64) -> u64 {
+    /// default seed, 5 % of the heater's commands are caused by the first
+    /// 1.9 % of the records, as each heater's first excursion always sends
+    /// one; the windows close in bursts, every heater's minute at once).
+    pub(crate) fn records_for_outputs(&self, n: u64) -> u64 {
         match n {
             0 => 0,
-            n if n >= self.commands => u64::MAX,
-            n => self.command_records[n as usize - 1] + 1,
+            n if n >= self.outputs => u64::MAX,
+            n => self.output_causes[n as usize - 1] + 1,
         }
     }
 
-    /// Commands the controller sends for the records below `committed[p]`
-    /// in each partition `p`.
-    pub(crate) fn commands_below(&self, committed: &[i64]) -> u64 {
-        self.command_offsets
+    /// Outputs the system writes for the records below `committed[p]` in
+    /// each partition `p`.
+    pub(crate) fn outputs_below(&self, committed: &[i64]) -> u64 {
+        self.output_offsets
             .iter()
             .zip(committed)
             .map(|(offsets, &c)| offsets.partition_point(|&o| o < c) as u64)
@@ -259,40 +268,61 @@ impl Driver {
         Ok(argv)
     }
 
-    /// Fills the input topic and works out, per partition, which records
-    /// cause a command. The producer places keys as the Java client does
-    /// (murmur2), so the driver knows each record's partition and offset;
-    /// the topic's ends are checked against that.
-    pub(crate) fn fill(&self, input: &str) -> Result<Filled> {
+    /// Fills the input topic of `workload` and works out, per partition,
+    /// which records cause an output. The producer places keys as the
+    /// Java client does (murmur2), so the driver knows each record's
+    /// partition and offset; the topic's ends are checked against that.
+    pub(crate) fn fill(&self, input: &str, workload: Workload) -> Result<Filled> {
         self.topic(input)?;
         let producer = kafka::producer(&self.args.brokers, 20)?;
-        let mut g = Generator::new(self.args.heaters, self.args.seed);
+        let mut heater = Generator::new(self.args.heaters, self.args.seed);
+        let mut windows = windowed::Generator::new(
+            self.args.heaters,
+            self.args.seed,
+            windowed::epoch_for(self.records),
+        );
+        let mut reference = windowed::Reference::new(self.args.partitions);
         let t0 = Instant::now();
-        let (mut commands, mut bytes) = (0u64, 0u64);
+        let (mut outputs, mut bytes) = (0u64, 0u64);
         let parts = self.args.partitions as usize;
         let mut next_offset = vec![0i64; parts];
-        let mut command_offsets = vec![Vec::new(); parts];
-        let mut command_records = Vec::new();
+        let mut output_offsets = vec![Vec::new(); parts];
+        let mut output_causes = Vec::new();
         for i in 0..self.records {
-            let r = g.next_record();
-            let p = partition_for_key(r.key.as_bytes(), self.args.partitions) as usize;
-            if r.command.is_some() {
-                commands += 1;
-                command_offsets[p].push(next_offset[p]);
-                command_records.push(i);
+            let (key, value, p, caused) = match workload {
+                Workload::Heater => {
+                    let r = heater.next_record();
+                    let p = partition_for_key(r.key.as_bytes(), self.args.partitions) as usize;
+                    (r.key, r.value, p, r.command.is_some() as usize)
+                }
+                Workload::Windows => {
+                    let r = windows.next_record();
+                    let before = reference.closed.len();
+                    let p = reference.add(&r);
+                    (r.key, r.value, p, reference.closed.len() - before)
+                }
+            };
+            for _ in 0..caused {
+                outputs += 1;
+                output_offsets[p].push(next_offset[p]);
+                output_causes.push(i);
             }
             next_offset[p] += 1;
-            bytes += (r.key.len() + r.value.len()) as u64;
-            kafka::send(&producer, input, r.key.as_bytes(), &r.value)?;
+            bytes += (key.len() + value.len()) as u64;
+            kafka::send(&producer, input, key.as_bytes(), &value)?;
             if i > 0 && i % 1_000_000 == 999_999 {
                 progress!(self, "fill: {} records", i + 1);
             }
         }
         kafka::flush(&producer)?;
         let secs = t0.elapsed().as_secs_f64();
+        let what = match workload {
+            Workload::Heater => "commands",
+            Workload::Windows => "window results",
+        };
         progress!(
             self,
-            "fill: {} records ({:.0} bytes each, key + value) in {secs:.1} s, {}; {commands} commands expected",
+            "fill {input}: {} records ({:.0} bytes each, key + value) in {secs:.1} s, {}; {outputs} {what} expected",
             self.records,
             bytes as f64 / self.records as f64,
             rate(self.records as f64, secs)
@@ -305,9 +335,10 @@ impl Driver {
         }
         Ok(Filled {
             topic: input.to_string(),
-            commands,
-            command_offsets,
-            command_records,
+            outputs,
+            output_offsets,
+            output_causes,
+            windows: reference.closed,
         })
     }
 }

@@ -97,14 +97,28 @@ pub fn reader(
 /// Counts the records of `topic` (committed ones only, with
 /// `read_committed`), reading until every partition reports its end.
 pub fn count(brokers: &str, topic: &str, partitions: i32, read_committed: bool) -> Result<u64> {
+    let mut n = 0u64;
+    read_all(brokers, topic, partitions, read_committed, |_, _| n += 1)?;
+    Ok(n)
+}
+
+/// Hands every record of `topic` (committed ones only, with
+/// `read_committed`) to `f` as key and value, reading until every
+/// partition reports its end.
+pub fn read_all(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    read_committed: bool,
+    mut f: impl FnMut(Option<&[u8]>, &[u8]),
+) -> Result<()> {
     let consumer = reader(brokers, topic, partitions, read_committed)?;
     let mut at_end = vec![false; partitions as usize];
-    let mut n = 0u64;
     let mut last = Instant::now();
     while at_end.iter().any(|e| !e) {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
-                n += 1;
+                f(m.key(), m.payload().unwrap_or_default());
                 at_end[m.partition() as usize] = false;
                 last = Instant::now();
             }
@@ -119,5 +133,5 @@ pub fn count(brokers: &str, topic: &str, partitions: i32, read_committed: bool) 
             return Err(format!("reading {topic}: nothing arrived for 30 s"));
         }
     }
-    Ok(n)
+    Ok(())
 }

@@ -1,6 +1,11 @@
 //! The latency phase: records offered at a fixed rate to a fresh input,
 //! and per expected output the time from sending the record that causes it
-//! to receiving it.
+//! to receiving it. For the heater workload the cause of a command is the
+//! measurement it answers; for the windowed workload the cause of a
+//! window's result is the record whose event time closed the window (the
+//! first of its partition at or past the window's end plus the
+//! out-of-orderness and grace, `windowed.rs`): no system can send the
+//! result before that record, and everything after it is the system's.
 //!
 //! A system that cannot keep up with the offered load leaves outputs that
 //! never arrive within the wait after the load. Those count as +infinity in
@@ -20,11 +25,12 @@ use riffle_heater::messages::Command;
 use serde_json::{json, Value};
 
 use crate::child::Child;
-use crate::data::Generator;
+use crate::data::{heater_id, Generator};
 use crate::driver::Driver;
 use crate::kafka::{self, Result};
 use crate::progress;
-use crate::systems::{Output, System};
+use crate::systems::{Output, System, Workload};
+use crate::windowed;
 
 /// After the load: wait for outputs until all arrived or none arrived for
 /// QUIET, but no longer than DRAIN.
@@ -44,25 +50,53 @@ impl Driver {
         self.topic(&input)?;
         self.topic(&output)?;
 
-        // The records, and per heater the input index of each expected output.
+        // The records, and per heater the input index of each expected
+        // output with what it should say.
         let heaters = self.args.heaters;
-        // Settings, then a warm-up at the offered load, then what is measured.
-        let first = heaters + (self.args.rate * self.warmup_secs) as usize;
+        // The heater workload starts with the settings, sent before the
+        // load; then a warm-up at the offered load, then what is measured.
+        let lead = match sys.workload() {
+            Workload::Heater => heaters,
+            Workload::Windows => 0,
+        };
+        let first = lead + (self.args.rate * self.warmup_secs) as usize;
         let n = first + (self.args.rate * self.latency_secs) as usize;
-        let mut g = Generator::new(heaters, self.args.seed + 1);
-        let mut records = Vec::with_capacity(n);
-        let mut expected: Vec<Vec<(u32, Option<Command>)>> = vec![Vec::new(); heaters];
-        for i in 0..n {
-            let r = g.next_record();
-            match sys.output {
-                Output::Echo => expected[r.heater as usize].push((i as u32, None)),
-                Output::Commands => {
-                    if let Some(c) = r.command {
-                        expected[r.heater as usize].push((i as u32, Some(c)));
+        let mut records: Vec<(String, Vec<u8>)> = Vec::with_capacity(n);
+        let mut expected: Vec<Vec<(u32, Want)>> = vec![Vec::new(); heaters];
+        match sys.workload() {
+            Workload::Heater => {
+                let mut g = Generator::new(heaters, self.args.seed + 1);
+                for i in 0..n {
+                    let r = g.next_record();
+                    let want = match (sys.output, r.command) {
+                        (Output::Echo, _) => Some(Want::Any),
+                        (_, Some(c)) => Some(Want::Command(c)),
+                        (_, None) => None,
+                    };
+                    if let Some(want) = want {
+                        expected[r.heater as usize].push((i as u32, want));
                     }
+                    records.push((r.key, r.value));
                 }
             }
-            records.push(r);
+            Workload::Windows => {
+                // The cause of a window's result is the record that closed
+                // it: the latency is from sending that record.
+                let mut g = windowed::Generator::new(
+                    heaters,
+                    self.args.seed + 1,
+                    windowed::epoch_for(n as u64),
+                );
+                let mut reference = windowed::Reference::new(self.args.partitions);
+                for _ in 0..n {
+                    let r = g.next_record();
+                    reference.add(&r);
+                    records.push((r.key, r.value));
+                }
+                for e in reference.closed {
+                    expected[e.heater as usize].push((e.cause as u32, Want::Window(e)));
+                }
+            }
         }
         let expected_total: u64 = expected.iter().map(|e| e.len() as u64).sum();
 
@@ -79,7 +113,7 @@ impl Driver {
             )?;
             let (stop, received) = (stop.clone(), received.clone());
             let output = output.clone();
-            std::thread::spawn(move || -> Result<Vec<(u32, Option<Command>, u64)>> {
+            std::thread::spawn(move || -> Result<Vec<(u32, Vec<u8>, u64)>> {
                 let mut got = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
                     match consumer.poll(Duration::from_millis(20)) {
@@ -93,8 +127,7 @@ impl Driver {
                                 .ok_or_else(|| {
                                     format!("{output}: an output without a heater key")
                                 })?;
-                            let command = Command::from_json(m.payload().unwrap_or_default()).ok();
-                            got.push((heater, command, at));
+                            got.push((heater, m.payload().unwrap_or_default().to_vec(), at));
                             received.fetch_add(1, Ordering::Relaxed);
                         }
                         Some(Err(KafkaError::PartitionEOF(_))) | None => {}
@@ -128,14 +161,14 @@ impl Driver {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
-        // The settings. A system without a ready line is waited for until
+        // The leading records (the settings). A system without a ready line is waited for until
         // its group has committed them, the only sign that it is up. One
         // with a ready line is not: it may commit seldom (Kafka Streams
         // every 30 s under at-least-once), and the settings precede the
         // measurements in every partition and are processed in the warm-up.
-        for (i, r) in records[..heaters].iter().enumerate() {
+        for (i, (key, value)) in records[..lead].iter().enumerate() {
             sent_at[i] = base.elapsed().as_nanos() as u64;
-            kafka::send(&producer, &input, r.key.as_bytes(), &r.value)?;
+            kafka::send(&producer, &input, key.as_bytes(), value)?;
         }
         kafka::flush(&producer)?;
         let highs = self.highs(&input)?;
@@ -156,7 +189,7 @@ impl Driver {
         }
         progress!(
             self,
-            "{}: latency phase: started and given the {heaters} settings in {:.1} s; offering {} rec/s for {} s + {} s",
+            "{}: latency phase: started and given the {lead} leading records in {:.1} s; offering {} rec/s for {} s + {} s",
             sys.name,
             t0.elapsed().as_secs_f64(),
             self.args.rate,
@@ -167,14 +200,14 @@ impl Driver {
         // The fixed offered load.
         let t1 = Instant::now();
         let per_record = 1.0 / self.args.rate as f64;
-        for (j, r) in records[heaters..].iter().enumerate() {
+        for (j, (key, value)) in records[lead..].iter().enumerate() {
             let due = t1 + Duration::from_secs_f64(j as f64 * per_record);
             let now = Instant::now();
             if due > now {
                 std::thread::sleep(due - now);
             }
-            sent_at[heaters + j] = base.elapsed().as_nanos() as u64;
-            kafka::send(&producer, &input, r.key.as_bytes(), &r.value)?;
+            sent_at[lead + j] = base.elapsed().as_nanos() as u64;
+            kafka::send(&producer, &input, key.as_bytes(), value)?;
         }
         let send_secs = t1.elapsed().as_secs_f64();
         kafka::flush(&producer)?;
@@ -199,14 +232,15 @@ impl Driver {
         let mut next = vec![0usize; heaters];
         let (mut samples, mut wrong, mut extra) = (Vec::new(), 0u64, 0u64);
         let got_total = got.len();
-        for (heater, command, at) in got {
+        for (heater, payload, at) in got {
             let Some(k) = next.get_mut(heater as usize) else {
                 extra += 1;
                 continue;
             };
             match expected[heater as usize].get(*k) {
-                Some(&(idx, want)) => {
-                    if sys.output == Output::Commands && command != want {
+                Some((idx, want)) => {
+                    let idx = *idx;
+                    if !want.answered_by(heater, &payload) {
                         wrong += 1;
                     }
                     if idx as usize >= first {
@@ -232,7 +266,7 @@ impl Driver {
             .map(|&(idx, _)| stopped_at.saturating_sub(sent_at[idx as usize]))
             .collect();
         let latencies = Latencies::new(samples, unanswered.clone());
-        let offered = (n - heaters) as f64 / send_secs;
+        let offered = (n - lead) as f64 / send_secs;
         progress!(
             self,
             "{}: {} samples after the warm-up ({} never arrived), {:.0} rec/s offered: p50 {}, p99 {}, p99.9 {}, max {}; {} missing, {wrong} wrong, {extra} extra",
@@ -266,6 +300,30 @@ impl Driver {
             }
         }
         Ok(v)
+    }
+}
+
+/// What an expected output must say.
+#[derive(Clone, Copy)]
+enum Want {
+    /// Anything (a pass-through's echo).
+    Any,
+    /// This command.
+    Command(Command),
+    /// This window's result.
+    Window(windowed::Expected),
+}
+
+impl Want {
+    fn answered_by(&self, heater: u32, payload: &[u8]) -> bool {
+        match self {
+            Want::Any => true,
+            Want::Command(c) => Command::from_json(payload).ok() == Some(*c),
+            Want::Window(e) => {
+                let key = heater_id(heater as usize);
+                windowed::Got::parse(Some(key.as_bytes()), payload).is_ok_and(|(_, g)| g.matches(e))
+            }
+        }
     }
 }
 

@@ -1,7 +1,9 @@
 //! `riffle-bench`: throughput and latency of Riffle's apps on Apache Kafka,
 //! next to a librdkafka pass-through that marks the physical limit, the
 //! heater controller written by hand on librdkafka (the bare baseline) and
-//! the peers (Kafka Streams, the book's Python/Ray controller).
+//! the peers (Kafka Streams, the book's Python/Ray controller); and a
+//! second workload, per-heater statistics over windows of event time
+//! (`windowed.rs`), in Riffle and in Kafka Streams.
 //!
 //! ```text
 //! riffle-bench run [--mode quick|full] [--brokers 127.0.0.1:29092] [--only a,b]
@@ -26,6 +28,7 @@ mod suite;
 mod systems;
 mod throughput;
 mod window;
+mod windowed;
 mod worker;
 
 use clap::{Parser, Subcommand};

@@ -118,6 +118,7 @@ fn outputs_cell(r: &Value) -> String {
     }
     let n = |v: &Value| count(v.as_f64().unwrap_or(f64::NAN));
     let mut text = format!("{} ({})", n(&t["output_records"]), n(&t["expected_output"]));
+    text.push_str(&window_check_note(&t["window_check"]));
     let runs = r["throughput_runs"]
         .as_array()
         .map_or(&[][..], Vec::as_slice);
@@ -142,6 +143,26 @@ fn outputs_cell(r: &Value) -> String {
     text
 }
 
+/// For a run of the windowed workload: how its results differ from the
+/// reference's, if they do ("" when every one is right).
+fn window_check_note(c: &Value) -> String {
+    if !c.is_object() {
+        return String::new();
+    }
+    let problems: Vec<String> = ["wrong", "unexpected", "duplicates", "missing"]
+        .iter()
+        .filter_map(|k| {
+            let n = c[*k].as_u64().unwrap_or(0);
+            (n > 0).then(|| format!("{} {k}", count(n as f64)))
+        })
+        .collect();
+    if problems.is_empty() {
+        String::new()
+    } else {
+        format!(", **results: {}**", problems.join(", "))
+    }
+}
+
 pub fn markdown(doc: &Value) -> String {
     let m = &doc["machine"];
     let mut s = String::new();
@@ -160,16 +181,33 @@ pub fn markdown(doc: &Value) -> String {
     ));
     let i = &doc["input"];
     let l = &doc["latency_load"];
+    // Runs of the windowed workload alone fill no heater input.
+    let commands = match i["expected_commands"].as_f64() {
+        Some(n) => format!(" ({} commands expected)", count(n)),
+        None => String::new(),
+    };
     s.push_str(&format!(
-        "Input: {} records, {} heaters, {} partitions ({} commands expected). Latency: {} rec/s offered to a fresh input for {} s after {} s of warm-up.\n\n",
+        "Input: {} records, {} heaters, {} partitions{commands}. Latency: {} rec/s offered to a fresh input for {} s after {} s of warm-up.\n\n",
         count(i["records"].as_f64().unwrap_or(f64::NAN)),
         i["heaters"],
         i["partitions"],
-        count(i["expected_commands"].as_f64().unwrap_or(f64::NAN)),
         count(l["rate"].as_f64().unwrap_or(f64::NAN)),
         l["seconds"],
         l["warmup_seconds"],
     ));
+    if let Some(w) = i["windows"].as_object() {
+        s.push_str(&format!(
+            "Windowed workload (`riffle-window-*`, `kafka-streams-window-*`): its own input of {} measurements with event time, out of order by up to {} ms; tumbling windows of {} ms per heater, closed {} ms after their end by each partition's latest event time (Riffle: out-of-orderness {} ms + grace {} ms; Kafka Streams: grace {} ms); {} results expected, each checked against the reference. Its latency runs from sending the record that closed a window to receiving the window's result.\n\n",
+            count(i["records"].as_f64().unwrap_or(f64::NAN)),
+            w["jitter_ms"],
+            w["window_ms"],
+            w["kafka_streams_grace_ms"],
+            w["out_of_orderness_ms"],
+            w["grace_ms"],
+            w["kafka_streams_grace_ms"],
+            count(w["expected_results"].as_f64().unwrap_or(f64::NAN)),
+        ));
+    }
     s.push_str("| workload | guarantee | records/s | vs ceiling | start-up / wall s | CPU s / M records | RSS MB peak / at rest | outputs (expected) | latency p50 / p99 / p99.9 ms |\n");
     s.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
     let results = doc["results"].as_array().cloned().unwrap_or_default();
@@ -189,8 +227,10 @@ pub fn markdown(doc: &Value) -> String {
                 count(i["records"].as_f64().unwrap_or(f64::NAN))
             ));
         }
+        let windows = t["window_check"].is_object()
+            || r["name"].as_str().is_some_and(|n| n.contains("-window-"));
         let ratio = match (rps, ceiling) {
-            (Some(a), Some(c)) => format!("{:.2}", a / c),
+            (Some(a), Some(c)) if !windows => format!("{:.2}", a / c),
             _ => "–".into(),
         };
         let mb = |v: &Value| {
@@ -332,5 +372,15 @@ mod tests {
         );
         let single = json!({"throughput": run(1.0, 5, 5)});
         assert_eq!(outputs_cell(&single), "5 (5)");
+        let mut windows = json!({"throughput": run(1.0, 5, 6)});
+        windows["throughput"]["window_check"] =
+            json!({"right": 4, "wrong": 1, "unexpected": 0, "duplicates": 0, "missing": 1});
+        assert_eq!(
+            outputs_cell(&windows),
+            "5 (6), **results: 1 wrong, 1 missing**"
+        );
+        windows["throughput"]["window_check"] =
+            json!({"right": 6, "wrong": 0, "unexpected": 0, "duplicates": 0, "missing": 0});
+        assert_eq!(outputs_cell(&windows), "5 (6)");
     }
 }

@@ -14,7 +14,8 @@ use crate::figures::median_run;
 use crate::kafka::Result;
 use crate::progress;
 use crate::report;
-use crate::systems::{self, Placement, System};
+use crate::systems::{self, Placement, System, Workload};
+use crate::windowed;
 
 pub fn run(args: RunArgs) -> Result<()> {
     let (records, repeat, latency_secs, warmup_secs) = match args.mode {
@@ -60,8 +61,23 @@ pub fn run(args: RunArgs) -> Result<()> {
         d.args.rate
     );
 
-    let input = format!("bench-input-{}", d.run_id);
-    let filled = d.fill(&input)?;
+    // One input per workload that a selected system reads.
+    let needs = |w: Workload| systems.iter().any(|s| s.workload() == w);
+    let heater = match needs(Workload::Heater) {
+        true => Some(d.fill(&format!("bench-input-{}", d.run_id), Workload::Heater)?),
+        false => None,
+    };
+    let windows = match needs(Workload::Windows) {
+        true => Some(d.fill(
+            &format!("bench-windows-input-{}", d.run_id),
+            Workload::Windows,
+        )?),
+        false => None,
+    };
+    let input_of = |sys: &System| match sys.workload() {
+        Workload::Heater => heater.as_ref().expect("filled for its systems"),
+        Workload::Windows => windows.as_ref().expect("filled for its systems"),
+    };
     let out_dir = d.args.out_dir.clone();
     let mode = format!("{:?}", d.args.mode).to_lowercase();
     let base = out_dir.join(format!("{mode}-{}", d.run_id));
@@ -95,8 +111,16 @@ pub fn run(args: RunArgs) -> Result<()> {
                 "records": d.records,
                 "heaters": d.args.heaters,
                 "partitions": d.args.partitions,
-                "expected_commands": filled.commands,
+                "expected_commands": heater.as_ref().map(|f| f.outputs),
                 "seed": d.args.seed,
+                "windows": windows.as_ref().map(|f| json!({
+                    "expected_results": f.outputs,
+                    "window_ms": windowed::WINDOW_MS,
+                    "out_of_orderness_ms": windowed::OUT_OF_ORDERNESS_MS,
+                    "grace_ms": windowed::GRACE_MS,
+                    "kafka_streams_grace_ms": windowed::KS_GRACE_MS,
+                    "jitter_ms": windowed::JITTER_MS,
+                })),
             },
             "repeat": d.repeat,
             "latency_load": {"rate": d.args.rate, "seconds": d.latency_secs, "warmup_seconds": d.warmup_secs},
@@ -108,7 +132,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     // every system alike rather than on all the runs of one.
     for rep in 1..=d.repeat {
         for (i, sys) in systems.iter().enumerate() {
-            let run = d.throughput(sys, &filled, rep).unwrap_or_else(|e| {
+            let run = d.throughput(sys, input_of(sys), rep).unwrap_or_else(|e| {
                 progress!(d, "{}: throughput phase failed: {e}", d.label(sys, rep));
                 json!({ "error": e })
             });

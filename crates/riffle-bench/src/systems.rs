@@ -20,6 +20,18 @@ pub enum Output {
     Echo,
     /// The heater controller's ON/OFF commands.
     Commands,
+    /// One result per closed window of the windowed-aggregation workload
+    /// (`windowed.rs`), which has an input of its own.
+    Windows,
+}
+
+/// Which input a system reads: the heater workload's sensor records
+/// (settings and measurements) or the windowed workload's measurements
+/// with event time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    Heater,
+    Windows,
 }
 
 /// Where a system's input comes from.
@@ -56,6 +68,13 @@ pub struct System {
 impl System {
     pub fn exactly_once(&self) -> bool {
         self.guarantee == "exactly-once"
+    }
+
+    pub fn workload(&self) -> Workload {
+        match self.output {
+            Output::Echo | Output::Commands => Workload::Heater,
+            Output::Windows => Workload::Windows,
+        }
     }
 }
 
@@ -192,7 +211,56 @@ pub const SYSTEMS: &[System] = &[
     },
     python_riffle("python-riffle-alo", ALO),
     python_riffle("python-riffle-eos", EOS),
+    riffle_window("riffle-window-alo", ALO),
+    riffle_window("riffle-window-eos", EOS),
+    kafka_streams_window("kafka-streams-window-alo", ALO),
+    kafka_streams_window("kafka-streams-window-eos", EOS),
 ];
+
+/// Riffle's `Windowed` app on the windowed workload: tumbling minutes,
+/// `Stats`, the out-of-orderness and grace of `windowed.rs`, key-based.
+const fn riffle_window(name: &'static str, guarantee: &'static str) -> System {
+    System {
+        name,
+        description: "per-heater statistics per minute of event time, riffle Windowed (tumbling 60 s, Stats), Style::Keyed",
+        guarantee,
+        output: Output::Windows,
+        placement: Placement::Kafka,
+        argv: &["{bench}", "worker", "riffle-window"],
+        ready: Some(READY),
+        prefix: None,
+    }
+}
+
+/// The same windows in Kafka Streams' DSL (`bench/kafka-streams`,
+/// `--app windows`): `TimeWindows.ofSizeAndGrace(60 s, 5 s)`, the grace
+/// being `windowed::KS_GRACE_MS` (checked by a test), and
+/// `suppress(untilWindowCloses)`. Its commit interval is 100 ms under both
+/// guarantees, as Riffle's: Kafka Streams hands windows on from its store
+/// cache only at a commit, so under at-least-once its default of 30 s
+/// would hold every result back for up to 30 s.
+const fn kafka_streams_window(name: &'static str, guarantee: &'static str) -> System {
+    System {
+        name,
+        description: "per-heater statistics per minute of event time, Kafka Streams 4.4 DSL (TimeWindows, aggregate, suppress) (bench/kafka-streams)",
+        guarantee,
+        output: Output::Windows,
+        placement: Placement::Kafka,
+        argv: &[
+            "{repo}/bench/kafka-streams/run.sh",
+            "--app",
+            "windows",
+            "--window-ms",
+            "60000",
+            "--grace-ms",
+            "5000",
+            "--config",
+            "commit.interval.ms=100",
+        ],
+        ready: Some("heater-kafka-streams: RUNNING"),
+        prefix: None,
+    }
+}
 
 /// The heater controller in Python on Riffle (`bench/python-riffle`): the
 /// book's rule as a Python function, run by Riffle's key-based app. Over a
@@ -212,4 +280,27 @@ const fn python_riffle(name: &'static str, guarantee: &'static str) -> System {
 
 pub fn find(name: &str) -> Option<&'static System> {
     SYSTEMS.iter().find(|s| s.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::windowed::{KS_GRACE_MS, WINDOW_MS};
+
+    /// Kafka Streams is given the windows the reference computes.
+    #[test]
+    fn kafka_streams_runs_the_reference_windows() {
+        let s = find("kafka-streams-window-alo").unwrap();
+        let arg = |flag: &str| {
+            let i = s.argv.iter().position(|a| *a == flag).unwrap();
+            s.argv[i + 1].parse::<i64>().unwrap()
+        };
+        assert_eq!(arg("--window-ms"), WINDOW_MS);
+        assert_eq!(arg("--grace-ms"), KS_GRACE_MS);
+        assert_eq!(s.workload(), Workload::Windows);
+        assert_eq!(
+            find("riffle-keyed-alo").unwrap().workload(),
+            Workload::Heater
+        );
+    }
 }

@@ -5,8 +5,9 @@
 //!
 //! - at-least-once, whole input: outputs written (the sum of the output
 //!   topic's high watermarks), converted to the input records they account
-//!   for (`Filled::records_for_commands`; one output per record for the
-//!   pass-throughs), / all input records. Committed offsets would not do:
+//!   for (`Filled::records_for_outputs`: up to the record that caused the
+//!   last command or closed the last window; one output per record for
+//!   the pass-throughs), / all input records. Committed offsets would not do:
 //!   Kafka Streams commits every 30 s under at-least-once, and the rate
 //!   would measure its commit interval.
 //! - exactly-once: input records committed / target. Outputs there include
@@ -38,6 +39,7 @@ use crate::kafka::{self, Result};
 use crate::progress;
 use crate::systems::{Output, Placement, System};
 use crate::window::{Point, Progress};
+use crate::windowed;
 
 /// How a system's progress is read.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -79,7 +81,7 @@ impl Driver {
         let argv = self.argv(sys, &input.topic, &output, &group)?;
         let all_outputs = match sys.output {
             Output::Echo => self.records,
-            Output::Commands => input.commands,
+            Output::Commands | Output::Windows => input.outputs,
         };
         let target = self.target(sys);
         let measure = Measure::of(sys);
@@ -116,7 +118,7 @@ impl Driver {
                     let outputs = h.iter().sum::<i64>() as u64;
                     match sys.output {
                         Output::Echo => outputs,
-                        Output::Commands => input.records_for_commands(outputs),
+                        Output::Commands | Output::Windows => input.records_for_outputs(outputs),
                     }
                     .min(target)
                 }),
@@ -182,11 +184,15 @@ impl Driver {
             Some(_) => {
                 let committed = self.committed_offsets(&group, &input.topic, &highs)?;
                 let expected = match sys.output {
-                    Output::Commands => input.commands_below(&committed),
+                    Output::Commands | Output::Windows => input.outputs_below(&committed),
                     Output::Echo => committed.iter().sum::<i64>() as u64,
                 };
                 (expected, Some(committed.iter().sum::<i64>() as u64))
             }
+        };
+        let window_check = match sys.output {
+            Output::Windows => Some(self.check_windows(sys, input, &output)?),
+            _ => None,
         };
         let cpu_per_million = window.cpu_s / window.records * 1e6;
         progress!(
@@ -219,6 +225,43 @@ impl Driver {
             "expected_output": expected_output,
             "committed_at_stop": committed_at_stop,
             "exit_status": exit.status,
+            "window_check": window_check,
+        }))
+    }
+
+    /// Reads back every window result of a run and compares it with the
+    /// reference's (`windowed::check`): same windows, counts, sums, minima,
+    /// maxima and means.
+    fn check_windows(&self, sys: &System, input: &Filled, output: &str) -> Result<Value> {
+        let mut got = Vec::with_capacity(input.windows.len());
+        kafka::read_all(
+            &self.args.brokers,
+            output,
+            self.args.partitions,
+            sys.exactly_once(),
+            |k, v| got.push(windowed::Got::parse(k, v)),
+        )?;
+        let c = windowed::check(&input.windows, got);
+        progress!(
+            self,
+            "{}: window results against the reference: {} right, {} wrong, {} unexpected, {} duplicates, {} missing{}",
+            sys.name,
+            c.right,
+            c.wrong,
+            c.unexpected,
+            c.duplicates,
+            c.missing,
+            c.first_problem
+                .as_deref()
+                .map_or(String::new(), |p| format!("; first: {p}"))
+        );
+        Ok(json!({
+            "right": c.right,
+            "wrong": c.wrong,
+            "unexpected": c.unexpected,
+            "duplicates": c.duplicates,
+            "missing": c.missing,
+            "first_problem": c.first_problem,
         }))
     }
 
@@ -234,7 +277,7 @@ impl Driver {
         let argv = self.argv(sys, &input.topic, output, group)?;
         let expected_output = match sys.output {
             Output::Echo => self.records,
-            Output::Commands => input.commands,
+            Output::Commands | Output::Windows => input.outputs,
         };
         progress!(
             self,

@@ -1,5 +1,6 @@
 //! `riffle-bench worker NAME`: the systems under test that this program
-//! provides (the bare heater controller in `bare.rs`). Each reads `--input` as `--group`, writes to `--output` and
+//! provides (the bare heater controller in `bare.rs`, the windowed
+//! workload's aggregation here). Each reads `--input` as `--group`, writes to `--output` and
 //! runs until SIGTERM (the in-process one runs to the end of its input and
 //! prints its measurement).
 
@@ -13,13 +14,15 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use riffle::log::embedded::EmbeddedLog;
 use riffle::log::kafka::KafkaLog;
-use riffle::log::{Log, OutRecord, TopicSpec};
-use riffle::process::{stateless, App, Guarantee, Running, Style};
+use riffle::log::{Log, OutRecord, RecordRef, TopicSpec};
+use riffle::process::window::{Stats, Windowed, Windows};
+use riffle::process::{stateless, App, EventTime, Guarantee, Running, Style};
 use riffle_heater::controller::Controller;
 
 use crate::bare;
 use crate::kafka::{config, Result};
 use crate::stop::{catch_signals, stopped, wait_for_signal};
+use crate::windowed;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Kind {
@@ -35,6 +38,9 @@ pub enum Kind {
     RiffleActors,
     /// The heater controller on the in-memory embedded log.
     RiffleEmbedded,
+    /// Per-heater statistics over tumbling windows of event time
+    /// (`windowed.rs`), key-based style.
+    RiffleWindow,
 }
 
 #[derive(Args, Debug)]
@@ -80,7 +86,7 @@ pub fn run(a: WorkerArgs) -> Result<()> {
             exactly_once: guarantee == Guarantee::ExactlyOnce,
         }),
         Kind::RiffleEmbedded => embedded(&a, guarantee),
-        Kind::RiffleStateless | Kind::RiffleKeyed | Kind::RiffleActors => {
+        Kind::RiffleStateless | Kind::RiffleKeyed | Kind::RiffleActors | Kind::RiffleWindow => {
             let log: Arc<dyn Log> =
                 Arc::new(KafkaLog::connect(a.brokers.clone(), vec![]).map_err(|e| e.to_string())?);
             let app = start_app(&a, guarantee, log)?;
@@ -135,9 +141,48 @@ fn start_app(a: &WorkerArgs, guarantee: Guarantee, log: Arc<dyn Log>) -> Result<
             .consumers(a.consumers)
             .guarantee(guarantee)
             .start(log),
+        Kind::RiffleWindow => App::new(&a.group, &[&a.input], windowed_stats(&a.output)?)
+            .event_time(EventTime {
+                out_of_orderness: Duration::from_millis(windowed::OUT_OF_ORDERNESS_MS as u64),
+                // The windows the input passes close on event time alone,
+                // as in Kafka Streams; on wall-clock time an idle
+                // partition would also close its last ones.
+                idle_timeout: None,
+                allowed_lateness: None,
+            })
+            .style(Style::Keyed)
+            .consumers(a.consumers)
+            .guarantee(guarantee)
+            .start(log),
         Kind::Ceiling | Kind::BareKeyed => unreachable!("{:?} is no riffle app", a.kind),
     };
     started.map_err(|e| e.to_string())
+}
+
+/// The windowed workload's aggregation: per heater, tumbling windows of
+/// `windowed::WINDOW_MS` over the event time in the value's `ts`, with
+/// `windowed::GRACE_MS` of grace, of the `measurement`s' statistics.
+fn windowed_stats(output: &str) -> Result<Windowed<Stats>> {
+    #[derive(serde::Deserialize)]
+    struct Measurement {
+        measurement: f64,
+        ts: i64,
+    }
+    let agg = Windowed::new(
+        Windows::tumbling(Duration::from_millis(windowed::WINDOW_MS as u64)),
+        Stats,
+        output,
+        |r: &RecordRef<'_>| -> riffle::Result<(String, f64, Option<i64>)> {
+            let key = r
+                .key_str()
+                .ok_or_else(|| riffle::Error::Decode("a record without a UTF-8 key".into()))?;
+            let m: Measurement = serde_json::from_slice(r.value)
+                .map_err(|e| riffle::Error::Decode(format!("not a measurement: {e}")))?;
+            Ok((key.to_string(), m.measurement, Some(m.ts)))
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(agg.grace(Duration::from_millis(windowed::GRACE_MS as u64)))
 }
 
 /// The physical limit: `--consumers` threads, each one librdkafka consumer

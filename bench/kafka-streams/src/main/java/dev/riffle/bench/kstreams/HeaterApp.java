@@ -28,15 +28,19 @@ import org.apache.kafka.streams.errors.StreamsUncaughtExceptionHandler;
 import org.apache.kafka.streams.state.Stores;
 
 /**
- * The heater controller on Kafka Streams: reads measurements and settings
- * keyed by heater id, keeps each heater's state in a RocksDB store backed by
- * a changelog topic, and writes ON/OFF commands keyed by heater id.
+ * The heater applications on Kafka Streams, run until SIGTERM. With
+ * {@code --app heater} (the default), the heater controller: reads
+ * measurements and settings keyed by heater id, keeps each heater's state in
+ * a RocksDB store backed by a changelog topic, and writes ON/OFF commands
+ * keyed by heater id. With {@code --app windows}, per-heater statistics over
+ * tumbling windows of event time ({@link WindowStats}).
  */
 public final class HeaterApp {
     private static final String USAGE = String.join("\n",
             "usage: run.sh --brokers HOST:PORT --input TOPIC[,TOPIC...] --output TOPIC --group ID",
             "              --guarantee at-least-once|exactly-once [--threads N] [--dead-letter TOPIC]",
             "              [--state-dir DIR] [--config KEY=VALUE]...",
+            "              [--app heater|windows] [--window-ms MS] [--grace-ms MS]",
             "",
             "Runs until SIGTERM or SIGINT, then closes Kafka Streams (commit, leave the group).",
             "--threads       stream threads (default: the number of cores)",
@@ -44,11 +48,18 @@ public final class HeaterApp {
             "--dead-letter   topic for records that cannot be used (default: log and skip)",
             "--state-dir     where to make this run's state directory, deleted on exit, so each",
             "                run restores its stores from their changelogs (default: java.io.tmpdir)",
-            "--config        any Kafka Streams, consumer (consumer.*) or producer (producer.*) setting");
+            "--config        any Kafka Streams, consumer (consumer.*) or producer (producer.*) setting",
+            "--app           heater: the heater controller (default); windows: per-heater count, sum,",
+            "                min, max and mean of the measurements over tumbling windows of event time",
+            "                (the value's ts, ms), one final result per window",
+            "--window-ms     windows: the window size (default 60000)",
+            "--grace-ms      windows: how long after its end a window takes records, in stream time",
+            "                (the partition's latest event time); its result follows (default 0)");
 
     public static void main(String[] args) throws Exception {
         String brokers = null, input = null, output = null, group = null, guarantee = null;
-        String deadLetter = null, stateParent = null;
+        String deadLetter = null, stateParent = null, app = "heater";
+        long windowMs = 60_000, graceMs = 0;
         int threads = Runtime.getRuntime().availableProcessors();
         List<String> extra = new ArrayList<>();
         for (int i = 0; i < args.length; i++) {
@@ -69,6 +80,9 @@ public final class HeaterApp {
                 case "--dead-letter" -> deadLetter = v;
                 case "--state-dir" -> stateParent = v;
                 case "--config", "-X" -> extra.add(v);
+                case "--app" -> app = v;
+                case "--window-ms" -> windowMs = Long.parseLong(v);
+                case "--grace-ms" -> graceMs = Long.parseLong(v);
                 default -> die("unknown argument " + a);
             }
         }
@@ -84,6 +98,9 @@ public final class HeaterApp {
             }
         };
         if (threads < 1) die("--threads must be at least 1");
+        if (!app.equals("heater") && !app.equals("windows")) die("--app must be heater or windows, not " + app);
+        if (app.equals("windows") && deadLetter != null) die("--dead-letter is for --app heater");
+        if (windowMs < 1 || graceMs < 0) die("--window-ms must be at least 1 and --grace-ms at least 0");
 
         // A new state directory per run, deleted on exit: each run starts
         // with empty stores and restores them from their changelogs.
@@ -114,16 +131,19 @@ public final class HeaterApp {
         if (deadLetter != null) sinks.add(deadLetter);
         requireTopics(brokers, sinks);
 
-        Topology topology = topology(Arrays.asList(input.split(",")), output, deadLetter);
+        Topology topology = app.equals("windows")
+                ? WindowStats.topology(input, output, Duration.ofMillis(windowMs), Duration.ofMillis(graceMs))
+                : topology(Arrays.asList(input.split(",")), output, deadLetter);
         KafkaStreams streams = new KafkaStreams(topology, props);
 
         String appId = group;
+        String appName = app;
         CountDownLatch stopped = new CountDownLatch(1);
         AtomicInteger exitCode = new AtomicInteger(0);
         AtomicBoolean announced = new AtomicBoolean(false);
         streams.setStateListener((now, before) -> {
             if (now == KafkaStreams.State.RUNNING && announced.compareAndSet(false, true)) {
-                System.err.println("heater-kafka-streams: RUNNING (" + processingGuarantee + ", "
+                System.err.println("heater-kafka-streams: RUNNING (" + appName + ", " + processingGuarantee + ", "
                         + props.get(StreamsConfig.NUM_STREAM_THREADS_CONFIG) + " threads, group " + appId + ")");
             }
             if (now == KafkaStreams.State.ERROR) {
