@@ -125,7 +125,11 @@ fn main() {
     let started = Instant::now();
     for h in 0..o.keys {
         producer
-            .send(&sensor, Some(format!("heater-{h}").as_bytes()), &measurement_json(45.0))
+            .send(
+                &sensor,
+                Some(format!("heater-{h}").as_bytes()),
+                &measurement_json(45.0),
+            )
             .expect("sent");
     }
     producer.flush(ADMIN).expect("flushed");
@@ -146,7 +150,11 @@ fn main() {
     let expired = rss_mib();
     app.stop().expect("stopped");
 
-    let backend = if o.brokers.is_some() { "kafka" } else { "embedded" };
+    let backend = if o.brokers.is_some() {
+        "kafka"
+    } else {
+        "embedded"
+    };
     println!("| heaters | backend | RSS idle | RSS with state | RSS after the TTL | loaded in | expired in |");
     println!("|---|---|---|---|---|---|---|");
     println!(
