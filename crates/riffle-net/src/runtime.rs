@@ -82,9 +82,55 @@ pub async fn unless_stopped<F: Future>(
     .await
 }
 
+/// Runs `work` to its end, asking it once to wind down (`wind_down`, a
+/// server connection's graceful shutdown: it finishes the request under
+/// way and closes) when `stop` turns true. The servers' connections run
+/// this way, so that stopping a server lets each answer what it began.
+pub async fn winding_down<F: Future>(
+    work: F,
+    stop: &mut watch::Receiver<bool>,
+    wind_down: impl FnOnce(std::pin::Pin<&mut F>),
+) -> F::Output {
+    let mut work = pin!(work);
+    let mut stopping = pin!(stop.wait_for(|s| *s));
+    let mut wind_down = Some(wind_down);
+    poll_fn(|cx| {
+        if wind_down.is_some() && stopping.as_mut().poll(cx).is_ready() {
+            if let Some(f) = wind_down.take() {
+                f(work.as_mut());
+            }
+        }
+        work.as_mut().poll(cx)
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn work_winds_down_once_when_stopped_and_runs_to_its_end() {
+        let (tx, mut rx) = watch::channel(false);
+        let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let a = asked.clone();
+        let out = block_on(async move {
+            let work = async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                7
+            };
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                let _ = tx.send(true);
+            });
+            winding_down(work, &mut rx, |_| {
+                a.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            })
+            .await
+        });
+        assert_eq!(out, 7, "the work ran to its end");
+        assert_eq!(asked.load(std::sync::atomic::Ordering::Relaxed), 1);
+    }
 
     #[test]
     fn futures_run_on_the_shared_runtime_and_time_out_by_name() {

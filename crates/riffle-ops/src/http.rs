@@ -29,7 +29,7 @@ use hyper::StatusCode;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use riffle_base::error::{Error, Result};
-use riffle_net::runtime::{self, unless_stopped};
+use riffle_net::runtime::{self, unless_stopped, winding_down};
 use riffle_net::secret;
 use riffle_net::tls::Names;
 use rustls::pki_types::ServerName;
@@ -288,17 +288,7 @@ where
         .header_read_timeout(READ_TIMEOUT)
         .max_buf_size(MAX_HEAD)
         .serve_connection(TokioIo::new(io), service);
-    let mut conn = pin!(conn);
-    let mut stopping = pin!(stop.wait_for(|s| *s));
-    let mut shutting = false;
-    let result = poll_fn(|cx| {
-        if !shutting && stopping.as_mut().poll(cx).is_ready() {
-            conn.as_mut().graceful_shutdown();
-            shutting = true;
-        }
-        conn.as_mut().poll(cx)
-    })
-    .await;
+    let result = winding_down(conn, &mut stop, |c| c.graceful_shutdown()).await;
     if let Err(e) = result {
         tracing::debug!("operations endpoint: connection: {e}");
     }

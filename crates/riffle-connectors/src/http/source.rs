@@ -1,9 +1,9 @@
 //! A webhook server: each POST is a record, answered when it is safe.
 
 use std::convert::Infallible;
-use std::future::{poll_fn, Future};
+
 use std::net::SocketAddr;
-use std::pin::pin;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
@@ -22,7 +22,7 @@ use tokio::sync::{oneshot, watch, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 
-use crate::runtime::{self, unless_stopped};
+use crate::runtime::{self, unless_stopped, winding_down};
 use crate::tls::{self, Tls};
 
 /// What the webhook server accepts.
@@ -233,17 +233,7 @@ where
         .half_close(true)
         .header_read_timeout(timeout)
         .serve_connection(TokioIo::new(io), service);
-    let mut conn = pin!(conn);
-    let mut stopping = pin!(stop.wait_for(|s| *s));
-    let mut shutting = false;
-    let result = poll_fn(|cx| {
-        if !shutting && stopping.as_mut().poll(cx).is_ready() {
-            conn.as_mut().graceful_shutdown();
-            shutting = true;
-        }
-        conn.as_mut().poll(cx)
-    })
-    .await;
+    let result = winding_down(conn, &mut stop, |c| c.graceful_shutdown()).await;
     if let Err(e) = result {
         tracing::debug!("webhook: connection: {e}");
     }
