@@ -770,8 +770,6 @@ fn scale_out(name: &'static str, style: &'static str, seed: u64) {
 /// does, nobody restarts anything, and no command is lost (at-least-once)
 /// or repeated (exactly-once).
 #[test]
-#[ignore = "fails: after the restart a changelog partition keeps an open transaction for over 60 s, \
-            so its next owner cannot restore it (run with --ignored)"]
 fn broker_outage_exactly_once() {
     broker_outage("broker_outage_exactly_once", Guarantee::ExactlyOnce, 17);
 }
