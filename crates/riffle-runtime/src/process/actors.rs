@@ -21,7 +21,7 @@ use super::{run_processor, Context, KeyedProcessor, OffsetTracker, Upgrader};
 use crate::actor::{self, Actor, Addr, Supervision};
 use crate::error::{Error, Result};
 use crate::log::{partition_for_key, Headers, OwnedHeader, Progress, RecordRef, TopicPartition};
-use crate::stream::{Deferring, Handler, Producer};
+use crate::stream::{memory, Deferring, Handler, Producer};
 use riffle_state::Handoff;
 use riffle_state::{
     restore_point, send_changes, Changes, Domain, Durability, Encoded, PartitionStores,
@@ -421,6 +421,8 @@ pub(super) struct Dispatcher<P: KeyedProcessor> {
     /// and when the last one answered was.
     ticked_at: u64,
     answered: u64,
+    /// Timers fired and keys expired since memory was last given back.
+    ticked_work: u64,
     settling: Settling,
     /// Timers fired or keys expired since the last state write.
     touched: bool,
@@ -488,6 +490,7 @@ impl<P: KeyedProcessor> Dispatcher<P> {
             ticks_out: 0,
             ticked_at: 0,
             answered: 0,
+            ticked_work: 0,
             settling: Settling::new(),
             touched: false,
         }
@@ -501,6 +504,7 @@ impl<P: KeyedProcessor> Dispatcher<P> {
     fn tick(&mut self, generation: u64) {
         while let Ok(n) = self.ticks.try_recv() {
             self.ticks_out -= 1;
+            self.ticked_work += n as u64;
             if n > 0 {
                 // At-least-once with state writes it in rounds, which
                 // look at `touched`; the others commit through `commits`.
@@ -991,6 +995,12 @@ impl<P: KeyedProcessor> Deferring for Dispatcher<P> {
             // is answered.
             let since = generation.min(self.answered);
             self.shared.settled_at(&self.settling, since);
+            // Many keys expired (or timers fired), and what they changed
+            // is delivered: what they held goes back to the system.
+            if self.ticked_work >= memory::BURST && self.commits.producer().in_flight() == 0 {
+                self.ticked_work = 0;
+                memory::free_unused();
+            }
         }
     }
 

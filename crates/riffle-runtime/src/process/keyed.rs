@@ -15,7 +15,7 @@ use super::timers::{apply_changes, fire, Clock};
 use super::{run_processor, Context, KeyedProcessor, Upgrader};
 use crate::error::{Error, Result};
 use crate::log::{Progress, RecordRef, TopicPartition};
-use crate::stream::{Deferring, Handler, Producer};
+use crate::stream::{memory, Deferring, Handler, Producer};
 use riffle_state::Handoff;
 use riffle_state::{restore_point, Domain, Durability, PartitionStores, RestoreFrom, Store};
 
@@ -47,6 +47,8 @@ pub(super) struct KeyedHandler<P: KeyedProcessor> {
     settling: Settling,
     /// Processing time, read once per poll.
     now: i64,
+    /// Keys expired since memory was last given back.
+    expired: u64,
 }
 
 impl<P: KeyedProcessor> KeyedHandler<P> {
@@ -69,6 +71,7 @@ impl<P: KeyedProcessor> KeyedHandler<P> {
             stopping: false,
             watermarks: HashMap::new(),
             settling: Settling::new(),
+            expired: 0,
         }
     }
 
@@ -129,6 +132,7 @@ impl<P: KeyedProcessor> KeyedHandler<P> {
                     .expired
                     .fetch_add(expired as u64, Ordering::Relaxed);
                 self.commits.touch();
+                self.expired += expired as u64;
             }
         }
     }
@@ -395,6 +399,12 @@ impl<P: KeyedProcessor> Deferring for KeyedHandler<P> {
         }
         if settled && self.owned.values().all(|s| !s.has_changes()) {
             self.shared.settled_at(&self.settling, generation);
+            // Many keys expired, and their tombstones are delivered: what
+            // they held goes back to the system.
+            if self.expired >= memory::BURST && self.commits.producer().in_flight() == 0 {
+                self.expired = 0;
+                memory::free_unused();
+            }
         }
     }
 

@@ -10,8 +10,10 @@
 //! walks all the arenas, so it runs only when a consumer's poll comes back
 //! empty after many records: at rest, never on the hot path.
 
-/// Records a consumer handles between two releases, at least.
-const BURST: u64 = 100_000;
+/// Records a consumer handles between two releases, at least; also the
+/// keys expired at once after which a handler gives memory back
+/// ([`free_unused`]).
+pub(crate) const BURST: u64 = 100_000;
 
 /// When a consumer gives freed memory back.
 #[derive(Debug, Default)]
@@ -31,8 +33,9 @@ impl Release {
     }
 }
 
+/// Gives the free pages of every allocator arena back to the system.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn free_unused() {
+pub(crate) fn free_unused() {
     // SAFETY: malloc_trim only reads and updates the allocator's own state,
     // under its locks; it is safe to call from any thread at any time.
     unsafe {
@@ -42,7 +45,7 @@ fn free_unused() {
 
 /// Other allocators return memory by their own rules.
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn free_unused() {}
+pub(crate) fn free_unused() {}
 
 #[cfg(test)]
 mod tests {

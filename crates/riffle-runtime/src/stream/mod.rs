@@ -10,7 +10,7 @@
 
 mod consumer;
 mod group;
-mod memory;
+pub(crate) mod memory;
 mod producer;
 
 pub use consumer::{Consumer, ConsumerStats, Deferring, Handler, Stopper};
