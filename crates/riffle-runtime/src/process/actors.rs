@@ -89,6 +89,7 @@ impl<P: KeyedProcessor> Worker<P> {
     fn process(&mut self, jobs: Vec<Job<P::Input>>, producer: &Producer) -> Vec<Done> {
         let mut done = Vec::with_capacity(jobs.len());
         let mut scratch = P::State::default();
+        self.processor.begin_batch();
         for job in jobs {
             let Job {
                 key,
@@ -142,6 +143,7 @@ impl<P: KeyedProcessor> Worker<P> {
             }
             done.push((topic, partition, offset));
         }
+        self.processor.end_batch();
         done
     }
 }

@@ -39,6 +39,8 @@ pub(super) struct KeyedHandler<P: KeyedProcessor> {
     last_snapshot: Instant,
     /// Set when the consumer stops: the last release also saves snapshots.
     stopping: bool,
+    /// Whether the processor is inside a batch ([`KeyedProcessor::begin_batch`]).
+    in_batch: bool,
 }
 
 impl<P: KeyedProcessor> KeyedHandler<P> {
@@ -58,6 +60,16 @@ impl<P: KeyedProcessor> KeyedHandler<P> {
             commits,
             last_snapshot: Instant::now(),
             stopping: false,
+            in_batch: false,
+        }
+    }
+
+    /// Ends the processor's batch, if one is open: before anything but
+    /// processing the poll's next record.
+    fn end_batch(&mut self) {
+        if self.in_batch {
+            self.in_batch = false;
+            self.processor.end_batch();
         }
     }
 
@@ -156,6 +168,10 @@ impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
             record.headers,
         );
         let retries = self.shared.retries;
+        if !self.in_batch {
+            self.in_batch = true;
+            self.processor.begin_batch();
+        }
         let result = if P::STATEFUL {
             let state = self
                 .owned
@@ -181,7 +197,12 @@ impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
         }
     }
 
+    fn polled(&mut self) {
+        self.end_batch();
+    }
+
     fn assigned(&mut self, partitions: &[TopicPartition]) {
+        self.end_batch();
         let mut ends = None;
         for tp in partitions {
             if !P::STATEFUL || self.owned.contains_key(&tp.partition) {
@@ -216,6 +237,7 @@ impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
     }
 
     fn revoked(&mut self, partitions: &[TopicPartition]) {
+        self.end_batch();
         let settled = self.commits.is_settled() && self.owned.values().all(|s| !s.has_changes());
         self.commits.forget(partitions);
         let ends = if settled && P::STATEFUL {
@@ -248,6 +270,7 @@ impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
 
 impl<P: KeyedProcessor> Deferring for KeyedHandler<P> {
     fn completed(&mut self, progress: &mut dyn Progress) {
+        self.end_batch();
         let owned = &self.owned;
         for q in self.shared.board.take(|p| owned.contains_key(&p)) {
             let state = owned.get(&q.partition).and_then(|s| s.get(&q.key));
@@ -260,12 +283,14 @@ impl<P: KeyedProcessor> Deferring for KeyedHandler<P> {
     }
 
     fn revoking(&mut self, _: &[TopicPartition], progress: &mut dyn Progress) {
+        self.end_batch();
         // Runs inside the backend's rebalance callback: nothing here may
         // panic. A failed commit shows in `failure` after the poll.
         self.settle(progress);
     }
 
     fn drain(&mut self) {
+        self.end_batch();
         self.stopping = true;
         self.commits.release_next();
     }
@@ -277,6 +302,7 @@ impl<P: KeyedProcessor> Deferring for KeyedHandler<P> {
 
 impl<P: KeyedProcessor> Drop for KeyedHandler<P> {
     fn drop(&mut self) {
+        self.end_batch();
         // Stopped with everything committed (a consumer removed from a
         // running app, say): memory holds exactly the committed state, so
         // the partitions' next owners in this process take it as they would
