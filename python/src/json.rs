@@ -1,7 +1,6 @@
 //! Python values and JSON, both ways, without going through Python's `json`
-//! module: record values decode on Riffle's threads without the
-//! interpreter, and outputs and states encode straight from the Python
-//! objects.
+//! module: JSON text parses straight into Python objects (no intermediate
+//! tree), and outputs and states encode straight from the Python objects.
 //!
 //! The JSON types map to Python's as `json.loads` maps them: objects to
 //! `dict`, arrays to `list`, strings to `str`, integers to `int`, other
@@ -10,12 +9,14 @@
 //! keys must be strings, floats finite, and anything else is refused with a
 //! message naming its type.
 
-use pyo3::exceptions::PyTypeError;
+use std::fmt;
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Error as _, SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
-use serde_json::Value;
 
 /// A Python object seen as JSON by serde.
 pub struct PyJson<'a, 'py>(pub &'a Bound<'py, PyAny>);
@@ -107,42 +108,97 @@ pub fn to_vec(o: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     serde_json::to_vec(&PyJson(o)).map_err(|e| PyTypeError::new_err(e.to_string()))
 }
 
-/// A Python object as a JSON value (for state, which the state layer keeps
-/// as JSON).
-pub fn to_value(o: &Bound<'_, PyAny>) -> PyResult<Value> {
-    serde_json::to_value(PyJson(o)).map_err(|e| PyTypeError::new_err(e.to_string()))
+/// JSON text as new Python objects, parsed straight into them: a record's
+/// value costs no tree of its own on the way.
+pub fn parse<'py>(py: Python<'py>, text: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    let mut de = serde_json::Deserializer::from_slice(text);
+    let value = Build(py)
+        .deserialize(&mut de)
+        .and_then(|v| de.end().map(|()| v))
+        .map_err(|e| PyValueError::new_err(format!("not JSON: {e}")))?;
+    Ok(value)
 }
 
-/// A JSON value as a new Python object.
-pub fn to_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny>> {
-    Ok(match v {
-        Value::Null => py.None().into_bound(py),
-        Value::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
-        Value::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                i.into_pyobject(py)?.into_any()
-            } else if let Some(u) = n.as_u64() {
-                u.into_pyobject(py)?.into_any()
-            } else {
-                PyFloat::new(py, n.as_f64().unwrap_or(f64::NAN)).into_any()
-            }
+/// Checks that `text` is JSON without building anything, for threads that
+/// must not take the interpreter: what passes, [`parse`] parses.
+pub fn check(text: &[u8]) -> Result<(), String> {
+    // serde_json skips over strings without checking their UTF-8.
+    std::str::from_utf8(text).map_err(|e| e.to_string())?;
+    serde_json::from_slice::<de::IgnoredAny>(text)
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+/// Builds the Python object of the JSON value being parsed.
+struct Build<'py>(Python<'py>);
+
+fn built<'py, E: de::Error>(r: PyResult<Bound<'py, PyAny>>) -> Result<Bound<'py, PyAny>, E> {
+    r.map_err(|e| E::custom(e))
+}
+
+impl<'de, 'py> DeserializeSeed<'de> for Build<'py> {
+    type Value = Bound<'py, PyAny>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de, 'py> Visitor<'de> for Build<'py> {
+    type Value = Bound<'py, PyAny>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(self.0.None().into_bound(self.0))
+    }
+
+    fn visit_bool<E: de::Error>(self, b: bool) -> Result<Self::Value, E> {
+        Ok(PyBool::new(self.0, b).to_owned().into_any())
+    }
+
+    fn visit_i64<E: de::Error>(self, i: i64) -> Result<Self::Value, E> {
+        built(
+            i.into_pyobject(self.0)
+                .map(Bound::into_any)
+                .map_err(PyErr::from),
+        )
+    }
+
+    fn visit_u64<E: de::Error>(self, u: u64) -> Result<Self::Value, E> {
+        built(
+            u.into_pyobject(self.0)
+                .map(Bound::into_any)
+                .map_err(PyErr::from),
+        )
+    }
+
+    fn visit_f64<E: de::Error>(self, f: f64) -> Result<Self::Value, E> {
+        Ok(PyFloat::new(self.0, f).into_any())
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(PyString::new(self.0, s).into_any())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let list = PyList::empty(self.0);
+        while let Some(item) = seq.next_element_seed(Build(self.0))? {
+            list.append(item).map_err(de::Error::custom)?;
         }
-        Value::String(s) => PyString::new(py, s).into_any(),
-        Value::Array(items) => {
-            let list = PyList::empty(py);
-            for item in items {
-                list.append(to_py(py, item)?)?;
-            }
-            list.into_any()
+        Ok(list.into_any())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let dict = PyDict::new(self.0);
+        while let Some(key) = map.next_key_seed(Build(self.0))? {
+            let value = map.next_value_seed(Build(self.0))?;
+            dict.set_item(key, value).map_err(de::Error::custom)?;
         }
-        Value::Object(map) => {
-            let dict = PyDict::new(py);
-            for (k, item) in map {
-                dict.set_item(k, to_py(py, item)?)?;
-            }
-            dict.into_any()
-        }
-    })
+        Ok(dict.into_any())
+    }
 }
 
 /// The bytes to write for a value a Python caller hands over: `bytes` as
