@@ -27,6 +27,7 @@
 //! function returned, so that no state is converted to or from Python per
 //! record: only its JSON is written, once per record, for the changelog.
 
+use std::cell::RefCell;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -75,11 +76,14 @@ impl Codec {
     }
 }
 
-/// A record's value, checked as the codec says, before Python sees it.
-struct Decoded {
-    codec: Codec,
-    /// JSON text known to parse (for `Codec::Json`), or any bytes.
-    bytes: Vec<u8>,
+/// A record's value as the Python function gets it.
+enum Decoded {
+    /// Parsed already, into Python objects: decoded on a thread inside a
+    /// batch, which holds the interpreter anyway (the key-based style).
+    Parsed(Attached),
+    /// Checked as the codec says, to be parsed (JSON) or handed over as
+    /// bytes when the function is called.
+    Checked { codec: Codec, bytes: Vec<u8> },
 }
 
 impl Decoded {
@@ -90,16 +94,35 @@ impl Decoded {
         if codec == Codec::Json {
             json::check(value).map_err(|e| Error::Decode(format!("not JSON: {e}")))?;
         }
-        Ok(Decoded {
+        Ok(Decoded::Checked {
             codec,
             bytes: value.to_vec(),
         })
     }
 
     fn to_py<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        match self.codec {
-            Codec::Json => json::parse(py, &self.bytes),
-            Codec::Bytes => Ok(PyBytes::new(py, &self.bytes).into_any()),
+        match self {
+            Decoded::Parsed(o) => Ok(o.0.bind(py).clone()),
+            Decoded::Checked {
+                codec: Codec::Json,
+                bytes,
+            } => json::parse(py, bytes),
+            Decoded::Checked { bytes, .. } => Ok(PyBytes::new(py, bytes).into_any()),
+        }
+    }
+}
+
+/// A Python object that a Riffle thread may drop outside `attach`: inside
+/// a batch the drop attaches (nested, so it costs no lock) and the
+/// reference goes at once, where PyO3 would otherwise queue it for later.
+struct Attached(std::mem::ManuallyDrop<Py<PyAny>>);
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        // SAFETY: dropped once, here; not used again.
+        let o = unsafe { std::mem::ManuallyDrop::take(&mut self.0) };
+        if in_batch() {
+            attach(|_| drop(o));
         }
     }
 }
@@ -177,6 +200,11 @@ fn begin_batch() {
     });
 }
 
+/// Whether this thread holds the interpreter for a batch.
+fn in_batch() -> bool {
+    BATCH.try_with(|b| b.0.get().is_some()).unwrap_or(false)
+}
+
 /// Releases the lock [`begin_batch`] took, before Riffle's thread waits,
 /// commits or restores state.
 fn end_batch() {
@@ -223,7 +251,7 @@ enum Kind {
         f: Function,
         codec: Codec,
     },
-    Keyed(PyKeyed),
+    Keyed(KeyedSpec),
 }
 
 #[pymethods]
@@ -324,11 +352,10 @@ pub fn keyed(f: Py<PyAny>, codec: &str, key_field: Option<String>) -> PyResult<P
         return Err(PyValueError::new_err("key_field needs codec='json'"));
     }
     Ok(Processor {
-        kind: Kind::Keyed(PyKeyed {
+        kind: Kind::Keyed(KeyedSpec {
             f: Arc::new(f),
             codec,
             key_field,
-            encoded: Vec::new(),
         }),
     })
 }
@@ -393,15 +420,24 @@ fn stateless_step(kind: &Kind) -> stateless::Stateless {
     }
 }
 
-/// The keyed processor: per-key state as JSON, the function in Python.
+/// What `riffle.keyed` was given.
 #[derive(Clone)]
-struct PyKeyed {
+struct KeyedSpec {
     f: Function,
     codec: Codec,
     key_field: Option<String>,
+}
+
+/// The keyed processor: per-key state as JSON, the function in Python.
+/// One per consumer or worker thread (cloned), with tables of its own.
+#[derive(Clone)]
+struct PyKeyed {
+    spec: KeyedSpec,
     /// Where a returned state is encoded before it replaces the key's
     /// JSON (swapped with it: no allocation per record once warm).
     encoded: Vec<u8>,
+    /// The keys of the values' and states' objects, as Python strings.
+    keys: RefCell<json::Keys>,
 }
 
 /// A key's state as the state layer keeps it: the JSON of what the
@@ -458,13 +494,22 @@ impl KeyedProcessor for PyKeyed {
     type State = PyState;
 
     fn decode(&self, record: &RecordRef<'_>) -> riffle::Result<(String, Decoded)> {
-        let value = Decoded::new(self.codec, record.value)?;
+        let value = if self.spec.codec == Codec::Json && in_batch() {
+            // The interpreter is held for the batch: parse once, now.
+            attach(|py| {
+                json::parse_with(py, record.value, Some(&mut *self.keys.borrow_mut()))
+                    .map(|o| Decoded::Parsed(Attached(std::mem::ManuallyDrop::new(o.unbind()))))
+                    .map_err(|e| Error::Decode(e.value(py).to_string()))
+            })?
+        } else {
+            Decoded::new(self.spec.codec, record.value)?
+        };
         let key = match record.key {
             Some(k) => std::str::from_utf8(k)
                 .map_err(|_| Error::Decode("the key is not UTF-8".into()))?
                 .to_owned(),
-            None => match &self.key_field {
-                Some(field) => key_field(&value.bytes, field)?,
+            None => match &self.spec.key_field {
+                Some(field) => key_field(record.value, field)?,
                 None => return Err(Error::Decode("the record has no key".into())),
             },
         };
@@ -500,6 +545,7 @@ impl KeyedProcessor for PyKeyed {
                     },
                 )?;
                 let result = self
+                    .spec
                     .f
                     .call1(py, (key, input.to_py(py)?, state.to_py(py)?, &pctx));
                 let outputs = pctx
@@ -511,9 +557,10 @@ impl KeyedProcessor for PyKeyed {
                     .unwrap_or_default();
                 let result = result?;
                 encoded.clear();
-                serde_json::to_writer(&mut *encoded, &json::PyJson(result.bind(py))).map_err(
-                    |e| PyTypeError::new_err(format!("the state returned for key '{key}': {e}")),
-                )?;
+                let state_json = json::PyJson::with_keys(result.bind(py), &self.keys);
+                serde_json::to_writer(&mut *encoded, &state_json).map_err(|e| {
+                    PyTypeError::new_err(format!("the state returned for key '{key}': {e}"))
+                })?;
                 std::mem::swap(&mut state.json, encoded);
                 state.object = Some(result);
                 Ok(outputs)
@@ -697,7 +744,11 @@ impl App {
     fn start(&self, py: Python<'_>) -> PyResult<RunningApp> {
         let running = py
             .detach(|| match &self.kind {
-                Kind::Keyed(k) => self.launch(k.clone()),
+                Kind::Keyed(k) => self.launch(PyKeyed {
+                    spec: k.clone(),
+                    encoded: Vec::new(),
+                    keys: RefCell::default(),
+                }),
                 other => self.launch(stateless_step(other)),
             })
             .py_err()?;

@@ -9,7 +9,9 @@
 //! keys must be strings, floats finite, and anything else is refused with a
 //! message naming its type.
 
+use std::cell::RefCell;
 use std::fmt;
+use std::sync::Arc;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -18,8 +20,92 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use serde::ser::{Error as _, SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
 
+/// Entries per direction of a [`Keys`] table.
+const KEYS: usize = 64;
+
+/// The keys of JSON objects as Python strings, both ways, for the
+/// processor of one thread, whose records' objects repeat the same few
+/// keys: parsing makes each key's string once (interned, so that the
+/// function's own literals such as `msg["measurement"]` find it by
+/// identity) rather than per object, and encoding reads a known string's
+/// text without asking the interpreter, which under the stable ABI of
+/// Python 3.9 would encode it into a new bytes object each time. Two small
+/// direct-mapped tables: a key that lands on another's slot replaces it,
+/// so any number of distinct keys costs at most the tables.
+pub struct Keys {
+    /// By text: a hash of the key's bytes picks the slot.
+    by_text: Vec<Option<(Box<str>, Py<PyString>)>>,
+    /// By object: the string's address picks the slot (the entry holds a
+    /// reference, so the address is the same string's while it is there).
+    by_object: Vec<Option<(Py<PyString>, Arc<str>)>>,
+}
+
+impl Default for Keys {
+    fn default() -> Self {
+        Self {
+            by_text: (0..KEYS).map(|_| None).collect(),
+            by_object: (0..KEYS).map(|_| None).collect(),
+        }
+    }
+}
+
+impl Clone for Keys {
+    /// Empty: each clone of a processor runs on a thread of its own.
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl Keys {
+    fn text_slot(text: &str) -> usize {
+        // FNV-1a: keys are short, and any spread will do.
+        let mut h: u32 = 0x811c_9dc5;
+        for b in text.bytes() {
+            h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+        }
+        h as usize % KEYS
+    }
+
+    fn object_slot(o: &Bound<'_, PyString>) -> usize {
+        (o.as_ptr() as usize >> 4) % KEYS
+    }
+
+    /// The (interned) string for a key being parsed.
+    fn string<'py>(&mut self, py: Python<'py>, text: &str) -> Bound<'py, PyString> {
+        let slot = &mut self.by_text[Self::text_slot(text)];
+        if let Some((t, o)) = slot {
+            if **t == *text {
+                return o.bind(py).clone();
+            }
+        }
+        let o = PyString::intern(py, text);
+        *slot = Some((text.into(), o.clone().unbind()));
+        o
+    }
+
+    /// The text of a dictionary key being encoded.
+    fn text(&mut self, key: &Bound<'_, PyString>) -> PyResult<Arc<str>> {
+        let slot = &mut self.by_object[Self::object_slot(key)];
+        if let Some((o, t)) = slot {
+            if o.as_ptr() == key.as_ptr() {
+                return Ok(t.clone());
+            }
+        }
+        let text: Arc<str> = (*key.to_cow()?).into();
+        *slot = Some((key.clone().unbind(), text.clone()));
+        Ok(text)
+    }
+}
+
 /// A Python object seen as JSON by serde.
-pub struct PyJson<'a, 'py>(pub &'a Bound<'py, PyAny>);
+pub struct PyJson<'a, 'py>(pub &'a Bound<'py, PyAny>, pub Option<&'a RefCell<Keys>>);
+
+impl<'a, 'py> PyJson<'a, 'py> {
+    /// `o` as JSON, its dictionaries' keys read through `keys`.
+    pub fn with_keys(o: &'a Bound<'py, PyAny>, keys: &'a RefCell<Keys>) -> Self {
+        PyJson(o, Some(keys))
+    }
+}
 
 impl Serialize for PyJson<'_, '_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -64,21 +150,32 @@ impl Serialize for PyJson<'_, '_> {
                         repr(&k)
                     ))
                 })?;
-                map.serialize_entry(&*key.to_cow().map_err(S::Error::custom)?, &PyJson(&v))?;
+                let value = PyJson(&v, self.1);
+                match self.1 {
+                    Some(keys) => {
+                        // Not borrowed while the value is encoded: its
+                        // dictionaries use the table too.
+                        let text = keys.borrow_mut().text(key).map_err(S::Error::custom)?;
+                        map.serialize_entry(&*text, &value)?
+                    }
+                    None => {
+                        map.serialize_entry(&*key.to_cow().map_err(S::Error::custom)?, &value)?
+                    }
+                }
             }
             return map.end();
         }
         if let Ok(l) = o.cast::<PyList>() {
             let mut seq = s.serialize_seq(Some(l.len()))?;
             for v in l.iter() {
-                seq.serialize_element(&PyJson(&v))?;
+                seq.serialize_element(&PyJson(&v, self.1))?;
             }
             return seq.end();
         }
         if let Ok(t) = o.cast::<PyTuple>() {
             let mut seq = s.serialize_seq(Some(t.len()))?;
             for v in t.iter() {
-                seq.serialize_element(&PyJson(&v))?;
+                seq.serialize_element(&PyJson(&v, self.1))?;
             }
             return seq.end();
         }
@@ -105,14 +202,23 @@ fn repr(o: &Bound<'_, PyAny>) -> String {
 /// The compact JSON text of a Python object (as `json.dumps(o,
 /// separators=(",", ":"))` writes it, insertion order kept).
 pub fn to_vec(o: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
-    serde_json::to_vec(&PyJson(o)).map_err(|e| PyTypeError::new_err(e.to_string()))
+    serde_json::to_vec(&PyJson(o, None)).map_err(|e| PyTypeError::new_err(e.to_string()))
 }
 
 /// JSON text as new Python objects, parsed straight into them: a record's
 /// value costs no tree of its own on the way.
 pub fn parse<'py>(py: Python<'py>, text: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    parse_with(py, text, None)
+}
+
+/// [`parse`], the objects' keys made through `keys`.
+pub fn parse_with<'py>(
+    py: Python<'py>,
+    text: &[u8],
+    keys: Option<&mut Keys>,
+) -> PyResult<Bound<'py, PyAny>> {
     let mut de = serde_json::Deserializer::from_slice(text);
-    let value = Build(py)
+    let value = Build(py, keys)
         .deserialize(&mut de)
         .and_then(|v| de.end().map(|()| v))
         .map_err(|e| PyValueError::new_err(format!("not JSON: {e}")))?;
@@ -130,13 +236,39 @@ pub fn check(text: &[u8]) -> Result<(), String> {
 }
 
 /// Builds the Python object of the JSON value being parsed.
-struct Build<'py>(Python<'py>);
+struct Build<'a, 'py>(Python<'py>, Option<&'a mut Keys>);
+
+/// The key of a JSON object being parsed, as a Python string.
+struct Key<'a, 'py>(Python<'py>, Option<&'a mut Keys>);
+
+impl<'de, 'py> DeserializeSeed<'de> for Key<'_, 'py> {
+    type Value = Bound<'py, PyAny>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de, 'py> Visitor<'de> for Key<'_, 'py> {
+    type Value = Bound<'py, PyAny>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(match self.1 {
+            Some(keys) => keys.string(self.0, s).into_any(),
+            None => PyString::new(self.0, s).into_any(),
+        })
+    }
+}
 
 fn built<'py, E: de::Error>(r: PyResult<Bound<'py, PyAny>>) -> Result<Bound<'py, PyAny>, E> {
     r.map_err(|e| E::custom(e))
 }
 
-impl<'de, 'py> DeserializeSeed<'de> for Build<'py> {
+impl<'de, 'py> DeserializeSeed<'de> for Build<'_, 'py> {
     type Value = Bound<'py, PyAny>;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
@@ -144,7 +276,7 @@ impl<'de, 'py> DeserializeSeed<'de> for Build<'py> {
     }
 }
 
-impl<'de, 'py> Visitor<'de> for Build<'py> {
+impl<'de, 'py> Visitor<'de> for Build<'_, 'py> {
     type Value = Bound<'py, PyAny>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -184,17 +316,19 @@ impl<'de, 'py> Visitor<'de> for Build<'py> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let list = PyList::empty(self.0);
-        while let Some(item) = seq.next_element_seed(Build(self.0))? {
+        let Build(py, mut keys) = self;
+        let list = PyList::empty(py);
+        while let Some(item) = seq.next_element_seed(Build(py, keys.as_deref_mut()))? {
             list.append(item).map_err(de::Error::custom)?;
         }
         Ok(list.into_any())
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let dict = PyDict::new(self.0);
-        while let Some(key) = map.next_key_seed(Build(self.0))? {
-            let value = map.next_value_seed(Build(self.0))?;
+        let Build(py, mut keys) = self;
+        let dict = PyDict::new(py);
+        while let Some(key) = map.next_key_seed(Key(py, keys.as_deref_mut()))? {
+            let value = map.next_value_seed(Build(py, keys.as_deref_mut()))?;
             dict.set_item(key, value).map_err(de::Error::custom)?;
         }
         Ok(dict.into_any())

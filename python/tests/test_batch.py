@@ -169,3 +169,36 @@ def test_other_threads_run_during_a_long_batch(log):
     # 0.4 s of processing: at a 5 ms switch interval the ticker gets in
     # about 80 times; held for the whole batch it would get in once or twice.
     assert took > 0.2 and len(during) >= 20, (took, len(during))
+
+
+def test_objects_with_many_keys_come_through_intact(log):
+    """Object keys are made once per thread and looked up after (a small
+    table, where keys that collide replace each other): values and states
+    with hundreds of distinct keys, nested, keep every key, value and the
+    keys' order, records after records."""
+    src, out, group = fresh("in"), fresh("out"), fresh("app")
+    for t in (src, out):
+        log.create_topic(t, partitions=2)
+    values = []
+    for i in range(40):
+        v = {f"f{(i * 7 + j) % 300}": j for j in range(150)}
+        v["nested"] = {"ünï": [{"a": i}, {"b": None}], f"g{i}": {"h": [i, "x"]}}
+        values.append(v)
+
+    def echo(key, value, state, ctx):
+        ctx.send(out, {"value": value, "before": state}, key=key)
+        return {"count": (state or {}).get("count", 0) + 1, "last": value}
+
+    produce(log, src, [(f"k{i % 3}", v) for i, v in enumerate(values)])
+    app = riffle.App(log, group, src, riffle.keyed(echo)).start()
+    wait_for(lambda: app.stats()["processed"] >= len(values), what="records processed")
+    app.stop()
+    got = {}
+    for r in read_all(log, out, len(values)):
+        got.setdefault(r.key_str(), []).append(r.json())
+    for k in range(3):
+        mine = values[k::3]
+        assert [g["value"] for g in got[f"k{k}"]] == mine
+        assert [list(g["value"]) for g in got[f"k{k}"]] == [list(v) for v in mine]
+        befores = [g["before"] for g in got[f"k{k}"]]
+        assert befores == [None] + [{"count": n + 1, "last": v} for n, v in enumerate(mine[:-1])]

@@ -155,6 +155,10 @@ impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
         self.commits
             .processed(record.topic, record.partition, record.offset + 1);
         let producer = self.commits.producer();
+        if !self.in_batch {
+            self.in_batch = true;
+            self.processor.begin_batch();
+        }
         let (key, input) = match self.processor.decode(&record) {
             Ok(d) => d,
             Err(e) => return self.shared.dead_letter(producer, &record, &e),
@@ -168,10 +172,6 @@ impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
             record.headers,
         );
         let retries = self.shared.retries;
-        if !self.in_batch {
-            self.in_batch = true;
-            self.processor.begin_batch();
-        }
         let result = if P::STATEFUL {
             let state = self
                 .owned

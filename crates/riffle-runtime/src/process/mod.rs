@@ -181,10 +181,11 @@ pub trait KeyedProcessor: Clone + Send + 'static {
 
     /// Called on the thread that runs [`KeyedProcessor::process`] before
     /// the first record of a batch: the records of one poll (key-based
-    /// style) or of one worker's batch (key-independent style). A
-    /// processor whose records share a costly step (taking a lock, such as
-    /// an embedded interpreter's; opening a buffer) takes it here once
-    /// rather than per record, and lets it go in
+    /// style), which are also decoded inside the batch, or of one worker's
+    /// batch (key-independent style), decoded before on the consumer
+    /// threads. A processor whose records share a costly step (taking a
+    /// lock, such as an embedded interpreter's; opening a buffer) takes it
+    /// here once rather than per record, and lets it go in
     /// [`KeyedProcessor::end_batch`]. Does nothing by default.
     fn begin_batch(&mut self) {}
 
