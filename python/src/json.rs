@@ -67,7 +67,9 @@ impl Keys {
     }
 
     fn object_slot(o: &Bound<'_, PyString>) -> usize {
-        (o.as_ptr() as usize >> 4) % KEYS
+        // Fibonacci hashing: addresses share their low bits (alignment)
+        // and often their high ones; the product's top bits mix them all.
+        ((o.as_ptr() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize % KEYS
     }
 
     /// The (interned) string for a key being parsed.
