@@ -101,12 +101,21 @@ impl Decoded {
     }
 
     fn to_py<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.to_py_with(py, None)
+    }
+
+    /// [`Decoded::to_py`], objects' keys made through `keys`.
+    fn to_py_with<'py>(
+        &self,
+        py: Python<'py>,
+        keys: Option<&mut json::Keys>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         match self {
             Decoded::Parsed(o) => Ok(o.0.bind(py).clone()),
             Decoded::Checked {
                 codec: Codec::Json,
                 bytes,
-            } => json::parse(py, bytes),
+            } => json::parse_with(py, bytes, keys),
             Decoded::Checked { bytes, .. } => Ok(PyBytes::new(py, bytes).into_any()),
         }
     }
@@ -544,10 +553,10 @@ impl KeyedProcessor for PyKeyed {
                         outputs: Mutex::new(Some(Vec::new())),
                     },
                 )?;
-                let result = self
-                    .spec
-                    .f
-                    .call1(py, (key, input.to_py(py)?, state.to_py(py)?, &pctx));
+                // Parsed here in the key-independent style, whose
+                // consumer threads only check it.
+                let value = input.to_py_with(py, Some(&mut *self.keys.borrow_mut()))?;
+                let result = self.spec.f.call1(py, (key, value, state.to_py(py)?, &pctx));
                 let outputs = pctx
                     .get()
                     .outputs
