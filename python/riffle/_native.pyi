@@ -247,7 +247,10 @@ def keyed(
     key_field: Optional[str] = None,
 ) -> Processor:
     """``f(key, value, state, ctx)`` returns the key's new state (JSON-able;
-    None for a key not seen yet)."""
+    None for a key not seen yet). The object returned is handed to the
+    key's next call as it is (its JSON goes to the changelog), so it
+    should not be kept and changed elsewhere; after an exception the key's
+    next call gets the state as it was before the failed one."""
 
 class RunningApp:
     """A started app."""

@@ -6,7 +6,7 @@
 //! - `map`, `filter`, `flat_map`: Riffle's stateless steps around a Python
 //!   function. An exception sends the record to the dead-letter topic at
 //!   once (a stateless step is not retried).
-//! - `keyed`: a `KeyedProcessor` whose per-key state is a JSON value, the
+//! - `keyed`: a `KeyedProcessor` whose per-key state is kept as JSON, the
 //!   form the state layer writes to the changelog and to snapshots: the
 //!   Python function gets it as Python objects (`dict`, `list`, `str`,
 //!   numbers, `bool`, None for a new key) and returns the new state, which
@@ -15,19 +15,32 @@
 //!   retried like a Rust processor's error, then dead-lettered with the
 //!   exception's type and message as the reason.
 //!
-//! Values are decoded on Riffle's consumer threads without the interpreter
-//! (JSON by default; `codec="bytes"` hands the bytes over as they are); a
-//! record that is not JSON is dead-lettered without calling Python.
+//! Values are checked on Riffle's consumer threads without the interpreter
+//! (JSON by default; `codec="bytes"` hands the bytes over as they are), so
+//! a record that is not JSON is dead-lettered without calling Python; they
+//! are parsed into Python objects when the function is called.
+//!
+//! What a record costs in Python is kept to the call itself: the keyed
+//! processor holds the interpreter across a batch of records (a poll's, or
+//! a worker's batch; `KeyedProcessor::begin_batch`), rather than taking it
+//! per record, and keeps each key's state as the Python object the
+//! function returned, so that no state is converted to or from Python per
+//! record: only its JSON is written, once per record, for the changelog.
 
+use std::cell::RefCell;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use riffle::log::{OffsetReset, OwnedHeader, RecordRef};
 use riffle::process::{stateless, App as RustApp, Context, Guarantee, KeyedProcessor, Style};
 use riffle::Error;
+use serde::ser::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::errors::{describe, ClosedError, IntoPy};
@@ -63,26 +76,62 @@ impl Codec {
     }
 }
 
-/// A record's value, decoded as the codec says, before Python sees it.
+/// A record's value as the Python function gets it.
 enum Decoded {
-    Json(Value),
-    Bytes(Vec<u8>),
+    /// Parsed already, into Python objects: decoded on a thread inside a
+    /// batch, which holds the interpreter anyway (the key-based style).
+    Parsed(Attached),
+    /// Checked as the codec says, to be parsed (JSON) or handed over as
+    /// bytes when the function is called.
+    Checked { codec: Codec, bytes: Vec<u8> },
 }
 
 impl Decoded {
+    /// Checks the value without the interpreter (a consumer thread of the
+    /// key-independent style must not wait for it): a value that is not
+    /// JSON fails here, as a decode error, not in the Python call.
     fn new(codec: Codec, value: &[u8]) -> riffle::Result<Self> {
-        match codec {
-            Codec::Json => serde_json::from_slice(value)
-                .map(Decoded::Json)
-                .map_err(|e| Error::Decode(format!("not JSON: {e}"))),
-            Codec::Bytes => Ok(Decoded::Bytes(value.to_vec())),
+        if codec == Codec::Json {
+            json::check(value).map_err(|e| Error::Decode(format!("not JSON: {e}")))?;
         }
+        Ok(Decoded::Checked {
+            codec,
+            bytes: value.to_vec(),
+        })
     }
 
     fn to_py<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.to_py_with(py, None)
+    }
+
+    /// [`Decoded::to_py`], objects' keys made through `keys`.
+    fn to_py_with<'py>(
+        &self,
+        py: Python<'py>,
+        keys: Option<&mut json::Keys>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         match self {
-            Decoded::Json(v) => json::to_py(py, v),
-            Decoded::Bytes(b) => Ok(PyBytes::new(py, b).into_any()),
+            Decoded::Parsed(o) => Ok(o.0.bind(py).clone()),
+            Decoded::Checked {
+                codec: Codec::Json,
+                bytes,
+            } => json::parse_with(py, bytes, keys),
+            Decoded::Checked { bytes, .. } => Ok(PyBytes::new(py, bytes).into_any()),
+        }
+    }
+}
+
+/// A Python object that a Riffle thread may drop outside `attach`: inside
+/// a batch the drop attaches (nested, so it costs no lock) and the
+/// reference goes at once, where PyO3 would otherwise queue it for later.
+struct Attached(std::mem::ManuallyDrop<Py<PyAny>>);
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        // SAFETY: dropped once, here; not used again.
+        let o = unsafe { std::mem::ManuallyDrop::take(&mut self.0) };
+        if in_batch() {
+            attach(|_| drop(o));
         }
     }
 }
@@ -97,6 +146,13 @@ type Function = Arc<Py<PyAny>>;
 /// makes one that stays (taking and at once releasing the interpreter), so
 /// later attaches only take and release the interpreter lock.
 fn attach<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> R {
+    keep_thread_state();
+    Python::attach(f)
+}
+
+/// Gives a Riffle thread a thread state of its own that outlives its
+/// attaches (see [`attach`]), the first time only.
+fn keep_thread_state() {
     thread_local! {
         static KEPT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     }
@@ -116,7 +172,58 @@ fn attach<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> R {
             kept.set(true);
         }
     });
-    Python::attach(f)
+}
+
+thread_local! {
+    /// The interpreter lock this thread holds across a batch of records
+    /// ([`begin_batch`]), if it does. Released when the thread ends, should
+    /// a batch never have been ended.
+    static BATCH: Batch = const { Batch(std::cell::Cell::new(None)) };
+}
+
+struct Batch(std::cell::Cell<Option<ffi::PyGILState_STATE>>);
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        if let Some(state) = self.0.take() {
+            // SAFETY: the matching `PyGILState_Ensure` ran on this thread.
+            unsafe { ffi::PyGILState_Release(state) };
+        }
+    }
+}
+
+/// Takes the interpreter lock for this thread until [`end_batch`], so that
+/// the batch's records take it once rather than each: their `attach`es
+/// nest inside it, which costs no lock. Calls into Python release it now
+/// and then as they always do (the interpreter's switch interval), so
+/// other Python threads still run during a long batch.
+fn begin_batch() {
+    keep_thread_state();
+    BATCH.with(|b| {
+        if b.0.get().is_none() {
+            // SAFETY: as in `attach`: a Riffle thread, the interpreter
+            // running; released on this thread by `end_batch` (or when the
+            // thread ends).
+            b.0.set(Some(unsafe { ffi::PyGILState_Ensure() }));
+        }
+    });
+}
+
+/// Whether this thread holds the interpreter for a batch.
+fn in_batch() -> bool {
+    BATCH.try_with(|b| b.0.get().is_some()).unwrap_or(false)
+}
+
+/// Releases the lock [`begin_batch`] took, before Riffle's thread waits,
+/// commits or restores state.
+fn end_batch() {
+    // `try_with`: not at all once the thread's locals are gone.
+    let _ = BATCH.try_with(|b| {
+        if let Some(state) = b.0.take() {
+            // SAFETY: the matching `PyGILState_Ensure` ran on this thread.
+            unsafe { ffi::PyGILState_Release(state) };
+        }
+    });
 }
 
 /// A Python exception as Riffle's error: its text becomes the reason in
@@ -153,7 +260,7 @@ enum Kind {
         f: Function,
         codec: Codec,
     },
-    Keyed(PyKeyed),
+    Keyed(KeyedSpec),
 }
 
 #[pymethods]
@@ -254,7 +361,7 @@ pub fn keyed(f: Py<PyAny>, codec: &str, key_field: Option<String>) -> PyResult<P
         return Err(PyValueError::new_err("key_field needs codec='json'"));
     }
     Ok(Processor {
-        kind: Kind::Keyed(PyKeyed {
+        kind: Kind::Keyed(KeyedSpec {
             f: Arc::new(f),
             codec,
             key_field,
@@ -322,49 +429,120 @@ fn stateless_step(kind: &Kind) -> stateless::Stateless {
     }
 }
 
-/// The keyed processor: per-key state as JSON, the function in Python.
+/// What `riffle.keyed` was given.
 #[derive(Clone)]
-struct PyKeyed {
+struct KeyedSpec {
     f: Function,
     codec: Codec,
     key_field: Option<String>,
 }
 
+/// The keyed processor: per-key state as JSON, the function in Python.
+/// One per consumer or worker thread (cloned), with tables of its own.
+#[derive(Clone)]
+struct PyKeyed {
+    spec: KeyedSpec,
+    /// Where a returned state is encoded before it replaces the key's
+    /// JSON (swapped with it: no allocation per record once warm).
+    encoded: Vec<u8>,
+    /// The keys of the values' and states' objects, as Python strings.
+    keys: RefCell<json::Keys>,
+}
+
+/// A key's state as the state layer keeps it: the JSON of what the
+/// function last returned, which the changelog and snapshots get and a
+/// failed call falls back to, and that same return value as a Python
+/// object, handed to the key's next call as it is. So a state is neither
+/// built from nor converted to Python objects per record: only encoded,
+/// which also checks that it is JSON.
+///
+/// The object is the key's own between its calls: changed after its call
+/// returned (kept elsewhere and modified), it would reach the key's next
+/// call but not the changelog.
+#[derive(Default)]
+struct PyState {
+    /// Compact JSON; empty for a key that has no state yet (None).
+    json: Vec<u8>,
+    /// `json` as a Python object; None until the key's first call after
+    /// a restore or a failed call, which builds it from `json`.
+    object: Option<Py<PyAny>>,
+}
+
+impl PyState {
+    fn to_py<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        match &self.object {
+            Some(o) => Ok(o.bind(py).clone()),
+            None if self.json.is_empty() => Ok(py.None().into_bound(py)),
+            None => json::parse(py, &self.json),
+        }
+    }
+}
+
+impl Serialize for PyState {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.json.is_empty() {
+            return s.serialize_unit();
+        }
+        let raw: &RawValue = serde_json::from_slice(&self.json).map_err(S::Error::custom)?;
+        raw.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for PyState {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = Option::<Box<RawValue>>::deserialize(d)?;
+        Ok(PyState {
+            json: raw.map_or_else(Vec::new, |r| String::from(Box::<str>::from(r)).into_bytes()),
+            object: None,
+        })
+    }
+}
+
 impl KeyedProcessor for PyKeyed {
     type Input = Decoded;
-    type State = Value;
+    type State = PyState;
 
     fn decode(&self, record: &RecordRef<'_>) -> riffle::Result<(String, Decoded)> {
-        let value = Decoded::new(self.codec, record.value)?;
+        let value = if self.spec.codec == Codec::Json && in_batch() {
+            // The interpreter is held for the batch: parse once, now.
+            attach(|py| {
+                json::parse_with(py, record.value, Some(&mut *self.keys.borrow_mut()))
+                    .map(|o| Decoded::Parsed(Attached(std::mem::ManuallyDrop::new(o.unbind()))))
+                    .map_err(|e| Error::Decode(e.value(py).to_string()))
+            })?
+        } else {
+            Decoded::new(self.spec.codec, record.value)?
+        };
         let key = match record.key {
             Some(k) => std::str::from_utf8(k)
                 .map_err(|_| Error::Decode("the key is not UTF-8".into()))?
                 .to_owned(),
-            None => match (&self.key_field, &value) {
-                (Some(field), Decoded::Json(v)) => match v.get(field) {
-                    Some(Value::String(s)) => s.clone(),
-                    _ => {
-                        return Err(Error::Decode(format!(
-                            "no key, and no string field '{field}' in the value"
-                        )))
-                    }
-                },
-                _ => return Err(Error::Decode("the record has no key".into())),
+            None => match &self.spec.key_field {
+                Some(field) => key_field(record.value, field)?,
+                None => return Err(Error::Decode("the record has no key".into())),
             },
         };
         Ok((key, value))
+    }
+
+    fn begin_batch(&mut self) {
+        begin_batch();
+    }
+
+    fn end_batch(&mut self) {
+        end_batch();
     }
 
     fn process(
         &mut self,
         key: &str,
         input: &Decoded,
-        state: &mut Value,
+        state: &mut PyState,
         ctx: &mut Context<'_>,
     ) -> riffle::Result<()> {
+        let encoded = &mut self.encoded;
         let outputs = attach(|py| {
             let mut call = || -> PyResult<Vec<Out>> {
-                let state_py = json::to_py(py, state)?;
                 let pctx = Bound::new(
                     py,
                     PyContext {
@@ -375,7 +553,10 @@ impl KeyedProcessor for PyKeyed {
                         outputs: Mutex::new(Some(Vec::new())),
                     },
                 )?;
-                let result = self.f.call1(py, (key, input.to_py(py)?, state_py, &pctx));
+                // Parsed here in the key-independent style, whose
+                // consumer threads only check it.
+                let value = input.to_py_with(py, Some(&mut *self.keys.borrow_mut()))?;
+                let result = self.spec.f.call1(py, (key, value, state.to_py(py)?, &pctx));
                 let outputs = pctx
                     .get()
                     .outputs
@@ -383,18 +564,40 @@ impl KeyedProcessor for PyKeyed {
                     .unwrap()
                     .take()
                     .unwrap_or_default();
-                let new_state = json::to_value(result?.bind(py)).map_err(|e| {
+                let result = result?;
+                encoded.clear();
+                let state_json = json::PyJson::with_keys(result.bind(py), &self.keys);
+                serde_json::to_writer(&mut *encoded, &state_json).map_err(|e| {
                     PyTypeError::new_err(format!("the state returned for key '{key}': {e}"))
                 })?;
-                *state = new_state;
+                std::mem::swap(&mut state.json, encoded);
+                state.object = Some(result);
                 Ok(outputs)
             };
-            call().map_err(|e| raised(py, e))
+            call().map_err(|e| {
+                // The function may have changed the object before it
+                // failed: the next attempt starts from the JSON.
+                state.object = None;
+                raised(py, e)
+            })
         })?;
         for o in outputs {
             ctx.send_with_headers(&o.topic, o.key.as_deref(), &o.value, &o.headers)?;
         }
         Ok(())
+    }
+}
+
+/// The key of a record without one: the string field `field` of its JSON
+/// value.
+fn key_field(value: &[u8], field: &str) -> riffle::Result<String> {
+    let v: Value =
+        serde_json::from_slice(value).map_err(|e| Error::Decode(format!("not JSON: {e}")))?;
+    match v.get(field) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        _ => Err(Error::Decode(format!(
+            "no key, and no string field '{field}' in the value"
+        ))),
     }
 }
 
@@ -550,7 +753,11 @@ impl App {
     fn start(&self, py: Python<'_>) -> PyResult<RunningApp> {
         let running = py
             .detach(|| match &self.kind {
-                Kind::Keyed(k) => self.launch(k.clone()),
+                Kind::Keyed(k) => self.launch(PyKeyed {
+                    spec: k.clone(),
+                    encoded: Vec::new(),
+                    keys: RefCell::default(),
+                }),
                 other => self.launch(stateless_step(other)),
             })
             .py_err()?;

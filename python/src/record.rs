@@ -85,10 +85,12 @@ impl Record {
     /// The value decoded as JSON (what the chapter does with
     /// `json.loads(msg.value().decode('UTF8'))`).
     fn json<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let v: serde_json::Value = serde_json::from_slice(&self.inner.value).map_err(|e| {
-            pyo3::exceptions::PyValueError::new_err(format!("the record's value is not JSON: {e}"))
-        })?;
-        json::to_py(py, &v)
+        json::parse(py, &self.inner.value).map_err(|e| {
+            pyo3::exceptions::PyValueError::new_err(format!(
+                "the record's value is {}",
+                e.value(py)
+            ))
+        })
     }
 
     fn __repr__(&self) -> String {

@@ -197,6 +197,9 @@ pub fn markdown(results: &[Value]) -> String {
         ("riffle-keyed-alo", "python-ray", 50.0),
         ("riffle-window-alo", "kafka-streams-window-alo", 3.0),
         ("riffle-window-eos", "kafka-streams-window-eos", 3.0),
+        // The same rule in Python, on Riffle: both over the same prefix.
+        ("python-riffle-alo", "python-ray", 5.0),
+        ("python-riffle-eos", "python-ray", 5.0),
     ] {
         let x = ratio(r.rps(ours), r.rps(theirs));
         let lower_p99 = match (r.p99(ours), r.p99(theirs)) {
@@ -237,11 +240,23 @@ pub fn markdown(results: &[Value]) -> String {
     for [a, b, c, d] in rows {
         s.push_str(&format!("| {a} | {b} | {c} | {d} |\n"));
     }
-    if r.get("python-ray")
-        .and_then(|p| p["throughput"]["prefix"].as_f64())
-        .is_some()
-    {
-        s.push_str("\npython-ray's records/s is over its prefix of the input (see above).\n");
+    let prefixed: Vec<&str> = ["python-ray", "python-riffle-alo", "python-riffle-eos"]
+        .into_iter()
+        .filter(|n| {
+            r.get(n)
+                .and_then(|p| p["throughput"]["prefix"].as_f64())
+                .is_some()
+        })
+        .collect();
+    match prefixed.as_slice() {
+        [] => {}
+        [one] => s.push_str(&format!(
+            "\n{one}'s records/s is over its prefix of the input (see above).\n"
+        )),
+        many => s.push_str(&format!(
+            "\nThe records/s of {} are over their prefix of the input (see above).\n",
+            many.join(", ")
+        )),
     }
     s
 }
@@ -285,6 +300,29 @@ mod tests {
             "{md}"
         );
         assert!(!md.contains("**no**"), "{md}");
+    }
+
+    #[test]
+    fn python_on_riffle_is_held_to_the_python_peer() {
+        let results = vec![
+            json!({"name": "python-ray", "throughput": {"records_per_s": 60_000.0, "prefix": 10},
+                   "latency": {"p99_ms": 6000.0}}),
+            json!({"name": "python-riffle-alo", "throughput": {"records_per_s": 330_000.0, "prefix": 10},
+                   "latency": {"p99_ms": 40.0}}),
+            json!({"name": "python-riffle-eos", "throughput": {"records_per_s": 270_000.0, "prefix": 10},
+                   "latency": {"p99_ms": 150.0}}),
+        ];
+        let md = markdown(&results);
+        for row in [
+            "| python-riffle-alo / python-ray: records/s; p99 | 5.50x; 40.0 ms vs 6000.0 ms | >= 5x, lower p99 | yes |",
+            "| python-riffle-eos / python-ray: records/s; p99 | 4.50x; 150.0 ms vs 6000.0 ms | >= 5x, lower p99 | **no** |",
+        ] {
+            assert!(md.contains(row), "{row}\n{md}");
+        }
+        assert!(
+            md.contains("The records/s of python-ray, python-riffle-alo, python-riffle-eos are over their prefix"),
+            "{md}"
+        );
     }
 
     #[test]

@@ -619,3 +619,126 @@ fn keyed_style_passes_headers_on() {
 fn actors_style_passes_headers_on() {
     headers_reach_processors_outputs_and_dead_letters(Style::Actors { workers: 2 });
 }
+
+/// What [`Bracketed`] saw: batches begun and records processed, per
+/// thread, and anything out of place.
+#[derive(Default)]
+struct Brackets {
+    /// Threads with a batch open now.
+    open: Vec<std::thread::ThreadId>,
+    batches: usize,
+    records: usize,
+    wrong: Vec<String>,
+}
+
+/// Checks that every `process` runs inside a batch begun on its own thread
+/// and that batches neither nest nor end twice; fails on negative numbers.
+#[derive(Clone, Default)]
+struct Bracketed(Arc<Mutex<Brackets>>);
+
+impl KeyedProcessor for Bracketed {
+    type Input = i64;
+    type State = i64;
+
+    fn decode(&self, r: &RecordRef<'_>) -> Result<(String, i64)> {
+        Counter.decode(r)
+    }
+
+    fn begin_batch(&mut self) {
+        let mut b = self.0.lock().unwrap();
+        let me = std::thread::current().id();
+        if b.open.contains(&me) {
+            b.wrong.push(format!("{me:?} began a batch inside another"));
+        }
+        b.open.push(me);
+        b.batches += 1;
+    }
+
+    fn end_batch(&mut self) {
+        let mut b = self.0.lock().unwrap();
+        let me = std::thread::current().id();
+        match b.open.iter().position(|t| *t == me) {
+            Some(i) => {
+                b.open.swap_remove(i);
+            }
+            None => b
+                .wrong
+                .push(format!("{me:?} ended a batch it had not begun")),
+        }
+    }
+
+    fn process(&mut self, key: &str, &n: &i64, sum: &mut i64, ctx: &mut Context<'_>) -> Result<()> {
+        {
+            let mut b = self.0.lock().unwrap();
+            if !b.open.contains(&std::thread::current().id()) {
+                b.wrong.push(format!("{key}={n} processed outside a batch"));
+            }
+            b.records += 1;
+        }
+        if n < 0 {
+            return Err(Error::Decode(format!("negative: {n}")));
+        }
+        *sum += n;
+        ctx.send("sums", Some(key), sum.to_string().as_bytes())
+    }
+}
+
+/// Records reach `process` in batches: begun and ended on the thread that
+/// processes them, many records each, all ended once the app stops; a
+/// failing record inside a batch is dead-lettered alone.
+fn batches_bracket_records(style: Style) {
+    let log = log();
+    log.create_topic(&TopicSpec::new("numbers", 4), T).unwrap();
+    log.create_topic(&TopicSpec::new("sums", 4), T).unwrap();
+    let p = Producer::new(&*log).unwrap();
+    for i in 0..400 {
+        let n = if i == 200 { -1 } else { 1 };
+        p.send(
+            "numbers",
+            Some(format!("k{}", i % 8).as_bytes()),
+            n.to_string().as_bytes(),
+        )
+        .unwrap();
+    }
+    let seen = Bracketed::default();
+    let app = App::new("bracketed", &["numbers"], seen.clone())
+        .style(style)
+        .consumers(2)
+        .retries(0)
+        .dead_letter("numbers-dlq")
+        .start(log.clone())
+        .unwrap();
+    let sums = read_all(&log, "sums", 399);
+    assert_eq!(read_all(&log, "numbers-dlq", 1).len(), 1);
+    // Waiting for more records, no thread is inside a batch.
+    std::thread::sleep(Duration::from_millis(300));
+    let idle = seen.0.lock().unwrap().open.clone();
+    assert!(idle.is_empty(), "batches open while idle: {idle:?}");
+    app.stop().unwrap();
+    let b = seen.0.lock().unwrap();
+    assert!(b.wrong.is_empty(), "{:?}", b.wrong);
+    assert!(b.open.is_empty(), "batches left open: {:?}", b.open);
+    assert_eq!(b.records, 400);
+    assert!(
+        b.batches >= 1 && b.batches <= 100,
+        "{} batches for 400 records",
+        b.batches
+    );
+    let mut last: HashMap<String, i64> = HashMap::new();
+    for (k, v) in sums {
+        last.insert(k.unwrap(), v.parse().unwrap());
+    }
+    // k0 lost the failed record's -1 and nothing else.
+    assert_eq!(last["k0"], 49);
+    assert!((1..8).all(|k| last[&format!("k{k}")] == 50), "{last:?}");
+}
+
+#[test]
+fn keyed_style_processes_in_batches() {
+    batches_bracket_records(Style::Keyed);
+}
+
+#[test]
+fn actors_style_processes_in_batches() {
+    batches_bracket_records(Style::Actors { workers: 3 });
+}

@@ -115,6 +115,7 @@ impl<P: KeyedProcessor> Worker<P> {
         let mut done = Vec::with_capacity(jobs.len());
         let mut scratch = P::State::default();
         let shared = self.shared.clone();
+        self.processor.begin_batch();
         for job in jobs {
             let Job {
                 key,
@@ -193,6 +194,7 @@ impl<P: KeyedProcessor> Worker<P> {
             }
             done.push((topic, partition, offset));
         }
+        self.processor.end_batch();
         done
     }
 }

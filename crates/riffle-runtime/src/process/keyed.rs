@@ -49,6 +49,8 @@ pub(super) struct KeyedHandler<P: KeyedProcessor> {
     now: i64,
     /// Keys expired since memory was last given back.
     expired: u64,
+    /// Whether the processor is inside a batch ([`KeyedProcessor::begin_batch`]).
+    in_batch: bool,
 }
 
 impl<P: KeyedProcessor> KeyedHandler<P> {
@@ -72,6 +74,16 @@ impl<P: KeyedProcessor> KeyedHandler<P> {
             watermarks: HashMap::new(),
             settling: Settling::new(),
             expired: 0,
+            in_batch: false,
+        }
+    }
+
+    /// Ends the processor's batch, if one is open: before anything but
+    /// processing the poll's next record.
+    fn end_batch(&mut self) {
+        if self.in_batch {
+            self.in_batch = false;
+            self.processor.end_batch();
         }
     }
 
@@ -219,6 +231,10 @@ impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
         self.commits
             .processed(record.topic, record.partition, record.offset + 1);
         let producer = self.commits.producer();
+        if !self.in_batch {
+            self.in_batch = true;
+            self.processor.begin_batch();
+        }
         let (key, input) = match self.processor.decode(&record) {
             Ok(d) => d,
             Err(e) => return self.shared.dead_letter(producer, &record, &e),
@@ -286,7 +302,12 @@ impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
         }
     }
 
+    fn polled(&mut self) {
+        self.end_batch();
+    }
+
     fn assigned(&mut self, partitions: &[TopicPartition]) {
+        self.end_batch();
         if !P::STATEFUL {
             return;
         }
@@ -341,6 +362,7 @@ impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
     }
 
     fn revoked(&mut self, partitions: &[TopicPartition]) {
+        self.end_batch();
         if self.shared.killed() {
             // Gone with the process: nothing saved, nothing handed over.
             for tp in partitions {
@@ -381,6 +403,7 @@ impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
 
 impl<P: KeyedProcessor> Deferring for KeyedHandler<P> {
     fn completed(&mut self, progress: &mut dyn Progress) {
+        self.end_batch();
         if self.shared.killed() {
             return;
         }
@@ -409,6 +432,7 @@ impl<P: KeyedProcessor> Deferring for KeyedHandler<P> {
     }
 
     fn revoking(&mut self, _: &[TopicPartition], progress: &mut dyn Progress) {
+        self.end_batch();
         if self.shared.killed() {
             return;
         }
@@ -418,6 +442,7 @@ impl<P: KeyedProcessor> Deferring for KeyedHandler<P> {
     }
 
     fn drain(&mut self) {
+        self.end_batch();
         if self.shared.killed() {
             return;
         }
@@ -432,6 +457,7 @@ impl<P: KeyedProcessor> Deferring for KeyedHandler<P> {
 
 impl<P: KeyedProcessor> Drop for KeyedHandler<P> {
     fn drop(&mut self) {
+        self.end_batch();
         self.shared.forget_handler(&self.settling);
         // Stopped with everything committed (a consumer removed from a
         // running app, say): memory holds exactly the committed state, so

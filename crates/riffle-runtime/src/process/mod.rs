@@ -218,6 +218,23 @@ pub trait KeyedProcessor: Clone + Send + 'static {
         state: &mut Self::State,
         ctx: &mut Context<'_>,
     ) -> Result<()>;
+
+    /// Called on the thread that runs [`KeyedProcessor::process`] before
+    /// the first record of a batch: the records of one poll (key-based
+    /// style), which are also decoded inside the batch, or of one worker's
+    /// batch (key-independent style), decoded before on the consumer
+    /// threads. A processor whose records share a costly step (taking a
+    /// lock, such as an embedded interpreter's; opening a buffer) takes it
+    /// here once rather than per record, and lets it go in
+    /// [`KeyedProcessor::end_batch`]. Does nothing by default.
+    fn begin_batch(&mut self) {}
+
+    /// Called on the same thread after the last record of a batch begun
+    /// with [`KeyedProcessor::begin_batch`], before the runtime waits for
+    /// more records, commits, restores or hands over state, or stops; also
+    /// when a batch is cut short (a rebalance, a failure). Does nothing by
+    /// default.
+    fn end_batch(&mut self) {}
 }
 
 /// Runs `attempt_once` up to `retries` more times after a failure, a

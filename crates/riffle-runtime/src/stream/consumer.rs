@@ -39,6 +39,12 @@ pub trait Handler: Send + 'static {
     /// The consumer no longer owns these partitions; their offsets are
     /// committed.
     fn revoked(&mut self, _partitions: &[TopicPartition]) {}
+
+    /// A poll's records have all been handed to `handle` (whether the poll
+    /// then succeeded or failed): the end of a batch, before the consumer
+    /// commits, waits for more records or stops. For handlers that hold
+    /// something across the records of one poll.
+    fn polled(&mut self) {}
 }
 
 /// A handler that finishes records after `handle` returns: it hands them
@@ -97,6 +103,9 @@ impl<H: Handler> Handler for Plain<H> {
     fn revoked(&mut self, partitions: &[TopicPartition]) {
         self.0.revoked(partitions)
     }
+    fn polled(&mut self) {
+        self.0.polled()
+    }
 }
 
 impl<H: Handler> Drive for Plain<H> {
@@ -112,6 +121,9 @@ impl<H: Deferring> Handler for Deferred<H> {
     }
     fn revoked(&mut self, partitions: &[TopicPartition]) {
         self.0.revoked(partitions)
+    }
+    fn polled(&mut self) {
+        self.0.polled()
     }
 }
 
@@ -627,6 +639,7 @@ fn run<H: Drive>(
     let mut release = Release::default();
     while !stop.is_stopped() {
         let polled = consumer.poll(POLL_WAIT, POLL_BATCH, &mut visit);
+        visit.handler.polled();
         visit.metrics.flush();
         let polled = polled?;
         if defers {
