@@ -317,6 +317,12 @@ pub struct ConsumerConfig {
     /// partitions that move change hands, and the others keep being
     /// processed. Only matters when more than one topic is read.
     pub co_partitioned: bool,
+    /// Rebalance eagerly whatever the topics: every member gives up every
+    /// partition (committing first) and gets its share anew. Exactly-once
+    /// consumers need it on Kafka: a transaction's offsets carry the
+    /// group's generation, which an incremental rebalance moves on under an
+    /// open transaction, failing its commit.
+    pub eager: bool,
 }
 
 impl ConsumerConfig {
@@ -331,6 +337,7 @@ impl ConsumerConfig {
             read_committed: false,
             instance: None,
             co_partitioned: false,
+            eager: false,
         }
     }
 }

@@ -81,7 +81,7 @@ impl KafkaConsumer {
             )
             .set(
                 "partition.assignment.strategy",
-                if cfg.co_partitioned && cfg.topics.len() > 1 {
+                if cfg.eager || cfg.co_partitioned && cfg.topics.len() > 1 {
                     // Partition p of every topic to the same member.
                     "range"
                 } else {

@@ -260,8 +260,10 @@ impl<P: KeyedProcessor> App<P> {
     /// A name for this process, unique in the group and stable across its
     /// restarts (a host name, a pod name, a number).
     ///
-    /// On Kafka its consumers become static members of the group (named
-    /// `<id>-<consumer number>`): a process killed and restarted within
+    /// Under at-least-once, on Kafka, its consumers become static members
+    /// of the group (named `<id>-<consumer number>`; exactly-once groups
+    /// rebalance eagerly and join as dynamic members, see
+    /// `consumer_config`): a process killed and restarted within
     /// the session timeout takes its partitions back without a rebalance,
     /// so the other processes carry on undisturbed. A stop still leaves
     /// the group at once, handing the partitions over without waiting for
@@ -565,8 +567,19 @@ impl<P: KeyedProcessor> App<P> {
         cfg.read_committed = self.guarantee == Guarantee::ExactlyOnce;
         // Static members only under a name the user chose: one made up
         // per run would leave, after a crash, a member nobody returns as
-        // holding partitions for the session timeout all the same.
-        cfg.instance = self.instance.clone();
+        // holding partitions for the session timeout all the same. And
+        // only under at-least-once: under exactly-once a transaction's
+        // offsets carry the group's generation, and a consumer restarted
+        // after a transaction failed on a generation that moved on (an
+        // incremental rebalance under an open transaction) was seen
+        // rejoining without its partitions; exactly-once groups rebalance
+        // eagerly, committing before they give partitions up, as members
+        // of their own.
+        if self.guarantee == Guarantee::AtLeastOnce {
+            cfg.instance = self.instance.clone();
+        } else {
+            cfg.eager = true;
+        }
         cfg
     }
 
