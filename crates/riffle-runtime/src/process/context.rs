@@ -43,7 +43,7 @@ impl<'a> Context<'a> {
         offset: i64,
         headers: Headers<'a>,
     ) -> Self {
-        Self::new(out, topic, 0, offset, None, headers)
+        Self::new(out, topic, 0, offset, None, headers).at(super::time::now_ms(), None)
     }
 
     pub(super) fn new(
@@ -64,7 +64,9 @@ impl<'a> Context<'a> {
             sent: 0,
             timers: Vec::new(),
             delete: false,
-            now: super::time::now_ms(),
+            // Set by the caller (`at`): apps read their clock once per
+            // poll, not once per record.
+            now: 0,
             watermark: None,
         }
     }
