@@ -6,17 +6,17 @@
 mod conformance;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use conformance::{eventually, unique, T};
+use conformance::{committed_per_key, eventually, unique, T};
 use riffle::log::embedded::EmbeddedLog;
 use riffle::log::kafka::KafkaLog;
-use riffle::log::{ConsumerConfig, Log, OutRecord, RecordRef, TopicSpec};
+use riffle::log::{Log, OutRecord, RecordRef, TopicSpec};
 use riffle::process::join::WindowJoin;
 use riffle::process::table::{GlobalTable, TableJoin};
 use riffle::process::{App, Guarantee, Style};
-use riffle::stream::{Consumer, Producer};
+use riffle::stream::Producer;
 use riffle::{Error, Result};
 
 fn text(bytes: &[u8]) -> Result<String> {
@@ -30,36 +30,8 @@ fn compacted(log: &dyn Log, name: &str, partitions: i32) {
     log.create_topic(&spec, T).unwrap();
 }
 
-/// The committed values of `topic` per key once `n` are there, and a
-/// while longer.
 fn read(log: &Arc<dyn Log>, topic: &str, n: usize) -> BTreeMap<String, Vec<String>> {
-    let seen: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
-    let s = seen.clone();
-    let mut cfg = ConsumerConfig::new(unique("reader"), &[topic]);
-    cfg.read_committed = true;
-    let c = Consumer::spawn(log.clone(), cfg, move || {
-        let s = s.clone();
-        move |r: RecordRef<'_>| -> Result<()> {
-            let v = String::from_utf8_lossy(r.value).into_owned();
-            s.lock()
-                .unwrap()
-                .push((r.key_str().unwrap_or_default().to_owned(), v));
-            Ok(())
-        }
-    })
-    .unwrap();
-    let deadline = Instant::now() + T;
-    while seen.lock().unwrap().len() < n && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(500));
-    c.stop();
-    c.join().unwrap();
-    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (k, v) in seen.lock().unwrap().iter() {
-        out.entry(k.clone()).or_default().push(v.clone());
-    }
-    out
+    committed_per_key(log, topic, n)
 }
 
 fn send(p: &Producer, topic: &str, key: &str, value: &str) {

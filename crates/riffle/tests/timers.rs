@@ -8,16 +8,15 @@ mod watch;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use conformance::{eventually, unique, T};
+use conformance::{committed_per_key, eventually, unique, T};
 use riffle::log::embedded::EmbeddedLog;
 use riffle::log::kafka::KafkaLog;
-use riffle::log::{ConsumerConfig, Log, RecordRef, TopicSpec};
+use riffle::log::{Log, TopicSpec};
 use riffle::process::{App, EventTime, Guarantee, Running, Style};
-use riffle::stream::{Consumer, Producer};
-use riffle::Result;
+use riffle::stream::Producer;
 use watch::Watch;
 
 struct Setup {
@@ -79,33 +78,7 @@ impl Setup {
     /// The committed records of `topic` per key, in order, once `n` are
     /// there (and a little longer, so that one too many would show).
     fn read(&self, topic: &str, n: usize) -> BTreeMap<String, Vec<String>> {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let s = seen.clone();
-        let mut cfg = ConsumerConfig::new(unique("reader"), &[topic]);
-        cfg.read_committed = true;
-        let c = Consumer::spawn(self.log.clone(), cfg, move || {
-            let s = s.clone();
-            move |r: RecordRef<'_>| -> Result<()> {
-                s.lock().unwrap().push((
-                    r.key_str().unwrap_or_default().to_owned(),
-                    String::from_utf8_lossy(r.value).into_owned(),
-                ));
-                Ok(())
-            }
-        })
-        .unwrap();
-        let deadline = std::time::Instant::now() + T;
-        while seen.lock().unwrap().len() < n && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        std::thread::sleep(Duration::from_millis(500));
-        c.stop();
-        c.join().unwrap();
-        let mut per_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for (k, v) in seen.lock().unwrap().iter() {
-            per_key.entry(k.clone()).or_default().push(v.clone());
-        }
-        per_key
+        committed_per_key(&self.log, topic, n)
     }
 }
 

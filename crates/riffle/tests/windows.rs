@@ -7,17 +7,17 @@
 mod conformance;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use conformance::{unique, T};
+use conformance::{committed_per_key, unique, T};
 use riffle::log::embedded::EmbeddedLog;
 use riffle::log::kafka::KafkaLog;
-use riffle::log::{partition_for_key, ConsumerConfig, Log, RecordRef, TopicSpec};
+use riffle::log::{partition_for_key, Log, RecordRef, TopicSpec};
 use riffle::process::window::{Stats, Windowed, Windows};
 use riffle::process::{App, EventTime, Guarantee, Style};
-use riffle::stream::{Consumer, Producer};
-use riffle::{Error, Result};
+use riffle::stream::Producer;
+use riffle::Error;
 
 const PARTITIONS: i32 = 3;
 /// How far out of order events arrive.
@@ -164,31 +164,12 @@ fn aggregate(log: Arc<dyn Log>, windows: Windows, style: Style, guarantee: Guara
     }
     producer.flush(T).unwrap();
 
-    let seen: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
-    let s = seen.clone();
-    let mut cfg = ConsumerConfig::new(unique("reader"), &[&output]);
-    cfg.read_committed = true;
-    let reader = Consumer::spawn(log.clone(), cfg, move || {
-        let s = s.clone();
-        move |r: RecordRef<'_>| -> Result<()> {
-            s.lock()
-                .unwrap()
-                .push(serde_json::from_slice(r.value).unwrap());
-            Ok(())
-        }
-    })
-    .unwrap();
-    let deadline = Instant::now() + T;
-    while seen.lock().unwrap().len() < n && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(500));
-    reader.stop();
-    reader.join().unwrap();
+    let results = committed_per_key(&log, &output, n);
     app.stop().unwrap();
 
     let mut got: BTreeMap<String, Vec<Result6>> = BTreeMap::new();
-    for r in seen.lock().unwrap().iter() {
+    for text in results.values().flatten() {
+        let r: serde_json::Value = serde_json::from_str(text).unwrap();
         assert_eq!(r["final"], true, "{r}");
         let i = |f: &str| r[f].as_f64().unwrap() as i64;
         got.entry(r["key"].as_str().unwrap().to_owned())

@@ -943,3 +943,40 @@ pub fn deleted_topic_stays_deleted(log: Arc<dyn Log>) {
     assert!(info.partitions.iter().all(|p| p.high == 0), "{info:?}");
     log.delete_topic(&topic, T).unwrap();
 }
+
+/// The committed records of `topic` per key, values as text, in order,
+/// once `n` are there or `T` passed (the caller's assertions say what is
+/// missing), and half a second longer, so that one too many would show.
+pub fn committed_per_key(
+    log: &Arc<dyn Log>,
+    topic: &str,
+    n: usize,
+) -> BTreeMap<String, Vec<String>> {
+    let seen: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let s = seen.clone();
+    let mut cfg = ConsumerConfig::new(unique("reader"), &[topic]);
+    cfg.read_committed = true;
+    let c = Consumer::spawn(log.clone(), cfg, move || {
+        let s = s.clone();
+        move |r: RecordRef<'_>| -> Result<()> {
+            let v = String::from_utf8_lossy(r.value).into_owned();
+            s.lock()
+                .unwrap()
+                .push((r.key_str().unwrap_or_default().to_owned(), v));
+            Ok(())
+        }
+    })
+    .unwrap();
+    let deadline = Instant::now() + T;
+    while seen.lock().unwrap().len() < n && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    c.stop();
+    c.join().unwrap();
+    let mut per_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (k, v) in seen.lock().unwrap().drain(..) {
+        per_key.entry(k).or_default().push(v);
+    }
+    per_key
+}
