@@ -10,6 +10,13 @@
 //! commands on the control topic (read committed) are then compared per
 //! heater with a reference model: the controller rule applied to the input
 //! topic as it was written.
+//!
+//! The exactly-once crash tests also run the controllers' watchdog while
+//! one heater in 25 falls silent for ten rounds of the heaters' own time
+//! (the records' timestamps): each such heater's fail-safe OFF and its two
+//! alerts ("silent" at its last measurement plus the watchdog's time,
+//! "reporting" at its next) must appear exactly once, at those times,
+//! across the kills.
 
 #[path = "crash/broker.rs"]
 mod broker;
@@ -29,7 +36,7 @@ use riffle::log::kafka::KafkaLog;
 use riffle::log::{Log, TopicSpec};
 
 use broker::OwnBroker;
-use feed::FeedPlan;
+use feed::{FeedPlan, Silence};
 use model::Comparison;
 use workers::{Guarantee, KillOnDrop, WorkerConfig, Workers};
 
@@ -64,7 +71,14 @@ struct Scenario {
     /// Stop the broker this long after the feed starts, for [`OUTAGE`],
     /// then start it again. The run gets a broker of its own.
     outage_after: Option<Duration>,
+    /// Run the controllers with a [`WATCHDOG`] while some heaters fall
+    /// silent (`plan.silence`), and check its alerts.
+    watchdog: bool,
 }
+
+/// The watchdog's time in the scenarios that have one: four rounds of the
+/// heaters' time.
+const WATCHDOG: Duration = Duration::from_secs(4);
 
 /// How long the broker stays down in an outage scenario.
 const OUTAGE: Duration = Duration::from_secs(30);
@@ -190,13 +204,18 @@ fn run(s: &Scenario) -> Outcome {
             .unwrap()
             .as_millis()
     );
-    let (sensor, control, dlq) = (
+    let (sensor, control, dlq, alerts) = (
         format!("sensor-{id}"),
         format!("control-{id}"),
         format!("dlq-{id}"),
+        format!("alerts-{id}"),
     );
     let t = Duration::from_secs(30);
-    for (topic, n) in [(&sensor, PARTITIONS), (&control, PARTITIONS), (&dlq, 1)] {
+    let mut topics = vec![(&sensor, PARTITIONS), (&control, PARTITIONS), (&dlq, 1)];
+    if s.watchdog {
+        topics.push((&alerts, PARTITIONS));
+    }
+    for (topic, n) in topics {
         log.create_topic(&TopicSpec::new(topic.as_str(), n), t)
             .expect("topic created");
     }
@@ -213,6 +232,7 @@ fn run(s: &Scenario) -> Outcome {
             style: s.style,
             dir: dir.clone(),
             http: s.kill_one_after.is_some(),
+            watchdog: s.watchdog.then(|| (WATCHDOG, alerts.clone())),
         },
         WORKERS,
     );
@@ -371,14 +391,61 @@ fn run(s: &Scenario) -> Outcome {
         records,
         "the input topic holds the input"
     );
-    let reference = model::reference(&input);
+    let reference = model::reference(&input, s.watchdog.then_some(WATCHDOG.as_millis() as i64));
     assert_eq!(reference.undecodable, 0);
     assert_eq!(reference.heaters, s.plan.heaters);
     let (actual, bad) = model::actual(&output);
     let cmp = model::compare(s.guarantee, &reference.expected, &actual, PARTITIONS);
+    let mut alerts_sent = 0;
+    if s.watchdog {
+        let (sent, bad) = model::actual_alerts(&model::read_topic(&log, &alerts, true));
+        alerts_sent = sent.values().map(Vec::len).sum();
+        let silent = s
+            .plan
+            .silence
+            .as_ref()
+            .map_or(0, |q| s.plan.heaters.div_ceil(q.every));
+        // Each heater that falls silent: turned OFF, then back.
+        assert!(
+            reference.alerts.len() == silent && reference.alerts.values().all(|a| a.len() == 2),
+            "the input should make {silent} heaters fall silent once: {:?}",
+            reference.alerts
+        );
+        if !bad.is_empty() {
+            problems.push(format!(
+                "{} records on {alerts} are not alerts, first: {}",
+                bad.len(),
+                bad[0]
+            ));
+        }
+        if sent != reference.alerts {
+            let wrong: Vec<_> = reference
+                .alerts
+                .keys()
+                .chain(sent.keys())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .filter(|h| sent.get(*h) != reference.alerts.get(*h))
+                .take(5)
+                .map(|h| {
+                    format!(
+                        "{h}: expected {:?}, sent {:?}",
+                        reference.alerts.get(h),
+                        sent.get(h)
+                    )
+                })
+                .collect();
+            problems.push(format!(
+                "the watchdog's alerts differ from the expected ones (heater, event time) for {} heaters, e.g.:\n  {}",
+                wrong.len(),
+                wrong.join("\n  ")
+            ));
+        }
+    }
     eprintln!(
         "{}: {:?}; {records} records for {} heaters, {kills} kills, lag when fed {lag_when_fed}; \
          commands expected {}, actual {}, duplicates {}, heaters wrong {}, final state wrong {}; \
+         alerts expected {}, sent {alerts_sent}; \
          {} dead letters; fed in {:.1} s, input committed at {:.1} s, elapsed {:.1} s",
         s.name,
         s.guarantee,
@@ -388,6 +455,7 @@ fn run(s: &Scenario) -> Outcome {
         cmp.duplicates,
         cmp.mismatches.len(),
         cmp.wrong_final,
+        reference.alerts.values().map(Vec::len).sum::<usize>(),
         dead.len(),
         fed_in.as_secs_f64(),
         drained_in.as_secs_f64(),
@@ -428,7 +496,7 @@ fn run(s: &Scenario) -> Outcome {
     }
     if problems.is_empty() {
         let changelog = format!("{group}-changelog");
-        for topic in [&sensor, &control, &dlq, &changelog] {
+        for topic in [&sensor, &control, &dlq, &alerts, &changelog] {
             let _ = log.delete_topic(topic, t);
         }
         let _ = std::fs::remove_dir_all(&dir);
@@ -512,6 +580,7 @@ fn crash_plan(seed: u64) -> FeedPlan {
         duration: Duration::from_secs(45),
         seed,
         setting_changes: vec![20, 40],
+        silence: None,
     }
 }
 
@@ -530,11 +599,18 @@ fn crash_exactly_once_in(name: &'static str, style: &'static str, seed: u64) {
         name,
         guarantee: Guarantee::ExactlyOnce,
         style,
-        plan: crash_plan(seed),
+        plan: FeedPlan {
+            silence: Some(Silence {
+                every: 25,
+                rounds: 21..=30,
+            }),
+            ..crash_plan(seed)
+        },
         kills: true,
         stop_one_after: None,
         kill_one_after: None,
         outage_after: None,
+        watchdog: true,
     });
     if out.cmp.duplicates > 0 || out.cmp.expected != out.cmp.actual {
         out.problems.push(format!(
@@ -557,6 +633,7 @@ fn crash_at_least_once() {
         stop_one_after: None,
         kill_one_after: None,
         outage_after: None,
+        watchdog: false,
     });
     out.check();
     assert!(out.kills >= MIN_KILLS && out.records > 60_000);
@@ -571,6 +648,7 @@ fn steady_plan(seed: u64) -> FeedPlan {
         duration: Duration::from_secs(24),
         seed,
         setting_changes: vec![],
+        silence: None,
     }
 }
 
@@ -585,6 +663,7 @@ fn three_workers_rebalance() {
         stop_one_after: Some(Duration::from_secs(10)),
         kill_one_after: None,
         outage_after: None,
+        watchdog: false,
     });
     let before = out.owned_before_stop.clone();
     let stopped = before.get(WORKERS - 1).cloned().unwrap_or_default();
@@ -666,6 +745,7 @@ fn scale_out(name: &'static str, style: &'static str, seed: u64) {
         stop_one_after: None,
         kill_one_after: Some(Duration::from_secs(10)),
         outage_after: None,
+        watchdog: false,
     });
     let killed = WORKERS - 1;
     let addrs: Vec<String> = (0..WORKERS)
@@ -789,6 +869,7 @@ fn broker_outage(name: &'static str, guarantee: Guarantee, seed: u64) {
         stop_one_after: None,
         kill_one_after: None,
         outage_after: Some(Duration::from_secs(8)),
+        watchdog: false,
     });
     eprintln!(
         "{name}: per worker, outage reported after / end reported after: {:?}",

@@ -166,6 +166,7 @@ fn restart_under_the_same_instance_moves_nothing() {
             style: "keyed",
             dir: dir.clone(),
             http: false,
+            watchdog: None,
         },
         2,
     );
@@ -187,6 +188,7 @@ fn restart_under_the_same_instance_moves_nothing() {
         duration: Duration::from_secs(40),
         seed: 21,
         setting_changes: vec![],
+        silence: None,
     };
     let stop_feed = AtomicBool::new(false);
     std::thread::scope(|scope| {

@@ -8,6 +8,7 @@
 //! untrusted server certificate, no client certificate), each one line
 //! naming its cause within seconds, and the README's example as written.
 
+#[allow(dead_code)]
 #[path = "crash/model.rs"]
 mod model;
 // The model names the crash tests' guarantee type; the rest of that file
@@ -649,7 +650,7 @@ fn heater_loop_over(listener: Listener, style: &str, guarantee: Guarantee) {
     let log = listener.log();
     let input = model::read_topic(&log, &sensor, false);
     let output = model::read_topic(&log, &control, matches!(guarantee, Guarantee::ExactlyOnce));
-    let reference = model::reference(&input);
+    let reference = model::reference(&input, None);
     let (actual, bad) = model::actual(&output);
     assert!(bad.is_empty(), "not commands: {bad:?}");
     assert_eq!(reference.undecodable, 0);

@@ -14,6 +14,12 @@
 //! alerts topic; when it reports again, an alert says so and it is
 //! controlled as before. The watchdog is a per-heater timer, stored with
 //! the heater's state: it survives crashes and moves with the heater.
+//! It runs in event time, the heaters' own (a simulator's simulated time):
+//! it fires once the heater's partition has records that much later than
+//! its last measurement, or has been quiet for the app's idle timeout
+//! ([`riffle::process::EventTime`]). So a backlog replayed after an outage
+//! raises the alerts it would have raised live, at the same times, and a
+//! replay after a crash raises them at the same place.
 //!
 //! With fleet-wide limits ([`Controller::with_limits`]), a global table
 //! every process holds in full, every heater's desired temperature is
@@ -263,7 +269,8 @@ impl Controller {
         }
     }
 
-    fn alert(&self, key: &str, alert: Alert, ctx: &mut Context<'_>) -> Result<()> {
+    /// Sends `alert` for `key`, saying when (event time) it happened.
+    fn alert(&self, key: &str, alert: Alert, at_ms: i64, ctx: &mut Context<'_>) -> Result<()> {
         let Some(w) = &self.watchdog else {
             return Ok(());
         };
@@ -271,7 +278,7 @@ impl Controller {
             "heater": key,
             "alert": alert.name(),
             "silence_ms": w.silence.as_millis() as u64,
-            "at_ms": ctx.now(),
+            "at_ms": at_ms,
         });
         ctx.send_json(&w.alerts_topic, Some(key), &json)
     }
@@ -329,12 +336,16 @@ impl KeyedProcessor for Controller {
         if let (Some(w), SensorMessage::Measurement(_), Some(_)) =
             (&self.watchdog, msg, state.setting)
         {
-            ctx.set_timer(
-                WATCHDOG,
-                Time::Processing(ctx.now() + w.silence.as_millis() as i64),
-            );
+            let silence = w.silence.as_millis() as i64;
+            // A record without a timestamp (none on Kafka) has no event
+            // time: its watchdog runs on the wall clock.
+            let (due, at) = match ctx.timestamp() {
+                Some(at) => (Time::Event(at + silence), at),
+                None => (Time::Processing(ctx.now() + silence), ctx.now()),
+            };
+            ctx.set_timer(WATCHDOG, due);
             if std::mem::take(&mut state.silent) {
-                self.alert(key, Alert::Reporting, ctx)?;
+                self.alert(key, Alert::Reporting, at, ctx)?;
             }
         }
         if let SensorMessage::Measurement(m) = msg {
@@ -374,7 +385,7 @@ impl KeyedProcessor for Controller {
         if let Some(w) = &mut state.stats {
             w.commands += 1;
         }
-        self.alert(key, Alert::Silent, ctx)
+        self.alert(key, Alert::Silent, timer.at.millis(), ctx)
     }
 }
 

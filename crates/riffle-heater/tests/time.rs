@@ -1,17 +1,18 @@
-//! The controller and time. Its watchdog: a heater that falls silent is
-//! turned OFF once, with an alert, and is controlled as before when it
-//! reports again; a heater that keeps reporting is left alone. Its
+//! The controller and time. Its watchdog: a heater that falls silent (in
+//! the heaters' own time, the records' timestamps) is turned OFF once, with
+//! an alert, and is controlled as before when it reports again; a heater
+//! that keeps reporting is left alone. Its
 //! maximum age: a backlog of old measurements is counted, not acted upon.
 //! On the embedded log and on a real Kafka broker (`RIFFLE_TEST_BROKERS`).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use riffle::log::embedded::EmbeddedLog;
 use riffle::log::kafka::KafkaLog;
-use riffle::log::{ConsumerConfig, Log, RecordRef, TopicSpec};
+use riffle::log::{partition_for_key, ConsumerConfig, Log, OutRecord, RecordRef, TopicSpec};
 use riffle::process::{App, Guarantee, Style};
 use riffle::stream::{Consumer, Producer};
 use riffle_heater::controller::Controller;
@@ -56,6 +57,16 @@ fn read(log: &Arc<dyn Log>, topic: &str, n: usize) -> BTreeMap<String, Vec<Strin
     per_key
 }
 
+/// A key in the same partition as "quiet" of a 3-partition topic: the
+/// watchdog counts event time, which a partition's own records move on.
+fn neighbour_of_quiet() -> String {
+    let p = partition_for_key(b"quiet", 3);
+    (0..)
+        .map(|i| format!("chatty-{i}"))
+        .find(|k| partition_for_key(k.as_bytes(), 3) == p)
+        .unwrap()
+}
+
 fn watchdog(log: Arc<dyn Log>, style: Style, guarantee: Guarantee) {
     let (sensor, control, alerts) = (unique("sensor"), unique("control"), unique("alerts"));
     for t in [&sensor, &control, &alerts] {
@@ -69,10 +80,14 @@ fn watchdog(log: Arc<dyn Log>, style: Style, guarantee: Guarantee) {
         .unwrap();
     app.wait_assigned(T).unwrap();
     let producer = Arc::new(Producer::new(&*log).unwrap());
+    // The heaters' clock: a record every 100 ms of it, one per 100 ms of
+    // wall time.
+    let t0 = 1_700_000_000_000i64;
     let send = {
         let (p, sensor) = (producer.clone(), sensor.clone());
-        move |heater: &str, value: Vec<u8>| {
-            p.send(&sensor, Some(heater.as_bytes()), &value).unwrap();
+        move |heater: &str, value: Vec<u8>, at: i64| {
+            let r = OutRecord::new(&sensor, Some(heater.as_bytes()), &value).at(at);
+            p.send_record(r).unwrap();
             p.flush(T).unwrap();
         }
     };
@@ -81,23 +96,32 @@ fn watchdog(log: Arc<dyn Log>, style: Style, guarantee: Guarantee) {
         up_delta: 1.0,
         down_delta: 1.0,
     };
-    for heater in ["quiet", "chatty"] {
-        send(heater, setting_json(&setting));
+    let chatty = neighbour_of_quiet();
+    for heater in ["quiet", chatty.as_str()] {
+        send(heater, setting_json(&setting), t0);
     }
-    send("quiet", measurement_json(40.0));
+    send("quiet", measurement_json(40.0), t0);
     // `chatty` reports every 100 ms for as long as the test runs, and
     // `quiet` too once it is back.
     let (stop, back) = (
         Arc::new(AtomicBool::new(false)),
         Arc::new(AtomicBool::new(false)),
     );
-    let chatty = {
-        let (stop, back, send) = (stop.clone(), back.clone(), send.clone());
+    let back_at = Arc::new(AtomicI64::new(0));
+    let reporter = {
+        let (stop, back, back_at, send) =
+            (stop.clone(), back.clone(), back_at.clone(), send.clone());
+        let chatty = chatty.clone();
         std::thread::spawn(move || {
+            let mut at = t0;
             while !stop.load(Ordering::Relaxed) {
-                send("chatty", measurement_json(50.0));
+                at += 100;
+                send(&chatty, measurement_json(50.0), at);
                 if back.load(Ordering::Relaxed) {
-                    send("quiet", measurement_json(40.0));
+                    back_at
+                        .compare_exchange(0, at, Ordering::SeqCst, Ordering::SeqCst)
+                        .ok();
+                    send("quiet", measurement_json(40.0), at);
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -105,8 +129,11 @@ fn watchdog(log: Arc<dyn Log>, style: Style, guarantee: Guarantee) {
     };
     let silent = read(&log, &alerts, 1);
     assert_eq!(silent.keys().collect::<Vec<_>>(), ["quiet"], "{silent:?}");
+    // At the heaters' time of its last measurement and the silence.
+    let at = t0 + SILENCE.as_millis() as i64;
     assert!(
-        silent["quiet"][0].contains(r#""alert":"silent""#),
+        silent["quiet"][0].contains(r#""alert":"silent""#)
+            && silent["quiet"][0].contains(&format!(r#""at_ms":{at}"#)),
         "{silent:?}"
     );
     // It is controlled as before.
@@ -114,7 +141,7 @@ fn watchdog(log: Arc<dyn Log>, style: Style, guarantee: Guarantee) {
     let alerts = read(&log, &alerts, 2);
     let commands = read(&log, &control, 4);
     stop.store(true, Ordering::Relaxed);
-    chatty.join().unwrap();
+    reporter.join().unwrap();
     app.stop().unwrap();
 
     let names: Vec<bool> = alerts["quiet"]
@@ -122,7 +149,12 @@ fn watchdog(log: Arc<dyn Log>, style: Style, guarantee: Guarantee) {
         .map(|a| a.contains(r#""alert":"silent""#))
         .collect();
     assert_eq!(names, [true, false], "silent, then reporting: {alerts:?}");
-    assert!(alerts["quiet"][1].contains(r#""alert":"reporting""#));
+    let back_at = back_at.load(Ordering::SeqCst);
+    assert!(
+        alerts["quiet"][1].contains(r#""alert":"reporting""#)
+            && alerts["quiet"][1].contains(&format!(r#""at_ms":{back_at}"#)),
+        "{alerts:?}"
+    );
     assert_eq!(
         alerts.len(),
         1,
@@ -131,7 +163,7 @@ fn watchdog(log: Arc<dyn Log>, style: Style, guarantee: Guarantee) {
     // ON, the fail-safe OFF, ON again; OFF once for the hot heater.
     let (on, off) = (r#"{"control":0}"#, r#"{"control":1}"#);
     assert_eq!(commands["quiet"], [on, off, on], "{commands:?}");
-    assert_eq!(commands["chatty"], [off], "{commands:?}");
+    assert_eq!(commands[&chatty], [off], "{commands:?}");
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, ValueEnum};
 use riffle::log::{Log, OffsetReset, TopicSpec};
 use riffle::process::table::GlobalTable;
-use riffle::process::{App, Guarantee, Running, Scaling, Style};
+use riffle::process::{App, EventTime, Guarantee, Running, Scaling, Style};
 use riffle::serve::{Endpoint, Routes};
 use riffle::{Error, Result};
 use riffle_heater::controller::Controller;
@@ -70,10 +70,15 @@ pub struct ControllerOptions {
     /// Topic of the watchdog's alerts.
     #[arg(long, default_value = ALERTS_TOPIC)]
     pub alerts_topic: String,
+    /// The watchdog and statistics run in event time (the records'
+    /// timestamps); a partition without records for this long moves on by
+    /// the wall clock instead, so that its heaters' timers still fire.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = util::parse_duration)]
+    pub idle_timeout: Duration,
     /// Send each heater's statistics (lowest, mean and highest temperature,
     /// share of time ON, commands) per window of this length, by the
-    /// measurements' timestamps (with a simulator at --speedup S, 60s/S is
-    /// a simulated minute).
+    /// measurements' timestamps (the simulator stamps simulated time: 60s
+    /// is a simulated minute at any --speedup).
     #[arg(long, value_name = "DURATION", value_parser = util::parse_duration)]
     pub stats_window: Option<Duration>,
     /// Topic of the statistics.
@@ -84,8 +89,9 @@ pub struct ControllerOptions {
     /// desired temperature.
     #[arg(long, value_name = "TOPIC")]
     pub limits_topic: Option<String>,
-    /// Measurements older than this (by their record's timestamp) are
-    /// counted, not acted upon: a backlog says what heaters were.
+    /// Measurements older than this (their record's timestamp against the
+    /// wall clock) are counted, not acted upon: a backlog says what heaters
+    /// were. For heaters stamping real time (a simulator at speedup 1).
     #[arg(long, value_name = "DURATION", value_parser = util::parse_duration)]
     pub max_age: Option<Duration>,
     /// Partitions of topics created because they are missing.
@@ -269,7 +275,11 @@ impl ControllerOptions {
             .consumers(self.consumers.min as usize)
             .dead_letter(&self.dead_letter)
             .offset_reset(from)
-            .guarantee(self.guarantee);
+            .guarantee(self.guarantee)
+            .event_time(EventTime {
+                idle_timeout: Some(self.idle_timeout),
+                ..EventTime::default()
+            });
         if let Some(interval) = self.commit_interval {
             app = app.commit_interval(interval);
         }

@@ -1,11 +1,14 @@
 //! The input of a run: a setting per heater, then measurements following a
 //! seeded random walk around each heater's band, written at a steady rate.
+//! Records are stamped with the heaters' own time: a round is a simulated
+//! second, its tenths of heaters a tenth of a second apart, from when the
+//! feed starts; so timestamps never go back within a partition.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use riffle::log::Log;
+use riffle::log::{Log, OutRecord};
 use riffle::stream::Producer;
 use riffle_heater::messages::{measurement_json, setting_json, Setting};
 
@@ -19,7 +22,26 @@ pub struct FeedPlan {
     pub seed: u64,
     /// Rounds before which about a tenth of the heaters get a new setting.
     pub setting_changes: Vec<usize>,
+    /// Heaters that fall silent for a while, for a watchdog to notice.
+    pub silence: Option<Silence>,
 }
+
+/// Every `every`-th heater (from heater 0) sends no measurement in
+/// `rounds`.
+#[derive(Debug, Clone)]
+pub struct Silence {
+    pub every: usize,
+    pub rounds: std::ops::RangeInclusive<usize>,
+}
+
+impl Silence {
+    fn mutes(&self, heater: usize, round: usize) -> bool {
+        heater.is_multiple_of(self.every) && self.rounds.contains(&round)
+    }
+}
+
+/// Simulated milliseconds per round.
+pub const ROUND_MS: i64 = 1000;
 
 pub fn heater_id(i: usize) -> String {
     format!("heater-{i:04}")
@@ -46,9 +68,14 @@ pub fn feed(log: Arc<dyn Log>, topic: &str, plan: &FeedPlan, stop: &AtomicBool) 
         })
         .collect();
     let mut sent = 0u64;
-    let mut send = |i: usize, value: &[u8]| {
+    let t0 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let mut send = |i: usize, value: &[u8], at: i64| {
+        let key = heater_id(i);
         producer
-            .send(topic, Some(heater_id(i).as_bytes()), value)
+            .send_record(OutRecord::new(topic, Some(key.as_bytes()), value).at(at))
             .expect("input record queued");
         sent += 1;
     };
@@ -70,20 +97,23 @@ pub fn feed(log: Arc<dyn Log>, topic: &str, plan: &FeedPlan, stop: &AtomicBool) 
                 std::thread::sleep(wait);
             }
             let range = chunk * per_chunk..((chunk + 1) * per_chunk).min(plan.heaters);
+            let ts = t0 + round as i64 * ROUND_MS + chunk as i64 * ROUND_MS / CHUNKS as i64;
             for i in range {
                 let (setting, temp) = &mut heaters[i];
                 if round == 0 {
-                    send(i, &setting_json(setting));
+                    send(i, &setting_json(setting), ts);
                     continue;
                 }
                 if changes && rng.f64() < 0.1 {
                     *setting = random_setting(&mut rng);
-                    send(i, &setting_json(setting));
+                    send(i, &setting_json(setting), ts);
                 }
                 // Pulled towards the setting, pushed by noise wider than the
                 // band: the band is crossed every few measurements.
                 *temp += 0.6 * (setting.temperature - *temp) + rng.f64() * 6.0 - 3.0;
-                send(i, &measurement_json(*temp));
+                if !plan.silence.as_ref().is_some_and(|s| s.mutes(i, round)) {
+                    send(i, &measurement_json(*temp), ts);
+                }
             }
         }
     }

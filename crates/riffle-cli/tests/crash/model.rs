@@ -10,7 +10,7 @@ use riffle::log::{
     partition_for_key, ConsumerConfig, GroupEvent, Log, PollVisitor, Record, RecordRef,
 };
 use riffle_heater::controller::ControllerState;
-use riffle_heater::messages::{decode_sensor, Command};
+use riffle_heater::messages::{decode_sensor, Command, SensorMessage};
 
 use super::workers::Guarantee;
 
@@ -80,34 +80,119 @@ pub fn read_topic(log: &Arc<dyn Log>, topic: &str, read_committed: bool) -> Vec<
 /// Commands per heater, in the order they were (or should be) sent.
 pub type Commands = BTreeMap<String, Vec<Command>>;
 
+/// Watchdog alerts per heater, in order: (`"silent"` or `"reporting"`, the
+/// event time it names).
+pub type Alerts = BTreeMap<String, Vec<(String, i64)>>;
+
 /// What a controller that processes every input record exactly once sends.
 pub struct Reference {
     pub expected: Commands,
+    /// With a watchdog: its alerts.
+    pub alerts: Alerts,
     pub heaters: usize,
     pub undecodable: usize,
 }
 
+/// A heater in the model: the controller's state and, with a watchdog, when
+/// its timer is due (event time).
+#[derive(Default)]
+struct Modelled {
+    state: ControllerState,
+    due: Option<i64>,
+}
+
 /// Applies the controller rule to the input topic, per partition in offset
-/// order (the order of each heater's records).
-pub fn reference(input: &[Record]) -> Reference {
-    let mut states: BTreeMap<String, ControllerState> = BTreeMap::new();
+/// order (the order of each heater's records), with the watchdog of
+/// `silence` ms, if any, in event time. Timestamps never go back within a
+/// partition here (see `feed.rs`), so a heater's watchdog fires just
+/// before its first record at or after the due time (some record of the
+/// partition moved the watermark there, and none before it could), or at
+/// the end if the partition's last record reaches it; the idle timeout is
+/// an hour, and moves nothing.
+pub fn reference(input: &[Record], silence: Option<i64>) -> Reference {
+    let mut heaters: BTreeMap<String, Modelled> = BTreeMap::new();
     let mut expected = Commands::new();
+    let mut alerts = Alerts::new();
     let mut undecodable = 0;
+    let mut last_time: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut partition_of: BTreeMap<String, i32> = BTreeMap::new();
+    let fire =
+        |h: &mut Modelled, due: i64, cmds: &mut Vec<Command>, alerts: &mut Vec<(String, i64)>| {
+            h.due = None;
+            h.state.last_command = Some(Command::Off);
+            h.state.silent = true;
+            cmds.push(Command::Off);
+            alerts.push(("silent".into(), due));
+        };
     for r in input {
-        match decode_sensor(r.key.as_deref(), &r.value) {
-            Ok((id, msg)) => {
-                let cmd = states.entry(id.clone()).or_default().apply(msg);
-                let seq = expected.entry(id).or_default();
-                seq.extend(cmd);
+        let ts = r.timestamp.expect("input records have timestamps");
+        let last = last_time.entry(r.partition).or_insert(ts);
+        assert!(
+            ts >= *last,
+            "timestamps go back in partition {}",
+            r.partition
+        );
+        *last = ts;
+        let (id, msg) = match decode_sensor(r.key.as_deref(), &r.value) {
+            Ok(m) => m,
+            Err(_) => {
+                undecodable += 1;
+                continue;
             }
-            Err(_) => undecodable += 1,
+        };
+        partition_of.insert(id.clone(), r.partition);
+        let h = heaters.entry(id.clone()).or_default();
+        let cmds = expected.entry(id.clone()).or_default();
+        let alerts = alerts.entry(id).or_default();
+        if let Some(silence) = silence {
+            if let Some(due) = h.due.filter(|due| ts >= *due) {
+                fire(h, due, cmds, alerts);
+            }
+            if matches!(msg, SensorMessage::Measurement(_)) && h.state.setting.is_some() {
+                h.due = Some(ts + silence);
+                if std::mem::take(&mut h.state.silent) {
+                    alerts.push(("reporting".into(), ts));
+                }
+            }
+        }
+        cmds.extend(h.state.apply(msg));
+    }
+    for (id, h) in &mut heaters {
+        let end = last_time[&partition_of[id]];
+        if let Some(due) = h.due.filter(|due| end >= *due) {
+            fire(
+                h,
+                due,
+                expected.get_mut(id).unwrap(),
+                alerts.get_mut(id).unwrap(),
+            );
         }
     }
+    alerts.retain(|_, a| !a.is_empty());
     Reference {
         expected,
-        heaters: states.len(),
+        alerts,
+        heaters: heaters.len(),
         undecodable,
     }
+}
+
+/// The alerts the controllers sent, per heater; records that are not
+/// alerts are returned apart.
+pub fn actual_alerts(output: &[Record]) -> (Alerts, Vec<String>) {
+    let mut alerts = Alerts::new();
+    let mut bad = Vec::new();
+    for r in output {
+        let v: serde_json::Value = serde_json::from_slice(&r.value).unwrap_or_default();
+        match (r.key.as_deref(), v["alert"].as_str(), v["at_ms"].as_i64()) {
+            (Some(k), Some(a), Some(at)) => alerts
+                .entry(String::from_utf8_lossy(k).into_owned())
+                .or_default()
+                .push((a.to_owned(), at)),
+            _ => bad.push(String::from_utf8_lossy(&r.value).into_owned()),
+        }
+    }
+    (alerts, bad)
 }
 
 /// The commands the controllers sent, per heater; records that are not

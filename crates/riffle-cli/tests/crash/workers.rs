@@ -42,6 +42,9 @@ pub struct WorkerConfig {
     /// Give each worker an operations endpoint (`--http`) on a port of its
     /// own.
     pub http: bool,
+    /// `--watchdog` and its `--alerts-topic`; the idle timeout is an hour,
+    /// so that only the input's own time moves the watchdogs on.
+    pub watchdog: Option<(Duration, String)>,
 }
 
 struct Worker {
@@ -123,6 +126,12 @@ impl Workers {
             .args(["--instance", &w.name]);
         if let Some(addr) = &w.http {
             cmd.args(["--http", addr]);
+        }
+        if let Some((silence, alerts)) = &c.watchdog {
+            cmd.arg("--watchdog")
+                .arg(format!("{}ms", silence.as_millis()))
+                .args(["--alerts-topic", alerts])
+                .args(["--idle-timeout", "1h"]);
         }
         cmd.env_remove("RIFFLE_BROKERS")
             .env_remove("RIFFLE_INSTANCE")

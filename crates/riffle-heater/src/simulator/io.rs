@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use riffle::log::RecordRef;
+use riffle::log::{OutRecord, RecordRef};
 use riffle::stream::Producer;
 use riffle::Result;
 
@@ -94,15 +94,25 @@ pub(super) struct Outlet {
     pub(super) sensor_topic: String,
     pub(super) settings_topic: String,
     pub(super) keyless: bool,
+    /// The wall clock at simulated time 0, in milliseconds since the Unix
+    /// epoch: records are stamped with their simulated time from here, so
+    /// that a controller's event time is the heaters' own.
+    pub(super) epoch_ms: i64,
 }
 
 impl Outlet {
-    pub(super) fn send(&self, topic: &str, id: &str, body: Vec<u8>) -> Result<()> {
-        if self.keyless {
-            self.producer.send(topic, None, &with_id(id, &body))
+    /// Sends `body` for heater `id`, stamped with simulated time `t`
+    /// (seconds).
+    pub(super) fn send(&self, topic: &str, id: &str, body: Vec<u8>, t: f64) -> Result<()> {
+        let at = self.epoch_ms + (t * 1000.0).round() as i64;
+        let record = if self.keyless {
+            &with_id(id, &body)
         } else {
-            self.producer.send(topic, Some(id.as_bytes()), &body)
-        }
+            &body
+        };
+        let key = (!self.keyless).then_some(id.as_bytes());
+        self.producer
+            .send_record(OutRecord::new(topic, key, record).at(at))
     }
 }
 

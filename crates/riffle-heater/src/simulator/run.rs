@@ -254,6 +254,7 @@ impl Runner {
                 sensor_topic: config.sensor_topic.clone(),
                 settings_topic: config.settings_topic().to_owned(),
                 keyless: config.keyless,
+                epoch_ms: config.epoch_ms(wall_ms()),
             },
             now: 0.0,
             counters: Counters::default(),
@@ -317,7 +318,7 @@ impl Runner {
                     h.tracker.change_setting(ev.time, ev.temperature, s);
                     h.settings += 1;
                     counters.settings += 1;
-                    outlet.send(&outlet.settings_topic, &h.id, setting_json(&s))
+                    outlet.send(&outlet.settings_topic, &h.id, setting_json(&s), ev.time)
                 }
                 EventKind::Measurement => {
                     h.tracker.measured(ev.time, ev.temperature);
@@ -328,6 +329,7 @@ impl Runner {
                         &outlet.sensor_topic,
                         &h.id,
                         measurement_json(ev.temperature),
+                        ev.time,
                     )
                 }
             };
@@ -506,4 +508,11 @@ impl Runner {
 /// Simulated seconds as a `Duration`.
 fn secs(t: f64) -> Duration {
     Duration::try_from_secs_f64(t.max(0.0)).unwrap_or(Duration::MAX)
+}
+
+/// The wall clock in milliseconds since the Unix epoch.
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
