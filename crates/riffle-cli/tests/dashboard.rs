@@ -241,6 +241,25 @@ fn the_dashboard_shows_live_heaters_and_consumers() {
         assert!(low.iter().zip(&high).all(|(l, h)| l < h), "{h}");
         assert_eq!(s["on"].as_array().unwrap().len(), t.len(), "{h}");
     }
+    // The controller's statistics per simulated minute (the demo's
+    // default window), by the heaters' own time.
+    let heaters = wait_for(
+        &addr,
+        "/api/heaters",
+        |v| v["heaters"][0]["stats"]["mean"].is_f64(),
+        &stderr,
+    );
+    let st = &heaters["heaters"][0]["stats"];
+    let f = |k: &str| st[k].as_f64().unwrap();
+    assert_eq!(st["heater"], heaters["heaters"][0]["id"], "{st}");
+    assert_eq!(f("end") - f("start"), 60_000.0, "{st}");
+    assert_eq!(f("start") % 60_000.0, 0.0, "{st}");
+    // A measurement every 10 simulated seconds.
+    assert!((1.0..=6.0).contains(&f("measurements")), "{st}");
+    assert!(f("min") <= f("mean") && f("mean") <= f("max"), "{st}");
+    assert!((30.0..60.0).contains(&f("mean")), "{st}");
+    assert!((0.0..=1.0).contains(&f("share_on")), "{st}");
+
     // Nothing without the token but what probes ask.
     let t = Duration::from_secs(5);
     assert_eq!(http::get(&addr, "/api/app", t).unwrap().0, 401);
@@ -271,6 +290,8 @@ fn the_dashboard_shows_live_heaters_and_consumers() {
     assert!(drawn >= 3, "{drawn} heater points drawn:\n{first}");
     let temperature = number(&first, "temperature-heater-0000", "data-temperature");
     assert!((30.0..60.0).contains(&temperature), "{temperature}");
+    let mean = number(&first, "stats-heater-0000", "data-mean");
+    assert!((30.0..60.0).contains(&mean), "{mean}");
     assert_eq!(number(&first, "consumer-count", "data-count"), 2.0);
     for name in &names {
         assert!(

@@ -14,8 +14,8 @@
 //! alerts topic; when it reports again, an alert says so and it is
 //! controlled as before. The watchdog is a per-heater timer, stored with
 //! the heater's state: it survives crashes and moves with the heater.
-//! It runs in event time, the heaters' own (a simulator's simulated time):
-//! it fires once the heater's partition has records that much later than
+//! It runs in event time, the heaters' own ([`heater_time`]: a simulator's
+//! simulated time): it fires once the heater's partition has records that much later than
 //! its last measurement, or has been quiet for the app's idle timeout
 //! ([`riffle::process::EventTime`]). So a backlog replayed after an outage
 //! raises the alerts it would have raised live, at the same times, and a
@@ -45,7 +45,7 @@ use riffle::process::{Context, Fired, KeyedProcessor, StoredState, Time};
 use riffle::{Error, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::messages::{decode_sensor, Command, SensorMessage, Setting};
+use crate::messages::{decode_sensor, heater_time, Command, SensorMessage, Setting};
 use crate::stats::{StatsConfig, WindowStats};
 
 /// One heater's controller state.
@@ -211,7 +211,7 @@ impl Controller {
         state: &mut ControllerState,
         ctx: &mut Context<'_>,
     ) -> Result<()> {
-        let (Some(cfg), Some(at)) = (&self.stats, ctx.timestamp()) else {
+        let (Some(cfg), Some(at)) = (&self.stats, ctx.event_time()) else {
             return Ok(());
         };
         let start = cfg.start_of(at);
@@ -318,6 +318,10 @@ impl KeyedProcessor for Controller {
         decode_sensor(record.key, record.value).map_err(Error::Decode)
     }
 
+    fn event_time(&self, record: &RecordRef<'_>, _: &SensorMessage) -> Option<i64> {
+        heater_time(record)
+    }
+
     fn process(
         &mut self,
         key: &str,
@@ -339,7 +343,7 @@ impl KeyedProcessor for Controller {
             let silence = w.silence.as_millis() as i64;
             // A record without a timestamp (none on Kafka) has no event
             // time: its watchdog runs on the wall clock.
-            let (due, at) = match ctx.timestamp() {
+            let (due, at) = match ctx.event_time() {
                 Some(at) => (Time::Event(at + silence), at),
                 None => (Time::Processing(ctx.now() + silence), ctx.now()),
             };

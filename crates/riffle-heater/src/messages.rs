@@ -23,6 +23,23 @@ pub const ALERTS_TOPIC: &str = "heateralerts";
 /// The default topic of the controller's per-heater statistics.
 pub const STATS_TOPIC: &str = "heaterstats";
 
+/// The record header with the heater's own time of a measurement or
+/// setting: milliseconds since the Unix epoch, in decimal. The simulator
+/// writes its simulated time there; the controller's event time reads it
+/// (the record's timestamp when it is missing or not a number), while the
+/// record's timestamp stays the time it was sent.
+pub const TIME_HEADER: &str = "heater-time";
+
+/// The heater's own time of a record: its [`TIME_HEADER`], else its
+/// timestamp.
+pub fn heater_time(record: &riffle::log::RecordRef<'_>) -> Option<i64> {
+    record
+        .headers
+        .last(TIME_HEADER)
+        .and_then(|h| h.value_str()?.parse().ok())
+        .or(record.timestamp)
+}
+
 /// A thermostat setting: keep the temperature within
 /// `[temperature - down_delta, temperature + up_delta]`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -190,6 +207,28 @@ pub fn setting_json(s: &Setting) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_heaters_time_is_its_header_else_the_timestamp() {
+        use riffle::log::{Header, Headers};
+        let at = |headers: &[Header<'_>], timestamp| {
+            heater_time(&riffle::log::RecordRef {
+                topic: "sensor",
+                partition: 0,
+                offset: 0,
+                key: None,
+                value: b"{}",
+                timestamp,
+                headers: Headers::from(headers),
+            })
+        };
+        let time = Header::new(TIME_HEADER, Some(b"1700000000123"));
+        assert_eq!(at(&[time], Some(5)), Some(1_700_000_000_123));
+        assert_eq!(at(&[], Some(5)), Some(5));
+        let junk = Header::new(TIME_HEADER, Some(b"soon"));
+        assert_eq!(at(&[junk], Some(5)), Some(5), "not a number: the timestamp");
+        assert_eq!(at(&[], None), None);
+    }
 
     #[test]
     fn decodes_the_books_formats() {

@@ -9,7 +9,7 @@ use riffle::log::embedded::EmbeddedLog;
 use riffle::log::{ConsumerConfig, Log, OffsetReset, RecordRef, TopicSpec};
 use riffle::stream::{Consumer, Producer};
 use riffle::Error;
-use riffle_heater::messages::{decode_sensor, Command, SensorMessage, Setting};
+use riffle_heater::messages::{decode_sensor, Command, SensorMessage, Setting, TIME_HEADER};
 use riffle_heater::simulator::{LoopProgress, Pace, Phase, SimConfig, SimReport, Simulator};
 
 const SENSOR: &str = "sensor";
@@ -31,6 +31,9 @@ struct ControllerLog {
     sent: HashMap<String, u64>,
     keyed: u64,
     keyless: u64,
+    /// The simulated times of each heater's measurements, from their time
+    /// header; `None` where it is missing.
+    times: HashMap<String, Vec<Option<i64>>>,
 }
 
 /// The chapter's controller, minimal: per heater, ignore measurements before
@@ -49,6 +52,11 @@ fn controller(log: &Arc<dyn Log>, topics: &[&str]) -> (Consumer, Arc<Mutex<Contr
         move |r: RecordRef<'_>| -> riffle::Result<()> {
             let (id, msg) = decode_sensor(r.key, r.value).map_err(Error::Decode)?;
             let mut seen = seen.lock().unwrap();
+            if let SensorMessage::Measurement(_) = msg {
+                let header = r.headers.last(TIME_HEADER);
+                let at = header.and_then(|h| h.value_str()?.parse().ok());
+                seen.times.entry(id.clone()).or_default().push(at);
+            }
             if r.key.is_some() {
                 seen.keyed += 1;
             } else {
@@ -190,6 +198,18 @@ fn two_hundred_heaters_stay_in_band_for_two_simulated_hours() {
         );
         assert!(h.switches >= 10, "{}: {} switches", h.id, h.switches);
     }
+    // Each measurement carries its simulated time: 10 s apart, over the
+    // two simulated hours, whatever the wall clock did.
+    for (id, times) in &seen.times {
+        let times: Vec<i64> = times.iter().map(|t| t.expect("a time header")).collect();
+        assert!(
+            times.windows(2).all(|w| w[1] - w[0] == 10_000),
+            "{id}: {times:?}"
+        );
+        let span = times[times.len() - 1] - times[0];
+        assert!((7_190_000..=7_200_000).contains(&span), "{id}: {span}");
+    }
+    assert_eq!(seen.times.len(), 200);
     assert_eq!(report.unsettled(), 0);
     assert_eq!(report.violations(), 0);
     let in_band = report.in_band_fraction().unwrap();

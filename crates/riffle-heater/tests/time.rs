@@ -12,11 +12,13 @@ use std::time::{Duration, Instant};
 
 use riffle::log::embedded::EmbeddedLog;
 use riffle::log::kafka::KafkaLog;
-use riffle::log::{partition_for_key, ConsumerConfig, Log, OutRecord, RecordRef, TopicSpec};
+use riffle::log::{
+    partition_for_key, ConsumerConfig, Header, Log, OutRecord, RecordRef, TopicSpec,
+};
 use riffle::process::{App, Guarantee, Style};
 use riffle::stream::{Consumer, Producer};
 use riffle_heater::controller::Controller;
-use riffle_heater::messages::{measurement_json, setting_json, Setting};
+use riffle_heater::messages::{measurement_json, setting_json, Setting, TIME_HEADER};
 
 const T: Duration = Duration::from_secs(30);
 const SILENCE: Duration = Duration::from_millis(800);
@@ -80,13 +82,16 @@ fn watchdog(log: Arc<dyn Log>, style: Style, guarantee: Guarantee) {
         .unwrap();
     app.wait_assigned(T).unwrap();
     let producer = Arc::new(Producer::new(&*log).unwrap());
-    // The heaters' clock: a record every 100 ms of it, one per 100 ms of
-    // wall time.
+    // The heaters' clock, in the records' time header as the simulator
+    // writes it (their timestamps are when they are sent): a record every
+    // 100 ms of it, one per 100 ms of wall time.
     let t0 = 1_700_000_000_000i64;
     let send = {
         let (p, sensor) = (producer.clone(), sensor.clone());
         move |heater: &str, value: Vec<u8>, at: i64| {
-            let r = OutRecord::new(&sensor, Some(heater.as_bytes()), &value).at(at);
+            let at = at.to_string();
+            let time = [Header::new(TIME_HEADER, Some(at.as_bytes()))];
+            let r = OutRecord::new(&sensor, Some(heater.as_bytes()), &value).with_headers(&time);
             p.send_record(r).unwrap();
             p.flush(T).unwrap();
         }

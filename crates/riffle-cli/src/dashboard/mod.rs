@@ -6,8 +6,9 @@
 //! - `GET /api/app`: the running app's consumers with their partitions,
 //!   records handled and lag, its counts and processing latency.
 //! - `GET /api/heaters?ids=a,b`: recent series of the chosen heaters (by
-//!   default those the simulator keeps a history of); only where a
-//!   simulator runs in the process, `404` otherwise.
+//!   default those the simulator keeps a history of) and, when the
+//!   controller sends statistics, each one's latest window (`stats.rs`);
+//!   only where a simulator runs in the process, `404` otherwise.
 //!
 //! Behind a token (`--http-token`), a browser opens the page once as
 //! `/?token=<token>`: the endpoint answers with a cookie that stands for the
@@ -30,6 +31,11 @@ use riffle::{Error, Result};
 use riffle_heater::simulator::{Phase, Snapshot, SnapshotReader};
 use serde_json::{json, Value};
 
+mod stats;
+
+use stats::Latest;
+pub use stats::StatsFeed;
+
 const PAGE: &str = include_str!("page.html");
 /// How long the log may take to report offsets for one request.
 const LOG_TIMEOUT: Duration = Duration::from_secs(5);
@@ -47,6 +53,7 @@ pub struct Dashboard {
     /// keeps it alive for the length of a request only.
     app: Mutex<Option<Weak<Running>>>,
     sim: OnceLock<SnapshotReader>,
+    stats: OnceLock<Arc<Latest>>,
 }
 
 impl Dashboard {
@@ -57,6 +64,7 @@ impl Dashboard {
             title,
             app: Mutex::new(None),
             sim: OnceLock::new(),
+            stats: OnceLock::new(),
         })
     }
 
@@ -69,7 +77,9 @@ impl Dashboard {
             "/api/heaters" => match d.sim.get() {
                 Some(sim) => {
                     let ids = req.param("ids").unwrap_or("");
-                    Response::json(200, sim.with_snapshot(|s| heaters_json(s, ids)).to_string())
+                    let stats = d.stats.get().map(|s| &**s);
+                    let json = sim.with_snapshot(|s| heaters_json(s, ids, stats));
+                    Response::json(200, json.to_string())
                 }
                 None => Response::json(404, r#"{"error":"no simulator in this process"}"#),
             },
@@ -85,6 +95,11 @@ impl Dashboard {
     /// Shows the simulator's heaters from now on.
     pub fn attach_sim(&self, sim: SnapshotReader) {
         let _ = self.sim.set(sim);
+    }
+
+    /// Shows each heater's latest statistics from now on.
+    pub fn attach_stats(&self, feed: &StatsFeed) {
+        let _ = self.stats.set(feed.latest());
     }
 
     /// Stops showing `app` and hands it back, to be stopped.
@@ -192,7 +207,7 @@ fn group_of(consumer: &str) -> &str {
 
 /// The heaters named in `ids` (comma-separated; by default those with a
 /// history): current values, and the recent series where there is one.
-fn heaters_json(s: &Snapshot, ids: &str) -> Value {
+fn heaters_json(s: &Snapshot, ids: &str, stats: Option<&Latest>) -> Value {
     let spacing = s.history_spacing.as_secs_f64();
     let history: BTreeMap<usize, _> = s.history.iter().map(|h| (h.index, &h.samples)).collect();
     let with_history: Vec<&str> = history
@@ -240,6 +255,7 @@ fn heaters_json(s: &Snapshot, ids: &str) -> Value {
                     "high": samples.iter().map(|p| p.setting.temperature + p.setting.up_delta).collect::<Vec<_>>(),
                     "on": samples.iter().map(|p| p.on).collect::<Vec<_>>(),
                 },
+                "stats": stats.and_then(|l| l.get(&h.id)),
             })
         })
         .collect();

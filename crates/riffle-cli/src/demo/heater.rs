@@ -13,7 +13,7 @@ use riffle::{Error, Result};
 
 use super::mqtt;
 use crate::backend::LogArgs;
-use crate::dashboard::Dashboard;
+use crate::dashboard::{Dashboard, StatsFeed};
 use crate::heater::controller::ControllerOptions;
 use crate::heater::simulate::SimOptions;
 use crate::heater::watch::watch;
@@ -54,6 +54,10 @@ pub fn run(brokers: &LogArgs, mut a: HeaterDemoArgs) -> Result<()> {
         // each heater in one partition.
         a.controller.repartition = Some("sensor-by-id".into());
     }
+    // Every heater's statistics per simulated minute, for the dashboard.
+    a.controller
+        .stats_window
+        .get_or_insert(Duration::from_secs(60));
     let o = &a.controller;
     let found = earlier_data(&*log, &o.sensor_topic, a.fresh)?;
     println!("heater demo on {}: {found}", log.describe());
@@ -61,7 +65,14 @@ pub fn run(brokers: &LogArgs, mut a: HeaterDemoArgs) -> Result<()> {
         .inputs()
         .into_iter()
         .chain([o.control_topic.as_str(), o.dead_letter.as_str()]);
-    for t in topics.chain(o.repartition.as_deref()) {
+    let outputs = [
+        o.stats_window.map(|_| o.stats_topic.as_str()),
+        o.watchdog.map(|_| o.alerts_topic.as_str()),
+    ];
+    for t in topics
+        .chain(o.repartition.as_deref())
+        .chain(outputs.into_iter().flatten())
+    {
         let spec = TopicSpec::new(t, o.partitions);
         if a.fresh {
             log.recreate_topic(&spec, TIMEOUT)?;
@@ -134,6 +145,13 @@ pub fn run(brokers: &LogArgs, mut a: HeaterDemoArgs) -> Result<()> {
         }
     };
     dashboard.attach_sim(sim.reader());
+    let stats = match &endpoint {
+        Some(_) => Some(StatsFeed::start(log.clone(), &o.stats_topic)?),
+        None => None,
+    };
+    if let Some(feed) = &stats {
+        dashboard.attach_stats(feed);
+    }
     let report = watch(sim, &stopper, || {
         let s = app.stats();
         format!(
@@ -152,6 +170,9 @@ pub fn run(brokers: &LogArgs, mut a: HeaterDemoArgs) -> Result<()> {
         s.dead_letters.load(Ordering::Relaxed),
     );
     dashboard.detach_app(app)?.stop()?;
+    if let Some(feed) = stats {
+        feed.stop()?;
+    }
     if let Some(b) = bridges {
         let moved = b.stop()?;
         let text: Vec<_> = moved.iter().map(|(n, c)| format!("{n}: {c}")).collect();

@@ -70,15 +70,16 @@ pub struct ControllerOptions {
     /// Topic of the watchdog's alerts.
     #[arg(long, default_value = ALERTS_TOPIC)]
     pub alerts_topic: String,
-    /// The watchdog and statistics run in event time (the records'
-    /// timestamps); a partition without records for this long moves on by
+    /// The watchdog and statistics run in event time (the heaters' own
+    /// time); a partition without records for this long moves on by
     /// the wall clock instead, so that its heaters' timers still fire.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = util::parse_duration)]
     pub idle_timeout: Duration,
     /// Send each heater's statistics (lowest, mean and highest temperature,
     /// share of time ON, commands) per window of this length, by the
-    /// measurements' timestamps (the simulator stamps simulated time: 60s
-    /// is a simulated minute at any --speedup).
+    /// heaters' own time (the simulator's simulated time: 60s is a
+    /// simulated minute at any --speedup) [the demo: 60s, shown on its
+    /// dashboard].
     #[arg(long, value_name = "DURATION", value_parser = util::parse_duration)]
     pub stats_window: Option<Duration>,
     /// Topic of the statistics.
@@ -89,9 +90,9 @@ pub struct ControllerOptions {
     /// desired temperature.
     #[arg(long, value_name = "TOPIC")]
     pub limits_topic: Option<String>,
-    /// Measurements older than this (their record's timestamp against the
-    /// wall clock) are counted, not acted upon: a backlog says what heaters
-    /// were. For heaters stamping real time (a simulator at speedup 1).
+    /// Measurements older than this (their record's timestamp, when it was
+    /// sent, against the wall clock) are counted, not acted upon: a backlog
+    /// says what heaters were.
     #[arg(long, value_name = "DURATION", value_parser = util::parse_duration)]
     pub max_age: Option<Duration>,
     /// Partitions of topics created because they are missing.

@@ -69,23 +69,6 @@ impl Default for SimConfig {
 }
 
 impl SimConfig {
-    /// The wall-clock time, in milliseconds since the Unix epoch, that
-    /// simulated time 0 stands for in the records' timestamps, for a run
-    /// starting at `wall_ms`. A run of known length faster than real time
-    /// ends at the wall clock rather than starting there: its stamps are
-    /// never in the future, where Kafka refuses records more than an hour
-    /// ahead (`log.message.timestamp.after.max.ms`). Otherwise simulated
-    /// time starts now.
-    pub fn epoch_ms(&self, wall_ms: i64) -> i64 {
-        match self.duration {
-            Some(d) if self.speedup > 1.0 => {
-                let ahead = d.as_secs_f64() * (1.0 - 1.0 / self.speedup);
-                wall_ms - (ahead * 1000.0).round() as i64
-            }
-            _ => wall_ms,
-        }
-    }
-
     /// `heaters` heaters with the book's physics in real time on the default
     /// topics, running until stopped.
     pub fn new(heaters: usize) -> Self {
@@ -212,19 +195,5 @@ mod tests {
         assert!(bad(|c| c.params.measurement_interval = Duration::ZERO));
         assert!(bad(|c| c.params.heating_rate = -1.0));
         assert!(bad(|c| c.id_prefix = "a\"b".into()));
-    }
-
-    #[test]
-    fn a_fast_run_of_known_length_ends_at_the_wall_clock() {
-        let mut c = SimConfig::new(1);
-        assert_eq!(c.epoch_ms(1_000_000), 1_000_000, "real time starts now");
-        c.speedup = 60.0;
-        assert_eq!(c.epoch_ms(1_000_000), 1_000_000, "no end: starts now");
-        c.duration = Some(Duration::from_secs(3600));
-        // An hour at 60x takes a minute of wall time: it starts 59 minutes
-        // back, so that its last record is stamped when it is sent.
-        assert_eq!(c.epoch_ms(10_000_000), 10_000_000 - 59 * 60_000);
-        c.speedup = 0.5;
-        assert_eq!(c.epoch_ms(1_000_000), 1_000_000, "slower: starts now");
     }
 }

@@ -4,11 +4,11 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use riffle::log::{OutRecord, RecordRef};
+use riffle::log::{Header, OutRecord, RecordRef};
 use riffle::stream::Producer;
 use riffle::Result;
 
-use crate::messages::Command;
+use crate::messages::{Command, TIME_HEADER};
 
 /// A control record as the consumer thread saw it, stamped with its wall
 /// arrival time (see [`arrival`]), for the simulator thread to apply.
@@ -95,24 +95,26 @@ pub(super) struct Outlet {
     pub(super) settings_topic: String,
     pub(super) keyless: bool,
     /// The wall clock at simulated time 0, in milliseconds since the Unix
-    /// epoch: records are stamped with their simulated time from here, so
-    /// that a controller's event time is the heaters' own.
+    /// epoch: records carry their simulated time from here in their
+    /// [`TIME_HEADER`], so that a controller's event time is the heaters'
+    /// own.
     pub(super) epoch_ms: i64,
 }
 
 impl Outlet {
-    /// Sends `body` for heater `id`, stamped with simulated time `t`
-    /// (seconds).
+    /// Sends `body` for heater `id`, with simulated time `t` (seconds).
     pub(super) fn send(&self, topic: &str, id: &str, body: Vec<u8>, t: f64) -> Result<()> {
-        let at = self.epoch_ms + (t * 1000.0).round() as i64;
-        let record = if self.keyless {
-            &with_id(id, &body)
+        let at = (self.epoch_ms + (t * 1000.0).round() as i64).to_string();
+        let headers = [Header::new(TIME_HEADER, Some(at.as_bytes()))];
+        let with_id;
+        let (key, value) = if self.keyless {
+            with_id = self::with_id(id, &body);
+            (None, &with_id)
         } else {
-            &body
+            (Some(id.as_bytes()), &body)
         };
-        let key = (!self.keyless).then_some(id.as_bytes());
         self.producer
-            .send_record(OutRecord::new(topic, key, record).at(at))
+            .send_record(OutRecord::new(topic, key, value).with_headers(&headers))
     }
 }
 

@@ -254,7 +254,7 @@ impl Runner {
                 sensor_topic: config.sensor_topic.clone(),
                 settings_topic: config.settings_topic().to_owned(),
                 keyless: config.keyless,
-                epoch_ms: config.epoch_ms(wall_ms()),
+                epoch_ms: wall_ms(),
             },
             now: 0.0,
             counters: Counters::default(),

@@ -44,6 +44,7 @@ pub(super) struct Job<I> {
     partition: i32,
     offset: i64,
     timestamp: Option<i64>,
+    event_time: Option<i64>,
     /// The record's headers, copied only if it has any: the consumer's
     /// buffer is gone by the time a worker runs the job.
     headers: Vec<OwnedHeader>,
@@ -124,6 +125,7 @@ impl<P: KeyedProcessor> Worker<P> {
                 partition,
                 offset,
                 timestamp,
+                event_time,
                 headers,
                 watermark,
             } = job;
@@ -135,7 +137,8 @@ impl<P: KeyedProcessor> Worker<P> {
                 timestamp,
                 Headers::from(&headers),
             )
-            .at(now, watermark);
+            .at(now, watermark)
+            .with_event_time(event_time);
             let result = if P::STATEFUL {
                 let store = self.store(partition);
                 store.set_now(now);
@@ -871,6 +874,7 @@ impl<P: KeyedProcessor> Handler for Dispatcher<P> {
             partition,
             offset,
             timestamp,
+            event_time,
             headers: record.headers.to_vec(),
             watermark,
         });

@@ -23,6 +23,8 @@ pub struct Context<'a> {
     pub(super) partition: i32,
     pub(super) offset: i64,
     pub(super) timestamp: Option<i64>,
+    /// What the processor's `event_time` made of the record.
+    pub(super) event_time: Option<i64>,
     pub(super) headers: Headers<'a>,
     pub(super) sent: u64,
     /// What the processor asked of its key's timers, in order.
@@ -60,6 +62,7 @@ impl<'a> Context<'a> {
             partition,
             offset,
             timestamp,
+            event_time: timestamp,
             headers,
             sent: 0,
             timers: Vec::new(),
@@ -78,6 +81,12 @@ impl<'a> Context<'a> {
             watermark,
             ..self
         }
+    }
+
+    /// The same context with the record's event time, as the processor's
+    /// `event_time` read it.
+    pub(super) fn with_event_time(self, event_time: Option<i64>) -> Self {
+        Self { event_time, ..self }
     }
 
     /// Sends a record to any topic; keyed records go to the key's partition.
@@ -159,6 +168,15 @@ impl<'a> Context<'a> {
     /// The record's timestamp in milliseconds since the Unix epoch, if known.
     pub fn timestamp(&self) -> Option<i64> {
         self.timestamp
+    }
+
+    /// The record's event time, in milliseconds since the Unix epoch: what
+    /// [`KeyedProcessor::event_time`](super::KeyedProcessor::event_time)
+    /// read from it (its timestamp unless the processor reads the time
+    /// elsewhere), the time its partition's watermark follows. In a timer's
+    /// call, the timer's time.
+    pub fn event_time(&self) -> Option<i64> {
+        self.event_time
     }
 
     /// Processing time: the wall clock, in milliseconds since the Unix

@@ -272,7 +272,8 @@ impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
             record.timestamp,
             record.headers,
         )
-        .at(self.now, watermark);
+        .at(self.now, watermark)
+        .with_event_time(event_time);
         let retries = self.shared.retries;
         let result = if P::STATEFUL {
             let shared = &self.shared;
