@@ -24,12 +24,15 @@
 //! - `pipeline`: [`Pipeline`], which moves records from a source to a sink
 //!   through a [`Stage`], with retries, backoff and dead letters.
 //! - `transform`: [`Transform`], the processor of pipeline files.
+//! - `sampled`: [`Sampled`], a source's lag asked of its server now and
+//!   then.
 //! - `topics`: [`LogSource`] and [`LogSink`], the log's topics as ends.
 //!
 //! The crate uses the runtime (`riffle-runtime`) for processors and
 //! producers; nothing below it knows connectors.
 
 mod pipeline;
+mod sampled;
 mod topics;
 mod transform;
 
@@ -38,6 +41,7 @@ pub use crate::error::Unconfirmed;
 use crate::process::connect_headers;
 pub use crate::process::Record;
 pub use pipeline::{NoDeadLetter, Pipeline, PipelineStats, Processor, Stage};
+pub use sampled::{Sampled, LAG_EVERY};
 pub use topics::{LogSink, LogSource};
 pub use transform::{Condition, Transform};
 
@@ -101,8 +105,9 @@ pub trait Source: Send {
 
     /// How many records the source holds that have not been read yet (a
     /// consumer group's lag, a stream's pending entries), if it can tell
-    /// cheaply; asked once per batch for the pipeline's metrics.
-    fn lag(&self) -> Option<u64> {
+    /// cheaply; asked once per batch for the pipeline's metrics (a source
+    /// that asks its server keeps the answer a while: [`Sampled`]).
+    fn lag(&mut self) -> Option<u64> {
         None
     }
 
@@ -166,6 +171,9 @@ impl<S: Source + ?Sized> Source for Box<S> {
     }
     fn finished(&self) -> bool {
         (**self).finished()
+    }
+    fn lag(&mut self) -> Option<u64> {
+        (**self).lag()
     }
     fn close(&mut self) -> Result<()> {
         (**self).close()

@@ -797,6 +797,10 @@ mod tests {
         fn finished(&self) -> bool {
             self.left.is_empty()
         }
+        /// What is left to read.
+        fn lag(&mut self) -> Option<u64> {
+            Some(self.left.len() as u64)
+        }
     }
 
     /// A sink whose first `failures` flushes fail, losing what was sent;
@@ -860,6 +864,20 @@ mod tests {
             (stats.records_in, stats.records_out, stats.retries),
             (5, 5, 2)
         );
+    }
+
+    #[test]
+    fn the_source_lag_is_in_the_stats_through_a_boxed_source() {
+        let (source, _) = Numbers::new(&["1", "2", "3", "4", "5"]);
+        let boxed: Box<dyn Source> = Box::new(source);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let mut p = Pipeline::new(boxed, Flaky::default())
+            .batch(2)
+            .on_batch(move |stats| s.lock().unwrap().push(stats.source_lag));
+        let stats = p.run(&AtomicBool::new(false)).unwrap();
+        assert_eq!(stats.source_lag, Some(0));
+        assert_eq!(*seen.lock().unwrap(), [Some(3), Some(1), Some(0)]);
     }
 
     #[test]

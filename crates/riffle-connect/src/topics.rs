@@ -1,10 +1,10 @@
 //! The log (Kafka or embedded) as a source and a sink.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use super::{connect_headers, render, Delivery, Record, Sink, Source};
+use super::{connect_headers, render, Delivery, Record, Sampled, Sink, Source};
 use crate::error::{Error, Result};
 use crate::log::{
     ConsumerConfig, GroupEvent, Header, Log, LogConsumer, OutRecord, PollVisitor, Progress,
@@ -24,17 +24,14 @@ pub struct LogSource {
     lag: Option<LagProbe>,
 }
 
-/// The group's lag on the source's topics, asked of the log at most every
-/// [`LAG_EVERY`]: it takes a round trip to the broker per topic.
+/// The group's lag on the source's topics, asked of the log now and then:
+/// it takes a round trip to the broker per topic.
 struct LagProbe {
     log: Arc<dyn Log>,
     group: String,
     topics: Vec<String>,
-    last: Mutex<Option<(Instant, Option<u64>)>>,
+    last: Sampled,
 }
-
-/// How often a log source asks for its group's lag.
-const LAG_EVERY: Duration = Duration::from_secs(5);
 
 impl LogSource {
     pub fn new(log: &dyn Log, config: &ConsumerConfig) -> Result<Self> {
@@ -59,28 +56,27 @@ impl LogSource {
             log,
             group: config.group_id.clone(),
             topics: config.topics.clone(),
-            last: Mutex::new(None),
+            last: Sampled::default(),
         });
         self
     }
 }
 
 impl LagProbe {
-    fn get(&self) -> Option<u64> {
-        let mut last = self.last.lock().unwrap();
-        if let Some((at, lag)) = *last {
-            if at.elapsed() < LAG_EVERY {
-                return lag;
-            }
-        }
-        let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
-        let lag =
-            crate::process::group_lag(&*self.log, &self.group, &topics, Duration::from_secs(2))
+    fn get(&mut self) -> Option<u64> {
+        let Self {
+            log,
+            group,
+            topics,
+            last,
+        } = self;
+        last.get(|| {
+            let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+            crate::process::group_lag(&**log, group, &topics, Duration::from_secs(2))
                 .map(|parts| parts.iter().map(|p| p.lag.max(0) as u64).sum())
-                .map_err(|e| tracing::debug!("lag of group {}: {e}", self.group))
-                .ok();
-        *last = Some((Instant::now(), lag));
-        lag
+                .map_err(|e| tracing::debug!("lag of group {group}: {e}"))
+                .ok()
+        })
     }
 }
 
@@ -143,8 +139,8 @@ impl Source for LogSource {
         Ok(())
     }
 
-    fn lag(&self) -> Option<u64> {
-        self.lag.as_ref().and_then(LagProbe::get)
+    fn lag(&mut self) -> Option<u64> {
+        self.lag.as_mut().and_then(LagProbe::get)
     }
 
     fn close(&mut self) -> Result<()> {
@@ -226,6 +222,7 @@ mod tests {
     use super::*;
     use crate::log::embedded::EmbeddedLog;
     use crate::log::{Headers, TopicSpec};
+    use std::time::Instant;
 
     /// Headers cross the log sink and source in order, repeats included; a
     /// null value, which connector records cannot hold, arrives empty.
@@ -293,7 +290,7 @@ mod tests {
         }
         source.ack().unwrap();
         source.close().unwrap();
-        let fresh = LogSource::new(&*log, &ConsumerConfig::new("other", &["t"]))
+        let mut fresh = LogSource::new(&*log, &ConsumerConfig::new("other", &["t"]))
             .unwrap()
             .measure_lag(log.clone(), &config);
         assert_eq!(fresh.lag(), Some(0));

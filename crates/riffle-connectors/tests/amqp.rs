@@ -276,6 +276,28 @@ fn rabbitmq_carries_records_both_ways_and_loses_none_across_restarts() {
     third.ack().unwrap();
     third.close().unwrap();
 
+    // The source's lag: the messages ready in the queue, those the broker
+    // pushed to it (up to its prefetch) aside; asked again after LAG_EVERY.
+    for i in 400..500 {
+        s.send(&record("out", i)).unwrap();
+    }
+    s.flush(Duration::from_secs(10)).unwrap();
+    let mut backlog = source(&url, &[("queue", "out"), ("prefetch", "10")]).unwrap();
+    let lag = backlog.lag().unwrap();
+    assert!((90..=100).contains(&lag), "{lag}");
+    let mut all = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while all.len() < 100 && Instant::now() < deadline {
+        backlog
+            .poll(&mut all, 100, Duration::from_millis(200))
+            .unwrap();
+        backlog.ack().unwrap();
+    }
+    assert_eq!(all.len(), 100);
+    std::thread::sleep(riffle::connect::LAG_EVERY);
+    assert_eq!(backlog.lag(), Some(0));
+    backlog.close().unwrap();
+
     // A sink left idle past its heartbeats (the broker closes such a
     // connection) still delivers the next record.
     let mut idle = sink(&url, &[("heartbeat", "1s"), ("routing_key", "out")]).unwrap();

@@ -300,6 +300,7 @@ fn unacknowledged_records_come_again() {
     };
     // Read and dropped without acknowledging, as by a pipeline that died.
     let mut first = source(&server, &opts);
+    assert_eq!(first.lag(), Some(20), "stored, none acknowledged");
     assert_eq!(read_all(&mut first).len(), 20);
     first.close().unwrap();
     drop(first);
@@ -315,6 +316,7 @@ fn unacknowledged_records_come_again() {
         20
     );
     second.ack().unwrap();
+    assert_eq!(second.lag(), Some(0), "every record acknowledged");
 }
 
 #[test]

@@ -272,6 +272,26 @@ fn nothing_is_lost_across_a_server_restart() {
     );
 }
 
+/// The source's lag is what the group has not acknowledged, as the
+/// server counts it: every entry before the first read, none once they
+/// are all read and acknowledged (asked again after `LAG_EVERY`).
+#[test]
+fn the_lag_is_what_the_group_has_not_acknowledged() {
+    let server = redis_server("redis-lag");
+    let url = url(&server);
+    let mut sink = redis::sink(&url, "backlog").unwrap();
+    for i in 0..25 {
+        sink.send(&record("backlog", i)).unwrap();
+    }
+    sink.flush(Duration::from_secs(5)).unwrap();
+    let mut source = redis::source(&url, "backlog", "g", "worker-1").unwrap();
+    assert_eq!(source.lag(), Some(25));
+    assert_eq!(collect(&mut source, 25, Duration::from_secs(10)).len(), 25);
+    assert_eq!(source.lag(), Some(25), "the answer is kept a while");
+    std::thread::sleep(riffle::connect::LAG_EVERY);
+    assert_eq!(source.lag(), Some(0));
+}
+
 #[test]
 fn entries_polled_but_not_acknowledged_come_again() {
     let mut server = redis_server("redis-pending");

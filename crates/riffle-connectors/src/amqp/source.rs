@@ -7,7 +7,7 @@ use amqprs::channel::{
     QueueBindArguments, QueueDeclareArguments,
 };
 use amqprs::FieldValue;
-use riffle::connect::{Delivery, Record, Source};
+use riffle::connect::{Delivery, Record, Sampled, Source};
 use riffle::Result;
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -33,6 +33,7 @@ pub struct AmqpSource {
     /// broker delivers those messages again anyway.
     unacked: Option<u64>,
     backoff: Backoff,
+    lag: Sampled,
 }
 
 /// A connection consuming the queue.
@@ -62,6 +63,7 @@ impl AmqpSource {
             unacked: None,
             // Jittered, so that clients cut off together do not come back together.
             backoff: Backoff::default().jittered(),
+            lag: Sampled::default(),
         };
         s.conn = Some(s.connect()?);
         Ok(s)
@@ -183,7 +185,29 @@ fn header_bytes(value: &FieldValue) -> Option<Vec<u8>> {
     }
 }
 
+/// The queue's messages ready for delivery, as a passive `queue.declare`
+/// tells (those delivered and not yet acknowledged are not counted).
+fn ready(link: &mut Link, queue: &str) -> Option<u64> {
+    let mut declare = QueueDeclareArguments::durable_client_named(queue);
+    declare.passive(true);
+    let declare = declare.finish();
+    link.call("queue.declare", |c| async move {
+        c.queue_declare(declare).await
+    })
+    .map_err(|e| tracing::debug!("AMQP queue {queue}: {e}"))
+    .ok()
+    .flatten()
+    .map(|(_, ready, _)| u64::from(ready))
+}
+
 impl Source for AmqpSource {
+    fn lag(&mut self) -> Option<u64> {
+        let Self {
+            conn, queue, lag, ..
+        } = self;
+        lag.get(|| ready(&mut conn.as_mut()?.link, queue))
+    }
+
     fn describe(&self) -> String {
         format!("amqp {} queue {}", self.params.addresses(), self.queue)
     }

@@ -7,7 +7,7 @@ use async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
 use async_nats::jetstream::{self, stream};
 use async_nats::{Client, Subject, Subscriber};
 use futures_util::StreamExt;
-use riffle::connect::{Delivery, Record, Source};
+use riffle::connect::{Delivery, Record, Sampled, Source};
 use riffle::{Error, Result};
 
 use super::conn::{chain, Conn, Echo};
@@ -53,6 +53,7 @@ pub struct NatsSource {
     /// acknowledged. Acknowledging is a publish to them, which the
     /// connection can make after a reconnection too.
     unacked: Vec<Subject>,
+    lag: Sampled,
 }
 
 impl NatsSource {
@@ -101,6 +102,7 @@ impl NatsSource {
             echo,
             reader: Some(reader),
             unacked: Vec::new(),
+            lag: Sampled::default(),
         })
     }
 
@@ -291,6 +293,27 @@ impl Source for NatsSource {
             Ok(())
         })?;
         Ok(out.len() - start)
+    }
+
+    /// A JetStream consumer's messages not yet acknowledged: those not
+    /// delivered yet and those delivered and waiting for their
+    /// acknowledgement. A core subscription keeps nothing: `None`.
+    fn lag(&mut self) -> Option<u64> {
+        let Some(Reader::JetStream { consumer, .. }) = &self.reader else {
+            return None;
+        };
+        let server = self.conn.server();
+        self.lag.get(|| {
+            let info = runtime::within(&server, IO_TIMEOUT, async {
+                consumer.get_info().await.map_err(|e| Error::Protocol {
+                    server: server.clone(),
+                    message: chain(&e),
+                })
+            });
+            info.map(|i| i.num_pending + i.num_ack_pending as u64)
+                .map_err(|e| tracing::debug!("{server}: consumer info: {e}"))
+                .ok()
+        })
     }
 
     /// Acknowledges every message handed out since the last call, and

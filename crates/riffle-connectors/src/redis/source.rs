@@ -2,9 +2,10 @@
 
 use std::time::{Duration, Instant};
 
-use riffle::connect::{Delivery, Record, Source};
+use riffle::connect::{Delivery, Record, Sampled, Source};
 use riffle::{Error, Result};
 
+use ::redis::streams::StreamInfoGroupsReply;
 use ::redis::{Connection, Value};
 
 use super::{in_context, Target};
@@ -48,6 +49,7 @@ pub struct RedisSource {
     /// Ids handed out (or skipped) and not yet acknowledged.
     unacked: Vec<String>,
     backoff: Backoff,
+    lag: Sampled,
 }
 
 impl RedisSource {
@@ -70,6 +72,7 @@ impl RedisSource {
             pending_after: None,
             unacked: Vec::new(),
             backoff: Backoff::default(),
+            lag: Sampled::default(),
         };
         s.connect()?;
         Ok(s)
@@ -186,6 +189,20 @@ impl RedisSource {
         }
         Ok(n)
     }
+}
+
+/// A group's entries not yet acknowledged: those not delivered yet (`lag`,
+/// which Redis 7 can tell unless entries were deleted in between) and
+/// those delivered and pending.
+fn group_lag(conn: &mut Connection, stream: &str, group: &str) -> Option<u64> {
+    let reply: StreamInfoGroupsReply = ::redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(stream)
+        .query(conn)
+        .map_err(|e| tracing::debug!("redis XINFO GROUPS {stream}: {e}"))
+        .ok()?;
+    let g = reply.groups.into_iter().find(|g| g.name == group)?;
+    Some((g.lag? + g.pending) as u64)
 }
 
 /// The entries of an XREADGROUP reply on one stream: each id with its
@@ -316,6 +333,17 @@ impl Source for RedisSource {
                 }
             }
         }
+    }
+
+    fn lag(&mut self) -> Option<u64> {
+        let Self {
+            conn,
+            stream,
+            group,
+            lag,
+            ..
+        } = self;
+        lag.get(|| group_lag(conn.as_mut()?, stream, group))
     }
 
     fn ack(&mut self) -> Result<()> {
