@@ -9,9 +9,10 @@ use std::sync::Arc;
 use riffle::connect::{Delivery, Sink, Source};
 use riffle::log::Log;
 use riffle::Result;
+use std::time::Duration;
 
-use crate::options::Options;
-pub use crate::options::{Opt, Role};
+use crate::options::{parse_duration, Options};
+pub use crate::options::{Fallback, Opt, Role};
 
 /// Which log a `kafka` or `embedded` connector wants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +65,37 @@ impl Connector {
     pub fn all_options(&self) -> impl Iterator<Item = &'static Opt> {
         let tls: &'static [Opt] = if self.tls { &crate::tls::OPTIONS } else { &[] };
         self.options.iter().chain(tls)
+    }
+
+    /// Option `name` of `role` (`Both` for one either end reads): as given
+    /// in `o`, else its [`Fallback::Value`] in this connector's table,
+    /// parsed the same way.
+    pub fn get<T: std::str::FromStr>(&self, o: &mut Options, role: Role, name: &str) -> Result<T>
+    where
+        T::Err: std::fmt::Display,
+    {
+        self.read(o, role, name, |v| v.parse::<T>().map_err(|e| e.to_string()))
+    }
+
+    /// A text option: as given, else its default.
+    pub fn text(&self, o: &mut Options, role: Role, name: &str) -> Result<String> {
+        self.get(o, role, name)
+    }
+
+    /// A duration option (`250ms`, `5s`, `1h30m`): as given, else its
+    /// default.
+    pub fn duration(&self, o: &mut Options, role: Role, name: &str) -> Result<Duration> {
+        self.read(o, role, name, parse_duration)
+    }
+
+    fn read<T>(
+        &self,
+        o: &mut Options,
+        role: Role,
+        name: &str,
+        parse: impl Fn(&str) -> std::result::Result<T, String>,
+    ) -> Result<T> {
+        o.read(self.all_options(), role, name, parse)
     }
 
     /// Fails on options not meant for `role`; call after reading every

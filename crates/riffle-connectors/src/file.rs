@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use riffle::connect::{Delivery, Record, Sink, Source};
 use riffle::{Error, Result};
 
-use crate::connector::{Connector, Opt, Role};
+use crate::connector::{Connector, Fallback, Opt, Role};
 pub use crate::lines::Format;
 use crate::lines::{self, FORMAT_OPT};
 
@@ -30,36 +30,36 @@ pub const FILE: Connector = Connector {
         Opt {
             name: "path",
             role: Role::Both,
-            default: None,
+            default: Fallback::None,
             help: "the file",
         },
         FORMAT_OPT,
         Opt {
             name: "follow",
             role: Role::Source,
-            default: Some("false"),
+            default: Fallback::Value("false"),
             help:
                 "keep reading lines appended after the end (like tail -f) instead of stopping there",
         },
         Opt {
             name: "offsets",
             role: Role::Source,
-            default: Some("<path>.offset"),
+            default: Fallback::Described("<path>.offset"),
             help: "where the position of the last acknowledged line is kept",
         },
     ],
     tls: false,
     build_source: Some(|mut o, _| {
         let path = PathBuf::from(o.required("path")?);
-        let format = o.parse_or("format", Format::Value)?;
-        let follow = o.parse_or("follow", false)?;
+        let format: Format = FILE.get(&mut o, Role::Source, "format")?;
+        let follow = FILE.get(&mut o, Role::Source, "follow")?;
         let offsets = o.string("offsets").map(PathBuf::from);
         FILE.finish(o, Role::Source)?;
         Ok(Box::new(FileSource::open(&path, format, follow, offsets)?))
     }),
     build_sink: Some(|mut o, _| {
         let path = PathBuf::from(o.required("path")?);
-        let format = o.parse_or("format", Format::Value)?;
+        let format: Format = FILE.get(&mut o, Role::Sink, "format")?;
         FILE.finish(o, Role::Sink)?;
         Ok(Box::new(FileSink::open(&path, format)?))
     }),

@@ -6,7 +6,7 @@ use riffle::{Error, Result};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::connector::{Opt, Role};
+use crate::connector::{Fallback, Opt, Role};
 
 /// How a record is written on one line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,7 +23,7 @@ pub enum Format {
 pub const FORMAT_OPT: Opt = Opt {
     name: "format",
     role: Role::Both,
-    default: Some("value"),
+    default: Fallback::Value("value"),
     help: "value (each line is a record's value) or record (each line a JSON object with topic, key, value and headers)",
 };
 

@@ -4,26 +4,26 @@ use riffle::connect::{Delivery, LogSink, LogSource};
 use riffle::log::{ConsumerConfig, OffsetReset};
 use riffle::Result;
 
-use crate::connector::{Connector, Env, LogChoice, Opt, Role};
+use crate::connector::{Connector, Env, Fallback, LogChoice, Opt, Role};
 use crate::Options;
 
 const TOPIC_OPTS: [Opt; 3] = [
     Opt {
         name: "topic",
         role: Role::Both,
-        default: None,
+        default: Fallback::None,
         help: "topic to write; to read, one or more separated by commas. A sink's topic may use {key} and {topic}",
     },
     Opt {
         name: "group",
         role: Role::Source,
-        default: Some("riffle-connect"),
+        default: Fallback::Value("riffle-connect"),
         help: "consumer group: members share the partitions, and the group's committed offsets say where a restart resumes",
     },
     Opt {
         name: "from",
         role: Role::Source,
-        default: Some("earliest"),
+        default: Fallback::Value("earliest"),
         help: "where a group without committed offsets starts: earliest or latest",
     },
 ];
@@ -40,7 +40,7 @@ pub const KAFKA: Connector = Connector {
         Opt {
             name: "brokers",
             role: Role::Both,
-            default: Some("--brokers / RIFFLE_BROKERS"),
+            default: Fallback::Described("--brokers / RIFFLE_BROKERS"),
             help: "bootstrap servers, host:port,...",
         },
     ],
@@ -78,8 +78,8 @@ fn open(
 
 fn source(mut o: Options, env: &Env, c: &Connector) -> Result<LogSource> {
     let topics = o.required("topic")?;
-    let group = o.string_or("group", "riffle-connect");
-    let from = match o.string_or("from", "earliest").as_str() {
+    let group = c.text(&mut o, Role::Source, "group")?;
+    let from = match c.text(&mut o, Role::Source, "from")?.as_str() {
         "earliest" => OffsetReset::Earliest,
         "latest" => OffsetReset::Latest,
         other => {

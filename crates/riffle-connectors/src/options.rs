@@ -21,15 +21,39 @@ pub enum Role {
     Both,
 }
 
-/// One option of a connector, for `--list` and for refusing unknown keys.
+/// One option of a connector, for `--list`, for refusing unknown keys,
+/// and for its default value.
 #[derive(Debug, Clone, Copy)]
 pub struct Opt {
     pub name: &'static str,
     pub role: Role,
-    /// The default as text; `None` when the option is required (or has no
-    /// default, like a password).
-    pub default: Option<&'static str>,
+    pub default: Fallback,
     pub help: &'static str,
+}
+
+/// What an option is when it is not given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    /// Nothing: the option is required, or optional without a value (a
+    /// password).
+    None,
+    /// This value, as a user would write it. The connector reads it from
+    /// here ([`Connector::get`](crate::connector::Connector::get)), so that
+    /// each default is written once, where `--list` shows it.
+    Value(&'static str),
+    /// Something that depends on other options, described for `--list`;
+    /// the connector works it out.
+    Described(&'static str),
+}
+
+impl Fallback {
+    /// The text `--list` shows, if any.
+    pub fn text(self) -> Option<&'static str> {
+        match self {
+            Fallback::None => None,
+            Fallback::Value(t) | Fallback::Described(t) => Some(t),
+        }
+    }
 }
 
 /// The options given to one connector. Each getter takes its key out, so
@@ -81,6 +105,11 @@ impl Options {
         &self.connector
     }
 
+    /// Whether an option was given (and not read yet).
+    pub fn has(&self, key: &str) -> bool {
+        self.values.contains_key(key)
+    }
+
     /// A text option, if given.
     pub fn string(&mut self, key: &str) -> Option<String> {
         self.values.remove(key)
@@ -112,19 +141,26 @@ impl Options {
         }
     }
 
-    /// A duration option with a default, in the grammar of
-    /// `riffle::duration` (`250ms`, `5s`, `1h30m`, `7d`).
-    pub fn duration_or(
+    /// Option `name` of `role`: as given, else its [`Fallback::Value`] in
+    /// `table` (the option descriptions), both parsed with `parse`.
+    pub fn read<T>(
         &mut self,
-        key: &str,
-        default: std::time::Duration,
-    ) -> Result<std::time::Duration> {
-        match self.string(key) {
-            None => Ok(default),
-            Some(v) => parse_duration(&v).map_err(|e| {
-                Error::InvalidInput(format!("{}: option '{key}': {e}", self.connector))
-            }),
-        }
+        table: impl IntoIterator<Item = &'static Opt>,
+        role: Role,
+        name: &str,
+        parse: impl Fn(&str) -> std::result::Result<T, String>,
+    ) -> Result<T> {
+        let (text, given) = match self.string(name) {
+            Some(v) => (v, true),
+            None => (default_of(table, role, name, &self.connector)?, false),
+        };
+        parse(&text).map_err(|e| {
+            let what = if given { "" } else { " (its default)" };
+            Error::InvalidInput(format!(
+                "{}: option '{name}'='{text}'{what}: {e}",
+                self.connector
+            ))
+        })
     }
 
     /// Fails if any option was not read: a misspelt key must not be
@@ -138,6 +174,24 @@ impl Options {
                 known.join(", ")
             ))),
         }
+    }
+}
+
+/// The default value of option `name` of `role` in `table`.
+fn default_of(
+    table: impl IntoIterator<Item = &'static Opt>,
+    role: Role,
+    name: &str,
+    connector: &str,
+) -> Result<String> {
+    let opt = table
+        .into_iter()
+        .find(|o| o.name == name && (o.role == role || o.role == Role::Both || role == Role::Both));
+    match opt.map(|o| o.default) {
+        Some(Fallback::Value(v)) => Ok(v.to_owned()),
+        _ => Err(Error::InvalidInput(format!(
+            "{connector}: option '{name}' has no default value in the connector's table"
+        ))),
     }
 }
 
@@ -248,14 +302,50 @@ mod tests {
         assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
         assert!(parse_duration("x").is_err());
         assert!(parse_duration("5 parsecs").is_err());
-        let mut o = Options::from_pairs("mqtt", [("keepalive", "5 parsecs")]);
+        const TABLE: [Opt; 3] = [
+            Opt {
+                name: "keep_alive",
+                role: Role::Both,
+                default: Fallback::Value("30s"),
+                help: "",
+            },
+            Opt {
+                name: "password",
+                role: Role::Both,
+                default: Fallback::None,
+                help: "",
+            },
+            Opt {
+                name: "broken",
+                role: Role::Sink,
+                default: Fallback::Value("soon"),
+                help: "",
+            },
+        ];
+        let mut o = Options::from_pairs("mqtt", [("keep_alive", "5 parsecs")]);
         let e = o
-            .duration_or("keepalive", Duration::from_secs(1))
+            .read(&TABLE, Role::Source, "keep_alive", parse_duration)
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("mqtt: option 'keepalive': '5 parsecs' is not a duration"),
+            e.contains("mqtt: option 'keep_alive'='5 parsecs': '5 parsecs' is not a duration"),
             "{e}"
         );
+        let mut none = Options::new("mqtt");
+        assert_eq!(
+            none.read(&TABLE, Role::Source, "keep_alive", parse_duration),
+            Ok(Duration::from_secs(30)),
+            "the table's default"
+        );
+        let e = none
+            .read(&TABLE, Role::Source, "password", parse_duration)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("'password' has no default value"), "{e}");
+        let e = none
+            .read(&TABLE, Role::Sink, "broken", parse_duration)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("'broken'='soon' (its default)"), "{e}");
     }
 }

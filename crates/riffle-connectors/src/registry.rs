@@ -83,9 +83,10 @@ pub fn describe_all() -> String {
                 Role::Sink => " (sink)",
                 Role::Both => "",
             };
-            let default = o
-                .default
-                .map_or_else(String::new, |d| format!(" [default: {d}]"));
+            let default = o.default.text().map_or_else(String::new, |d| match d {
+                "" => " [default: empty]".to_owned(),
+                d => format!(" [default: {d}]"),
+            });
             let _ = writeln!(s, "    {}{role}: {}{default}", o.name, o.help);
         }
     }
@@ -95,6 +96,86 @@ pub fn describe_all() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every connector built with its required options only, against
+    /// a port nobody listens on: whatever fails, it is not one of its own
+    /// default values, which each is read from its table.
+    #[test]
+    fn the_defaults_in_the_tables_read_as_their_options() {
+        let dir = std::env::temp_dir().join(format!("riffle-defaults-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("in.jsonl");
+        std::fs::write(&file, "").unwrap();
+        let file = file.to_str().unwrap();
+        let env = Env {
+            log: Box::new(|_| Err(Error::InvalidInput("no log here".into()))),
+        };
+        // (connector, as a source, options)
+        type Case<'a> = (&'a str, bool, Vec<(&'a str, &'a str)>);
+        let mut cases: Vec<Case> = vec![
+            ("file", true, vec![("path", file)]),
+            ("file", false, vec![("path", file)]),
+            ("stdio", false, vec![]),
+            ("kafka", true, vec![("topic", "t")]),
+            ("kafka", false, vec![("topic", "t")]),
+        ];
+        #[cfg(feature = "mqtt")]
+        cases.extend([
+            (
+                "mqtt",
+                true,
+                vec![("url", "mqtt://127.0.0.1:1"), ("topic", "a")],
+            ),
+            ("mqtt", false, vec![("url", "mqtt://127.0.0.1:1")]),
+        ]);
+        #[cfg(feature = "nats")]
+        cases.extend([
+            (
+                "nats",
+                true,
+                vec![("url", "nats://127.0.0.1:1"), ("subject", "a")],
+            ),
+            ("nats", false, vec![("url", "nats://127.0.0.1:1")]),
+        ]);
+        #[cfg(feature = "amqp")]
+        cases.extend([
+            (
+                "amqp",
+                true,
+                vec![("url", "amqp://127.0.0.1:1"), ("queue", "q")],
+            ),
+            ("amqp", false, vec![("url", "amqp://127.0.0.1:1")]),
+        ]);
+        #[cfg(feature = "redis")]
+        cases.extend([
+            (
+                "redis",
+                true,
+                vec![("url", "redis://127.0.0.1:1"), ("stream", "s")],
+            ),
+            ("redis", false, vec![("url", "redis://127.0.0.1:1")]),
+        ]);
+        #[cfg(feature = "http")]
+        cases.extend([
+            ("http", true, vec![("listen", "127.0.0.1:0")]),
+            ("http", false, vec![("url", "http://127.0.0.1:1/")]),
+        ]);
+        for (name, as_source, pairs) in cases {
+            let o = Options::from_pairs(name, pairs);
+            let built = match as_source {
+                true => source(o, &env).map(drop),
+                false => sink(o, &env).map(drop),
+            };
+            if let Err(e) = built {
+                let e = e.to_string();
+                assert!(
+                    !e.contains("(its default)") && !e.contains("no default value"),
+                    "{name}: {e}"
+                );
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn every_connector_is_listed_with_its_options() {

@@ -22,12 +22,12 @@ pub const STDIO: Connector = Connector {
     options: &[FORMAT_OPT],
     tls: false,
     build_source: Some(|mut o, _| {
-        let format = o.parse_or("format", Format::Value)?;
+        let format: Format = STDIO.get(&mut o, Role::Source, "format")?;
         STDIO.finish(o, Role::Source)?;
         Ok(Box::new(Stdin::new(format)))
     }),
     build_sink: Some(|mut o, _| {
-        let format = o.parse_or("format", Format::Value)?;
+        let format: Format = STDIO.get(&mut o, Role::Sink, "format")?;
         STDIO.finish(o, Role::Sink)?;
         Ok(Box::new(Stdout { format }))
     }),

@@ -15,44 +15,44 @@
 use riffle::{Error, Result};
 pub use riffle_net::tls::{certificates, private_key, Names, ServerTls, Tls};
 
-use crate::options::{Opt, Options, Role};
+use crate::options::{Fallback, Opt, Options, Role};
 
 /// The TLS options every network connector takes, for its option list.
 pub const OPTIONS: [Opt; 6] = [
     Opt {
         name: "tls",
         role: Role::Both,
-        default: Some("false, or true for a TLS scheme (mqtts, tls, amqps, rediss, https)"),
+        default: Fallback::Described("false, or true for a TLS scheme (mqtts, tls, amqps, rediss, https)"),
         help: "connect with TLS",
     },
     Opt {
         name: "tls_ca",
         role: Role::Both,
-        default: Some("the system's trusted roots"),
+        default: Fallback::Described("the system's trusted roots"),
         help: "PEM file of the CA certificates that sign the server's certificate",
     },
     Opt {
         name: "tls_cert",
         role: Role::Both,
-        default: None,
+        default: Fallback::None,
         help: "PEM file of the client certificate (chain), for servers that ask for one",
     },
     Opt {
         name: "tls_key",
         role: Role::Both,
-        default: None,
+        default: Fallback::None,
         help: "PEM file of the client certificate's private key",
     },
     Opt {
         name: "tls_server_name",
         role: Role::Both,
-        default: Some("the URL's host"),
+        default: Fallback::Described("the URL's host"),
         help: "the name the server's certificate must carry",
     },
     Opt {
         name: "tls_insecure",
         role: Role::Both,
-        default: Some("false"),
+        default: Fallback::Value("false"),
         help: "accept any server certificate (testing only: anyone on the path can read and change the traffic)",
     },
 ];
@@ -67,7 +67,10 @@ pub fn from_options(o: &mut Options, scheme_tls: bool) -> Result<Option<Tls>> {
         cert: o.string("tls_cert").map(Into::into),
         key: o.string("tls_key").map(Into::into),
         server_name: o.string("tls_server_name"),
-        insecure: o.parse_or("tls_insecure", false)?,
+        insecure: o.read(&OPTIONS, Role::Both, "tls_insecure", |v| {
+            v.parse()
+                .map_err(|e: std::str::ParseBoolError| e.to_string())
+        })?,
         names: Names::default(),
     };
     if !on {

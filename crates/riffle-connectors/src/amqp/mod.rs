@@ -78,12 +78,10 @@ mod source;
 pub use sink::AmqpSink;
 pub use source::AmqpSource;
 
-use std::time::Duration;
-
 use riffle::connect::Delivery;
 use riffle::{Error, Result};
 
-use crate::connector::{Connector, Opt, Role};
+use crate::connector::{Connector, Fallback, Opt, Role};
 use crate::net::Url;
 use crate::options::Options;
 use crate::tls;
@@ -101,79 +99,79 @@ pub const AMQP: Connector = Connector {
         Opt {
             name: "url",
             role: Role::Both,
-            default: Some(DEFAULT_URL),
+            default: Fallback::Value(DEFAULT_URL),
             help: "the broker, user and virtual host (percent-encoded: %2f is /); amqps:// for TLS (port 5671); several comma-separated for a cluster",
         },
         Opt {
             name: "user",
             role: Role::Both,
-            default: Some("the URL's, else guest"),
+            default: Fallback::Described("the URL's, else guest"),
             help: "the user to log in as (instead of the URL's)",
         },
         Opt {
             name: "password",
             role: Role::Both,
-            default: Some("the URL's, else guest"),
+            default: Fallback::Described("the URL's, else guest"),
             help: "the password (instead of the URL's; ${ENV_VAR} or ${file:/path} keep it out of the command line)",
         },
         Opt {
             name: "auth",
             role: Role::Both,
-            default: Some("plain"),
+            default: Fallback::Value("plain"),
             help: "plain (user and password) or external (the TLS client certificate names the user: tls_cert, tls_key)",
         },
         Opt {
             name: "heartbeat",
             role: Role::Both,
-            default: Some("30s"),
+            default: Fallback::Value("30s"),
             help: "heartbeat interval asked of the broker (0 takes the broker's)",
         },
         Opt {
             name: "queue",
             role: Role::Source,
-            default: None,
+            default: Fallback::None,
             help: "the queue to consume",
         },
         Opt {
             name: "declare",
             role: Role::Source,
-            default: Some("true"),
+            default: Fallback::Value("true"),
             help: "declare the queue (durable) if missing; false only checks that it exists",
         },
         Opt {
             name: "exchange",
             role: Role::Source,
-            default: None,
+            default: Fallback::None,
             help: "bind the queue to this exchange (with routing_key)",
         },
         Opt {
             name: "routing_key",
             role: Role::Source,
-            default: Some("the queue's name"),
+            default: Fallback::Described("the queue's name"),
             help: "the binding key when exchange is given",
         },
         Opt {
             name: "prefetch",
             role: Role::Source,
-            default: Some("500"),
+            default: Fallback::Value("500"),
             help: "the most deliveries unacknowledged at once",
         },
         Opt {
             name: "exchange",
             role: Role::Sink,
-            default: Some("\"\" (the default exchange: routing key = queue name)"),
-            help: "the exchange to publish to",
+            default: Fallback::Value(""),
+            help: "the exchange to publish to (empty: the default exchange, where the routing key names the queue)",
         },
         Opt {
             name: "routing_key",
             role: Role::Sink,
-            default: Some("{topic}"),
+            default: Fallback::Value("{topic}"),
             help: "routing key template, with {topic} and {key}",
         },
         Opt {
             name: "mandatory",
             role: Role::Sink,
-            default: Some("false"),
+            default: Fallback::Value("false"),
             help: "refuse a message no queue takes (returned by the broker; dead-lettered after the pipeline's attempts) instead of letting the broker drop it",
         },
     ],
@@ -181,10 +179,10 @@ pub const AMQP: Connector = Connector {
     build_source: Some(|mut o, _| {
         let params = params(&mut o)?;
         let queue = o.required("queue")?;
-        let declare = o.parse_or("declare", true)?;
+        let declare = AMQP.get(&mut o, Role::Source, "declare")?;
         let exchange = o.string("exchange");
         let routing_key = o.string_or("routing_key", &queue);
-        let prefetch: u16 = o.parse_or("prefetch", 500)?;
+        let prefetch: u16 = AMQP.get(&mut o, Role::Source, "prefetch")?;
         AMQP.finish(o, Role::Source)?;
         check_name("queue", &queue)?;
         let binding = exchange.map(|e| (e, routing_key));
@@ -198,9 +196,9 @@ pub const AMQP: Connector = Connector {
     }),
     build_sink: Some(|mut o, _| {
         let params = params(&mut o)?;
-        let exchange = o.string_or("exchange", "");
-        let routing_key = o.string_or("routing_key", "{topic}");
-        let mandatory = o.parse_or("mandatory", false)?;
+        let exchange = AMQP.text(&mut o, Role::Sink, "exchange")?;
+        let routing_key = AMQP.text(&mut o, Role::Sink, "routing_key")?;
+        let mandatory = AMQP.get(&mut o, Role::Sink, "mandatory")?;
         AMQP.finish(o, Role::Sink)?;
         check_name("exchange", &exchange)?;
         Ok(Box::new(AmqpSink::open(
@@ -225,10 +223,14 @@ fn check_name(what: &str, name: &str) -> Result<()> {
 /// The connection options: `url`, `user`, `password`, `auth`,
 /// `heartbeat` and the TLS options.
 fn params(o: &mut Options) -> Result<Params> {
-    let text = o.string_or("url", DEFAULT_URL);
+    let text = AMQP.text(o, Role::Both, "url")?;
     let user = o.string("user");
     let password = o.string("password");
-    let auth = match o.string_or("auth", "plain").to_ascii_lowercase().as_str() {
+    let auth = match AMQP
+        .text(o, Role::Both, "auth")?
+        .to_ascii_lowercase()
+        .as_str()
+    {
         "plain" => Auth::Plain,
         "external" => Auth::External,
         other => {
@@ -237,7 +239,7 @@ fn params(o: &mut Options) -> Result<Params> {
             )))
         }
     };
-    let heartbeat = o.duration_or("heartbeat", Duration::from_secs(30))?;
+    let heartbeat = AMQP.duration(o, Role::Both, "heartbeat")?;
     let mut servers = Vec::new();
     let mut scheme: Option<String> = None;
     for one in text.split(',').map(str::trim).filter(|u| !u.is_empty()) {
@@ -334,6 +336,7 @@ fn percent_decode(s: &str) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn urls_give_address_user_and_vhost() {

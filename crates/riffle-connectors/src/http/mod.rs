@@ -95,12 +95,10 @@ mod source;
 pub use sink::{HttpSink, RequestConfig};
 pub use source::{WebhookConfig, WebhookSource};
 
-use std::time::Duration;
-
 use riffle::connect::Delivery;
 use riffle::Error;
 
-use crate::connector::{Connector, Opt, Role};
+use crate::connector::{Connector, Fallback, Opt, Role};
 use crate::options::Options;
 use crate::tls::{self, Tls};
 
@@ -113,101 +111,101 @@ pub const HTTP: Connector = Connector {
         Opt {
             name: "listen",
             role: Role::Source,
-            default: Some("127.0.0.1:8080"),
+            default: Fallback::Value("127.0.0.1:8080"),
             help: "the address the webhook server listens on",
         },
         Opt {
             name: "path",
             role: Role::Source,
-            default: Some("/"),
+            default: Fallback::Value("/"),
             help: "the path records are POSTed to (others get 404)",
         },
         Opt {
             name: "timeout",
             role: Role::Source,
-            default: Some("30s"),
+            default: Fallback::Value("30s"),
             help: "how long a request waits for its record to be confirmed downstream before 503",
         },
         Opt {
             name: "max_body",
             role: Role::Source,
-            default: Some("1048576"),
+            default: Fallback::Value("1048576"),
             help: "the largest body accepted, in bytes (larger: 413)",
         },
         Opt {
             name: "headers",
             role: Role::Source,
-            default: None,
+            default: Fallback::None,
             help: "comma-separated request headers copied into each record",
         },
         Opt {
             name: "token",
             role: Role::Source,
-            default: None,
+            default: Fallback::None,
             help: "the bearer token every request must carry (others: 401); ${ENV} or ${file:path}",
         },
         Opt {
             name: "max_connections",
             role: Role::Source,
-            default: Some("1024"),
+            default: Fallback::Value("1024"),
             help: "the most connections served at once (more: 503)",
         },
         Opt {
             name: "url",
             role: Role::Sink,
-            default: None,
+            default: Fallback::None,
             help: "http[s]://[user:password@]host[:port]/path, {key} and {topic} replaced by the record's",
         },
         Opt {
             name: "method",
             role: Role::Sink,
-            default: Some("POST"),
+            default: Fallback::Value("POST"),
             help: "the request method",
         },
         Opt {
             name: "content_type",
             role: Role::Sink,
-            default: Some("application/json"),
+            default: Fallback::Value("application/json"),
             help: "the Content-Type of each request",
         },
         Opt {
             name: "retries",
             role: Role::Sink,
-            default: Some("3"),
+            default: Fallback::Value("3"),
             help: "attempts per request within a flush (5xx, 408, 429, no connection) before the pipeline takes over",
         },
         Opt {
             name: "timeout",
             role: Role::Sink,
-            default: Some("10s"),
+            default: Fallback::Value("10s"),
             help: "how long connecting, and each request's whole response, may take",
         },
         Opt {
             name: "header",
             role: Role::Sink,
-            default: None,
+            default: Fallback::None,
             help: "a header sent with every request, 'Name: value'",
         },
         Opt {
             name: "headers",
             role: Role::Sink,
-            default: None,
+            default: Fallback::None,
             help: "headers sent with every request, 'Name: value|Name: value'",
         },
         Opt {
             name: "bearer_token",
             role: Role::Sink,
-            default: None,
+            default: Fallback::None,
             help: "sent as 'Authorization: Bearer <token>'; ${ENV} or ${file:path}",
         },
     ],
     tls: true,
     build_source: Some(|mut o, _| {
         let config = WebhookConfig {
-            listen: o.string_or("listen", "127.0.0.1:8080"),
-            path: o.string_or("path", "/"),
-            timeout: o.duration_or("timeout", Duration::from_secs(30))?,
-            max_body: o.parse_or("max_body", 1u64 << 20)?,
+            listen: HTTP.text(&mut o, Role::Source, "listen")?,
+            path: HTTP.text(&mut o, Role::Source, "path")?,
+            timeout: HTTP.duration(&mut o, Role::Source, "timeout")?,
+            max_body: HTTP.get(&mut o, Role::Source, "max_body")?,
             headers: o
                 .string("headers")
                 .map(|h| {
@@ -218,7 +216,7 @@ pub const HTTP: Connector = Connector {
                 })
                 .unwrap_or_default(),
             token: o.string("token"),
-            max_connections: o.parse_or("max_connections", 1024usize)?.max(1),
+            max_connections: HTTP.get::<usize>(&mut o, Role::Source, "max_connections")?.max(1),
             tls: source_tls(&mut o)?,
         };
         if !config.path.starts_with('/') {
@@ -233,10 +231,10 @@ pub const HTTP: Connector = Connector {
     build_sink: Some(|mut o, _| {
         let config = RequestConfig {
             url: o.required("url")?,
-            method: o.string_or("method", "POST").to_ascii_uppercase(),
-            content_type: o.string_or("content_type", "application/json"),
-            attempts: o.parse_or("retries", 3u32)?.max(1),
-            timeout: o.duration_or("timeout", Duration::from_secs(10))?,
+            method: HTTP.text(&mut o, Role::Sink, "method")?.to_ascii_uppercase(),
+            content_type: HTTP.text(&mut o, Role::Sink, "content_type")?,
+            attempts: HTTP.get::<u32>(&mut o, Role::Sink, "retries")?.max(1),
+            timeout: HTTP.duration(&mut o, Role::Sink, "timeout")?,
             headers: sink_headers(&mut o)?,
             bearer_token: o.string("bearer_token"),
             tls: None,

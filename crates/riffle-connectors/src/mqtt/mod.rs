@@ -111,7 +111,7 @@ use std::time::Duration;
 use riffle::connect::Delivery;
 use riffle::{Error, Result};
 
-use crate::connector::{Connector, Opt, Role};
+use crate::connector::{Connector, Fallback, Opt, Role};
 use crate::net::Url;
 use crate::options::Options;
 use crate::tls;
@@ -126,92 +126,92 @@ pub const MQTT: Connector = Connector {
         Opt {
             name: "url",
             role: Role::Both,
-            default: Some("mqtt://127.0.0.1:1883"),
+            default: Fallback::Value("mqtt://127.0.0.1:1883"),
             help: "the broker, mqtt[s]://[user[:password]@]host[:port]; several, comma-separated, are tried in turn",
         },
         Opt {
             name: "user",
             role: Role::Both,
-            default: Some("the URL's"),
+            default: Fallback::Described("the URL's"),
             help: "the user name to log in with",
         },
         Opt {
             name: "password",
             role: Role::Both,
-            default: Some("the URL's"),
+            default: Fallback::Described("the URL's"),
             help: "the password, best as ${ENV_VAR} or ${file:/path}",
         },
         Opt {
             name: "version",
             role: Role::Both,
-            default: Some("3.1.1"),
+            default: Fallback::Value("3.1.1"),
             help: "the protocol version, 3.1.1 or 5 (5 carries headers as user properties)",
         },
         Opt {
             name: "topic",
             role: Role::Source,
-            default: None,
+            default: Fallback::None,
             help: "topic filters to subscribe to, comma-separated, + and # allowed",
         },
         Opt {
             name: "topic",
             role: Role::Sink,
-            default: Some("{topic}"),
+            default: Fallback::Value("{topic}"),
             help: "the topic to publish to, a template with {key} and {topic}",
         },
         Opt {
             name: "client_id",
             role: Role::Both,
-            default: Some("source: riffle-<hash of the topic filters>; sink: unique"),
+            default: Fallback::Described("source: riffle-<hash of the topic filters>; sink: unique"),
             help: "the MQTT client id; a source's session (and its queued messages) belongs to it",
         },
         Opt {
             name: "keep_alive",
             role: Role::Both,
-            default: Some("30s"),
+            default: Fallback::Value("30s"),
             help: "how often the connection is checked with PINGREQ (MQTT 5: at least 5s)",
         },
         Opt {
             name: "session_expiry",
             role: Role::Source,
-            default: Some("1d"),
+            default: Fallback::Value("1d"),
             help:
                 "MQTT 5: how long the broker keeps the session and its messages while disconnected",
         },
         Opt {
             name: "qos",
             role: Role::Sink,
-            default: Some("1"),
+            default: Fallback::Value("1"),
             help: "1: each message confirmed (at-least-once); 2: confirmed in two steps (the broker keeps no duplicate of a resent one within a connection); 0: not confirmed (at-most-once)",
         },
         Opt {
             name: "retain",
             role: Role::Sink,
-            default: Some("false"),
+            default: Fallback::Value("false"),
             help: "publish as retained messages (the broker keeps the last one per topic)",
         },
         Opt {
             name: "will_topic",
             role: Role::Both,
-            default: None,
+            default: Fallback::None,
             help: "the last will: a message the broker publishes to this topic if the connection ends without a goodbye",
         },
         Opt {
             name: "will_payload",
             role: Role::Both,
-            default: Some("empty"),
+            default: Fallback::Described("empty"),
             help: "the last will's payload",
         },
         Opt {
             name: "will_qos",
             role: Role::Both,
-            default: Some("0"),
+            default: Fallback::Value("0"),
             help: "the last will's QoS, 0, 1 or 2",
         },
         Opt {
             name: "will_retain",
             role: Role::Both,
-            default: Some("false"),
+            default: Fallback::Value("false"),
             help: "whether the broker keeps the last will as the topic's retained message",
         },
     ],
@@ -236,7 +236,7 @@ pub const MQTT: Connector = Connector {
         }
         // Session lifetimes are often given in days (`7d`), which the
         // common grammar reads.
-        let expiry = o.duration_or("session_expiry", Duration::from_secs(86_400))?;
+        let expiry = MQTT.duration(&mut o, Role::Source, "session_expiry")?;
         settings.session_expiry = expiry.as_secs().min(u32::MAX as u64) as u32;
         settings.clean = false;
         if settings.client_id.is_empty() {
@@ -247,14 +247,14 @@ pub const MQTT: Connector = Connector {
     }),
     build_sink: Some(|mut o, _| {
         let mut settings = common(&mut o)?;
-        let template = o.string_or("topic", "{topic}");
-        let qos = o.parse_or("qos", 1u8)?;
+        let template = MQTT.text(&mut o, Role::Sink, "topic")?;
+        let qos: u8 = MQTT.get(&mut o, Role::Sink, "qos")?;
         if qos > 2 {
             return Err(Error::InvalidInput(format!(
                 "mqtt: option 'qos'='{qos}': expected 0, 1 or 2"
             )));
         }
-        let retain = o.parse_or("retain", false)?;
+        let retain = MQTT.get(&mut o, Role::Sink, "retain")?;
         settings.clean = true;
         if settings.client_id.is_empty() {
             settings.client_id = sink_client_id();
@@ -269,7 +269,7 @@ pub const MQTT: Connector = Connector {
 /// configuration is built here, so that a missing certificate file is
 /// reported before connecting.
 fn common(o: &mut Options) -> Result<Settings> {
-    let urls = o.string_or("url", "mqtt://127.0.0.1:1883");
+    let urls = MQTT.text(o, Role::Both, "url")?;
     let mut brokers = Vec::new();
     let (mut user, mut password, mut scheme_tls) = (None, None, None);
     for text in urls.split(',').map(str::trim).filter(|u| !u.is_empty()) {
@@ -311,8 +311,8 @@ fn common(o: &mut Options) -> Result<Settings> {
             "mqtt: a password needs a user (option 'user' or user@ in the URL)".into(),
         ));
     }
-    let version = o.parse_or("version", Version::V311)?;
-    let keep_alive = o.duration_or("keep_alive", Duration::from_secs(30))?;
+    let version: Version = MQTT.get(o, Role::Both, "version")?;
+    let keep_alive = MQTT.duration(o, Role::Both, "keep_alive")?;
     if keep_alive.as_secs() > u16::MAX as u64 {
         return Err(Error::InvalidInput(
             "mqtt: option 'keep_alive': at most 65535s".into(),
@@ -328,7 +328,7 @@ fn common(o: &mut Options) -> Result<Settings> {
                     "mqtt: option 'will_topic'='{topic}': a topic name, without wildcards"
                 )));
             }
-            let qos = o.parse_or("will_qos", 0u8)?;
+            let qos: u8 = MQTT.get(o, Role::Both, "will_qos")?;
             if qos > 2 {
                 return Err(Error::InvalidInput(format!(
                     "mqtt: option 'will_qos'='{qos}': expected 0, 1 or 2"
@@ -338,7 +338,7 @@ fn common(o: &mut Options) -> Result<Settings> {
                 topic,
                 payload: o.string("will_payload").unwrap_or_default().into_bytes(),
                 qos,
-                retain: o.parse_or("will_retain", false)?,
+                retain: MQTT.get(o, Role::Both, "will_retain")?,
             })
         }
         None => {

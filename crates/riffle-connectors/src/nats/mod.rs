@@ -115,7 +115,7 @@ use std::time::Duration;
 use riffle::connect::Delivery;
 use riffle::{Error, Result};
 
-use crate::connector::{Connector, Opt, Role};
+use crate::connector::{Connector, Fallback, Opt, Role};
 use crate::net::Url;
 use crate::options::Options;
 use crate::tls;
@@ -125,7 +125,6 @@ use conn::{Auth, Conn};
 pub const KEY_HEADER: &str = "riffle-key";
 
 const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
-const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
 
 pub const NATS: Connector = Connector {
     name: "nats",
@@ -138,85 +137,91 @@ pub const NATS: Connector = Connector {
         Opt {
             name: "url",
             role: Role::Both,
-            default: Some(DEFAULT_URL),
+            default: Fallback::Value(DEFAULT_URL),
             help: "the servers, comma-separated: nats://[user:password@]host:port, nats://token@host:port, tls://... for TLS",
         },
         Opt {
             name: "user",
             role: Role::Both,
-            default: None,
+            default: Fallback::None,
             help: "user name (with password); also user:password@ in the url",
         },
         Opt {
             name: "password",
             role: Role::Both,
-            default: None,
+            default: Fallback::None,
             help: "the user's password, e.g. ${NATS_PASSWORD} or ${file:/path}",
         },
         Opt {
             name: "token",
             role: Role::Both,
-            default: None,
+            default: Fallback::None,
             help: "authentication token, e.g. ${file:/path}; also token@ in the url",
         },
         Opt {
             name: "nkey",
             role: Role::Both,
-            default: None,
+            default: Fallback::None,
             help: "NKEY seed of the user (SU...), e.g. ${file:/path/user.nk}: signs the server's nonce",
         },
         Opt {
             name: "credentials",
             role: Role::Both,
-            default: None,
+            default: Fallback::None,
             help: "path of a .creds file (user JWT and NKEY seed), for servers in operator mode",
         },
         Opt {
             name: "mode",
             role: Role::Both,
-            default: Some("jetstream with stream, else core"),
+            default: Fallback::Described("jetstream with stream, else core"),
             help: "core (no storage, at-most-once) or jetstream (stored, acknowledged, at-least-once)",
         },
         Opt {
             name: "subject",
-            role: Role::Both,
-            default: Some("{topic} (sink); required for a source"),
-            help: "source: the subjects to read (wildcards * and > allowed); sink: where to publish, a template with {key} and {topic}",
+            role: Role::Source,
+            default: Fallback::None,
+            help: "the subjects to read (wildcards * and > allowed)",
+        },
+        Opt {
+            name: "subject",
+            role: Role::Sink,
+            default: Fallback::Value("{topic}"),
+            help: "where to publish, a template with {key} and {topic}",
         },
         Opt {
             name: "queue",
             role: Role::Source,
-            default: None,
+            default: Fallback::None,
             help: "core mode: a queue group, so that each message goes to one of its members",
         },
         Opt {
             name: "stream",
             role: Role::Both,
-            default: None,
+            default: Fallback::None,
             help: "jetstream mode: the stream to read from or publish into",
         },
         Opt {
             name: "create",
             role: Role::Both,
-            default: Some("true"),
+            default: Fallback::Value("true"),
             help: "jetstream mode: create the stream (file storage) if it does not exist",
         },
         Opt {
             name: "stream_subjects",
             role: Role::Both,
-            default: Some("the source's subject; the sink's template with {..} tokens as wildcards"),
+            default: Fallback::Described("the source's subject; the sink's template with {..} tokens as wildcards"),
             help: "jetstream mode: the subjects (comma-separated) a created stream stores",
         },
         Opt {
             name: "durable",
             role: Role::Source,
-            default: Some("riffle-<stream>"),
+            default: Fallback::Described("riffle-<stream>"),
             help: "jetstream mode: the durable consumer, which remembers what was acknowledged",
         },
         Opt {
             name: "ack_wait",
             role: Role::Source,
-            default: Some("30s"),
+            default: Fallback::Value("30s"),
             help: "jetstream mode: how long a message may stay unacknowledged before it is delivered again",
         },
     ],
@@ -227,10 +232,11 @@ pub const NATS: Connector = Connector {
         check_subject(&subject)?;
         let queue = o.string("queue");
         let durable = o.string("durable");
-        let ack_wait = o.duration_or("ack_wait", DEFAULT_ACK_WAIT)?;
+        let ack_wait_given = o.has("ack_wait");
+        let ack_wait = NATS.duration(&mut o, Role::Source, "ack_wait")?;
         let js = match common.stream {
             None => {
-                if durable.is_some() || ack_wait != DEFAULT_ACK_WAIT {
+                if durable.is_some() || ack_wait_given {
                     return Err(invalid("durable and ack_wait need jetstream mode"));
                 }
                 None
@@ -260,7 +266,7 @@ pub const NATS: Connector = Connector {
     }),
     build_sink: Some(|mut o, _| {
         let common = Common::read(&mut o)?;
-        let subject = o.string_or("subject", "{topic}");
+        let subject = NATS.text(&mut o, Role::Sink, "subject")?;
         let js = match common.stream {
             None => None,
             Some(s) => {
@@ -358,7 +364,7 @@ impl Common {
                 )))
             }
         };
-        let create = o.parse_or("create", true)?;
+        let create = NATS.get(o, Role::Both, "create")?;
         let subjects = o.string("stream_subjects").map(|s| {
             s.split(',')
                 .map(|s| s.trim().to_owned())
@@ -393,7 +399,7 @@ fn read_conn(o: &mut Options) -> Result<Conn> {
     let mut servers = Vec::new();
     let mut scheme_tls = None;
     let mut from_url: Option<Auth> = None;
-    for text in o.string_or("url", DEFAULT_URL).split(',').map(str::trim) {
+    for text in NATS.text(o, Role::Both, "url")?.split(',').map(str::trim) {
         if text.is_empty() {
             continue;
         }

@@ -115,7 +115,7 @@ use ::redis::{
 use riffle::connect::Delivery;
 use riffle::{Error, Result};
 
-use crate::connector::{Connector, Opt, Role};
+use crate::connector::{Connector, Fallback, Opt, Role};
 use crate::net::CONNECT_TIMEOUT;
 use crate::options::Options;
 use crate::tls::{self, Tls};
@@ -132,55 +132,55 @@ pub const REDIS: Connector = Connector {
         Opt {
             name: "url",
             role: Role::Both,
-            default: Some(DEFAULT_URL),
+            default: Fallback::Value(DEFAULT_URL),
             help: "redis://[[user]:password@]host[:port][/db], rediss:// with TLS, redis+sentinel://host[:port][,host[:port]...]/master[/db] through Sentinels",
         },
         Opt {
             name: "sentinel_user",
             role: Role::Both,
-            default: None,
+            default: Fallback::None,
             help: "with redis+sentinel://: the ACL user to log in to the Sentinels as",
         },
         Opt {
             name: "sentinel_password",
             role: Role::Both,
-            default: None,
+            default: Fallback::None,
             help: "with redis+sentinel://: the Sentinels' password (${ENV} or ${file:path})",
         },
         Opt {
             name: "stream",
             role: Role::Source,
-            default: None,
+            default: Fallback::None,
             help: "the stream to read",
         },
         Opt {
             name: "stream",
             role: Role::Sink,
-            default: Some("{topic}"),
+            default: Fallback::Value("{topic}"),
             help: "the stream to append to; {topic} and {key} are the record's",
         },
         Opt {
             name: "group",
             role: Role::Source,
-            default: Some("riffle"),
+            default: Fallback::Value("riffle"),
             help: "the consumer group, created if missing",
         },
         Opt {
             name: "consumer",
             role: Role::Source,
-            default: Some("riffle-<hostname>"),
+            default: Fallback::Described("riffle-<hostname>"),
             help: "this reader's name in the group; its unacknowledged entries come back to it",
         },
         Opt {
             name: "from",
             role: Role::Source,
-            default: Some("0"),
+            default: Fallback::Value("0"),
             help: "where a new group starts: 0 (the whole stream) or $ (new entries)",
         },
         Opt {
             name: "maxlen",
             role: Role::Sink,
-            default: None,
+            default: Fallback::None,
             help: "trim the stream to about this many entries (MAXLEN ~)",
         },
     ],
@@ -188,11 +188,11 @@ pub const REDIS: Connector = Connector {
     build_source: Some(|mut o, _| {
         let target = Target::from_options(&mut o)?;
         let stream = o.required("stream")?;
-        let group = o.string_or("group", "riffle");
+        let group = REDIS.text(&mut o, Role::Source, "group")?;
         let consumer = o
             .string("consumer")
             .unwrap_or_else(|| format!("riffle-{}", hostname()));
-        let start = o.parse_or("from", Start::Beginning)?;
+        let start: Start = REDIS.get(&mut o, Role::Source, "from")?;
         REDIS.finish(o, Role::Source)?;
         Ok(Box::new(RedisSource::open(
             target, stream, group, consumer, start,
@@ -200,7 +200,7 @@ pub const REDIS: Connector = Connector {
     }),
     build_sink: Some(|mut o, _| {
         let target = Target::from_options(&mut o)?;
-        let stream = o.string_or("stream", "{topic}");
+        let stream = REDIS.text(&mut o, Role::Sink, "stream")?;
         let maxlen = match o.string("maxlen") {
             None => None,
             Some(v) => Some(v.parse::<u64>().map_err(|e| {
@@ -273,7 +273,7 @@ fn scheme_tls(url: &str) -> bool {
 impl Target {
     /// From `url` and the common TLS options.
     pub fn from_options(o: &mut Options) -> Result<Self> {
-        let url = o.string_or("url", DEFAULT_URL);
+        let url = REDIS.text(o, Role::Both, "url")?;
         let tls = tls::from_options(o, scheme_tls(&url))?;
         let login = SentinelLogin {
             user: o.string("sentinel_user"),
