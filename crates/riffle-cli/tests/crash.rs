@@ -233,6 +233,7 @@ fn run(s: &Scenario) -> Outcome {
             dir: dir.clone(),
             http: s.kill_one_after.is_some(),
             watchdog: s.watchdog.then(|| (WATCHDOG, alerts.clone())),
+            standby: false,
         },
         WORKERS,
     );

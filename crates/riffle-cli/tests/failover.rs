@@ -121,6 +121,107 @@ fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> Option<Duration>
     None
 }
 
+/// Two controllers sharing a group on fresh topics, once each owns
+/// partitions, and the feed they will read.
+struct Pair {
+    log: Arc<dyn Log>,
+    sensor: String,
+    control: String,
+    topics: Vec<String>,
+    dir: std::path::PathBuf,
+    workers: Arc<Workers>,
+    _guard: KillOnDrop,
+    plan: FeedPlan,
+}
+
+impl Pair {
+    fn start(standby: bool) -> Self {
+        let log: Arc<dyn Log> =
+            Arc::new(KafkaLog::connect(brokers(), vec![]).expect("test broker reachable"));
+        let id = format!(
+            "failover-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis()
+        );
+        let (sensor, control, dlq) = (
+            format!("sensor-{id}"),
+            format!("control-{id}"),
+            format!("dlq-{id}"),
+        );
+        for (topic, n) in [(&sensor, PARTITIONS), (&control, PARTITIONS), (&dlq, 1)] {
+            log.create_topic(&TopicSpec::new(topic.as_str(), n), T)
+                .expect("topic created");
+        }
+        let group = format!("controller-{id}");
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(&id);
+        let workers = Workers::new(
+            WorkerConfig {
+                brokers: brokers(),
+                sensor_topic: sensor.clone(),
+                control_topic: control.clone(),
+                dead_letter: dlq.clone(),
+                group: group.clone(),
+                guarantee: Guarantee::AtLeastOnce,
+                style: "keyed",
+                dir: dir.clone(),
+                http: false,
+                watchdog: None,
+                standby,
+            },
+            2,
+        );
+        let guard = KillOnDrop(workers.clone());
+        eprintln!("logs in {}", dir.display());
+        workers.start_all();
+        let shared = || {
+            let (a, b) = (owned(&workers, 0), owned(&workers, 1));
+            !a.is_empty() && !b.is_empty() && a.is_disjoint(&b) && a.len() + b.len() == 10
+        };
+        assert!(
+            wait_for(Duration::from_secs(45), shared).is_some(),
+            "the two workers did not share the partitions within 45 s\n{}",
+            workers.tails(15)
+        );
+        let plan = FeedPlan {
+            heaters: 200,
+            rounds: 400,
+            duration: Duration::from_secs(40),
+            seed: 21,
+            setting_changes: vec![],
+            silence: None,
+        };
+        let changelog = format!("{group}-changelog");
+        Self {
+            log,
+            topics: vec![sensor.clone(), control.clone(), dlq, changelog],
+            sensor,
+            control,
+            dir,
+            workers,
+            _guard: guard,
+            plan,
+        }
+    }
+
+    /// Stops the workers still running (`live`), and removes the topics.
+    fn finish(self, live: &[usize]) {
+        self.workers.close();
+        for &i in live {
+            let r = self.workers.terminate(i, Duration::from_secs(20));
+            assert!(r.is_ok(), "{} at the end: {r:?}", self.workers.name(i));
+        }
+        for topic in &self.topics {
+            let _ = self.log.delete_topic(topic, T);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+const T: Duration = Duration::from_secs(30);
+
 /// Static membership and incremental rebalancing together:
 ///
 /// 1. w1 is SIGKILLed and restarted under the same `--instance` within the
@@ -133,66 +234,19 @@ fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> Option<Duration>
 ///    keeps the rest, never its whole assignment.
 #[test]
 fn restart_under_the_same_instance_moves_nothing() {
-    let log: Arc<dyn Log> =
-        Arc::new(KafkaLog::connect(brokers(), vec![]).expect("test broker reachable"));
-    let id = format!(
-        "failover-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis()
-    );
-    let (sensor, control, dlq) = (
-        format!("sensor-{id}"),
-        format!("control-{id}"),
-        format!("dlq-{id}"),
-    );
-    let t = Duration::from_secs(30);
-    for (topic, n) in [(&sensor, PARTITIONS), (&control, PARTITIONS), (&dlq, 1)] {
-        log.create_topic(&TopicSpec::new(topic.as_str(), n), t)
-            .expect("topic created");
-    }
-    let group = format!("controller-{id}");
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(&id);
-    let workers = Workers::new(
-        WorkerConfig {
-            brokers: brokers(),
-            sensor_topic: sensor.clone(),
-            control_topic: control.clone(),
-            dead_letter: dlq.clone(),
-            group: group.clone(),
-            guarantee: Guarantee::AtLeastOnce,
-            style: "keyed",
-            dir: dir.clone(),
-            http: false,
-            watchdog: None,
-        },
-        2,
-    );
-    let _guard = KillOnDrop(workers.clone());
-    eprintln!("logs in {}", dir.display());
-    workers.start_all();
-    let shared = || {
-        let (a, b) = (owned(&workers, 0), owned(&workers, 1));
-        !a.is_empty() && !b.is_empty() && a.is_disjoint(&b) && a.len() + b.len() == 10
-    };
-    assert!(
-        wait_for(Duration::from_secs(45), shared).is_some(),
-        "the two workers did not share the partitions within 45 s\n{}",
-        workers.tails(15)
-    );
-    let plan = FeedPlan {
-        heaters: 200,
-        rounds: 400,
-        duration: Duration::from_secs(40),
-        seed: 21,
-        setting_changes: vec![],
-        silence: None,
-    };
+    let pair = Pair::start(false);
+    let Pair {
+        log,
+        sensor,
+        control,
+        workers,
+        plan,
+        ..
+    } = &pair;
+    let (log, workers) = (log.clone(), workers.clone());
     let stop_feed = AtomicBool::new(false);
     std::thread::scope(|scope| {
-        let feeder = scope.spawn(|| feed::feed(log.clone(), &sensor, &plan, &stop_feed));
+        let feeder = scope.spawn(|| feed::feed(log.clone(), sensor, plan, &stop_feed));
         // Let the group settle: w1 joining may have taken two rebalances.
         std::thread::sleep(Duration::from_secs(2));
         let (w0_before, w1_before) = (owned(&workers, 0), owned(&workers, 1));
@@ -304,8 +358,8 @@ fn restart_under_the_same_instance_moves_nothing() {
 
         // How long w1's heaters went without commands each time.
         const WINDOW: i64 = 5000;
-        let restart_gap = control_gap(&*log, &control, &w1_before, killed_at, WINDOW);
-        let stop_gap = control_gap(&*log, &control, &w1_before, stopped_at, WINDOW);
+        let restart_gap = control_gap(&*log, control, &w1_before, killed_at, WINDOW);
+        let stop_gap = control_gap(&*log, control, &w1_before, stopped_at, WINDOW);
         eprintln!(
             "control gap of w1's heaters: {restart_gap} ms after SIGKILL and restart under the \
              same instance, {stop_gap} ms after SIGTERM (w0 taking over)"
@@ -322,13 +376,75 @@ fn restart_under_the_same_instance_moves_nothing() {
             "w1's heaters went {stop_gap} ms without commands after w1 was stopped"
         );
     });
-    workers.close();
-    for i in 0..2 {
-        let r = workers.terminate(i, Duration::from_secs(20));
-        assert!(r.is_ok(), "{} at the end: {r:?}", workers.name(i));
-    }
-    for topic in [&sensor, &control, &dlq, &format!("{group}-changelog")] {
-        let _ = log.delete_topic(topic, t);
-    }
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(workers);
+    pair.finish(&[0, 1]);
+}
+
+/// w1 is SIGKILLed for good while both keep standby copies (`--standby`):
+/// once its session times out, w0 takes its partitions' state from the
+/// copies it kept, not from their changelog, so w1's heaters go without
+/// commands for the session timeout and little more.
+#[test]
+fn a_standby_takes_over_a_killed_controller_within_the_session_timeout() {
+    let pair = Pair::start(true);
+    let Pair {
+        log,
+        sensor,
+        control,
+        workers,
+        plan,
+        ..
+    } = &pair;
+    let stop_feed = AtomicBool::new(false);
+    let all: BTreeSet<i32> = (0..PARTITIONS).collect();
+    let (w1, taken, killed_at, took) = std::thread::scope(|scope| {
+        let feeder = scope.spawn(|| feed::feed(log.clone(), sensor, plan, &stop_feed));
+        // The copies are built and follow the changelog.
+        std::thread::sleep(Duration::from_secs(4));
+        let w1 = owned(workers, 1);
+        let mark0 = workers.log_text(0).len();
+        let killed_at = now_ms();
+        workers.kill(1);
+        let took = wait_for(Duration::from_secs(20), || owned(workers, 0) == all);
+        std::thread::sleep(Duration::from_secs(2));
+        stop_feed.store(true, std::sync::atomic::Ordering::SeqCst);
+        feeder.join().expect("feeder");
+        let text = workers.log_text(0)[mark0..].to_owned();
+        // "partition 3: state taken from the standby copy (20 keys, 0 changelog records behind)"
+        let taken: Vec<(i32, i64)> = text
+            .lines()
+            .filter_map(|l| {
+                let (head, rest) = l.split_once(": state taken from the standby copy (")?;
+                let p = head.rsplit("partition ").next()?.parse().ok()?;
+                let behind = rest.split(", ").nth(1)?.split(' ').next()?.parse().ok()?;
+                Some((p, behind))
+            })
+            .collect();
+        (w1, taken, killed_at, took)
+    });
+    assert!(
+        took.is_some(),
+        "w0 did not take w1's partitions over within 20 s of the kill\n{}",
+        workers.tails(15)
+    );
+    let from_copies: BTreeSet<i32> = taken.iter().map(|(p, _)| *p).collect();
+    assert_eq!(
+        from_copies,
+        w1,
+        "w0 should take every partition of w1 from its standby copies: {taken:?}\n{}",
+        workers.tails(15)
+    );
+    let gap = control_gap(&**log, control, &w1, killed_at, 15_000);
+    eprintln!(
+        "w1 killed for good: w0 owned every partition {:.2?} after the kill, took {taken:?} \
+         (partition, changelog records behind) from its copies; control gap of w1's heaters {gap} ms \
+         (session timeout {} ms)",
+        took.unwrap(),
+        SESSION_TIMEOUT.as_millis()
+    );
+    assert!(
+        gap <= SESSION_TIMEOUT.as_millis() as i64 + 1500,
+        "w1's heaters went {gap} ms without commands after it was killed"
+    );
+    pair.finish(&[0]);
 }

@@ -23,6 +23,8 @@
 //! - [`handoff`]: handing a partition's store from one consumer of a
 //!   process to the next when a rebalance moves it inside the process, so
 //!   that it is not restored at all.
+//! - [`standby`]: warm copies of the partitions a process does not own,
+//!   followed from the changelog, so that a takeover reads only its tail.
 //!
 //! The layer knows the log contract ([`riffle_log`]) and nothing above it:
 //! the runtime decides when changes are written, snapshots taken and
@@ -34,6 +36,7 @@ pub mod changelog;
 pub mod handoff;
 pub mod key;
 pub mod snapshot;
+pub mod standby;
 pub mod store;
 pub mod timers;
 pub mod version;
@@ -42,6 +45,7 @@ pub use changelog::{restore_point, send_changes, Changes, Durability, RestoreFro
 pub use handoff::Handoff;
 pub use key::Key;
 pub use snapshot::SnapshotWriter;
+pub use standby::Standby;
 pub use store::{read_stored, ChangelogSink, Encoded, Store};
 pub use timers::{Domain, Fired, Time, Timer, TimerChange};
 pub use version::{Damaged, StoredState, Unversioned, Upgrade};

@@ -312,3 +312,59 @@ fn poison_records_do_not_stall_their_partition() {
         assert_eq!(per_key.values().map(Vec::len).sum::<usize>(), 100);
     }
 }
+
+/// A process keeping standby copies takes over another's partitions
+/// without reading their changelog again: its copies followed it. Without
+/// them, the changelog is read.
+#[test]
+fn a_standby_copy_spares_a_takeover_the_changelog_replay() {
+    for standby in [true, false] {
+        let s = setup(4);
+        s.feed(40, 3);
+        let first = s.app(Style::Keyed).start(s.log.clone()).unwrap();
+        s.wait_processed(&first, 120);
+        let second = s
+            .app(Style::Keyed)
+            .standby(standby)
+            .start(s.log.clone())
+            .unwrap();
+        let owned = |a: &Running| a.assignments().iter().map(|(_, p)| p.len()).sum::<usize>();
+        eventually(T, "partitions shared by both apps", || {
+            owned(&first) > 0 && owned(&second) > 0 && owned(&first) + owned(&second) == 4
+        });
+        s.feed(40, 2);
+        s.wait_committed();
+        // The copies follow the changelog in the background.
+        std::thread::sleep(Duration::from_secs(2));
+        let replayed = || {
+            second
+                .stats()
+                .state
+                .changelog_replayed
+                .load(Ordering::Relaxed)
+        };
+        let before = replayed();
+        // Another process: what it leaves here does not reach the second.
+        first.stop().unwrap();
+        eventually(T, "every partition with the second app", || {
+            owned(&second) == 4
+        });
+        s.feed(40, 1);
+        s.wait_committed();
+        let read = replayed() - before;
+        if standby {
+            assert_eq!(read, 0, "the copies were up to date");
+        } else {
+            assert!(
+                read >= 10,
+                "the first app's partitions restored from their changelog: {read}"
+            );
+        }
+        second.stop().unwrap();
+        let per_key = s.outputs(240);
+        for (k, counts) in &per_key {
+            assert_eq!(counts, &vec![1, 2, 3, 4, 5, 6], "counts of {k}");
+        }
+        assert_eq!(per_key.len(), 40);
+    }
+}

@@ -126,6 +126,13 @@ pub struct ControllerOptions {
     /// restart also aborts its predecessor's open transactions at once.
     #[arg(long, value_name = "ID", env = "RIFFLE_INSTANCE")]
     pub instance: Option<String>,
+    /// Keep a warm copy of the state of every partition this process does
+    /// not own, followed from the changelog (key-based style): when another
+    /// controller is killed or stopped, its heaters' state is taken over
+    /// from the copy, not replayed from the whole changelog. Costs the
+    /// memory of all the heaters' state.
+    #[arg(long)]
+    pub standby: bool,
     /// Serve /metrics (Prometheus), /state/<heater id> and the live
     /// dashboard over HTTP on this address [bare --http: 127.0.0.1:9464].
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:9464")]
@@ -303,6 +310,7 @@ impl ControllerOptions {
         if let Some(id) = &self.instance {
             app = app.instance(id);
         }
+        app = app.standby(self.standby);
         if let Some(e) = endpoint {
             app = app.advertise(&e.addr().to_string());
         }

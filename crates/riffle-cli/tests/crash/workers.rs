@@ -45,6 +45,8 @@ pub struct WorkerConfig {
     /// `--watchdog` and its `--alerts-topic`; the idle timeout is an hour,
     /// so that only the input's own time moves the watchdogs on.
     pub watchdog: Option<(Duration, String)>,
+    /// `--standby`: keep warm copies of the partitions not owned.
+    pub standby: bool,
 }
 
 struct Worker {
@@ -126,6 +128,9 @@ impl Workers {
             .args(["--instance", &w.name]);
         if let Some(addr) = &w.http {
             cmd.args(["--http", addr]);
+        }
+        if c.standby {
+            cmd.arg("--standby");
         }
         if let Some((silence, alerts)) = &c.watchdog {
             cmd.arg("--watchdog")

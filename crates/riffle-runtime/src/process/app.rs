@@ -12,6 +12,7 @@ use super::scale::{Autoscaler, Decider, Scaling};
 use super::shared::{collect_stats, AppMetrics, AppStats, Shared};
 use super::time::{Clock, EventTime};
 use super::KeyedProcessor;
+use super::Upgrader;
 use crate::actor::Exit;
 use crate::error::{Error, Result};
 use crate::log::{
@@ -20,7 +21,7 @@ use crate::log::{
 use crate::metrics;
 use crate::stream::ConsumerGroup;
 use riffle_state::Durability;
-use riffle_state::Handoff;
+use riffle_state::{Handoff, Standby};
 
 /// How long topic administration may take.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -148,6 +149,7 @@ pub struct App<P: KeyedProcessor> {
     event_time: EventTime,
     ttl: Option<Duration>,
     clock: Clock,
+    standby: bool,
 }
 
 impl<P: KeyedProcessor> App<P> {
@@ -174,6 +176,7 @@ impl<P: KeyedProcessor> App<P> {
             event_time: EventTime::default(),
             ttl: None,
             clock: Clock::system(),
+            standby: false,
         }
     }
 
@@ -254,6 +257,17 @@ impl<P: KeyedProcessor> App<P> {
     /// changelog alone.
     pub fn state_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
         self.state_dir = Some(dir.into());
+        self
+    }
+
+    /// Keeps a warm copy of the state of every partition this process does
+    /// not own (key-based style), followed from the changelog in the
+    /// background ([`riffle_state::standby`]): when another process is
+    /// killed or stopped and its partitions come here, their state is
+    /// restored from the copy plus the changelog's last records, not from
+    /// the whole changelog. It costs the memory of every partition's state.
+    pub fn standby(mut self, on: bool) -> Self {
+        self.standby = on;
         self
     }
 
@@ -449,9 +463,27 @@ impl<P: KeyedProcessor> App<P> {
         let commits = self.commits(&log, &self.group, &instance);
         let scaled_inputs: Vec<String> = inputs.iter().map(|s| s.to_string()).collect();
         let scaling_log = log.clone();
+        let mut beside: Vec<Box<dyn FnOnce() + Send + Sync>> = Vec::new();
+        if self.standby && matches!(self.style, Style::Actors { .. }) {
+            return Err(Error::InvalidInput(
+                "standby copies are kept in the key-based style only".into(),
+            ));
+        }
         let (group, workers) = match self.style {
             Style::Keyed => {
                 let handoff: Arc<Handoff<_>> = Arc::default();
+                let standby = match (&durability, self.standby) {
+                    (Some(d), true) => Some(Arc::new(Standby::start(
+                        d.clone(),
+                        &[],
+                        Upgrader(self.processor.clone()),
+                    )?)),
+                    _ => None,
+                };
+                if let Some(s) = &standby {
+                    let s = s.clone();
+                    beside.push(Box::new(move || s.stop()));
+                }
                 let (p, s) = (self.processor, shared.clone());
                 let group = ConsumerGroup::spawn_deferring(log, &cfg, self.consumers, move |i| {
                     KeyedHandler::new(
@@ -461,6 +493,7 @@ impl<P: KeyedProcessor> App<P> {
                         durability.clone(),
                         commits(i),
                     )
+                    .with_standby(standby.clone())
                 })?;
                 (group, Vec::new())
             }
@@ -505,6 +538,7 @@ impl<P: KeyedProcessor> App<P> {
             workers,
             partitions,
             autoscaler,
+            beside,
         })
     }
 
@@ -670,6 +704,8 @@ pub struct Running {
     states: StateQueries,
     shared: Arc<Shared>,
     workers: Vec<std::thread::JoinHandle<Exit>>,
+    /// Stops what runs beside the consumers (standby copies).
+    beside: Vec<Box<dyn FnOnce() + Send + Sync>>,
 }
 
 impl Running {
@@ -754,6 +790,7 @@ impl Running {
             stages,
             workers,
             autoscaler,
+            beside,
             ..
         } = self;
         // First, so that nothing is added while the groups stop, and so
@@ -778,6 +815,9 @@ impl Running {
         // The consumers held the last handles on the workers' mailboxes.
         for w in workers {
             let _ = w.join();
+        }
+        for stop in beside {
+            stop();
         }
         stopped
     }

@@ -17,7 +17,9 @@ use crate::error::{Error, Result};
 use crate::log::{Progress, RecordRef, TopicPartition};
 use crate::stream::{memory, Deferring, Handler, Producer};
 use riffle_state::Handoff;
-use riffle_state::{restore_point, Domain, Durability, PartitionStores, RestoreFrom, Store};
+use riffle_state::{
+    restore_point, Domain, Durability, PartitionStores, RestoreFrom, Standby, Store,
+};
 
 /// How often partition states are saved as local snapshots.
 const SNAPSHOT_EVERY: Duration = Duration::from_secs(30);
@@ -34,6 +36,8 @@ pub(super) struct KeyedHandler<P: KeyedProcessor> {
     processor: P,
     shared: Arc<Shared>,
     handoff: Arc<Handoff<Parked<P::State>>>,
+    /// Warm copies of the partitions nobody here owns, if kept.
+    standby: Option<Arc<Standby<P::State>>>,
     /// Where state is made durable; `None` for stateless processors.
     durability: Option<Arc<Durability>>,
     /// Keyed by partition number: co-partitioned input topics share state.
@@ -54,6 +58,12 @@ pub(super) struct KeyedHandler<P: KeyedProcessor> {
 }
 
 impl<P: KeyedProcessor> KeyedHandler<P> {
+    /// Takes partitions' state from `standby` when it has a copy.
+    pub(super) fn with_standby(mut self, standby: Option<Arc<Standby<P::State>>>) -> Self {
+        self.standby = standby;
+        self
+    }
+
     pub(super) fn new(
         processor: P,
         shared: Arc<Shared>,
@@ -66,6 +76,7 @@ impl<P: KeyedProcessor> KeyedHandler<P> {
             processor,
             shared,
             handoff,
+            standby: None,
             durability,
             owned: PartitionStores::new(),
             commits,
@@ -331,7 +342,24 @@ impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
         let mut restore = Vec::new();
         for p in new {
             let end = ends.get(&p).copied().unwrap_or(0);
-            match self.handoff.take(p) {
+            // What this process left of the partition when it last owned
+            // it, and its standby copy, which followed the changelog since:
+            // whichever is further along.
+            let parked = self.handoff.take(p);
+            let copy = self.standby.as_ref().and_then(|s| s.take(p));
+            let held = match (parked, copy) {
+                (Some(parked), Some((_, offset))) if parked.offset >= offset => Some(parked),
+                (_, Some((store, offset))) => {
+                    tracing::info!(
+                        "partition {p}: state taken from the standby copy ({} keys, {} changelog records behind)",
+                        store.len(),
+                        end - offset
+                    );
+                    Some(Parked { store, offset })
+                }
+                (parked, None) => parked,
+            };
+            match held {
                 // Nobody wrote the changelog since it was parked here.
                 Some(parked) if parked.offset == end => ready.push((p, parked.store)),
                 Some(parked) => restore.push((
@@ -397,6 +425,9 @@ impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
                 }
                 let parked = end.map(|offset| Parked { store, offset });
                 self.handoff.park(tp.partition, parked);
+                if let Some(s) = &self.standby {
+                    s.release(tp.partition);
+                }
             }
         }
     }
