@@ -55,9 +55,16 @@ pub fn run(brokers: &LogArgs, mut a: HeaterDemoArgs) -> Result<()> {
         a.controller.repartition = Some("sensor-by-id".into());
     }
     // Every heater's statistics per simulated minute, for the dashboard.
-    a.controller
-        .stats_window
-        .get_or_insert(Duration::from_secs(60));
+    if a.controller.http.is_some() {
+        a.controller
+            .stats_window
+            .get_or_insert(Duration::from_secs(60));
+    }
+    // What the controller sends besides commands, for the counts below.
+    let sent_what = match (a.controller.stats_window, a.controller.watchdog) {
+        (None, None) => "commands",
+        _ => "records (commands, statistics, alerts)",
+    };
     let o = &a.controller;
     let found = earlier_data(&*log, &o.sensor_topic, a.fresh)?;
     println!("heater demo on {}: {found}", log.describe());
@@ -155,7 +162,7 @@ pub fn run(brokers: &LogArgs, mut a: HeaterDemoArgs) -> Result<()> {
     let report = watch(sim, &stopper, || {
         let s = app.stats();
         format!(
-            "controller on {} ({style}, {} consumers): {} records processed, {} commands sent, {} dead letters",
+            "controller on {} ({style}, {} consumers): {} records processed, {} {sent_what} sent, {} dead letters",
             log.describe(),
             app.consumers(),
             s.processed.load(Ordering::Relaxed),
@@ -179,7 +186,7 @@ pub fn run(brokers: &LogArgs, mut a: HeaterDemoArgs) -> Result<()> {
         println!("MQTT bridges, records moved: {}", text.join(", "));
     }
     print!("{}", view::summary(&report));
-    println!("Controller {processed} records processed, {sent} commands sent, {dead} dead letters ({style} style on {})", log.describe());
+    println!("Controller {processed} records processed, {sent} {sent_what} sent, {dead} dead letters ({style} style on {})", log.describe());
     Ok(())
 }
 

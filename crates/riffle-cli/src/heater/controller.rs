@@ -79,7 +79,7 @@ pub struct ControllerOptions {
     /// share of time ON, commands) per window of this length, by the
     /// heaters' own time (the simulator's simulated time: 60s is a
     /// simulated minute at any --speedup) [the demo: 60s, shown on its
-    /// dashboard].
+    /// dashboard, with --http].
     #[arg(long, value_name = "DURATION", value_parser = util::parse_duration)]
     pub stats_window: Option<Duration>,
     /// Topic of the statistics.
@@ -409,7 +409,7 @@ pub fn run(brokers: &LogArgs, a: ControllerArgs) -> Result<()> {
                 .map(|d| format!("  brokers unreachable for {} s", d.as_secs()))
                 .unwrap_or_default();
             eprintln!(
-                "processed {}  commands {}  dead letters {}  consumers {}  partitions owned {owned}{outage}",
+                "processed {}  sent {}  dead letters {}  consumers {}  partitions owned {owned}{outage}",
                 s.processed.load(Ordering::Relaxed),
                 s.sent.load(Ordering::Relaxed),
                 s.dead_letters.load(Ordering::Relaxed),
@@ -424,6 +424,6 @@ pub fn run(brokers: &LogArgs, a: ControllerArgs) -> Result<()> {
         s.dead_letters.load(Ordering::Relaxed),
     );
     dashboard.detach_app(app)?.stop()?;
-    eprintln!("stopped: processed {p}, commands sent {c}, dead letters {d}");
+    eprintln!("stopped: processed {p}, records sent {c} (commands and any statistics and alerts), dead letters {d}");
     Ok(())
 }

@@ -375,7 +375,7 @@ mod tests {
             2026-01-01T00:00:00Z  INFO assigned [s/0, s/1] consumer=g-0\n\
             \u{1b}[2m2026\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m assigned [s/2] \u{1b}[3mconsumer\u{1b}[0m\u{1b}[2m=\u{1b}[0mg-1\n\
             2026-01-01T00:00:01Z  INFO revoked [s/1] consumer=g-0\n\
-            processed 10  commands 2  dead letters 0  partitions owned 2\n";
+            processed 10  sent 2  dead letters 0  partitions owned 2\n";
         let owned = owned_partitions(log);
         assert_eq!(owned["g-0"], BTreeSet::from(["s/0".to_string()]));
         assert_eq!(owned["g-1"], BTreeSet::from(["s/2".to_string()]));
