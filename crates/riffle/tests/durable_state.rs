@@ -313,7 +313,7 @@ fn poison_records_do_not_stall_their_partition() {
     }
 }
 
-/// A process keeping standby copies takes over another's partitions
+/// A process keeping standby copies takes over a killed one's partitions
 /// without reading their changelog again: its copies followed it. Without
 /// them, the changelog is read.
 #[test]
@@ -344,8 +344,7 @@ fn a_standby_copy_spares_a_takeover_the_changelog_replay() {
                 .load(Ordering::Relaxed)
         };
         let before = replayed();
-        // Another process: what it leaves here does not reach the second.
-        first.stop().unwrap();
+        first.kill().unwrap();
         eventually(T, "every partition with the second app", || {
             owned(&second) == 4
         });
@@ -366,5 +365,36 @@ fn a_standby_copy_spares_a_takeover_the_changelog_replay() {
             assert_eq!(counts, &vec![1, 2, 3, 4, 5, 6], "counts of {k}");
         }
         assert_eq!(per_key.len(), 40);
+    }
+}
+
+/// An app killed while its consumers are given each other's partitions as
+/// it goes down: none waits for a partition its killed sibling never hands
+/// over (it used to, for the session timeout, and was evicted), so the
+/// kill returns at once and without an error.
+#[test]
+fn a_killed_app_stops_at_once() {
+    for style in [Style::Keyed, Style::Actors { workers: 2 }] {
+        for _ in 0..2 {
+            let s = setup(4);
+            s.feed(40, 2);
+            let first = s.app(style).start(s.log.clone()).unwrap();
+            s.wait_processed(&first, 80);
+            let second = s.app(style).start(s.log.clone()).unwrap();
+            let owned = |a: &Running| a.assignments().iter().map(|(_, p)| p.len()).sum::<usize>();
+            eventually(T, "partitions shared by both apps", || {
+                owned(&first) > 0 && owned(&second) > 0 && owned(&first) + owned(&second) == 4
+            });
+            s.feed(40, 1);
+            s.wait_committed();
+            let started = std::time::Instant::now();
+            first.kill().unwrap();
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{style:?}: the kill took {:?}",
+                started.elapsed()
+            );
+            second.stop().unwrap();
+        }
     }
 }

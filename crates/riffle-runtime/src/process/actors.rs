@@ -935,9 +935,17 @@ impl<P: KeyedProcessor> Handler for Dispatcher<P> {
 
     fn revoked(&mut self, partitions: &[TopicPartition]) {
         if self.shared.killed() {
-            // Gone with the process: nothing saved, nothing handed over.
-            self.owned
-                .retain(|p| !partitions.iter().any(|tp| tp.partition == *p));
+            // Gone with the process: nothing saved, nothing handed over;
+            // a sibling consumer given the partition while the process
+            // goes down must not wait for it.
+            for tp in partitions {
+                if let Some(i) = self.owned.iter().position(|p| *p == tp.partition) {
+                    self.owned.swap_remove(i);
+                    if self.durability.is_some() {
+                        self.pool.handoff.park(tp.partition, None);
+                    }
+                }
+            }
             return;
         }
         // `revoking` committed everything unless this fails.

@@ -393,9 +393,13 @@ impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
     fn revoked(&mut self, partitions: &[TopicPartition]) {
         self.end_batch();
         if self.shared.killed() {
-            // Gone with the process: nothing saved, nothing handed over.
+            // Gone with the process: nothing saved, nothing handed over;
+            // a sibling consumer given the partition while the process
+            // goes down must not wait for it.
             for tp in partitions {
-                self.owned.remove(&tp.partition);
+                if self.owned.remove(&tp.partition).is_some() {
+                    self.handoff.park(tp.partition, None);
+                }
             }
             return;
         }
