@@ -55,6 +55,8 @@ struct Shared<S> {
     released: Mutex<Vec<i32>>,
     /// Set by the first take.
     taking: AtomicBool,
+    /// Set by a take: the reader follows a partition no more.
+    narrowed: AtomicBool,
     stop: AtomicBool,
 }
 
@@ -85,6 +87,7 @@ where
                     .collect(),
             ),
             taking: AtomicBool::new(false),
+            narrowed: AtomicBool::new(false),
             stop: AtomicBool::new(false),
         });
         let s = shared.clone();
@@ -102,11 +105,15 @@ where
     /// kept; the standby stops following `p` until it is released.
     pub fn take(&self, p: i32) -> Option<(Store<S>, i64)> {
         self.shared.taking.store(true, Ordering::Relaxed);
-        lock(&self.shared.taken).insert(p);
+        // Locks in the follower's order (taken, then warm): a copy being
+        // built is either inserted before this or not at all.
+        let mut taken = lock(&self.shared.taken);
+        taken.insert(p);
         lock(&self.shared.released).retain(|q| *q != p);
-        lock(&self.shared.warm)
-            .remove(&p)
-            .map(|w| (w.store, w.next))
+        let copy = lock(&self.shared.warm).remove(&p);
+        drop(taken);
+        self.shared.narrowed.store(true, Ordering::Relaxed);
+        copy.map(|w| (w.store, w.next))
     }
 
     /// Partition `p` is no longer held here: its copy is built again, from
@@ -171,14 +178,18 @@ where
                     continue;
                 }
                 let (store, next) = seed(d, p, upgrade);
-                if !lock(&shared.taken).contains(&p) {
+                let taken = lock(&shared.taken);
+                if !taken.contains(&p) {
                     lock(&shared.warm).insert(p, Warm { store, next });
                 }
             }
             reader = None;
         }
-        // Taken partitions are dropped from the reader when it is made
-        // again; until then their records are skipped.
+        // A partition taken since the reader was made: made again without
+        // it (until then its records are skipped).
+        if shared.narrowed.swap(false, Ordering::Relaxed) {
+            reader = None;
+        }
         let r = match &mut reader {
             Some(r) => r,
             None => {
@@ -247,4 +258,84 @@ where
             }
         });
     snapshot.unwrap_or_else(|| (Store::new(upgrade.version()), 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::version::StoredState;
+    use riffle_log::embedded::EmbeddedLog;
+    use riffle_log::{Log, OutRecord, TopicSpec};
+    use std::time::Instant;
+
+    /// `u64` states, version 1, no upgrades.
+    struct V1;
+
+    impl Upgrade<u64> for V1 {
+        fn version(&self) -> u32 {
+            1
+        }
+        fn upgrade(&self, old: StoredState<'_>) -> Result<u64> {
+            Err(old.unknown())
+        }
+    }
+
+    fn write(log: &EmbeddedLog, partition: i32, key: &str, n: u64) {
+        let p = log.producer(None).unwrap();
+        let value = format!("@1 {n}");
+        p.send(OutRecord {
+            partition: Some(partition),
+            ..OutRecord::new("cl", Some(key.as_bytes()), value.as_bytes())
+        })
+        .unwrap();
+        p.flush(Duration::from_secs(5)).unwrap();
+    }
+
+    fn until(what: &str, mut done: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !done() {
+            assert!(start.elapsed() < Duration::from_secs(20), "{what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn copies_follow_the_changelog_until_taken_and_again_once_released() {
+        let log = EmbeddedLog::new();
+        log.create_topic(&TopicSpec::new("cl", 2), Duration::from_secs(5))
+            .unwrap();
+        write(&log, 0, "a", 1);
+        write(&log, 1, "b", 1);
+        let d = Arc::new(Durability {
+            log: Arc::new(log.clone()),
+            changelog: "cl".into(),
+            snapshots: None,
+            read_committed: false,
+        });
+        let standby = Standby::<u64>::start(d.clone(), &[], V1).unwrap();
+        // Partition 1 is this process's: its copy is never built.
+        assert!(standby.take(1).is_none());
+        until("partition 0 copied", || standby.keys().get(&0) == Some(&1));
+        assert_eq!(standby.keys().get(&1), None);
+        // Followed as the changelog grows.
+        write(&log, 0, "a", 2);
+        write(&log, 0, "c", 7);
+        until("partition 0 followed", || {
+            standby.keys().get(&0) == Some(&2)
+        });
+        let (store, next) = standby.take(0).unwrap();
+        assert_eq!((store.get("a"), store.get("c")), (Some(&2), Some(&7)));
+        assert_eq!(next, 3, "the copy reflects the whole changelog");
+        assert!(standby.take(0).is_none(), "taken once");
+        // Given up again: built afresh, with what was written meanwhile.
+        write(&log, 0, "a", 3);
+        standby.release(0);
+        until("partition 0 copied again", || {
+            standby.keys().get(&0) == Some(&2)
+        });
+        let (store, next) = standby.take(0).unwrap();
+        assert_eq!((store.get("a"), next), (Some(&3), 4));
+        standby.stop();
+        assert!(standby.keys().is_empty(), "stopped, the copies are dropped");
+    }
 }
