@@ -13,6 +13,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::block_on::block_on;
 use super::error::{kafka_code_error, kafka_error};
+use super::off_thread::OffThread;
 use super::KafkaLog;
 use crate::error::{Error, Result};
 use crate::{
@@ -422,7 +423,7 @@ pub(super) fn delete_group(log: &KafkaLog, group: &str, timeout: Duration) -> Re
 /// for open transactions: committed offsets then include those of
 /// transactions whose commit is still being written, and the high watermark
 /// becomes the last stable offset.
-fn probe(log: &KafkaLog, group: &str, read_committed: bool) -> Result<BaseConsumer> {
+fn probe(log: &KafkaLog, group: &str, read_committed: bool) -> Result<OffThread<BaseConsumer>> {
     let mut c = log.client_config();
     c.set("group.id", group)
         .set("enable.auto.commit", "false")
@@ -430,7 +431,7 @@ fn probe(log: &KafkaLog, group: &str, read_committed: bool) -> Result<BaseConsum
     for (k, v) in &log.inner.properties {
         c.set(k, v);
     }
-    c.create().map_err(kafka_error)
+    c.create().map(OffThread::new).map_err(kafka_error)
 }
 
 pub(super) fn isolation(read_committed: bool) -> &'static str {
@@ -495,7 +496,7 @@ pub(super) fn describe_topic(log: &KafkaLog, name: &str, timeout: Duration) -> R
         metadata(log, name, timeout)?.ok_or_else(|| Error::UnknownTopic(name.to_owned()))?;
     with_watermarks(
         log,
-        &probe(log, "riffle-admin", false)?,
+        &*probe(log, "riffle-admin", false)?,
         name,
         parts,
         timeout,

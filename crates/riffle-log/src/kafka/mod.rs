@@ -14,6 +14,7 @@ mod config;
 mod consumer;
 mod context;
 mod error;
+mod off_thread;
 mod producer;
 mod reach;
 mod read;
@@ -49,6 +50,7 @@ struct Inner {
     brokers: String,
     properties: Vec<(String, String)>,
     admin: OnceLock<AdminClient<LoggingContext>>,
+    readers: read::Readers,
     /// Security failures met by any of this log's clients.
     faults: Arc<Faults>,
 }
@@ -83,6 +85,7 @@ impl KafkaLog {
                 brokers,
                 properties: settings.into_vec(),
                 admin: OnceLock::new(),
+                readers: read::Readers::default(),
             }),
         };
         // The outage watch asks through the admin client, for as long as

@@ -12,6 +12,7 @@
 //! `read_committed` the read first waits for the last stable offset to reach
 //! the end, so that every transaction open at the start has finished.
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -23,12 +24,85 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::admin::{isolation, metadata, wait_for, watermarks};
 use super::context::LoggingContext;
 use super::error::kafka_error;
+use super::off_thread::OffThread;
 use super::KafkaLog;
 use crate::error::{Error, Result};
 use crate::{validate_topic_name, Headers, ReadVisitor, RecordRef};
 
+/// The most reader clients kept between reads, per isolation level.
+const IDLE_READERS: usize = 4;
+
+/// Reader clients between reads, by isolation level (read_uncommitted,
+/// read_committed). A new client's first request to a partition's leader
+/// took 0.5 to 0.8 s now and then against a broker on the same machine;
+/// one already connected answers in milliseconds. So a failover restores
+/// the partitions it takes over through clients kept from earlier restores,
+/// and a client is closed (which also took up to 0.8 s) only when more are
+/// idle than are kept.
+#[derive(Default)]
+pub(super) struct Readers([Mutex<Vec<BaseConsumer<LoggingContext>>>; 2]);
+
+impl Drop for Readers {
+    fn drop(&mut self) {
+        for idle in &mut self.0 {
+            for client in idle.get_mut().unwrap().drain(..) {
+                drop(OffThread::new(client));
+            }
+        }
+    }
+}
+
+/// A reader client in use, back among the idle ones when dropped.
+struct Reader<'a> {
+    client: Option<BaseConsumer<LoggingContext>>,
+    idle: &'a Mutex<Vec<BaseConsumer<LoggingContext>>>,
+}
+
+impl std::ops::Deref for Reader<'_> {
+    type Target = BaseConsumer<LoggingContext>;
+    fn deref(&self) -> &Self::Target {
+        self.client.as_ref().expect("taken only on drop")
+    }
+}
+
+impl Drop for Reader<'_> {
+    fn drop(&mut self) {
+        let Some(client) = self.client.take() else {
+            return;
+        };
+        let mut idle = self.idle.lock().unwrap();
+        if client.unassign().is_ok() && idle.len() < IDLE_READERS {
+            idle.push(client);
+        } else {
+            drop(idle);
+            drop(OffThread::new(client));
+        }
+    }
+}
+
+/// A reader of the given isolation: an idle one, or a new one.
+fn reader(log: &KafkaLog, read_committed: bool) -> Result<Reader<'_>> {
+    let idle = &log.inner.readers.0[usize::from(read_committed)];
+    let client = match idle.lock().unwrap().pop() {
+        Some(c) => c,
+        None => {
+            let c = new_reader(log, read_committed)?;
+            // The cluster's metadata first: a new client asked for
+            // watermarks before it knew the partition's leader waited for
+            // its metadata for up to 0.7 s, although the answer had come.
+            c.fetch_metadata(None, Duration::from_secs(10))
+                .map_err(|e| log.unreachable(e))?;
+            c
+        }
+    };
+    Ok(Reader {
+        client: Some(client),
+        idle,
+    })
+}
+
 /// A consumer outside any group that reports the end of partitions.
-fn reader(log: &KafkaLog, read_committed: bool) -> Result<BaseConsumer<LoggingContext>> {
+fn new_reader(log: &KafkaLog, read_committed: bool) -> Result<BaseConsumer<LoggingContext>> {
     let mut c = log.client_config();
     // librdkafka wants a group for `assign`; this one is never joined and
     // nothing is committed to it.
@@ -45,7 +119,12 @@ fn reader(log: &KafkaLog, read_committed: bool) -> Result<BaseConsumer<LoggingCo
         // records), which pauses fetching for fetch.queue.backoff.ms: by
         // default a second, during which the queue is drained in a fraction
         // of it and the read waits (5,000,000 records took 35 s).
-        .set("fetch.queue.backoff.ms", "20");
+        .set("fetch.queue.backoff.ms", "20")
+        // A read stops at an end it knows, so waiting at the broker for
+        // more records is of no use; and a client reused for the next read
+        // sends no fetch for it until the last one, made as this read
+        // ended, has come back: after Kafka's 500 ms, by default.
+        .set("fetch.wait.max.ms", "10");
     for (k, v) in &log.inner.properties {
         c.set(k, v);
     }
@@ -114,6 +193,8 @@ pub(super) fn read_partition(
     loop {
         let wait = idle_timeout.saturating_sub(last_progress.elapsed());
         match consumer.poll(wait) {
+            // What a reused client fetched for its last read.
+            Some(Ok(m)) if m.partition() != partition || m.topic() != topic || m.offset() < start => {}
             Some(Ok(m)) => {
                 if m.offset() >= end {
                     return Ok(end);
@@ -132,7 +213,8 @@ pub(super) fn read_partition(
                 }
                 last_progress = Instant::now();
             }
-            Some(Err(KafkaError::PartitionEOF(_))) => return Ok(end),
+            Some(Err(KafkaError::PartitionEOF(p))) if p == partition => return Ok(end),
+            Some(Err(KafkaError::PartitionEOF(_))) => {}
             Some(Err(e)) if transient(&e) => tracing::debug!("reading {topic}/{partition}: {e}"),
             Some(Err(e)) => return Err(log.unreachable(e)),
             None if last_progress.elapsed() >= idle_timeout => {

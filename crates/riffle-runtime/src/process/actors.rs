@@ -412,6 +412,9 @@ pub(super) struct Dispatcher<P: KeyedProcessor> {
     offered: Vec<(Arc<str>, i32, i64)>,
     last_snapshot: Instant,
     stopping: bool,
+    /// The changelog ends the last release settled at, when stopping: the
+    /// snapshots are written once the consumer has left the group.
+    final_ends: Option<HashMap<i32, i64>>,
     /// Each owned partition's watermark.
     watermarks: HashMap<i32, Watermark>,
     /// Processing time, read once per poll.
@@ -488,6 +491,7 @@ impl<P: KeyedProcessor> Dispatcher<P> {
             offered: Vec::new(),
             last_snapshot: Instant::now(),
             stopping: false,
+            final_ends: None,
             watermarks: HashMap::new(),
             last_tick: Instant::now(),
             ticked,
@@ -781,19 +785,29 @@ impl<P: KeyedProcessor> Dispatcher<P> {
     /// Saves a snapshot of each owned partition, its states gathered from
     /// every worker.
     fn snapshot(&mut self, progress: &mut dyn Progress) {
-        self.last_snapshot = Instant::now();
-        let Some(d) = self.durability.clone() else {
-            return;
-        };
-        if d.snapshots.is_none() || self.owned.is_empty() || !self.release(progress, true) {
-            return;
+        if let Some(ends) = self.snapshot_ends(progress) {
+            self.save_snapshots(&ends);
         }
-        let Some(ends) = self.changelog_ends() else {
+    }
+
+    /// Settles everything for a snapshot and returns the changelog's ends
+    /// it reflects; `None` when no snapshot is due or possible.
+    fn snapshot_ends(&mut self, progress: &mut dyn Progress) -> Option<HashMap<i32, i64>> {
+        self.last_snapshot = Instant::now();
+        let d = self.durability.as_ref()?;
+        if d.snapshots.is_none() || self.owned.is_empty() || !self.release(progress, true) {
+            return None;
+        }
+        self.changelog_ends()
+    }
+
+    fn save_snapshots(&self, ends: &HashMap<i32, i64>) {
+        let Some(d) = self.durability.as_deref() else {
             return;
         };
         for &p in &self.owned {
             if let Some(&end) = ends.get(&p) {
-                self.snapshot_partition(&d, p, end);
+                self.snapshot_partition(d, p, end);
             }
         }
     }
@@ -1001,7 +1015,9 @@ impl<P: KeyedProcessor> Deferring for Dispatcher<P> {
             self.finish(done);
         }
         self.release(progress, self.stopping);
-        if self.stopping || self.last_snapshot.elapsed() >= SNAPSHOT_EVERY {
+        if self.stopping {
+            self.final_ends = self.snapshot_ends(progress);
+        } else if self.last_snapshot.elapsed() >= SNAPSHOT_EVERY {
             self.snapshot(progress);
         }
         if self.is_settled() {
@@ -1047,6 +1063,9 @@ impl<P: KeyedProcessor> Deferring for Dispatcher<P> {
 impl<P: KeyedProcessor> Drop for Dispatcher<P> {
     fn drop(&mut self) {
         self.shared.forget_handler(&self.settling);
+        if let Some(ends) = self.final_ends.take() {
+            self.save_snapshots(&ends);
+        }
         // Rebuilt after a failure, or stopped: the workers' states of these
         // partitions may be ahead of what is committed; their next owner
         // restores them.

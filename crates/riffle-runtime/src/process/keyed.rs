@@ -44,8 +44,13 @@ pub(super) struct KeyedHandler<P: KeyedProcessor> {
     owned: PartitionStores<P::State>,
     commits: Commits,
     last_snapshot: Instant,
-    /// Set when the consumer stops: the last release also saves snapshots.
+    /// Set when the consumer stops: the last release settles everything.
     stopping: bool,
+    /// The changelog ends the last release settled at, when stopping:
+    /// the snapshots are written from them once the consumer has left the
+    /// group (see `Drop`), so that writing them does not delay the
+    /// partitions' next owners.
+    final_ends: Option<HashMap<i32, i64>>,
     /// Each owned partition's watermark.
     watermarks: HashMap<i32, Watermark>,
     settling: Settling,
@@ -82,6 +87,7 @@ impl<P: KeyedProcessor> KeyedHandler<P> {
             commits,
             last_snapshot: Instant::now(),
             stopping: false,
+            final_ends: None,
             watermarks: HashMap::new(),
             settling: Settling::new(),
             expired: 0,
@@ -187,17 +193,28 @@ impl<P: KeyedProcessor> KeyedHandler<P> {
 
     /// Saves a snapshot of every owned partition that changed since its last.
     fn snapshot(&mut self, progress: &mut dyn Progress) {
+        if let Some(ends) = self.snapshot_ends(progress) {
+            self.save_snapshots(&ends);
+        }
+    }
+
+    /// Settles everything for a snapshot and returns the changelog's ends
+    /// it reflects; `None` when no snapshot is due or possible.
+    fn snapshot_ends(&mut self, progress: &mut dyn Progress) -> Option<HashMap<i32, i64>> {
         self.last_snapshot = Instant::now();
-        let Some(d) = self.durability.clone() else {
-            return;
-        };
+        let d = self.durability.as_ref()?;
         if d.snapshots.is_none()
             || !self.owned.values().any(|s| s.changed_since_snapshot() > 0)
             || !self.settle(progress)
         {
-            return;
+            return None;
         }
-        let Some(ends) = self.changelog_ends() else {
+        self.changelog_ends()
+    }
+
+    /// Writes the snapshots of the changed partitions, as of `ends`.
+    fn save_snapshots(&mut self, ends: &HashMap<i32, i64>) {
+        let Some(d) = self.durability.clone() else {
             return;
         };
         for (p, store) in &mut self.owned {
@@ -453,7 +470,9 @@ impl<P: KeyedProcessor> Deferring for KeyedHandler<P> {
             let _ = q.reply.send(to_json(state));
         }
         let settled = self.release(progress, false);
-        if self.stopping || self.last_snapshot.elapsed() >= SNAPSHOT_EVERY {
+        if self.stopping {
+            self.final_ends = self.snapshot_ends(progress);
+        } else if self.last_snapshot.elapsed() >= SNAPSHOT_EVERY {
             self.snapshot(progress);
         }
         if settled && self.owned.values().all(|s| !s.has_changes()) {
@@ -503,6 +522,9 @@ impl<P: KeyedProcessor> Drop for KeyedHandler<P> {
             && P::STATEFUL
             && self.commits.is_settled()
             && self.owned.values().all(|s| !s.has_changes());
+        if let Some(ends) = self.final_ends.take() {
+            self.save_snapshots(&ends);
+        }
         let ends = if settled { self.changelog_ends() } else { None };
         // Otherwise (rebuilt after a failure, or stopped with work
         // uncommitted) what is in memory may be ahead of what is committed:

@@ -1,4 +1,4 @@
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -19,6 +19,9 @@ const POLL_BATCH: usize = 1024;
 /// A consumer that ran this long before failing was healthy: its restart
 /// backoff starts over.
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
+/// The longest a stopping consumer waits for the others stopped with it
+/// before it leaves the group (see [`Stopper`]).
+const LEAVE_TOGETHER: Duration = Duration::from_secs(1);
 
 /// What a consumer actor does with what it receives.
 ///
@@ -175,10 +178,42 @@ impl ConsumerStats {
 /// A stopper may have a parent ([`Stopper::child`]): it is stopped by its
 /// own `stop` or by its parent's, so one member of a group can be stopped
 /// alone while stopping the group still stops every member.
+///
+/// Consumers stopped together leave their group together: each, once it
+/// has finished its records, waits (up to a second) for the others before
+/// it commits and leaves. A process's consumers leaving one by one would
+/// cost the group one rebalance each, and the ones still committing would
+/// be refused by the group that had moved on; leaving together, the
+/// process's partitions move in one rebalance.
 #[derive(Clone, Debug, Default)]
 pub struct Stopper {
     flag: Arc<AtomicBool>,
     parent: Option<Arc<Stopper>>,
+    /// Shared by a stopper and its children.
+    leaving: Arc<Leaving>,
+}
+
+/// The consumers of a stopper and its children, and how many of them are
+/// ready to leave.
+#[derive(Debug, Default)]
+struct Leaving {
+    running: AtomicUsize,
+    ready: AtomicUsize,
+}
+
+/// A consumer counted among its stopper's; uncounted on drop.
+pub(crate) struct Member {
+    leaving: Arc<Leaving>,
+    ready: bool,
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.leaving.running.fetch_sub(1, Ordering::AcqRel);
+        if self.ready {
+            self.leaving.ready.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }
 
 impl Stopper {
@@ -191,6 +226,35 @@ impl Stopper {
         Self {
             flag: Arc::default(),
             parent: Some(Arc::new(self.clone())),
+            leaving: self.leaving.clone(),
+        }
+    }
+
+    /// Counts a consumer running under this stopper.
+    pub(crate) fn member(&self) -> Member {
+        self.leaving.running.fetch_add(1, Ordering::AcqRel);
+        Member {
+            leaving: self.leaving.clone(),
+            ready: false,
+        }
+    }
+
+    /// Marks `member` ready to leave, and unless it was stopped alone,
+    /// waits for the others stopped with it to be ready too.
+    pub(crate) fn wait_to_leave(&self, member: &mut Member) {
+        if !member.ready {
+            member.ready = true;
+            self.leaving.ready.fetch_add(1, Ordering::AcqRel);
+        }
+        if self.parent.as_ref().is_some_and(|p| !p.is_stopped()) {
+            return;
+        }
+        let l = &self.leaving;
+        let until = Instant::now() + LEAVE_TOGETHER;
+        while l.ready.load(Ordering::Acquire) < l.running.load(Ordering::Acquire)
+            && Instant::now() < until
+        {
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 
@@ -291,6 +355,7 @@ impl Consumer {
         let thread = std::thread::Builder::new()
             .name(name.clone())
             .spawn(move || {
+                let mut member = stop.member();
                 let mut metrics = ConsumerMetrics::new(&config.group_id);
                 let mut backend = Some(first);
                 let mut restarts = Restarts::new(supervision);
@@ -314,6 +379,7 @@ impl Consumer {
                             let failure = match run {
                                 Ok(Err(e @ Error::Fenced(_))) => e,
                                 Ok(result) => {
+                                    stop.wait_to_leave(&mut member);
                                     let closed = consumer.close();
                                     st.assignment.lock().unwrap().clear();
                                     return result.and(closed);
@@ -683,5 +749,51 @@ impl Progress for Store<'_> {
 
     fn behind(&self) -> bool {
         self.1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Consumers stopped by their group leave together; one stopped alone
+    /// does not wait for the others.
+    #[test]
+    fn consumers_stopped_together_wait_for_each_other_to_leave() {
+        let group = Stopper::new();
+        let (a, b) = (group.child(), group.child());
+        let (mut ma, mut mb) = (a.member(), b.member());
+
+        // b alone: it does not wait for a, which keeps running.
+        b.stop();
+        let t = Instant::now();
+        b.wait_to_leave(&mut mb);
+        assert!(t.elapsed() < LEAVE_TOGETHER / 2, "{:?}", t.elapsed());
+        drop(mb);
+
+        // The group: a waits until c, started with it, is ready too.
+        let c = group.child();
+        let mut mc = c.member();
+        group.stop();
+        let c_ready = Arc::new(AtomicBool::new(false));
+        let waiter = {
+            let c_ready = c_ready.clone();
+            std::thread::spawn(move || {
+                a.wait_to_leave(&mut ma);
+                c_ready.load(Ordering::Acquire)
+            })
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        c_ready.store(true, Ordering::Release);
+        c.wait_to_leave(&mut mc);
+        assert!(waiter.join().unwrap(), "a left before c was ready");
+
+        // One that never gets ready holds the others up a second at most.
+        let d = group.child();
+        let _stuck = d.member();
+        let mut me = group.child().member();
+        let t = Instant::now();
+        group.wait_to_leave(&mut me);
+        assert!(t.elapsed() >= LEAVE_TOGETHER, "{:?}", t.elapsed());
     }
 }
