@@ -254,3 +254,109 @@ fn a_damaged_states_dead_letter_names_the_changelog_in_its_headers() {
     assert!(value(dead_letter::REASON_HEADER).is_some_and(|r| r.contains("does not decode")));
     run.app.stop().unwrap();
 }
+
+/// Rewrites snapshot `path` (format in `riffle::state::snapshot`) with the
+/// JSON of `key`'s state cut short; the checksum stays right, so only that
+/// state is damaged.
+fn damage_in_snapshot(path: &std::path::Path, key: &str) -> Vec<u8> {
+    let bytes = std::fs::read(path).unwrap();
+    let u64_at = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().unwrap());
+    let (offset, count) = (u64_at(8) as i64, u64_at(16) as usize);
+    let mut at = 24;
+    let mut field = || {
+        let n = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        at += 4 + n;
+        bytes[at - n..at].to_vec()
+    };
+    let entries: Vec<(Vec<u8>, Vec<u8>)> = (0..count).map(|_| (field(), field())).collect();
+    let mut w = riffle::state::SnapshotWriter::create(path, offset, count).unwrap();
+    let mut damaged = None;
+    for (k, mut v) in entries {
+        if k == key.as_bytes() {
+            let json = v.windows(3).position(|w| w == b"@1 ").unwrap() + 3;
+            v.truncate(json);
+            v.extend_from_slice(br#"{"setting": {"temperature": 4"#);
+            damaged = Some(v[json - 3..].to_vec());
+        }
+        w.entry(std::str::from_utf8(&k).unwrap(), &v).unwrap();
+    }
+    w.finish().unwrap();
+    damaged.expect("the key is in the snapshot")
+}
+
+/// A snapshot's states are decoded as their keys are first used: one that
+/// does not decode then goes to the dead-letter topic, its heater starts
+/// afresh, and the others keep theirs.
+fn damaged_in_a_snapshot(style: Style) {
+    let log: Arc<dyn Log> = Arc::new(EmbeddedLog::new());
+    let group = format!("ctl-{}", fastrand::u32(..));
+    for t in ["sensor", "heatercontrol", &format!("{group}-changelog")] {
+        log.create_topic(&TopicSpec::new(t, PARTITIONS), T).unwrap();
+    }
+    let dir = std::env::temp_dir().join(format!("riffle-lazy-{}", fastrand::u64(..)));
+    let app = || {
+        App::new(&group, &["sensor"], Controller::new("heatercontrol"))
+            .style(style)
+            .dead_letter("sensor-dlq")
+            .state_dir(&dir)
+            .start(log.clone())
+            .unwrap()
+    };
+    let p = Producer::new(&*log).unwrap();
+    let send = |key: &str, value: &[u8]| p.send("sensor", Some(key.as_bytes()), value).unwrap();
+    let first = app();
+    for key in ["good", "broken"] {
+        send(key, &setting_json(&setting(40.0)));
+        send(key, &measurement_json(30.0));
+    }
+    read_all(&log, "heatercontrol", 2);
+    first.stop().unwrap();
+
+    let partition = partition_for_key(b"broken", PARTITIONS);
+    let path = dir.join(&group).join(format!("{partition}.snapshot"));
+    let damaged = damage_in_snapshot(&path, "broken");
+
+    let second = app();
+    // Above 40 + 1: OFF for a heater that kept its setting; ignored by one
+    // that starts afresh, until it is given a setting again.
+    send("good", &measurement_json(47.0));
+    send("broken", &measurement_json(47.0));
+    send("broken", &setting_json(&setting(40.0)));
+    send("broken", &measurement_json(47.0));
+    let mut commands: BTreeMap<String, Vec<Command>> = BTreeMap::new();
+    for (k, v) in read_all(&log, "heatercontrol", 4) {
+        commands
+            .entry(k)
+            .or_default()
+            .push(Command::from_json(&v).unwrap());
+    }
+    assert_eq!(commands["good"], [Command::On, Command::Off], "{style:?}");
+    assert_eq!(commands["broken"], [Command::On, Command::Off], "{style:?}");
+
+    let dead = read_all(&log, "sensor-dlq", 1);
+    assert_eq!(dead.len(), 1, "{style:?}: {dead:?}");
+    assert_eq!(dead[0].0, "broken");
+    let v: serde_json::Value = serde_json::from_slice(&dead[0].1).unwrap();
+    assert_eq!(
+        v["value"].as_str().unwrap().as_bytes(),
+        damaged,
+        "the raw bytes"
+    );
+    let error = v["error"].as_str().unwrap();
+    assert!(error.contains("does not decode"), "{error}");
+    assert!(error.contains("starts afresh"), "{error}");
+    assert_eq!(second.stats().dead_letters.load(Ordering::Relaxed), 1);
+    assert_eq!(second.stats().state.damaged.load(Ordering::Relaxed), 1);
+    second.stop().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn keyed_a_damaged_state_in_a_snapshot_is_dead_lettered_at_its_first_use() {
+    damaged_in_a_snapshot(Style::Keyed);
+}
+
+#[test]
+fn actors_a_damaged_state_in_a_snapshot_is_dead_lettered_at_its_first_use() {
+    damaged_in_a_snapshot(Style::Actors { workers: 3 });
+}

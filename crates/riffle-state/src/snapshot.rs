@@ -43,7 +43,7 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
     /// none; an error when the file is damaged.
     pub fn load_snapshot(path: &Path, upgrade: &dyn Upgrade<S>) -> Result<Option<(Self, i64)>> {
         let bytes = match std::fs::read(path) {
-            Ok(b) => b,
+            Ok(b) => std::sync::Arc::new(b),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(format!("snapshot {}", path.display()), &e)),
         };
@@ -72,11 +72,12 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
             let (Some(key), Some(value)) = (take(&mut rest), take(&mut rest)) else {
                 return Err(bad("truncated"));
             };
-            // A snapshot holds each key once: no lookup before inserting.
-            let Some((key, state, timers)) = store.decode_stored(key, value, None, upgrade)? else {
+            let Some((key, state, timers)) = store.decode_lazily(&bytes, key, value, upgrade)?
+            else {
                 continue;
             };
-            store.insert_stored(key, state, timers);
+            // A snapshot holds each key once: no lookup before inserting.
+            store.insert_new(key, state, timers);
         }
         Ok(Some((store, offset)))
     }
@@ -174,20 +175,31 @@ mod tests {
         assert_eq!(s.changed_since_snapshot(), 1000);
         s.save_snapshot(&path, 4242).unwrap();
         assert_eq!(s.changed_since_snapshot(), 0);
-        let (loaded, offset) = Store::<Vec<u32>>::load_snapshot(&path, &Unversioned)
+        let (mut loaded, offset) = Store::<Vec<u32>>::load_snapshot(&path, &Unversioned)
             .unwrap()
             .unwrap();
         assert_eq!(offset, 4242);
         assert_eq!(loaded.len(), 1000);
         for i in [0, 1, 999] {
             let key = format!("key-{i}");
-            assert_eq!(loaded.entries[key.as_str()].state, vec![i as u32]);
             assert!(
                 !loaded.entries[key.as_str()].dirty,
                 "restored state is not a change"
             );
+            assert_eq!(loaded.get(&key), Some(&vec![i as u32]));
         }
         assert!(!loaded.has_changes());
+        // Saved again with most states never decoded: written as they
+        // were read.
+        let again = dir.join("4.snapshot");
+        loaded.save_snapshot(&again, 4243).unwrap();
+        let (mut reloaded, _) = Store::<Vec<u32>>::load_snapshot(&again, &Unversioned)
+            .unwrap()
+            .unwrap();
+        assert_eq!(reloaded.len(), 1000);
+        for i in 0..1000 {
+            assert_eq!(reloaded.get(&format!("key-{i}")), Some(&vec![i as u32]));
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

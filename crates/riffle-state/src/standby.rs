@@ -323,8 +323,11 @@ mod tests {
         until("partition 0 followed", || {
             standby.keys().get(&0) == Some(&2)
         });
-        let (store, next) = standby.take(0).unwrap();
-        assert_eq!((store.get("a"), store.get("c")), (Some(&2), Some(&7)));
+        let (mut store, next) = standby.take(0).unwrap();
+        assert_eq!(
+            (store.get("a").copied(), store.get("c").copied()),
+            (Some(2), Some(7))
+        );
         assert_eq!(next, 3, "the copy reflects the whole changelog");
         assert!(standby.take(0).is_none(), "taken once");
         // Given up again: built afresh, with what was written meanwhile.
@@ -333,8 +336,8 @@ mod tests {
         until("partition 0 copied again", || {
             standby.keys().get(&0) == Some(&2)
         });
-        let (store, next) = standby.take(0).unwrap();
-        assert_eq!((store.get("a"), next), (Some(&3), 4));
+        let (mut store, next) = standby.take(0).unwrap();
+        assert_eq!((store.get("a").copied(), next), (Some(3), 4));
         standby.stop();
         assert!(standby.keys().is_empty(), "stopped, the copies are dropped");
     }

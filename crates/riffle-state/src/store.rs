@@ -22,6 +22,8 @@
 /// per map) costs a fraction of SipHash per short key, and `entry_ref`
 /// finds or inserts a key with one hash, building the owned key only when
 /// it is new. A store is looked up once per record.
+use std::sync::Arc;
+
 use hashbrown::hash_map::EntryRef;
 use hashbrown::HashMap;
 
@@ -131,15 +133,75 @@ impl Changed<'_> {
 /// One key's state, its timers, whether it changed since its last
 /// changelog write, and when it was last touched (for the time to live).
 pub(crate) struct Entry<S> {
-    pub(crate) state: S,
+    pub(crate) state: Slot<S>,
     pub(crate) dirty: bool,
     /// Seconds since the Unix epoch, as the store's clock said.
     pub(crate) touched: u32,
     pub(crate) timers: KeyTimers,
 }
 
+/// A key's state: decoded, or still as a snapshot stored it (its version
+/// prefix and JSON, of the store's version), decoded at its first use. A
+/// restart then reads a million keys' snapshot without decoding a million
+/// states first: most are decoded as their keys' records come, spread over
+/// the processing, and some never are.
+pub(crate) enum Slot<S> {
+    Ready(S),
+    Stored(Stored),
+}
+
+/// A state as stored, in place in the snapshot file read whole: no copy
+/// and no allocation per key. The file's memory goes once every state in
+/// it was decoded, replaced or deleted.
+pub(crate) struct Stored {
+    file: Arc<Vec<u8>>,
+    start: usize,
+    end: usize,
+}
+
+impl Stored {
+    /// The bytes of `file` at `range`.
+    pub(crate) fn new(file: &Arc<Vec<u8>>, range: std::ops::Range<usize>) -> Self {
+        Self {
+            file: file.clone(),
+            start: range.start,
+            end: range.end,
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.file[self.start..self.end]
+    }
+}
+
+impl<S: Default + DeserializeOwned> Slot<S> {
+    /// Decodes a stored state in place. One that does not decode is set
+    /// aside in `damaged`, and the key starts afresh.
+    fn ready(&mut self, key: &str, damaged: &mut Vec<Damaged>) -> &mut S {
+        if let Slot::Stored(stored) = self {
+            let bytes = stored.bytes();
+            let decoded = crate::version::split(bytes)
+                .and_then(|stored| serde_json::from_slice(stored.json).map_err(|e| e.to_string()));
+            let state = decoded.unwrap_or_else(|reason| {
+                damaged.push(Damaged {
+                    key: key.as_bytes().to_vec(),
+                    value: bytes.to_vec(),
+                    reason,
+                    position: None,
+                });
+                S::default()
+            });
+            *self = Slot::Ready(state);
+        }
+        match self {
+            Slot::Ready(state) => state,
+            Slot::Stored(_) => unreachable!("decoded above"),
+        }
+    }
+}
+
 impl<S> Entry<S> {
-    fn new(state: S, touched: u32, timers: KeyTimers) -> Self {
+    fn new(state: Slot<S>, touched: u32, timers: KeyTimers) -> Self {
         Self {
             state,
             dirty: false,
@@ -259,9 +321,10 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
             EntryRef::Occupied(e) => e.into_mut(),
             EntryRef::Vacant(e) => e.insert_with_key(
                 Key::new(key),
-                Entry::new(S::default(), self.now, KeyTimers::default()),
+                Entry::new(Slot::Ready(S::default()), self.now, KeyTimers::default()),
             ),
         };
+        let state = entry.state.ready(key, &mut self.damaged);
         entry.touched = self.now;
         if !std::mem::replace(&mut entry.dirty, true) {
             self.changed_since_snapshot += 1;
@@ -271,13 +334,23 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
             }
             .note(key, len);
         }
-        &mut entry.state
+        state
     }
 
     /// Deletes `key`: its state and timers are gone, and the next changelog
     /// write sends a tombstone for it. A later [`Store::get_mut`] starts it
     /// afresh.
     pub fn remove(&mut self, key: &str) -> Option<S> {
+        let mut entry = self.delete(key)?;
+        entry.state.ready(key, &mut self.damaged);
+        match entry.state {
+            Slot::Ready(state) => Some(state),
+            Slot::Stored(_) => None,
+        }
+    }
+
+    /// [`Store::remove`] without decoding the state.
+    fn delete(&mut self, key: &str) -> Option<Entry<S>> {
         let (key, entry) = self.entries.remove_entry(key)?;
         self.timers.remove_all(&key, &entry.timers);
         if entry.dirty {
@@ -285,7 +358,7 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
         }
         self.changed_since_snapshot += 1;
         self.deleted.push(key);
-        Some(entry.state)
+        Some(entry)
     }
 
     /// Applies what a processor asked of `key`'s timers; the key's entry
@@ -350,7 +423,7 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
             }
         }
         for k in &old {
-            self.remove(k);
+            self.delete(k);
         }
         if self.entries.capacity() > 4 * self.entries.len() + 1024 {
             self.entries.shrink_to(2 * self.entries.len());
@@ -423,9 +496,24 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
         self.entries.is_empty()
     }
 
-    /// The state of `key`, if it has one.
-    pub fn get(&self, key: &str) -> Option<&S> {
-        self.entries.get(key).map(|e| &e.state)
+    /// The state of `key`, if it has one (decoded now if it was not yet;
+    /// one that does not decode is set aside, and the key has none).
+    pub fn get(&mut self, key: &str) -> Option<&S> {
+        let damaged = self.damaged.len();
+        self.entries
+            .get_mut(key)?
+            .state
+            .ready(key, &mut self.damaged);
+        if self.damaged.len() > damaged {
+            if let Some((k, e)) = self.entries.remove_entry(key) {
+                self.timers.remove_all(&k, &e.timers);
+            }
+            return None;
+        }
+        match &self.entries.get(key)?.state {
+            Slot::Ready(state) => Some(state),
+            Slot::Stored(_) => None,
+        }
     }
 
     pub fn has_changes(&self) -> bool {
@@ -491,11 +579,42 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
     }
 
     /// Puts a stored key's state and timers in place, replacing any.
-    pub(crate) fn insert_stored(&mut self, key: &str, state: S, timers: KeyTimers) {
+    pub(crate) fn insert_stored(&mut self, key: &str, state: Slot<S>, timers: KeyTimers) {
         let key = Key::new(key);
         if let Some(old) = self.entries.get(key.as_str()) {
             self.timers.remove_all(&key, &old.timers);
         }
+        for t in timers.iter() {
+            self.timers.add(&key, t);
+        }
+        self.entries
+            .insert(key, Entry::new(state, self.now, timers));
+    }
+
+    /// A stored state of the store's version, kept as stored until its key
+    /// is used ([`Slot`]); older versions are upgraded now, through
+    /// [`Store::decode_stored`]. `key` and `value` are in `file`, which the
+    /// store then holds on to.
+    pub(crate) fn decode_lazily<'k>(
+        &mut self,
+        file: &Arc<Vec<u8>>,
+        key: &'k [u8],
+        value: &[u8],
+        upgrade: &dyn Upgrade<S>,
+    ) -> Result<Option<(&'k str, Slot<S>, KeyTimers)>> {
+        if let (Ok(k), Ok((timers, rest))) = (std::str::from_utf8(key), timers::split(value)) {
+            if crate::version::split(rest).is_ok_and(|v| v.version == self.version) {
+                let start = rest.as_ptr() as usize - file.as_ptr() as usize;
+                let stored = Stored::new(file, start..start + rest.len());
+                return Ok(Some((k, Slot::Stored(stored), timers)));
+            }
+        }
+        self.decode_stored(key, value, None, upgrade)
+    }
+
+    /// Adds a key known to be new (a snapshot holds each key once).
+    pub(crate) fn insert_new(&mut self, key: &str, state: Slot<S>, timers: KeyTimers) {
+        let key = Key::new(key);
         for t in timers.iter() {
             self.timers.add(&key, t);
         }
@@ -511,7 +630,7 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
         value: &[u8],
         position: Option<(i32, i64)>,
         upgrade: &dyn Upgrade<S>,
-    ) -> Result<Option<(&'k str, S, KeyTimers)>> {
+    ) -> Result<Option<(&'k str, Slot<S>, KeyTimers)>> {
         let decoded = match std::str::from_utf8(key) {
             Ok(k) => timers::split(value)
                 .map_err(Unreadable::Damaged)
@@ -525,7 +644,7 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
                     // Superseded by a state that decodes.
                     self.damaged.retain(|d| d.key != key.as_bytes());
                 }
-                Ok(Some((key, state, timers)))
+                Ok(Some((key, Slot::Ready(state), timers)))
             }
             Err(Unreadable::Newer(v)) => Err(Error::Decode(format!(
                 "the state of '{}' is of version {v}, newer than this program's {}: run the newer program",
@@ -625,9 +744,18 @@ pub(crate) fn encode<S: Serialize>(
 ) -> Result<()> {
     buf.clear();
     timers::write_prefix(&entry.timers, buf);
-    write_prefix(version, buf);
-    serde_json::to_writer(&mut *buf, &entry.state)
-        .map_err(|e| Error::InvalidInput(format!("cannot encode state of '{key}': {e}")))
+    match &entry.state {
+        // Still as stored, prefix and all.
+        Slot::Stored(stored) => {
+            buf.extend_from_slice(stored.bytes());
+            Ok(())
+        }
+        Slot::Ready(state) => {
+            write_prefix(version, buf);
+            serde_json::to_writer(&mut *buf, state)
+                .map_err(|e| Error::InvalidInput(format!("cannot encode state of '{key}': {e}")))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -100,9 +100,26 @@ struct Worker<P: KeyedProcessor> {
     processor: P,
     stores: PartitionStores<P::State>,
     shared: Arc<Shared>,
+    /// The changelog the states come from, for dead letters of those that
+    /// do not decode.
+    changelog: Option<Arc<str>>,
 }
 
 impl<P: KeyedProcessor> Worker<P> {
+    /// Sends the states found damaged as their keys were first used to the
+    /// dead-letter topic (a snapshot's states are decoded then).
+    fn dead_letter_damaged(&mut self, producer: &Producer) {
+        let Some(changelog) = &self.changelog else {
+            return;
+        };
+        for store in self.stores.values_mut() {
+            if !store.damaged().is_empty() {
+                self.shared
+                    .dead_letter_found_damaged(producer, changelog, store);
+            }
+        }
+    }
+
     fn store(&mut self, partition: i32) -> &mut Store<P::State> {
         let ttl = self.shared.ttl;
         self.stores.entry(partition).or_insert_with(|| {
@@ -271,6 +288,7 @@ impl<P: KeyedProcessor> Actor for Worker<P> {
                 now,
             } => {
                 let done = self.process(jobs, &producer, now);
+                self.dead_letter_damaged(&producer);
                 let _ = reply.send(done);
             }
             Msg::Tick {
@@ -279,10 +297,15 @@ impl<P: KeyedProcessor> Actor for Worker<P> {
                 producer,
                 reply,
             } => {
-                let _ = reply.send(self.tick(&partitions, now, &producer));
+                let ticked = self.tick(&partitions, now, &producer);
+                self.dead_letter_damaged(&producer);
+                let _ = reply.send(ticked);
             }
             Msg::Query(q) => {
-                let state = self.stores.get(&q.partition).and_then(|s| s.get(&q.key));
+                let state = self
+                    .stores
+                    .get_mut(&q.partition)
+                    .and_then(|s| s.get(&q.key));
                 let _ = q.reply.send(to_json(state));
             }
             Msg::Load {
@@ -320,11 +343,12 @@ impl<P: KeyedProcessor> Pool<P> {
         n: usize,
         processor: &P,
         shared: &Arc<Shared>,
+        changelog: Option<Arc<str>>,
     ) -> (Arc<Self>, Vec<std::thread::JoinHandle<actor::Exit>>) {
         let mut workers = Vec::with_capacity(n);
         let mut threads = Vec::with_capacity(n);
         for i in 0..n {
-            let (p, s) = (processor.clone(), shared.clone());
+            let (p, s, c) = (processor.clone(), shared.clone(), changelog.clone());
             let (addr, thread) = actor::spawn(
                 &format!("worker-{i}"),
                 MAILBOX,
@@ -333,6 +357,7 @@ impl<P: KeyedProcessor> Pool<P> {
                     processor: p.clone(),
                     stores: PartitionStores::new(),
                     shared: s.clone(),
+                    changelog: c.clone(),
                 },
             );
             workers.push(addr);

@@ -498,7 +498,8 @@ impl<P: KeyedProcessor> App<P> {
                 (group, Vec::new())
             }
             Style::Actors { workers } => {
-                let (pool, threads) = Pool::start(workers, &self.processor, &shared);
+                let changelog = durability.as_ref().map(|d| Arc::<str>::from(&*d.changelog));
+                let (pool, threads) = Pool::start(workers, &self.processor, &shared, changelog);
                 let (p, s) = (self.processor, shared.clone());
                 let group = ConsumerGroup::spawn_deferring(log, &cfg, self.consumers, move |i| {
                     Dispatcher::new(

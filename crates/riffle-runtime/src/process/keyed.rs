@@ -464,10 +464,23 @@ impl<P: KeyedProcessor> Deferring for KeyedHandler<P> {
         if P::STATEFUL && !self.commits.halted() {
             self.tick();
         }
-        let owned = &self.owned;
+        let owned = &mut self.owned;
         for q in self.shared.board.take(|p| owned.contains_key(&p)) {
-            let state = owned.get(&q.partition).and_then(|s| s.get(&q.key));
+            let state = owned.get_mut(&q.partition).and_then(|s| s.get(&q.key));
             let _ = q.reply.send(to_json(state));
+        }
+        // States found damaged as their keys were first used since the
+        // last poll (a snapshot's are decoded then).
+        if let Some(d) = &self.durability {
+            for store in self.owned.values_mut() {
+                if !store.damaged().is_empty() {
+                    self.shared.dead_letter_found_damaged(
+                        self.commits.producer(),
+                        &d.changelog,
+                        store,
+                    );
+                }
+            }
         }
         let settled = self.release(progress, false);
         if self.stopping {

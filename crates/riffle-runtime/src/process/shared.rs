@@ -254,6 +254,22 @@ impl Shared {
     /// starts their keys afresh: the fresh state is written to the
     /// changelog with the next changes, so that the next restore does not
     /// meet the damaged one again.
+    /// [`Shared::dead_letter_damaged`] for states found damaged after the
+    /// restore, as their keys were first used (a snapshot's states are
+    /// decoded then): counted here, as a restore counts its own.
+    pub(super) fn dead_letter_found_damaged<S>(
+        &self,
+        producer: &Producer,
+        changelog: &str,
+        store: &mut Store<S>,
+    ) where
+        S: Default + serde::Serialize + serde::de::DeserializeOwned,
+    {
+        let found = store.damaged().len() as u64;
+        self.stats.state.damaged.fetch_add(found, Ordering::Relaxed);
+        self.dead_letter_damaged(producer, changelog, store);
+    }
+
     pub(super) fn dead_letter_damaged<S>(
         &self,
         producer: &Producer,
