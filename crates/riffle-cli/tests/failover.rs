@@ -11,6 +11,8 @@
 
 #[path = "crash/feed.rs"]
 mod feed;
+#[path = "crash/gap.rs"]
+mod gap;
 #[allow(dead_code)]
 #[path = "crash/workers.rs"]
 mod workers;
@@ -21,10 +23,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use riffle::log::kafka::KafkaLog;
-use riffle::log::{Log, TopicSpec};
+use riffle::log::Log;
 
 use feed::FeedPlan;
-use workers::{Guarantee, KillOnDrop, WorkerConfig, Workers};
+use gap::{control_gap, controller_config, controller_topics, now_ms, owned};
+use workers::{KillOnDrop, Workers};
 
 const PARTITIONS: i32 = 10;
 /// The workers' `session.timeout.ms` (see `workers.rs`).
@@ -34,15 +37,6 @@ fn brokers() -> String {
     std::env::var("RIFFLE_TEST_BROKERS").expect(
         "RIFFLE_TEST_BROKERS is not set: run scripts/test.sh, or scripts/kafka.sh start and export it",
     )
-}
-
-/// The partition numbers a worker's consumers own, from its log.
-fn owned(workers: &Workers, i: usize) -> BTreeSet<i32> {
-    workers::owned_partitions(&workers.log_text(i))
-        .into_values()
-        .flatten()
-        .filter_map(|tp| tp.rsplit('/').next()?.parse().ok())
-        .collect()
 }
 
 /// Worker `i`'s lines about its assignment logged after byte `from` of
@@ -56,56 +50,6 @@ fn group_lines(workers: &Workers, i: usize, from: usize) -> Vec<String> {
         .filter(|l| l.contains(" assigned [") || l.contains(" revoked ["))
         .map(str::to_owned)
         .collect()
-}
-
-/// Milliseconds since the Unix epoch, the clock of record timestamps.
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-/// The control gap after an event at `at` (ms since the epoch): the longest
-/// the heaters of `partitions` went without a command in the `window`
-/// after it, counted from their last command before it. While the feed
-/// runs, each of these partitions gets commands every few tens of
-/// milliseconds, so the longest silence is the time their processing
-/// stopped for.
-fn control_gap(
-    log: &dyn Log,
-    control: &str,
-    partitions: &BTreeSet<i32>,
-    at: i64,
-    window: i64,
-) -> i64 {
-    let mut gap = 0;
-    for &p in partitions {
-        let mut stamps = Vec::new();
-        log.read_partition(control, p, 0, false, Duration::from_secs(30), &mut |r| {
-            stamps.extend(r.timestamp);
-            Ok(())
-        })
-        .expect("control topic read");
-        let mut last = stamps
-            .iter()
-            .copied()
-            .filter(|&t| t <= at)
-            .max()
-            .unwrap_or(at);
-        let mut after: Vec<i64> = stamps
-            .into_iter()
-            .filter(|&t| t > at && t <= at + window)
-            .collect();
-        after.sort_unstable();
-        // No command at all in the window: silent throughout.
-        after.push(at + window);
-        for t in after {
-            gap = gap.max(t - last);
-            last = t;
-        }
-    }
-    gap
 }
 
 /// Waits up to `limit` for `done`, checking every 20 ms; returns how long
@@ -150,31 +94,12 @@ impl Pair {
                 .unwrap()
                 .as_millis()
         );
-        let (sensor, control, dlq) = (
-            format!("sensor-{id}"),
-            format!("control-{id}"),
-            format!("dlq-{id}"),
-        );
-        for (topic, n) in [(&sensor, PARTITIONS), (&control, PARTITIONS), (&dlq, 1)] {
-            log.create_topic(&TopicSpec::new(topic.as_str(), n), T)
-                .expect("topic created");
-        }
+        let (sensor, control, dlq) = controller_topics(&*log, &id, PARTITIONS);
         let group = format!("controller-{id}");
         let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(&id);
+        let topics = (sensor.clone(), control.clone(), dlq.clone());
         let workers = Workers::new(
-            WorkerConfig {
-                brokers: brokers(),
-                sensor_topic: sensor.clone(),
-                control_topic: control.clone(),
-                dead_letter: dlq.clone(),
-                group: group.clone(),
-                guarantee: Guarantee::AtLeastOnce,
-                style: "keyed",
-                dir: dir.clone(),
-                http: false,
-                watchdog: None,
-                standby,
-            },
+            controller_config(brokers(), &topics, &group, &dir, standby),
             2,
         );
         let guard = KillOnDrop(workers.clone());
@@ -367,8 +292,15 @@ fn restart_under_the_same_instance_moves_nothing() {
 
         // How long w1's heaters went without commands each time.
         const WINDOW: i64 = 5000;
-        let restart_gap = control_gap(&*log, control, &w1_before, killed_at, WINDOW);
-        let stop_gap = control_gap(&*log, control, &w1_before, stopped_at, back_at - stopped_at);
+        let restart_gap = control_gap(
+            &*log,
+            control,
+            &w1_before,
+            None,
+            killed_at,
+            killed_at + WINDOW,
+        );
+        let stop_gap = control_gap(&*log, control, &w1_before, None, stopped_at, back_at);
         eprintln!(
             "control gap of w1's heaters: {restart_gap} ms after SIGKILL and restart under the \
              same instance, {stop_gap} ms after SIGTERM (w0 taking over)"
@@ -406,7 +338,7 @@ fn a_standby_takes_over_a_killed_controller_within_the_session_timeout() {
     } = &pair;
     let stop_feed = AtomicBool::new(false);
     let all: BTreeSet<i32> = (0..PARTITIONS).collect();
-    let (w1, taken, killed_at, took, window) = std::thread::scope(|scope| {
+    let (w1, taken, killed_at, took, until) = std::thread::scope(|scope| {
         let feeder = scope.spawn(|| feed::feed(log.clone(), sensor, plan, &stop_feed));
         // The copies are built and follow the changelog.
         std::thread::sleep(Duration::from_secs(4));
@@ -418,7 +350,7 @@ fn a_standby_takes_over_a_killed_controller_within_the_session_timeout() {
         std::thread::sleep(Duration::from_secs(2));
         // The gap is measured up to here: after it, the feed's end silences
         // every heater.
-        let window = now_ms() - killed_at;
+        let until = now_ms();
         stop_feed.store(true, std::sync::atomic::Ordering::SeqCst);
         feeder.join().expect("feeder");
         let text = workers.log_text(0)[mark0..].to_owned();
@@ -432,7 +364,7 @@ fn a_standby_takes_over_a_killed_controller_within_the_session_timeout() {
                 Some((p, behind))
             })
             .collect();
-        (w1, taken, killed_at, took, window)
+        (w1, taken, killed_at, took, until)
     });
     assert!(
         took.is_some(),
@@ -446,7 +378,7 @@ fn a_standby_takes_over_a_killed_controller_within_the_session_timeout() {
         "w0 should take every partition of w1 from its standby copies: {taken:?}\n{}",
         workers.tails(15)
     );
-    let gap = control_gap(&**log, control, &w1, killed_at, window);
+    let gap = control_gap(&**log, control, &w1, None, killed_at, until);
     eprintln!(
         "w1 killed for good: w0 owned every partition {:.2?} after the kill, took {taken:?} \
          (partition, changelog records behind) from its copies; control gap of w1's heaters {gap} ms \
