@@ -337,15 +337,26 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
         state
     }
 
+    /// Starts afresh the key of a state that did not decode (from
+    /// [`Store::take_damaged`]): a fresh state, written with the next
+    /// changes so that the next restore does not meet the damaged one.
+    /// A key deleted since keeps its tombstone instead.
+    pub fn start_afresh(&mut self, key: &str) {
+        if self.entries.contains_key(key) || !self.deleted.iter().any(|k| k.as_str() == key) {
+            self.get_mut(key);
+        }
+    }
+
     /// Deletes `key`: its state and timers are gone, and the next changelog
     /// write sends a tombstone for it. A later [`Store::get_mut`] starts it
     /// afresh.
     pub fn remove(&mut self, key: &str) -> Option<S> {
         let mut entry = self.delete(key)?;
+        let damaged = self.damaged.len();
         entry.state.ready(key, &mut self.damaged);
         match entry.state {
-            Slot::Ready(state) => Some(state),
-            Slot::Stored(_) => None,
+            Slot::Ready(state) if self.damaged.len() == damaged => Some(state),
+            _ => None,
         }
     }
 
@@ -768,6 +779,42 @@ pub(crate) mod tests {
             s.get_mut(&format!("key-{i}")).push(i as u32);
         }
         s
+    }
+
+    /// A state left as a snapshot stored it, damaged, and its key deleted
+    /// before any use: reported, and not brought back by starting afresh.
+    #[test]
+    fn a_deleted_key_with_a_damaged_stored_state_stays_deleted() {
+        let file = Arc::new(b"@0 {\"x\":1}@0 {broken".to_vec());
+        let mut s: Store<serde_json::Value> = Store::new(0);
+        s.insert_new(
+            "good",
+            Slot::Stored(Stored::new(&file, 0..10)),
+            KeyTimers::default(),
+        );
+        s.insert_new(
+            "bad",
+            Slot::Stored(Stored::new(&file, 10..20)),
+            KeyTimers::default(),
+        );
+        assert_eq!(s.remove("bad"), None);
+        let damaged = s.take_damaged();
+        assert_eq!(damaged.len(), 1);
+        assert_eq!(damaged[0].value, b"@0 {broken");
+        s.start_afresh("bad");
+        assert_eq!(s.get("bad"), None, "deleted, not started afresh");
+        assert_eq!(s.take_changes().unwrap().last(), Some(("bad", &b""[..])));
+        assert_eq!(s.get("good"), Some(&serde_json::json!({"x": 1})));
+        // A damaged key found on its first read starts afresh.
+        s.insert_new(
+            "worse",
+            Slot::Stored(Stored::new(&file, 10..20)),
+            KeyTimers::default(),
+        );
+        assert_eq!(s.get("worse"), None);
+        assert_eq!(s.take_damaged().len(), 1);
+        s.start_afresh("worse");
+        assert_eq!(s.get("worse"), Some(&serde_json::Value::Null));
     }
 
     #[test]

@@ -306,7 +306,7 @@ impl Shared {
                 }
             }
             if let Ok(key) = std::str::from_utf8(&d.key) {
-                store.get_mut(key);
+                store.start_afresh(key);
             }
         }
     }
