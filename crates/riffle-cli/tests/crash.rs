@@ -41,6 +41,7 @@ use model::Comparison;
 use workers::{Guarantee, KillOnDrop, WorkerConfig, Workers};
 
 const PARTITIONS: i32 = 10;
+const GROWN: i32 = 20;
 const WORKERS: usize = 3;
 const MIN_KILLS: usize = 20;
 
@@ -64,6 +65,9 @@ struct Scenario {
     kills: bool,
     /// SIGTERM the last worker for good this long after the feed starts.
     stop_one_after: Option<Duration>,
+    /// Grow the input from [`PARTITIONS`] to [`GROWN`] partitions this long
+    /// after the feed starts.
+    grow_after: Option<Duration>,
     /// SIGKILL the last worker for good this long after the feed starts;
     /// every worker then serves `--http`, and the test looks at the
     /// workers' state answers and metrics before the kill and at the end.
@@ -328,6 +332,16 @@ fn run(s: &Scenario) -> Outcome {
             views_seen.push(views(&workers, &all, &group, s.plan.heaters));
             workers.kill(i);
         }
+        if let Some(after) = s.grow_after {
+            std::thread::sleep(after.saturating_sub(feed_start.elapsed()));
+            log.add_partitions(&sensor, GROWN, t)
+                .expect("input partitions added");
+            eprintln!(
+                "{}: {sensor} grown to {GROWN} partitions at {:.1} s",
+                s.name,
+                feed_start.elapsed().as_secs_f64()
+            );
+        }
         if let (Some(after), Some(broker)) = (s.outage_after, own_broker.as_mut()) {
             std::thread::sleep(after.saturating_sub(feed_start.elapsed()));
             outage_seen = outage(broker, &workers);
@@ -482,6 +496,28 @@ fn run(s: &Scenario) -> Outcome {
             String::from_utf8_lossy(&dead[0].value)
         ));
     }
+    if s.grow_after.is_some() {
+        // The feeder switched to the new layout mid-run, and every old
+        // partition gave the new one its keys.
+        let late = input.iter().filter(|r| r.partition >= PARTITIONS).count();
+        let moves: usize = (0..WORKERS)
+            .map(|i| {
+                workers
+                    .log_text(i)
+                    .matches("keys moved to partitions")
+                    .count()
+            })
+            .sum();
+        eprintln!(
+            "{}: {late} records written to the new partitions, {moves} moves logged",
+            s.name
+        );
+        if late == 0 || moves < PARTITIONS as usize {
+            problems.push(format!(
+                "after the growth, {late} records in the new partitions and {moves} moves logged (at least {PARTITIONS} expected)"
+            ));
+        }
+    }
     if s.kills && kills < MIN_KILLS {
         problems.push(format!("only {kills} kills"));
     }
@@ -497,7 +533,8 @@ fn run(s: &Scenario) -> Outcome {
     }
     if problems.is_empty() {
         let changelog = format!("{group}-changelog");
-        for topic in [&sensor, &control, &dlq, &alerts, &changelog] {
+        let layout = format!("{group}-layout");
+        for topic in [&sensor, &control, &dlq, &alerts, &changelog, &layout] {
             let _ = log.delete_topic(topic, t);
         }
         let _ = std::fs::remove_dir_all(&dir);
@@ -611,6 +648,7 @@ fn crash_exactly_once_in(name: &'static str, style: &'static str, seed: u64) {
         stop_one_after: None,
         kill_one_after: None,
         outage_after: None,
+        grow_after: None,
         watchdog: true,
     });
     if out.cmp.duplicates > 0 || out.cmp.expected != out.cmp.actual {
@@ -634,6 +672,7 @@ fn crash_at_least_once() {
         stop_one_after: None,
         kill_one_after: None,
         outage_after: None,
+        grow_after: None,
         watchdog: false,
     });
     out.check();
@@ -664,6 +703,7 @@ fn three_workers_rebalance() {
         stop_one_after: Some(Duration::from_secs(10)),
         kill_one_after: None,
         outage_after: None,
+        grow_after: None,
         watchdog: false,
     });
     let before = out.owned_before_stop.clone();
@@ -746,6 +786,7 @@ fn scale_out(name: &'static str, style: &'static str, seed: u64) {
         stop_one_after: None,
         kill_one_after: Some(Duration::from_secs(10)),
         outage_after: None,
+        grow_after: None,
         watchdog: false,
     });
     let killed = WORKERS - 1;
@@ -869,6 +910,7 @@ fn broker_outage(name: &'static str, guarantee: Guarantee, seed: u64) {
         kills: false,
         stop_one_after: None,
         kill_one_after: None,
+        grow_after: None,
         outage_after: Some(Duration::from_secs(8)),
         watchdog: false,
     });
@@ -908,4 +950,77 @@ fn broker_outage(name: &'static str, guarantee: Guarantee, seed: u64) {
         ));
     }
     out.check();
+}
+
+/// The input grows from 10 to 20 partitions while three controllers run
+/// and the feeder writes: every key's state moves to the partition the key
+/// now hashes to before its records there are processed, and each heater's
+/// commands are the reference model's (exactly once, or at least once in
+/// order), with no dead letter.
+#[test]
+fn partitions_grow_under_exactly_once() {
+    partitions_grow(
+        "partitions_grow_under_exactly_once",
+        Guarantee::ExactlyOnce,
+        21,
+        false,
+    );
+}
+
+#[test]
+fn partitions_grow_under_at_least_once() {
+    partitions_grow(
+        "partitions_grow_under_at_least_once",
+        Guarantee::AtLeastOnce,
+        22,
+        false,
+    );
+}
+
+/// The growth while a random worker is SIGKILLed every 1-3 s: moves cut
+/// short at any point are found and finished (or started over) by the
+/// partitions' next owners.
+#[test]
+fn partitions_grow_while_workers_crash() {
+    partitions_grow(
+        "partitions_grow_while_workers_crash",
+        Guarantee::ExactlyOnce,
+        23,
+        true,
+    );
+}
+
+#[test]
+fn partitions_grow_while_workers_crash_at_least_once() {
+    partitions_grow(
+        "partitions_grow_while_workers_crash_at_least_once",
+        Guarantee::AtLeastOnce,
+        24,
+        true,
+    );
+}
+
+fn partitions_grow(name: &'static str, guarantee: Guarantee, seed: u64, kills: bool) {
+    let mut out = run(&Scenario {
+        name,
+        guarantee,
+        style: "keyed",
+        plan: crash_plan(seed),
+        kills,
+        stop_one_after: None,
+        kill_one_after: None,
+        grow_after: Some(Duration::from_secs(12)),
+        outage_after: None,
+        watchdog: false,
+    });
+    if guarantee == Guarantee::ExactlyOnce
+        && (out.cmp.duplicates > 0 || out.cmp.expected != out.cmp.actual)
+    {
+        out.problems.push(format!(
+            "{} commands expected, {} sent ({} repeated)",
+            out.cmp.expected, out.cmp.actual, out.cmp.duplicates
+        ));
+    }
+    out.check();
+    assert!(!kills || out.kills >= MIN_KILLS);
 }

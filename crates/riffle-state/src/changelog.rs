@@ -86,6 +86,8 @@ pub fn send_changes(
 const RESTORE_THREADS: usize = 4;
 
 /// Where one partition's restore starts.
+// One per partition restored: its size costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 pub enum RestoreFrom<S> {
     /// Its local snapshot, if any, then the changelog after it.
     Snapshot,

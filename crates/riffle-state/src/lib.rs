@@ -23,6 +23,9 @@
 //! - [`handoff`]: handing a partition's store from one consumer of a
 //!   process to the next when a rebalance moves it inside the process, so
 //!   that it is not restored at all.
+//! - [`layout`]: moving keys' state to the partitions they hash to when
+//!   the input topic gains partitions, and the marks in the changelog
+//!   that tell both sides how far the move got.
 //! - [`standby`]: warm copies of the partitions a process does not own,
 //!   followed from the changelog, so that a takeover reads only its tail.
 //!
@@ -35,6 +38,7 @@
 pub mod changelog;
 pub mod handoff;
 pub mod key;
+pub mod layout;
 pub mod snapshot;
 pub mod standby;
 pub mod store;
@@ -44,6 +48,7 @@ pub mod version;
 pub use changelog::{restore_point, send_changes, Changes, Durability, RestoreFrom, RestoreStats};
 pub use handoff::Handoff;
 pub use key::Key;
+pub use layout::{Cut, Layout, Moving};
 pub use snapshot::SnapshotWriter;
 pub use standby::Standby;
 pub use store::{read_stored, ChangelogSink, Encoded, Store};

@@ -26,11 +26,16 @@ const MAGIC: &[u8; 8] = b"RFLSNAP1";
 impl<S: Default + Serialize + DeserializeOwned> Store<S> {
     /// Writes a snapshot reflecting the changelog up to `offset`.
     pub fn save_snapshot(&mut self, path: &Path, offset: i64) -> Result<()> {
-        let mut w = SnapshotWriter::create(path, offset, self.entries.len())?;
+        let count = self.entries.len() + self.marks.len();
+        let mut w = SnapshotWriter::create(path, offset, count)?;
         let mut buf = Vec::new();
         for (key, entry) in &self.entries {
             encode(key, self.version(), entry, &mut buf)?;
             w.entry(key, &buf)?;
+        }
+        // The layer's marks, under their reserved keys, as in the changelog.
+        for (key, value) in &self.marks {
+            w.entry(key, value)?;
         }
         w.finish()?;
         self.changed_since_snapshot = 0;
@@ -72,6 +77,12 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
             let (Some(key), Some(value)) = (take(&mut rest), take(&mut rest)) else {
                 return Err(bad("truncated"));
             };
+            if key.starts_with(crate::store::MARK_PREFIX.as_bytes()) {
+                if let Ok(k) = std::str::from_utf8(key) {
+                    store.set_mark(k, value);
+                }
+                continue;
+            }
             let Some((key, state, timers)) = store.decode_lazily(&bytes, key, value, upgrade)?
             else {
                 continue;

@@ -22,6 +22,7 @@
 /// per map) costs a fraction of SipHash per short key, and `entry_ref`
 /// finds or inserts a key with one hash, building the owned key only when
 /// it is new. A store is looked up once per record.
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use hashbrown::hash_map::EntryRef;
@@ -43,6 +44,11 @@ use riffle_log::OutRecord;
 pub trait ChangelogSink {
     fn send(&self, record: OutRecord<'_>) -> Result<()>;
 }
+
+/// The prefix of the changelog keys the state layer reserves for its
+/// marks ([`Store::mark`], see [`crate::layout`]). A key starting with it
+/// is not a processor's key.
+pub const MARK_PREFIX: &str = "\u{0}riffle-";
 
 /// Changed keys a store lists however small it is.
 const LISTED_MIN: usize = 1024;
@@ -243,6 +249,9 @@ pub struct Store<S> {
     now: u32,
     /// When keys were last swept for their time to live.
     swept: u32,
+    /// The state layer's own records in this partition's changelog (see
+    /// [`crate::layout`]), by key: kept apart from the states.
+    pub(crate) marks: BTreeMap<String, Vec<u8>>,
 }
 
 impl<S> Default for Store<S> {
@@ -267,7 +276,19 @@ impl<S> Store<S> {
             ttl: None,
             now: 0,
             swept: 0,
+            marks: BTreeMap::new(),
         }
+    }
+
+    /// The value of mark `key` (see [`crate::layout`]), if this partition's
+    /// changelog holds it.
+    pub fn mark(&self, key: &str) -> Option<&[u8]> {
+        self.marks.get(key).map(Vec::as_slice)
+    }
+
+    /// Notes a mark written to this partition's changelog.
+    pub fn set_mark(&mut self, key: &str, value: &[u8]) {
+        self.marks.insert(key.to_owned(), value.to_vec());
     }
 
     /// Keys untouched (no record, no timer set) for `ttl` are deleted by
@@ -358,6 +379,18 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
             Slot::Ready(state) if self.damaged.len() == damaged => Some(state),
             _ => None,
         }
+    }
+
+    /// Takes `key`'s entry out, with its timers, as if it never was here:
+    /// no tombstone is written for it.
+    pub(crate) fn take_entry(&mut self, key: &str) -> Option<Entry<S>> {
+        let (key, entry) = self.entries.remove_entry(key)?;
+        self.timers.remove_all(&key, &entry.timers);
+        if entry.dirty {
+            self.changed -= 1;
+        }
+        self.changed_since_snapshot += 1;
+        Some(entry)
     }
 
     /// [`Store::remove`] without decoding the state.
@@ -572,6 +605,16 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
         position: Option<(i32, i64)>,
         upgrade: &dyn Upgrade<S>,
     ) -> Result<()> {
+        if key.starts_with(MARK_PREFIX.as_bytes()) {
+            if let Ok(k) = std::str::from_utf8(key) {
+                match value {
+                    [] => self.marks.remove(k),
+                    v => self.marks.insert(k.to_owned(), v.to_vec()),
+                };
+                self.changed_since_snapshot += 1;
+            }
+            return Ok(());
+        }
         if value.is_empty() {
             // A tombstone: the key was deleted.
             if let Some((k, e)) = std::str::from_utf8(key)
@@ -701,6 +744,9 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
                 s
             })
             .collect();
+        if let Some(first) = parts.first_mut() {
+            first.marks = self.marks;
+        }
         for k in self.deleted {
             parts[which(&k)].deleted.push(k);
         }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use conformance::{eventually, unique, T};
 use riffle::log::embedded::EmbeddedLog;
-use riffle::log::{ConsumerConfig, Log, RecordRef, TopicSpec};
+use riffle::log::{partition_for_key, ConsumerConfig, Log, OutRecord, RecordRef, TopicSpec};
 use riffle::process::{App, Context, Guarantee, KeyedProcessor, Running, Style};
 use riffle::stream::{Consumer, Producer};
 use riffle::{Error, Result};
@@ -275,6 +275,78 @@ fn state_moves_with_partitions_between_apps_of_a_group() {
         assert_eq!(dedup, vec![1, 2, 3, 4, 5], "counts of {k}: {counts:?}");
     }
     assert_eq!(per_key.len(), 30);
+}
+
+/// The input grows from 4 to 8 partitions between two batches of records:
+/// every key's count goes on from where it was, in the partition the key
+/// now hashes to, exactly once.
+#[test]
+fn state_follows_its_keys_when_the_input_gains_partitions() {
+    let s = setup(4);
+    s.feed(40, 3);
+    let app = s
+        .app(Style::Keyed)
+        .guarantee(Guarantee::ExactlyOnce)
+        .start(s.log.clone())
+        .unwrap();
+    s.wait_processed(&app, 120);
+    s.log.add_partitions("in", 8, T).unwrap();
+    s.feed(40, 3);
+    s.wait_committed();
+    let owned = app
+        .assignments()
+        .iter()
+        .map(|(_, p)| p.len())
+        .sum::<usize>();
+    app.stop().unwrap();
+    assert_eq!(owned, 8, "the new partitions are consumed");
+    assert_eq!(
+        s.log
+            .describe_topic(&format!("{}-changelog", s.group), T)
+            .unwrap()
+            .partitions
+            .len(),
+        8,
+        "the changelog grows with the input"
+    );
+    assert_counts_exactly(&s.outputs(240), 40, 6);
+    // A record written in the old layout after its key moved (by a
+    // producer that missed the growth) is not counted on a stale state: it
+    // goes to the dead letters with the reason.
+    let moved = (0..40)
+        .map(|k| format!("k{k}"))
+        .find(|k| partition_for_key(k.as_bytes(), 4) != partition_for_key(k.as_bytes(), 8))
+        .expect("a key that moved");
+    let old = partition_for_key(moved.as_bytes(), 4);
+    let late = s.log.producer(None).unwrap();
+    late.send(OutRecord {
+        partition: Some(old),
+        ..OutRecord::new("in", Some(moved.as_bytes()), b"late")
+    })
+    .unwrap();
+    late.flush(T).unwrap();
+    // A restart finds the moves done: nothing is held, nothing moves again.
+    let app = s
+        .app(Style::Keyed)
+        .guarantee(Guarantee::ExactlyOnce)
+        .start(s.log.clone())
+        .unwrap();
+    s.feed(40, 1);
+    s.wait_committed();
+    app.stop().unwrap();
+    assert_counts_exactly(&s.outputs(280), 40, 7);
+    let mut reasons = Vec::new();
+    for p in 0..4 {
+        s.log
+            .read_partition("in-dlq", p, 0, false, T, &mut |r| {
+                let reason = r.headers.last("__riffle.errors.reason");
+                reasons.push(reason.and_then(|h| h.value_str()).unwrap_or("").to_owned());
+                Ok(())
+            })
+            .unwrap();
+    }
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert!(reasons[0].contains("old partition layout"), "{reasons:?}");
 }
 
 #[test]

@@ -181,6 +181,10 @@ impl KafkaLog {
         // topic they look up, so a topic just deleted would come back.
         // `-X allow.auto.create.topics=true` restores it.
         c.set("allow.auto.create.topics", "false");
+        // Partitions added to a topic are seen within 10 s, not librdkafka's
+        // 5 minutes: a group rebalances them in, a producer writes to them
+        // (an app then moves its state, see `docs/partition-growth.md`).
+        c.set("topic.metadata.refresh.interval.ms", "10000");
         for (k, v) in &self.inner.properties {
             c.set(k, v);
         }

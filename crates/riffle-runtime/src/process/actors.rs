@@ -936,6 +936,15 @@ impl<P: KeyedProcessor> Handler for Dispatcher<P> {
             };
             let held = self.pool.handoff.take(tp.partition);
             let ends = ends.get_or_insert_with(|| restore_point(d));
+            if !ends.contains_key(&tp.partition) {
+                // The input grew while the app ran: the state of the keys
+                // now hashing to the new partitions is elsewhere.
+                panic!(
+                    "{tp} has no changelog partition: the input grew to more partitions than the \
+                     state, which the key-independent style does not move (the key-based style \
+                     does); stop the app, and restart it in the key-based style or with a new changelog"
+                );
+            }
             let end = ends.get(&tp.partition).copied().unwrap_or(0);
             if held == Some(end) {
                 // The workers hold this partition's state, and nobody wrote

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use super::actors::{Dispatcher, Pool};
 use super::commit::{Acknowledged, Commits, Transaction};
+use super::growth::LayoutCell;
 use super::keyed::KeyedHandler;
 use super::outlet::Outlet;
 use super::query::{self, StateQueries};
@@ -449,6 +450,16 @@ impl<P: KeyedProcessor> App<P> {
             )?));
             inputs = vec![topic];
         }
+        // Key-based state follows the inputs when they gain partitions.
+        let layout = match (&durability, &self.style) {
+            (Some(d), Style::Keyed) => {
+                let inputs: Vec<String> = inputs.iter().map(|s| s.to_string()).collect();
+                let cell = LayoutCell::open(log.clone(), &self.group, &inputs, &d.changelog)?;
+                cell.watch();
+                Some(cell)
+            }
+            _ => None,
+        };
         let states = StateQueries::new(
             shared.board.clone(),
             log.clone(),
@@ -456,6 +467,7 @@ impl<P: KeyedProcessor> App<P> {
             inputs[0],
             partitions,
             self.advertise.clone(),
+            layout.clone(),
         );
         let mut cfg = self.consumer_config(&self.group, &inputs);
         // State is kept per partition number, across the input topics.
@@ -494,6 +506,7 @@ impl<P: KeyedProcessor> App<P> {
                         commits(i),
                     )
                     .with_standby(standby.clone())
+                    .with_growth(layout.clone())
                 })?;
                 (group, Vec::new())
             }
@@ -575,15 +588,19 @@ impl<P: KeyedProcessor> App<P> {
         spec.configs
             .push(("cleanup.policy".into(), "compact".into()));
         log.ensure_topic(&spec, ADMIN_TIMEOUT)?;
-        let n = log
-            .describe_topic(&changelog, ADMIN_TIMEOUT)?
-            .partitions
-            .len();
-        if n != partitions as usize {
-            return Err(Error::InvalidInput(format!(
-                "changelog topic {changelog} has {n} partitions, the inputs {partitions}; \
-                 delete it (its state is lost) or give the inputs {n} partitions"
-            )));
+        if let Style::Actors { .. } = self.style {
+            let n = log
+                .describe_topic(&changelog, ADMIN_TIMEOUT)?
+                .partitions
+                .len();
+            if n != partitions as usize {
+                return Err(Error::InvalidInput(format!(
+                    "changelog topic {changelog} has {n} partitions, the inputs {partitions}: \
+                     the key-independent style does not move state to new partitions \
+                     (the key-based style does); give the inputs {n} partitions, or delete \
+                     the changelog (its state is lost)"
+                )));
+            }
         }
         Ok(Durability {
             log: log.clone(),

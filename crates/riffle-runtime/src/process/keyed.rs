@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::commit::Commits;
+use super::growth::{Growth, LayoutCell, Verdict};
 use super::query::to_json;
 use super::shared::{Settling, Shared};
 use super::time::Watermark;
@@ -60,12 +61,23 @@ pub(super) struct KeyedHandler<P: KeyedProcessor> {
     expired: u64,
     /// Whether the processor is inside a batch ([`KeyedProcessor::begin_batch`]).
     in_batch: bool,
+    /// Moving state when the input gains partitions.
+    growth: Option<Growth>,
+    /// Why a move could not be written: the consumer starts over.
+    growth_failure: Option<Error>,
 }
 
 impl<P: KeyedProcessor> KeyedHandler<P> {
     /// Takes partitions' state from `standby` when it has a copy.
     pub(super) fn with_standby(mut self, standby: Option<Arc<Standby<P::State>>>) -> Self {
         self.standby = standby;
+        self
+    }
+
+    /// Moves state as `layout` says when the input gains partitions.
+    pub(super) fn with_growth(mut self, layout: Option<Arc<LayoutCell>>) -> Self {
+        let atomic = matches!(self.commits, Commits::ExactlyOnce(_));
+        self.growth = layout.map(|cell| Growth::new(cell, atomic));
         self
     }
 
@@ -92,6 +104,8 @@ impl<P: KeyedProcessor> KeyedHandler<P> {
             settling: Settling::new(),
             expired: 0,
             in_batch: false,
+            growth: None,
+            growth_failure: None,
         }
     }
 
@@ -166,6 +180,25 @@ impl<P: KeyedProcessor> KeyedHandler<P> {
         }
     }
 
+    /// Moves a growth on: partitions that held records and now have their
+    /// keys' state process them; a move due makes the next release write.
+    fn grow(&mut self) {
+        let (Some(g), Some(d)) = (self.growth.as_mut(), self.durability.as_deref()) else {
+            return;
+        };
+        let upgrade = Upgrader(self.processor.clone());
+        let released = g.poll(&mut self.owned, d, &upgrade);
+        if g.pending() {
+            self.commits.touch();
+        }
+        for r in released {
+            if let Err(e) = self.handle(r.as_ref()) {
+                tracing::warn!("{}/{}@{}: {e}", r.topic, r.partition, r.offset);
+            }
+        }
+        self.end_batch();
+    }
+
     /// Makes progress permanent if due (now, when `force`), writing the
     /// changed states with it; returns whether everything is committed.
     fn release(&mut self, progress: &mut dyn Progress, force: bool) -> bool {
@@ -174,10 +207,20 @@ impl<P: KeyedProcessor> KeyedHandler<P> {
             owned,
             commits,
             durability,
+            growth,
+            growth_failure,
             ..
         } = self;
         commits.release(shared, progress, force, &mut |producer| {
-            write_changes(owned, durability.as_deref(), producer)
+            let mut moved = 0;
+            if let (Some(g), Some(d)) = (growth.as_mut(), durability.as_deref()) {
+                // Keys leave their store here: a failure leaves memory and
+                // the changelog apart, and the consumer starts over.
+                moved = g
+                    .write(owned, producer, &d.changelog)
+                    .inspect_err(|e| *growth_failure = Some(e.clone()))?;
+            }
+            Ok(moved + write_changes(owned, durability.as_deref(), producer)?)
         });
         commits.is_settled()
     }
@@ -254,16 +297,49 @@ impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
             // The consumer starts over from the last commit after this poll.
             return Ok(());
         }
+        if self.growth.as_mut().is_some_and(|g| g.held(&record)) {
+            return Ok(());
+        }
+        if !self.in_batch {
+            self.in_batch = true;
+            self.processor.begin_batch();
+        }
+        let decoded = self.processor.decode(&record);
+        if let (Some(g), Ok((key, _))) = (self.growth.as_mut(), &decoded) {
+            if let Some(l) = g.layout() {
+                let at = (record.topic, record.partition, record.offset);
+                let verdict = g.verdict(&l, at, key, self.owned.get(&record.partition));
+                match verdict {
+                    Verdict::Process => {}
+                    Verdict::Hold => {
+                        g.hold(&record);
+                        return Ok(());
+                    }
+                    Verdict::Skip => {
+                        self.commits
+                            .processed(record.topic, record.partition, record.offset + 1);
+                        return Ok(());
+                    }
+                    Verdict::Stale(why) => {
+                        self.commits
+                            .processed(record.topic, record.partition, record.offset + 1);
+                        let producer = self.commits.producer();
+                        return self.shared.dead_letter(
+                            producer,
+                            &record,
+                            &Error::InvalidInput(why),
+                        );
+                    }
+                }
+                g.processed(record.topic, record.partition, record.offset + 1);
+            }
+        }
         // Whatever the outcome (processed, dead letter, skipped), the record
         // is done once what it sent is acknowledged.
         self.commits
             .processed(record.topic, record.partition, record.offset + 1);
         let producer = self.commits.producer();
-        if !self.in_batch {
-            self.in_batch = true;
-            self.processor.begin_batch();
-        }
-        let (key, input) = match self.processor.decode(&record) {
+        let (key, input) = match decoded {
             Ok(d) => d,
             Err(e) => return self.shared.dead_letter(producer, &record, &e),
         };
@@ -354,6 +430,9 @@ impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
         if new.is_empty() {
             return;
         }
+        if let Some(g) = &self.growth {
+            g.know(&new);
+        }
         let ends = restore_point(&d);
         let mut ready = Vec::new();
         let mut restore = Vec::new();
@@ -399,6 +478,10 @@ impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
             ready.push((p, store));
         }
         for (p, mut store) in ready {
+            if let Some(g) = &mut self.growth {
+                let end = ends.get(&p).copied().unwrap_or(0);
+                g.assigned(p, end, &mut store, &d);
+            }
             self.shared
                 .dead_letter_damaged(self.commits.producer(), &d.changelog, &mut store);
             store.set_ttl(self.shared.ttl);
@@ -429,6 +512,9 @@ impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
         };
         for tp in partitions {
             self.watermarks.remove(&tp.partition);
+            if let Some(g) = &mut self.growth {
+                g.revoked(tp.partition);
+            }
             if let Some(mut store) = self.owned.remove(&tp.partition) {
                 let end = ends.as_ref().and_then(|e| e.get(&tp.partition)).copied();
                 // The partition may be leaving this process: save what
@@ -463,6 +549,7 @@ impl<P: KeyedProcessor> Deferring for KeyedHandler<P> {
         let generation = self.shared.clock.generation();
         if P::STATEFUL && !self.commits.halted() {
             self.tick();
+            self.grow();
         }
         let owned = &mut self.owned;
         for q in self.shared.board.take(|p| owned.contains_key(&p)) {
@@ -519,7 +606,10 @@ impl<P: KeyedProcessor> Deferring for KeyedHandler<P> {
     }
 
     fn failure(&mut self) -> Option<Error> {
-        self.commits.failure().cloned()
+        self.commits
+            .failure()
+            .cloned()
+            .or_else(|| self.growth_failure.clone())
     }
 }
 

@@ -47,6 +47,7 @@ mod app;
 mod commit;
 mod context;
 pub mod dead_letter;
+mod growth;
 pub mod join;
 mod keyed;
 mod lag;

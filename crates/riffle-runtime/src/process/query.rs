@@ -18,6 +18,8 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::growth::LayoutCell;
+
 use serde::Serialize;
 
 use crate::error::Result;
@@ -101,9 +103,11 @@ struct Inner {
     board: Arc<Board>,
     log: Arc<dyn Log>,
     group: String,
-    /// The topic whose partitions hold the state, and their count.
+    /// The topic whose partitions hold the state, and their count (the
+    /// layout's, once the inputs grew).
     topic: String,
     partitions: i32,
+    layout: Option<Arc<LayoutCell>>,
     /// This process's endpoint (`host:port`), if it advertises one.
     me: Option<String>,
 }
@@ -116,6 +120,7 @@ impl StateQueries {
         topic: &str,
         partitions: i32,
         me: Option<String>,
+        layout: Option<Arc<LayoutCell>>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -124,14 +129,20 @@ impl StateQueries {
                 group: group.into(),
                 topic: topic.into(),
                 partitions,
+                layout,
                 me,
             }),
         }
     }
 
-    /// The partition holding `key`'s state.
+    /// The partition holding `key`'s state (while the inputs grow, the
+    /// one it is moving to).
     pub fn partition(&self, key: &str) -> i32 {
-        partition_for_key(key.as_bytes(), self.inner.partitions)
+        let n = match &self.inner.layout {
+            Some(l) => l.partitions(),
+            None => self.inner.partitions,
+        };
+        partition_for_key(key.as_bytes(), n)
     }
 
     /// The state of `key` if this process owns its partition: `Ok(None)`
