@@ -961,6 +961,7 @@ fn broker_outage(name: &'static str, guarantee: Guarantee, seed: u64) {
 fn partitions_grow_under_exactly_once() {
     partitions_grow(
         "partitions_grow_under_exactly_once",
+        "keyed",
         Guarantee::ExactlyOnce,
         21,
         false,
@@ -971,6 +972,7 @@ fn partitions_grow_under_exactly_once() {
 fn partitions_grow_under_at_least_once() {
     partitions_grow(
         "partitions_grow_under_at_least_once",
+        "keyed",
         Guarantee::AtLeastOnce,
         22,
         false,
@@ -984,6 +986,7 @@ fn partitions_grow_under_at_least_once() {
 fn partitions_grow_while_workers_crash() {
     partitions_grow(
         "partitions_grow_while_workers_crash",
+        "keyed",
         Guarantee::ExactlyOnce,
         23,
         true,
@@ -994,17 +997,59 @@ fn partitions_grow_while_workers_crash() {
 fn partitions_grow_while_workers_crash_at_least_once() {
     partitions_grow(
         "partitions_grow_while_workers_crash_at_least_once",
+        "keyed",
         Guarantee::AtLeastOnce,
         24,
         true,
     );
 }
 
-fn partitions_grow(name: &'static str, guarantee: Guarantee, seed: u64, kills: bool) {
+/// The same in the key-independent style: the workers hand the moved keys
+/// over, and take the keys moved in.
+#[test]
+fn partitions_grow_key_independent() {
+    partitions_grow(
+        "partitions_grow_key_independent",
+        "actors",
+        Guarantee::ExactlyOnce,
+        25,
+        false,
+    );
+}
+
+#[test]
+fn partitions_grow_key_independent_at_least_once() {
+    partitions_grow(
+        "partitions_grow_key_independent_at_least_once",
+        "actors",
+        Guarantee::AtLeastOnce,
+        26,
+        false,
+    );
+}
+
+#[test]
+fn partitions_grow_key_independent_while_workers_crash() {
+    partitions_grow(
+        "partitions_grow_key_independent_while_workers_crash",
+        "actors",
+        Guarantee::ExactlyOnce,
+        27,
+        true,
+    );
+}
+
+fn partitions_grow(
+    name: &'static str,
+    style: &'static str,
+    guarantee: Guarantee,
+    seed: u64,
+    kills: bool,
+) {
     let mut out = run(&Scenario {
         name,
         guarantee,
-        style: "keyed",
+        style,
         plan: crash_plan(seed),
         kills,
         stop_one_after: None,

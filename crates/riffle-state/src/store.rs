@@ -393,6 +393,54 @@ impl<S: Default + Serialize + DeserializeOwned> Store<S> {
         Some(entry)
     }
 
+    /// Takes the keys `which` picks out of the store, with their states
+    /// and timers, into a store of their own; no tombstone is written for
+    /// them here.
+    pub fn take_where(&mut self, which: impl Fn(&str) -> bool) -> Self {
+        let mut out = Self::new(self.version);
+        (out.ttl, out.now) = (self.ttl, self.now);
+        let keys: Vec<Key> = self
+            .entries
+            .keys()
+            .filter(|k| which(k.as_str()))
+            .cloned()
+            .collect();
+        for k in keys {
+            let entry = self.take_entry(&k).expect("listed above");
+            for t in entry.timers.iter() {
+                out.timers.add(&k, t);
+            }
+            out.entries.insert(k, entry);
+        }
+        out
+    }
+
+    /// Takes every key out (as [`Store::take_where`]), leaving the marks.
+    pub fn take_states(&mut self) -> Self {
+        self.take_where(|_| true)
+    }
+
+    /// Adds `other`'s keys, with their states and timers, replacing any
+    /// held; `other`'s marks are not taken.
+    pub fn absorb(&mut self, other: Self) {
+        for (k, e) in other.entries {
+            if let Some(old) = self.entries.remove(k.as_str()) {
+                self.timers.remove_all(&k, &old.timers);
+                if old.dirty {
+                    self.changed -= 1;
+                }
+            }
+            for t in e.timers.iter() {
+                self.timers.add(&k, t);
+            }
+            let dirty = e.dirty;
+            self.entries.insert(k.clone(), e);
+            if dirty {
+                self.list_changed(&k);
+            }
+        }
+    }
+
     /// [`Store::remove`] without decoding the state.
     fn delete(&mut self, key: &str) -> Option<Entry<S>> {
         let (key, entry) = self.entries.remove_entry(key)?;

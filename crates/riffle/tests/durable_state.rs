@@ -282,10 +282,19 @@ fn state_moves_with_partitions_between_apps_of_a_group() {
 /// now hashes to, exactly once.
 #[test]
 fn state_follows_its_keys_when_the_input_gains_partitions() {
+    grown(Style::Keyed);
+}
+
+#[test]
+fn actors_state_follows_its_keys_when_the_input_gains_partitions() {
+    grown(Style::Actors { workers: 3 });
+}
+
+fn grown(style: Style) {
     let s = setup(4);
     s.feed(40, 3);
     let app = s
-        .app(Style::Keyed)
+        .app(style)
         .guarantee(Guarantee::ExactlyOnce)
         .start(s.log.clone())
         .unwrap();
@@ -327,7 +336,7 @@ fn state_follows_its_keys_when_the_input_gains_partitions() {
     late.flush(T).unwrap();
     // A restart finds the moves done: nothing is held, nothing moves again.
     let app = s
-        .app(Style::Keyed)
+        .app(style)
         .guarantee(Guarantee::ExactlyOnce)
         .start(s.log.clone())
         .unwrap();

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::commit::{Commits, MAX_HOLD};
+use super::growth::{Growth, LayoutCell, Verdict};
 use super::query::{to_json, Question};
 use super::shared::{Settling, Shared};
 use super::time::Watermark;
@@ -22,11 +23,11 @@ use crate::actor::{self, Actor, Addr, Supervision};
 use crate::error::{Error, Result};
 use crate::log::{partition_for_key, Headers, OwnedHeader, Progress, RecordRef, TopicPartition};
 use crate::stream::{memory, Deferring, Handler, Producer};
-use riffle_state::Handoff;
 use riffle_state::{
     restore_point, send_changes, Changes, Domain, Durability, Encoded, PartitionStores,
     RestoreFrom, SnapshotWriter, Store,
 };
+use riffle_state::{Handoff, Layout};
 
 /// Records handed to a worker at once, at most.
 const BATCH: usize = 512;
@@ -92,6 +93,16 @@ pub(super) enum Msg<I, S> {
         partition: i32,
         reply: Sender<Result<Encoded>>,
     },
+    /// The input grew: hand over the keys of a partition that now belong
+    /// to one of `targets` (see [`Growth`]).
+    MoveOut {
+        partition: i32,
+        layout: Layout,
+        targets: Vec<i32>,
+        reply: Sender<Store<S>>,
+    },
+    /// Host these keys of a partition too (moved in from another).
+    Merge { partition: i32, store: Store<S> },
 }
 
 /// Hosts the per-key actors routed to it, grouped by partition so that
@@ -318,6 +329,18 @@ impl<P: KeyedProcessor> Actor for Worker<P> {
             Msg::Changes { partitions, reply } => {
                 let _ = reply.send(self.changes(&partitions));
             }
+            Msg::MoveOut {
+                partition,
+                layout,
+                targets,
+                reply,
+            } => {
+                let moved = self
+                    .store(partition)
+                    .take_where(|k| targets.contains(&layout.new_partition(k.as_bytes())));
+                let _ = reply.send(moved);
+            }
+            Msg::Merge { partition, store } => self.store(partition).absorb(store),
             Msg::Dump { partition, reply } => {
                 let dump = self
                     .stores
@@ -459,6 +482,13 @@ pub(super) struct Dispatcher<P: KeyedProcessor> {
     settling: Settling,
     /// Timers fired or keys expired since the last state write.
     touched: bool,
+    /// Moving state when the input gains partitions.
+    growth: Option<Growth>,
+    /// Per owned partition, the state layer's marks, and the keys moving
+    /// between the workers and the changelog.
+    marks: PartitionStores<P::State>,
+    /// Why a move could not be written: the consumer starts over.
+    growth_failure: Option<Error>,
 }
 
 /// How often workers are asked to fire their processing-time timers.
@@ -527,6 +557,110 @@ impl<P: KeyedProcessor> Dispatcher<P> {
             ticked_work: 0,
             settling: Settling::new(),
             touched: false,
+            growth: None,
+            marks: PartitionStores::new(),
+            growth_failure: None,
+        }
+    }
+
+    /// Moves state as `layout` says when the input gains partitions.
+    pub(super) fn with_growth(mut self, layout: Option<Arc<LayoutCell>>) -> Self {
+        let atomic = matches!(self.commits, Commits::ExactlyOnce(_));
+        self.growth = layout.map(|cell| Growth::new(cell, atomic));
+        self
+    }
+
+    /// Moves a growth on (see [`Growth`]): records held for moved state
+    /// that arrived are handled again, after the state is with the
+    /// workers; the keys of partitions past their cut are taken from the
+    /// workers and written, in a commit of their own.
+    fn grow(&mut self, progress: &mut dyn Progress) {
+        let (Some(g), Some(d)) = (self.growth.as_mut(), self.durability.clone()) else {
+            return;
+        };
+        if g.layout().is_none() {
+            return;
+        }
+        for ((t, p), tr) in &self.trackers {
+            g.processed(t, *p, tr.committable());
+        }
+        let upgrade = Upgrader(self.processor.clone());
+        let released = g.poll(&mut self.marks, &d, &upgrade);
+        for (&p, store) in self.marks.iter_mut() {
+            if store.is_empty() {
+                continue;
+            }
+            let parts = store
+                .take_states()
+                .split(self.pool.len(), |k| self.pool.worker_of(k));
+            for (w, part) in self.pool.workers.iter().zip(parts) {
+                if w.send(Msg::Merge {
+                    partition: p,
+                    store: part,
+                })
+                .is_err()
+                {
+                    panic!("a worker has stopped");
+                }
+            }
+        }
+        for r in released {
+            if let Err(e) = self.handle(r.as_ref()) {
+                tracing::warn!("{}/{}@{}: {e}", r.topic, r.partition, r.offset);
+            }
+        }
+        let ready = self.growth.as_ref().map(Growth::ready).unwrap_or_default();
+        if ready.is_empty() && !self.growth.as_ref().is_some_and(Growth::pending) {
+            return;
+        }
+        // Every record dispatched is processed before the keys leave.
+        self.wait_in_flight();
+        let Some(g) = self.growth.as_mut() else {
+            return;
+        };
+        for ((t, p), tr) in &self.trackers {
+            g.processed(t, *p, tr.committable());
+        }
+        if let Some(l) = g.layout() {
+            for p in ready {
+                let taken = self.pool.ask(|reply| Msg::MoveOut {
+                    partition: p,
+                    layout: l,
+                    targets: l.targets(p),
+                    reply,
+                });
+                match taken {
+                    Ok(parts) => {
+                        let store = self.marks.entry(p).or_default();
+                        for part in parts {
+                            store.absorb(part);
+                        }
+                    }
+                    Err(e) => self.growth_failure = Some(e),
+                }
+            }
+        }
+        match self.commits {
+            // Written inside the transaction, with everything else.
+            Commits::ExactlyOnce(_) => {
+                self.commits.touch();
+                self.release(progress, true);
+            }
+            Commits::AtLeastOnce(_) => {
+                let producer = self.commits.producer().clone();
+                // The targets' side must be acknowledged before the old
+                // partition's is written.
+                let acked = match producer.in_flight() {
+                    0 => Ok(()),
+                    _ => producer.flush(Producer::CLOSE_TIMEOUT),
+                };
+                let written =
+                    acked.and_then(|()| g.write(&mut self.marks, &producer, &d.changelog));
+                if let Err(e) = written {
+                    self.growth_failure = Some(e);
+                }
+                self.touched = true;
+            }
         }
     }
 
@@ -648,6 +782,8 @@ impl<P: KeyedProcessor> Dispatcher<P> {
                 }
                 self.offer_finished();
                 let (pool, owned) = (&self.pool, &self.owned);
+                let (growth, marks, failure) =
+                    (&mut self.growth, &mut self.marks, &mut self.growth_failure);
                 let changelog = self.durability.as_ref().map(|d| d.changelog.as_str());
                 let mut write = |producer: &Producer| -> Result<usize> {
                     match (stateful, changelog) {
@@ -656,7 +792,14 @@ impl<P: KeyedProcessor> Dispatcher<P> {
                             for answer in pool.changes(owned)?.iter().take(pool.len()) {
                                 changes.extend(answer?);
                             }
-                            send_changes(producer, changelog, &mut changes)
+                            let mut sent = send_changes(producer, changelog, &mut changes)?;
+                            // Keys taken from the workers for a move.
+                            if let Some(g) = growth.as_mut() {
+                                sent += g
+                                    .write(marks, producer, changelog)
+                                    .inspect_err(|e| *failure = Some(e.clone()))?;
+                            }
+                            Ok(sent)
                         }
                         _ => Ok(0),
                     }
@@ -870,12 +1013,41 @@ impl<P: KeyedProcessor> Handler for Dispatcher<P> {
             // The consumer starts over from the last commit after this poll.
             return Ok(());
         }
+        if self.growth.as_mut().is_some_and(|g| g.held(&record)) {
+            return Ok(());
+        }
+        let decoded = self.processor.decode(&record);
+        let mut stale = None;
+        if let (Some(g), Ok((key, _))) = (self.growth.as_mut(), &decoded) {
+            if let Some(l) = g.layout() {
+                let at = (record.topic, record.partition, record.offset);
+                match g.verdict(&l, at, key, self.marks.get(&record.partition)) {
+                    Verdict::Process => {}
+                    Verdict::Hold => {
+                        g.hold(&record);
+                        return Ok(());
+                    }
+                    Verdict::Skip => stale = Some(None),
+                    Verdict::Stale(why) => stale = Some(Some(why)),
+                }
+            }
+        }
         let topic = self.intern(record.topic);
         self.trackers
             .entry((topic.clone(), record.partition))
             .or_default()
             .dispatched(record.offset);
-        let (key, input) = match self.processor.decode(&record) {
+        let decoded = match stale {
+            None => decoded,
+            Some(None) => {
+                if let Some(t) = self.trackers.get_mut(&(topic, record.partition)) {
+                    t.finished(record.offset);
+                }
+                return Ok(());
+            }
+            Some(Some(why)) => Err(Error::InvalidInput(why)),
+        };
+        let (key, input) = match decoded {
             Ok(d) => d,
             Err(e) => {
                 let producer = self.commits.producer();
@@ -926,6 +1098,17 @@ impl<P: KeyedProcessor> Handler for Dispatcher<P> {
     fn assigned(&mut self, partitions: &[TopicPartition]) {
         let mut restore = Vec::new();
         let mut ends = None;
+        if let Some(g) = &self.growth {
+            let new: Vec<i32> = partitions
+                .iter()
+                .map(|tp| tp.partition)
+                .filter(|p| !self.owned.contains(p))
+                .collect();
+            g.know(&new);
+        }
+        // While the inputs grow, the workers' states come with marks kept
+        // here: a partition is restored, not taken over from the workers.
+        let growing = self.growth.as_mut().is_some_and(|g| g.layout().is_some());
         for tp in partitions {
             if self.owned.contains(&tp.partition) {
                 continue;
@@ -936,19 +1119,15 @@ impl<P: KeyedProcessor> Handler for Dispatcher<P> {
             };
             let held = self.pool.handoff.take(tp.partition);
             let ends = ends.get_or_insert_with(|| restore_point(d));
-            if !ends.contains_key(&tp.partition) {
-                // The input grew while the app ran: the state of the keys
-                // now hashing to the new partitions is elsewhere.
-                panic!(
-                    "{tp} has no changelog partition: the input grew to more partitions than the \
-                     state, which the key-independent style does not move (the key-based style \
-                     does); stop the app, and restart it in the key-based style or with a new changelog"
-                );
-            }
             let end = ends.get(&tp.partition).copied().unwrap_or(0);
-            if held == Some(end) {
+            if held == Some(end) && !growing {
                 // The workers hold this partition's state, and nobody wrote
                 // the changelog since.
+                if let Some(g) = &mut self.growth {
+                    let mut marks = Store::new(P::STATE_VERSION);
+                    g.assigned(tp.partition, end, &mut marks, d);
+                    self.marks.insert(tp.partition, marks);
+                }
                 continue;
             }
             restore.push((tp.partition, RestoreFrom::Snapshot));
@@ -968,6 +1147,12 @@ impl<P: KeyedProcessor> Handler for Dispatcher<P> {
                 store.unwrap_or_else(|e| panic!("cannot restore the state of partition {p}: {e}"));
             self.shared
                 .dead_letter_damaged(self.commits.producer(), &d.changelog, &mut store);
+            if let Some(g) = &mut self.growth {
+                let end = ends.get(&p).copied().unwrap_or(0);
+                g.assigned(p, end, &mut store, &d);
+                let states = store.take_states();
+                self.marks.insert(p, std::mem::replace(&mut store, states));
+            }
             let parts = store.split(self.pool.len(), |k| self.pool.worker_of(k));
             for (w, part) in self.pool.workers.iter().zip(parts) {
                 let load = Msg::Load {
@@ -1009,6 +1194,10 @@ impl<P: KeyedProcessor> Handler for Dispatcher<P> {
         let ends = if settled { self.changelog_ends() } else { None };
         for tp in partitions {
             self.watermarks.remove(&tp.partition);
+            self.marks.remove(&tp.partition);
+            if let Some(g) = &mut self.growth {
+                g.revoked(tp.partition);
+            }
             if let Some(i) = self.owned.iter().position(|p| *p == tp.partition) {
                 self.owned.swap_remove(i);
                 if let Some(d) = &self.durability {
@@ -1048,6 +1237,9 @@ impl<P: KeyedProcessor> Deferring for Dispatcher<P> {
         while let Ok(done) = self.replies.try_recv() {
             self.finish(done);
         }
+        if P::STATEFUL && !self.commits.halted() {
+            self.grow(progress);
+        }
         self.release(progress, self.stopping);
         if self.stopping {
             self.final_ends = self.snapshot_ends(progress);
@@ -1080,7 +1272,10 @@ impl<P: KeyedProcessor> Deferring for Dispatcher<P> {
     }
 
     fn failure(&mut self) -> Option<Error> {
-        self.commits.failure().cloned()
+        self.commits
+            .failure()
+            .cloned()
+            .or_else(|| self.growth_failure.clone())
     }
 
     fn drain(&mut self) {

@@ -450,9 +450,9 @@ impl<P: KeyedProcessor> App<P> {
             )?));
             inputs = vec![topic];
         }
-        // Key-based state follows the inputs when they gain partitions.
-        let layout = match (&durability, &self.style) {
-            (Some(d), Style::Keyed) => {
+        // State follows the inputs when they gain partitions.
+        let layout = match &durability {
+            Some(d) => {
                 let inputs: Vec<String> = inputs.iter().map(|s| s.to_string()).collect();
                 let cell = LayoutCell::open(log.clone(), &self.group, &inputs, &d.changelog)?;
                 cell.watch();
@@ -522,6 +522,7 @@ impl<P: KeyedProcessor> App<P> {
                         durability.clone(),
                         commits(i),
                     )
+                    .with_growth(layout.clone())
                 })?;
                 (group, threads)
             }
@@ -588,20 +589,6 @@ impl<P: KeyedProcessor> App<P> {
         spec.configs
             .push(("cleanup.policy".into(), "compact".into()));
         log.ensure_topic(&spec, ADMIN_TIMEOUT)?;
-        if let Style::Actors { .. } = self.style {
-            let n = log
-                .describe_topic(&changelog, ADMIN_TIMEOUT)?
-                .partitions
-                .len();
-            if n != partitions as usize {
-                return Err(Error::InvalidInput(format!(
-                    "changelog topic {changelog} has {n} partitions, the inputs {partitions}: \
-                     the key-independent style does not move state to new partitions \
-                     (the key-based style does); give the inputs {n} partitions, or delete \
-                     the changelog (its state is lost)"
-                )));
-            }
-        }
         Ok(Durability {
             log: log.clone(),
             changelog,

@@ -1,6 +1,7 @@
-//! Input partitions added while an app runs: the key-based style moves each
-//! key's state to the partition the key now hashes to, before a record of
-//! the new layout is processed (`docs/partition-growth.md`).
+//! Input partitions added while an app runs: each key's state moves to the
+//! partition the key now hashes to, before a record of the new layout is
+//! processed (`docs/partition-growth.md`). Both styles use this; the
+//! key-independent one takes the keys from its workers and hands them back.
 //!
 //! [`LayoutCell`] keeps the app's layout: it notices the growth (at start,
 //! every [`CHECK_EVERY`], and when a consumer is given a partition it does
@@ -379,6 +380,10 @@ impl Growth {
         store: Option<&Store<S>>,
     ) -> Verdict {
         let (old, new) = (l.old(key.as_bytes()), l.new_partition(key.as_bytes()));
+        if !self.parts.contains_key(&p) {
+            // Not followed here: nothing to hold it for.
+            return Verdict::Process;
+        }
         if old != p {
             // Written in the new layout; its state comes from `old`.
             let mark = &self.moved_in[old as usize];
@@ -574,6 +579,18 @@ impl Growth {
             }
         }
         Ok(sent)
+    }
+
+    /// The old partitions past their cut, whose keys are to move now.
+    pub(super) fn ready(&self) -> Vec<i32> {
+        let mut v: Vec<i32> = self
+            .parts
+            .iter()
+            .filter(|(_, p)| p.ready)
+            .map(|(&p, _)| p)
+            .collect();
+        v.sort_unstable();
+        v
     }
 
     /// Whether a move waits for the next commit.
