@@ -27,7 +27,7 @@ use riffle::log::Log;
 
 use feed::FeedPlan;
 use gap::{control_gap, controller_config, controller_topics, now_ms, owned};
-use workers::{KillOnDrop, Workers};
+use workers::{Guarantee, KillOnDrop, Workers};
 
 const PARTITIONS: i32 = 10;
 /// The workers' `session.timeout.ms` (see `workers.rs`).
@@ -79,7 +79,7 @@ struct Pair {
 }
 
 impl Pair {
-    fn start(standby: bool) -> Self {
+    fn start(standby: bool, guarantee: Guarantee) -> Self {
         let log: Arc<dyn Log> =
             Arc::new(KafkaLog::connect(brokers(), vec![]).expect("test broker reachable"));
         // Tests run in parallel: the counter keeps two started in the same
@@ -98,10 +98,9 @@ impl Pair {
         let group = format!("controller-{id}");
         let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(&id);
         let topics = (sensor.clone(), control.clone(), dlq.clone());
-        let workers = Workers::new(
-            controller_config(brokers(), &topics, &group, &dir, standby),
-            2,
-        );
+        let mut config = controller_config(brokers(), &topics, &group, &dir, standby);
+        config.guarantee = guarantee;
+        let workers = Workers::new(config, 2);
         let guard = KillOnDrop(workers.clone());
         eprintln!("logs in {}", dir.display());
         workers.start_all();
@@ -163,7 +162,7 @@ const T: Duration = Duration::from_secs(30);
 ///    keeps the rest, never its whole assignment.
 #[test]
 fn restart_under_the_same_instance_moves_nothing() {
-    let pair = Pair::start(false);
+    let pair = Pair::start(false, Guarantee::AtLeastOnce);
     let Pair {
         log,
         sensor,
@@ -181,33 +180,7 @@ fn restart_under_the_same_instance_moves_nothing() {
         let (w0_before, w1_before) = (owned(&workers, 0), owned(&workers, 1));
 
         // 1. Killed and restarted within the session timeout.
-        let mark0 = workers.log_text(0).len();
-        let killed = Instant::now();
-        let killed_at = now_ms();
-        workers.kill(1);
-        std::thread::sleep(Duration::from_millis(500));
-        workers.start(1);
-        let back = wait_for(SESSION_TIMEOUT, || owned(&workers, 1) == w1_before);
-        let back_in = killed.elapsed();
-        // Anything w0 would see of a rebalance caused by the restart comes
-        // within the session timeout of the kill.
-        std::thread::sleep(
-            SESSION_TIMEOUT.saturating_sub(killed.elapsed()) + Duration::from_secs(1),
-        );
-        let seen = group_lines(&workers, 0, mark0);
-        assert!(
-            back.is_some() && owned(&workers, 1) == w1_before,
-            "w1, restarted under the same instance, did not get its partitions {w1_before:?} back \
-             within the session timeout: it owns {:?}\n{}",
-            owned(&workers, 1),
-            workers.tails(15)
-        );
-        assert!(
-            seen.is_empty() && owned(&workers, 0) == w0_before,
-            "w0 saw a rebalance when w1 was restarted under the same instance: {seen:#?}\n{}",
-            workers.tails(15)
-        );
-        eprintln!("w1 killed and back with {w1_before:?} after {back_in:.2?}; w0 saw nothing");
+        let killed_at = restart_in_place(&workers, &w0_before, &w1_before);
 
         // 2. Stopped: w0 takes everything over, giving up nothing.
         let mark0 = workers.log_text(0).len();
@@ -321,13 +294,50 @@ fn restart_under_the_same_instance_moves_nothing() {
     pair.finish(&[0, 1]);
 }
 
+/// SIGKILLs w1 and starts it again under the same instance half a second
+/// later: it must own `w1_before` again within the session timeout, and w0
+/// (owning `w0_before`) see no rebalance at all. Returns when w1 was
+/// killed, in ms since the epoch.
+fn restart_in_place(
+    workers: &Workers,
+    w0_before: &BTreeSet<i32>,
+    w1_before: &BTreeSet<i32>,
+) -> i64 {
+    let mark0 = workers.log_text(0).len();
+    let killed = Instant::now();
+    let killed_at = now_ms();
+    workers.kill(1);
+    std::thread::sleep(Duration::from_millis(500));
+    workers.start(1);
+    let back = wait_for(SESSION_TIMEOUT, || owned(workers, 1) == *w1_before);
+    let back_in = killed.elapsed();
+    // Anything w0 would see of a rebalance caused by the restart comes
+    // within the session timeout of the kill.
+    std::thread::sleep(SESSION_TIMEOUT.saturating_sub(killed.elapsed()) + Duration::from_secs(1));
+    let seen = group_lines(workers, 0, mark0);
+    assert!(
+        back.is_some() && owned(workers, 1) == *w1_before,
+        "w1, restarted under the same instance, did not get its partitions {w1_before:?} back \
+         within the session timeout: it owns {:?}\n{}",
+        owned(workers, 1),
+        workers.tails(15)
+    );
+    assert!(
+        seen.is_empty() && owned(workers, 0) == *w0_before,
+        "w0 saw a rebalance when w1 was restarted under the same instance: {seen:#?}\n{}",
+        workers.tails(15)
+    );
+    eprintln!("w1 killed and back with {w1_before:?} after {back_in:.2?}; w0 saw nothing");
+    killed_at
+}
+
 /// w1 is SIGKILLed for good while both keep standby copies (`--standby`):
 /// once its session times out, w0 takes its partitions' state from the
 /// copies it kept, not from their changelog, so w1's heaters go without
 /// commands for the session timeout and little more.
 #[test]
 fn a_standby_takes_over_a_killed_controller_within_the_session_timeout() {
-    let pair = Pair::start(true);
+    let pair = Pair::start(true, Guarantee::AtLeastOnce);
     let Pair {
         log,
         sensor,

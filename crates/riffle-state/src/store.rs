@@ -286,6 +286,11 @@ impl<S> Store<S> {
         self.marks.get(key).map(Vec::as_slice)
     }
 
+    /// Every mark, by key.
+    pub fn marks(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.marks.iter().map(|(k, v)| (k.as_str(), v.as_slice()))
+    }
+
     /// Notes a mark written to this partition's changelog.
     pub fn set_mark(&mut self, key: &str, value: &[u8]) {
         self.marks.insert(key.to_owned(), value.to_vec());

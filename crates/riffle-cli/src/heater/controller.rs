@@ -365,13 +365,15 @@ pub struct ControllerArgs {
 }
 
 pub fn run(brokers: &LogArgs, a: ControllerArgs) -> Result<()> {
+    // First: a supervisor's SIGTERM during start-up stops the process
+    // gracefully once it has started, rather than killing it.
+    let stopper = util::signal_stopper();
     a.options.http_security.check(a.options.http.as_deref())?;
     let log = brokers.kafka(
         "heater controller",
         "`riffle demo heater` runs the controller and the heaters in one",
     )?;
     a.options.ensure_topics(&*log)?;
-    let stopper = util::signal_stopper();
     let state_dir = a.options.state_dir(brokers)?;
     let title = format!(
         "heater controller on {} ({:?} style, {} consumers, {})",

@@ -83,17 +83,12 @@ pub fn control_gap(
     for &p in partitions {
         let start = from.and_then(|f| f.get(&p)).copied().unwrap_or(0);
         let mut stamps = Vec::new();
-        log.read_partition(
-            control,
-            p,
-            start,
-            false,
-            Duration::from_secs(30),
-            &mut |r| {
-                stamps.extend(r.timestamp);
-                Ok(())
-            },
-        )
+        // Committed commands only: under exactly-once, an aborted
+        // transaction's reached no heater.
+        log.read_partition(control, p, start, true, Duration::from_secs(30), &mut |r| {
+            stamps.extend(r.timestamp);
+            Ok(())
+        })
         .expect("control topic read");
         stamps.sort_unstable();
         let mut last = stamps

@@ -191,8 +191,16 @@ impl Workers {
         let Some(mut c) = child else {
             return Err("not running".into());
         };
-        unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
         let deadline = Instant::now() + grace;
+        // A process signalled before it installed its handlers would end
+        // by the signal's default action: wait for its start-up line.
+        while !self.started_up(i) && Instant::now() < deadline {
+            if let Ok(Some(_)) = c.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
         let ended = loop {
             match c.try_wait() {
                 Ok(Some(status)) if status.success() => break Ok(()),
@@ -213,6 +221,16 @@ impl Workers {
             &format!("=== {} stopped (SIGTERM): {ended:?} ===", w.name),
         );
         ended
+    }
+
+    /// Whether worker `i`'s latest run printed its start-up line.
+    fn started_up(&self, i: usize) -> bool {
+        let name = self.lock()[i].name.clone();
+        let text = self.log_text(i);
+        let run = text
+            .rfind(&format!("=== {name} start #"))
+            .map_or(&text[..], |at| &text[at..]);
+        run.contains("heater controller on ")
     }
 
     /// Ends the run: nothing restarts from now on.

@@ -986,6 +986,14 @@ impl<P: KeyedProcessor> Dispatcher<P> {
         let Some(path) = d.snapshot_path(p) else {
             return;
         };
+        // Not while a growth may move keys into it (see `keyed::whole`).
+        if !self
+            .growth
+            .as_ref()
+            .is_none_or(|g| g.complete(p, self.marks.get(&p)))
+        {
+            return;
+        }
         let saved = self
             .pool
             .ask(|reply| Msg::Dump {
@@ -994,9 +1002,15 @@ impl<P: KeyedProcessor> Dispatcher<P> {
             })
             .and_then(|parts| {
                 let parts = parts.into_iter().collect::<Result<Vec<_>>>()?;
-                let n = parts.iter().map(Encoded::len).sum();
+                // The state layer's marks are kept here, not by the workers.
+                let marks: Vec<(&str, &[u8])> = self
+                    .marks
+                    .get(&p)
+                    .map(|m| m.marks().collect())
+                    .unwrap_or_default();
+                let n = parts.iter().map(Encoded::len).sum::<usize>() + marks.len();
                 let mut w = SnapshotWriter::create(&path, end, n)?;
-                for (k, v) in parts.iter().flat_map(Encoded::iter) {
+                for (k, v) in parts.iter().flat_map(Encoded::iter).chain(marks) {
                     w.entry(k, v)?;
                 }
                 w.finish()

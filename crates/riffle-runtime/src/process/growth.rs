@@ -291,6 +291,17 @@ impl Growth {
         Some(l)
     }
 
+    /// Whether partition `p`'s store holds every key moved into it: no
+    /// other partition's owner writes its changelog any more.
+    pub(super) fn complete<S>(&self, p: i32, store: Option<&Store<S>>) -> bool {
+        let Some(l) = self.cell.layout() else {
+            return true;
+        };
+        l.sources(p)
+            .iter()
+            .all(|&src| store.is_some_and(|s| s.mark(&l.moved_in(src)).is_some()))
+    }
+
     /// Makes sure the layout knows `partitions` before their state is
     /// restored: a consumer may be given a new partition before the
     /// periodic check saw it.

@@ -261,7 +261,7 @@ impl<P: KeyedProcessor> KeyedHandler<P> {
             return;
         };
         for (p, store) in &mut self.owned {
-            if store.changed_since_snapshot() == 0 {
+            if store.changed_since_snapshot() == 0 || !whole(&self.growth, *p, store) {
                 continue;
             }
             if let (Some(path), Some(&end)) = (d.snapshot_path(*p), ends.get(p)) {
@@ -271,6 +271,14 @@ impl<P: KeyedProcessor> KeyedHandler<P> {
             }
         }
     }
+}
+
+/// Whether partition `p`'s store reflects all of its changelog up to the
+/// changelog's end (so that a snapshot or a hand-over may say so): not
+/// while a growth may still move keys into it, written by another
+/// partition's owner.
+fn whole<S>(growth: &Option<Growth>, p: i32, store: &Store<S>) -> bool {
+    growth.as_ref().is_none_or(|g| g.complete(p, Some(store)))
 }
 
 /// Writes the changed states of every owned partition to the changelog.
@@ -516,7 +524,11 @@ impl<P: KeyedProcessor> Handler for KeyedHandler<P> {
                 g.revoked(tp.partition);
             }
             if let Some(mut store) = self.owned.remove(&tp.partition) {
-                let end = ends.as_ref().and_then(|e| e.get(&tp.partition)).copied();
+                let end = ends
+                    .as_ref()
+                    .and_then(|e| e.get(&tp.partition))
+                    .copied()
+                    .filter(|_| whole(&self.growth, tp.partition, &store));
                 // The partition may be leaving this process: save what
                 // changed, so that its next owner here starts from it.
                 let path = self
@@ -636,6 +648,7 @@ impl<P: KeyedProcessor> Drop for KeyedHandler<P> {
             let parked = ends
                 .as_ref()
                 .and_then(|e| e.get(&p))
+                .filter(|_| whole(&self.growth, p, &store))
                 .map(|&offset| Parked { store, offset });
             self.handoff.park(p, parked);
         }
