@@ -251,6 +251,9 @@ pub(super) struct Growth {
     /// partitions' (one transaction), not after them.
     atomic: bool,
     parts: HashMap<i32, Part>,
+    /// Partitions holding records: none almost always, so that a record
+    /// costs no lookup then.
+    holding: usize,
 }
 
 struct Part {
@@ -278,6 +281,7 @@ impl Growth {
             moved_in: Vec::new(),
             atomic,
             parts: HashMap::new(),
+            holding: 0,
         }
     }
 
@@ -357,15 +361,28 @@ impl Growth {
                 }
             }
         }
-        self.parts.insert(p, part);
+        if let Some(old) = self.parts.insert(p, part) {
+            if !old.held.is_empty() {
+                self.holding -= 1;
+            }
+        }
     }
 
     pub(super) fn revoked(&mut self, p: i32) {
-        self.parts.remove(&p);
+        if self
+            .parts
+            .remove(&p)
+            .is_some_and(|part| !part.held.is_empty())
+        {
+            self.holding -= 1;
+        }
     }
 
     /// Buffers `record` if its partition holds records.
     pub(super) fn held(&mut self, record: &RecordRef<'_>) -> bool {
+        if self.holding == 0 {
+            return false;
+        }
         match self.parts.get_mut(&record.partition) {
             Some(part) if !part.held.is_empty() => {
                 part.held.push_back(record.to_owned());
@@ -378,6 +395,9 @@ impl Growth {
     /// Starts holding `record`'s partition, from it.
     pub(super) fn hold(&mut self, record: &RecordRef<'_>) {
         if let Some(part) = self.parts.get_mut(&record.partition) {
+            if part.held.is_empty() {
+                self.holding += 1;
+            }
             part.held.push_back(record.to_owned());
         }
     }
@@ -469,6 +489,7 @@ impl Growth {
                         part.held.len()
                     );
                     released.extend(part.held.drain(..));
+                    self.holding -= 1;
                 }
             }
             let targets = l.targets(p);
