@@ -19,7 +19,7 @@ mod workers;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use riffle::log::kafka::KafkaLog;
@@ -134,6 +134,29 @@ impl Pair {
         }
     }
 
+    /// Runs `f` while the feeder writes the plan's measurements, from 2 s
+    /// after the feed starts (w1 joining may have taken two rebalances: the
+    /// group settles). `f` is given a call that stops the feed and waits
+    /// for the feeder, which it may make (once) before it ends.
+    fn while_feeding(&self, f: impl FnOnce(&dyn Fn())) {
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let log = self.log.clone();
+            let feeder = Mutex::new(Some(
+                scope.spawn(|| feed::feed(log, &self.sensor, &self.plan, &stop)),
+            ));
+            let stop_feed = || {
+                stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                if let Some(f) = feeder.lock().unwrap().take() {
+                    f.join().expect("feeder");
+                }
+            };
+            std::thread::sleep(Duration::from_secs(2));
+            f(&stop_feed);
+            stop_feed();
+        });
+    }
+
     /// Stops the workers still running (`live`), and removes the topics.
     fn finish(self, live: &[usize]) {
         self.workers.close();
@@ -163,20 +186,9 @@ const T: Duration = Duration::from_secs(30);
 #[test]
 fn restart_under_the_same_instance_moves_nothing() {
     let pair = Pair::start(false, Guarantee::AtLeastOnce);
-    let Pair {
-        log,
-        sensor,
-        control,
-        workers,
-        plan,
-        ..
-    } = &pair;
-    let (log, workers) = (log.clone(), workers.clone());
-    let stop_feed = AtomicBool::new(false);
-    std::thread::scope(|scope| {
-        let feeder = scope.spawn(|| feed::feed(log.clone(), sensor, plan, &stop_feed));
-        // Let the group settle: w1 joining may have taken two rebalances.
-        std::thread::sleep(Duration::from_secs(2));
+    let (log, workers) = (pair.log.clone(), pair.workers.clone());
+    let control = &pair.control;
+    pair.while_feeding(|stop_feed| {
         let (w0_before, w1_before) = (owned(&workers, 0), owned(&workers, 1));
 
         // 1. Killed and restarted within the session timeout.
@@ -260,8 +272,7 @@ fn restart_under_the_same_instance_moves_nothing() {
             "w1 back: w0 gave up {revoked:?} only, kept {:?}",
             owned(&workers, 0)
         );
-        stop_feed.store(true, std::sync::atomic::Ordering::SeqCst);
-        feeder.join().expect("feeder");
+        stop_feed();
 
         // How long w1's heaters went without commands each time.
         const WINDOW: i64 = 5000;
@@ -288,6 +299,40 @@ fn restart_under_the_same_instance_moves_nothing() {
         assert!(
             stop_gap < 3000,
             "w1's heaters went {stop_gap} ms without commands after w1 was stopped"
+        );
+    });
+    drop(workers);
+    pair.finish(&[0, 1]);
+}
+
+/// Static membership under exactly-once, whose groups rebalance eagerly:
+/// w1 is SIGKILLed and restarted under the same `--instance` within the
+/// session timeout, gets its partitions back (its transactional producer
+/// fencing the killed one's), and w0 sees no rebalance at all.
+#[test]
+fn restart_under_the_same_instance_moves_nothing_under_exactly_once() {
+    let pair = Pair::start(false, Guarantee::ExactlyOnce);
+    let (log, workers) = (pair.log.clone(), pair.workers.clone());
+    let control = &pair.control;
+    pair.while_feeding(|stop_feed| {
+        let (w0_before, w1_before) = (owned(&workers, 0), owned(&workers, 1));
+        let killed_at = restart_in_place(&workers, &w0_before, &w1_before);
+        stop_feed();
+        let gap = control_gap(
+            &*log,
+            control,
+            &w1_before,
+            None,
+            killed_at,
+            killed_at + 5000,
+        );
+        eprintln!(
+            "control gap of w1's heaters: {gap} ms after SIGKILL and restart under the same \
+             instance (exactly-once)"
+        );
+        assert!(
+            gap < SESSION_TIMEOUT.as_millis() as i64,
+            "w1's heaters went {gap} ms without commands after w1 was killed and restarted"
         );
     });
     drop(workers);

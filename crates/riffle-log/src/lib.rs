@@ -705,6 +705,20 @@ pub trait Log: Send + Sync {
     /// group's current generation; empty for a group without members.
     fn group_members(&self, group: &str, timeout: Duration) -> Result<Vec<GroupMember>>;
 
+    /// Makes a group's members be assigned partitions anew from the
+    /// topics' current metadata, which takes a short-lived member that
+    /// reads `via`, a topic no member of the group reads (it is given that
+    /// topic's partitions for a moment). Nothing happens to a group that is
+    /// rebalancing or has no members.
+    ///
+    /// On Kafka only the group's leader assigns, and it notices new
+    /// partitions of a topic at its metadata refreshes. A static member
+    /// restarted in place is given its previous assignment without a
+    /// rebalance, so a group whose leader keeps being restarted may leave
+    /// new partitions unowned; this is the remedy. The embedded log assigns
+    /// new partitions as they are made.
+    fn rebalance_group(&self, group: &str, via: &str, timeout: Duration) -> Result<()>;
+
     /// A reader of the given partitions outside any group (see [`LogReader`]).
     /// Fails with [`Error::UnknownTopic`] if a topic does not exist.
     fn reader(&self, config: &ReaderConfig) -> Result<Box<dyn LogReader>>;

@@ -112,3 +112,123 @@ fn read_committed_read_waits_for_an_open_transaction() {
     }
     log.delete_topic(&topic, conformance::T).unwrap();
 }
+
+/// New partitions reach a group of static members at the leader's next
+/// metadata refresh; with refreshes 5 minutes apart they stay unowned
+/// until `rebalance_group` makes the leader assign anew, which moves none
+/// of the members onto another topic. The helper member joins with the
+/// group's own assignor, incremental or eager.
+#[test]
+fn rebalance_group_assigns_partitions_the_leader_missed() {
+    unowned_partitions_assigned(false);
+}
+
+#[test]
+fn rebalance_group_assigns_partitions_the_leader_missed_eagerly() {
+    unowned_partitions_assigned(true);
+}
+
+fn unowned_partitions_assigned(eager: bool) {
+    use riffle::log::{TopicPartition, TopicSpec};
+    use riffle::stream::ConsumerGroup;
+    use std::collections::BTreeSet;
+    let slow = vec![(
+        "topic.metadata.refresh.interval.ms".to_owned(),
+        "300000".to_owned(),
+    )];
+    let log: Arc<dyn Log> = Arc::new(KafkaLog::connect(brokers(), slow).unwrap());
+    let (topic, via) = (
+        conformance::unique("unowned"),
+        conformance::unique("unowned-via"),
+    );
+    for (t, n) in [(&topic, 2), (&via, 1)] {
+        log.create_topic(&TopicSpec::new(t, n), conformance::T)
+            .unwrap();
+    }
+    let group = conformance::unique("unowned-group");
+    let mut cfg = conformance::config(&group, &topic);
+    cfg.instance = Some(group.clone());
+    cfg.eager = eager;
+    let members = ConsumerGroup::spawn(log.clone(), &cfg, 2, |_| {
+        |_: riffle::log::RecordRef<'_>| Ok(())
+    })
+    .unwrap();
+    let owned = || -> BTreeSet<TopicPartition> {
+        members
+            .assignments()
+            .into_iter()
+            .flat_map(|(_, a)| a)
+            .collect()
+    };
+    let all = |n: i32| -> BTreeSet<TopicPartition> {
+        (0..n)
+            .map(|p| TopicPartition::new(topic.clone(), p))
+            .collect()
+    };
+    conformance::eventually(conformance::T, "the members own both partitions", || {
+        owned() == all(2)
+    });
+
+    log.add_partitions(&topic, 4, conformance::T).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(owned(), all(2), "the leader saw the new partitions early");
+    let asked = Instant::now();
+    log.rebalance_group(&group, &via, conformance::T).unwrap();
+    conformance::eventually(Duration::from_secs(20), "the members own all 4", || {
+        owned() == all(4)
+    });
+    eprintln!(
+        "all 4 partitions owned {:.2?} after asking",
+        asked.elapsed()
+    );
+    // The short-lived member has left: its topic is nobody's.
+    conformance::eventually(conformance::T, "the helper member left", || {
+        let seen = log.group_members(&group, conformance::T).unwrap();
+        seen.len() == 2
+            && seen
+                .iter()
+                .all(|m| m.assignment.iter().all(|tp| tp.topic == topic))
+    });
+    members.stop().unwrap();
+    // A group without members has nothing to assign.
+    log.rebalance_group(&group, &via, conformance::T).unwrap();
+    for t in [&topic, &via] {
+        log.delete_topic(t, conformance::T).unwrap();
+    }
+}
+
+/// A producer, and the reader clients kept between reads, made before a
+/// topic grew write to and read its new partitions at once, rather than
+/// failing until their next metadata refresh.
+#[test]
+fn clients_made_before_a_topic_grew_use_its_new_partitions() {
+    use riffle::log::{OutRecord, TopicSpec};
+    let log = log();
+    let topic = conformance::unique("kept-reader");
+    log.create_topic(&TopicSpec::new(&topic, 1), conformance::T)
+        .unwrap();
+    let producer = log.producer(None).unwrap();
+    let to = |p: i32, value: &'static [u8]| {
+        let mut r = OutRecord::new(&topic, None, value);
+        r.partition = Some(p);
+        producer.send(r).unwrap();
+        producer.flush(conformance::T).unwrap();
+    };
+    let read = |p: i32| {
+        let mut values = Vec::new();
+        log.read_partition(&topic, p, 0, false, conformance::T, &mut |r| {
+            values.push(r.value.to_vec());
+            Ok(())
+        })
+        .map(|end| (end, values))
+    };
+    to(0, b"before");
+    // Every kept client now knows the topic with one partition.
+    for _ in 0..8 {
+        assert_eq!(read(0), Ok((1, vec![b"before".to_vec()])));
+    }
+    log.add_partitions(&topic, 2, conformance::T).unwrap();
+    to(1, b"after");
+    assert_eq!(read(1), Ok((1, vec![b"after".to_vec()])));
+    log.delete_topic(&topic, conformance::T).unwrap();
+}

@@ -535,6 +535,11 @@ impl Log for EmbeddedLog {
             .unwrap_or_default())
     }
 
+    /// Every change of a group or of its topics reassigns at once.
+    fn rebalance_group(&self, _group: &str, via: &str, _timeout: Duration) -> Result<()> {
+        crate::validate_topic_name(via)
+    }
+
     fn committed_offsets(
         &self,
         group: &str,

@@ -469,6 +469,14 @@ pub(super) fn watermarks<C: rdkafka::consumer::ConsumerContext>(
             {
                 Ok(None)
             }
+            // A client made before the topic grew knows the new partitions
+            // only from its next metadata refresh (seconds away): ask now.
+            Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownPartition) => {
+                consumer
+                    .fetch_metadata(Some(topic), timeout)
+                    .map_err(|e| log.unreachable(e))?;
+                Ok(None)
+            }
             Err(e) => Err(log.unreachable(e)),
         },
     )
@@ -578,6 +586,59 @@ pub(super) fn group_members(
     }
     out.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(out)
+}
+
+/// Makes a stable group's leader assign partitions anew: a short-lived
+/// member joins, subscribed to `via` alone, and leaves once it has been
+/// given its share. It joins with the assignor the group uses (a group
+/// takes only members that share one) and asks for no topic the others
+/// read, so what they are given is what the leader computes for them from
+/// the metadata it fetches for the assignment.
+pub(super) fn rebalance_group(
+    log: &KafkaLog,
+    group: &str,
+    via: &str,
+    timeout: Duration,
+) -> Result<()> {
+    let list = log
+        .admin()?
+        .inner()
+        .fetch_group_list(Some(group), timeout)
+        .map_err(|e| log.unreachable(e))?;
+    let Some(info) = list.groups().iter().find(|g| g.name() == group) else {
+        return Ok(());
+    };
+    // A group rebalancing already assigns anew; one without members has
+    // nobody to assign to.
+    if info.state() != "Stable" || info.members().is_empty() {
+        return Ok(());
+    }
+    let mut c = log.client_config();
+    for (k, v) in &log.inner.properties {
+        c.set(k, v);
+    }
+    c.set("group.id", group)
+        .set("client.id", format!("{group}-rebalance"))
+        .set("partition.assignment.strategy", info.protocol())
+        .set("enable.auto.commit", "false");
+    let consumer: BaseConsumer = c.create().map_err(kafka_error)?;
+    consumer.subscribe(&[via]).map_err(kafka_error)?;
+    let joined = wait_for(timeout, &format!("a rebalance of group {group}"), || {
+        if let Some(Err(e)) = consumer.poll(STEP) {
+            tracing::debug!("rebalancing group {group}: {e}");
+        }
+        let given = consumer.assignment().map_err(kafka_error)?;
+        Ok((given.count() > 0).then_some(()))
+    });
+    // Leaving before the close: librdkafka's close waits for a final
+    // rebalance callback, which this member has no use for.
+    consumer.unsubscribe();
+    let deadline = Instant::now() + STEP * 20;
+    while Instant::now() < deadline && consumer.assignment().is_ok_and(|a| a.count() > 0) {
+        consumer.poll(STEP);
+    }
+    drop(OffThread::new(consumer));
+    joined
 }
 
 /// The partitions of a consumer-protocol assignment: a version (int16),

@@ -297,6 +297,10 @@ impl Log for KafkaLog {
         admin::group_members(self, group, timeout)
     }
 
+    fn rebalance_group(&self, group: &str, via: &str, timeout: Duration) -> Result<()> {
+        admin::rebalance_group(self, group, via, timeout)
+    }
+
     fn recreate_topic(&self, spec: &TopicSpec, timeout: Duration) -> Result<()> {
         admin::recreate_topic(self, spec, timeout)
     }

@@ -43,6 +43,9 @@ const BACKGROUND_EVERY: Duration = Duration::from_millis(10);
 /// The most reports one serving takes, so that a sender goes back to its
 /// records soon; the rest wait for the next.
 const SERVE_AT_MOST: usize = 64;
+/// How long a record for a partition the producer does not know yet waits
+/// for the topic's metadata.
+const METADATA_WAIT: Duration = Duration::from_secs(5);
 
 pub(super) struct KafkaProducer {
     /// Who serves the reports; dropped before the producer (it holds a
@@ -297,7 +300,22 @@ impl KafkaProducer {
         if !r.headers.is_empty() {
             rec = rec.headers(to_kafka(r.headers));
         }
-        self.producer.send(rec).map_err(|(e, _)| e)?;
+        match self.producer.send(rec) {
+            Ok(()) => {}
+            // A producer made before the topic grew knows the new
+            // partitions only from its next metadata refresh (seconds
+            // away): a record for one asks for the topic's metadata now.
+            Err((e, rec))
+                if rec.partition.is_some()
+                    && e.rdkafka_error_code() == Some(C::UnknownPartition) =>
+            {
+                self.producer
+                    .client()
+                    .fetch_metadata(Some(r.topic), METADATA_WAIT)?;
+                self.producer.send(rec).map_err(|(e, _)| e)?;
+            }
+            Err((e, _)) => return Err(e),
+        }
         if self.reports.sends.fetch_add(1, Ordering::Relaxed) + 1 >= SERVE_EVERY {
             self.reports.sends.store(0, Ordering::Relaxed);
             self.reports.serve_waiting(&self.producer);

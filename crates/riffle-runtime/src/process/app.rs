@@ -606,19 +606,13 @@ impl<P: KeyedProcessor> App<P> {
         cfg.read_committed = self.guarantee == Guarantee::ExactlyOnce;
         // Static members only under a name the user chose: one made up
         // per run would leave, after a crash, a member nobody returns as
-        // holding partitions for the session timeout all the same. And
-        // only under at-least-once: under exactly-once a transaction's
-        // offsets carry the group's generation, and a consumer restarted
-        // after a transaction failed on a generation that moved on (an
-        // incremental rebalance under an open transaction) was seen
-        // rejoining without its partitions; exactly-once groups rebalance
-        // eagerly, committing before they give partitions up, as members
-        // of their own.
-        if self.guarantee == Guarantee::AtLeastOnce {
-            cfg.instance = self.instance.clone();
-        } else {
-            cfg.eager = true;
-        }
+        // holding partitions for the session timeout all the same.
+        cfg.instance = self.instance.clone();
+        // Under exactly-once a transaction's offsets carry the group's
+        // generation, which an incremental rebalance moves on under an
+        // open transaction, failing its commit: such groups rebalance
+        // eagerly, committing before they give partitions up.
+        cfg.eager = self.guarantee == Guarantee::ExactlyOnce;
         cfg
     }
 

@@ -5,8 +5,9 @@
 //!
 //! [`LayoutCell`] keeps the app's layout: it notices the growth (at start,
 //! every [`CHECK_EVERY`], and when a consumer is given a partition it does
-//! not know), records it in the `<group>-layout` topic and grows the
-//! changelog to match. [`Growth`] is one consumer's side of the move, for
+//! not know), records it in the `<group>-layout` topic, grows the
+//! changelog to match, and makes the group assign new partitions its
+//! leader missed. [`Growth`] is one consumer's side of the move, for
 //! the partitions it owns, with the state layer's [`Layout`] arithmetic
 //! and marks:
 //!
@@ -22,8 +23,8 @@
 //! - a record written in the old layout after the cut goes to the dead
 //!   letter topic: nothing is dropped quietly.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,8 @@ use riffle_state::{Cut, Durability, Layout, Moving, PartitionStores, Store, Upgr
 use crate::error::{Error, Result};
 use crate::log::{Log, OutRecord, Record, RecordRef, TopicSpec};
 use crate::stream::Producer;
+
+use super::time::now_ms;
 
 /// How often the input's partition count is read.
 pub(super) const CHECK_EVERY: Duration = Duration::from_secs(5);
@@ -47,6 +50,13 @@ const SWITCH_WAIT: Duration = Duration::from_secs(300);
 /// moved states, and an old partition checks the input's ends.
 const POLL_EVERY: Duration = Duration::from_millis(250);
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long after a growth was recorded its new partitions may go without
+/// an owner before this process makes the group assign them: the group's
+/// leader notices them at its next metadata refresh (every 10 s in
+/// Riffle's clients), unless it is restarted before.
+const UNOWNED_WAIT: Duration = Duration::from_secs(12);
+/// The least time between two rebalances this process asks for.
+const REBALANCE_EVERY: Duration = Duration::from_secs(30);
 
 /// The app's partition layout, shared by its consumers.
 pub(crate) struct LayoutCell {
@@ -65,6 +75,13 @@ pub(crate) struct LayoutCell {
     switched: Mutex<Option<Instant>>,
     /// When this process learnt of the growth.
     grown_at: Mutex<Option<Instant>>,
+    /// When the last growth was recorded, in ms since the epoch.
+    recorded_at: AtomicI64,
+    /// [`Layout::pack`] of the growth whose partitions have all been seen
+    /// owned in the group.
+    owned: AtomicU64,
+    /// When this process last asked the group to rebalance.
+    rebalanced_at: Mutex<Option<Instant>>,
 }
 
 impl LayoutCell {
@@ -86,6 +103,9 @@ impl LayoutCell {
             refreshing: Mutex::new(()),
             switched: Mutex::new(None),
             grown_at: Mutex::new(None),
+            recorded_at: AtomicI64::new(0),
+            owned: AtomicU64::new(Layout::pack(None)),
+            rebalanced_at: Mutex::new(None),
         });
         cell.refresh()?;
         Ok(cell)
@@ -194,6 +214,9 @@ impl LayoutCell {
         self.log
             .read_partition(&topic, 0, 0, false, ADMIN_TIMEOUT, &mut |r| {
                 last = Some(Layout::decode(r.value)?);
+                if let Some(at) = r.timestamp {
+                    self.recorded_at.store(at, Ordering::Release);
+                }
                 Ok(())
             })?;
         Ok(last)
@@ -208,7 +231,64 @@ impl LayoutCell {
         let producer = self.log.producer(None)?;
         let value = layout.encode();
         producer.send(OutRecord::new(&topic, Some(b"layout"), value.as_bytes()))?;
-        producer.flush(ADMIN_TIMEOUT)
+        producer.flush(ADMIN_TIMEOUT)?;
+        self.recorded_at.store(now_ms(), Ordering::Release);
+        Ok(())
+    }
+
+    /// Makes the group assign the input's partitions if, [`UNOWNED_WAIT`]
+    /// after the last growth was recorded, the group is settled (some
+    /// member owns partitions) and some partition still has no owner
+    /// (`docs/partition-growth.md`, "New partitions enter the group through
+    /// its leader"). Stops looking once every partition has been seen
+    /// owned.
+    fn claim_unowned(&self) -> Result<()> {
+        let Some(layout) = self.layout() else {
+            return Ok(());
+        };
+        let packed = Layout::pack(Some(layout));
+        let since = now_ms() - self.recorded_at.load(Ordering::Acquire);
+        if self.owned.load(Ordering::Acquire) == packed || since < UNOWNED_WAIT.as_millis() as i64 {
+            return Ok(());
+        }
+        let members = self.log.group_members(&self.group, ADMIN_TIMEOUT)?;
+        let mut owned: HashSet<(&str, i32)> = HashSet::new();
+        for tp in members.iter().flat_map(|m| &m.assignment) {
+            if let Some(t) = self.inputs.iter().find(|t| **t == tp.topic) {
+                owned.insert((t.as_str(), tp.partition));
+            }
+        }
+        // A rebalancing group shows no assignment.
+        if owned.is_empty() {
+            return Ok(());
+        }
+        let unowned: Vec<String> = self
+            .inputs
+            .iter()
+            .filter_map(|t| {
+                let ps: Vec<String> = (0..self.partitions())
+                    .filter(|&p| !owned.contains(&(t.as_str(), p)))
+                    .map(|p| p.to_string())
+                    .collect();
+                (!ps.is_empty()).then(|| format!("{t} [{}]", ps.join(", ")))
+            })
+            .collect();
+        if unowned.is_empty() {
+            self.owned.store(packed, Ordering::Release);
+            return Ok(());
+        }
+        let mut last = self.rebalanced_at.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|at| at.elapsed() < REBALANCE_EVERY) {
+            return Ok(());
+        }
+        *last = Some(Instant::now());
+        tracing::info!(
+            "input partitions {} have had no owner since the growth: making group {} assign them",
+            unowned.join(", "),
+            self.group
+        );
+        self.log
+            .rebalance_group(&self.group, &self.layout_topic(), ADMIN_TIMEOUT)
     }
 
     /// Reads the layout every [`CHECK_EVERY`] while the app runs.
@@ -221,6 +301,11 @@ impl LayoutCell {
                 let Some(cell) = cell.upgrade() else { return };
                 if let Err(e) = cell.refresh() {
                     tracing::warn!("cannot check the input's partitions: {e}");
+                }
+                // Here only: a consumer's thread must not wait for a
+                // rebalance, which waits for it.
+                if let Err(e) = cell.claim_unowned() {
+                    tracing::warn!("cannot check the owners of the input's partitions: {e}");
                 }
             });
         if let Err(e) = spawned {
