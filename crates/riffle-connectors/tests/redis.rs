@@ -15,23 +15,30 @@ use riffle_connectors::redis::{self, RedisSource};
 /// A redis-server that writes every change to its append-only file before
 /// answering, so that a restart keeps everything it confirmed.
 fn redis_server(name: &str) -> Server {
+    redis_server_with(name, &[])
+}
+
+/// The same, with more arguments.
+fn redis_server_with(name: &str, more: &[&str]) -> Server {
+    let mut args = vec![
+        "--port",
+        "{port}",
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        "{dir}",
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--save",
+        "",
+    ];
+    args.extend_from_slice(more);
     let mut s = Server::new(
         "redis-server",
         program("redis-server", "redis-server"),
-        &[
-            "--port",
-            "{port}",
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            "{dir}",
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-            "--save",
-            "",
-        ],
+        &args,
         free_port(),
         scratch_dir(name),
     );
@@ -145,6 +152,18 @@ fn record(topic: &str, i: usize) -> Record {
     r
 }
 
+/// `flushed` settled `settled` records and refused the one at `at` with
+/// Redis's WRONGTYPE error.
+fn wrongtype_refused(flushed: riffle::Result<()>, settled: usize, at: usize) {
+    let e = flushed.unwrap_err();
+    let riffle::Error::Unconfirmed(u) = &e else {
+        panic!("{e:?}")
+    };
+    assert_eq!((u.settled, u.refused.len()), (settled, 1), "{u:?}");
+    assert_eq!(u.refused[0].0, at);
+    assert!(u.refused[0].1.contains("WRONGTYPE"), "{u:?}");
+}
+
 /// Polls (and acknowledges) until `n` records came or `within` passed.
 fn collect(source: &mut RedisSource, n: usize, within: Duration) -> Vec<Record> {
     let deadline = Instant::now() + within;
@@ -197,9 +216,43 @@ fn records_go_through_a_pipeline_both_ways_intact() {
 
 #[test]
 fn nothing_is_lost_across_a_server_restart() {
-    const N: usize = 3000;
     let mut server = redis_server("redis-restart");
-    let url = url(&server);
+    let (failures, _) = nothing_lost_across(&url(&server), Duration::from_millis(2), || {
+        server.restart();
+    });
+    assert!(
+        failures > 0,
+        "the restart happened mid-run ({failures} failed flushes)"
+    );
+}
+
+/// The same through a cluster, every node of which is restarted in turn.
+/// The cluster client reconnects to a restarted node by itself, so a
+/// flush may not fail: what shows the restarts came mid-run is how much
+/// was published once they were done.
+#[test]
+fn nothing_is_lost_across_restarts_of_a_clusters_nodes() {
+    let mut nodes = redis_cluster("redis-cluster-restart", "s3cret");
+    let url = format!("redis+cluster://:s3cret@{}", nodes[0].address());
+    let (_, published) = nothing_lost_across(&url, Duration::from_millis(50), || {
+        for n in &mut nodes {
+            n.restart();
+        }
+    });
+    assert!(
+        published < 3000,
+        "all was published before the restarts were done"
+    );
+}
+
+/// Publishes (in batches of 50, `pace` apart) and reads 3,000 records at
+/// once through `url`, calling `restart` once a third are published;
+/// every record must be read.
+/// Returns how many flushes failed, and how many records were published
+/// when `restart` returned.
+fn nothing_lost_across(url: &str, pace: Duration, restart: impl FnOnce()) -> (usize, usize) {
+    const N: usize = 3000;
+    let url = url.to_owned();
     let published = Arc::new(AtomicUsize::new(0));
 
     // Publishes in batches as a pipeline does: a batch whose flush fails
@@ -224,7 +277,7 @@ fn nothing_is_lost_across_a_server_restart() {
                     }
                 }
                 published.fetch_add(batch.len(), Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(2));
+                std::thread::sleep(pace);
             }
             failures
         })
@@ -254,7 +307,8 @@ fn nothing_is_lost_across_a_server_restart() {
         assert!(Instant::now() < deadline, "publishing does not progress");
         std::thread::sleep(Duration::from_millis(5));
     }
-    server.restart();
+    restart();
+    let at_restart = published.load(Ordering::Relaxed);
     let failures = publisher.join().unwrap();
     let keys = reader.join().unwrap();
 
@@ -266,10 +320,8 @@ fn nothing_is_lost_across_a_server_restart() {
         "lost {} records: {missing:?}",
         missing.len()
     );
-    assert!(
-        published.load(Ordering::Relaxed) == N && failures > 0,
-        "the restart happened mid-run ({failures} failed flushes)"
-    );
+    assert_eq!(published.load(Ordering::Relaxed), N);
+    (failures, at_restart)
 }
 
 /// The source's lag is what the group has not acknowledged, as the
@@ -357,13 +409,7 @@ fn a_refused_xadd_refuses_only_its_record_with_the_servers_reason() {
     sink.send(&record("fine", 1)).unwrap();
     sink.send(&record("notastream", 2)).unwrap();
     sink.send(&record("fine", 3)).unwrap();
-    let e = sink.flush(Duration::from_secs(5)).unwrap_err();
-    let riffle::Error::Unconfirmed(u) = &e else {
-        panic!("{e:?}")
-    };
-    assert_eq!((u.settled, u.refused.len()), (3, 1), "{u:?}");
-    assert_eq!(u.refused[0].0, 1);
-    assert!(u.refused[0].1.contains("WRONGTYPE"), "{u:?}");
+    wrongtype_refused(sink.flush(Duration::from_secs(5)), 3, 1);
     // The next round goes through on the same connection.
     sink.send(&record("fine", 4)).unwrap();
     sink.flush(Duration::from_secs(5)).unwrap();
@@ -759,26 +805,11 @@ fn a_master_found_through_sentinels_round_trips_on_the_urls_database() {
 #[test]
 fn after_a_failover_the_sink_writes_to_the_new_master() {
     let mut master = redis_server("redis-failover-master");
-    let mut replica = Server::new(
-        "redis-server",
-        program("redis-server", "redis-server"),
-        &[
-            "--port",
-            "{port}",
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            "{dir}",
-            "--save",
-            "",
-            "--replicaof",
-            "127.0.0.1",
-            &master.port.to_string(),
-        ],
-        free_port(),
-        scratch_dir("redis-failover-replica"),
+    let master_port = master.port.to_string();
+    let replica = redis_server_with(
+        "redis-failover-replica",
+        &["--replicaof", "127.0.0.1", &master_port],
     );
-    replica.start();
     let watcher = sentinel("redis-failover-sentinel", master.port);
     let via = format!("redis+sentinel://{}/main", watcher.address());
 
@@ -921,4 +952,119 @@ fn sentinels_and_master_over_tls_with_an_acl_user() {
         &[("tls_ca", Certs::s(&certs.other_ca))],
     ));
     assert!(e.contains("give its CA with tls_ca"), "{e}");
+}
+
+/// A Redis Cluster of three masters that want `password`, the slots
+/// spread over them by `redis-cli --cluster create`; returned once every
+/// node says the cluster is ok.
+fn redis_cluster(name: &str, password: &str) -> Vec<Server> {
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        // The cluster bus is on a port of its own, free like the other.
+        let bus = free_port().to_string();
+        nodes.push(redis_server_with(
+            &format!("{name}-{i}"),
+            &[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-port",
+                &bus,
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "2000",
+                "--requirepass",
+                password,
+                "--masterauth",
+                password,
+            ],
+        ));
+    }
+    let created = std::process::Command::new(program("redis-cli", "redis-tools"))
+        .args(["-a", password, "--no-auth-warning", "--cluster", "create"])
+        .args(nodes.iter().map(Server::address))
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .unwrap();
+    assert!(
+        created.status.success(),
+        "redis-cli --cluster create: {}",
+        String::from_utf8_lossy(&created.stdout)
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for n in &nodes {
+        let url = format!("redis://:{password}@{}", n.address());
+        while !command::<String>(&url, ::redis::cmd("CLUSTER").arg("INFO"))
+            .contains("cluster_state:ok")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the cluster is not ok after 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    nodes
+}
+
+/// Through two of a cluster's three nodes (the third is found), a sink
+/// with a `{key}` stream template writes 30 streams that land on every
+/// node; an XADD the stream's node refuses refuses only its record; a
+/// source reads one stream back in order; a wrong password is named.
+#[test]
+fn a_cluster_holds_streams_on_every_node_and_reads_them_back() {
+    let nodes = redis_cluster("redis-cluster", "s3cret");
+    let listed = format!("{},{}", nodes[0].address(), nodes[1].address());
+    let url = format!("redis+cluster://:s3cret@{listed}");
+    let direct = |n: &Server| format!("redis://:s3cret@{}", n.address());
+    // A string where the sink expects a stream, on whichever node holds it.
+    let mut cluster = ::redis::cluster::ClusterClient::new(vec![direct(&nodes[0])])
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let set: String = ::redis::cmd("SET")
+        .arg("s-bad")
+        .arg("x")
+        .query(&mut cluster)
+        .unwrap();
+    assert_eq!(set, "OK");
+
+    let mut sink = redis::sink(&url, "s-{key}").unwrap();
+    let keyed = |i: usize| {
+        let key = if i == 150 {
+            "bad".to_owned()
+        } else {
+            format!("k{}", i % 30)
+        };
+        Record::new("in", Some(key.as_bytes()), format!("v{i}"))
+    };
+    for i in 0..300 {
+        sink.send(&keyed(i)).unwrap();
+    }
+    wrongtype_refused(sink.flush(Duration::from_secs(10)), 300, 150);
+    for n in &nodes {
+        let keys: i64 = command(&direct(n), &::redis::cmd("DBSIZE"));
+        assert!(keys > 0, "node {} holds no stream", n.address());
+    }
+
+    let mut reader = redis::source(&url, "s-k7", "check", "c").unwrap();
+    let got = collect(&mut reader, 10, Duration::from_secs(10));
+    let want: Vec<Record> = (0..300)
+        .filter(|i| i % 30 == 7)
+        .map(|i| Record {
+            topic: "s-k7".into(),
+            ..keyed(i)
+        })
+        .collect();
+    assert_eq!(got, want);
+
+    let started = Instant::now();
+    let e = redis::sink(&format!("redis+cluster://:wrong@{listed}"), "s")
+        .err()
+        .unwrap();
+    assert!(
+        matches!(e, riffle::Error::Authentication { .. }),
+        "{e:?}: {e}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
 }

@@ -1,12 +1,15 @@
-//! Appending records to streams with pipelined XADD.
+//! Appending records to streams with pipelined XADD: on one connection
+//! to a server, or through a cluster pipeline that sends each XADD to the
+//! node holding its stream.
 
 use std::time::{Duration, Instant};
 
-use ::redis::{Connection, Value};
+use ::redis::cluster::ClusterPipeline;
+use ::redis::{Cmd, Value};
 use riffle::connect::{render, Delivery, Record, Sink, Unconfirmed};
 use riffle::{Error, Result};
 
-use super::Target;
+use super::{Conn, Target};
 use crate::net::Backoff;
 
 /// How much may be queued before it is written out, replies still unread.
@@ -17,14 +20,19 @@ const WRITE_CHUNK: usize = 256 << 10;
 /// (`WRONGTYPE` for a key that is not a stream, `OOM`, an ACL denial),
 /// which refuses that record for good while the others' replies are read
 /// on. A lost connection instead ends the flush: the XADDs whose replies
-/// were read are settled, and the caller sends the rest again.
+/// were read are settled, and the caller sends the rest again. On a
+/// cluster, the XADDs of a flush go out together, each to its stream's
+/// node, and are settled together: those refused for good by their
+/// error reply, the others confirmed, or none if a node was lost.
 pub struct RedisSink {
     target: Target,
     stream: String,
     maxlen: Option<u64>,
-    conn: Option<Connection>,
-    /// Packed XADDs not yet written.
+    conn: Option<Conn>,
+    /// Packed XADDs not yet written, on one server's connection.
     out: Vec<u8>,
+    /// The XADDs of the next flush, on a cluster.
+    routed: ClusterPipeline,
     /// XADDs written (or queued) whose replies are not read yet.
     in_flight: usize,
     backoff: Backoff,
@@ -41,6 +49,7 @@ impl RedisSink {
             maxlen,
             conn: Some(conn),
             out: Vec::new(),
+            routed: ClusterPipeline::new(),
             in_flight: 0,
             backoff: Backoff::default(),
         })
@@ -48,7 +57,7 @@ impl RedisSink {
 
     /// The connection, opened again if it was lost: a few attempts with
     /// backoff, then the error (the pipeline sends the batch again later).
-    fn conn(&mut self) -> Result<&mut Connection> {
+    fn conn(&mut self) -> Result<&mut Conn> {
         if self.conn.is_none() {
             let give_up = Instant::now() + Duration::from_secs(5);
             loop {
@@ -79,13 +88,14 @@ impl RedisSink {
     fn fail(&mut self, e: Error) -> Error {
         self.conn = None;
         self.out.clear();
+        self.routed.clear();
         self.in_flight = 0;
         e
     }
 
     /// Writes the queued XADDs.
     fn write_out(&mut self) -> Result<()> {
-        let Some(conn) = self.conn.as_mut() else {
+        let Some(Conn::One(conn)) = self.conn.as_mut() else {
             return Ok(());
         };
         let out = std::mem::take(&mut self.out);
@@ -101,13 +111,17 @@ impl RedisSink {
     fn try_flush(&mut self, timeout: Duration) -> Result<()> {
         let sent = self.in_flight;
         let mut refused = Vec::new();
-        if self.conn.is_none() {
-            return Ok(());
-        }
+        match self.conn.as_mut() {
+            None => return Ok(()),
+            Some(Conn::Cluster(_)) => return self.flush_routed(timeout),
+            Some(Conn::One(_)) => {}
+        };
         if let Err(e) = self.write_out() {
             return Err(Unconfirmed::transient(0, refused, &e, None));
         }
-        let conn = self.conn.as_mut().expect("written above");
+        let Some(Conn::One(conn)) = self.conn.as_mut() else {
+            unreachable!("written above")
+        };
         if let Err(e) = conn.set_read_timeout(Some(timeout.max(Duration::from_millis(1)))) {
             let e = self.target.error(e);
             return Err(Unconfirmed::transient(0, refused, &self.fail(e), None));
@@ -149,6 +163,60 @@ impl RedisSink {
     }
 }
 
+impl RedisSink {
+    /// Sends the cluster pipeline's XADDs and settles them together.
+    fn flush_routed(&mut self, timeout: Duration) -> Result<()> {
+        let sent = std::mem::take(&mut self.in_flight);
+        let pipe = std::mem::take(&mut self.routed);
+        let Some(Conn::Cluster(conn)) = self.conn.as_mut() else {
+            return Ok(());
+        };
+        if sent == 0 {
+            return Ok(());
+        }
+        let replies = conn
+            .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
+            .and_then(|()| pipe.query::<Vec<Value>>(conn));
+        let e = match replies {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        match e.clone().into_server_errors() {
+            Some(errors) => {
+                let refused = errors
+                    .iter()
+                    .map(|(at, e)| {
+                        let text = match e.details() {
+                            Some(detail) => format!("{} {detail}", e.code()),
+                            None => e.code().to_owned(),
+                        };
+                        let why = format!("redis {}: XADD refused: {text}", self.target.address());
+                        (*at, why)
+                    })
+                    .collect();
+                Unconfirmed::refused(sent, refused)
+            }
+            None => {
+                let e = self.target.error(e);
+                Err(Unconfirmed::transient(0, Vec::new(), &self.fail(e), None))
+            }
+        }
+    }
+
+    fn queue(&mut self, cmd: Cmd) -> Result<()> {
+        self.in_flight += 1;
+        if let Some(Conn::Cluster(_)) = self.conn {
+            self.routed.add_command(cmd);
+            return Ok(());
+        }
+        cmd.write_packed_command(&mut self.out);
+        if self.out.len() >= WRITE_CHUNK {
+            self.write_out()?;
+        }
+        Ok(())
+    }
+}
+
 impl Sink for RedisSink {
     fn describe(&self) -> String {
         format!("redis {} stream {}", self.target.address(), self.stream)
@@ -173,12 +241,7 @@ impl Sink for RedisSink {
         for (name, v) in &record.headers {
             cmd.arg(name).arg(&v[..]);
         }
-        cmd.write_packed_command(&mut self.out);
-        self.in_flight += 1;
-        if self.out.len() >= WRITE_CHUNK {
-            self.write_out()?;
-        }
-        Ok(())
+        self.queue(cmd)
     }
 
     fn flush(&mut self, timeout: Duration) -> Result<()> {

@@ -6,9 +6,10 @@ use riffle::connect::{Delivery, Record, Sampled, Source};
 use riffle::{Error, Result};
 
 use ::redis::streams::StreamInfoGroupsReply;
-use ::redis::{Connection, Value};
+use ::redis::Value;
 
-use super::{in_context, Target};
+use super::conn::in_context;
+use super::{Conn, Target};
 use crate::net::Backoff;
 
 /// Where a new group starts reading.
@@ -41,7 +42,7 @@ pub struct RedisSource {
     group: String,
     consumer: String,
     start: Start,
-    conn: Option<Connection>,
+    conn: Option<Conn>,
     /// While re-reading this consumer's pending entries: the id after
     /// which to continue. `None` once they are all read and new entries
     /// (`>`) are next.
@@ -194,7 +195,7 @@ impl RedisSource {
 /// A group's entries not yet acknowledged: those not delivered yet (`lag`,
 /// which Redis 7 can tell unless entries were deleted in between) and
 /// those delivered and pending.
-fn group_lag(conn: &mut Connection, stream: &str, group: &str) -> Option<u64> {
+fn group_lag(conn: &mut Conn, stream: &str, group: &str) -> Option<u64> {
     let reply: StreamInfoGroupsReply = ::redis::cmd("XINFO")
         .arg("GROUPS")
         .arg(stream)
