@@ -232,10 +232,10 @@ fn nothing_is_lost_across_a_server_restart() {
 /// was published once they were done.
 #[test]
 fn nothing_is_lost_across_restarts_of_a_clusters_nodes() {
-    let mut nodes = redis_cluster("redis-cluster-restart", "s3cret");
-    let url = format!("redis+cluster://:s3cret@{}", nodes[0].address());
+    let mut nodes = redis_cluster("redis-cluster-restart", "s3cret", None);
+    let url = format!("redis+cluster://:s3cret@{}", nodes[0].0.address());
     let (_, published) = nothing_lost_across(&url, Duration::from_millis(50), || {
-        for n in &mut nodes {
+        for (n, _) in &mut nodes {
             n.restart();
         }
     });
@@ -956,33 +956,52 @@ fn sentinels_and_master_over_tls_with_an_acl_user() {
 
 /// A Redis Cluster of three masters that want `password`, the slots
 /// spread over them by `redis-cli --cluster create`; returned once every
-/// node says the cluster is ok.
-fn redis_cluster(name: &str, password: &str) -> Vec<Server> {
+/// node says the cluster is ok. With `certs`, each node also has a TLS
+/// port (its second number), which it announces to TLS clients, and the
+/// nodes talk to each other over TLS.
+fn redis_cluster(name: &str, password: &str, certs: Option<&Certs>) -> Vec<(Server, u16)> {
     let mut nodes = Vec::new();
     for i in 0..3 {
         // The cluster bus is on a port of its own, free like the other.
-        let bus = free_port().to_string();
-        nodes.push(redis_server_with(
-            &format!("{name}-{i}"),
-            &[
-                "--cluster-enabled",
-                "yes",
-                "--cluster-port",
-                &bus,
-                "--cluster-config-file",
-                "nodes.conf",
-                "--cluster-node-timeout",
-                "2000",
-                "--requirepass",
-                password,
-                "--masterauth",
-                password,
-            ],
-        ));
+        let (bus, tls_port) = (free_port().to_string(), free_port());
+        let mut args: Vec<String> = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-port",
+            &bus,
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            "2000",
+            "--requirepass",
+            password,
+            "--masterauth",
+            password,
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        if let Some(certs) = certs {
+            args.extend([
+                "--tls-port".into(),
+                tls_port.to_string(),
+                "--tls-cluster".into(),
+                "yes".into(),
+                "--tls-cert-file".into(),
+                Certs::s(&certs.server_cert),
+                "--tls-key-file".into(),
+                Certs::s(&certs.server_key),
+                "--tls-ca-cert-file".into(),
+                Certs::s(&certs.ca),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        nodes.push((redis_server_with(&format!("{name}-{i}"), &args), tls_port));
     }
     let created = std::process::Command::new(program("redis-cli", "redis-tools"))
         .args(["-a", password, "--no-auth-warning", "--cluster", "create"])
-        .args(nodes.iter().map(Server::address))
+        .args(nodes.iter().map(|(n, _)| n.address()))
         .args(["--cluster-replicas", "0", "--cluster-yes"])
         .output()
         .unwrap();
@@ -992,7 +1011,7 @@ fn redis_cluster(name: &str, password: &str) -> Vec<Server> {
         String::from_utf8_lossy(&created.stdout)
     );
     let deadline = Instant::now() + Duration::from_secs(30);
-    for n in &nodes {
+    for (n, _) in &nodes {
         let url = format!("redis://:{password}@{}", n.address());
         while !command::<String>(&url, ::redis::cmd("CLUSTER").arg("INFO"))
             .contains("cluster_state:ok")
@@ -1013,7 +1032,10 @@ fn redis_cluster(name: &str, password: &str) -> Vec<Server> {
 /// source reads one stream back in order; a wrong password is named.
 #[test]
 fn a_cluster_holds_streams_on_every_node_and_reads_them_back() {
-    let nodes = redis_cluster("redis-cluster", "s3cret");
+    let nodes: Vec<Server> = redis_cluster("redis-cluster", "s3cret", None)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
     let listed = format!("{},{}", nodes[0].address(), nodes[1].address());
     let url = format!("redis+cluster://:s3cret@{listed}");
     let direct = |n: &Server| format!("redis://:s3cret@{}", n.address());
@@ -1067,4 +1089,44 @@ fn a_cluster_holds_streams_on_every_node_and_reads_them_back() {
         "{e:?}: {e}"
     );
     assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+/// A cluster over TLS (`rediss+cluster://`, the nodes talking TLS to each
+/// other too), through one node's TLS port: the others are found at the
+/// TLS ports they announce, and a stream written through the sink is read
+/// back through the source.
+#[test]
+fn a_cluster_over_tls_round_trips() {
+    let certs = Certs::new("redis-cluster-tls");
+    let nodes = redis_cluster("redis-cluster-tls", "s3cret", Some(&certs));
+    let url = format!("rediss+cluster://:s3cret@127.0.0.1:{}", nodes[0].1);
+    let options = |extra: &[(&str, &str)]| {
+        let mut pairs = vec![("url", url.clone()), ("tls_ca", Certs::s(&certs.ca))];
+        pairs.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        riffle_connectors::Options::from_pairs("redis", pairs)
+    };
+    let mut sink =
+        riffle_connectors::registry::sink(options(&[("stream", "s-{key}")]), &env()).unwrap();
+    let sent: Vec<Record> = (0..60).map(|i| record("in", i % 20)).collect();
+    for r in &sent {
+        sink.send(r).unwrap();
+    }
+    sink.flush(Duration::from_secs(10)).unwrap();
+    let mut source =
+        riffle_connectors::registry::source(options(&[("stream", "s-k3")]), &env()).unwrap();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got.len() < 3 && Instant::now() < deadline {
+        source
+            .poll(&mut got, 100, Duration::from_millis(200))
+            .unwrap();
+        source.ack().unwrap();
+    }
+    let want: Vec<Record> = (0..3)
+        .map(|_| Record {
+            topic: "s-k3".into(),
+            ..record("in", 3)
+        })
+        .collect();
+    assert_eq!(got, want);
 }
