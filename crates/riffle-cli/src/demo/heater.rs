@@ -37,6 +37,24 @@ pub struct HeaterDemoArgs {
     /// bridged to and from the controller's log.
     #[arg(long, value_name = "URL")]
     mqtt: Option<String>,
+    /// An option of the MQTT connector for every connection to the broker
+    /// (repeatable), for a secured broker: tls_ca=ca.pem, tls_cert=...,
+    /// tls_key=..., user=..., password=${file:/run/secrets/mqtt}, ...
+    /// (`riffle connect --list mqtt` lists them).
+    #[arg(long = "mqtt-option", value_name = "KEY=VALUE", value_parser = key_value, requires = "mqtt")]
+    mqtt_options: Vec<(String, String)>,
+}
+
+/// `KEY=VALUE`, split at the first `=`; not an option the demo sets itself.
+fn key_value(s: &str) -> std::result::Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, _)) if ["url", "topic", "client_id"].contains(&k.trim()) => Err(format!(
+            "'{}' is set by the demo (the URL comes from --mqtt)",
+            k.trim()
+        )),
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+        _ => Err(format!("'{s}' is not KEY=VALUE")),
+    }
 }
 
 /// The controller's consumer group in the demo.
@@ -142,7 +160,7 @@ pub fn run(brokers: &LogArgs, mut a: HeaterDemoArgs) -> Result<()> {
                 sensor: &o.sensor_topic,
                 control: &o.control_topic,
             };
-            let bridges = mqtt::Bridges::start(url, &run, &devices, &log, topics)?;
+            let bridges = mqtt::Bridges::start(url, &a.mqtt_options, &run, &devices, &log, topics)?;
             println!(
                 "heaters on MQTT at {url}: {} and {}",
                 mqtt::SENSOR.replace("{key}", "<id>"),

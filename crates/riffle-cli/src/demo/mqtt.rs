@@ -40,13 +40,15 @@ pub struct Topics<'a> {
 }
 
 impl Bridges {
-    /// Starts the four pipelines between the broker at `url`, the
+    /// Starts the four pipelines between the broker at `url` (each MQTT
+    /// connection also given the connector options `options`), the
     /// heaters' log `devices` and the controller's `log`. `run` names the
     /// heaters' MQTT sessions (a fresh simulator must not receive commands
     /// queued for an earlier one); the controller's side keeps its session
     /// across runs, like its consumer group.
     pub fn start(
         url: &str,
+        options: &[(String, String)],
         run: &str,
         devices: &Arc<dyn Log>,
         log: &Arc<dyn Log>,
@@ -59,23 +61,16 @@ impl Bridges {
                 ))
             }),
         };
+        let mqtt = |topic: &str, client: &str| {
+            let given = options.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+            let ours = [("url", url), ("topic", topic), ("client_id", client)];
+            Options::from_pairs("mqtt", ours.into_iter().chain(given))
+        };
         let mqtt_source = |topic: &str, client: &str| -> Result<Box<dyn Source>> {
-            registry::source(
-                Options::from_pairs(
-                    "mqtt",
-                    [("url", url), ("topic", topic), ("client_id", client)],
-                ),
-                &env,
-            )
+            registry::source(mqtt(topic, client), &env)
         };
         let mqtt_sink = |topic: &str, client: &str| -> Result<Box<dyn Sink>> {
-            registry::sink(
-                Options::from_pairs(
-                    "mqtt",
-                    [("url", url), ("topic", topic), ("client_id", client)],
-                ),
-                &env,
-            )
+            registry::sink(mqtt(topic, client), &env)
         };
         let log_source = |log: &Arc<dyn Log>, topic: &str, group: &str| -> Result<LogSource> {
             let mut c = ConsumerConfig::new(group, &[topic]);
