@@ -67,13 +67,18 @@ impl Drop for Mosquitto {
 fn heater_demo_over_mqtt_converges_and_every_record_crosses_the_broker() {
     let dir = scratch("mqtt-demo");
     let broker = Mosquitto::start(&dir, "allow_anonymous true\n", "");
-    converges(&format!("mqtt://127.0.0.1:{}", broker.port), &[]);
+    converges(
+        &["--in-memory"],
+        &format!("mqtt://127.0.0.1:{}", broker.port),
+        &[],
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The same through a listener that wants TLS with a client certificate
-/// signed by the test's CA, and a user's password (read from a file by
-/// the demo, as a deployment would keep it).
+/// The same with the controller on Kafka (`RIFFLE_TEST_BROKERS`, set by
+/// scripts/test.sh), through an MQTT listener that wants TLS with a client
+/// certificate signed by the test's CA, and a user's password (read from a
+/// file by the demo, as a deployment would keep it).
 #[test]
 fn heater_demo_over_mqtt_with_tls_a_client_certificate_and_a_password_converges() {
     let dir = scratch("mqtt-demo-tls");
@@ -110,7 +115,10 @@ fn heater_demo_over_mqtt_with_tls_a_client_certificate_and_a_password_converges(
         format!("password=${{file:{}}}", secret.display()),
     ];
     let url = format!("mqtts://127.0.0.1:{}", broker.port);
-    converges(&url, &options);
+    let brokers = std::env::var("RIFFLE_TEST_BROKERS").expect(
+        "RIFFLE_TEST_BROKERS is not set: run scripts/test.sh, or scripts/kafka.sh start and export it",
+    );
+    converges(&["-b", &brokers], &url, &options);
     // Without the password, or without the client certificate, the broker
     // refuses, and the demo says so in a line.
     let refused = |given: &[&String]| {
@@ -140,13 +148,15 @@ fn scratch(name: &str) -> std::path::PathBuf {
     dir
 }
 
-/// Runs the demo of 100 heaters for 30 simulated minutes through the
-/// broker at `url` (with `--mqtt-option` for each of `options`): every
-/// heater reaches its band, none is ever out of it, and the records
-/// cross the broker both ways.
-fn converges(url: &str, options: &[String]) {
+/// Runs the demo of 100 heaters for 30 simulated minutes on the log
+/// `log` (riffle's first arguments), through the MQTT broker at `url`
+/// (with `--mqtt-option` for each of `options`), on fresh topics: every
+/// heater reaches its band, none is ever out of it, and the records cross
+/// the broker both ways.
+fn converges(log: &[&str], url: &str, options: &[String]) {
     let out = Command::new(env!("CARGO_BIN_EXE_riffle"))
-        .args(["--in-memory", "demo", "heater", "--mqtt", url])
+        .args(log)
+        .args(["demo", "heater", "--fresh", "--mqtt", url])
         .args(options.iter().flat_map(|o| ["--mqtt-option", o.as_str()]))
         .args(["--heaters", "100", "--duration", "30m", "--seed", "5"])
         .env_remove("RIFFLE_BROKERS")

@@ -16,6 +16,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use riffle::connect::{LogSink, LogSource, Pipeline, Sink, Source, Transform};
 use riffle::log::{ConsumerConfig, Log, OffsetReset};
@@ -26,6 +27,9 @@ use riffle_connectors::{registry, Env, LogChoice, Options};
 pub const SENSOR: &str = "heaters/{key}/sensor";
 /// The MQTT topic of each heater's commands.
 pub const COMMAND: &str = "heaters/{key}/command";
+
+/// The group of the bridge from the controller's commands to MQTT.
+const COMMANDS_GROUP: &str = "mqtt-bridge-out";
 
 /// The running pipelines.
 pub struct Bridges {
@@ -98,7 +102,7 @@ impl Bridges {
             (
                 "controller -> MQTT",
                 Pipeline::new(
-                    log_source(log, topics.control, "mqtt-bridge-out")?,
+                    log_source(log, topics.control, COMMANDS_GROUP)?,
                     mqtt_sink(COMMAND, "riffle-demo-bridge-out")?,
                 ),
             ),
@@ -122,7 +126,29 @@ impl Bridges {
                 .map_err(|e| Error::io("cannot start a thread", &e))?;
             threads.push((name.to_owned(), t));
         }
-        Ok(Self { stop, threads })
+        let bridges = Self { stop, threads };
+        // The bridge reads the controller's commands from the end it finds
+        // once it owns the topic: the heaters start after that, or their
+        // first commands could be missed (a Kafka group takes a moment to
+        // assign).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let members = log.group_members(COMMANDS_GROUP, Duration::from_secs(5))?;
+            if members
+                .iter()
+                .any(|m| m.assignment.iter().any(|tp| tp.topic == topics.control))
+            {
+                return Ok(bridges);
+            }
+            if Instant::now() > deadline {
+                let _ = bridges.stop();
+                return Err(Error::Timeout(format!(
+                    "the bridge of {} to MQTT was not given the topic within 30 s",
+                    topics.control
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Stops every pipeline; returns the records each moved.
