@@ -318,7 +318,14 @@ impl KeyedProcessor for Controller {
         decode_sensor(record.key, record.value).map_err(Error::Decode)
     }
 
+    /// The heater's own time where something here runs on it (the
+    /// watchdog, the statistics); otherwise the record's timestamp, which
+    /// costs nothing to read, where the heater's time takes a parse of the
+    /// record's headers (a tenth of the controller's time per record).
     fn event_time(&self, record: &RecordRef<'_>, _: &SensorMessage) -> Option<i64> {
+        if self.watchdog.is_none() && self.stats.is_none() {
+            return record.timestamp;
+        }
         heater_time(record)
     }
 

@@ -55,7 +55,10 @@ pub use store::{read_stored, ChangelogSink, Encoded, Store};
 pub use timers::{Domain, Fired, Time, Timer, TimerChange};
 pub use version::{Damaged, StoredState, Unversioned, Upgrade};
 
-/// The stores of the partitions one consumer (or worker) owns, by
-/// partition number: looked up once per record, so hashed as the stores'
-/// keys are (see [`store`]).
-pub type PartitionStores<S> = hashbrown::HashMap<i32, Store<S>>;
+/// Something per partition number, looked up once per record: hashed as
+/// the stores' keys are (see [`store`]), not with the standard library's
+/// slower default.
+pub type ByPartition<V> = hashbrown::HashMap<i32, V>;
+
+/// The stores of the partitions one consumer (or worker) owns.
+pub type PartitionStores<S> = ByPartition<Store<S>>;

@@ -27,7 +27,7 @@ use riffle_state::{
     restore_point, send_changes, Changes, Domain, Durability, Encoded, PartitionStores,
     RestoreFrom, SnapshotWriter, Store,
 };
-use riffle_state::{Handoff, Layout};
+use riffle_state::{ByPartition, Handoff, Layout};
 
 /// Records handed to a worker at once, at most.
 const BATCH: usize = 512;
@@ -464,7 +464,7 @@ pub(super) struct Dispatcher<P: KeyedProcessor> {
     /// snapshots are written once the consumer has left the group.
     final_ends: Option<HashMap<i32, i64>>,
     /// Each owned partition's watermark.
-    watermarks: HashMap<i32, Watermark>,
+    watermarks: ByPartition<Watermark>,
     /// Processing time, read once per poll.
     now: i64,
     /// When the workers were last asked to fire timers.
@@ -547,7 +547,7 @@ impl<P: KeyedProcessor> Dispatcher<P> {
             last_snapshot: Instant::now(),
             stopping: false,
             final_ends: None,
-            watermarks: HashMap::new(),
+            watermarks: ByPartition::default(),
             last_tick: Instant::now(),
             ticked,
             ticks,

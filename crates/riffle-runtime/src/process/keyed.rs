@@ -17,7 +17,7 @@ use super::{run_processor, Context, KeyedProcessor, Upgrader};
 use crate::error::{Error, Result};
 use crate::log::{Progress, RecordRef, TopicPartition};
 use crate::stream::{memory, Deferring, Handler, Producer};
-use riffle_state::Handoff;
+use riffle_state::{ByPartition, Handoff};
 use riffle_state::{
     restore_point, Domain, Durability, PartitionStores, RestoreFrom, Standby, Store,
 };
@@ -53,7 +53,7 @@ pub(super) struct KeyedHandler<P: KeyedProcessor> {
     /// partitions' next owners.
     final_ends: Option<HashMap<i32, i64>>,
     /// Each owned partition's watermark.
-    watermarks: HashMap<i32, Watermark>,
+    watermarks: ByPartition<Watermark>,
     settling: Settling,
     /// Processing time, read once per poll.
     now: i64,
@@ -100,7 +100,7 @@ impl<P: KeyedProcessor> KeyedHandler<P> {
             last_snapshot: Instant::now(),
             stopping: false,
             final_ends: None,
-            watermarks: HashMap::new(),
+            watermarks: ByPartition::default(),
             settling: Settling::new(),
             expired: 0,
             in_batch: false,
