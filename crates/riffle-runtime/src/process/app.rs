@@ -275,10 +275,9 @@ impl<P: KeyedProcessor> App<P> {
     /// A name for this process, unique in the group and stable across its
     /// restarts (a host name, a pod name, a number).
     ///
-    /// Under at-least-once, on Kafka, its consumers become static members
-    /// of the group (named `<id>-<consumer number>`; exactly-once groups
-    /// rebalance eagerly and join as dynamic members, see
-    /// `consumer_config`): a process killed and restarted within
+    /// On Kafka its consumers become static members of the group (named
+    /// `<id>-<consumer number>`; exactly-once groups rebalance eagerly,
+    /// see `consumer_config`): a process killed and restarted within
     /// the session timeout takes its partitions back without a rebalance,
     /// so the other processes carry on undisturbed. A stop still leaves
     /// the group at once, handing the partitions over without waiting for

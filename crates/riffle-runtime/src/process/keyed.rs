@@ -17,10 +17,10 @@ use super::{run_processor, Context, KeyedProcessor, Upgrader};
 use crate::error::{Error, Result};
 use crate::log::{Progress, RecordRef, TopicPartition};
 use crate::stream::{memory, Deferring, Handler, Producer};
-use riffle_state::{ByPartition, Handoff};
 use riffle_state::{
     restore_point, Domain, Durability, PartitionStores, RestoreFrom, Standby, Store,
 };
+use riffle_state::{ByPartition, Handoff};
 
 /// How often partition states are saved as local snapshots.
 const SNAPSHOT_EVERY: Duration = Duration::from_secs(30);
