@@ -351,6 +351,20 @@ fn sigterm_stops_consume_after_committing_what_it_printed() {
     std::fs::remove_dir_all(&data).unwrap();
 }
 
+/// `--fresh` starts the controller's state over with its topics: a run
+/// on fewer partitions than the last is no shrinking of the state's.
+#[test]
+fn heater_demo_fresh_starts_the_controllers_state_over() {
+    let data = temp_dir("heater-fresh");
+    for args in [&["-p", "4"][..], &["-p", "2", "--fresh"][..]] {
+        let mut all = vec!["demo", "heater", "--heaters", "10", "--duration", "2m"];
+        all.extend_from_slice(args);
+        let out = riffle_in(&data, &all);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+    }
+    std::fs::remove_dir_all(&data).unwrap();
+}
+
 #[test]
 fn heater_demo_keeps_its_data_across_runs() {
     let data = temp_dir("heater-twice");

@@ -27,9 +27,10 @@ pub struct HeaterDemoArgs {
     controller: ControllerOptions,
     #[command(flatten)]
     sim: SimOptions,
-    /// Delete the demo's topics first and start from empty ones; by default
-    /// the topics, their records and the controller's committed offsets are
-    /// kept from earlier runs.
+    /// Delete the demo's topics and the controller's state first and start
+    /// from empty ones; by default the topics, their records, the
+    /// controller's committed offsets and its state are kept from earlier
+    /// runs.
     #[arg(long)]
     fresh: bool,
     /// Let the heaters speak MQTT through this broker (e.g. mqtt://127.0.0.1:1883):
@@ -107,6 +108,24 @@ pub fn run(brokers: &LogArgs, mut a: HeaterDemoArgs) -> Result<()> {
     }
     let stopper = util::signal_stopper();
     let state_dir = o.state_dir(brokers)?;
+    if a.fresh {
+        // The controller's state starts over with its topics: its
+        // changelog, its record of input growth and its snapshots.
+        for t in ["changelog", "layout"].map(|s| format!("{GROUP}-{s}")) {
+            match log.delete_topic(&t, TIMEOUT) {
+                Ok(()) | Err(Error::UnknownTopic(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(dir) = &state_dir {
+            match std::fs::remove_dir_all(dir.join(GROUP)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io(format!("cannot remove {}", dir.display()), &e))
+                }
+                _ => {}
+            }
+        }
+    }
     println!("controller: {}", o.delivery(state_dir.as_deref()));
     let style = format!("{:?}", o.style()).to_lowercase();
     let title = format!(
