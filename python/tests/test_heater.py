@@ -119,6 +119,9 @@ def test_python_heater_controller_equals_the_model(style, guarantee, kills):
         c.kill()
     feeder.join()
     c = Controller(*args)
+    # Wait until it runs: the killed instance may have committed everything
+    # already, and a SIGTERM before the handler is installed kills it.
+    assert c.running.wait(60), "the controller did not start: " + "".join(c.lines)
     deadline = time.monotonic() + 90
     while not caught_up(log, group, sensor):
         assert time.monotonic() < deadline, "the controller did not catch up: " + "".join(c.lines)
