@@ -130,8 +130,10 @@ fn ok(listener: Listener, args: &[&str]) -> String {
     let out = riffle(&all);
     assert!(
         out.status.success(),
-        "riffle {all:?}: {}",
-        text(&out.stderr)
+        "riffle {all:?}: {}\n{}\n{}",
+        out.status,
+        text(&out.stderr),
+        text(&out.stdout)
     );
     text(&out.stdout)
 }
