@@ -55,18 +55,6 @@ struct Inner {
     faults: Arc<Faults>,
 }
 
-impl Drop for Inner {
-    /// Closes the idle reader clients and waits for every close under way
-    /// (see `off_thread`): a log is often the last thing a process drops.
-    fn drop(&mut self) {
-        drop(std::mem::take(&mut self.readers));
-        off_thread::wait_closed(CLOSE_WAIT);
-    }
-}
-
-/// How long a dropped log waits for its clients to close.
-const CLOSE_WAIT: Duration = Duration::from_secs(5);
-
 impl KafkaLog {
     /// A handle on the cluster at `brokers` (`host:port[,host:port...]`),
     /// with extra librdkafka properties applied to every client it creates.

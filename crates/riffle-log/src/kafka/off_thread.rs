@@ -11,8 +11,7 @@
 //! OpenSSL's clean-up while the closing client's TLS connections still use
 //! it, and the process dies of a segmentation fault, silently. So closes are
 //! counted, and the process waits for them at exit (an `atexit` handler,
-//! registered after OpenSSL's and so run before it), as a log does when it
-//! is dropped ([`wait_closed`]).
+//! registered after OpenSSL's and so run before it; [`wait_closed`]).
 
 use std::sync::{Condvar, Mutex, Once};
 use std::time::{Duration, Instant};
